@@ -1,0 +1,22 @@
+//! SMTP as a sans-IO library.
+//!
+//! Everything in this crate is a pure function of its input: bytes in,
+//! commands, replies, events and bytes out. No sockets, files, threads or
+//! clocks (the front end, the spool and the delivery side own those), which is
+//! what lets every rule here be tested byte by byte and fuzzed.
+//!
+//! - [`address`]: mailboxes and paths (RFC 5321 §4.1.2, RFC 6531).
+//! - [`params`]: ESMTP parameters of MAIL and RCPT.
+//! - [`command`]: the command grammar (RFC 5321 §4.1.1) and its error replies.
+//! - [`reply`]: replies with enhanced status codes (RFC 3463), formatting and parsing.
+//! - [`data`]: the DATA codec: dot-unstuffing on receive, dot-stuffing on send.
+
+pub mod address;
+pub mod command;
+pub mod params;
+pub mod reply;
+
+pub use address::{AddressLiteral, Domain, ForwardPath, LocalPart, Mailbox, Path, ReversePath};
+pub use command::{Command, Verb};
+pub use params::{BodyType, MailParams, Notify, OriginalRecipient, RcptParams, Ret};
+pub use reply::{EnhancedCode, Reply, Severity};
