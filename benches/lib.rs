@@ -1,1 +1,3 @@
-//! Only benches live here: see the `[[bench]]` targets.
+//! Shared inputs for the criterion benches (see the `[[bench]]` targets).
+
+pub mod corpus;

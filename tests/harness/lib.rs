@@ -1,1 +1,36 @@
-//! Test harness (being written).
+//! Harness for the end-to-end tests: builds and runs the real `sluice`
+//! binary, talks to it over loopback sockets byte for byte, and reads its
+//! spool back through the spool crate (read-only) to check what was queued.
+//!
+//! Every wait here is bounded in time, every process started is stopped by
+//! its PID, and every server listens on a kernel-chosen loopback port so that
+//! tests run in parallel.
+
+mod binary;
+mod client;
+mod process;
+mod queue;
+mod server;
+
+pub use binary::sluice_bin;
+pub use client::{Client, Reply, send_message, try_send_message};
+pub use process::run;
+pub use queue::{QueuedMessage, queue_by_id, read_queue};
+pub use server::{HOSTNAME, Server, ServerBuilder};
+
+use std::time::{Duration, Instant};
+
+/// Polls `f` every few milliseconds until it returns `Some`, for at most
+/// `limit`. Tests use it instead of fixed sleeps.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,1 +1,162 @@
-fn main() {}
+//! `sluice`: the mail transfer agent's command line.
+//!
+//! The binary only wires the parts together: configuration, logging,
+//! signals, the spool and the front end. Protocol logic lives in the crates.
+
+mod config;
+mod queue;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use config::Config;
+use sluice_smtpd::{NoFilter, Smtpd};
+use sluice_spool::{Spool, SpoolConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "A spool-and-deliver mail transfer agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (with no --config: embedded defaults, 127.0.0.1:2525).
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and explain what is wrong with it.
+    CheckConfig { file: PathBuf },
+    /// Inspect the queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// List queued messages: id, age, size, sender, recipients and their state.
+    List {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The spool directory (overrides the config's spool_dir).
+        #[arg(long)]
+        spool: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            init_logging();
+            match load(config.as_deref()).and_then(serve) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("sluice: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                println!("{}: ok", file.display());
+                println!("  hostname      {}", config.hostname());
+                for l in &config.listen {
+                    println!("  listen        {} ({:?})", l.addr, l.mode);
+                }
+                println!("  spool_dir     {}", config.spool_dir.display());
+                println!("  local domains {}", config.local.domains.join(", "));
+                println!("  local users   {}", config.local.users.join(", "));
+                let nets: Vec<String> = config.relay.trusted_networks.iter().map(ToString::to_string).collect();
+                println!("  may relay     {}", nets.join(", "));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Queue {
+            command: QueueCommand::List { config, spool },
+        } => {
+            let dir = match spool {
+                Some(dir) => Ok(dir),
+                None => load(config.as_deref()).map(|c| c.spool_dir),
+            };
+            match dir.and_then(|dir| queue::list(&dir, &mut std::io::stdout().lock())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn serve(config: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&config.spool_dir)
+        .map_err(|e| format!("cannot create spool directory {}: {e}", config.spool_dir.display()))?;
+    let (spool, report) = Spool::open(&config.spool_dir, SpoolConfig::default())
+        .map_err(|e| format!("cannot open the spool in {}: {e}", config.spool_dir.display()))?;
+    tracing::info!(
+        spool = %config.spool_dir.display(),
+        messages = report.live_messages,
+        torn_tail_bytes = report.torn_tail_bytes,
+        "spool recovered"
+    );
+    let smtpd_config = config.smtpd();
+    let hostname = smtpd_config.session.hostname.clone();
+    let smtpd = Smtpd::start(smtpd_config, spool.handle(), Arc::new(NoFilter))
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    for addr in smtpd.local_addrs() {
+        // Tests and scripts read this line to learn the port (addr may say port 0).
+        tracing::info!("listening on {addr} as {hostname}");
+    }
+
+    let stopper = smtpd.stopper();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signal_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "shutting down: finishing transactions in flight");
+                stopper.stop();
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    smtpd.wait();
+    signal_handle.close();
+    spool.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -14,6 +14,8 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::syntax::{self, AnyPath, Scanner};
+
 /// A domain as it appears after `@` or in HELO/EHLO.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Domain {
@@ -178,3 +180,159 @@ impl fmt::Display for ForwardPath {
         }
     }
 }
+
+impl Domain {
+    /// Parses a domain name or an address literal, the whole of `s` (e.g. a
+    /// local domain in the config, or the argument of EHLO).
+    pub fn parse(s: &str) -> Option<Domain> {
+        let mut sc = Scanner::new(s);
+        let domain = sc.domain(AddressError::InvalidDomain).ok()?;
+        sc.at_end().then_some(domain)
+    }
+
+    /// Whether the domain is pure ASCII (no U-label), so needs no SMTPUTF8.
+    pub fn is_ascii(&self) -> bool {
+        match self {
+            Domain::Name(name) => name.is_ascii(),
+            Domain::Literal(_) => true,
+        }
+    }
+}
+
+impl LocalPart {
+    /// Builds a local part from its unquoted text, quoting it when it is not
+    /// a dot-string (the same canonical form the parser produces).
+    pub fn from_unquoted(s: &str) -> Result<LocalPart, AddressError> {
+        if !syntax::is_quotable(s) {
+            return Err(AddressError::ControlCharacter);
+        }
+        let canonical = syntax::canonical_local_part(s);
+        if canonical.len() > syntax::MAX_LOCAL_PART {
+            return Err(AddressError::LocalPartTooLong);
+        }
+        Ok(LocalPart(canonical))
+    }
+}
+
+impl Mailbox {
+    /// Parses `local-part@domain`, without angle brackets (e.g. from the config).
+    pub fn parse(s: &[u8]) -> Result<Mailbox, AddressError> {
+        let s = std::str::from_utf8(s).map_err(|_| AddressError::NotUtf8)?;
+        Scanner::new(s).mailbox()
+    }
+
+    /// Whether the mailbox can be sent without SMTPUTF8 (RFC 6531).
+    pub fn is_ascii(&self) -> bool {
+        self.local_part.0.is_ascii() && self.domain.is_ascii()
+    }
+}
+
+impl Path {
+    /// Parses a whole bracketed path, `<@a,@b:user@host>`. `<>` and
+    /// `<postmaster>` are not paths (see [`ReversePath`], [`ForwardPath`]).
+    pub fn parse(s: &[u8]) -> Result<Path, AddressError> {
+        let s = std::str::from_utf8(s).map_err(|_| AddressError::NotUtf8)?;
+        let mut sc = Scanner::new(s);
+        let path = match sc.any_path()? {
+            AnyPath::Path(path) => path,
+            AnyPath::Null => return Err(AddressError::NullPath),
+            AnyPath::Postmaster => return Err(AddressError::MissingDomain),
+        };
+        if !sc.at_end() {
+            return Err(AddressError::TrailingCharacters);
+        }
+        Ok(path)
+    }
+
+    /// Whether the path, source route included, can be sent without SMTPUTF8.
+    pub fn is_ascii(&self) -> bool {
+        self.mailbox.is_ascii() && self.source_route.iter().all(Domain::is_ascii)
+    }
+}
+
+impl ReversePath {
+    /// Whether the path can be sent without SMTPUTF8; `<>` always can.
+    pub fn is_ascii(&self) -> bool {
+        match self {
+            ReversePath::Null => true,
+            ReversePath::Path(p) => p.is_ascii(),
+        }
+    }
+}
+
+impl ForwardPath {
+    /// Whether the path can be sent without SMTPUTF8; `<postmaster>` always can.
+    pub fn is_ascii(&self) -> bool {
+        match self {
+            ForwardPath::Postmaster => true,
+            ForwardPath::Path(p) => p.is_ascii(),
+        }
+    }
+}
+
+/// Why a path or mailbox does not parse. [`AddressError::description`] is
+/// the part of the reply text that tells the client what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AddressError {
+    NotUtf8,
+    /// The path does not start with `<` (RFC 5321 requires the brackets).
+    NotBracketed,
+    /// The closing `>` is missing.
+    Unterminated,
+    /// NUL, CR, LF or another control character inside the path.
+    ControlCharacter,
+    InvalidSourceRoute,
+    InvalidLocalPart,
+    /// `<user>`: no `@domain` (only `<postmaster>` may omit it, and only in RCPT).
+    MissingDomain,
+    InvalidDomain,
+    InvalidAddressLiteral,
+    /// Over 64 octets (RFC 5321 §4.5.3.1.1).
+    LocalPartTooLong,
+    /// Over 255 octets (RFC 5321 §4.5.3.1.2).
+    DomainTooLong,
+    /// A label over 63 octets (RFC 1035 §2.3.4).
+    LabelTooLong,
+    /// Over 256 octets (RFC 5321 §4.5.3.1.3).
+    PathTooLong,
+    /// `<>` where a mailbox is required (RCPT TO).
+    NullPath,
+    /// Something other than a space between `>` and the parameters.
+    TrailingCharacters,
+}
+
+impl AddressError {
+    /// What is wrong, in words for the reply text.
+    pub fn description(self) -> &'static str {
+        match self {
+            AddressError::NotUtf8 => "the address is not valid UTF-8",
+            AddressError::NotBracketed => {
+                "the address must be enclosed in angle brackets, as in <user@example.com>"
+            }
+            AddressError::Unterminated => "the closing angle bracket is missing",
+            AddressError::ControlCharacter => "control character in the address",
+            AddressError::InvalidSourceRoute => "invalid source route (the @host,@host: part)",
+            AddressError::InvalidLocalPart => "invalid local part (the part before the @)",
+            AddressError::MissingDomain => "the domain is missing, expected user@domain",
+            AddressError::InvalidDomain => "invalid domain name",
+            AddressError::InvalidAddressLiteral => "invalid address literal",
+            AddressError::LocalPartTooLong => "the local part is longer than 64 octets",
+            AddressError::DomainTooLong => "the domain is longer than 255 octets",
+            AddressError::LabelTooLong => "a domain label is longer than 63 octets",
+            AddressError::PathTooLong => "the path is longer than 256 octets",
+            AddressError::NullPath => "the null path <> is not a valid recipient",
+            AddressError::TrailingCharacters => {
+                "unexpected characters after the closing angle bracket"
+            }
+        }
+    }
+}
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+impl std::error::Error for AddressError {}

@@ -10,13 +10,27 @@
 //! - [`command`]: the command grammar (RFC 5321 §4.1.1) and its error replies.
 //! - [`reply`]: replies with enhanced status codes (RFC 3463), formatting and parsing.
 //! - [`data`]: the DATA codec: dot-unstuffing on receive, dot-stuffing on send.
+//! - [`line`]: cutting the command stream into lines, with a length limit.
+//! - [`client`]: the SMTP client session the delivery side drives.
 
 pub mod address;
+pub mod client;
 pub mod command;
+pub mod data;
+pub mod line;
 pub mod params;
 pub mod reply;
+pub mod server;
 
 pub use address::{AddressLiteral, Domain, ForwardPath, LocalPart, Mailbox, Path, ReversePath};
 pub use command::{Command, Verb};
 pub use params::{BodyType, MailParams, Notify, OriginalRecipient, RcptParams, Ret};
 pub use reply::{EnhancedCode, Reply, Severity};
+pub use address::AddressError;
+pub use command::CommandError;
+pub use data::{DataDecoder, DecodeProgress, DotStuffer, LineEndingCheck};
+pub use line::{Line, LineReader};
+pub use reply::ReplyError;
+mod syntax;
+mod xtext;
+pub use params::ParamError;

@@ -3,6 +3,8 @@
 //! SIZE (RFC 1870), BODY (RFC 6152, RFC 3030), SMTPUTF8 (RFC 6531),
 //! RET / ENVID / NOTIFY / ORCPT (RFC 3461, with xtext decoding), AUTH (RFC 4954).
 
+use std::fmt;
+
 /// `BODY=` (RFC 6152 8BITMIME, RFC 3030 BINARYMIME).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum BodyType {
@@ -57,4 +59,366 @@ pub struct MailParams {
 pub struct RcptParams {
     pub notify: Option<Notify>,
     pub orcpt: Option<OriginalRecipient>,
+}
+
+/// Why the parameters of a MAIL or RCPT line were refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ParamError {
+    /// Not `keyword[=value]` (RFC 5321 §4.1.2 esmtp-param).
+    Syntax,
+    /// A parameter we support with a value outside its grammar.
+    InvalidValue {
+        keyword: &'static str,
+        /// The accepted form, for the reply text.
+        expected: &'static str,
+    },
+    Duplicate {
+        keyword: &'static str,
+    },
+    /// A keyword this server does not implement (RFC 5321 §4.1.1.11: 555).
+    Unsupported {
+        keyword: String,
+    },
+    /// A MAIL parameter on RCPT or the other way round.
+    WrongCommand {
+        keyword: &'static str,
+    },
+}
+
+/// Keywords are echoed in replies; an absurdly long one is cut short there.
+const MAX_ECHOED_KEYWORD: usize = 40;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keyword {
+    Size,
+    Body,
+    SmtpUtf8,
+    Ret,
+    Envid,
+    Auth,
+    Notify,
+    Orcpt,
+}
+
+impl Keyword {
+    const ALL: [Keyword; 8] = [
+        Keyword::Size,
+        Keyword::Body,
+        Keyword::SmtpUtf8,
+        Keyword::Ret,
+        Keyword::Envid,
+        Keyword::Auth,
+        Keyword::Notify,
+        Keyword::Orcpt,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Keyword::Size => "SIZE",
+            Keyword::Body => "BODY",
+            Keyword::SmtpUtf8 => "SMTPUTF8",
+            Keyword::Ret => "RET",
+            Keyword::Envid => "ENVID",
+            Keyword::Auth => "AUTH",
+            Keyword::Notify => "NOTIFY",
+            Keyword::Orcpt => "ORCPT",
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            Keyword::Size => "SIZE=<message size in octets>",
+            Keyword::Body => "BODY=7BIT, BODY=8BITMIME or BODY=BINARYMIME",
+            Keyword::SmtpUtf8 => "SMTPUTF8 without a value",
+            Keyword::Ret => "RET=FULL or RET=HDRS",
+            Keyword::Envid => "ENVID=<xtext of at most 100 printable ASCII characters>",
+            Keyword::Auth => "AUTH=<xtext mailbox> or AUTH=<>",
+            Keyword::Notify => "NOTIFY=NEVER or NOTIFY= a comma list of SUCCESS, FAILURE, DELAY",
+            Keyword::Orcpt => "ORCPT=<address type>;<xtext address>",
+        }
+    }
+
+    fn is_mail(self) -> bool {
+        !matches!(self, Keyword::Notify | Keyword::Orcpt)
+    }
+
+    fn lookup(keyword: &str) -> Option<Keyword> {
+        Keyword::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(keyword))
+    }
+
+    fn invalid(self) -> ParamError {
+        ParamError::InvalidValue {
+            keyword: self.name(),
+            expected: self.expected(),
+        }
+    }
+}
+
+/// `esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")`
+fn is_esmtp_keyword(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
+}
+
+/// `esmtp-value = 1*(%d33-60 / %d62-126)`, plus UTF-8 under RFC 6531.
+fn is_esmtp_value(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| {
+            if c.is_ascii() {
+                c.is_ascii_graphic() && c != '='
+            } else {
+                !c.is_control()
+            }
+        })
+}
+
+/// Splits `Mail-parameters` / `Rcpt-parameters` into keyword and value,
+/// checking the generic syntax and the command the keyword belongs to.
+fn each_param(
+    s: &str,
+    for_mail: bool,
+) -> impl Iterator<Item = Result<(Keyword, Option<&str>), ParamError>> {
+    s.split([' ', '\t'])
+        .filter(|p| !p.is_empty())
+        .map(move |param| {
+            let (keyword, value) = match param.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (param, None),
+            };
+            if !is_esmtp_keyword(keyword) || !value.is_none_or(is_esmtp_value) {
+                return Err(ParamError::Syntax);
+            }
+            match Keyword::lookup(keyword) {
+                Some(k) if k.is_mail() == for_mail => Ok((k, value)),
+                Some(k) => Err(ParamError::WrongCommand { keyword: k.name() }),
+                None => {
+                    let mut keyword = keyword.to_ascii_uppercase();
+                    keyword.truncate(MAX_ECHOED_KEYWORD);
+                    Err(ParamError::Unsupported { keyword })
+                }
+            }
+        })
+}
+
+fn set_once<T>(slot: &mut Option<T>, k: Keyword, value: T) -> Result<(), ParamError> {
+    if slot.is_some() {
+        return Err(ParamError::Duplicate { keyword: k.name() });
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// One of `choices`, compared without regard to case.
+fn choose<T: Copy>(value: Option<&str>, choices: &[(&str, T)]) -> Option<T> {
+    let value = value?;
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(value))
+        .map(|&(_, t)| t)
+}
+
+/// `1*20DIGIT` that fits a u64 (RFC 1870 size-value; RFC 3030 chunk-size).
+pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.bytes().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+impl MailParams {
+    /// Parses the parameters after `MAIL FROM:<path>`.
+    pub(crate) fn parse(s: &str) -> Result<MailParams, ParamError> {
+        let mut p = MailParams::default();
+        for param in each_param(s, true) {
+            let (k, value) = param?;
+            match k {
+                Keyword::Size => {
+                    let size = value.and_then(parse_decimal).ok_or(k.invalid())?;
+                    set_once(&mut p.size, k, size)?;
+                }
+                Keyword::Body => {
+                    let body = choose(
+                        value,
+                        &[
+                            ("7BIT", BodyType::SevenBit),
+                            ("8BITMIME", BodyType::EightBitMime),
+                            ("BINARYMIME", BodyType::BinaryMime),
+                        ],
+                    )
+                    .ok_or(k.invalid())?;
+                    set_once(&mut p.body, k, body)?;
+                }
+                Keyword::SmtpUtf8 => {
+                    if value.is_some() {
+                        return Err(k.invalid());
+                    }
+                    if p.smtputf8 {
+                        return Err(ParamError::Duplicate { keyword: k.name() });
+                    }
+                    p.smtputf8 = true;
+                }
+                Keyword::Ret => {
+                    let ret = choose(value, &[("FULL", Ret::Full), ("HDRS", Ret::Hdrs)])
+                        .ok_or(k.invalid())?;
+                    set_once(&mut p.ret, k, ret)?;
+                }
+                Keyword::Envid => {
+                    // RFC 3461 §4.4: printable US-ASCII, at most 100 characters;
+                    // it is copied into DSNs, so nothing else may get through.
+                    let envid = value
+                        .and_then(crate::xtext::decode)
+                        .filter(|id| {
+                            id.len() <= 100 && id.bytes().all(|b| (b' '..=b'~').contains(&b))
+                        })
+                        .ok_or(k.invalid())?;
+                    set_once(&mut p.envid, k, envid)?;
+                }
+                Keyword::Auth => {
+                    // `<>` is itself valid xtext, decoding to "<>".
+                    let auth = value
+                        .and_then(crate::xtext::decode)
+                        .filter(|a| !a.is_empty() && !has_control(a))
+                        .ok_or(k.invalid())?;
+                    set_once(&mut p.auth, k, auth)?;
+                }
+                Keyword::Notify | Keyword::Orcpt => {
+                    unreachable!("each_param filters RCPT keywords")
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// Writes each parameter as ` KEYWORD=value`, in a fixed order.
+    pub(crate) fn write_wire(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(size) = self.size {
+            write!(f, " SIZE={size}")?;
+        }
+        if let Some(body) = self.body {
+            f.write_str(match body {
+                BodyType::SevenBit => " BODY=7BIT",
+                BodyType::EightBitMime => " BODY=8BITMIME",
+                BodyType::BinaryMime => " BODY=BINARYMIME",
+            })?;
+        }
+        if self.smtputf8 {
+            f.write_str(" SMTPUTF8")?;
+        }
+        if let Some(ret) = self.ret {
+            f.write_str(match ret {
+                Ret::Full => " RET=FULL",
+                Ret::Hdrs => " RET=HDRS",
+            })?;
+        }
+        if let Some(envid) = &self.envid {
+            f.write_str(" ENVID=")?;
+            crate::xtext::write(f, envid)?;
+        }
+        if let Some(auth) = &self.auth {
+            f.write_str(" AUTH=")?;
+            crate::xtext::write(f, auth)?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_notify(value: &str) -> Option<Notify> {
+    if value.eq_ignore_ascii_case("NEVER") {
+        return Some(Notify::Never);
+    }
+    let (mut success, mut failure, mut delay) = (false, false, false);
+    for item in value.split(',') {
+        if item.eq_ignore_ascii_case("SUCCESS") {
+            success = true;
+        } else if item.eq_ignore_ascii_case("FAILURE") {
+            failure = true;
+        } else if item.eq_ignore_ascii_case("DELAY") {
+            delay = true;
+        } else {
+            // Includes NEVER in a list: RFC 3461 §4.1 allows it only alone.
+            return None;
+        }
+    }
+    Some(Notify::On {
+        success,
+        failure,
+        delay,
+    })
+}
+
+/// `addr-type ";" xtext` with `addr-type` an atom (RFC 3461 §4.2) less `=`,
+/// which no esmtp-value may hold.
+fn parse_orcpt(value: &str) -> Option<OriginalRecipient> {
+    let (addr_type, address) = value.split_once(';')?;
+    let atom = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/?^_`{|}~".contains(&b);
+    if addr_type.is_empty() || !addr_type.bytes().all(atom) {
+        return None;
+    }
+    let address = crate::xtext::decode(address).filter(|a| !a.is_empty() && !has_control(a))?;
+    Some(OriginalRecipient {
+        addr_type: addr_type.to_owned(),
+        address,
+    })
+}
+
+impl RcptParams {
+    /// Parses the parameters after `RCPT TO:<path>`.
+    pub(crate) fn parse(s: &str) -> Result<RcptParams, ParamError> {
+        let mut p = RcptParams::default();
+        for param in each_param(s, false) {
+            let (k, value) = param?;
+            match k {
+                Keyword::Notify => {
+                    let notify = value.and_then(parse_notify).ok_or(k.invalid())?;
+                    set_once(&mut p.notify, k, notify)?;
+                }
+                Keyword::Orcpt => {
+                    let orcpt = value.and_then(parse_orcpt).ok_or(k.invalid())?;
+                    set_once(&mut p.orcpt, k, orcpt)?;
+                }
+                _ => unreachable!("each_param filters MAIL keywords"),
+            }
+        }
+        Ok(p)
+    }
+
+    /// Writes each parameter as ` KEYWORD=value`. `Notify::On` with no flag
+    /// set has no wire form and is left out rather than sent malformed.
+    pub(crate) fn write_wire(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.notify {
+            Some(Notify::Never) => f.write_str(" NOTIFY=NEVER")?,
+            Some(Notify::On {
+                success,
+                failure,
+                delay,
+            }) if success || failure || delay => {
+                f.write_str(" NOTIFY=")?;
+                let mut sep = "";
+                for (on, name) in [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")] {
+                    if on {
+                        f.write_str(sep)?;
+                        f.write_str(name)?;
+                        sep = ",";
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(orcpt) = &self.orcpt {
+            write!(f, " ORCPT={};", orcpt.addr_type)?;
+            crate::xtext::write(f, &orcpt.address)?;
+        }
+        Ok(())
+    }
 }

@@ -1,1 +1,209 @@
-//! (being written)
+//! Sluice's SMTP front end.
+//!
+//! A few `mio` event loops (one per core by default) accept connections and
+//! run one [`ServerSession`](sluice_smtp::server::ServerSession) per client.
+//! No call on an event loop blocks: filters and the spool answer through a
+//! channel and a `mio::Waker`, so one slow filter, DNS answer or disk flush
+//! never delays another client's replies.
+//!
+//! The `250` after DATA is sent only when the spool reports the message
+//! durable (its group commit's fdatasync has returned).
+
+mod conn;
+mod event_loop;
+pub mod filter;
+mod limits;
+pub mod policy;
+pub mod trace;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sluice_smtp::server::ServerConfig;
+use sluice_spool::SpoolHandle;
+
+pub use filter::{Connection, Defer, Filter, Later, NoFilter, Stage, Verdict};
+pub use policy::RecipientPolicy;
+
+use event_loop::{EventLoop, Inbox};
+use limits::ConnectionLimits;
+
+/// Everything the front end needs to run.
+#[derive(Debug, Clone)]
+pub struct SmtpdConfig {
+    /// Hostname, line and message limits, extensions.
+    pub session: ServerConfig,
+    pub listen: Vec<SocketAddr>,
+    /// 0 means one per available core.
+    pub event_loops: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// RFC 5321 §4.5.3.2.7: the server timeout, 5 minutes recommended.
+    pub command_timeout: Duration,
+    /// RFC 5321 §4.5.3.2.6: waiting for a block of DATA, 3 minutes recommended.
+    pub data_timeout: Duration,
+    /// How long transactions in flight may run on after a shutdown request.
+    pub shutdown_grace: Duration,
+    pub policy: RecipientPolicy,
+}
+
+impl SmtpdConfig {
+    pub fn new(session: ServerConfig, listen: Vec<SocketAddr>, policy: RecipientPolicy) -> Self {
+        SmtpdConfig {
+            session,
+            listen,
+            event_loops: 0,
+            max_connections: 10_000,
+            max_connections_per_ip: 50,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            shutdown_grace: Duration::from_secs(10),
+            policy,
+        }
+    }
+}
+
+/// State shared by all event loops.
+pub(crate) struct Shared {
+    pub(crate) session: Arc<ServerConfig>,
+    pub(crate) policy: RecipientPolicy,
+    pub(crate) spool: SpoolHandle,
+    pub(crate) filter: Arc<dyn Filter>,
+    pub(crate) limits: ConnectionLimits,
+    pub(crate) command_timeout: Duration,
+    pub(crate) data_timeout: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) shutting_down: AtomicBool,
+    connection_ids: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.connection_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A running front end.
+#[derive(Debug)]
+pub struct Smtpd {
+    local_addrs: Vec<SocketAddr>,
+    loops: Vec<JoinHandle<()>>,
+    stopper: Stopper,
+}
+
+/// Asks a running front end to shut down; cheap to clone, usable from a
+/// signal-handling thread.
+#[derive(Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+    inboxes: Vec<Arc<Inbox>>,
+}
+
+impl std::fmt::Debug for Stopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stopper").field("loops", &self.inboxes.len()).finish()
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("hostname", &self.session.hostname).finish()
+    }
+}
+
+impl Stopper {
+    /// Stops accepting, lets transactions in flight finish (within the grace
+    /// period), says `421` to everyone else, then lets the loops exit.
+    pub fn stop(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        for inbox in &self.inboxes {
+            inbox.wake();
+        }
+    }
+}
+
+impl Smtpd {
+    /// Binds the listeners and starts the event loops.
+    pub fn start(config: SmtpdConfig, spool: SpoolHandle, filter: Arc<dyn Filter>) -> io::Result<Smtpd> {
+        let listeners = config
+            .listen
+            .iter()
+            .map(|addr| bind(*addr))
+            .collect::<io::Result<Vec<_>>>()?;
+        let local_addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()?;
+        let loops = match config.event_loops {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let shared = Arc::new(Shared {
+            session: Arc::new(config.session),
+            policy: config.policy,
+            spool,
+            filter,
+            limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+            command_timeout: config.command_timeout,
+            data_timeout: config.data_timeout,
+            shutdown_grace: config.shutdown_grace,
+            shutting_down: AtomicBool::new(false),
+            connection_ids: AtomicU64::new(1),
+        });
+        let mut handles = Vec::with_capacity(loops);
+        let mut inboxes = Vec::with_capacity(loops);
+        for i in 0..loops {
+            // Every loop polls every listener; whichever wakes first accepts.
+            let own = listeners
+                .iter()
+                .map(TcpListener::try_clone)
+                .collect::<io::Result<Vec<_>>>()?;
+            let (event_loop, inbox) = EventLoop::new(shared.clone(), own)?;
+            inboxes.push(inbox);
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("smtpd-{i}"))
+                    .spawn(move || event_loop.run())?,
+            );
+        }
+        Ok(Smtpd {
+            local_addrs,
+            loops: handles,
+            stopper: Stopper { shared, inboxes },
+        })
+    }
+
+    /// The addresses actually bound (port 0 in the config gets a real port).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Waits until every event loop has finished (after [`Stopper::stop`]).
+    pub fn wait(self) {
+        for handle in self.loops {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restarted server must not wait for TIME_WAIT sockets of the old one.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}

@@ -1,1 +1,165 @@
-//! (being written)
+//! Sluice's durable on-disk queue: the boundary between receiving and
+//! delivering.
+//!
+//! A `250` after DATA is a promise: the SMTP front end answers only when the
+//! spool's completion says the message is on disk (`fdatasync` returned), and
+//! `kill -9` or a power cut at any moment loses nothing acknowledged. The
+//! spool stores envelopes as plain data ([`Envelope`]) and knows nothing about
+//! SMTP sessions.
+//!
+//! # How it works
+//!
+//! - **Segments**: append-only files `seg-NNNNNNNNNNNN.log` (12 decimal
+//!   digits, increasing) in the spool directory, rotated at
+//!   [`SpoolConfig::segment_size`]. Every record carries CRC32C checksums.
+//! - **Group commit**: one writer thread takes the appends of every
+//!   connection from a channel, writes whatever is queued with one `writev`
+//!   and makes it durable with one `fdatasync`, then runs each submitter's
+//!   completion. See `writer.rs` for why writes are `writev` rather than
+//!   stores into a writable mapping.
+//! - **Reads** go through read-only memory maps of the segments (`memmap2`);
+//!   [`StoredMessage::body`] borrows the mapped bytes.
+//! - **State**: a message's state is its message record plus the replay of
+//!   the journal records after it. Once every recipient is final (delivered
+//!   or failed), or the message is marked done or deleted, it leaves the
+//!   in-memory index.
+//! - **Recovery** ([`Spool::open`]) replays all segments in order, cuts a
+//!   torn tail off the last one, skips damaged records elsewhere with a
+//!   warning, and rebuilds the index.
+//! - **Space**: segments are deleted oldest first, once nothing in the
+//!   oldest is live; compaction copies the few live messages of a mostly
+//!   dead oldest segment (with their current states) to the head first. See
+//!   `compaction.rs` for the policy and why deletion is front-only.
+//! - `spool.lock` in the directory is held (`flock`) by the one process that
+//!   has the spool open for writing; [`Spool::open_read_only`] takes no lock.
+//!
+//! # On-disk format (version 1)
+//!
+//! All integers are little-endian. CRC32C is the Castagnoli CRC (as in
+//! iSCSI/ext4), computed with the `crc32c` crate.
+//!
+//! ## Segment file
+//!
+//! A 40-byte header, then records back to back (no padding, no alignment):
+//!
+//! | offset | size | field |
+//! |-------:|-----:|-------|
+//! | 0  | 8 | magic `SLUICESG` (ASCII) |
+//! | 8  | 4 | format version, `1` |
+//! | 12 | 4 | reserved, zero |
+//! | 16 | 8 | segment sequence number (equals the number in the file name) |
+//! | 24 | 8 | id floor: the largest queue id issued when the segment was created |
+//! | 32 | 4 | CRC32C of bytes 0..32 |
+//! | 36 | 4 | reserved, zero |
+//!
+//! A new segment is written as `seg-N.log.tmp`, fdatasync'd, renamed to
+//! `seg-N.log`, and the directory fsync'd, so a segment name always has a
+//! valid header. A file whose header is damaged is renamed `*.damaged` at
+//! open and otherwise ignored.
+//!
+//! ## Record
+//!
+//! A 20-byte header, then `length` bytes of payload:
+//!
+//! | offset | size | field |
+//! |-------:|-----:|-------|
+//! | 0  | 4 | magic `SLRC` (ASCII) |
+//! | 4  | 1 | type: 1 message, 2 journal, 3 done |
+//! | 5  | 1 | flags, zero |
+//! | 6  | 2 | reserved, zero |
+//! | 8  | 4 | payload length |
+//! | 12 | 4 | CRC32C of the payload |
+//! | 16 | 4 | CRC32C of header bytes 0..16 |
+//!
+//! The header's own CRC makes the length trustworthy on its own: a record
+//! whose header checks out but whose payload does not is skipped by its
+//! length; after a damaged header the scanner searches forward for the next
+//! position holding a record with both checksums right.
+//!
+//! Payload fields below use `str` = u32 byte length + UTF-8 bytes.
+//!
+//! ## Type 1: message
+//!
+//! | field | encoding |
+//! |-------|----------|
+//! | envelope length | u32 |
+//! | envelope | see below |
+//! | state length | u32 |
+//! | state snapshot | u8 held (0/1), u32 count, `count` × recipient state |
+//! | body | the rest of the payload, exactly as submitted |
+//!
+//! `count` is 0 for a fresh submit (every recipient pending) and equal to the
+//! number of recipients in a compaction copy. A message record whose queue id
+//! is already live replaces the earlier one (latest wins, with its snapshot).
+//!
+//! Envelope: u8 version (`1`), u64 queue id, u64 arrival (ms since the Unix
+//! epoch), u8 address family (4 or 6) + 4 or 16 address bytes, u8 body type,
+//! u8 SMTPUTF8 (0/1), str reverse-path, str MAIL parameters, str HELO, u32
+//! recipient count, then per recipient: str forward-path, str RCPT parameters.
+//!
+//! Recipient state: u8 tag, then: `0` pending; `1` delivered; `2` failed:
+//! str reply; `3` deferred: u64 retry-not-before (ms), u32 attempts, str reply.
+//!
+//! ## Type 2: journal
+//!
+//! u32 count, then `count` entries of u64 queue id, u8 kind, and for kind `1`
+//! (recipient state) u32 recipient index + recipient state; kind `2` held and
+//! kind `3` released have no more fields. Entries for queue ids not live at
+//! that point of the replay are ignored.
+//!
+//! ## Type 3: done
+//!
+//! u32 count, then `count` × (u64 queue id, u8 reason: 0 done, 1 deleted).
+//! The messages leave the spool.
+//!
+//! # Usage
+//!
+//! ```no_run
+//! use sluice_spool::{Envelope, Recipient, Spool, SpoolConfig};
+//! # fn main() -> Result<(), sluice_spool::SpoolError> {
+//! let (spool, _report) = Spool::open("/var/spool/sluice", SpoolConfig::default())?;
+//! let handle = spool.handle();
+//! let envelope = Envelope {
+//!     id: handle.new_id(),
+//!     reverse_path: "alice@example.org".into(),
+//!     mail_params: "BODY=8BITMIME".into(),
+//!     recipients: vec![Recipient { address: "bob@example.net".into(), params: String::new() }],
+//!     arrival_unix_ms: 0,
+//!     client_ip: "192.0.2.1".parse().unwrap(),
+//!     helo: "mail.example.org".into(),
+//!     body_type: 1,
+//!     smtputf8: false,
+//! };
+//! handle.submit(envelope, b"Subject: hi\r\n\r\nhello\r\n".to_vec(), Box::new(|result| {
+//!     // On the writer thread: hand the outcome to the connection's event loop.
+//!     let _ = result;
+//! }));
+//! spool.shutdown();
+//! # Ok(()) }
+//! ```
+
+mod codec;
+mod compaction;
+mod envelope;
+mod error;
+mod format;
+mod id;
+mod index;
+mod mmap;
+mod recovery;
+mod spool;
+mod stats;
+mod storage;
+mod writer;
+
+#[cfg(test)]
+mod fault_tests;
+
+pub use envelope::{Envelope, JournalEntry, MessageMark, Recipient, RecipientState};
+pub use error::SpoolError;
+pub use id::{ParseQueueIdError, QUEUE_ID_LEN, QueueId};
+pub use recovery::RecoveryReport;
+pub use spool::{
+    Completion, JournalCompletion, MessageSummary, RecipientStatus, Spool, SpoolConfig, SpoolHandle, StoredMessage,
+};
+pub use stats::SpoolStats;

@@ -1,0 +1,199 @@
+//! The message handed to the client, the per-recipient results it gives
+//! back, and the checks and parameters that depend on what the server offers.
+
+use crate::address::{ForwardPath, ReversePath};
+use crate::command::Command;
+use crate::params::{BodyType, MailParams, RcptParams, Ret};
+use crate::reply::{EnhancedCode, Reply};
+
+use super::Capabilities;
+
+/// One message to send: the envelope (RFC 5321 §2.3.1) and what the client
+/// must know about the body to choose parameters and framing.
+///
+/// The SIZE, BODY and SMTPUTF8 parameters are not given here: the session
+/// derives them from these fields and the server's EHLO reply, so they
+/// cannot disagree with the body or with what the server offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub reverse_path: ReversePath,
+    /// In order; [`RecipientResult::index`] refers to this list.
+    pub recipients: Vec<(ForwardPath, RcptParams)>,
+    /// The body in octets, as it will be sent (CRLF line ends, before
+    /// dot-stuffing). With BDAT this is the exact chunk size, so it must match.
+    pub body_size: u64,
+    /// 7bit, 8bit (RFC 6152) or binary (RFC 3030).
+    pub body_type: BodyType,
+    /// The message needs SMTPUTF8 (RFC 6531) even if every address is ASCII
+    /// (UTF-8 in the header). Non-ASCII addresses imply it anyway.
+    pub smtputf8: bool,
+    /// RFC 3461 `RET=`; sent only to a server that offers DSN.
+    pub ret: Option<Ret>,
+    /// RFC 3461 `ENVID=` (unencoded); sent only to a server that offers DSN.
+    pub envid: Option<String>,
+    /// RFC 4954 `AUTH=` (unencoded, `<>` for none); sent only to a server that offers AUTH.
+    pub auth: Option<String>,
+}
+
+impl Envelope {
+    /// An envelope with a 7bit body and no optional parameters.
+    pub fn new(
+        reverse_path: ReversePath,
+        recipients: Vec<ForwardPath>,
+        body_size: u64,
+    ) -> Envelope {
+        Envelope {
+            reverse_path,
+            recipients: recipients
+                .into_iter()
+                .map(|r| (r, RcptParams::default()))
+                .collect(),
+            body_size,
+            body_type: BodyType::SevenBit,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            auth: None,
+        }
+    }
+
+    /// Whether the transaction needs the SMTPUTF8 extension.
+    pub fn needs_smtputf8(&self) -> bool {
+        self.smtputf8
+            || !self.reverse_path.is_ascii()
+            || self.recipients.iter().any(|(r, _)| !r.is_ascii())
+    }
+
+    /// Why this message cannot be sent to a server with `caps` at all, as the
+    /// permanent reply every recipient gets; `None` when it can.
+    ///
+    /// Refusing here rather than letting the server refuse saves a round
+    /// trip, and gives a bounce a reason that names the actual cause.
+    pub(crate) fn refusal(&self, caps: &Capabilities) -> Option<Reply> {
+        if let Some(limit) = caps.size_limit()
+            && self.body_size > limit
+        {
+            return Some(Reply::new(
+                552,
+                Some(EnhancedCode::new(5, 3, 4)),
+                format!(
+                    "Message size {} exceeds the remote server's fixed limit of {limit} octets",
+                    self.body_size
+                ),
+            ));
+        }
+        match self.body_type {
+            BodyType::SevenBit => {}
+            BodyType::EightBitMime if caps.eight_bit_mime => {}
+            BodyType::EightBitMime => {
+                return Some(Reply::new(
+                    554,
+                    Some(EnhancedCode::new(5, 6, 3)),
+                    "Conversion required but not supported: 8-bit message and the remote server does not offer 8BITMIME",
+                ));
+            }
+            BodyType::BinaryMime if caps.can_send_binary() => {}
+            BodyType::BinaryMime => {
+                return Some(Reply::new(
+                    554,
+                    Some(EnhancedCode::new(5, 6, 3)),
+                    "Conversion required but not supported: binary message and the remote server does not offer CHUNKING and BINARYMIME",
+                ));
+            }
+        }
+        if self.needs_smtputf8() && !caps.smtputf8 {
+            return Some(Reply::new(
+                553,
+                Some(EnhancedCode::new(5, 6, 7)),
+                "Message needs SMTPUTF8 and the remote server does not offer it",
+            ));
+        }
+        None
+    }
+
+    /// MAIL FROM with the parameters this server understands. Parameters of
+    /// an extension the server did not advertise are left out: sending them
+    /// would earn a `555` for the whole message.
+    pub(crate) fn mail_command(&self, caps: &Capabilities) -> Command {
+        let params = MailParams {
+            size: caps.size.map(|_| self.body_size),
+            body: match self.body_type {
+                BodyType::SevenBit => None,
+                other => Some(other),
+            },
+            smtputf8: self.needs_smtputf8(),
+            ret: self.ret.filter(|_| caps.dsn),
+            envid: self.envid.clone().filter(|_| caps.dsn),
+            auth: self.auth.clone().filter(|_| !caps.auth.is_empty()),
+        };
+        Command::Mail {
+            reverse_path: self.reverse_path.clone(),
+            params,
+        }
+    }
+
+    /// RCPT TO for recipient `index`; the DSN parameters only when offered.
+    pub(crate) fn rcpt_command(&self, index: usize, caps: &Capabilities) -> Command {
+        let (forward_path, params) = &self.recipients[index];
+        Command::Rcpt {
+            forward_path: forward_path.clone(),
+            params: if caps.dsn {
+                params.clone()
+            } else {
+                RcptParams::default()
+            },
+        }
+    }
+}
+
+/// What happened to one recipient of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientResult {
+    /// Position in [`Envelope::recipients`].
+    pub index: usize,
+    pub outcome: Outcome,
+    /// Whether [`Outcome::reply`] came from the server or was made up here
+    /// (a refusal before sending, a timeout, a lost connection, a broken
+    /// reply). A DSN quotes a remote reply as its Diagnostic-Code; a local
+    /// one is this MTA's own reason.
+    pub origin: ReplyOrigin,
+}
+
+/// The final word on a recipient, with the reply that decided it (for logs
+/// and bounces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server took responsibility (2xx to the end of data).
+    Delivered(Reply),
+    /// Try again later (4xx, or trouble on the connection).
+    Transient(Reply),
+    /// Do not try again: bounce (5xx, or a local refusal).
+    Permanent(Reply),
+}
+
+/// Where a result's reply came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyOrigin {
+    Remote,
+    Local,
+}
+
+impl Outcome {
+    /// The reply that decided the outcome.
+    pub fn reply(&self) -> &Reply {
+        match self {
+            Outcome::Delivered(r) | Outcome::Transient(r) | Outcome::Permanent(r) => r,
+        }
+    }
+
+    /// A failure by the reply's class: 5xx permanent, anything else
+    /// transient (a failure with a 2xx/3xx code only comes from a protocol
+    /// error, which is never the message's fault).
+    pub(crate) fn failure(reply: Reply) -> Outcome {
+        if reply.code() / 100 == 5 {
+            Outcome::Permanent(reply)
+        } else {
+            Outcome::Transient(reply)
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! The transitions: how each reply, and each of the caller's calls that
+//! cannot be answered at once, moves the session on.
+
+use std::collections::VecDeque;
+
+use crate::command::Command;
+use crate::params::BodyType;
+use crate::reply::{EnhancedCode, Reply};
+
+use super::{
+    BdatPolicy, BodyFraming, Capabilities, ClientEvent, ClientSession, CloseReason, Envelope,
+    Outcome, RecipientResult, ReplyOrigin, TimeoutClass, capabilities,
+};
+
+/// How much a server may send while the caller is writing the body (when
+/// nothing is expected from it) before the session gives up on it.
+const MAX_INPUT_DURING_BODY: usize = 64 * 1024;
+
+/// Where the session is. A message in progress lives only inside
+/// [`State::Transaction`], so a result cannot be given twice or lost.
+#[derive(Debug)]
+pub(super) enum State {
+    Greeting,
+    Ehlo,
+    Helo,
+    Ready,
+    Transaction(Box<Transaction>),
+    /// The message's results are out; one more reply brings the server back
+    /// to a clean state.
+    Cleanup(Cleanup),
+    /// QUIT sent; the reason is what [`ClientEvent::Closed`] will report.
+    Quitting(CloseReason),
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cleanup {
+    /// RSET, after a transaction that ended before its end of data.
+    Rset,
+    /// A lone "." after a 354 when no recipient was accepted (RFC 2920 §3.1:
+    /// the client "should send a single dot").
+    Dot,
+}
+
+#[derive(Debug)]
+pub(super) struct Transaction {
+    envelope: Envelope,
+    pub(super) framing: BodyFraming,
+    recipients: Vec<Rcpt>,
+    pub(super) phase: Phase,
+}
+
+#[derive(Debug)]
+pub(super) enum Rcpt {
+    Pending,
+    Accepted,
+    Done(Outcome, ReplyOrigin),
+}
+
+#[derive(Debug)]
+pub(super) enum Phase {
+    /// MAIL and RCPT (and DATA when pipelining) are out or about to be.
+    /// Replies come back in the order of `awaiting` (RFC 2920 §3.1); `unsent`
+    /// holds the RCPTs not yet sent to a server without PIPELINING.
+    Envelope {
+        awaiting: VecDeque<Step>,
+        unsent: VecDeque<Step>,
+        mail_refused: bool,
+    },
+    /// [`ClientEvent::SendBody`] is out; the caller is writing the body.
+    Body,
+    /// The body is out; the final reply decides.
+    EndOfData,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    Mail,
+    Rcpt(usize),
+    Data,
+}
+
+/// The class of a reply code: its first digit.
+fn class(reply: &Reply) -> u16 {
+    reply.code() / 100
+}
+
+impl ClientSession {
+    pub(super) fn process_input(&mut self) {
+        let mut consumed = 0;
+        loop {
+            match &self.state {
+                State::Closed => {
+                    consumed = self.input.len();
+                    break;
+                }
+                // The server has nothing to say while the body goes out; if
+                // it says something anyway, it is read once the body is out,
+                // in step with what was sent.
+                State::Transaction(t) if matches!(t.phase, Phase::Body) => break,
+                _ => {}
+            }
+            let state = std::mem::replace(&mut self.state, State::Closed);
+            match Reply::parse(&self.input[consumed..]) {
+                Ok(Some((reply, n))) => {
+                    consumed += n;
+                    self.state = self.on_reply(state, reply);
+                }
+                Ok(None) => {
+                    self.state = state;
+                    break;
+                }
+                Err(e) => {
+                    consumed = self.input.len();
+                    self.state = self.protocol_error(state, format!("malformed reply: {e}"));
+                    break;
+                }
+            }
+        }
+        self.input.drain(..consumed);
+        // Outside the body, Reply::parse bounds what an unfinished reply can
+        // hold; during it, nothing is parsed, so the bound is here.
+        if self.input.len() > MAX_INPUT_DURING_BODY {
+            self.input.clear();
+            let state = std::mem::replace(&mut self.state, State::Closed);
+            self.state =
+                self.protocol_error(state, "the server kept sending during the body".to_owned());
+        }
+    }
+
+    fn on_reply(&mut self, state: State, reply: Reply) -> State {
+        let class = class(&reply);
+        // RFC 5321 §3.8: 421 may come at any time, in place of any reply,
+        // and the server closes right after it.
+        if reply.code() == 421 && !matches!(state, State::Greeting | State::Quitting(_)) {
+            let reason = match state {
+                State::Ehlo | State::Helo => CloseReason::HelloRefused(reply.clone()),
+                _ => CloseReason::ServiceClosing(reply.clone()),
+            };
+            return self.close(state, reason, reply, ReplyOrigin::Remote);
+        }
+        match state {
+            State::Greeting => match class {
+                2 => {
+                    self.remote_name = capabilities::announced_name(&reply);
+                    self.greeting = Some(reply);
+                    self.write(&Command::Ehlo(self.config.hostname.clone()));
+                    State::Ehlo
+                }
+                4 | 5 => {
+                    let reason = CloseReason::GreetingRefused(reply.clone());
+                    if reply.code() == 421 {
+                        self.close(state, reason, reply, ReplyOrigin::Remote)
+                    } else {
+                        // RFC 5321 §3.1: after a 554 greeting the client
+                        // should still say QUIT.
+                        self.fail(state, reason, reply, ReplyOrigin::Remote)
+                    }
+                }
+                _ => self.unexpected(state, &reply),
+            },
+            State::Ehlo => match class {
+                2 => {
+                    self.capabilities = Capabilities::from_ehlo_reply(&reply);
+                    self.hello_done(&reply)
+                }
+                // RFC 5321 §4.1.4, §3.2: a server that does not know EHLO
+                // answers 500/502 (or 504, 550); fall back to HELO.
+                5 => {
+                    self.write(&Command::Helo(self.config.hostname.clone()));
+                    State::Helo
+                }
+                4 => {
+                    let reason = CloseReason::HelloRefused(reply.clone());
+                    self.fail(state, reason, reply, ReplyOrigin::Remote)
+                }
+                _ => self.unexpected(state, &reply),
+            },
+            State::Helo => match class {
+                2 => {
+                    self.capabilities = Capabilities::default();
+                    self.hello_done(&reply)
+                }
+                4 | 5 => {
+                    let reason = CloseReason::HelloRefused(reply.clone());
+                    self.fail(state, reason, reply, ReplyOrigin::Remote)
+                }
+                _ => self.unexpected(state, &reply),
+            },
+            State::Ready => self.unexpected(state, &reply),
+            State::Transaction(t) => self.on_transaction_reply(t, reply),
+            State::Cleanup(cleanup) => match (cleanup, class) {
+                (Cleanup::Rset, 2) | (Cleanup::Dot, 2 | 4 | 5) => self.idle(),
+                _ => self.unexpected(state, &reply),
+            },
+            State::Quitting(reason) => {
+                // Whatever it says (221, normally), the session is over.
+                self.events.push_back(ClientEvent::Closed(reason));
+                State::Closed
+            }
+            State::Closed => State::Closed,
+        }
+    }
+
+    fn hello_done(&mut self, reply: &Reply) -> State {
+        if let Some(name) = capabilities::announced_name(reply) {
+            self.remote_name = Some(name);
+        }
+        self.idle()
+    }
+
+    fn on_transaction_reply(&mut self, mut t: Box<Transaction>, reply: Reply) -> State {
+        match t.phase {
+            Phase::Envelope { .. } => self.on_envelope_reply(t, reply),
+            Phase::EndOfData => {
+                let outcome = match class(&reply) {
+                    2 => Outcome::Delivered(reply),
+                    4 | 5 => Outcome::failure(reply),
+                    _ => return self.unexpected(State::Transaction(t), &reply),
+                };
+                for rcpt in &mut t.recipients {
+                    if matches!(rcpt, Rcpt::Accepted) {
+                        *rcpt = Rcpt::Done(outcome.clone(), ReplyOrigin::Remote);
+                    }
+                }
+                self.finish(*t);
+                self.idle()
+            }
+            // Input is not read during the body (see process_input).
+            Phase::Body => self.unexpected(State::Transaction(t), &reply),
+        }
+    }
+
+    fn on_envelope_reply(&mut self, mut t: Box<Transaction>, reply: Reply) -> State {
+        let class = class(&reply);
+        let Transaction {
+            envelope,
+            framing,
+            recipients,
+            phase,
+        } = &mut *t;
+        let Phase::Envelope {
+            awaiting,
+            unsent,
+            mail_refused,
+        } = phase
+        else {
+            return self.unexpected(State::Transaction(t), &reply);
+        };
+        let Some(step) = awaiting.pop_front() else {
+            return self.unexpected(State::Transaction(t), &reply);
+        };
+        match (step, class) {
+            (Step::Mail, 2) => {}
+            (Step::Mail, 4 | 5) => {
+                // No transaction was opened: every recipient shares the
+                // refusal, and a lock-step client sends no RCPT at all.
+                *mail_refused = true;
+                unsent.clear();
+                for rcpt in recipients.iter_mut() {
+                    if matches!(rcpt, Rcpt::Pending) {
+                        *rcpt = Rcpt::Done(Outcome::failure(reply.clone()), ReplyOrigin::Remote);
+                    }
+                }
+            }
+            // After a refused MAIL, a pipelining server answers each RCPT
+            // (normally 503); the MAIL reply already decided.
+            (Step::Rcpt(_), 2 | 4 | 5) if *mail_refused => {}
+            (Step::Rcpt(i), 2) => recipients[i] = Rcpt::Accepted,
+            (Step::Rcpt(i), 4 | 5) => {
+                recipients[i] = Rcpt::Done(Outcome::failure(reply), ReplyOrigin::Remote);
+            }
+            (Step::Data, _) if reply.code() == 354 => {
+                if any_accepted(recipients) {
+                    *phase = Phase::Body;
+                    self.events
+                        .push_back(ClientEvent::SendBody(BodyFraming::DotStuffed));
+                    return State::Transaction(t);
+                }
+                self.output.extend_from_slice(b".\r\n");
+                self.finish(*t);
+                return State::Cleanup(Cleanup::Dot);
+            }
+            (Step::Data, 4 | 5) => {
+                let outcome = Outcome::failure(reply);
+                for rcpt in recipients.iter_mut() {
+                    if matches!(rcpt, Rcpt::Accepted) {
+                        *rcpt = Rcpt::Done(outcome.clone(), ReplyOrigin::Remote);
+                    }
+                }
+                return self.end_early(*t);
+            }
+            _ => return self.unexpected(State::Transaction(t), &reply),
+        }
+
+        if !awaiting.is_empty() {
+            return State::Transaction(t);
+        }
+        if let Some(step) = unsent.pop_front() {
+            awaiting.push_back(step);
+            let command = command(envelope, step, &self.capabilities);
+            self.write(&command);
+            return State::Transaction(t);
+        }
+        // Every envelope reply is in, and no DATA is outstanding (DATA's
+        // reply is handled above).
+        if !any_accepted(recipients) {
+            return self.end_early(*t);
+        }
+        match *framing {
+            BodyFraming::DotStuffed => {
+                awaiting.push_back(Step::Data);
+                self.write(&Command::Data);
+            }
+            BodyFraming::Raw { size } => {
+                self.write(&Command::Bdat { size, last: true });
+                *phase = Phase::Body;
+                self.events
+                    .push_back(ClientEvent::SendBody(BodyFraming::Raw { size }));
+            }
+        }
+        State::Transaction(t)
+    }
+
+    /// The transaction ended before its end of data: results out, and RSET
+    /// so the server forgets whatever it kept of it.
+    fn end_early(&mut self, t: Transaction) -> State {
+        self.finish(t);
+        self.write(&Command::Rset);
+        State::Cleanup(Cleanup::Rset)
+    }
+
+    /// Emits the message's results. A recipient still without one cannot
+    /// happen by the transitions above; should it anyway, it is reported as
+    /// a transient failure rather than dropped.
+    fn finish(&mut self, t: Transaction) {
+        let results = t
+            .recipients
+            .into_iter()
+            .enumerate()
+            .map(|(index, rcpt)| {
+                let (outcome, origin) = match rcpt {
+                    Rcpt::Done(outcome, origin) => (outcome, origin),
+                    Rcpt::Pending | Rcpt::Accepted => (
+                        Outcome::Transient(local_reply(
+                            451,
+                            (4, 5, 0),
+                            "Transaction ended without a reply for this recipient",
+                        )),
+                        ReplyOrigin::Local,
+                    ),
+                };
+                RecipientResult {
+                    index,
+                    outcome,
+                    origin,
+                }
+            })
+            .collect();
+        self.events.push_back(ClientEvent::MessageDone(results));
+    }
+
+    /// Nothing is outstanding: the next queued message, QUIT, or Ready.
+    fn idle(&mut self) -> State {
+        if let Some(envelope) = self.queued.take() {
+            return self.start(envelope);
+        }
+        if self.quit_requested {
+            self.write(&Command::Quit);
+            return State::Quitting(CloseReason::Quit);
+        }
+        self.events.push_back(ClientEvent::Ready);
+        State::Ready
+    }
+
+    pub(super) fn start(&mut self, envelope: Envelope) -> State {
+        let caps = &self.capabilities;
+        if let Some(refusal) = envelope.refusal(caps) {
+            let results = (0..envelope.recipients.len())
+                .map(|index| RecipientResult {
+                    index,
+                    outcome: Outcome::Permanent(refusal.clone()),
+                    origin: ReplyOrigin::Local,
+                })
+                .collect();
+            self.events.push_back(ClientEvent::MessageDone(results));
+            return self.idle();
+        }
+        let bdat = envelope.body_type == BodyType::BinaryMime
+            || (self.config.bdat == BdatPolicy::WhenOffered && caps.chunking);
+        let framing = if bdat {
+            BodyFraming::Raw {
+                size: envelope.body_size,
+            }
+        } else {
+            BodyFraming::DotStuffed
+        };
+        let n = envelope.recipients.len();
+        let mut steps: VecDeque<Step> = std::iter::once(Step::Mail)
+            .chain((0..n).map(Step::Rcpt))
+            .collect();
+        // RFC 2920 §3.1: DATA may end a pipelined group; BDAT is held back
+        // until a recipient is known to be accepted, so a body is never sent
+        // for nobody.
+        let (awaiting, unsent) = if caps.pipelining {
+            if framing == BodyFraming::DotStuffed {
+                steps.push_back(Step::Data);
+            }
+            (steps, VecDeque::new())
+        } else {
+            let first = steps.pop_front().into_iter().collect();
+            (first, steps)
+        };
+        for &step in &awaiting {
+            self.write(&command(&envelope, step, &self.capabilities));
+        }
+        State::Transaction(Box::new(Transaction {
+            envelope,
+            framing,
+            recipients: (0..n).map(|_| Rcpt::Pending).collect(),
+            phase: Phase::Envelope {
+                awaiting,
+                unsent,
+                mail_refused: false,
+            },
+        }))
+    }
+
+    /// A reply that does not fit where the session is.
+    fn unexpected(&mut self, state: State, reply: &Reply) -> State {
+        let detail = match timeout_class_of(&state) {
+            Some(class) => format!("unexpected reply while waiting for {class}: {reply}"),
+            None => format!("unexpected reply while idle: {reply}"),
+        };
+        self.protocol_error(state, detail)
+    }
+
+    fn protocol_error(&mut self, state: State, detail: String) -> State {
+        if let State::Quitting(reason) = state {
+            self.events.push_back(ClientEvent::Closed(reason));
+            return State::Closed;
+        }
+        let reply = local_reply(451, (4, 5, 0), format!("Protocol error: {detail}"));
+        self.close(
+            state,
+            CloseReason::ProtocolError(detail),
+            reply,
+            ReplyOrigin::Local,
+        )
+    }
+
+    pub(super) fn abort(&mut self, reason: CloseReason, text: String) {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        self.state = match state {
+            State::Closed => State::Closed,
+            State::Quitting(reason) => {
+                self.events.push_back(ClientEvent::Closed(reason));
+                State::Closed
+            }
+            state => self.close(
+                state,
+                reason,
+                local_reply(451, (4, 4, 2), text),
+                ReplyOrigin::Local,
+            ),
+        };
+    }
+
+    /// Ends the session with a QUIT (the server is still in step and
+    /// listening): every recipient without a result gets `reply`.
+    fn fail(
+        &mut self,
+        state: State,
+        reason: CloseReason,
+        reply: Reply,
+        origin: ReplyOrigin,
+    ) -> State {
+        self.fail_recipients(state, reply, origin);
+        self.write(&Command::Quit);
+        State::Quitting(reason)
+    }
+
+    /// Ends the session at once, without QUIT (the server is gone, closing,
+    /// or out of step).
+    pub(super) fn close(
+        &mut self,
+        state: State,
+        reason: CloseReason,
+        reply: Reply,
+        origin: ReplyOrigin,
+    ) -> State {
+        self.fail_recipients(state, reply, origin);
+        self.events.push_back(ClientEvent::Closed(reason));
+        State::Closed
+    }
+
+    fn fail_recipients(&mut self, state: State, reply: Reply, origin: ReplyOrigin) {
+        if let State::Transaction(mut t) = state {
+            for rcpt in &mut t.recipients {
+                if matches!(rcpt, Rcpt::Pending | Rcpt::Accepted) {
+                    *rcpt = Rcpt::Done(Outcome::failure(reply.clone()), origin);
+                }
+            }
+            self.finish(*t);
+        }
+        if let Some(envelope) = self.queued.take() {
+            let results = (0..envelope.recipients.len())
+                .map(|index| RecipientResult {
+                    index,
+                    outcome: Outcome::failure(reply.clone()),
+                    origin,
+                })
+                .collect();
+            self.events.push_back(ClientEvent::MessageDone(results));
+        }
+    }
+}
+
+fn any_accepted(recipients: &[Rcpt]) -> bool {
+    recipients.iter().any(|r| matches!(r, Rcpt::Accepted))
+}
+
+fn command(envelope: &Envelope, step: Step, caps: &Capabilities) -> Command {
+    match step {
+        Step::Mail => envelope.mail_command(caps),
+        Step::Rcpt(i) => envelope.rcpt_command(i, caps),
+        Step::Data => Command::Data,
+    }
+}
+
+pub(super) fn local_reply(
+    code: u16,
+    (class, subject, detail): (u8, u16, u16),
+    text: impl Into<String>,
+) -> Reply {
+    Reply::new(
+        code,
+        Some(EnhancedCode::new(class, subject, detail)),
+        text.into(),
+    )
+}
+
+pub(super) fn timeout_class_of(state: &State) -> Option<TimeoutClass> {
+    match state {
+        State::Greeting => Some(TimeoutClass::Greeting),
+        State::Ehlo | State::Helo => Some(TimeoutClass::Hello),
+        State::Ready | State::Closed => None,
+        State::Transaction(t) => match &t.phase {
+            Phase::Envelope { awaiting, .. } => awaiting.front().map(|step| match step {
+                Step::Mail => TimeoutClass::Mail,
+                Step::Rcpt(_) => TimeoutClass::Rcpt,
+                Step::Data => TimeoutClass::DataInit,
+            }),
+            Phase::Body => Some(TimeoutClass::DataBlock),
+            Phase::EndOfData => Some(TimeoutClass::DataTermination),
+        },
+        State::Cleanup(Cleanup::Rset) => Some(TimeoutClass::Rset),
+        State::Cleanup(Cleanup::Dot) => Some(TimeoutClass::DataTermination),
+        State::Quitting(_) => Some(TimeoutClass::Quit),
+    }
+}

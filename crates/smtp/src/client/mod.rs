@@ -1,0 +1,299 @@
+//! The client side of an SMTP session, sans-IO: what the delivery side
+//! speaks to a next hop.
+//!
+//! Like rustls or quinn-proto, the session does no I/O and reads no clock.
+//! The caller owns the socket and the timers:
+//!
+//! - bytes from the server go in with [`ClientSession::receive`];
+//! - bytes for the server come out of [`ClientSession::output`] (then
+//!   [`ClientSession::consume_output`] with what was written);
+//! - what happened comes out of [`ClientSession::poll_event`]: ready for a
+//!   message, time to send the body, the per-recipient results, closed;
+//! - [`ClientSession::timeout_class`] says which RFC 5321 §4.5.3.2 timeout
+//!   applies to the wait in progress; when it runs out the caller says
+//!   [`ClientSession::timed_out`], and a dead socket is
+//!   [`ClientSession::connection_lost`].
+//!
+//! ```text
+//!  Greeting ─220─▶ EHLO ─250─▶ Ready ◀─────────────────────────────────────┐
+//!                   │ 5xx        ▲  │ send_message                          │
+//!                   ▼            │  ▼                                       │
+//!                  HELO ─250─────┘  MAIL, RCPT… (+DATA if pipelining) ─────┤ none accepted:
+//!                                   │ 354 to DATA, or BDAT                  │ RSET
+//!                                   ▼                                       │
+//!                                  Body ─body_sent─▶ end-of-data reply ─────┘
+//! ```
+//!
+//! Every message given to [`ClientSession::send_message`] ends in exactly one
+//! [`ClientEvent::MessageDone`] with one [`RecipientResult`] per recipient,
+//! whatever the server sends, whenever the connection dies: a caller never
+//! has to guess what happened to a recipient.
+
+mod body;
+mod capabilities;
+mod envelope;
+mod events;
+mod machine;
+
+pub use body::{DotStuffed, dot_stuffed};
+pub use capabilities::{Capabilities, Extension};
+pub use envelope::{Envelope, Outcome, RecipientResult, ReplyOrigin};
+pub use events::{
+    BodyError, BodyFraming, ClientEvent, CloseReason, SendError, SendErrorKind, TimeoutClass,
+};
+
+use std::collections::VecDeque;
+
+use crate::address::Domain;
+use crate::command::Command;
+use crate::data::DotStuffer;
+use crate::reply::Reply;
+
+use machine::{Phase, State, local_reply, timeout_class_of};
+
+/// How this client introduces itself and frames bodies.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The name in EHLO/HELO: this host's FQDN, or an address literal when it
+    /// has none (RFC 5321 §4.1.1.1).
+    pub hostname: Domain,
+    pub bdat: BdatPolicy,
+}
+
+impl ClientConfig {
+    pub fn new(hostname: Domain) -> Self {
+        ClientConfig {
+            hostname,
+            bdat: BdatPolicy::default(),
+        }
+    }
+}
+
+/// When to send the body with BDAT (RFC 3030) rather than DATA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BdatPolicy {
+    /// Only for `BODY=BINARYMIME`, which cannot go any other way. DATA is the
+    /// path every server has exercised for decades, and with
+    /// [`dot_stuffed`] it costs no copy either.
+    #[default]
+    WhenRequired,
+    /// Whenever the server offers CHUNKING: one `BDAT <size> LAST` and the
+    /// body as it is, with no scan for dots. Needs an exact
+    /// [`Envelope::body_size`].
+    WhenOffered,
+}
+
+/// One SMTP client session (one connection to one server).
+#[derive(Debug)]
+pub struct ClientSession {
+    config: ClientConfig,
+    state: State,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// `output[..output_sent]` is already written by the caller.
+    output_sent: usize,
+    events: VecDeque<ClientEvent>,
+    greeting: Option<Reply>,
+    remote_name: Option<String>,
+    capabilities: Capabilities,
+    /// A message given before the session was ready for it (during the
+    /// greeting, EHLO, or the clean-up after the previous message).
+    queued: Option<Envelope>,
+    /// [`ClientSession::quit`] was called while busy: QUIT once idle.
+    quit_requested: bool,
+}
+
+impl ClientSession {
+    /// A session on a freshly opened connection: the server speaks first,
+    /// so there is nothing to send until its greeting arrives.
+    pub fn new(config: ClientConfig) -> Self {
+        ClientSession {
+            config,
+            state: State::Greeting,
+            input: Vec::new(),
+            output: Vec::new(),
+            output_sent: 0,
+            events: VecDeque::new(),
+            greeting: None,
+            remote_name: None,
+            capabilities: Capabilities::default(),
+            queued: None,
+            quit_requested: false,
+        }
+    }
+
+    /// Bytes received from the server, in any pieces.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if matches!(self.state, State::Closed) {
+            return;
+        }
+        self.input.extend_from_slice(bytes);
+        self.process_input();
+    }
+
+    /// Bytes to send to the server.
+    pub fn output(&self) -> &[u8] {
+        &self.output[self.output_sent..]
+    }
+
+    /// `n` bytes of [`ClientSession::output`] were written.
+    pub fn consume_output(&mut self, n: usize) {
+        self.output_sent = (self.output_sent + n).min(self.output.len());
+        if self.output_sent == self.output.len() {
+            self.output.clear();
+            self.output_sent = 0;
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// Starts a message now if the session is idle, or as soon as it is
+    /// (after the greeting and EHLO, or after the previous message's clean-up).
+    pub fn send_message(&mut self, envelope: Envelope) -> Result<(), SendError> {
+        let refuse = |kind, envelope| {
+            Err(SendError {
+                kind,
+                envelope: Box::new(envelope),
+            })
+        };
+        if envelope.recipients.is_empty() {
+            return refuse(SendErrorKind::NoRecipients, envelope);
+        }
+        if self.quit_requested || matches!(self.state, State::Quitting(_) | State::Closed) {
+            return refuse(SendErrorKind::Closed, envelope);
+        }
+        if self.queued.is_some() || matches!(self.state, State::Transaction(_)) {
+            return refuse(SendErrorKind::Busy, envelope);
+        }
+        if matches!(self.state, State::Ready) {
+            self.state = self.start(envelope);
+        } else {
+            self.queued = Some(envelope);
+        }
+        Ok(())
+    }
+
+    /// The convenient way to answer [`ClientEvent::SendBody`]: the body is
+    /// framed into [`ClientSession::output`] (one copy), and the session
+    /// goes on to wait for the final reply.
+    pub fn send_body(&mut self, body: &[u8]) -> Result<(), BodyError> {
+        let State::Transaction(t) = &self.state else {
+            return Err(BodyError::NotExpected);
+        };
+        if !matches!(t.phase, Phase::Body) {
+            return Err(BodyError::NotExpected);
+        }
+        match t.framing {
+            BodyFraming::Raw { size } if size != body.len() as u64 => {
+                let error = BodyError::SizeMismatch {
+                    declared: size,
+                    actual: body.len() as u64,
+                };
+                let detail = format!("BDAT body of {} octets, {size} declared", body.len());
+                // No QUIT: the server would read it as body octets.
+                let state = std::mem::replace(&mut self.state, State::Closed);
+                self.state = self.close(
+                    state,
+                    CloseReason::CallerError(detail.clone()),
+                    local_reply(451, (4, 3, 0), detail),
+                    ReplyOrigin::Local,
+                );
+                return Err(error);
+            }
+            BodyFraming::Raw { .. } => self.output.extend_from_slice(body),
+            BodyFraming::DotStuffed => {
+                let mut stuffer = DotStuffer::new();
+                stuffer.encode(body, &mut self.output);
+                stuffer.finish(&mut self.output);
+            }
+        }
+        self.body_sent()
+    }
+
+    /// The caller has written the whole body as [`ClientEvent::SendBody`]
+    /// asked; the session now waits for the final reply.
+    pub fn body_sent(&mut self) -> Result<(), BodyError> {
+        match &mut self.state {
+            State::Transaction(t) if matches!(t.phase, Phase::Body) => {
+                t.phase = Phase::EndOfData;
+            }
+            _ => return Err(BodyError::NotExpected),
+        }
+        // Replies that arrived during the body were held back until now.
+        self.process_input();
+        Ok(())
+    }
+
+    /// Ends the session politely: QUIT now if idle, otherwise once the
+    /// current (or queued) message is finished.
+    pub fn quit(&mut self) {
+        match self.state {
+            State::Ready => {
+                self.write(&Command::Quit);
+                self.state = State::Quitting(CloseReason::Quit);
+            }
+            State::Quitting(_) | State::Closed => {}
+            _ => self.quit_requested = true,
+        }
+    }
+
+    /// The caller's timer for [`ClientSession::timeout_class`] ran out. The
+    /// session closes without QUIT (the server is not listening) and any
+    /// recipient without a result gets a transient failure.
+    pub fn timed_out(&mut self) {
+        let class = self.timeout_class();
+        let text = match class {
+            Some(class) => format!("Timed out waiting for {class}"),
+            None => "Connection timed out".to_owned(),
+        };
+        self.abort(CloseReason::TimedOut(class), text);
+    }
+
+    /// The connection is gone (EOF, reset, write error). Pass any last bytes
+    /// read to [`ClientSession::receive`] first: they may hold the reply
+    /// that finished a message.
+    pub fn connection_lost(&mut self) {
+        self.abort(
+            CloseReason::ConnectionLost,
+            "Connection lost to the remote server".to_owned(),
+        );
+    }
+
+    /// Which RFC 5321 §4.5.3.2 timeout applies now; `None` when the session
+    /// waits for nothing from the server (idle, or closed).
+    pub fn timeout_class(&self) -> Option<TimeoutClass> {
+        timeout_class_of(&self.state)
+    }
+
+    /// What the server offered in its EHLO reply (nothing after HELO).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// The server's 220 greeting, once received.
+    pub fn greeting(&self) -> Option<&Reply> {
+        self.greeting.as_ref()
+    }
+
+    /// The name the server gave itself in its EHLO/HELO reply (or, before
+    /// that, its greeting): for the `Received:` trail of a log line or a
+    /// DSN's Remote-MTA.
+    pub fn remote_name(&self) -> Option<&str> {
+        self.remote_name.as_deref()
+    }
+
+    /// Whether the session is idle, so [`ClientSession::send_message`] starts at once.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, State::Ready)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    fn write(&mut self, command: &Command) {
+        command.write_to(&mut self.output);
+    }
+}

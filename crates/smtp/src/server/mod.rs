@@ -1,0 +1,795 @@
+//! The server side of an SMTP session, sans-IO.
+//!
+//! The front end owns the socket; this state machine owns the protocol. Bytes
+//! go in through [`ServerSession::receive`], replies come out through
+//! [`ServerSession::output`], and every point where policy must decide (HELO,
+//! MAIL, RCPT, DATA, the finished message) is raised as an [`Event`] and waits
+//! for a [`Decision`]. While a decision is pending the session consumes no more
+//! input, so pipelined commands (RFC 2920) are answered strictly in order even
+//! when a filter or the spool answers later, from another thread.
+//!
+//! ```text
+//!  Greeting ──greet()──▶ Command ◀──────────────────────────────┐
+//!                          │ EHLO/HELO, MAIL, RCPT (each may wait for a Decision)
+//!                          ├── DATA ──(Decision)──▶ Data ──CRLF.CRLF──┐
+//!                          └── BDAT n ─────────────▶ Chunk(n) ──LAST──┤
+//!                                                                     ▼
+//!                                              Event::Message ──(Decision)──┘
+//! ```
+
+mod ehlo;
+#[cfg(test)]
+mod tests;
+
+pub use ehlo::Extensions;
+
+use std::borrow::Cow;
+
+use crate::address::{Domain, ForwardPath, ReversePath};
+use crate::command::{Command, Verb};
+use crate::data::{DataDecoder, LineEndingCheck};
+use crate::line::{Line, LineReader};
+use crate::params::{BodyType, MailParams, RcptParams};
+use crate::reply::{EnhancedCode, Reply};
+
+/// What the session needs to know about the server it speaks for.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Our name in the greeting, the EHLO reply and error texts.
+    pub hostname: String,
+    /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4: at least 512).
+    pub max_line_length: usize,
+    /// Largest message content in octets; advertised as SIZE (RFC 1870).
+    pub max_message_size: u64,
+    /// Most recipients in one transaction (RFC 5321 §4.5.3.1.8 asks for at least 100).
+    pub max_recipients: usize,
+    /// Errors (unknown or malformed commands, commands out of order) a client
+    /// may make before it is disconnected with `421 4.7.0`.
+    pub max_errors: u32,
+    pub extensions: Extensions,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: "localhost".into(),
+            max_line_length: 512,
+            max_message_size: 35 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 20,
+            extensions: Extensions::default(),
+        }
+    }
+}
+
+/// How the client introduced itself; goes into the `Received:` header's `with`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Greeting {
+    /// RFC 821 `HELO`.
+    Helo,
+    /// RFC 5321 `EHLO`.
+    Ehlo,
+}
+
+/// The envelope of the transaction in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub reverse_path: ReversePath,
+    pub params: MailParams,
+    /// Accepted recipients only, in the order they were accepted.
+    pub recipients: Vec<(ForwardPath, RcptParams)>,
+}
+
+impl Transaction {
+    pub fn body_type(&self) -> BodyType {
+        self.params.body.unwrap_or_default()
+    }
+}
+
+/// A point where the session waits for the front end (its policy, its
+/// filters, its spool). Answer with [`ServerSession::decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// HELO or EHLO. Accepting resets any transaction in progress.
+    Hello { greeting: Greeting, name: Domain },
+    /// MAIL FROM, already checked for order, size and extensions.
+    Mail {
+        reverse_path: ReversePath,
+        params: MailParams,
+    },
+    /// One RCPT TO, already checked for order and the recipient limit.
+    Rcpt {
+        forward_path: ForwardPath,
+        params: RcptParams,
+    },
+    /// DATA, or the first BDAT chunk: the last chance to refuse before the
+    /// content is read. Accepting may set the trace header with
+    /// [`ServerSession::set_trace_header`].
+    StartData,
+    /// The content is complete and passed the session's own checks. Take it
+    /// with [`ServerSession::take_message`]; accepting means "it is on disk".
+    Message,
+}
+
+/// Notices that need no answer: the front end tells its filters, logs, counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The transaction ended without a message (RSET, a new HELO/EHLO, a
+    /// refused message): filters drop their per-transaction state.
+    TransactionReset,
+    /// The client said QUIT, or the session is closing for another reason;
+    /// the front end flushes the output and closes.
+    Closing,
+    /// A command was refused by the session itself (syntax, order, limits).
+    Refused { verb: Option<Verb>, reply: Reply },
+}
+
+/// The front end's answer to an [`Event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Go on, with the usual positive reply.
+    Accept,
+    /// Go on, with this reply (e.g. `250 2.0.0 Ok: queued as <id>`).
+    AcceptWith(Reply),
+    /// Refuse this command (4xx or 5xx); the session goes on.
+    Reject(Reply),
+    /// Send this reply (normally 421) and close the connection.
+    Disconnect(Reply),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingKind {
+    Hello(Greeting),
+    Mail,
+    Rcpt,
+    /// DATA or the first BDAT; for BDAT, the chunk that follows the command.
+    StartData(Option<Chunk>),
+    Message,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunk {
+    size: u64,
+    last: bool,
+}
+
+/// Where the session is. The phases that carry data carry exactly the state
+/// they need, so (for example) a BDAT byte count cannot exist outside a chunk.
+#[derive(Debug)]
+enum Phase {
+    /// Connected; the front end has not yet said whether to greet.
+    Connected,
+    /// Reading command lines.
+    Command,
+    /// A decision is pending; no input is consumed until it arrives.
+    Pending(PendingKind),
+    /// Reading DATA content up to CRLF.CRLF.
+    Data(DataDecoder),
+    /// Reading the octets of a BDAT chunk. `discard`: the chunk must be read
+    /// (RFC 3030 §2) but the transaction is already lost.
+    Chunk {
+        remaining: u64,
+        last: bool,
+        discard: Option<Reply>,
+    },
+    /// The session is over; the front end closes once the output is written.
+    Closed,
+}
+
+/// Which RFC 5321 §4.5.3.2 timeout applies now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Waiting for a command (5 minutes recommended).
+    Command,
+    /// Waiting for a block of message content (3 minutes recommended).
+    Data,
+    /// Waiting for our own front end's decision: no client timeout runs.
+    Decision,
+    /// Nothing more will be read.
+    Closed,
+}
+
+/// One SMTP server session (one TCP connection).
+#[derive(Debug)]
+pub struct ServerSession<C = ServerConfig> {
+    config: C,
+    phase: Phase,
+    lines: LineReader,
+    greeting: Option<(Greeting, Domain)>,
+    transaction: Option<Transaction>,
+    /// Set once content of this transaction is being read through BDAT, so
+    /// that DATA cannot be mixed in (RFC 3030 §3).
+    bdat_in_progress: bool,
+    /// The message content, after the trace header given at StartData.
+    message: Vec<u8>,
+    /// Scans BDAT content, which is not dot-stuffed, for bare CR and LF.
+    bdat_check: LineEndingCheck,
+    /// Message content octets without the trace header, for the size limit.
+    content_size: u64,
+    errors: u32,
+    out: Vec<u8>,
+    notices: Vec<Notice>,
+    event: Option<Event>,
+}
+
+const CODE_OK: EnhancedCode = EnhancedCode::new(2, 0, 0);
+const CODE_BAD_SEQUENCE: EnhancedCode = EnhancedCode::new(5, 5, 1);
+
+impl<C: AsRef<ServerConfig>> ServerSession<C> {
+    /// A new session; nothing is sent until [`ServerSession::greet`].
+    pub fn new(config: C) -> Self {
+        let max_line = config.as_ref().max_line_length;
+        ServerSession {
+            config,
+            phase: Phase::Connected,
+            lines: LineReader::new(max_line),
+            greeting: None,
+            transaction: None,
+            bdat_in_progress: false,
+            message: Vec::new(),
+            bdat_check: LineEndingCheck::new(),
+            content_size: 0,
+            errors: 0,
+            out: Vec::with_capacity(256),
+            notices: Vec::new(),
+            event: None,
+        }
+    }
+
+    fn config(&self) -> &ServerConfig {
+        self.config.as_ref()
+    }
+
+    /// Sends the greeting: `None` for `220 <hostname> ESMTP`, or the refusal
+    /// the connect policy chose (e.g. `554 5.7.1`), after which only QUIT is
+    /// accepted (RFC 5321 §3.1).
+    pub fn greet(&mut self, refusal: Option<Reply>) {
+        if !matches!(self.phase, Phase::Connected) {
+            return;
+        }
+        match refusal {
+            None => {
+                let text = format!("{} ESMTP Sluice", self.config().hostname);
+                self.reply(Reply::new(220, None, text));
+                self.phase = Phase::Command;
+            }
+            Some(reply) if reply.code() == 421 => self.close_with(reply),
+            Some(reply) => {
+                self.reply(reply);
+                self.phase = Phase::Closed;
+            }
+        }
+    }
+
+    /// Feeds bytes from the client. Returns how many were consumed; the rest
+    /// (an incomplete line, or everything after a command that now waits for
+    /// a decision) must be offered again later.
+    pub fn receive(&mut self, input: &[u8]) -> usize {
+        let mut consumed = 0;
+        while consumed < input.len() {
+            let rest = &input[consumed..];
+            let used = match &mut self.phase {
+                Phase::Connected | Phase::Pending(_) | Phase::Closed => break,
+                Phase::Command => {
+                    let (used, line) = self.lines.next_line(rest);
+                    match line {
+                        Some(Line::Complete(line)) => self.command_line(line),
+                        Some(Line::TooLong) => {
+                            self.error(None, Reply::new(500, Some(EnhancedCode::new(5, 5, 2)), "Line too long"));
+                        }
+                        None => {}
+                    }
+                    if used == 0 {
+                        break;
+                    }
+                    used
+                }
+                Phase::Data(decoder) => {
+                    let progress = decoder.decode(rest, &mut self.message);
+                    if progress.done {
+                        self.finish_data();
+                    }
+                    if progress.consumed == 0 {
+                        break;
+                    }
+                    progress.consumed
+                }
+                Phase::Chunk { .. } => self.chunk_bytes(rest),
+            };
+            consumed += used;
+        }
+        consumed
+    }
+
+    /// The event waiting for a decision, if any. It stays until decided.
+    pub fn event(&self) -> Option<&Event> {
+        self.event.as_ref()
+    }
+
+    /// Notices raised since the last call.
+    pub fn take_notices(&mut self) -> std::vec::Drain<'_, Notice> {
+        self.notices.drain(..)
+    }
+
+    /// Replies to send. The caller writes them and clears what it wrote.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// True once the session is over: write the output, then close.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// Which timeout applies now.
+    pub fn waiting(&self) -> Waiting {
+        match self.phase {
+            Phase::Connected | Phase::Pending(_) => Waiting::Decision,
+            Phase::Command => Waiting::Command,
+            Phase::Data(_) | Phase::Chunk { .. } => Waiting::Data,
+            Phase::Closed => Waiting::Closed,
+        }
+    }
+
+    /// The HELO/EHLO name and how it was given, once known.
+    pub fn greeting_name(&self) -> Option<(Greeting, &Domain)> {
+        self.greeting.as_ref().map(|(g, d)| (*g, d))
+    }
+
+    /// The transaction in progress (its accepted recipients so far).
+    pub fn transaction(&self) -> Option<&Transaction> {
+        self.transaction.as_ref()
+    }
+
+    /// Ends the session from the server's side (idle timeout, shutdown,
+    /// too many connections): sends `reply` (normally 421) and closes.
+    pub fn close_with(&mut self, reply: Reply) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.reply(reply);
+        self.event = None;
+        self.enter_closed();
+    }
+
+    /// Sets the trace (`Received:`) header that will precede the content.
+    /// Call it while [`Event::StartData`] is pending, before accepting.
+    pub fn set_trace_header(&mut self, header: &[u8]) {
+        if matches!(self.phase, Phase::Pending(PendingKind::StartData(_))) {
+            self.message.clear();
+            self.message.extend_from_slice(header);
+        }
+    }
+
+    /// Takes the finished message (trace header + content) and its envelope
+    /// while [`Event::Message`] is pending. The transaction stays until the
+    /// decision, so the front end can still read it.
+    pub fn take_message(&mut self) -> Option<(Transaction, Vec<u8>)> {
+        if !matches!(self.phase, Phase::Pending(PendingKind::Message)) {
+            return None;
+        }
+        let transaction = self.transaction.clone()?;
+        Some((transaction, std::mem::take(&mut self.message)))
+    }
+
+    /// Answers the pending event. Afterwards call [`ServerSession::receive`]
+    /// again with the input left over.
+    pub fn decide(&mut self, decision: Decision) {
+        let Phase::Pending(kind) = self.phase else {
+            return;
+        };
+        let Some(event) = self.event.take() else {
+            return;
+        };
+        self.phase = Phase::Command;
+        let refusal = match decision {
+            Decision::Disconnect(reply) => {
+                self.close_with(reply);
+                return;
+            }
+            Decision::Reject(reply) => Some(reply),
+            Decision::Accept => None,
+            Decision::AcceptWith(reply) => {
+                self.accepted(kind, event, Some(reply));
+                return;
+            }
+        };
+        match refusal {
+            None => self.accepted(kind, event, None),
+            Some(reply) => self.refused(kind, reply),
+        }
+    }
+
+    fn accepted(&mut self, kind: PendingKind, event: Event, reply: Option<Reply>) {
+        let ok = |code: u16, e: EnhancedCode, text: &'static str| Reply::new(code, Some(e), text);
+        match (kind, event) {
+            (PendingKind::Hello(greeting), Event::Hello { name, .. }) => {
+                self.reset_transaction();
+                let reply = reply.unwrap_or_else(|| self.hello_reply(greeting, &name));
+                self.greeting = Some((greeting, name));
+                self.reply(reply);
+            }
+            (PendingKind::Mail, Event::Mail { reverse_path, params }) => {
+                self.transaction = Some(Transaction {
+                    reverse_path,
+                    params,
+                    recipients: Vec::new(),
+                });
+                self.reply(reply.unwrap_or_else(|| ok(250, EnhancedCode::new(2, 1, 0), "Ok")));
+            }
+            (PendingKind::Rcpt, Event::Rcpt { forward_path, params }) => {
+                if let Some(tx) = &mut self.transaction {
+                    tx.recipients.push((forward_path, params));
+                }
+                self.reply(reply.unwrap_or_else(|| ok(250, EnhancedCode::new(2, 1, 5), "Ok")));
+            }
+            (PendingKind::StartData(None), _) => {
+                self.content_size = 0;
+                self.reply(reply.unwrap_or_else(|| {
+                    Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
+                }));
+                let limit = self.limit_for_decoder();
+                self.phase = Phase::Data(DataDecoder::new(limit));
+            }
+            (PendingKind::StartData(Some(chunk)), _) => {
+                self.content_size = 0;
+                self.bdat_in_progress = true;
+                self.bdat_check = LineEndingCheck::new();
+                self.phase = Phase::Chunk {
+                    remaining: chunk.size,
+                    last: chunk.last,
+                    discard: None,
+                };
+            }
+            (PendingKind::Message, _) => {
+                self.reply(reply.unwrap_or_else(|| ok(250, CODE_OK, "Ok: queued")));
+                self.end_transaction();
+            }
+            // `event` is always the one `kind` was raised with.
+            _ => {}
+        }
+    }
+
+    fn refused(&mut self, kind: PendingKind, reply: Reply) {
+        match kind {
+            PendingKind::Hello(_) | PendingKind::Mail | PendingKind::Rcpt => self.reply(reply),
+            PendingKind::StartData(None) => self.reply(reply),
+            // The chunk's octets follow the BDAT command and must still be read.
+            PendingKind::StartData(Some(chunk)) => {
+                self.phase = Phase::Chunk {
+                    remaining: chunk.size,
+                    last: chunk.last,
+                    discard: Some(reply),
+                };
+            }
+            PendingKind::Message => {
+                self.reply(reply);
+                self.end_transaction();
+            }
+        }
+    }
+
+    fn command_line(&mut self, line: &[u8]) {
+        let command = match Command::parse(line) {
+            Ok(command) => command,
+            Err(e) => {
+                self.error(e.verb(), e.reply());
+                return;
+            }
+        };
+        let verb = command.verb();
+        match command {
+            Command::Helo(name) => self.raise(PendingKind::Hello(Greeting::Helo), Event::Hello { greeting: Greeting::Helo, name }),
+            Command::Ehlo(name) => self.raise(PendingKind::Hello(Greeting::Ehlo), Event::Hello { greeting: Greeting::Ehlo, name }),
+            Command::Mail { reverse_path, params } => self.mail(reverse_path, params),
+            Command::Rcpt { forward_path, params } => self.rcpt(forward_path, params),
+            Command::Data => self.data(),
+            Command::Bdat { size, last } => self.bdat(Chunk { size, last }),
+            Command::Rset => {
+                self.reset_transaction();
+                self.reply(Reply::new(250, Some(CODE_OK), "Ok"));
+            }
+            Command::Noop(_) => self.reply(Reply::new(250, Some(CODE_OK), "Ok")),
+            Command::Quit => {
+                let text = format!("{} closing connection", self.config().hostname);
+                self.reply(Reply::new(221, Some(CODE_OK), text));
+                self.enter_closed();
+            }
+            // RFC 5321 §3.5.3: 252 tells the client we neither confirm nor deny,
+            // which gives away no list of valid users.
+            Command::Vrfy(_) => self.reply(Reply::new(
+                252,
+                Some(EnhancedCode::new(2, 5, 0)),
+                "Cannot verify the user, but will accept the message and attempt delivery",
+            )),
+            Command::Expn(_) => self.error(
+                Some(verb),
+                Reply::new(502, Some(EnhancedCode::new(5, 5, 1)), "EXPN is not supported"),
+            ),
+            Command::Help(_) => self.reply(Reply::multiline(
+                214,
+                Some(CODE_OK),
+                [
+                    "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+                    "See RFC 5321 for their use",
+                ],
+            )),
+            Command::StartTls | Command::Auth { .. } => self.error(
+                Some(verb),
+                Reply::new(502, Some(EnhancedCode::new(5, 5, 1)), "Command not implemented"),
+            ),
+        }
+    }
+
+    fn mail(&mut self, reverse_path: ReversePath, params: MailParams) {
+        if self.greeting.is_none() {
+            return self.bad_sequence(Verb::Mail, "Send HELO or EHLO first");
+        }
+        if self.transaction.is_some() {
+            return self.bad_sequence(Verb::Mail, "Nested MAIL command; send RSET first");
+        }
+        let ext = &self.config().extensions;
+        let unsupported = |name: &'static str| {
+            Reply::new(555, Some(EnhancedCode::new(5, 5, 4)), format!("Parameter {name} is not supported here"))
+        };
+        let refusal = if params.smtputf8 && !ext.smtputf8 {
+            Some(unsupported("SMTPUTF8"))
+        } else if params.body == Some(BodyType::EightBitMime) && !ext.eight_bit_mime {
+            Some(unsupported("BODY=8BITMIME"))
+        } else if params.body == Some(BodyType::BinaryMime) && !ext.binary_mime {
+            Some(unsupported("BODY=BINARYMIME"))
+        } else if (params.ret.is_some() || params.envid.is_some()) && !ext.dsn {
+            Some(unsupported("RET/ENVID"))
+        } else if params.auth.is_some() && ext.auth.is_empty() {
+            Some(unsupported("AUTH"))
+        } else if params.size.is_some_and(|size| size > self.config().max_message_size) {
+            Some(Reply::new(552, Some(EnhancedCode::new(5, 3, 4)), "Message size exceeds fixed maximum message size"))
+        } else if !params.smtputf8 && !path_is_ascii_reverse(&reverse_path) {
+            Some(non_ascii_refusal())
+        } else {
+            None
+        };
+        match refusal {
+            Some(reply) => self.error(Some(Verb::Mail), reply),
+            None => self.raise(PendingKind::Mail, Event::Mail { reverse_path, params }),
+        }
+    }
+
+    fn rcpt(&mut self, forward_path: ForwardPath, params: RcptParams) {
+        let Some(tx) = &self.transaction else {
+            return self.bad_sequence(Verb::Rcpt, "Need MAIL before RCPT");
+        };
+        let refusal = if tx.recipients.len() >= self.config().max_recipients {
+            // Not an error of the client's: it sends the rest in another transaction.
+            self.reply(Reply::new(452, Some(EnhancedCode::new(4, 5, 3)), "Too many recipients"));
+            return;
+        } else if (params.notify.is_some() || params.orcpt.is_some()) && !self.config().extensions.dsn {
+            Some(Reply::new(555, Some(EnhancedCode::new(5, 5, 4)), "Parameters NOTIFY/ORCPT are not supported here"))
+        } else if !tx.params.smtputf8 && !path_is_ascii_forward(&forward_path) {
+            Some(non_ascii_refusal())
+        } else {
+            None
+        };
+        match refusal {
+            Some(reply) => self.error(Some(Verb::Rcpt), reply),
+            None => self.raise(PendingKind::Rcpt, Event::Rcpt { forward_path, params }),
+        }
+    }
+
+    fn data(&mut self) {
+        match &self.transaction {
+            None => self.bad_sequence(Verb::Data, "Need MAIL and RCPT before DATA"),
+            // RFC 2920 §3.1: with pipelining, the RCPTs may all have failed; 554 then.
+            Some(tx) if tx.recipients.is_empty() => self.error(
+                Some(Verb::Data),
+                Reply::new(554, Some(EnhancedCode::new(5, 5, 1)), "No valid recipients"),
+            ),
+            Some(_) if self.bdat_in_progress => self.bad_sequence(Verb::Data, "DATA cannot follow BDAT"),
+            // RFC 3030 §3: BINARYMIME content can only come in BDAT chunks.
+            Some(tx) if tx.body_type() == BodyType::BinaryMime => {
+                self.bad_sequence(Verb::Data, "BODY=BINARYMIME requires BDAT")
+            }
+            Some(_) => self.raise(PendingKind::StartData(None), Event::StartData),
+        }
+    }
+
+    fn bdat(&mut self, chunk: Chunk) {
+        let refusal = if !self.config().extensions.chunking {
+            Some(Reply::new(502, Some(EnhancedCode::new(5, 5, 1)), "BDAT is not supported"))
+        } else {
+            match &self.transaction {
+                None => Some(Reply::new(503, Some(CODE_BAD_SEQUENCE), "Need MAIL and RCPT before BDAT")),
+                Some(tx) if tx.recipients.is_empty() => {
+                    Some(Reply::new(554, Some(EnhancedCode::new(5, 5, 1)), "No valid recipients"))
+                }
+                Some(_) => None,
+            }
+        };
+        if let Some(reply) = refusal {
+            self.errors += 1;
+            self.phase = Phase::Chunk {
+                remaining: chunk.size,
+                last: chunk.last,
+                discard: Some(reply),
+            };
+            return;
+        }
+        if self.bdat_in_progress {
+            self.phase = Phase::Chunk {
+                remaining: chunk.size,
+                last: chunk.last,
+                discard: None,
+            };
+        } else {
+            self.raise(PendingKind::StartData(Some(chunk)), Event::StartData);
+        }
+    }
+
+    /// Takes octets of the current BDAT chunk.
+    fn chunk_bytes(&mut self, input: &[u8]) -> usize {
+        let max_size = self.config().max_message_size;
+        let binary = self.transaction.as_ref().is_some_and(|tx| tx.body_type() == BodyType::BinaryMime);
+        let Phase::Chunk { remaining, last, discard } = &mut self.phase else {
+            return 0;
+        };
+        let take = input.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+        let bytes = &input[..take];
+        *remaining -= take as u64;
+        if discard.is_none() {
+            self.content_size += take as u64;
+            if !binary {
+                self.bdat_check.feed(bytes);
+            }
+            if self.content_size <= max_size {
+                self.message.extend_from_slice(bytes);
+            }
+        }
+        if *remaining == 0 {
+            let last = *last;
+            let discard = discard.take();
+            self.phase = Phase::Command;
+            self.chunk_done(last, discard);
+        }
+        take
+    }
+
+    fn chunk_done(&mut self, last: bool, discard: Option<Reply>) {
+        if let Some(reply) = discard {
+            self.reply(reply);
+            if self.bdat_in_progress {
+                self.end_transaction();
+            }
+            return;
+        }
+        if self.content_size > self.config().max_message_size {
+            self.reply(size_exceeded());
+            self.end_transaction();
+        } else if !last {
+            let text = format!("{} octets received", self.content_size);
+            self.reply(Reply::new(250, Some(CODE_OK), text));
+        } else {
+            let binary = self.transaction.as_ref().is_some_and(|tx| tx.body_type() == BodyType::BinaryMime);
+            let clean = std::mem::take(&mut self.bdat_check).finish();
+            if !binary && !clean {
+                self.reply(bare_line_ending_refusal());
+                self.end_transaction();
+            } else {
+                self.raise(PendingKind::Message, Event::Message);
+            }
+        }
+    }
+
+    fn finish_data(&mut self) {
+        let Phase::Data(decoder) = &self.phase else {
+            return;
+        };
+        let (exceeded, bare) = (decoder.exceeded(), decoder.bare_line_ending());
+        self.content_size = decoder.size();
+        self.phase = Phase::Command;
+        if exceeded {
+            self.reply(size_exceeded());
+            self.end_transaction();
+        } else if bare {
+            self.reply(bare_line_ending_refusal());
+            self.end_transaction();
+        } else {
+            self.raise(PendingKind::Message, Event::Message);
+        }
+    }
+
+    fn limit_for_decoder(&self) -> usize {
+        usize::try_from(self.config().max_message_size).unwrap_or(usize::MAX)
+    }
+
+    fn hello_reply(&self, greeting: Greeting, name: &Domain) -> Reply {
+        let first = format!("{} Hello {}", self.config().hostname, name);
+        match greeting {
+            Greeting::Helo => Reply::new(250, None, first),
+            Greeting::Ehlo => {
+                let mut lines: Vec<Cow<'static, str>> = vec![first.into()];
+                lines.extend(self.config().extensions.keywords(self.config().max_message_size));
+                Reply::multiline(250, None, lines)
+            }
+        }
+    }
+
+    fn raise(&mut self, kind: PendingKind, event: Event) {
+        self.phase = Phase::Pending(kind);
+        self.event = Some(event);
+    }
+
+    fn bad_sequence(&mut self, verb: Verb, text: &'static str) {
+        self.error(Some(verb), Reply::new(503, Some(CODE_BAD_SEQUENCE), text));
+    }
+
+    /// A refusal the client caused; too many of them end the session.
+    fn error(&mut self, verb: Option<Verb>, reply: Reply) {
+        self.errors += 1;
+        self.notices.push(Notice::Refused { verb, reply: reply.clone() });
+        self.reply(reply);
+        if self.errors >= self.config().max_errors {
+            let text = format!("{} Too many errors, closing connection", self.config().hostname);
+            self.close_with(Reply::new(421, Some(EnhancedCode::new(4, 7, 0)), text));
+        }
+    }
+
+    fn reset_transaction(&mut self) {
+        if self.transaction.take().is_some() {
+            self.notices.push(Notice::TransactionReset);
+        }
+        self.bdat_in_progress = false;
+        self.message.clear();
+        self.content_size = 0;
+    }
+
+    fn end_transaction(&mut self) {
+        self.reset_transaction();
+    }
+
+    fn enter_closed(&mut self) {
+        self.phase = Phase::Closed;
+        self.notices.push(Notice::Closing);
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.out);
+    }
+}
+
+fn size_exceeded() -> Reply {
+    Reply::new(552, Some(EnhancedCode::new(5, 3, 4)), "Message size exceeds fixed maximum message size")
+}
+
+/// SMTP smuggling defence: see [`crate::data`] for why the message is refused
+/// rather than normalised.
+fn bare_line_ending_refusal() -> Reply {
+    Reply::new(
+        550,
+        Some(EnhancedCode::new(5, 5, 2)),
+        "Message refused: bare CR or LF in the content; lines must end with CRLF (RFC 5321 section 2.3.8)",
+    )
+}
+
+fn non_ascii_refusal() -> Reply {
+    Reply::new(553, Some(EnhancedCode::new(5, 6, 7)), "Non-ASCII address requires the SMTPUTF8 parameter on MAIL")
+}
+
+fn path_is_ascii_reverse(path: &ReversePath) -> bool {
+    match path {
+        ReversePath::Null => true,
+        ReversePath::Path(p) => p.is_ascii(),
+    }
+}
+
+fn path_is_ascii_forward(path: &ForwardPath) -> bool {
+    match path {
+        ForwardPath::Postmaster => true,
+        ForwardPath::Path(p) => p.is_ascii(),
+    }
+}
+
+impl AsRef<ServerConfig> for ServerConfig {
+    fn as_ref(&self) -> &ServerConfig {
+        self
+    }
+}

@@ -1,0 +1,589 @@
+//! One event loop: a `mio::Poll`, its share of the listeners, and the
+//! connections it accepted.
+//!
+//! Nothing here blocks. Sockets are non-blocking; filters and the spool
+//! answer through the loop's [`Inbox`] (a channel plus a `mio::Waker`).
+//! Reads take everything the socket has, so a pipelined batch of commands is
+//! parsed from one read and answered with one write.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use sluice_smtp::server::{Decision, Event, ServerSession, Waiting};
+use sluice_smtp::{EnhancedCode, Reply};
+use sluice_spool::{QueueId, SpoolError};
+
+use crate::conn::{Conn, Waiting as Wait};
+use crate::filter::{Connection, Defer, Later, Stage, Verdict};
+use crate::Shared;
+
+const WAKER: Token = Token(0);
+const FIRST_LISTENER: usize = 1;
+const FIRST_CONN: usize = 1 << 16;
+
+/// Read into this much at a time; shared by all connections of the loop, so
+/// an idle connection costs no buffer at all.
+const READ_CHUNK: usize = 64 * 1024;
+/// Stop reading from a client whose input we cannot process yet (waiting for
+/// a decision) once this much is buffered: TCP flow control then slows it.
+const MAX_BUFFERED_INPUT: usize = 1 << 20;
+/// Stop processing a client's commands while this much of our output is
+/// unsent: a client that does not read its replies gets no more of them.
+const MAX_BUFFERED_OUTPUT: usize = 256 * 1024;
+/// How often idle connections are checked against their timeouts.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Something that finished elsewhere and concerns one connection.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    slot: usize,
+    serial: u64,
+    kind: CompletionKind,
+}
+
+#[derive(Debug)]
+enum CompletionKind {
+    Filter(Verdict),
+    Spool(Result<QueueId, SpoolError>),
+}
+
+impl Completion {
+    pub(crate) fn filter(slot: usize, serial: u64, verdict: Verdict) -> Self {
+        Completion {
+            slot,
+            serial,
+            kind: CompletionKind::Filter(verdict),
+        }
+    }
+}
+
+/// The way into an event loop from other threads.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    tx: Sender<Completion>,
+    waker: Waker,
+    /// Set while a wake-up is on its way: the spool's writer finishes a whole
+    /// batch at once, and one eventfd write per batch is enough.
+    armed: AtomicBool,
+}
+
+impl Inbox {
+    pub(crate) fn push(&self, completion: Completion) {
+        // The loop owns the receiver until it exits; a send after that has
+        // nobody left to tell.
+        let _ = self.tx.send(completion);
+        if !self.armed.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+}
+
+pub(crate) struct EventLoop {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    accepting: bool,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    live: usize,
+    rx: Receiver<Completion>,
+    inbox: Arc<Inbox>,
+    read_buf: Vec<u8>,
+    shared: Arc<Shared>,
+    next_serial: u64,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>) -> io::Result<(Self, Arc<Inbox>)> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let inbox = Arc::new(Inbox {
+            tx,
+            waker,
+            armed: AtomicBool::new(false),
+        });
+        let mut mio_listeners = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            listener.set_nonblocking(true)?;
+            let mut listener = TcpListener::from_std(listener);
+            poll.registry()
+                .register(&mut listener, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+            mio_listeners.push(listener);
+        }
+        let event_loop = EventLoop {
+            poll,
+            listeners: mio_listeners,
+            accepting: true,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            rx,
+            inbox: inbox.clone(),
+            read_buf: vec![0; READ_CHUNK],
+            shared,
+            next_serial: 0,
+            shutdown_deadline: None,
+        };
+        Ok((event_loop, inbox))
+    }
+
+    /// Runs until shutdown has closed every connection.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, Some(SWEEP_INTERVAL)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, "event loop poll failed");
+                return;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => self.drain_inbox(),
+                    Token(t) if t < FIRST_CONN => self.accept(t - FIRST_LISTENER),
+                    Token(t) => {
+                        let slot = t - FIRST_CONN;
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+                                conn.maybe_readable = true;
+                            }
+                        }
+                        self.service(slot);
+                    }
+                }
+            }
+            // Completions can arrive without their own wake-up (armed was
+            // already set); draining here as well costs one try_recv.
+            self.drain_inbox();
+            if self.shared.shutting_down.load(Ordering::Acquire) {
+                if self.begin_or_continue_shutdown() {
+                    return;
+                }
+            }
+            if last_sweep.elapsed() >= SWEEP_INTERVAL {
+                last_sweep = Instant::now();
+                self.sweep_timeouts(last_sweep);
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        loop {
+            if !self.accepting {
+                return;
+            }
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log, and let the next readiness retry.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr) {
+        let ip = crate::policy::canonical_ip(peer.ip());
+        if let Err(reply) = self.shared.limits.try_admit(ip) {
+            tracing::info!(client = %ip, "connection refused: {reply}");
+            // Best effort: the client may not even read it.
+            let _ = stream.write(&reply.to_bytes());
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(FIRST_CONN + slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            tracing::warn!(error = %e, "cannot register connection");
+            self.shared.limits.release(ip);
+            self.free.push(slot);
+            return;
+        }
+        let local = stream.local_addr().unwrap_or(peer);
+        let info = Connection {
+            id: self.shared.next_connection_id(),
+            peer,
+            local,
+            trusted: self.shared.policy.is_trusted(ip),
+        };
+        tracing::debug!(conn = info.id, client = %peer, "connected");
+        let session = ServerSession::new(self.shared.session.clone());
+        self.conns[slot] = Some(Conn::new(stream, info, ip, session));
+        self.live += 1;
+        if self.shared.shutting_down.load(Ordering::Acquire) {
+            let conn = self.conns[slot].as_mut().expect("just stored");
+            conn.session.close_with(shutdown_reply(&self.shared));
+        } else {
+            self.call_filter(slot, FilterStage::Connect);
+        }
+        self.service(slot);
+    }
+
+    fn drain_inbox(&mut self) {
+        self.inbox.armed.store(false, Ordering::Release);
+        while let Ok(completion) = self.rx.try_recv() {
+            self.complete(completion);
+        }
+    }
+
+    fn complete(&mut self, completion: Completion) {
+        let Some(conn) = self.conns.get_mut(completion.slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.serial != completion.serial {
+            // The connection that asked is gone and its slot reused.
+            return;
+        }
+        match (conn.waiting.take(), completion.kind) {
+            (Some(Wait::Filter(stage)), CompletionKind::Filter(verdict)) => {
+                self.filter_answered(completion.slot, stage, verdict);
+            }
+            (Some(Wait::Spool), CompletionKind::Spool(result)) => {
+                self.spool_answered(completion.slot, result);
+            }
+            (waiting, _) => {
+                // Not what this connection waits for (a late answer after a
+                // timeout or a filter answering twice): ignore it.
+                conn.waiting = waiting;
+            }
+        }
+        self.service(completion.slot);
+    }
+
+    /// Reads, runs the session, writes, and closes, as far as each can go now.
+    fn service(&mut self, slot: usize) {
+        loop {
+            // Leftover input first: it arrived before anything new.
+            self.run_session(slot);
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            if let Err(e) = conn.flush() {
+                tracing::debug!(conn = conn.info.id, error = %e, "write failed");
+                return self.close(slot);
+            }
+            if conn.session.is_closed() && conn.output_empty() {
+                return self.close(slot);
+            }
+            if conn.peer_closed {
+                // Nothing more will come. A message already handed to the
+                // spool is still seen through (its completion comes back here).
+                if conn.waiting.is_none() {
+                    self.close(slot);
+                }
+                return;
+            }
+            if !conn.maybe_readable || conn.read_paused(MAX_BUFFERED_INPUT, MAX_BUFFERED_OUTPUT) {
+                return;
+            }
+            match conn.stream.read(&mut self.read_buf) {
+                Ok(0) => {
+                    conn.maybe_readable = false;
+                    conn.peer_closed = true;
+                }
+                Ok(n) => {
+                    conn.input.extend_from_slice(&self.read_buf[..n]);
+                    conn.touch();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.maybe_readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(conn = conn.info.id, error = %e, "read failed");
+                    return self.close(slot);
+                }
+            }
+        }
+    }
+
+    /// Feeds buffered input to the session and answers its events.
+    fn run_session(&mut self, slot: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            if conn.waiting.is_some() || conn.output_len() > MAX_BUFFERED_OUTPUT {
+                break;
+            }
+            let used = conn.session.receive(&conn.input);
+            if used > 0 {
+                conn.input.drain(..used);
+            }
+            if conn.session.event().is_none() {
+                break;
+            }
+            self.on_event(slot);
+        }
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+            conn.handle_notices(&*self.shared.filter);
+        }
+    }
+
+    fn on_event(&mut self, slot: usize) {
+        let conn = self.conns[slot].as_mut().expect("caller checked");
+        let Some(event) = conn.session.event().cloned() else {
+            return;
+        };
+        match event {
+            Event::Hello { .. } => self.call_filter(slot, FilterStage::Hello),
+            Event::Mail { .. } => self.call_filter(slot, FilterStage::Mail),
+            Event::Rcpt { ref forward_path, .. } => {
+                match self.shared.policy.check_rcpt(forward_path, conn.ip) {
+                    crate::policy::RcptVerdict::Refuse(reply) => conn.session.decide(Decision::Reject(reply)),
+                    _ => self.call_filter(slot, FilterStage::Rcpt),
+                }
+            }
+            Event::StartData => {
+                let id = self.shared.spool.new_id();
+                conn.start_message(id, &self.shared.session.hostname);
+                conn.session.decide(Decision::Accept);
+            }
+            Event::Message => {
+                conn.message = conn.session.take_message();
+                self.call_filter(slot, FilterStage::Message);
+            }
+        }
+    }
+
+    fn call_filter(&mut self, slot: usize, stage: FilterStage) {
+        self.next_serial += 1;
+        let conn = self.conns[slot].as_mut().expect("caller checked");
+        conn.serial = self.next_serial;
+        let mut later = Some(Later::new(self.inbox.clone(), slot, conn.serial));
+        let event = conn.session.event().cloned();
+        let verdict = {
+            let stage_ref = match (stage, &event) {
+                (FilterStage::Connect, _) => Some(Stage::Connect),
+                (FilterStage::Hello, Some(Event::Hello { greeting, name })) => Some(Stage::Hello {
+                    greeting: *greeting,
+                    name,
+                }),
+                (FilterStage::Mail, Some(Event::Mail { reverse_path, params })) => {
+                    Some(Stage::Mail { reverse_path, params })
+                }
+                (FilterStage::Rcpt, Some(Event::Rcpt { forward_path, params })) => {
+                    conn.session.transaction().map(|transaction| Stage::Rcpt {
+                        transaction,
+                        forward_path,
+                        params,
+                    })
+                }
+                (FilterStage::Message, _) => conn
+                    .message
+                    .as_ref()
+                    .map(|(transaction, message)| Stage::Message { transaction, message }),
+                _ => None,
+            };
+            match stage_ref {
+                Some(s) => self.shared.filter.check(&conn.info, s, Defer(&mut later)),
+                None => Some(Verdict::Continue),
+            }
+        };
+        match (verdict, later) {
+            (Some(verdict), later) => {
+                later.map(Later::disarm);
+                self.filter_answered(slot, stage, verdict);
+            }
+            (None, Some(later)) => {
+                // The filter neither answered nor kept the handle: a bug in
+                // the filter, and never a reason to accept.
+                later.disarm();
+                let reply = Reply::new(451, Some(EnhancedCode::new(4, 3, 0)), "Filter failed; try again later");
+                self.filter_answered(slot, stage, Verdict::Reject(reply));
+            }
+            (None, None) => conn_mut(&mut self.conns, slot).waiting = Some(Wait::Filter(stage)),
+        }
+    }
+
+    fn filter_answered(&mut self, slot: usize, stage: FilterStage, verdict: Verdict) {
+        let conn = conn_mut(&mut self.conns, slot);
+        match (stage, verdict) {
+            (FilterStage::Connect, Verdict::Continue) => conn.session.greet(None),
+            (FilterStage::Connect, Verdict::Reject(reply) | Verdict::Disconnect(reply)) => {
+                conn.session.greet(Some(reply));
+            }
+            (FilterStage::Message, Verdict::Continue) => self.submit(slot),
+            (FilterStage::Message, refusal) => {
+                let decision = match refusal {
+                    Verdict::Disconnect(reply) => Decision::Disconnect(reply),
+                    Verdict::Reject(reply) => Decision::Reject(reply),
+                    Verdict::Continue => unreachable!("handled above"),
+                };
+                conn.log_transaction(&decision_reply(&decision));
+                conn.message = None;
+                conn.session.decide(decision);
+            }
+            (_, Verdict::Continue) => conn.session.decide(Decision::Accept),
+            (_, Verdict::Reject(reply)) => conn.session.decide(Decision::Reject(reply)),
+            (_, Verdict::Disconnect(reply)) => conn.session.decide(Decision::Disconnect(reply)),
+        }
+    }
+
+    fn submit(&mut self, slot: usize) {
+        let conn = conn_mut(&mut self.conns, slot);
+        let Some((envelope, body)) = conn.envelope() else {
+            conn.session.decide(Decision::Reject(Reply::new(
+                451,
+                Some(EnhancedCode::new(4, 3, 0)),
+                "Local error in processing",
+            )));
+            return;
+        };
+        self.next_serial += 1;
+        conn.serial = self.next_serial;
+        conn.waiting = Some(Wait::Spool);
+        let (inbox, serial) = (self.inbox.clone(), conn.serial);
+        self.shared.spool.submit(
+            envelope,
+            body,
+            Box::new(move |result| {
+                inbox.push(Completion {
+                    slot,
+                    serial,
+                    kind: CompletionKind::Spool(result),
+                })
+            }),
+        );
+    }
+
+    fn spool_answered(&mut self, slot: usize, result: Result<QueueId, SpoolError>) {
+        let conn = conn_mut(&mut self.conns, slot);
+        let decision = match result {
+            Ok(id) => Decision::AcceptWith(Reply::new(250, Some(EnhancedCode::new(2, 0, 0)), format!("Ok: queued as {id}"))),
+            Err(e) if e.is_storage_full() => {
+                tracing::error!(error = %e, "spool is full");
+                Decision::Reject(Reply::new(452, Some(EnhancedCode::new(4, 3, 1)), "Insufficient system storage"))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed");
+                Decision::Reject(Reply::new(451, Some(EnhancedCode::new(4, 3, 0)), "Local error in processing; try again later"))
+            }
+        };
+        conn.log_transaction(&decision_reply(&decision));
+        conn.message = None;
+        conn.session.decide(decision);
+    }
+
+    fn close(&mut self, slot: usize) {
+        let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = conn.stream.shutdown(Shutdown::Both);
+        self.shared.filter.close(&conn.info);
+        self.shared.limits.release(conn.ip);
+        tracing::debug!(conn = conn.info.id, "disconnected");
+        self.free.push(slot);
+        self.live -= 1;
+    }
+
+    fn sweep_timeouts(&mut self, now: Instant) {
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            let limit = match conn.session.waiting() {
+                Waiting::Command => self.shared.command_timeout,
+                Waiting::Data => self.shared.data_timeout,
+                Waiting::Decision | Waiting::Closed => {
+                    // A closed session whose client does not read the last
+                    // reply must not hold its slot forever either.
+                    if conn.output_empty() || now.duration_since(conn.last_activity) < self.shared.command_timeout {
+                        continue;
+                    }
+                    self.close(slot);
+                    continue;
+                }
+            };
+            if now.duration_since(conn.last_activity) >= limit {
+                tracing::info!(conn = conn.info.id, client = %conn.ip, "timeout");
+                let text = format!("{} Error: timeout exceeded", self.shared.session.hostname);
+                conn.session.close_with(Reply::new(421, Some(EnhancedCode::new(4, 4, 2)), text));
+                self.service(slot);
+            }
+        }
+    }
+
+    /// Returns true when the loop may exit.
+    fn begin_or_continue_shutdown(&mut self) -> bool {
+        let now = Instant::now();
+        let deadline = *self.shutdown_deadline.get_or_insert(now + self.shared.shutdown_grace);
+        if self.accepting {
+            self.accepting = false;
+            for listener in &mut self.listeners {
+                let _ = self.poll.registry().deregister(listener);
+            }
+        }
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            // Connections between transactions go now; those in the middle
+            // of one may finish it until the grace period ends.
+            let idle = conn.waiting.is_none()
+                && conn.session.waiting() == Waiting::Command
+                && conn.session.transaction().is_none();
+            if (idle || now >= deadline) && !conn.session.is_closed() {
+                conn.session.close_with(shutdown_reply(&self.shared));
+                self.service(slot);
+            } else if now >= deadline + Duration::from_secs(1) {
+                self.close(slot);
+            }
+        }
+        self.live == 0
+    }
+}
+
+fn shutdown_reply(shared: &Shared) -> Reply {
+    let text = format!("{} Service shutting down, try again later", shared.session.hostname);
+    Reply::new(421, Some(EnhancedCode::new(4, 3, 2)), text)
+}
+
+fn decision_reply(decision: &Decision) -> String {
+    match decision {
+        Decision::Accept => "accepted".into(),
+        Decision::AcceptWith(r) | Decision::Reject(r) | Decision::Disconnect(r) => r.to_string(),
+    }
+}
+
+fn conn_mut(conns: &mut [Option<Conn>], slot: usize) -> &mut Conn {
+    conns[slot].as_mut().expect("connection exists while it has work")
+}
+
+/// Which filter stage a connection waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FilterStage {
+    Connect,
+    Hello,
+    Mail,
+    Rcpt,
+    Message,
+}

@@ -1,0 +1,152 @@
+//! The `Received:` trace header (RFC 5321 §4.4) and its date (RFC 5322 §3.3).
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_smtp::server::Greeting;
+
+/// What a trace header says about one transaction.
+#[derive(Debug)]
+pub struct TraceFields<'a> {
+    /// The HELO/EHLO argument, as the client gave it.
+    pub helo: &'a str,
+    pub client_ip: IpAddr,
+    pub hostname: &'a str,
+    pub greeting: Greeting,
+    pub queue_id: &'a str,
+    /// Named only when there is exactly one recipient: naming several would
+    /// disclose Bcc recipients to each other (RFC 5321 §7.2).
+    pub single_recipient: Option<&'a str>,
+    pub time: SystemTime,
+}
+
+/// Formats the header, folded over lines of at most 78 octets where it can be.
+///
+/// `Received: from <helo> ([<ip>]) by <hostname> with ESMTP id <id> for <rcpt>; <date>`
+pub fn received_header(f: &TraceFields<'_>, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let protocol = match f.greeting {
+        Greeting::Helo => "SMTP",
+        Greeting::Ehlo => "ESMTP",
+    };
+    let ip = match f.client_ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("IPv6:{v6}"),
+    };
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        "Received: from {} ([{}])\r\n\tby {} (Sluice) with {} id {}",
+        sanitize(f.helo),
+        ip,
+        f.hostname,
+        protocol,
+        f.queue_id
+    );
+    if let Some(rcpt) = f.single_recipient {
+        let _ = write!(out, "\r\n\tfor <{}>", sanitize(rcpt));
+    }
+    let _ = write!(out, ";\r\n\t{}\r\n", rfc5322_date(f.time));
+}
+
+/// The HELO name and addresses come from the client. The grammar already
+/// refused CR, LF and controls, but a header is no place to trust that.
+fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(|c| c.is_control()) {
+        s.chars().map(|c| if c.is_control() { '?' } else { c }).collect::<String>().into()
+    } else {
+        s.into()
+    }
+}
+
+/// `Sun, 22 Nov 2026 20:46:37 +0000`: RFC 5322 §3.3 in UTC.
+pub fn rfc5322_date(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    // 1970-01-01 was a Thursday.
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let month_name = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(month - 1) as usize];
+    format!(
+        "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} +0000",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar; Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates_match_known_instants() {
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(rfc5322_date(at(0)), "Thu, 01 Jan 1970 00:00:00 +0000");
+        // `date -u -d @1795380397`
+        assert_eq!(rfc5322_date(at(1_795_380_397)), "Sun, 22 Nov 2026 20:46:37 +0000");
+        // A leap day.
+        assert_eq!(rfc5322_date(at(951_782_400)), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    #[test]
+    fn received_names_client_helo_id_and_single_recipient() {
+        let mut out = Vec::new();
+        received_header(
+            &TraceFields {
+                helo: "client.example",
+                client_ip: "192.0.2.7".parse().unwrap(),
+                hostname: "mx.example.test",
+                greeting: Greeting::Ehlo,
+                queue_id: "ABC123",
+                single_recipient: Some("alice@example.test"),
+                time: UNIX_EPOCH,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Received: from client.example ([192.0.2.7])\r\n\tby mx.example.test (Sluice) with ESMTP id ABC123\r\n\
+             \tfor <alice@example.test>;\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_and_helo_only_clients() {
+        let mut out = Vec::new();
+        received_header(
+            &TraceFields {
+                helo: "old\u{7}host",
+                client_ip: "::1".parse().unwrap(),
+                hostname: "h",
+                greeting: Greeting::Helo,
+                queue_id: "Q",
+                single_recipient: None,
+                time: UNIX_EPOCH,
+            },
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("Received: from old?host ([IPv6:::1])\r\n\tby h (Sluice) with SMTP id Q;"), "{text}");
+        assert!(!text.contains("for <"));
+    }
+}

@@ -1,0 +1,259 @@
+//! Disk-full and I/O-error injection through the private `Storage` trait,
+//! driving the real writer thread: batching, rewind, sealing, recovery.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Seek, SeekFrom};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use crate::storage::{SegmentFile, Storage};
+use crate::{Envelope, QueueId, Recipient, Spool, SpoolConfig, SpoolError, SpoolHandle};
+
+#[derive(Default)]
+struct Faults {
+    /// Bytes that may still be written; `None` = unlimited.
+    budget: Mutex<Option<u64>>,
+    fail_sync: AtomicBool,
+    fail_create: AtomicBool,
+}
+
+impl Faults {
+    fn set_budget(&self, b: Option<u64>) {
+        *self.budget.lock().unwrap() = b;
+    }
+}
+
+struct FaultyStorage(Arc<Faults>);
+
+struct FaultyFile {
+    inner: File,
+    faults: Arc<Faults>,
+}
+
+impl SegmentFile for FaultyFile {
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut budget = self.faults.budget.lock().unwrap();
+        match *budget {
+            None => SegmentFile::write_vectored(&mut self.inner, bufs),
+            Some(0) => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+            // Like a real full disk: a short write first, ENOSPC after.
+            Some(left) => {
+                let mut allowed = Vec::new();
+                let mut room = left as usize;
+                for b in bufs {
+                    let n = b.len().min(room);
+                    allowed.push(IoSlice::new(&b[..n]));
+                    room -= n;
+                }
+                let n = SegmentFile::write_vectored(&mut self.inner, &allowed)?;
+                *budget = Some(left - n as u64);
+                Ok(n)
+            }
+        }
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        if self.faults.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.inner.sync_data()
+    }
+
+    fn rewind_to(&mut self, len: u64) -> io::Result<()> {
+        self.inner.rewind_to(len)
+    }
+}
+
+impl Storage for FaultyStorage {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+        if self.0.fail_create.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let inner = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Box::new(FaultyFile {
+            inner,
+            faults: self.0.clone(),
+        }))
+    }
+
+    fn open_append(&self, path: &Path, len: u64) -> io::Result<Box<dyn SegmentFile>> {
+        let mut inner = OpenOptions::new().read(true).write(true).open(path)?;
+        inner.seek(SeekFrom::Start(len))?;
+        Ok(Box::new(FaultyFile {
+            inner,
+            faults: self.0.clone(),
+        }))
+    }
+}
+
+fn envelope(id: QueueId) -> Envelope {
+    Envelope {
+        id,
+        reverse_path: "a@example.org".into(),
+        mail_params: String::new(),
+        recipients: vec![Recipient {
+            address: "b@example.net".into(),
+            params: String::new(),
+        }],
+        arrival_unix_ms: 1,
+        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        helo: "h".into(),
+        body_type: 0,
+        smtputf8: false,
+    }
+}
+
+fn body(i: u8) -> Vec<u8> {
+    vec![b'a' + i % 26; 2000 + usize::from(i)]
+}
+
+fn open(dir: &Path, cfg: SpoolConfig) -> (Spool, Arc<Faults>) {
+    let faults = Arc::new(Faults::default());
+    let (spool, _) = Spool::open_with(dir, cfg, Arc::new(FaultyStorage(faults.clone()))).unwrap();
+    (spool, faults)
+}
+
+fn head_len(dir: &Path) -> u64 {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segs.sort();
+    std::fs::metadata(segs.last().unwrap()).unwrap().len()
+}
+
+/// Blocks the writer thread inside a completion until the returned sender
+/// fires, so that the requests queued meanwhile form one batch.
+fn gate(h: &SpoolHandle) -> (QueueId, mpsc::Sender<()>) {
+    let (open_tx, open_rx) = mpsc::channel::<()>();
+    let (in_tx, in_rx) = mpsc::channel::<()>();
+    let id = h.new_id();
+    h.submit(
+        envelope(id),
+        body(0),
+        Box::new(move |r| {
+            r.unwrap();
+            in_tx.send(()).unwrap();
+            open_rx.recv().unwrap();
+        }),
+    );
+    in_rx.recv().unwrap();
+    (id, open_tx)
+}
+
+#[test]
+fn disk_full_fails_the_whole_batch_then_service_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, faults) = open(dir.path(), SpoolConfig::default());
+    let h = spool.handle();
+    let mut acked: Vec<(QueueId, u8)> = (1..4).map(|i| (h.submit_wait(envelope(h.new_id()), body(i)).unwrap(), i)).collect();
+    let (gated, release) = gate(&h);
+    acked.push((gated, 0));
+    let durable_len = head_len(dir.path());
+
+    let (tx, rx) = mpsc::channel();
+    let mut failed_ids = Vec::new();
+    for _ in 0..5 {
+        let tx = tx.clone();
+        let id = h.new_id();
+        failed_ids.push(id);
+        h.submit(envelope(id), body(9), Box::new(move |r| tx.send(r).unwrap()));
+    }
+    drop(tx);
+    // Room for part of the batch only: a short write, then ENOSPC.
+    faults.set_budget(Some(3000));
+    release.send(()).unwrap();
+    let results: Vec<_> = rx.iter().collect();
+    assert_eq!(results.len(), 5);
+    for r in &results {
+        let e = r.as_ref().unwrap_err();
+        assert!(e.is_storage_full(), "{e}");
+    }
+    assert_eq!(head_len(dir.path()), durable_len, "the failed batch is cut off again");
+    assert_eq!(spool.stats().write_errors, 1);
+    for id in &failed_ids {
+        assert!(spool.get(*id).unwrap().is_none());
+    }
+
+    // Space is back: the same segment keeps serving.
+    faults.set_budget(None);
+    let segments = spool.stats().segments_created;
+    for i in 10..12 {
+        acked.push((h.submit_wait(envelope(h.new_id()), body(i)).unwrap(), i));
+    }
+    assert_eq!(spool.stats().segments_created, segments);
+    spool.shutdown();
+
+    let (spool, report) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(report.corrupt_regions, 0);
+    assert_eq!(report.live_messages, acked.len());
+    for (id, i) in acked {
+        assert_eq!(spool.get(id).unwrap().unwrap().body(), body(i).as_slice());
+    }
+}
+
+#[test]
+fn failed_fdatasync_is_an_io_error_and_seals_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, faults) = open(dir.path(), SpoolConfig::default());
+    let h = spool.handle();
+    let first = h.submit_wait(envelope(h.new_id()), body(1)).unwrap();
+    faults.fail_sync.store(true, Ordering::SeqCst);
+    let lost = h.new_id();
+    let e = h.submit_wait(envelope(lost), body(2)).unwrap_err();
+    assert!(matches!(e, SpoolError::Io(_)), "{e}");
+    assert!(!e.is_storage_full());
+    faults.fail_sync.store(false, Ordering::SeqCst);
+    let before = spool.stats().segments_created;
+    let second = h.submit_wait(envelope(h.new_id()), body(3)).unwrap();
+    assert_eq!(spool.stats().segments_created, before + 1, "a fresh segment after a failed sync");
+    spool.shutdown();
+
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    assert_eq!(spool.get(first).unwrap().unwrap().body(), body(1).as_slice());
+    assert_eq!(spool.get(second).unwrap().unwrap().body(), body(3).as_slice());
+    assert!(spool.get(lost).unwrap().is_none());
+}
+
+#[test]
+fn disk_full_while_starting_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        segment_size: 8 << 10,
+        ..SpoolConfig::default()
+    };
+    let (spool, faults) = open(dir.path(), cfg.clone());
+    let h = spool.handle();
+    let mut acked = Vec::new();
+    for i in 0..3 {
+        acked.push((h.submit_wait(envelope(h.new_id()), body(i)).unwrap(), i));
+    }
+    // The next message needs a new segment, which cannot be created.
+    faults.fail_create.store(true, Ordering::SeqCst);
+    let e = h.submit_wait(envelope(h.new_id()), body(7)).unwrap_err();
+    assert!(e.is_storage_full());
+    faults.fail_create.store(false, Ordering::SeqCst);
+    for i in 3..8 {
+        acked.push((h.submit_wait(envelope(h.new_id()), body(i)).unwrap(), i));
+    }
+    spool.shutdown();
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
+    assert_eq!(leftovers, 0);
+    let (spool, report) = Spool::open(dir.path(), cfg).unwrap();
+    assert_eq!(report.live_messages, acked.len());
+    for (id, i) in acked {
+        assert_eq!(spool.get(id).unwrap().unwrap().body(), body(i).as_slice());
+    }
+}

@@ -1,0 +1,33 @@
+//! The one place that maps segment files into memory.
+//!
+//! `memmap2::Mmap::map` is `unsafe` because the mapped bytes can change or
+//! vanish (SIGBUS) if the file is modified or truncated behind the mapping.
+//! Why that cannot happen to the bytes this crate reads:
+//!
+//! - Segment files are append-only. The only truncation is the writer's
+//!   rewind after a failed batch, and it never goes below the end of the last
+//!   durable record; readers only ever slice bytes of durable records (the
+//!   index holds nothing else), which lie below every rewind point.
+//! - Recovery truncates a torn tail before any mapping of that segment exists.
+//! - A deleted segment stays mapped (unlinking does not touch the pages), so
+//!   a [`StoredMessage`](crate::StoredMessage) outliving compaction stays valid.
+//! - Other processes: `spool.lock` keeps a second writer out. A read-only
+//!   opener maps only what it found valid; the live writer may rewind only
+//!   bytes that never became durable, a window limited to a failed batch.
+//!   Editing segment files by hand while the spool runs is outside the contract.
+//!
+//! Mapping beyond the current end of file is allowed by POSIX (those pages
+//! fault only if touched); the head segment is mapped at its full capacity so
+//! appends become visible without a remap per message.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+
+use memmap2::{Mmap, MmapOptions};
+
+pub(crate) fn map(file: &File, len: usize) -> io::Result<Mmap> {
+    // SAFETY: see the module documentation: bytes below `len` that this crate
+    // reads are never modified or truncated while mapped.
+    unsafe { MmapOptions::new().len(len).map(file) }
+}

@@ -1,0 +1,224 @@
+//! Rebuilding the index from the segment files at open.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::format::{
+    self, KIND_DONE, KIND_JOURNAL, KIND_MESSAGE, SEGMENT_HEADER_LEN, Scanned, Scanner, SegmentHeader,
+};
+use crate::index::{Index, Location, Segment};
+use crate::{SpoolError, mmap};
+
+/// What [`Spool::open`](crate::Spool::open) found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files scanned.
+    pub segments: usize,
+    /// Valid records replayed.
+    pub records: u64,
+    /// Messages still queued after replay.
+    pub live_messages: usize,
+    /// Bytes cut from the end of the last segment (an append interrupted by a
+    /// crash: never acknowledged). A read-only open ignores them instead.
+    pub torn_tail_bytes: u64,
+    /// Damaged regions skipped inside segments (each logged as a warning).
+    pub corrupt_regions: u64,
+    /// Records whose checksums were right but whose contents did not decode.
+    pub undecodable_records: u64,
+    /// Segment files with a damaged header, set aside as `*.damaged`
+    /// (read-write open) or ignored (read-only open).
+    pub damaged_segments: Vec<PathBuf>,
+    /// Segments deleted at open because nothing in them was live any more.
+    pub deleted_segments: usize,
+    /// Live messages copied forward by compaction at open.
+    pub compacted_messages: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) index: Index,
+    pub(crate) report: RecoveryReport,
+    /// Largest queue id seen (message records and segment headers).
+    pub(crate) max_id: u64,
+    /// Sequence number of the newest segment seen, damaged ones included, so
+    /// a new segment never reuses a name.
+    pub(crate) max_seq: u64,
+}
+
+/// Lists `seg-*.log` files in sequence order; a writable open also removes
+/// `*.tmp` leftovers of a segment creation interrupted by a crash.
+fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
+    let mut segs = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = format::parse_segment_file_name(name) {
+            segs.push((seq, entry.path()));
+        } else if writable && name.starts_with("seg-") && name.ends_with(".log.tmp") {
+            tracing::info!(file = %entry.path().display(), "removing unfinished segment file");
+            fs::remove_file(entry.path())?;
+        }
+    }
+    segs.sort();
+    Ok(segs)
+}
+
+pub(crate) fn recover(dir: &Path, writable: bool, segment_size: u64) -> Result<Recovered, SpoolError> {
+    let segs = list_segments(dir, writable)?;
+    let mut index = Index::default();
+    let mut report = RecoveryReport::default();
+    let mut max_id = 0u64;
+    let mut max_seq = 0u64;
+    let last_seq = segs.last().map(|(s, _)| *s);
+
+    for (seq, path) in segs {
+        max_seq = max_seq.max(seq);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            // A read-only open racing with the live spool's compaction: the
+            // segment's live messages were copied forward before the delete.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !writable => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let file_len = file.metadata()?.len();
+        let map = if file_len >= SEGMENT_HEADER_LEN as u64 {
+            Some(mmap::map(&file, usize::try_from(file_len).map_err(std::io::Error::other)?)?)
+        } else {
+            None
+        };
+        let header = match map.as_deref() {
+            Some(bytes) => SegmentHeader::decode(bytes).and_then(|h| {
+                if h.seq == seq {
+                    Ok(h)
+                } else {
+                    Err(SpoolError::Corrupt("segment header names another segment"))
+                }
+            }),
+            None => Err(SpoolError::Corrupt("segment shorter than its header")),
+        };
+        let (map, header) = match (map, header) {
+            (Some(map), Ok(header)) => (map, header),
+            (_, header) => {
+                let why = header.err();
+            tracing::warn!(file = %path.display(), ?why, "segment header damaged; setting the file aside");
+            let mut aside = path.clone().into_os_string();
+            aside.push(".damaged");
+            if writable {
+                fs::rename(&path, &aside)?;
+            }
+                report.damaged_segments.push(PathBuf::from(aside));
+                continue;
+            }
+        };
+        report.segments += 1;
+        max_id = max_id.max(header.id_floor);
+        index
+            .segments
+            .insert(seq, Segment::new(file, SEGMENT_HEADER_LEN as u64, SEGMENT_HEADER_LEN as u64));
+
+        let mut valid_end = SEGMENT_HEADER_LEN;
+        // Damage counts as a skipped region only once a valid record follows
+        // it; damage running to the end of the file is the segment's tail.
+        let mut damaged: Vec<usize> = Vec::new();
+        for item in Scanner::new(&map, SEGMENT_HEADER_LEN) {
+            match item {
+                Scanned::Record {
+                    offset,
+                    kind,
+                    payload,
+                    end,
+                } => {
+                    for at in damaged.drain(..) {
+                        tracing::warn!(segment = seq, offset = at, resume = offset, "skipping damaged bytes");
+                        report.corrupt_regions += 1;
+                    }
+                    valid_end = end;
+                    report.records += 1;
+                    if let Err(e) = replay(&mut index, seq, offset, kind, payload, &mut max_id) {
+                        tracing::warn!(segment = seq, offset, error = %e, "skipping undecodable record");
+                        report.undecodable_records += 1;
+                    }
+                }
+                Scanned::Corrupt { offset, .. } => damaged.push(offset),
+            }
+        }
+        if valid_end < map.len() {
+            let cut = (map.len() - valid_end) as u64;
+            if Some(seq) == last_seq {
+                // An append that never completed: nothing in it was acknowledged.
+                tracing::info!(segment = seq, offset = valid_end, bytes = cut, "cutting torn tail");
+                report.torn_tail_bytes += cut;
+                if writable {
+                    let f = OpenOptions::new().write(true).open(&path)?;
+                    f.set_len(valid_end as u64)?;
+                    f.sync_all()?;
+                }
+            } else {
+                tracing::warn!(segment = seq, offset = valid_end, bytes = cut, "ignoring damaged end of an older segment");
+                report.corrupt_regions += 1;
+            }
+        }
+        let Some(seg) = index.segments.get_mut(&seq) else {
+            continue;
+        };
+        seg.len = valid_end as u64;
+        // The scan's mapping serves reads too (it covers every valid record).
+        seg.map = Some(std::sync::Arc::new(map));
+        seg.map_hint = if writable && Some(seq) == last_seq {
+            segment_size.max(valid_end as u64)
+        } else {
+            valid_end as u64
+        };
+    }
+    report.live_messages = index.messages.len();
+    Ok(Recovered {
+        index,
+        report,
+        max_id,
+        max_seq,
+    })
+}
+
+fn replay(
+    index: &mut Index,
+    seg: u64,
+    offset: usize,
+    kind: u8,
+    payload: &[u8],
+    max_id: &mut u64,
+) -> Result<(), SpoolError> {
+    let payload_start = (offset + format::RECORD_HEADER_LEN) as u64;
+    match kind {
+        KIND_MESSAGE => {
+            let m = format::decode_message(payload)?;
+            let env = &m.envelope;
+            *max_id = (*max_id).max(env.id.0);
+            let env_len = format::message_envelope_bytes(payload)?.len() as u64;
+            let loc = Location {
+                seg,
+                offset: offset as u64,
+                record_len: (format::RECORD_HEADER_LEN + payload.len()) as u64,
+                envelope_start: payload_start + 4,
+                envelope_len: env_len,
+                body_start: payload_start + m.body_offset as u64,
+                body_len: (payload.len() - m.body_offset) as u64,
+            };
+            index.insert(env.id, loc, env.arrival_unix_ms, env.recipients.len(), m.states, m.held);
+        }
+        KIND_JOURNAL => {
+            let ops = format::decode_journal(payload)?;
+            let applied = index.apply_journal(seg, &ops);
+            if applied.bad_recipient > 0 {
+                tracing::warn!(segment = seg, offset, "journal entries for nonexistent recipients ignored");
+            }
+        }
+        KIND_DONE => {
+            for id in format::decode_done(payload)? {
+                index.remove(id);
+            }
+        }
+        _ => return Err(SpoolError::Corrupt("unknown record type")),
+    }
+    Ok(())
+}

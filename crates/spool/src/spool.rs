@@ -1,0 +1,466 @@
+//! The public face: [`Spool`] (open, read, shut down) and [`SpoolHandle`]
+//! (what the front end's event loops and the delivery threads hold).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use memmap2::Mmap;
+
+use crate::envelope::Recipient;
+use crate::id::IdGenerator;
+use crate::index::Index;
+use crate::recovery::{self, RecoveryReport};
+use crate::stats::{SpoolStats, StatCounters};
+use crate::storage::{RealStorage, Storage};
+use crate::writer::{Pending, Request, Writer};
+use crate::{Envelope, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
+
+/// Called once, on the writer thread, when a submitted message is durable
+/// (`Ok(id)`) or has failed. Keep it cheap: push to a channel, wake a poller.
+pub type Completion = Box<dyn FnOnce(Result<QueueId, SpoolError>) + Send>;
+
+/// Called once, on the writer thread, when journal entries or a mark are
+/// durable or have failed.
+pub type JournalCompletion = Box<dyn FnOnce(Result<(), SpoolError>) + Send>;
+
+/// Tuning of a spool. `SpoolConfig::default()` suits production.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// A segment is rotated once the next record would take it past this size
+    /// (a single larger record gets a segment of its own). Default 64 MiB.
+    pub segment_size: u64,
+    /// A batch stops taking requests once it holds this many bytes, so one
+    /// fdatasync does not grow without bound. Default 16 MiB.
+    pub max_batch_bytes: usize,
+    /// The oldest segment is compacted when its live message bytes are below
+    /// this percentage of its size. Default 50.
+    pub compact_live_percent: u8,
+    /// Bytes compaction copies per step between batches. Default 4 MiB.
+    pub compaction_step_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            segment_size: 64 << 20,
+            max_batch_bytes: 16 << 20,
+            compact_live_percent: 50,
+            compaction_step_bytes: 4 << 20,
+        }
+    }
+}
+
+/// State shared by the writer thread and every reader.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) index: Mutex<Index>,
+    pub(crate) ids: IdGenerator,
+    pub(crate) stats: StatCounters,
+    pub(crate) dir: PathBuf,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Index> {
+        // The index is only changed by complete operations under the lock, so
+        // a panic elsewhere while it was held leaves it consistent.
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The durable message queue of one spool directory.
+///
+/// Dropping it is [`Spool::shutdown`].
+#[derive(Debug)]
+pub struct Spool {
+    shared: Arc<Shared>,
+    handle: SpoolHandle,
+    writer: Option<JoinHandle<()>>,
+    /// Holds `spool.lock` for the lifetime of a writable spool.
+    _lock: Option<File>,
+}
+
+/// The cloneable, thread-safe way in: submit messages, journal delivery
+/// outcomes, read messages. Requests after shutdown fail with
+/// [`SpoolError::ShutDown`] (through their completion, as always).
+#[derive(Debug, Clone)]
+pub struct SpoolHandle {
+    shared: Arc<Shared>,
+    /// `None` for a read-only spool.
+    tx: Option<Sender<Request>>,
+}
+
+/// One queued message as `sluice queue list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSummary {
+    /// Its queue id.
+    pub id: QueueId,
+    /// When it was accepted, in milliseconds since the Unix epoch.
+    pub arrival_unix_ms: u64,
+    /// Body size in bytes.
+    pub size: u64,
+    /// `""` for the null reverse-path.
+    pub reverse_path: String,
+    /// Held by the operator.
+    pub held: bool,
+    /// Forward-paths with their delivery state, in RCPT order.
+    pub recipients: Vec<RecipientStatus>,
+}
+
+/// A forward-path and where its delivery stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientStatus {
+    /// The forward-path.
+    pub address: String,
+    /// Its delivery state.
+    pub state: RecipientState,
+}
+
+/// A queued message with its body, which is borrowed from the segment's
+/// memory map (no copy; the mapping stays alive as long as this value, even
+/// if compaction deletes the segment file meanwhile).
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// The envelope as submitted.
+    pub envelope: Envelope,
+    /// One state per recipient of `envelope.recipients`.
+    pub states: Vec<RecipientState>,
+    /// Held by the operator.
+    pub held: bool,
+    map: Arc<Mmap>,
+    body: std::ops::Range<usize>,
+}
+
+impl StoredMessage {
+    /// The message content exactly as submitted (trace headers included).
+    pub fn body(&self) -> &[u8] {
+        &self.map[self.body.clone()]
+    }
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir` for reading and writing.
+    ///
+    /// Replays every segment, cuts a torn tail off the last one, deletes
+    /// segments with nothing live, compacts if due, and starts the writer
+    /// thread. Fails with [`SpoolError::Locked`] if another process has the
+    /// spool open for writing.
+    pub fn open(dir: impl AsRef<Path>, config: SpoolConfig) -> Result<(Spool, RecoveryReport), SpoolError> {
+        Spool::open_with(dir.as_ref(), config, Arc::new(RealStorage))
+    }
+
+    pub(crate) fn open_with(
+        dir: &Path,
+        config: SpoolConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
+        std::fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("spool.lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let rec = recovery::recover(dir, true, config.segment_size)?;
+        let mut report = rec.report;
+        let shared = Arc::new(Shared {
+            index: Mutex::new(rec.index),
+            ids: IdGenerator::new(rec.max_id),
+            stats: StatCounters::default(),
+            dir: dir.to_path_buf(),
+        });
+        let mut writer = Writer::start(shared.clone(), storage, config, rec.max_seq)?;
+        writer.maintain()?;
+        let s = shared.stats.snapshot();
+        report.deleted_segments = s.segments_deleted as usize;
+        report.compacted_messages = s.messages_compacted as usize;
+        report.live_messages = shared.lock().messages.len();
+
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer.run(rx))?;
+        let spool = Spool {
+            handle: SpoolHandle {
+                shared: shared.clone(),
+                tx: Some(tx),
+            },
+            shared,
+            writer: Some(thread),
+            _lock: Some(lock),
+        };
+        Ok((spool, report))
+    }
+
+    /// Opens the spool in `dir` for reading only (`sluice queue list`),
+    /// whether or not a server has it open: takes no lock, never truncates,
+    /// renames or deletes anything, and ignores a torn (or still being
+    /// written) tail. The view is a snapshot as of the call. Submits fail with
+    /// [`SpoolError::ReadOnly`].
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<(Spool, RecoveryReport), SpoolError> {
+        let dir = dir.as_ref();
+        let rec = recovery::recover(dir, false, 0)?;
+        let shared = Arc::new(Shared {
+            index: Mutex::new(rec.index),
+            ids: IdGenerator::new(rec.max_id),
+            stats: StatCounters::default(),
+            dir: dir.to_path_buf(),
+        });
+        let spool = Spool {
+            handle: SpoolHandle {
+                shared: shared.clone(),
+                tx: None,
+            },
+            shared,
+            writer: None,
+            _lock: None,
+        };
+        Ok((spool, rec.report))
+    }
+
+    /// A handle for submitting and reading; clone it freely.
+    pub fn handle(&self) -> SpoolHandle {
+        self.handle.clone()
+    }
+
+    /// A fresh queue id (see [`SpoolHandle::new_id`]).
+    pub fn new_id(&self) -> QueueId {
+        self.shared.ids.next()
+    }
+
+    /// Every queued message, oldest first.
+    pub fn messages(&self) -> Result<Vec<MessageSummary>, SpoolError> {
+        self.handle.messages()
+    }
+
+    /// One queued message with its body (see [`SpoolHandle::get`]).
+    pub fn get(&self, id: QueueId) -> Result<Option<StoredMessage>, SpoolError> {
+        self.handle.get(id)
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> SpoolStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Runs segment deletion and compaction now, to completion, on the writer
+    /// thread (it also runs by itself whenever the writer is idle).
+    pub fn maintain(&self) -> Result<(), SpoolError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.handle.send(Request::Maintain {
+            done: Pending::new(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        });
+        rx.recv().unwrap_or(Err(SpoolError::ShutDown))
+    }
+
+    /// Flushes what is queued (every pending completion runs), stops the
+    /// writer thread and releases the directory lock. Handles still held
+    /// elsewhere then fail their requests with [`SpoolError::ShutDown`].
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = &self.handle.tx {
+            let _ = tx.send(Request::Shutdown);
+        }
+        if let Some(t) = self.writer.take()
+            && t.join().is_err()
+        {
+            tracing::error!("spool writer thread panicked");
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl SpoolHandle {
+    fn send(&self, req: Request) {
+        match &self.tx {
+            // On a closed channel the request comes back and is dropped,
+            // which answers its completion with `ShutDown`.
+            Some(tx) => drop(tx.send(req)),
+            None => fail_read_only(req),
+        }
+    }
+
+    /// A fresh queue id: cheap, thread-safe, unique across restarts and
+    /// clock steps. Call it when the transaction starts (the id goes into the
+    /// `Received:` header) and put it into [`Envelope::id`].
+    pub fn new_id(&self) -> QueueId {
+        self.shared.ids.next()
+    }
+
+    /// Queues a message; `done` runs once the message is durable (`Ok(id)`,
+    /// the moment to answer `250`) or has failed (see
+    /// [`SpoolError::is_storage_full`]). `body` is the message content with
+    /// the `Received:` header already prepended.
+    pub fn submit(&self, envelope: Envelope, body: Vec<u8>, done: Completion) {
+        self.submit_parts(envelope, vec![body], done);
+    }
+
+    /// Like [`submit`](Self::submit), with the body in pieces (e.g. the
+    /// `Received:` header and the received content), written in order
+    /// without being joined first.
+    pub fn submit_parts(&self, envelope: Envelope, body: Vec<Vec<u8>>, done: Completion) {
+        self.send(Request::Submit {
+            envelope,
+            body,
+            done: Pending::new(done),
+        });
+    }
+
+    /// Appends per-recipient state changes, batched with everything else.
+    /// A message whose recipients are then all final leaves the spool.
+    /// Entries for messages no longer queued are ignored; an entry naming a
+    /// recipient index the message lacks fails the whole call.
+    pub fn journal(&self, entries: Vec<JournalEntry>, done: JournalCompletion) {
+        self.send(Request::Journal {
+            entries,
+            done: Pending::new(done),
+        });
+    }
+
+    /// Changes a whole message's state (done, deleted, held, released).
+    /// Marking a message that is no longer queued succeeds without effect.
+    pub fn mark(&self, id: QueueId, mark: MessageMark, done: JournalCompletion) {
+        self.send(Request::Mark {
+            id,
+            mark,
+            done: Pending::new(done),
+        });
+    }
+
+    /// [`submit`](Self::submit), waiting for the outcome (for tools and tests;
+    /// the front end uses the callback form).
+    pub fn submit_wait(&self, envelope: Envelope, body: Vec<u8>) -> Result<QueueId, SpoolError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(
+            envelope,
+            body,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(SpoolError::ShutDown))
+    }
+
+    /// [`journal`](Self::journal), waiting for the outcome.
+    pub fn journal_wait(&self, entries: Vec<JournalEntry>) -> Result<(), SpoolError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.journal(
+            entries,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(SpoolError::ShutDown))
+    }
+
+    /// [`mark`](Self::mark), waiting for the outcome.
+    pub fn mark_wait(&self, id: QueueId, mark: MessageMark) -> Result<(), SpoolError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.mark(
+            id,
+            mark,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(SpoolError::ShutDown))
+    }
+
+    /// One queued message with its body, or `None` if it is not (or no
+    /// longer) queued. Errors only if the segment cannot be mapped or the
+    /// stored envelope does not decode.
+    pub fn get(&self, id: QueueId) -> Result<Option<StoredMessage>, SpoolError> {
+        let (map, loc, states, held) = {
+            let mut index = self.shared.lock();
+            let Index { messages, segments } = &mut *index;
+            let Some(m) = messages.get(&id) else {
+                return Ok(None);
+            };
+            let seg = segments
+                .get_mut(&m.loc.seg)
+                .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
+            (seg.map_covering(m.loc.end())?, m.loc, m.states.clone(), m.held)
+        };
+        let envelope = decode_at(&map, loc.envelope_start, loc.envelope_len)?;
+        let body = loc.body_start as usize..(loc.body_start + loc.body_len) as usize;
+        if map.get(body.clone()).is_none() {
+            return Err(SpoolError::Corrupt("body outside its segment"));
+        }
+        Ok(Some(StoredMessage {
+            envelope,
+            states,
+            held,
+            map,
+            body,
+        }))
+    }
+
+    /// Every queued message, oldest first.
+    pub fn messages(&self) -> Result<Vec<MessageSummary>, SpoolError> {
+        let mut out = Vec::new();
+        let mut index = self.shared.lock();
+        let Index { messages, segments } = &mut *index;
+        for (id, m) in messages.iter() {
+            let seg = segments
+                .get_mut(&m.loc.seg)
+                .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
+            let map = seg.map_covering(m.loc.end())?;
+            let env = decode_at(&map, m.loc.envelope_start, m.loc.envelope_len)?;
+            out.push(MessageSummary {
+                id: *id,
+                arrival_unix_ms: m.arrival_unix_ms,
+                size: m.loc.body_len,
+                reverse_path: env.reverse_path,
+                held: m.held,
+                recipients: env
+                    .recipients
+                    .into_iter()
+                    .zip(m.states.iter().cloned())
+                    .map(|(Recipient { address, .. }, state)| RecipientStatus { address, state })
+                    .collect(),
+            });
+        }
+        drop(index);
+        out.sort_by_key(|m| (m.arrival_unix_ms, m.id));
+        Ok(out)
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> SpoolStats {
+        self.shared.stats.snapshot()
+    }
+}
+
+fn decode_at(map: &Mmap, start: u64, len: u64) -> Result<Envelope, SpoolError> {
+    let bytes = map
+        .get(start as usize..(start + len) as usize)
+        .ok_or(SpoolError::Corrupt("envelope outside its segment"))?;
+    Envelope::decode(bytes)
+}
+
+fn fail_read_only(req: Request) {
+    match req {
+        Request::Submit { done, .. } => done.complete(Err(SpoolError::ReadOnly)),
+        Request::Journal { done, .. } | Request::Mark { done, .. } | Request::Maintain { done } => {
+            done.complete(Err(SpoolError::ReadOnly))
+        }
+        Request::Shutdown => {}
+    }
+}

@@ -1,0 +1,199 @@
+//! Journal replay, finished messages leaving, segment deletion, compaction.
+
+mod common;
+
+use common::{body, envelope, segment_files, small_segments};
+use sluice_spool::{JournalEntry, MessageMark, QueueId, RecipientState, Spool, SpoolConfig, SpoolError, SpoolHandle};
+
+fn entry(id: QueueId, recipient: u32, state: RecipientState) -> JournalEntry {
+    JournalEntry { id, recipient, state }
+}
+
+fn deferred(attempts: u32) -> RecipientState {
+    RecipientState::Deferred {
+        until_unix_ms: 1_800_000_000_000 + u64::from(attempts),
+        attempts,
+        reply: format!("451 4.4.1 try {attempts}"),
+    }
+}
+
+/// Submits a message with exactly `rcpts` recipients.
+fn submit(h: &SpoolHandle, seed: u64, rcpts: usize, len: usize) -> QueueId {
+    let mut env = envelope(h.new_id(), seed);
+    env.recipients.resize(rcpts, env.recipients[0].clone());
+    h.submit_wait(env, body(seed, len)).unwrap()
+}
+
+#[test]
+fn recipient_states_survive_reopen_and_final_messages_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    let h = spool.handle();
+    let mixed = submit(&h, 1, 3, 100);
+    let all_final = submit(&h, 2, 2, 100);
+    let marked = submit(&h, 3, 1, 100);
+    let held = submit(&h, 4, 1, 100);
+    let failed = RecipientState::Failed {
+        reply: "550 5.1.1 no such user".into(),
+    };
+
+    h.journal_wait(vec![
+        entry(mixed, 0, RecipientState::Delivered),
+        entry(mixed, 1, deferred(1)),
+        entry(mixed, 2, failed.clone()),
+        entry(all_final, 0, RecipientState::Delivered),
+    ])
+    .unwrap();
+    // Later entries override earlier ones on replay.
+    h.journal_wait(vec![entry(mixed, 1, deferred(2))]).unwrap();
+    assert!(spool.get(all_final).unwrap().is_some(), "one recipient still pending");
+    h.journal_wait(vec![entry(all_final, 1, failed.clone())]).unwrap();
+    assert!(spool.get(all_final).unwrap().is_none(), "all recipients final: gone at once");
+    h.mark_wait(marked, MessageMark::Done).unwrap();
+    assert!(spool.get(marked).unwrap().is_none());
+    h.mark_wait(held, MessageMark::Held).unwrap();
+
+    // Errors: an index past the recipients fails the whole call; a finished
+    // message takes late entries silently.
+    assert!(matches!(
+        h.journal_wait(vec![entry(mixed, 0, RecipientState::Pending), entry(mixed, 3, RecipientState::Delivered)]),
+        Err(SpoolError::NoSuchRecipient { recipient: 3, .. })
+    ));
+    h.journal_wait(vec![entry(all_final, 0, RecipientState::Pending)]).unwrap();
+    h.mark_wait(marked, MessageMark::Held).unwrap();
+    spool.shutdown();
+
+    let (spool, report) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    assert_eq!(report.live_messages, 2);
+    let m = spool.get(mixed).unwrap().unwrap();
+    assert_eq!(m.states, vec![RecipientState::Delivered, deferred(2), failed]);
+    assert!(!m.held);
+    assert!(spool.get(all_final).unwrap().is_none(), "finished message stays gone");
+    assert!(spool.get(marked).unwrap().is_none());
+    assert!(spool.get(held).unwrap().unwrap().held);
+    let listed = spool.messages().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].recipients[1].state, deferred(2));
+
+    let h = spool.handle();
+    h.mark_wait(held, MessageMark::Released).unwrap();
+    h.mark_wait(mixed, MessageMark::Deleted).unwrap();
+    spool.shutdown();
+    let (spool, report) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    assert_eq!(report.live_messages, 1);
+    assert!(!spool.get(held).unwrap().unwrap().held);
+    assert!(spool.get(mixed).unwrap().is_none());
+}
+
+#[test]
+fn segment_of_finished_messages_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), small_segments(16 << 10)).unwrap();
+    let h = spool.handle();
+    let first: Vec<QueueId> = (0..3).map(|s| submit(&h, s, 1, 4000)).collect();
+    // Fill past the first segment.
+    let later: Vec<QueueId> = (10..20).map(|s| submit(&h, s, 1, 4000)).collect();
+    let segs = segment_files(dir.path());
+    assert!(segs.len() >= 3);
+    let oldest = segs[0].clone();
+    for id in &first {
+        h.journal_wait(vec![entry(*id, 0, RecipientState::Delivered)]).unwrap();
+    }
+    spool.maintain().unwrap();
+    assert!(!oldest.exists(), "segment with only finished messages is deleted");
+    assert!(spool.stats().segments_deleted >= 1);
+    spool.shutdown();
+
+    let (spool, report) = Spool::open(dir.path(), small_segments(16 << 10)).unwrap();
+    assert_eq!(report.live_messages, later.len());
+    for id in later {
+        assert!(spool.get(id).unwrap().is_some());
+    }
+}
+
+#[test]
+fn finished_messages_leave_at_reopen_too() {
+    // Same as above, but the deletion happens during the next open.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_segments(16 << 10);
+    let (spool, _) = Spool::open(dir.path(), cfg.clone()).unwrap();
+    let h = spool.handle();
+    let first: Vec<QueueId> = (0..3).map(|s| submit(&h, s, 2, 4000)).collect();
+    let _later: Vec<QueueId> = (10..20).map(|s| submit(&h, s, 1, 4000)).collect();
+    let oldest = segment_files(dir.path())[0].clone();
+    // The writer deletes the segment as soon as it is idle; a crash could
+    // come first. Simulate that by putting the sealed file back afterwards.
+    let saved = std::fs::read(&oldest).unwrap();
+    h.journal_wait(first.iter().map(|id| entry(*id, 0, RecipientState::Delivered)).collect())
+        .unwrap();
+    h.journal_wait(first.iter().map(|id| entry(*id, 1, RecipientState::Delivered)).collect())
+        .unwrap();
+    spool.shutdown();
+    std::fs::write(&oldest, saved).unwrap();
+    let (spool, report) = Spool::open(dir.path(), cfg).unwrap();
+    assert!(!oldest.exists());
+    assert!(report.deleted_segments >= 1);
+    for id in first {
+        assert!(spool.get(id).unwrap().is_none());
+    }
+}
+
+#[test]
+fn compaction_moves_a_long_lived_message_and_frees_the_old_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        segment_size: 64 << 10,
+        ..SpoolConfig::default()
+    };
+    let (spool, _) = Spool::open(dir.path(), cfg.clone()).unwrap();
+    let h = spool.handle();
+    let long_lived = submit(&h, 1000, 2, 3000);
+    let short: Vec<QueueId> = (0..14).map(|s| submit(&h, s, 1, 4000)).collect();
+    let old_seg = segment_files(dir.path())[0].clone();
+    // Something newer keeps the old segment from being the head.
+    let newer: Vec<QueueId> = (100..120).map(|s| submit(&h, s, 1, 4000)).collect();
+    assert!(segment_files(dir.path()).len() >= 2);
+
+    h.journal_wait(vec![entry(long_lived, 0, RecipientState::Delivered), entry(long_lived, 1, deferred(3))])
+        .unwrap();
+    // A reader holding the body across the compaction keeps a valid view.
+    let before = spool.get(long_lived).unwrap().unwrap();
+    // A copy of the old segment, to simulate a crash between the durable
+    // copy and the delete.
+    let saved = std::fs::read(&old_seg).unwrap();
+    // In one batch, so that idle maintenance sees the segment only with its
+    // one long-lived message left.
+    h.journal_wait(short.iter().map(|id| entry(*id, 0, RecipientState::Delivered)).collect())
+        .unwrap();
+    spool.maintain().unwrap();
+    assert!(!old_seg.exists(), "mostly dead old segment is compacted away");
+    assert_eq!(spool.stats().messages_compacted, 1);
+    assert_eq!(before.body(), body(1000, 3000).as_slice());
+    let after = spool.get(long_lived).unwrap().unwrap();
+    assert_eq!(after.body(), body(1000, 3000).as_slice());
+    assert_eq!(after.states, vec![RecipientState::Delivered, deferred(3)]);
+    // Journal entries after the copy still apply.
+    h.journal_wait(vec![entry(long_lived, 1, deferred(4))]).unwrap();
+    spool.shutdown();
+
+    let (spool, report) = Spool::open(dir.path(), cfg.clone()).unwrap();
+    assert!(!old_seg.exists());
+    assert_eq!(report.live_messages, 1 + newer.len());
+    let m = spool.get(long_lived).unwrap().unwrap();
+    assert_eq!(m.envelope.recipients.len(), 2);
+    assert_eq!(m.body(), body(1000, 3000).as_slice());
+    assert_eq!(m.states, vec![RecipientState::Delivered, deferred(4)]);
+    spool.shutdown();
+
+    // Crash between copy and delete: the old segment is back, the message
+    // exists twice on disk, and the later copy wins.
+    std::fs::write(&old_seg, &saved).unwrap();
+    let (spool, report) = Spool::open(dir.path(), cfg).unwrap();
+    assert_eq!(report.live_messages, 1 + newer.len(), "no duplicates, no resurrections");
+    assert!(!old_seg.exists(), "the restored old segment is deleted again at open");
+    let m = spool.get(long_lived).unwrap().unwrap();
+    assert_eq!(m.states, vec![RecipientState::Delivered, deferred(4)]);
+    for id in &short {
+        assert!(spool.get(*id).unwrap().is_none());
+    }
+}

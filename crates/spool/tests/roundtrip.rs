@@ -1,0 +1,192 @@
+//! Submitting, reading back, reopening, and group commit.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+
+use common::{body, body_len, envelope, small_segments};
+use sluice_spool::{QueueId, Spool, SpoolConfig, SpoolError};
+
+#[test]
+fn concurrent_submits_survive_reopen_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments so that the run crosses several rotations.
+    let (spool, report) = Spool::open(dir.path(), small_segments(64 << 10)).unwrap();
+    assert_eq!(report.live_messages, 0);
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 40;
+    let (tx, rx) = mpsc::channel::<(u64, Result<QueueId, SpoolError>)>();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let handle = spool.handle();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for i in 0..PER_THREAD {
+                    let seed = t * 1000 + i;
+                    let tx = tx.clone();
+                    let id = handle.new_id();
+                    handle.submit(
+                        envelope(id, seed),
+                        body(seed, body_len(seed)),
+                        Box::new(move |r| tx.send((seed, r)).unwrap()),
+                    );
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let results: Vec<(u64, QueueId)> = rx.iter().map(|(seed, r)| (seed, r.unwrap())).collect();
+    assert_eq!(results.len() as u64, THREADS * PER_THREAD, "every completion runs once");
+    let ids: HashSet<QueueId> = results.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids.len(), results.len(), "ids are distinct");
+
+    // Readable at once (the index is updated before the completion runs).
+    for (seed, id) in &results {
+        let m = spool.get(*id).unwrap().expect("acknowledged message is readable");
+        assert_eq!(m.body(), body(*seed, body_len(*seed)).as_slice());
+    }
+    let stats = spool.stats();
+    assert_eq!(stats.messages, THREADS * PER_THREAD);
+    assert!(stats.segments_created > 1, "the run should rotate segments");
+    spool.shutdown();
+
+    let (spool, report) = Spool::open(dir.path(), small_segments(64 << 10)).unwrap();
+    assert_eq!(report.live_messages, results.len());
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(report.corrupt_regions, 0);
+    for (seed, id) in &results {
+        let m = spool.get(*id).unwrap().expect("message survives reopen");
+        assert_eq!(m.envelope, envelope(*id, *seed));
+        assert_eq!(m.body(), body(*seed, body_len(*seed)).as_slice());
+        assert!(m.states.iter().all(|s| *s == sluice_spool::RecipientState::Pending));
+    }
+    let listed = spool.messages().unwrap();
+    assert_eq!(listed.len(), results.len());
+    assert!(listed.windows(2).all(|w| w[0].arrival_unix_ms <= w[1].arrival_unix_ms));
+    // A new id after reopen is above every recovered one.
+    let fresh = spool.new_id();
+    assert!(ids.iter().all(|id| *id < fresh));
+}
+
+/// The first completion blocks the writer thread while 200 more submits
+/// queue up; they must then be written as one batch with one fdatasync.
+#[test]
+fn queued_submits_share_one_fdatasync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    let handle = spool.handle();
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<Result<QueueId, SpoolError>>();
+    handle.submit(
+        envelope(handle.new_id(), 1),
+        body(1, 100),
+        Box::new(move |r| {
+            r.unwrap();
+            entered_tx.send(()).unwrap();
+            gate_rx.recv().unwrap();
+        }),
+    );
+    entered_rx.recv().unwrap();
+    let base = spool.stats();
+    let submitters: Vec<_> = (0..8u64)
+        .map(|t| {
+            let handle = handle.clone();
+            let done_tx = done_tx.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let done_tx = done_tx.clone();
+                    let seed = 100 + t * 25 + i;
+                    handle.submit(
+                        envelope(handle.new_id(), seed),
+                        body(seed, 500),
+                        Box::new(move |r| done_tx.send(r).unwrap()),
+                    );
+                }
+            })
+        })
+        .collect();
+    for s in submitters {
+        s.join().unwrap();
+    }
+    drop(done_tx);
+    gate_tx.send(()).unwrap();
+    let results: Vec<_> = done_rx.iter().collect();
+    assert_eq!(results.len(), 200);
+    assert!(results.iter().all(Result::is_ok));
+    let stats = spool.stats();
+    assert_eq!(stats.max_batch, 200, "all queued submits form one batch");
+    assert_eq!(stats.batches - base.batches, 1);
+    assert_eq!(stats.fdatasyncs - base.fdatasyncs, 1, "one fdatasync for 200 messages");
+    assert_eq!(stats.writes - base.writes, 1, "one writev for the batch");
+}
+
+#[test]
+fn duplicate_ids_and_shutdown_are_reported_through_the_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    let handle = spool.handle();
+    let id = handle.new_id();
+    assert_eq!(handle.submit_wait(envelope(id, 3), body(3, 10)).unwrap(), id);
+    assert!(matches!(
+        handle.submit_wait(envelope(id, 4), body(4, 10)),
+        Err(SpoolError::DuplicateId(d)) if d == id
+    ));
+    assert_eq!(spool.get(id).unwrap().unwrap().body(), body(3, 10).as_slice());
+
+    // Locked against a second writer while open.
+    assert!(matches!(Spool::open(dir.path(), SpoolConfig::default()), Err(SpoolError::Locked)));
+    spool.shutdown();
+    let err = handle.submit_wait(envelope(handle.new_id(), 5), body(5, 10)).unwrap_err();
+    assert!(matches!(err, SpoolError::ShutDown));
+    assert!(!err.is_storage_full());
+}
+
+/// Submits queued right before shutdown are flushed, not dropped.
+#[test]
+fn shutdown_flushes_queued_submits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    let handle = spool.handle();
+    let (tx, rx) = mpsc::channel();
+    let mut ids = Vec::new();
+    for seed in 0..50 {
+        let id = handle.new_id();
+        ids.push((seed, id));
+        let tx = tx.clone();
+        handle.submit(envelope(id, seed), body(seed, 64), Box::new(move |r| tx.send(r).unwrap()));
+    }
+    spool.shutdown();
+    drop(tx);
+    let results: Vec<_> = rx.iter().collect();
+    assert_eq!(results.len(), 50);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    drop(handle);
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    for (seed, id) in ids {
+        assert_eq!(spool.get(id).unwrap().unwrap().body(), body(seed, 64).as_slice());
+    }
+}
+
+#[test]
+fn parts_are_stored_as_one_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    let handle = spool.handle();
+    let id = handle.new_id();
+    let (tx, rx) = mpsc::channel();
+    handle.submit_parts(
+        envelope(id, 9),
+        vec![b"Received: from x\r\n".to_vec(), Vec::new(), b"Subject: y\r\n\r\nz\r\n".to_vec()],
+        Box::new(move |r| tx.send(r).unwrap()),
+    );
+    assert_eq!(rx.recv().unwrap().unwrap(), id);
+    assert_eq!(
+        spool.get(id).unwrap().unwrap().body(),
+        b"Received: from x\r\nSubject: y\r\n\r\nz\r\n"
+    );
+}
