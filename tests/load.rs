@@ -102,6 +102,12 @@ fn a_client_that_never_reads_does_not_stall_the_others() {
     })
     .expect("the stuck client neither blocked nor finished writing within 10 s");
 
+    // 64 MiB of NOOPs would need ~150 MiB of replies: a server that keeps
+    // reading while its output backs up buffers without bound.
+    assert!(
+        blocked.load(Ordering::Relaxed),
+        "the server read 64 MiB of pipelined commands whose replies nobody read: no backpressure"
+    );
     for i in 0..10 {
         let start = Instant::now();
         let mut c = Client::connect_ehlo(addr);

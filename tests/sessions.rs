@@ -79,9 +79,20 @@ fn swaks_transaction_is_queued_intact() {
     assert_eq!(m.recipients, ["alice@example.test"]);
     assert_eq!(m.helo, "swaks.example");
     assert_received(&m, "swaks.example", "ESMTP");
-    let content = String::from_utf8_lossy(m.content());
-    assert!(content.contains("\r\nSubject: swaks e2e\r\n"), "{content:?}");
-    assert!(content.ends_with("\r\n\r\nswaks body 4b9d\r\n"), "{content:?}");
+    // What swaks sent, from its transcript: the ` -> ` lines between the
+    // 354 and the lone dot, dot-unstuffed.
+    let sent: String = transcript
+        .lines()
+        .skip_while(|l| !l.starts_with("<-  354 "))
+        .skip(1)
+        .take_while(|l| *l != " -> .")
+        .map(|l| {
+            let line = l.strip_prefix(" -> ").unwrap_or_else(|| panic!("unexpected transcript line {l:?}"));
+            format!("{}\r\n", line.strip_prefix('.').filter(|_| line.starts_with("..")).unwrap_or(line))
+        })
+        .collect();
+    assert!(sent.contains("\r\nSubject: swaks e2e\r\n") && sent.contains("\r\n\r\nswaks body 4b9d\r\n"), "{sent:?}");
+    assert_eq!(String::from_utf8_lossy(m.content()), sent);
 }
 
 #[test]

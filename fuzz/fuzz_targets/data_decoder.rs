@@ -84,7 +84,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let split = usize::from(u16::from_le_bytes([*a, *b])) % (input.len() + 1);
-    let limit = if *l == 255 { usize::MAX } else { usize::from(*l) * 3 };
+    let limit = if *l == 255 {
+        usize::MAX
+    } else {
+        usize::from(*l) * 3
+    };
 
     let whole = decode(&[input], limit);
     let (head, tail) = input.split_at(split);

@@ -20,7 +20,10 @@ fuzz_target!(|input: &[u8]| {
     let wire = reply.to_bytes();
     // Lossy UTF-8 can make a line longer (one bad octet becomes three), so
     // only replies whose lines still fit are expected to parse again.
-    if wire.split(|&b| b == b'\n').all(|l| l.len() < MAX_REPLY_LINE) {
+    if wire
+        .split(|&b| b == b'\n')
+        .all(|l| l.len() < MAX_REPLY_LINE)
+    {
         let (again, n) = Reply::parse(&wire)
             .expect("a formatted reply parses")
             .expect("a formatted reply is complete");

@@ -8,11 +8,16 @@ use std::sync::OnceLock;
 /// The freshly built `sluice` binary (built on first call; later calls only
 /// return the path). Panics with cargo's output if the build fails.
 pub fn sluice_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(build)
+    // The outcome is kept either way: after a failed build every test
+    // fails at once with the same message, instead of building again.
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(build) {
+        Ok(path) => path,
+        Err(e) => panic!("{e}"),
+    }
 }
 
-fn build() -> PathBuf {
+fn build() -> Result<PathBuf, String> {
     // The test executable is `<target>/<profile>/deps/<test>-<hash>`: building
     // into the same `<target>` with the same profile puts the binary beside
     // `deps/`, whichever CARGO_TARGET_DIR the tests were built with.
@@ -43,14 +48,15 @@ fn build() -> PathBuf {
             cmd.args(["--profile", other]);
         }
     }
-    let out = cmd.output().expect("cannot run cargo to build the sluice binary");
-    assert!(
-        out.status.success(),
-        "`cargo build -p sluice` failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().map_err(|e| format!("cannot run cargo to build the sluice binary: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let head: Vec<&str> = stderr.lines().take(60).collect();
+        return Err(format!("`cargo build -p sluice` failed:\n{}", head.join("\n")));
+    }
     let bin = profile_dir.join("sluice");
-    assert!(bin.is_file(), "cargo built sluice but {} does not exist", bin.display());
-    bin
+    if !bin.is_file() {
+        return Err(format!("cargo built sluice but {} does not exist", bin.display()));
+    }
+    Ok(bin)
 }

@@ -180,6 +180,26 @@ impl Client {
         self.send(buf);
         self.read_reply()
     }
+
+    /// Like [`Client::transaction`], but returns the first refusal (of
+    /// MAIL, RCPT, DATA or the content) as `Ok`, and a broken connection as
+    /// `Err`, instead of panicking.
+    pub fn try_transaction(&mut self, from: &str, rcpts: &[&str], content: &[u8]) -> io::Result<Reply> {
+        let steps = std::iter::once((format!("MAIL FROM:<{from}>"), 250))
+            .chain(rcpts.iter().map(|r| (format!("RCPT TO:<{r}>"), 250)))
+            .chain(std::iter::once(("DATA".to_string(), 354)));
+        for (line, code) in steps {
+            self.try_send(format!("{line}\r\n"))?;
+            let r = self.try_read_reply()?;
+            if r.code != code {
+                return Ok(r);
+            }
+        }
+        let mut buf = content.to_vec();
+        buf.extend_from_slice(b".\r\n");
+        self.try_send(buf)?;
+        self.try_read_reply()
+    }
 }
 
 /// Connects, says EHLO, sends one message and QUITs; returns the queue id

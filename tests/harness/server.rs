@@ -23,6 +23,7 @@ pub struct ServerBuilder {
     extra: String,
     default_config: bool,
     fsize_limit: Option<u64>,
+    ignore_sigxfsz: bool,
     env: Vec<(String, String)>,
 }
 
@@ -43,12 +44,20 @@ impl ServerBuilder {
         self
     }
 
-    /// Runs the server under `prlimit --fsize=<bytes>`, so that a write past
-    /// `bytes` fails with EFBIG: a disk that fills up. SIGXFSZ is ignored in
-    /// the child (a shell `trap` survives `exec`), as it must be for the write
-    /// to fail rather than the signal to kill the process.
+    /// Runs the server under `prlimit --fsize=<bytes>` (RLIMIT_FSIZE): a
+    /// write past `bytes` raises SIGXFSZ, whose default action kills the
+    /// process; a process that ignores or catches it sees the write fail
+    /// with EFBIG instead, as on a full disk.
     pub fn file_size_limit(mut self, bytes: u64) -> Self {
         self.fsize_limit = Some(bytes);
+        self
+    }
+
+    /// Starts the server with SIGXFSZ already ignored (a shell `trap` that
+    /// survives `exec`), so that [`ServerBuilder::file_size_limit`] acts as
+    /// a full disk whether or not the server ignores the signal itself.
+    pub fn ignore_sigxfsz(mut self) -> Self {
+        self.ignore_sigxfsz = true;
         self
     }
 
@@ -217,6 +226,11 @@ impl Server {
         }
     }
 
+    /// How the process ended, if it has (without waiting).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().expect("wait for the server"))
+    }
+
     /// Starts the server again on the same config and spool (kill or
     /// terminate it first).
     pub fn restart(&mut self) {
@@ -243,9 +257,11 @@ impl Server {
         let bin = sluice_bin();
         let mut cmd = match self.builder.fsize_limit {
             Some(limit) => {
+                // `exec` all the way down, so the PID we hold is the server's.
+                let trap = if self.builder.ignore_sigxfsz { "trap '' XFSZ; " } else { "" };
                 let mut cmd = Command::new("sh");
                 cmd.arg("-c")
-                    .arg("trap '' XFSZ; exec prlimit --fsize=\"$0\" -- \"$@\"")
+                    .arg(format!("{trap}exec prlimit --fsize=\"$0\" -- \"$@\""))
                     .arg(limit.to_string())
                     .arg(bin);
                 cmd

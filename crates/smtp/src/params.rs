@@ -237,8 +237,9 @@ fn has_control(s: &str) -> bool {
 }
 
 impl MailParams {
-    /// Parses the parameters after `MAIL FROM:<path>`.
-    pub(crate) fn parse(s: &str) -> Result<MailParams, ParamError> {
+    /// Parses the parameters after `MAIL FROM:<path>` (also what
+    /// [`Display`](fmt::Display) wrote, as the spool stores them).
+    pub fn parse(s: &str) -> Result<MailParams, ParamError> {
         let mut p = MailParams::default();
         for param in each_param(s, true) {
             let (k, value) = param?;
@@ -374,7 +375,7 @@ fn parse_orcpt(value: &str) -> Option<OriginalRecipient> {
 
 impl RcptParams {
     /// Parses the parameters after `RCPT TO:<path>`.
-    pub(crate) fn parse(s: &str) -> Result<RcptParams, ParamError> {
+    pub fn parse(s: &str) -> Result<RcptParams, ParamError> {
         let mut p = RcptParams::default();
         for param in each_param(s, false) {
             let (k, value) = param?;
@@ -420,5 +421,49 @@ impl RcptParams {
             crate::xtext::write(f, &orcpt.address)?;
         }
         Ok(())
+    }
+}
+
+/// Adapts a `write_wire` method to `Display`.
+struct Wire<'a, T>(&'a T, fn(&T, &mut fmt::Formatter<'_>) -> fmt::Result);
+
+impl<T> fmt::Display for Wire<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.1)(self.0, f)
+    }
+}
+
+/// The parameters as they stand on the MAIL line, without the leading space:
+/// `SIZE=1000 BODY=8BITMIME`. This is what the spool keeps, and
+/// [`MailParams::parse`] reads it back.
+impl fmt::Display for MailParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = Wire(self, MailParams::write_wire).to_string();
+        f.write_str(text.trim_start())
+    }
+}
+
+/// The parameters as they stand on the RCPT line, without the leading space.
+impl fmt::Display for RcptParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = Wire(self, RcptParams::write_wire).to_string();
+        f.write_str(text.trim_start())
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn params_text_round_trips_as_the_spool_stores_it() {
+        let mail = MailParams::parse("SIZE=1000 BODY=8BITMIME ENVID=a+2Bb").unwrap();
+        assert_eq!(mail.to_string(), "SIZE=1000 BODY=8BITMIME ENVID=a+2Bb");
+        assert_eq!(MailParams::parse(&mail.to_string()).unwrap(), mail);
+        assert_eq!(MailParams::default().to_string(), "");
+        let rcpt = RcptParams::parse("NOTIFY=FAILURE,DELAY ORCPT=rfc822;x+40y").unwrap();
+        // `@` needs no xtext escape, so the canonical form has none.
+        assert_eq!(rcpt.to_string(), "NOTIFY=FAILURE,DELAY ORCPT=rfc822;x@y");
+        assert_eq!(RcptParams::parse(&rcpt.to_string()).unwrap(), rcpt);
     }
 }

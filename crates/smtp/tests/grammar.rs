@@ -3,7 +3,6 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use sluice_smtp::command::ErrorKind;
 use sluice_smtp::{
     AddressError, AddressLiteral, BodyType, Command, Domain, ForwardPath, LocalPart, MailParams,
     Mailbox, Notify, OriginalRecipient, Path, RcptParams, Ret, ReversePath,

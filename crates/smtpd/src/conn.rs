@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpStream;
 use sluice_smtp::server::{Notice, ServerConfig, ServerSession, Transaction};
-use sluice_smtp::{BodyType, Command, ForwardPath, MailParams, RcptParams, ReversePath};
+use sluice_smtp::{BodyType, ForwardPath, ReversePath};
 use sluice_spool::{Envelope, QueueId, Recipient};
 
 use crate::event_loop::FilterStage;
@@ -151,13 +151,13 @@ impl Conn {
                 ReversePath::Null => String::new(),
                 ReversePath::Path(p) => p.mailbox.to_string(),
             },
-            mail_params: mail_params_text(&tx.params),
+            mail_params: tx.params.to_string(),
             recipients: tx
                 .recipients
                 .iter()
                 .map(|(path, params)| Recipient {
                     address: forward_path_address(path),
-                    params: rcpt_params_text(params),
+                    params: params.to_string(),
                 })
                 .collect(),
             arrival_unix_ms: SystemTime::now()
@@ -220,23 +220,4 @@ fn forward_path_address(path: &ForwardPath) -> String {
         ForwardPath::Postmaster => "postmaster".into(),
         ForwardPath::Path(p) => p.mailbox.to_string(),
     }
-}
-
-/// The ESMTP parameters as they would appear on the MAIL line.
-fn mail_params_text(params: &MailParams) -> String {
-    let line = Command::Mail {
-        reverse_path: ReversePath::Null,
-        params: params.clone(),
-    }
-    .to_string();
-    line.strip_prefix("MAIL FROM:<>").unwrap_or("").trim().to_string()
-}
-
-fn rcpt_params_text(params: &RcptParams) -> String {
-    let line = Command::Rcpt {
-        forward_path: ForwardPath::Postmaster,
-        params: params.clone(),
-    }
-    .to_string();
-    line.strip_prefix("RCPT TO:<postmaster>").unwrap_or("").trim().to_string()
 }

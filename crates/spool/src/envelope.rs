@@ -71,7 +71,10 @@ impl RecipientState {
     /// Delivered or failed: nothing more will happen to this recipient. A
     /// message whose recipients are all final leaves the spool.
     pub fn is_final(&self) -> bool {
-        matches!(self, RecipientState::Delivered | RecipientState::Failed { .. })
+        matches!(
+            self,
+            RecipientState::Delivered | RecipientState::Failed { .. }
+        )
     }
 }
 
@@ -246,7 +249,8 @@ pub(crate) mod tests {
             any::<[u8; 4]>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
             any::<[u8; 16]>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
         ];
-        let rcpt = ("\\PC{0,30}", "\\PC{0,20}").prop_map(|(address, params)| Recipient { address, params });
+        let rcpt = ("\\PC{0,30}", "\\PC{0,20}")
+            .prop_map(|(address, params)| Recipient { address, params });
         (
             any::<u64>(),
             "\\PC{0,40}",
@@ -259,7 +263,17 @@ pub(crate) mod tests {
             any::<bool>(),
         )
             .prop_map(
-                |(id, reverse_path, mail_params, recipients, arrival_unix_ms, client_ip, helo, body_type, smtputf8)| {
+                |(
+                    id,
+                    reverse_path,
+                    mail_params,
+                    recipients,
+                    arrival_unix_ms,
+                    client_ip,
+                    helo,
+                    body_type,
+                    smtputf8,
+                )| {
                     Envelope {
                         id: QueueId(id),
                         reverse_path,
@@ -325,6 +339,9 @@ pub(crate) mod tests {
         env.encode(&mut buf);
         let n = buf.len();
         buf[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(Envelope::decode(&buf), Err(SpoolError::Corrupt(_))));
+        assert!(matches!(
+            Envelope::decode(&buf),
+            Err(SpoolError::Corrupt(_))
+        ));
     }
 }

@@ -154,7 +154,9 @@ fn disk_full_fails_the_whole_batch_then_service_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, faults) = open(dir.path(), SpoolConfig::default());
     let h = spool.handle();
-    let mut acked: Vec<(QueueId, u8)> = (1..4).map(|i| (h.submit_wait(envelope(h.new_id()), body(i)).unwrap(), i)).collect();
+    let mut acked: Vec<(QueueId, u8)> = (1..4)
+        .map(|i| (h.submit_wait(envelope(h.new_id()), body(i)).unwrap(), i))
+        .collect();
     let (gated, release) = gate(&h);
     acked.push((gated, 0));
     let durable_len = head_len(dir.path());
@@ -165,7 +167,11 @@ fn disk_full_fails_the_whole_batch_then_service_resumes() {
         let tx = tx.clone();
         let id = h.new_id();
         failed_ids.push(id);
-        h.submit(envelope(id), body(9), Box::new(move |r| tx.send(r).unwrap()));
+        h.submit(
+            envelope(id),
+            body(9),
+            Box::new(move |r| tx.send(r).unwrap()),
+        );
     }
     drop(tx);
     // Room for part of the batch only: a short write, then ENOSPC.
@@ -177,7 +183,11 @@ fn disk_full_fails_the_whole_batch_then_service_resumes() {
         let e = r.as_ref().unwrap_err();
         assert!(e.is_storage_full(), "{e}");
     }
-    assert_eq!(head_len(dir.path()), durable_len, "the failed batch is cut off again");
+    assert_eq!(
+        head_len(dir.path()),
+        durable_len,
+        "the failed batch is cut off again"
+    );
     assert_eq!(spool.stats().write_errors, 1);
     for id in &failed_ids {
         assert!(spool.get(*id).unwrap().is_none());
@@ -215,12 +225,22 @@ fn failed_fdatasync_is_an_io_error_and_seals_the_segment() {
     faults.fail_sync.store(false, Ordering::SeqCst);
     let before = spool.stats().segments_created;
     let second = h.submit_wait(envelope(h.new_id()), body(3)).unwrap();
-    assert_eq!(spool.stats().segments_created, before + 1, "a fresh segment after a failed sync");
+    assert_eq!(
+        spool.stats().segments_created,
+        before + 1,
+        "a fresh segment after a failed sync"
+    );
     spool.shutdown();
 
     let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
-    assert_eq!(spool.get(first).unwrap().unwrap().body(), body(1).as_slice());
-    assert_eq!(spool.get(second).unwrap().unwrap().body(), body(3).as_slice());
+    assert_eq!(
+        spool.get(first).unwrap().unwrap().body(),
+        body(1).as_slice()
+    );
+    assert_eq!(
+        spool.get(second).unwrap().unwrap().body(),
+        body(3).as_slice()
+    );
     assert!(spool.get(lost).unwrap().is_none());
 }
 
@@ -248,7 +268,13 @@ fn disk_full_while_starting_a_segment() {
     spool.shutdown();
     let leftovers = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")
+        })
         .count();
     assert_eq!(leftovers, 0);
     let (spool, report) = Spool::open(dir.path(), cfg).unwrap();

@@ -91,7 +91,11 @@ fn le64(b: &[u8]) -> u64 {
 }
 
 /// Fills in a record header for a payload whose CRC32C is `payload_crc`.
-pub(crate) fn record_header(kind: u8, payload_len: u32, payload_crc: u32) -> [u8; RECORD_HEADER_LEN] {
+pub(crate) fn record_header(
+    kind: u8,
+    payload_len: u32,
+    payload_crc: u32,
+) -> [u8; RECORD_HEADER_LEN] {
     let mut h = [0u8; RECORD_HEADER_LEN];
     h[0..4].copy_from_slice(RECORD_MAGIC);
     h[4] = kind;
@@ -105,7 +109,11 @@ pub(crate) fn record_header(kind: u8, payload_len: u32, payload_crc: u32) -> [u8
 /// A whole record (header and payload) in one buffer, for the small records.
 pub(crate) fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
-    out.extend_from_slice(&record_header(kind, payload.len() as u32, crc32c::crc32c(payload)));
+    out.extend_from_slice(&record_header(
+        kind,
+        payload.len() as u32,
+        crc32c::crc32c(payload),
+    ));
     out.extend_from_slice(payload);
     out
 }
@@ -137,7 +145,8 @@ impl MessageHead {
         if payload_len > MAX_PAYLOAD {
             return Err(SpoolError::TooLarge(body_len));
         }
-        let mut bytes = Vec::with_capacity(RECORD_HEADER_LEN + payload_len as usize - body_len as usize);
+        let mut bytes =
+            Vec::with_capacity(RECORD_HEADER_LEN + payload_len as usize - body_len as usize);
         bytes.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
         put_u32(&mut bytes, envelope_bytes.len() as u32);
         bytes.extend_from_slice(envelope_bytes);
@@ -185,7 +194,9 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<MessageRecord, SpoolError
     };
     let n = s.count(1)?;
     if n != 0 && n != envelope.recipients.len() {
-        return Err(SpoolError::Corrupt("state snapshot does not match the recipients"));
+        return Err(SpoolError::Corrupt(
+            "state snapshot does not match the recipients",
+        ));
     }
     let mut states = Vec::with_capacity(n);
     for _ in 0..n {
@@ -260,7 +271,14 @@ pub(crate) fn encode_done(ids: &[(QueueId, MessageMark)]) -> Vec<u8> {
     put_u32(&mut p, ids.len() as u32);
     for (id, mark) in ids {
         put_u64(&mut p, id.0);
-        put_u8(&mut p, if *mark == MessageMark::Deleted { DONE_DELETED } else { DONE_DONE });
+        put_u8(
+            &mut p,
+            if *mark == MessageMark::Deleted {
+                DONE_DELETED
+            } else {
+                DONE_DONE
+            },
+        );
     }
     frame(KIND_DONE, &p)
 }
@@ -291,7 +309,10 @@ pub(crate) enum Scanned<'a> {
     },
     /// Bytes `offset..resume` hold no valid record. `resume` is `None` when no
     /// valid record follows at all (a torn tail, if this is the last segment).
-    Corrupt { offset: usize, resume: Option<usize> },
+    Corrupt {
+        offset: usize,
+        resume: Option<usize>,
+    },
 }
 
 /// Walks the records of one segment's bytes from `start`.
@@ -313,8 +334,14 @@ impl<'a> Scanner<'a> {
 }
 
 enum Probe<'a> {
-    Valid { kind: u8, payload: &'a [u8], end: usize },
-    BadPayload { end: usize },
+    Valid {
+        kind: u8,
+        payload: &'a [u8],
+        end: usize,
+    },
+    BadPayload {
+        end: usize,
+    },
     Invalid,
 }
 
@@ -398,12 +425,25 @@ mod tests {
 
     #[test]
     fn segment_header_detects_damage() {
-        let h = SegmentHeader { seq: 7, id_floor: 99 }.encode();
-        assert_eq!(SegmentHeader::decode(&h).unwrap(), SegmentHeader { seq: 7, id_floor: 99 });
+        let h = SegmentHeader {
+            seq: 7,
+            id_floor: 99,
+        }
+        .encode();
+        assert_eq!(
+            SegmentHeader::decode(&h).unwrap(),
+            SegmentHeader {
+                seq: 7,
+                id_floor: 99
+            }
+        );
         for i in 0..36 {
             let mut bad = h;
             bad[i] ^= 0x10;
-            assert!(SegmentHeader::decode(&bad).is_err(), "flip at byte {i} undetected");
+            assert!(
+                SegmentHeader::decode(&bad).is_err(),
+                "flip at byte {i} undetected"
+            );
         }
     }
 
@@ -420,21 +460,46 @@ mod tests {
         buf[a.len() + RECORD_HEADER_LEN + 2] ^= 1;
         let got = records(&buf);
         assert_eq!(got.len(), 3);
-        assert_eq!(got[1], Scanned::Corrupt { offset: a.len(), resume: Some(a.len() + b.len()) });
-        assert!(matches!(got[2], Scanned::Record { kind: KIND_DONE, payload: b"cc", .. }));
+        assert_eq!(
+            got[1],
+            Scanned::Corrupt {
+                offset: a.len(),
+                resume: Some(a.len() + b.len())
+            }
+        );
+        assert!(matches!(
+            got[2],
+            Scanned::Record {
+                kind: KIND_DONE,
+                payload: b"cc",
+                ..
+            }
+        ));
 
         // Length field of b damaged: the header CRC catches it, then resync.
         let mut buf = clean.clone();
         buf[a.len() + 9] ^= 0x40;
         let got = records(&buf);
-        assert_eq!(got[1], Scanned::Corrupt { offset: a.len(), resume: Some(a.len() + b.len()) });
+        assert_eq!(
+            got[1],
+            Scanned::Corrupt {
+                offset: a.len(),
+                resume: Some(a.len() + b.len())
+            }
+        );
         assert!(matches!(got[2], Scanned::Record { payload: b"cc", .. }));
 
         // Torn tail: the last record cut short leaves no valid record after it.
         let cut = &clean[..clean.len() - 1];
         let got = records(cut);
         assert_eq!(got.len(), 3);
-        assert_eq!(got[2], Scanned::Corrupt { offset: a.len() + b.len(), resume: None });
+        assert_eq!(
+            got[2],
+            Scanned::Corrupt {
+                offset: a.len() + b.len(),
+                resume: None
+            }
+        );
     }
 
     #[test]
@@ -443,7 +508,11 @@ mod tests {
             JournalOp::Recipient(JournalEntry {
                 id: QueueId(5),
                 recipient: 2,
-                state: RecipientState::Deferred { until_unix_ms: 9, attempts: 3, reply: "451 later".into() },
+                state: RecipientState::Deferred {
+                    until_unix_ms: 9,
+                    attempts: 3,
+                    reply: "451 later".into(),
+                },
             }),
             JournalOp::Held(QueueId(6)),
             JournalOp::Released(QueueId(6)),
@@ -455,7 +524,10 @@ mod tests {
         assert_eq!(kind, KIND_JOURNAL);
         assert_eq!(decode_journal(payload).unwrap(), ops);
 
-        let rec = encode_done(&[(QueueId(1), MessageMark::Done), (QueueId(2), MessageMark::Deleted)]);
+        let rec = encode_done(&[
+            (QueueId(1), MessageMark::Done),
+            (QueueId(2), MessageMark::Deleted),
+        ]);
         let Some(Scanned::Record { payload, .. }) = Scanner::new(&rec, 0).next() else {
             panic!("done record not found");
         };

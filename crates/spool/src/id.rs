@@ -64,7 +64,10 @@ impl FromStr for QueueId {
                 // Crockford decoding folds the look-alikes.
                 b'O' => 0,
                 b'I' | b'L' => 1,
-                c => ALPHABET.iter().position(|&a| a == c).ok_or(ParseQueueIdError)? as u64,
+                c => ALPHABET
+                    .iter()
+                    .position(|&a| a == c)
+                    .ok_or(ParseQueueIdError)? as u64,
             };
             // 65 bits of text for 64 bits of value: the first digit carries
             // only the top 4 bits.
@@ -177,7 +180,10 @@ mod tests {
                 std::thread::spawn(move || (0..5000).map(|_| ids.next()).collect::<Vec<_>>())
             })
             .collect();
-        let mut all: Vec<QueueId> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<QueueId> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         let n = all.len();
         all.sort();
         all.dedup();

@@ -97,7 +97,8 @@ impl Segment {
 
     /// Bytes not belonging to live message records.
     pub(crate) fn dead_bytes(&self) -> u64 {
-        self.len.saturating_sub(self.live_bytes + SEGMENT_HEADER_LEN as u64)
+        self.len
+            .saturating_sub(self.live_bytes + SEGMENT_HEADER_LEN as u64)
     }
 }
 
@@ -197,10 +198,9 @@ impl Index {
             touched.push(id);
         }
         for id in touched {
-            let done = self
-                .messages
-                .get(&id)
-                .is_some_and(|m| !m.states.is_empty() && m.states.iter().all(RecipientState::is_final));
+            let done = self.messages.get(&id).is_some_and(|m| {
+                !m.states.is_empty() && m.states.iter().all(RecipientState::is_final)
+            });
             if done && self.remove(id) {
                 applied.finished += 1;
             }

@@ -147,6 +147,7 @@ mod id;
 mod index;
 mod mmap;
 mod recovery;
+mod request;
 mod spool;
 mod stats;
 mod storage;
@@ -160,6 +161,7 @@ pub use error::SpoolError;
 pub use id::{ParseQueueIdError, QUEUE_ID_LEN, QueueId};
 pub use recovery::RecoveryReport;
 pub use spool::{
-    Completion, JournalCompletion, MessageSummary, RecipientStatus, Spool, SpoolConfig, SpoolHandle, StoredMessage,
+    Completion, JournalCompletion, MessageSummary, RecipientStatus, Spool, SpoolConfig,
+    SpoolHandle, StoredMessage,
 };
 pub use stats::SpoolStats;

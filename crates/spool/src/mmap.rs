@@ -12,9 +12,10 @@
 //! - A deleted segment stays mapped (unlinking does not touch the pages), so
 //!   a [`StoredMessage`](crate::StoredMessage) outliving compaction stays valid.
 //! - Other processes: `spool.lock` keeps a second writer out. A read-only
-//!   opener maps only what it found valid; the live writer may rewind only
-//!   bytes that never became durable, a window limited to a failed batch.
-//!   Editing segment files by hand while the spool runs is outside the contract.
+//!   opener copies the newest segment (the only one a live writer may still
+//!   rewind) into private memory instead of mapping it ([`snapshot`]); older
+//!   segments are sealed and never shrink. Editing segment files by hand
+//!   while the spool runs is outside the contract.
 //!
 //! Mapping beyond the current end of file is allowed by POSIX (those pages
 //! fault only if touched); the head segment is mapped at its full capacity so
@@ -30,4 +31,23 @@ pub(crate) fn map(file: &File, len: usize) -> io::Result<Mmap> {
     // SAFETY: see the module documentation: bytes below `len` that this crate
     // reads are never modified or truncated while mapped.
     unsafe { MmapOptions::new().len(len).map(file) }
+}
+
+/// A private, read-only copy of the first `len` bytes of `file` in anonymous
+/// memory. A read-only opener uses it for the newest segment, the only one
+/// a live writer may still truncate (rewinding a failed batch, typically
+/// while the disk is full, which is when operators look at the queue): a
+/// shared mapping of pages cut off behind it would raise SIGBUS.
+pub(crate) fn snapshot(file: &File, len: usize) -> io::Result<Mmap> {
+    use std::os::unix::fs::FileExt;
+    let mut copy = MmapOptions::new().len(len.max(1)).map_anon()?;
+    let mut done = 0;
+    while done < len {
+        match file.read_at(&mut copy[done..len], done as u64)? {
+            // Truncated meanwhile: the rest stays zero and scans as a torn tail.
+            0 => break,
+            n => done += n,
+        }
+    }
+    copy.make_read_only()
 }

@@ -4,7 +4,8 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use crate::format::{
-    self, KIND_DONE, KIND_JOURNAL, KIND_MESSAGE, SEGMENT_HEADER_LEN, Scanned, Scanner, SegmentHeader,
+    self, KIND_DONE, KIND_JOURNAL, KIND_MESSAGE, SEGMENT_HEADER_LEN, Scanned, Scanner,
+    SegmentHeader,
 };
 use crate::index::{Index, Location, Segment};
 use crate::{SpoolError, mmap};
@@ -64,7 +65,11 @@ fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>, Spoo
     Ok(segs)
 }
 
-pub(crate) fn recover(dir: &Path, writable: bool, segment_size: u64) -> Result<Recovered, SpoolError> {
+pub(crate) fn recover(
+    dir: &Path,
+    writable: bool,
+    segment_size: u64,
+) -> Result<Recovered, SpoolError> {
     let segs = list_segments(dir, writable)?;
     let mut index = Index::default();
     let mut report = RecoveryReport::default();
@@ -83,7 +88,12 @@ pub(crate) fn recover(dir: &Path, writable: bool, segment_size: u64) -> Result<R
         };
         let file_len = file.metadata()?.len();
         let map = if file_len >= SEGMENT_HEADER_LEN as u64 {
-            Some(mmap::map(&file, usize::try_from(file_len).map_err(std::io::Error::other)?)?)
+            let len = usize::try_from(file_len).map_err(std::io::Error::other)?;
+            if !writable && Some(seq) == last_seq {
+                Some(mmap::snapshot(&file, len)?)
+            } else {
+                Some(mmap::map(&file, len)?)
+            }
         } else {
             None
         };
@@ -101,21 +111,24 @@ pub(crate) fn recover(dir: &Path, writable: bool, segment_size: u64) -> Result<R
             (Some(map), Ok(header)) => (map, header),
             (_, header) => {
                 let why = header.err();
-            tracing::warn!(file = %path.display(), ?why, "segment header damaged; setting the file aside");
-            let mut aside = path.clone().into_os_string();
-            aside.push(".damaged");
-            if writable {
-                fs::rename(&path, &aside)?;
-            }
-                report.damaged_segments.push(PathBuf::from(aside));
+                tracing::warn!(file = %path.display(), ?why, "segment header damaged; setting the file aside");
+                if writable {
+                    let mut aside = path.clone().into_os_string();
+                    aside.push(".damaged");
+                    fs::rename(&path, &aside)?;
+                    report.damaged_segments.push(PathBuf::from(aside));
+                } else {
+                    report.damaged_segments.push(path);
+                }
                 continue;
             }
         };
         report.segments += 1;
         max_id = max_id.max(header.id_floor);
-        index
-            .segments
-            .insert(seq, Segment::new(file, SEGMENT_HEADER_LEN as u64, SEGMENT_HEADER_LEN as u64));
+        index.segments.insert(
+            seq,
+            Segment::new(file, SEGMENT_HEADER_LEN as u64, SEGMENT_HEADER_LEN as u64),
+        );
 
         let mut valid_end = SEGMENT_HEADER_LEN;
         // Damage counts as a skipped region only once a valid record follows
@@ -130,7 +143,12 @@ pub(crate) fn recover(dir: &Path, writable: bool, segment_size: u64) -> Result<R
                     end,
                 } => {
                     for at in damaged.drain(..) {
-                        tracing::warn!(segment = seq, offset = at, resume = offset, "skipping damaged bytes");
+                        tracing::warn!(
+                            segment = seq,
+                            offset = at,
+                            resume = offset,
+                            "skipping damaged bytes"
+                        );
                         report.corrupt_regions += 1;
                     }
                     valid_end = end;
@@ -147,7 +165,12 @@ pub(crate) fn recover(dir: &Path, writable: bool, segment_size: u64) -> Result<R
             let cut = (map.len() - valid_end) as u64;
             if Some(seq) == last_seq {
                 // An append that never completed: nothing in it was acknowledged.
-                tracing::info!(segment = seq, offset = valid_end, bytes = cut, "cutting torn tail");
+                tracing::info!(
+                    segment = seq,
+                    offset = valid_end,
+                    bytes = cut,
+                    "cutting torn tail"
+                );
                 report.torn_tail_bytes += cut;
                 if writable {
                     let f = OpenOptions::new().write(true).open(&path)?;
@@ -155,7 +178,12 @@ pub(crate) fn recover(dir: &Path, writable: bool, segment_size: u64) -> Result<R
                     f.sync_all()?;
                 }
             } else {
-                tracing::warn!(segment = seq, offset = valid_end, bytes = cut, "ignoring damaged end of an older segment");
+                tracing::warn!(
+                    segment = seq,
+                    offset = valid_end,
+                    bytes = cut,
+                    "ignoring damaged end of an older segment"
+                );
                 report.corrupt_regions += 1;
             }
         }
@@ -204,13 +232,24 @@ fn replay(
                 body_start: payload_start + m.body_offset as u64,
                 body_len: (payload.len() - m.body_offset) as u64,
             };
-            index.insert(env.id, loc, env.arrival_unix_ms, env.recipients.len(), m.states, m.held);
+            index.insert(
+                env.id,
+                loc,
+                env.arrival_unix_ms,
+                env.recipients.len(),
+                m.states,
+                m.held,
+            );
         }
         KIND_JOURNAL => {
             let ops = format::decode_journal(payload)?;
             let applied = index.apply_journal(seg, &ops);
             if applied.bad_recipient > 0 {
-                tracing::warn!(segment = seg, offset, "journal entries for nonexistent recipients ignored");
+                tracing::warn!(
+                    segment = seg,
+                    offset,
+                    "journal entries for nonexistent recipients ignored"
+                );
             }
         }
         KIND_DONE => {

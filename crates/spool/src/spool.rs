@@ -13,9 +13,10 @@ use crate::envelope::Recipient;
 use crate::id::IdGenerator;
 use crate::index::Index;
 use crate::recovery::{self, RecoveryReport};
+use crate::request::{Pending, Request};
 use crate::stats::{SpoolStats, StatCounters};
 use crate::storage::{RealStorage, Storage};
-use crate::writer::{Pending, Request, Writer};
+use crate::writer::Writer;
 use crate::{Envelope, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
 
 /// Called once, on the writer thread, when a submitted message is durable
@@ -147,7 +148,10 @@ impl Spool {
     /// segments with nothing live, compacts if due, and starts the writer
     /// thread. Fails with [`SpoolError::Locked`] if another process has the
     /// spool open for writing.
-    pub fn open(dir: impl AsRef<Path>, config: SpoolConfig) -> Result<(Spool, RecoveryReport), SpoolError> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: SpoolConfig,
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
         Spool::open_with(dir.as_ref(), config, Arc::new(RealStorage))
     }
 
@@ -396,7 +400,12 @@ impl SpoolHandle {
             let seg = segments
                 .get_mut(&m.loc.seg)
                 .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
-            (seg.map_covering(m.loc.end())?, m.loc, m.states.clone(), m.held)
+            (
+                seg.map_covering(m.loc.end())?,
+                m.loc,
+                m.states.clone(),
+                m.held,
+            )
         };
         let envelope = decode_at(&map, loc.envelope_start, loc.envelope_len)?;
         let body = loc.body_start as usize..(loc.body_start + loc.body_len) as usize;

@@ -61,7 +61,10 @@ impl Storage for RealStorage {
 
 /// Writes every byte of `bufs`, however the kernel splits the `writev`s.
 /// Returns the number of `writev` calls made.
-pub(crate) fn write_all_vectored(file: &mut dyn SegmentFile, mut bufs: &mut [IoSlice<'_>]) -> io::Result<u64> {
+pub(crate) fn write_all_vectored(
+    file: &mut dyn SegmentFile,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<u64> {
     // The kernel accepts at most IOV_MAX (1024 on Linux) slices per call.
     const IOV_MAX: usize = 1024;
     let mut calls = 0;

@@ -35,14 +35,20 @@ fn main() {
     if let Ok(mode) = std::env::var(CHILD_ENV) {
         let dir = std::env::var(DIR_ENV).expect("child needs a directory");
         match mode.as_str() {
-            "writer" => child_writer(Path::new(&dir), std::env::var(ROUND_ENV).unwrap().parse().unwrap()),
+            "writer" => child_writer(
+                Path::new(&dir),
+                std::env::var(ROUND_ENV).unwrap().parse().unwrap(),
+            ),
             "fsize" => child_fsize(Path::new(&dir)),
             other => panic!("unknown child mode {other}"),
         }
         return;
     }
     // `cargo test NAME` passes NAME on to every test binary.
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let tests: [(&str, fn()); 2] = [("kill_9", kill_9), ("disk_full_rlimit", disk_full_rlimit)];
     let mut passed = 0;
     for (name, test) in tests {
@@ -105,7 +111,16 @@ fn child_writer(dir: &Path, round: u64) {
                         Box::new(move |r| {
                             let id = r.unwrap();
                             say(&out2, format!("ACK {id} {seed}"));
-                            let entry = |state| vec![JournalEntry { id, recipient: 0, state }];
+                            let entry = |state| {
+                                vec![JournalEntry {
+                                    id,
+                                    recipient: 0,
+                                    state,
+                                }]
+                            };
+                            // A fifth deferred (long-lived), the rest
+                            // finished, so segments die and get compacted
+                            // while the kills come.
                             if n % 5 == 0 {
                                 let out3 = out2.clone();
                                 h2.journal(
@@ -115,7 +130,7 @@ fn child_writer(dir: &Path, round: u64) {
                                         say(&out3, format!("DEF {id}"));
                                     }),
                                 );
-                            } else if n % 7 == 3 {
+                            } else {
                                 // Every recipient final: the message leaves.
                                 let rcpts = envelope(id, seed).recipients.len() as u32;
                                 // Durable but unacknowledged, the journal may
@@ -174,7 +189,8 @@ impl Expected {
         let mut w = line.split_whitespace();
         match (w.next(), w.next(), w.next()) {
             (Some("ACK"), Some(id), Some(seed)) => {
-                self.acked.insert(id.parse().unwrap(), seed.parse().unwrap());
+                self.acked
+                    .insert(id.parse().unwrap(), seed.parse().unwrap());
             }
             (Some("DEF"), Some(id), None) => {
                 self.deferred.insert(id.parse().unwrap());
@@ -201,22 +217,37 @@ impl Expected {
             }
             let m = got.unwrap_or_else(|| panic!("{when}: acknowledged message {id} lost"));
             assert_eq!(m.envelope, envelope(*id, *seed), "{when}: envelope of {id}");
-            assert!(m.body() == body(*seed, body_len(*seed)).as_slice(), "{when}: body of {id}");
+            assert!(
+                m.body() == body(*seed, body_len(*seed)).as_slice(),
+                "{when}: body of {id}"
+            );
             if self.deferred.contains(id) {
-                assert_eq!(m.states[0], deferred(*seed), "{when}: journal entry of {id} lost");
+                assert_eq!(
+                    m.states[0],
+                    deferred(*seed),
+                    "{when}: journal entry of {id} lost"
+                );
             }
         }
     }
 }
 
 fn kill_9() {
-    let dir = tempfile::Builder::new().disable_cleanup(true).tempdir().unwrap();
-    println!("DIR {}", dir.path().display());
+    let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut expected = Expected::default();
     // (acknowledgements to wait for before the kill, extra delay in ms):
     // from "during open/recovery" to "well into the run".
-    let plan: [(usize, u64); 8] = [(0, 0), (1, 0), (20, 3), (100, 0), (300, 7), (0, 15), (600, 1), (50, 40)];
+    let plan: [(usize, u64); 8] = [
+        (0, 0),
+        (1, 0),
+        (20, 3),
+        (100, 0),
+        (300, 7),
+        (0, 15),
+        (600, 1),
+        (50, 40),
+    ];
     let started = Instant::now();
     for (round, (acks, extra_ms)) in plan.into_iter().enumerate() {
         let mut child = Command::new(&exe)
@@ -239,7 +270,13 @@ fn kill_9() {
         });
         let mut lines = Vec::new();
         let until = Instant::now() + Duration::from_secs(20);
-        while lines.iter().filter(|l: &&String| l.starts_with("ACK")).count() < acks && Instant::now() < until {
+        while lines
+            .iter()
+            .filter(|l: &&String| l.starts_with("ACK"))
+            .count()
+            < acks
+            && Instant::now() < until
+        {
             if let Ok(l) = rx.recv_timeout(Duration::from_millis(50)) {
                 lines.push(l);
             }
@@ -251,7 +288,10 @@ fn kill_9() {
         reader.join().unwrap();
         lines.extend(rx.try_iter());
         let acked_now = lines.iter().filter(|l| l.starts_with("ACK")).count();
-        assert!(acked_now >= acks, "round {round}: child acknowledged only {acked_now} of {acks}");
+        assert!(
+            acked_now >= acks,
+            "round {round}: child acknowledged only {acked_now} of {acks}"
+        );
         for l in &lines {
             expected.take(l);
         }
@@ -265,9 +305,15 @@ fn kill_9() {
             expected.finished.len(),
             expected.deferred.len()
         );
-        assert!(started.elapsed() < Duration::from_secs(240), "crash test over its time bound");
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "crash test over its time bound"
+        );
     }
-    assert!(expected.acked.len() > 500, "too few acknowledged messages to mean anything");
+    assert!(
+        expected.acked.len() > 500,
+        "too few acknowledged messages to mean anything"
+    );
     assert!(!expected.finished.is_empty() && !expected.deferred.is_empty());
     let (spool, report) = Spool::open(dir.path(), child_config()).unwrap();
     expected.check(&spool, "final reopen");
@@ -318,7 +364,12 @@ fn disk_full_rlimit() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map(Result::unwrap).collect::<Vec<_>>());
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    });
     wait_bounded(&mut child, Duration::from_secs(60));
     assert!(child.wait().unwrap().success(), "fsize child failed");
     let lines = reader.join().unwrap();
@@ -328,7 +379,10 @@ fn disk_full_rlimit() {
         .position(|l| l.starts_with("ERR"))
         .expect("the file size limit was never hit");
     assert!(
-        lines.iter().filter(|l| l.starts_with("ERR")).all(|l| l.starts_with("ERR full=true")),
+        lines
+            .iter()
+            .filter(|l| l.starts_with("ERR"))
+            .all(|l| l.starts_with("ERR full=true")),
         "EFBIG must be reported as storage full: {lines:?}"
     );
     assert!(
@@ -336,18 +390,31 @@ fn disk_full_rlimit() {
         "a smaller submit after the failure must succeed: {lines:?}"
     );
     let (spool, report) = Spool::open(dir.path(), small_segments(4 << 20)).unwrap();
-    assert_eq!(report.torn_tail_bytes, 0, "failed batches were cut off by the writer");
+    assert_eq!(
+        report.torn_tail_bytes, 0,
+        "failed batches were cut off by the writer"
+    );
     let acked: Vec<(QueueId, u64, usize)> = lines
         .iter()
         .filter_map(|l| {
             let mut w = l.strip_prefix("ACK ")?.split(' ');
-            Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+            Some((
+                w.next()?.parse().ok()?,
+                w.next()?.parse().ok()?,
+                w.next()?.parse().ok()?,
+            ))
         })
         .collect();
     assert_eq!(report.live_messages, acked.len());
     for (id, seed, len) in acked {
-        let m = spool.get(id).unwrap().expect("acknowledged before or after the full disk");
+        let m = spool
+            .get(id)
+            .unwrap()
+            .expect("acknowledged before or after the full disk");
         assert_eq!(m.body(), body(seed, len).as_slice());
     }
-    println!("  {} acknowledged, first failure after {first_err}", lines.len() - 1);
+    println!(
+        "  {} acknowledged, first failure after {first_err}",
+        lines.len() - 1
+    );
 }

@@ -3,10 +3,16 @@
 mod common;
 
 use common::{body, envelope, segment_files, small_segments};
-use sluice_spool::{JournalEntry, MessageMark, QueueId, RecipientState, Spool, SpoolConfig, SpoolError, SpoolHandle};
+use sluice_spool::{
+    JournalEntry, MessageMark, QueueId, RecipientState, Spool, SpoolConfig, SpoolError, SpoolHandle,
+};
 
 fn entry(id: QueueId, recipient: u32, state: RecipientState) -> JournalEntry {
-    JournalEntry { id, recipient, state }
+    JournalEntry {
+        id,
+        recipient,
+        state,
+    }
 }
 
 fn deferred(attempts: u32) -> RecipientState {
@@ -46,9 +52,16 @@ fn recipient_states_survive_reopen_and_final_messages_leave() {
     .unwrap();
     // Later entries override earlier ones on replay.
     h.journal_wait(vec![entry(mixed, 1, deferred(2))]).unwrap();
-    assert!(spool.get(all_final).unwrap().is_some(), "one recipient still pending");
-    h.journal_wait(vec![entry(all_final, 1, failed.clone())]).unwrap();
-    assert!(spool.get(all_final).unwrap().is_none(), "all recipients final: gone at once");
+    assert!(
+        spool.get(all_final).unwrap().is_some(),
+        "one recipient still pending"
+    );
+    h.journal_wait(vec![entry(all_final, 1, failed.clone())])
+        .unwrap();
+    assert!(
+        spool.get(all_final).unwrap().is_none(),
+        "all recipients final: gone at once"
+    );
     h.mark_wait(marked, MessageMark::Done).unwrap();
     assert!(spool.get(marked).unwrap().is_none());
     h.mark_wait(held, MessageMark::Held).unwrap();
@@ -56,19 +69,29 @@ fn recipient_states_survive_reopen_and_final_messages_leave() {
     // Errors: an index past the recipients fails the whole call; a finished
     // message takes late entries silently.
     assert!(matches!(
-        h.journal_wait(vec![entry(mixed, 0, RecipientState::Pending), entry(mixed, 3, RecipientState::Delivered)]),
+        h.journal_wait(vec![
+            entry(mixed, 0, RecipientState::Pending),
+            entry(mixed, 3, RecipientState::Delivered)
+        ]),
         Err(SpoolError::NoSuchRecipient { recipient: 3, .. })
     ));
-    h.journal_wait(vec![entry(all_final, 0, RecipientState::Pending)]).unwrap();
+    h.journal_wait(vec![entry(all_final, 0, RecipientState::Pending)])
+        .unwrap();
     h.mark_wait(marked, MessageMark::Held).unwrap();
     spool.shutdown();
 
     let (spool, report) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
     assert_eq!(report.live_messages, 2);
     let m = spool.get(mixed).unwrap().unwrap();
-    assert_eq!(m.states, vec![RecipientState::Delivered, deferred(2), failed]);
+    assert_eq!(
+        m.states,
+        vec![RecipientState::Delivered, deferred(2), failed]
+    );
     assert!(!m.held);
-    assert!(spool.get(all_final).unwrap().is_none(), "finished message stays gone");
+    assert!(
+        spool.get(all_final).unwrap().is_none(),
+        "finished message stays gone"
+    );
     assert!(spool.get(marked).unwrap().is_none());
     assert!(spool.get(held).unwrap().unwrap().held);
     let listed = spool.messages().unwrap();
@@ -97,10 +120,14 @@ fn segment_of_finished_messages_is_deleted() {
     assert!(segs.len() >= 3);
     let oldest = segs[0].clone();
     for id in &first {
-        h.journal_wait(vec![entry(*id, 0, RecipientState::Delivered)]).unwrap();
+        h.journal_wait(vec![entry(*id, 0, RecipientState::Delivered)])
+            .unwrap();
     }
     spool.maintain().unwrap();
-    assert!(!oldest.exists(), "segment with only finished messages is deleted");
+    assert!(
+        !oldest.exists(),
+        "segment with only finished messages is deleted"
+    );
     assert!(spool.stats().segments_deleted >= 1);
     spool.shutdown();
 
@@ -124,10 +151,20 @@ fn finished_messages_leave_at_reopen_too() {
     // The writer deletes the segment as soon as it is idle; a crash could
     // come first. Simulate that by putting the sealed file back afterwards.
     let saved = std::fs::read(&oldest).unwrap();
-    h.journal_wait(first.iter().map(|id| entry(*id, 0, RecipientState::Delivered)).collect())
-        .unwrap();
-    h.journal_wait(first.iter().map(|id| entry(*id, 1, RecipientState::Delivered)).collect())
-        .unwrap();
+    h.journal_wait(
+        first
+            .iter()
+            .map(|id| entry(*id, 0, RecipientState::Delivered))
+            .collect(),
+    )
+    .unwrap();
+    h.journal_wait(
+        first
+            .iter()
+            .map(|id| entry(*id, 1, RecipientState::Delivered))
+            .collect(),
+    )
+    .unwrap();
     spool.shutdown();
     std::fs::write(&oldest, saved).unwrap();
     let (spool, report) = Spool::open(dir.path(), cfg).unwrap();
@@ -154,8 +191,11 @@ fn compaction_moves_a_long_lived_message_and_frees_the_old_segment() {
     let newer: Vec<QueueId> = (100..120).map(|s| submit(&h, s, 1, 4000)).collect();
     assert!(segment_files(dir.path()).len() >= 2);
 
-    h.journal_wait(vec![entry(long_lived, 0, RecipientState::Delivered), entry(long_lived, 1, deferred(3))])
-        .unwrap();
+    h.journal_wait(vec![
+        entry(long_lived, 0, RecipientState::Delivered),
+        entry(long_lived, 1, deferred(3)),
+    ])
+    .unwrap();
     // A reader holding the body across the compaction keeps a valid view.
     let before = spool.get(long_lived).unwrap().unwrap();
     // A copy of the old segment, to simulate a crash between the durable
@@ -163,17 +203,26 @@ fn compaction_moves_a_long_lived_message_and_frees_the_old_segment() {
     let saved = std::fs::read(&old_seg).unwrap();
     // In one batch, so that idle maintenance sees the segment only with its
     // one long-lived message left.
-    h.journal_wait(short.iter().map(|id| entry(*id, 0, RecipientState::Delivered)).collect())
-        .unwrap();
+    h.journal_wait(
+        short
+            .iter()
+            .map(|id| entry(*id, 0, RecipientState::Delivered))
+            .collect(),
+    )
+    .unwrap();
     spool.maintain().unwrap();
-    assert!(!old_seg.exists(), "mostly dead old segment is compacted away");
+    assert!(
+        !old_seg.exists(),
+        "mostly dead old segment is compacted away"
+    );
     assert_eq!(spool.stats().messages_compacted, 1);
     assert_eq!(before.body(), body(1000, 3000).as_slice());
     let after = spool.get(long_lived).unwrap().unwrap();
     assert_eq!(after.body(), body(1000, 3000).as_slice());
     assert_eq!(after.states, vec![RecipientState::Delivered, deferred(3)]);
     // Journal entries after the copy still apply.
-    h.journal_wait(vec![entry(long_lived, 1, deferred(4))]).unwrap();
+    h.journal_wait(vec![entry(long_lived, 1, deferred(4))])
+        .unwrap();
     spool.shutdown();
 
     let (spool, report) = Spool::open(dir.path(), cfg.clone()).unwrap();
@@ -189,8 +238,15 @@ fn compaction_moves_a_long_lived_message_and_frees_the_old_segment() {
     // exists twice on disk, and the later copy wins.
     std::fs::write(&old_seg, &saved).unwrap();
     let (spool, report) = Spool::open(dir.path(), cfg).unwrap();
-    assert_eq!(report.live_messages, 1 + newer.len(), "no duplicates, no resurrections");
-    assert!(!old_seg.exists(), "the restored old segment is deleted again at open");
+    assert_eq!(
+        report.live_messages,
+        1 + newer.len(),
+        "no duplicates, no resurrections"
+    );
+    assert!(
+        !old_seg.exists(),
+        "the restored old segment is deleted again at open"
+    );
     let m = spool.get(long_lived).unwrap().unwrap();
     assert_eq!(m.states, vec![RecipientState::Delivered, deferred(4)]);
     for id in &short {

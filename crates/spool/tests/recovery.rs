@@ -14,7 +14,12 @@ fn fill(dir: &Path, n: u64) -> Vec<(u64, QueueId)> {
     let h = spool.handle();
     let ids = (0..n)
         .map(|seed| {
-            let id = h.submit_wait(envelope(h.new_id(), seed), body(seed, 200 + 37 * seed as usize)).unwrap();
+            let id = h
+                .submit_wait(
+                    envelope(h.new_id(), seed),
+                    body(seed, 200 + 37 * seed as usize),
+                )
+                .unwrap();
             (seed, id)
         })
         .collect();
@@ -60,12 +65,25 @@ fn torn_tail_is_cut_at_every_cut_point_and_appending_continues() {
             std::fs::write(&target, &torn).unwrap();
 
             let complete = ends.iter().filter(|&&e| e <= cut).count();
-            let valid_end = ends.iter().copied().filter(|&e| e <= cut).max().unwrap_or(40);
+            let valid_end = ends
+                .iter()
+                .copied()
+                .filter(|&e| e <= cut)
+                .max()
+                .unwrap_or(40);
             let (spool, report) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
             assert_eq!(report.live_messages, complete, "cut {cut} garble {garble}");
-            assert_eq!(report.torn_tail_bytes, (torn.len() - valid_end) as u64, "cut {cut}");
+            assert_eq!(
+                report.torn_tail_bytes,
+                (torn.len() - valid_end) as u64,
+                "cut {cut}"
+            );
             assert_eq!(report.corrupt_regions, 0);
-            assert_eq!(std::fs::metadata(&target).unwrap().len(), valid_end as u64, "tail truncated");
+            assert_eq!(
+                std::fs::metadata(&target).unwrap().len(),
+                valid_end as u64,
+                "tail truncated"
+            );
             for (i, (seed, id)) in ids.iter().enumerate() {
                 let got = spool.get(*id).unwrap();
                 if i < complete {
@@ -77,12 +95,17 @@ fn torn_tail_is_cut_at_every_cut_point_and_appending_continues() {
             }
             // Appending after the repair works and survives another reopen.
             let h = spool.handle();
-            let new = h.submit_wait(envelope(h.new_id(), 99), body(99, 777)).unwrap();
+            let new = h
+                .submit_wait(envelope(h.new_id(), 99), body(99, 777))
+                .unwrap();
             spool.shutdown();
             let (spool, report) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
             assert_eq!(report.torn_tail_bytes, 0);
             assert_eq!(report.live_messages, complete + 1);
-            assert_eq!(spool.get(new).unwrap().unwrap().body(), body(99, 777).as_slice());
+            assert_eq!(
+                spool.get(new).unwrap().unwrap().body(),
+                body(99, 777).as_slice()
+            );
         }
     }
 }
@@ -114,19 +137,28 @@ fn corrupt_middle_record_is_detected_and_skipped() {
                 Spool::open(dir.path(), SpoolConfig::default()).unwrap()
             };
             assert_eq!(report.corrupt_regions, 1, "{what}");
-            assert_eq!(report.torn_tail_bytes, 0, "{what}: not mistaken for a torn tail");
+            assert_eq!(
+                report.torn_tail_bytes, 0,
+                "{what}: not mistaken for a torn tail"
+            );
             assert_eq!(report.live_messages, 8, "{what}");
             for (i, (seed, id)) in ids.iter().enumerate() {
                 let got = spool.get(*id).unwrap();
                 if i == victim {
                     assert!(got.is_none(), "{what}: corrupt record must not be served");
                 } else {
-                    assert_eq!(got.unwrap().body(), body(*seed, 200 + 37 * *seed as usize).as_slice());
+                    assert_eq!(
+                        got.unwrap().body(),
+                        body(*seed, 200 + 37 * *seed as usize).as_slice()
+                    );
                 }
             }
         }
         // The corrupt region is left in place (never truncated away).
-        assert_eq!(std::fs::read(dir.path().join(seg.file_name().unwrap())).unwrap(), bad);
+        assert_eq!(
+            std::fs::read(dir.path().join(seg.file_name().unwrap())).unwrap(),
+            bad
+        );
     }
 }
 
@@ -142,9 +174,16 @@ fn read_only_open_never_modifies_and_rejects_writes() {
     let (ro, report) = Spool::open_read_only(dir.path()).unwrap();
     assert_eq!(report.live_messages, 5);
     assert_eq!(report.torn_tail_bytes, 19);
-    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "read-only open must not truncate");
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "read-only open must not truncate"
+    );
     let listed = ro.messages().unwrap();
-    assert_eq!(listed.iter().map(|m| m.id).collect::<Vec<_>>(), ids.iter().map(|x| x.1).collect::<Vec<_>>());
+    assert_eq!(
+        listed.iter().map(|m| m.id).collect::<Vec<_>>(),
+        ids.iter().map(|x| x.1).collect::<Vec<_>>()
+    );
     let h = ro.handle();
     assert!(matches!(
         h.submit_wait(envelope(h.new_id(), 1), vec![]),

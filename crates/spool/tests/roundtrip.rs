@@ -40,13 +40,20 @@ fn concurrent_submits_survive_reopen_identically() {
         t.join().unwrap();
     }
     let results: Vec<(u64, QueueId)> = rx.iter().map(|(seed, r)| (seed, r.unwrap())).collect();
-    assert_eq!(results.len() as u64, THREADS * PER_THREAD, "every completion runs once");
+    assert_eq!(
+        results.len() as u64,
+        THREADS * PER_THREAD,
+        "every completion runs once"
+    );
     let ids: HashSet<QueueId> = results.iter().map(|(_, id)| *id).collect();
     assert_eq!(ids.len(), results.len(), "ids are distinct");
 
     // Readable at once (the index is updated before the completion runs).
     for (seed, id) in &results {
-        let m = spool.get(*id).unwrap().expect("acknowledged message is readable");
+        let m = spool
+            .get(*id)
+            .unwrap()
+            .expect("acknowledged message is readable");
         assert_eq!(m.body(), body(*seed, body_len(*seed)).as_slice());
     }
     let stats = spool.stats();
@@ -62,11 +69,19 @@ fn concurrent_submits_survive_reopen_identically() {
         let m = spool.get(*id).unwrap().expect("message survives reopen");
         assert_eq!(m.envelope, envelope(*id, *seed));
         assert_eq!(m.body(), body(*seed, body_len(*seed)).as_slice());
-        assert!(m.states.iter().all(|s| *s == sluice_spool::RecipientState::Pending));
+        assert!(
+            m.states
+                .iter()
+                .all(|s| *s == sluice_spool::RecipientState::Pending)
+        );
     }
     let listed = spool.messages().unwrap();
     assert_eq!(listed.len(), results.len());
-    assert!(listed.windows(2).all(|w| w[0].arrival_unix_ms <= w[1].arrival_unix_ms));
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].arrival_unix_ms <= w[1].arrival_unix_ms)
+    );
     // A new id after reopen is above every recovered one.
     let fresh = spool.new_id();
     assert!(ids.iter().all(|id| *id < fresh));
@@ -121,7 +136,11 @@ fn queued_submits_share_one_fdatasync() {
     let stats = spool.stats();
     assert_eq!(stats.max_batch, 200, "all queued submits form one batch");
     assert_eq!(stats.batches - base.batches, 1);
-    assert_eq!(stats.fdatasyncs - base.fdatasyncs, 1, "one fdatasync for 200 messages");
+    assert_eq!(
+        stats.fdatasyncs - base.fdatasyncs,
+        1,
+        "one fdatasync for 200 messages"
+    );
     assert_eq!(stats.writes - base.writes, 1, "one writev for the batch");
 }
 
@@ -131,17 +150,28 @@ fn duplicate_ids_and_shutdown_are_reported_through_the_completion() {
     let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
     let handle = spool.handle();
     let id = handle.new_id();
-    assert_eq!(handle.submit_wait(envelope(id, 3), body(3, 10)).unwrap(), id);
+    assert_eq!(
+        handle.submit_wait(envelope(id, 3), body(3, 10)).unwrap(),
+        id
+    );
     assert!(matches!(
         handle.submit_wait(envelope(id, 4), body(4, 10)),
         Err(SpoolError::DuplicateId(d)) if d == id
     ));
-    assert_eq!(spool.get(id).unwrap().unwrap().body(), body(3, 10).as_slice());
+    assert_eq!(
+        spool.get(id).unwrap().unwrap().body(),
+        body(3, 10).as_slice()
+    );
 
     // Locked against a second writer while open.
-    assert!(matches!(Spool::open(dir.path(), SpoolConfig::default()), Err(SpoolError::Locked)));
+    assert!(matches!(
+        Spool::open(dir.path(), SpoolConfig::default()),
+        Err(SpoolError::Locked)
+    ));
     spool.shutdown();
-    let err = handle.submit_wait(envelope(handle.new_id(), 5), body(5, 10)).unwrap_err();
+    let err = handle
+        .submit_wait(envelope(handle.new_id(), 5), body(5, 10))
+        .unwrap_err();
     assert!(matches!(err, SpoolError::ShutDown));
     assert!(!err.is_storage_full());
 }
@@ -158,7 +188,11 @@ fn shutdown_flushes_queued_submits() {
         let id = handle.new_id();
         ids.push((seed, id));
         let tx = tx.clone();
-        handle.submit(envelope(id, seed), body(seed, 64), Box::new(move |r| tx.send(r).unwrap()));
+        handle.submit(
+            envelope(id, seed),
+            body(seed, 64),
+            Box::new(move |r| tx.send(r).unwrap()),
+        );
     }
     spool.shutdown();
     drop(tx);
@@ -168,7 +202,10 @@ fn shutdown_flushes_queued_submits() {
     drop(handle);
     let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
     for (seed, id) in ids {
-        assert_eq!(spool.get(id).unwrap().unwrap().body(), body(seed, 64).as_slice());
+        assert_eq!(
+            spool.get(id).unwrap().unwrap().body(),
+            body(seed, 64).as_slice()
+        );
     }
 }
 
@@ -181,7 +218,11 @@ fn parts_are_stored_as_one_body() {
     let (tx, rx) = mpsc::channel();
     handle.submit_parts(
         envelope(id, 9),
-        vec![b"Received: from x\r\n".to_vec(), Vec::new(), b"Subject: y\r\n\r\nz\r\n".to_vec()],
+        vec![
+            b"Received: from x\r\n".to_vec(),
+            Vec::new(),
+            b"Subject: y\r\n\r\nz\r\n".to_vec(),
+        ],
         Box::new(move |r| tx.send(r).unwrap()),
     );
     assert_eq!(rx.recv().unwrap().unwrap(), id);

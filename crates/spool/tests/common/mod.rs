@@ -42,27 +42,35 @@ pub fn envelope(id: QueueId, seed: u64) -> Envelope {
     let n_rcpt = 1 + (seed % 4) as usize;
     Envelope {
         id,
-        reverse_path: if seed % 5 == 0 {
+        reverse_path: if seed.is_multiple_of(5) {
             String::new()
         } else {
             format!("sender{seed}@example.org")
         },
-        mail_params: if seed % 2 == 0 { "BODY=8BITMIME".into() } else { String::new() },
+        mail_params: if seed.is_multiple_of(2) {
+            "BODY=8BITMIME".into()
+        } else {
+            String::new()
+        },
         recipients: (0..n_rcpt)
             .map(|i| Recipient {
                 address: format!("rcpt{i}.{seed}@example.net"),
-                params: if i == 0 { "NOTIFY=FAILURE".into() } else { String::new() },
+                params: if i == 0 {
+                    "NOTIFY=FAILURE".into()
+                } else {
+                    String::new()
+                },
             })
             .collect(),
         arrival_unix_ms: 1_700_000_000_000 + seed,
-        client_ip: if seed % 3 == 0 {
+        client_ip: if seed.is_multiple_of(3) {
             IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, seed as u16))
         } else {
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, seed as u8))
         },
         helo: format!("client{seed}.example.org"),
         body_type: (seed % 3) as u8,
-        smtputf8: seed % 4 == 0,
+        smtputf8: seed.is_multiple_of(4),
     }
 }
 

@@ -1,0 +1,206 @@
+//! The filter hook points, driven over real loopback sockets: a filter that
+//! answers later must hold up only its own connection.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_smtp::server::ServerConfig;
+use sluice_smtp::{Domain, EnhancedCode, Reply};
+use sluice_smtpd::{Connection, Defer, Filter, RecipientPolicy, Smtpd, SmtpdConfig, Stage, Verdict};
+use sluice_spool::{Spool, SpoolConfig};
+
+/// Answers HELO `slow.example` after `delay`, from another thread; refuses
+/// MAIL from `spam@…`; drops its `Later` for HELO `broken.example`; records
+/// every stage it sees.
+struct TestFilter {
+    delay: Duration,
+    seen: Mutex<Vec<String>>,
+}
+
+impl Filter for TestFilter {
+    fn check(&self, conn: &Connection, stage: Stage<'_>, defer: Defer<'_>) -> Option<Verdict> {
+        let name = match &stage {
+            Stage::Connect => format!("connect {}", conn.peer.ip()),
+            Stage::Hello { name, .. } => format!("hello {name}"),
+            Stage::Mail { reverse_path, .. } => format!("mail {reverse_path}"),
+            Stage::Rcpt { forward_path, .. } => format!("rcpt {forward_path}"),
+            Stage::Message { message, .. } => format!("message {}", message.len()),
+        };
+        self.seen.lock().unwrap().push(name.clone());
+        match stage {
+            Stage::Hello {
+                name: Domain::Name(n), ..
+            } if n == "slow.example" => {
+                let later = defer.later();
+                let delay = self.delay;
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    later.answer(Verdict::Continue);
+                });
+                None
+            }
+            Stage::Hello {
+                name: Domain::Name(n), ..
+            } if n == "broken.example" => {
+                // Takes the handle and loses it: a filter bug.
+                drop(defer.later());
+                None
+            }
+            Stage::Mail { reverse_path, .. } if reverse_path.to_string().starts_with("<spam@") => Some(
+                Verdict::Reject(Reply::new(550, Some(EnhancedCode::new(5, 7, 1)), "Spam refused")),
+            ),
+            _ => Some(Verdict::Continue),
+        }
+    }
+}
+
+struct Harness {
+    addr: SocketAddr,
+    smtpd: Option<Smtpd>,
+    spool: Option<Spool>,
+    filter: Arc<TestFilter>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn start(delay: Duration) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+        let policy = RecipientPolicy::new(
+            ["example.test".to_string()],
+            ["alice".to_string()],
+            [],
+            ["127.0.0.0/8".parse().unwrap()],
+        );
+        let mut config = SmtpdConfig::new(
+            ServerConfig {
+                hostname: "mx.example.test".into(),
+                ..ServerConfig::default()
+            },
+            vec!["127.0.0.1:0".parse().unwrap()],
+            policy,
+        );
+        // One loop: the slow filter must not stall even the loop it shares.
+        config.event_loops = 1;
+        let filter = Arc::new(TestFilter {
+            delay,
+            seen: Mutex::new(Vec::new()),
+        });
+        let smtpd = Smtpd::start(config, spool.handle(), filter.clone()).unwrap();
+        Harness {
+            addr: smtpd.local_addrs()[0],
+            smtpd: Some(smtpd),
+            spool: Some(spool),
+            filter,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(smtpd) = self.smtpd.take() {
+            smtpd.stopper().stop();
+            smtpd.wait();
+        }
+        if let Some(spool) = self.spool.take() {
+            spool.shutdown();
+        }
+    }
+}
+
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut client = Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        assert!(client.reply().starts_with("220 "));
+        client
+    }
+
+    /// Reads one whole reply, multi-line or not; returns its last line.
+    fn reply(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            assert!(line.len() >= 4, "connection closed or short line: {line:?}");
+            if line.as_bytes()[3] == b' ' {
+                return line;
+            }
+        }
+    }
+
+    fn command(&mut self, line: &str) -> String {
+        self.writer.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        self.reply()
+    }
+}
+
+#[test]
+fn a_filter_answering_later_holds_up_only_its_own_connection() {
+    let h = Harness::start(Duration::from_secs(2));
+    let mut slow = Client::connect(h.addr);
+    slow.writer.write_all(b"EHLO slow.example\r\n").unwrap();
+
+    // While the slow HELO waits for its filter, another client on the same
+    // event loop runs a whole transaction.
+    let started = Instant::now();
+    let mut fast = Client::connect(h.addr);
+    assert!(fast.command("EHLO fast.example").starts_with("250 "));
+    assert!(fast.command("MAIL FROM:<a@fast.example>").starts_with("250 "));
+    assert!(fast.command("RCPT TO:<alice@example.test>").starts_with("250 "));
+    assert!(fast.command("DATA").starts_with("354 "));
+    let queued = fast.command("Subject: fast\r\n\r\nhi\r\n.");
+    assert!(queued.starts_with("250 2.0.0 Ok: queued as "), "{queued}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the fast client waited {:?} behind the slow filter",
+        started.elapsed()
+    );
+
+    // And the slow client gets its answer once the filter gives it.
+    assert!(slow.reply().starts_with("250 "));
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+}
+
+#[test]
+fn filters_see_every_stage_and_can_refuse() {
+    let h = Harness::start(Duration::ZERO);
+    let mut c = Client::connect(h.addr);
+    assert!(c.command("EHLO c.example").starts_with("250 "));
+    assert_eq!(c.command("MAIL FROM:<spam@c.example>"), "550 5.7.1 Spam refused\r\n");
+    assert!(c.command("MAIL FROM:<ok@c.example>").starts_with("250 "));
+    // The built-in policy refuses unknown users before any filter sees them.
+    assert!(c.command("RCPT TO:<nobody@example.test>").starts_with("550 5.1.1 "));
+    assert!(c.command("RCPT TO:<alice@example.test>").starts_with("250 "));
+    assert!(c.command("DATA").starts_with("354 "));
+    assert!(c.command("x\r\n.").starts_with("250 "));
+    let seen = h.filter.seen.lock().unwrap().clone();
+    assert_eq!(seen[0], "connect 127.0.0.1");
+    assert_eq!(seen[1], "hello c.example");
+    assert_eq!(seen[2], "mail <spam@c.example>");
+    assert_eq!(seen[3], "mail <ok@c.example>");
+    assert_eq!(seen[4], "rcpt <alice@example.test>");
+    assert!(seen[5].starts_with("message "), "{seen:?}");
+    assert_eq!(seen.len(), 6, "{seen:?}");
+}
+
+#[test]
+fn a_filter_that_loses_its_answer_fails_closed() {
+    let h = Harness::start(Duration::ZERO);
+    let mut c = Client::connect(h.addr);
+    let reply = c.command("EHLO broken.example");
+    assert!(reply.starts_with("451 4.3.0 "), "{reply}");
+    // The session goes on.
+    assert!(c.command("EHLO c.example").starts_with("250 "));
+}

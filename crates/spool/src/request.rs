@@ -1,0 +1,285 @@
+//! Requests from handles, and the records they become.
+//!
+//! `plan` validates a request against the index and encodes it into an
+//! [`Item`] (the bytes to append plus what they do to the index once
+//! durable), or answers it at once when there is nothing to write.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use crate::format::{self, JournalOp, MessageHead};
+use crate::index::{Index, Location};
+use crate::{Envelope, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
+
+pub(crate) type Callback<T> = Box<dyn FnOnce(Result<T, SpoolError>) + Send>;
+
+/// A completion that runs exactly once: explicitly, or with
+/// [`SpoolError::ShutDown`] when dropped unanswered (a request still in the
+/// channel when the writer is gone, or a writer that panicked).
+pub(crate) struct Pending<T> {
+    f: Option<Callback<T>>,
+}
+
+impl<T> Pending<T> {
+    pub(crate) fn new(f: Callback<T>) -> Self {
+        Pending { f: Some(f) }
+    }
+
+    pub(crate) fn complete(mut self, result: Result<T, SpoolError>) {
+        if let Some(f) = self.f.take() {
+            f(result);
+        }
+    }
+}
+
+impl<T> Drop for Pending<T> {
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            f(Err(SpoolError::ShutDown));
+        }
+    }
+}
+
+pub(crate) enum Request {
+    Submit {
+        envelope: Envelope,
+        body: Vec<Vec<u8>>,
+        done: Pending<QueueId>,
+    },
+    Journal {
+        entries: Vec<JournalEntry>,
+        done: Pending<()>,
+    },
+    Mark {
+        id: QueueId,
+        mark: MessageMark,
+        done: Pending<()>,
+    },
+    Maintain {
+        done: Pending<()>,
+    },
+    Shutdown,
+}
+
+/// Bytes a request adds to the batch (to bound one batch's size).
+pub(crate) fn weight(req: &Request) -> usize {
+    match req {
+        Request::Submit { body, .. } => 256 + body.iter().map(Vec::len).sum::<usize>(),
+        Request::Journal { entries, .. } => 64 * entries.len(),
+        _ => 64,
+    }
+}
+
+/// A slice of bytes to write: owned (from a submitter) or borrowed from a
+/// mapping (compaction copies bodies straight from the old segment's pages).
+pub(crate) enum Part {
+    Owned(Vec<u8>),
+    Mapped(Arc<Mmap>, Range<usize>),
+}
+
+impl Part {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Part::Owned(v) => v,
+            Part::Mapped(m, r) => &m[r.clone()],
+        }
+    }
+}
+
+/// What an appended record does to the index once it is durable.
+pub(crate) enum Effect {
+    Message {
+        id: QueueId,
+        arrival_unix_ms: u64,
+        recipients: usize,
+        envelope_len: u64,
+        /// From the start of the record.
+        body_offset: u64,
+        states: Vec<RecipientState>,
+        held: bool,
+        /// A new message (as opposed to a compaction copy).
+        submitted: bool,
+    },
+    Journal(Vec<JournalOp>),
+    Done(Vec<QueueId>),
+}
+
+pub(crate) enum Reply {
+    Id(Pending<QueueId>, QueueId),
+    Unit(Pending<()>),
+    None,
+}
+
+impl Reply {
+    pub(crate) fn complete(self, result: Result<(), SpoolError>) {
+        match (self, result) {
+            (Reply::Id(p, id), Ok(())) => p.complete(Ok(id)),
+            (Reply::Id(p, _), Err(e)) => p.complete(Err(e)),
+            (Reply::Unit(p), r) => p.complete(r),
+            (Reply::None, _) => {}
+        }
+    }
+}
+
+/// One record to append.
+pub(crate) struct Item {
+    pub(crate) parts: Vec<Part>,
+    pub(crate) len: u64,
+    pub(crate) effect: Effect,
+    pub(crate) reply: Reply,
+}
+
+pub(crate) fn fail_all(items: impl IntoIterator<Item = Item>, e: &SpoolError) {
+    for it in items {
+        it.reply.complete(Err(e.clone()));
+    }
+}
+
+pub(crate) fn journal_item(ops: Vec<JournalOp>, reply: Reply) -> Item {
+    let bytes = format::encode_journal(&ops);
+    Item {
+        len: bytes.len() as u64,
+        parts: vec![Part::Owned(bytes)],
+        effect: Effect::Journal(ops),
+        reply,
+    }
+}
+
+/// Turns a request into a record, or answers it at once when there is
+/// nothing to write (or it is invalid).
+pub(crate) fn plan(req: Request, index: &Index, seen: &mut HashSet<QueueId>) -> Option<Item> {
+    match req {
+        Request::Submit {
+            envelope,
+            body,
+            done,
+        } => {
+            let id = envelope.id;
+            if index.messages.contains_key(&id) || !seen.insert(id) {
+                done.complete(Err(SpoolError::DuplicateId(id)));
+                return None;
+            }
+            let mut env_bytes = Vec::with_capacity(128);
+            envelope.encode(&mut env_bytes);
+            let slices: Vec<&[u8]> = body.iter().map(Vec::as_slice).collect();
+            let head = match MessageHead::encode(&env_bytes, false, &[], &slices) {
+                Ok(h) => h,
+                Err(e) => {
+                    done.complete(Err(e));
+                    return None;
+                }
+            };
+            let body_offset = head.bytes.len() as u64;
+            let body_len: u64 = body.iter().map(|b| b.len() as u64).sum();
+            let mut parts = Vec::with_capacity(1 + body.len());
+            parts.push(Part::Owned(head.bytes));
+            parts.extend(body.into_iter().filter(|b| !b.is_empty()).map(Part::Owned));
+            Some(Item {
+                parts,
+                len: body_offset + body_len,
+                effect: Effect::Message {
+                    id,
+                    arrival_unix_ms: envelope.arrival_unix_ms,
+                    recipients: envelope.recipients.len(),
+                    envelope_len: env_bytes.len() as u64,
+                    body_offset,
+                    states: Vec::new(),
+                    held: false,
+                    submitted: true,
+                },
+                reply: Reply::Id(done, id),
+            })
+        }
+        Request::Journal { entries, done } => {
+            let mut ops = Vec::with_capacity(entries.len());
+            for e in entries {
+                // A message that is gone (finished, deleted) takes no more
+                // journal entries; late reports from delivery are no error.
+                let Some(m) = index.messages.get(&e.id) else {
+                    continue;
+                };
+                if e.recipient as usize >= m.states.len() {
+                    done.complete(Err(SpoolError::NoSuchRecipient {
+                        id: e.id,
+                        recipient: e.recipient,
+                    }));
+                    return None;
+                }
+                ops.push(JournalOp::Recipient(e));
+            }
+            if ops.is_empty() {
+                done.complete(Ok(()));
+                return None;
+            }
+            Some(journal_item(ops, Reply::Unit(done)))
+        }
+        Request::Mark { id, mark, done } => {
+            if !index.messages.contains_key(&id) {
+                done.complete(Ok(()));
+                return None;
+            }
+            match mark {
+                MessageMark::Done | MessageMark::Deleted => {
+                    let bytes = format::encode_done(&[(id, mark)]);
+                    Some(Item {
+                        len: bytes.len() as u64,
+                        parts: vec![Part::Owned(bytes)],
+                        effect: Effect::Done(vec![id]),
+                        reply: Reply::Unit(done),
+                    })
+                }
+                MessageMark::Held => {
+                    Some(journal_item(vec![JournalOp::Held(id)], Reply::Unit(done)))
+                }
+                MessageMark::Released => Some(journal_item(
+                    vec![JournalOp::Released(id)],
+                    Reply::Unit(done),
+                )),
+            }
+        }
+        Request::Maintain { done } => {
+            done.complete(Ok(()));
+            None
+        }
+        Request::Shutdown => None,
+    }
+}
+
+/// Builds a compaction copy of a live message: its envelope and body from
+/// the old segment's mapping, its current recipient states as the snapshot.
+pub(crate) fn copy_item(
+    id: QueueId,
+    arrival_unix_ms: u64,
+    states: &[RecipientState],
+    held: bool,
+    loc: &Location,
+    map: Arc<Mmap>,
+) -> Result<Item, SpoolError> {
+    let env = map
+        .get(loc.envelope_start as usize..(loc.envelope_start + loc.envelope_len) as usize)
+        .ok_or(SpoolError::Corrupt("envelope outside its segment"))?;
+    let body_range = loc.body_start as usize..(loc.body_start + loc.body_len) as usize;
+    let body = map
+        .get(body_range.clone())
+        .ok_or(SpoolError::Corrupt("body outside its segment"))?;
+    let head = MessageHead::encode(env, held, states, &[body])?;
+    let body_offset = head.bytes.len() as u64;
+    Ok(Item {
+        len: body_offset + loc.body_len,
+        effect: Effect::Message {
+            id,
+            arrival_unix_ms,
+            recipients: states.len(),
+            envelope_len: loc.envelope_len,
+            body_offset,
+            states: states.to_vec(),
+            held,
+            submitted: false,
+        },
+        parts: vec![Part::Owned(head.bytes), Part::Mapped(map, body_range)],
+        reply: Reply::None,
+    })
+}
