@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use sluice_e2e::{Client, HOSTNAME, Reply, Server, queue_by_id, read_queue, send_message, wait_for};
+use sluice_e2e::{
+    Client, HOSTNAME, Reply, Server, queue_by_id, read_queue, send_message, wait_for,
+};
 
 /// Panics unless `r` is a one-line reply starting with `code_and_status`,
 /// e.g. `"500 5.5.2"`.
@@ -19,10 +21,20 @@ fn assert_reply(r: &Reply, code_and_status: &str) {
 /// A fresh client gets a message queued, intact: the server survived.
 fn assert_still_serves(server: &Server) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let content = format!("Subject: still serving\r\n\r\ncheck {}\r\n", N.fetch_add(1, Ordering::Relaxed));
-    let id = send_message(server.addr(), "check@example.org", &["alice@example.test"], content.as_bytes());
+    let content = format!(
+        "Subject: still serving\r\n\r\ncheck {}\r\n",
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let id = send_message(
+        server.addr(),
+        "check@example.org",
+        &["alice@example.test"],
+        content.as_bytes(),
+    );
     let queue = queue_by_id(server.spool_dir());
-    let m = queue.get(&id).unwrap_or_else(|| panic!("{id} acknowledged but not queued"));
+    let m = queue
+        .get(&id)
+        .unwrap_or_else(|| panic!("{id} acknowledged but not queued"));
     assert_eq!(m.content(), content.as_bytes());
     id
 }
@@ -78,7 +90,10 @@ fn commands_out_of_order_get_503() {
     c.command_expect("MAIL FROM:<order@example.org>", 250);
     // RFC 5321 §3.3 allows either 503 or 554 ("no valid recipients") here.
     let r = c.command("DATA");
-    assert!(r.raw.starts_with("503 5.5.1 ") || r.raw.starts_with("554 5.5.1 "), "{r:?}");
+    assert!(
+        r.raw.starts_with("503 5.5.1 ") || r.raw.starts_with("554 5.5.1 "),
+        "{r:?}"
+    );
     // Not in DATA mode: a command still gets its own reply.
     c.command_expect("NOOP", 250);
     assert_reply(&c.command("MAIL FROM:<again@example.org>"), "503 5.5.1");
@@ -93,7 +108,10 @@ fn oversize_messages_get_552_early_from_size_and_late_from_data() {
     let ehlo = c.command_expect("EHLO client.example", 250);
     assert!(ehlo.lines.iter().any(|l| l == "SIZE 2048"), "{ehlo:?}");
 
-    assert_reply(&c.command("MAIL FROM:<big@example.org> SIZE=5000"), "552 5.3.4");
+    assert_reply(
+        &c.command("MAIL FROM:<big@example.org> SIZE=5000"),
+        "552 5.3.4",
+    );
 
     // A client that declares nothing and sends too much.
     c.command_expect("MAIL FROM:<big@example.org>", 250);
@@ -101,7 +119,9 @@ fn oversize_messages_get_552_early_from_size_and_late_from_data() {
     c.command_expect("DATA", 354);
     let mut content = b"Subject: big\r\n\r\n".to_vec();
     for i in 0..100 {
-        content.extend_from_slice(format!("line {i:03} of a message that is too big for the limit\r\n").as_bytes());
+        content.extend_from_slice(
+            format!("line {i:03} of a message that is too big for the limit\r\n").as_bytes(),
+        );
     }
     content.extend_from_slice(b".\r\n");
     c.send(&content);
@@ -127,7 +147,14 @@ fn too_many_recipients_get_452_and_the_rest_is_delivered() {
     c.send("Subject: three\r\n\r\nthree of four\r\n.\r\n");
     let id = c.expect(250).queue_id().expect("a queue id");
     let queue = queue_by_id(server.spool_dir());
-    assert_eq!(queue[&id].recipients, ["alice@example.test", "bob@example.test", "postmaster@example.test"]);
+    assert_eq!(
+        queue[&id].recipients,
+        [
+            "alice@example.test",
+            "bob@example.test",
+            "postmaster@example.test"
+        ]
+    );
     assert_still_serves(&server);
 }
 
@@ -139,7 +166,9 @@ fn too_many_errors_end_the_session_with_421() {
     assert_reply(&c.command("BOGUS 2"), "500 5.5.2");
     c.send("BOGUS 3\r\n");
     assert_reply(&c.read_reply(), "500 5.5.2");
-    c.expect_raw(&format!("421 4.7.0 {HOSTNAME} Too many errors, closing connection\r\n"));
+    c.expect_raw(&format!(
+        "421 4.7.0 {HOSTNAME} Too many errors, closing connection\r\n"
+    ));
     c.expect_closed();
     assert_still_serves(&server);
 }
@@ -174,7 +203,10 @@ fn smtp_smuggling_variants_refuse_the_whole_message() {
              RCPT TO:<bob@example.test>\r\nDATA\r\nSubject: forged\r\n\r\nforged body\r\n.\r\n"
         ));
         let r = c.read_reply();
-        assert!(r.raw.starts_with("550 5.5.2 "), "variant {smuggle:?}: {r:?}");
+        assert!(
+            r.raw.starts_with("550 5.5.2 "),
+            "variant {smuggle:?}: {r:?}"
+        );
         c.command_expect("QUIT", 221);
         c.expect_closed();
     }
@@ -189,12 +221,17 @@ fn an_unknown_local_user_gets_550_and_the_others_still_get_the_message() {
     let mut c = Client::connect_ehlo(server.addr());
     c.command_expect("MAIL FROM:<s@example.org>", 250);
     c.send("RCPT TO:<nobody@example.test>\r\n");
-    c.expect_raw("550 5.1.1 <nobody@example.test>: Recipient address rejected: no such user here\r\n");
+    c.expect_raw(
+        "550 5.1.1 <nobody@example.test>: Recipient address rejected: no such user here\r\n",
+    );
     c.command_expect("RCPT TO:<alice@example.test>", 250);
     c.command_expect("DATA", 354);
     c.send("Subject: x\r\n\r\ny\r\n.\r\n");
     let id = c.expect(250).queue_id().expect("a queue id");
-    assert_eq!(queue_by_id(server.spool_dir())[&id].recipients, ["alice@example.test"]);
+    assert_eq!(
+        queue_by_id(server.spool_dir())[&id].recipients,
+        ["alice@example.test"]
+    );
     assert_still_serves(&server);
 }
 
@@ -213,8 +250,16 @@ fn relaying_is_refused_to_untrusted_clients_only() {
 
     // The same recipient from a trusted client is relayed.
     let trusting = Server::start("");
-    let id = send_message(trusting.addr(), "s@example.org", &["someone@elsewhere.example"], b"Subject: relay\r\n\r\nok\r\n");
-    assert_eq!(queue_by_id(trusting.spool_dir())[&id].recipients, ["someone@elsewhere.example"]);
+    let id = send_message(
+        trusting.addr(),
+        "s@example.org",
+        &["someone@elsewhere.example"],
+        b"Subject: relay\r\n\r\nok\r\n",
+    );
+    assert_eq!(
+        queue_by_id(trusting.spool_dir())[&id].recipients,
+        ["someone@elsewhere.example"]
+    );
 }
 
 #[test]
@@ -236,7 +281,14 @@ fn the_per_ip_connection_limit_refuses_the_third_connection() {
     });
     let mut again = admitted.expect("no connection admitted within 5 s after one of two closed");
     again.command_expect("EHLO client.example", 250);
-    let r = again.transaction("s@example.org", &["alice@example.test"], b"Subject: slot\r\n\r\nfree\r\n");
+    let r = again.transaction(
+        "s@example.org",
+        &["alice@example.test"],
+        b"Subject: slot\r\n\r\nfree\r\n",
+    );
     let id = r.queue_id().unwrap_or_else(|| panic!("refused: {r:?}"));
-    assert_eq!(queue_by_id(server.spool_dir())[&id].content(), b"Subject: slot\r\n\r\nfree\r\n");
+    assert_eq!(
+        queue_by_id(server.spool_dir())[&id].content(),
+        b"Subject: slot\r\n\r\nfree\r\n"
+    );
 }

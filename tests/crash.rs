@@ -56,9 +56,9 @@ fn sender(addr: SocketAddr, conn: usize, acks: Arc<AtomicUsize>) -> Vec<(String,
             }
         }
         let Some(reply) = last else { break };
-        let id = reply
-            .queue_id()
-            .unwrap_or_else(|| panic!("connection {conn} message {seq} refused before the kill: {reply:?}"));
+        let id = reply.queue_id().unwrap_or_else(|| {
+            panic!("connection {conn} message {seq} refused before the kill: {reply:?}")
+        });
         acked.push((id, seq));
         acks.fetch_add(1, Ordering::Relaxed);
     }
@@ -75,8 +75,10 @@ fn crash_after(kill_at: usize) {
             std::thread::spawn(move || sender(addr, conn, acks))
         })
         .collect();
-    wait_for(Duration::from_secs(60), || (acks.load(Ordering::Relaxed) >= kill_at).then_some(()))
-        .unwrap_or_else(|| panic!("fewer than {kill_at} acknowledgements within 60 s"));
+    wait_for(Duration::from_secs(60), || {
+        (acks.load(Ordering::Relaxed) >= kill_at).then_some(())
+    })
+    .unwrap_or_else(|| panic!("fewer than {kill_at} acknowledgements within 60 s"));
     server.kill9();
 
     let mut acked = Vec::new();
@@ -86,7 +88,10 @@ fn crash_after(kill_at: usize) {
         }
     }
     assert!(acked.len() >= kill_at);
-    assert!(acked.len() < TOTAL, "the kill came after the whole load: it tested nothing");
+    assert!(
+        acked.len() < TOTAL,
+        "the kill came after the whole load: it tested nothing"
+    );
     let distinct: HashSet<&str> = acked.iter().map(|(id, ..)| id.as_str()).collect();
     assert_eq!(distinct.len(), acked.len(), "queue ids were reused");
 
@@ -116,7 +121,12 @@ fn crash_after(kill_at: usize) {
     );
 
     // The recovered server takes mail again, and keeps what it had.
-    let id = send_message(server.addr(), "after@example.org", &["alice@example.test"], b"Subject: after\r\n\r\nalive\r\n");
+    let id = send_message(
+        server.addr(),
+        "after@example.org",
+        &["alice@example.test"],
+        b"Subject: after\r\n\r\nalive\r\n",
+    );
     let queue = queue_by_id(server.spool_dir());
     assert_eq!(queue[&id].content(), b"Subject: after\r\n\r\nalive\r\n");
     assert!(acked.iter().all(|(id, ..)| queue.contains_key(id)));

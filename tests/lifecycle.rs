@@ -2,6 +2,7 @@
 //! subcommands, running with no config at all, and a disk that fills up.
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ fn sigterm_lets_the_transaction_in_flight_finish_and_closes_idle_clients() {
     // The idle client's 421 shows the shutdown is under way: no new
     // sessions now.
     if let Ok(mut late) = Client::connect_raw(addr) {
-        late.set_read_timeout(Duration::from_secs(2));
+        late.set_read_timeout(Duration::from_secs(1));
         if let Ok(r) = late.try_read_reply() {
             assert_ne!(r.code, 220, "a new session was greeted during shutdown");
         }
@@ -48,9 +49,16 @@ fn sigterm_lets_the_transaction_in_flight_finish_and_closes_idle_clients() {
     }
 
     let status = server.wait_exit(Duration::from_secs(15));
-    assert!(status.success(), "exit status {status:?}; logs:\n{}", server.logs().join("\n"));
+    assert!(
+        status.success(),
+        "exit status {status:?}; logs:\n{}",
+        server.logs().join("\n")
+    );
     let queue = queue_by_id(server.spool_dir());
-    assert_eq!(queue[&id].content(), b"Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n");
+    assert_eq!(
+        queue[&id].content(),
+        b"Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n"
+    );
 }
 
 #[test]
@@ -58,7 +66,11 @@ fn check_config_accepts_a_good_file_and_explains_a_bad_one() {
     let server = Server::start("");
     let good = sluice(&["check-config", server.config_path().to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&good.stdout);
-    assert!(good.status.success(), "{stdout}{}", String::from_utf8_lossy(&good.stderr));
+    assert!(
+        good.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
     assert!(stdout.contains("mx.example.test"), "{stdout}");
     assert!(stdout.contains("example.test"), "{stdout}");
 
@@ -67,7 +79,10 @@ fn check_config_accepts_a_good_file_and_explains_a_bad_one() {
     let bad = sluice(&["check-config", bad_path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("unknown field `max_mesage_size`"), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `max_mesage_size`"),
+        "{stderr}"
+    );
 
     std::fs::write(&bad_path, "[limits]\nmax_line_length = 100\n").unwrap();
     let bad = sluice(&["check-config", bad_path.to_str().unwrap()]);
@@ -79,11 +94,20 @@ fn check_config_accepts_a_good_file_and_explains_a_bad_one() {
 #[test]
 fn queue_list_shows_accepted_messages_live_and_stopped() {
     let mut server = Server::start("");
-    let id = send_message(server.addr(), "lister@example.org", &["alice@example.test"], b"Subject: list\r\n\r\nme\r\n");
+    let id = send_message(
+        server.addr(),
+        "lister@example.org",
+        &["alice@example.test"],
+        b"Subject: list\r\n\r\nme\r\n",
+    );
     let spool = server.spool_dir().to_str().unwrap().to_string();
     let live = sluice(&["queue", "list", "--spool", &spool]);
     let stdout = String::from_utf8_lossy(&live.stdout);
-    assert!(live.status.success(), "{stdout}{}", String::from_utf8_lossy(&live.stderr));
+    assert!(
+        live.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
     assert!(stdout.contains(&id), "{id} not listed:\n{stdout}");
     assert!(stdout.contains("lister@example.org"), "{stdout}");
     assert!(stdout.contains("alice@example.test"), "{stdout}");
@@ -92,8 +116,15 @@ fn queue_list_shows_accepted_messages_live_and_stopped() {
     let config = server.config_path().to_str().unwrap().to_string();
     let stopped = sluice(&["queue", "list", "--config", &config]);
     let stdout = String::from_utf8_lossy(&stopped.stdout);
-    assert!(stopped.status.success(), "{stdout}{}", String::from_utf8_lossy(&stopped.stderr));
-    assert!(stdout.contains(&id) && stdout.contains("lister@example.org"), "{stdout}");
+    assert!(
+        stopped.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    assert!(
+        stdout.contains(&id) && stdout.contains("lister@example.org"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -103,15 +134,34 @@ fn with_no_config_it_serves_localhost_on_port_2525() {
         Ok(probe) => drop(probe),
         Err(e) => panic!("127.0.0.1:2525 is not free ({e}): stop whatever listens there and rerun"),
     }
-    let server = Server::builder().default_config().env("USER", "tester").start();
-    assert_eq!(server.addr(), "127.0.0.1:2525".parse::<SocketAddr>().unwrap());
-    let to_postmaster = send_message(server.addr(), "me@example.org", &["postmaster@localhost"], b"Subject: hi\r\n\r\npm\r\n");
-    let to_user = send_message(server.addr(), "me@example.org", &["tester@localhost"], b"Subject: hi\r\n\r\nuser\r\n");
+    let server = Server::builder()
+        .default_config()
+        .env("USER", "tester")
+        .start();
+    assert_eq!(
+        server.addr(),
+        "127.0.0.1:2525".parse::<SocketAddr>().unwrap()
+    );
+    let to_postmaster = send_message(
+        server.addr(),
+        "me@example.org",
+        &["postmaster@localhost"],
+        b"Subject: hi\r\n\r\npm\r\n",
+    );
+    let to_user = send_message(
+        server.addr(),
+        "me@example.org",
+        &["tester@localhost"],
+        b"Subject: hi\r\n\r\nuser\r\n",
+    );
 
     // The spool is ./var/spool in the working directory.
     let queue = queue_by_id(&server.dir().join("var/spool"));
     assert_eq!(queue[&to_postmaster].recipients, ["postmaster@localhost"]);
-    assert_eq!(queue[&to_postmaster].content(), b"Subject: hi\r\n\r\npm\r\n");
+    assert_eq!(
+        queue[&to_postmaster].content(),
+        b"Subject: hi\r\n\r\npm\r\n"
+    );
     assert_eq!(queue[&to_user].recipients, ["tester@localhost"]);
 
     // Not an open relay by default... except for loopback, which is trusted;
@@ -127,8 +177,15 @@ fn with_no_config_it_serves_localhost_on_port_2525() {
 fn fill(c: &mut Client) -> (Vec<(String, String)>, std::io::Result<Reply>) {
     let mut acked = Vec::new();
     for i in 0..200 {
-        let content = format!("Subject: fill {i}\r\n\r\n{}\r\nend {i}\r\n", "y".repeat(900));
-        match c.try_transaction("fill@example.org", &["alice@example.test"], content.as_bytes()) {
+        let content = format!(
+            "Subject: fill {i}\r\n\r\n{}\r\nend {i}\r\n",
+            "y".repeat(900)
+        );
+        match c.try_transaction(
+            "fill@example.org",
+            &["alice@example.test"],
+            content.as_bytes(),
+        ) {
             Ok(r) if r.code == 250 => acked.push((r.queue_id().expect("a queue id"), content)),
             other => return (acked, other),
         }
@@ -140,7 +197,9 @@ fn fill(c: &mut Client) -> (Vec<(String, String)>, std::io::Result<Reply>) {
 fn assert_all_queued(server: &Server, acked: &[(String, String)]) {
     let queue = queue_by_id(server.spool_dir());
     for (id, content) in acked {
-        let m = queue.get(id).unwrap_or_else(|| panic!("{id} acknowledged before the disk filled, then lost"));
+        let m = queue
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} acknowledged before the disk filled, then lost"));
         assert_eq!(m.content(), content.as_bytes(), "{id}");
     }
 }
@@ -149,7 +208,10 @@ fn assert_all_queued(server: &Server, acked: &[(String, String)]) {
 fn a_full_disk_refuses_with_452_keeps_serving_and_loses_nothing_acknowledged() {
     // RLIMIT_FSIZE makes any write past 24 KiB fail with EFBIG: the first
     // spool segment fills up after a couple of dozen messages.
-    let mut server = Server::builder().file_size_limit(24 * 1024).ignore_sigxfsz().start();
+    let mut server = Server::builder()
+        .file_size_limit(24 * 1024)
+        .ignore_sigxfsz()
+        .start();
     let mut c = Client::connect_ehlo(server.addr());
     let (acked, last) = fill(&mut c);
     let r = last.expect("the connection broke when the disk filled");
@@ -157,7 +219,10 @@ fn a_full_disk_refuses_with_452_keeps_serving_and_loses_nothing_acknowledged() {
         r.raw.starts_with("452 4.3.1 ") || r.raw.starts_with("451 4.3.0 "),
         "the message that did not fit got {r:?}"
     );
-    assert!(!acked.is_empty(), "not even the first message fitted: the limit is too small for the test");
+    assert!(
+        !acked.is_empty(),
+        "not even the first message fitted: the limit is too small for the test"
+    );
 
     // Still serving: on this session and on a new one.
     c.command_expect("NOOP", 250);
@@ -170,7 +235,12 @@ fn a_full_disk_refuses_with_452_keeps_serving_and_loses_nothing_acknowledged() {
     assert!(server.terminate(Duration::from_secs(15)).success());
     server.restart_unlimited();
     assert_all_queued(&server, &acked);
-    let id = send_message(server.addr(), "fill@example.org", &["alice@example.test"], b"Subject: room\r\n\r\nagain\r\n");
+    let id = send_message(
+        server.addr(),
+        "fill@example.org",
+        &["alice@example.test"],
+        b"Subject: room\r\n\r\nagain\r\n",
+    );
     assert!(read_queue(server.spool_dir()).iter().any(|m| m.id == id));
 }
 
@@ -182,16 +252,24 @@ fn a_file_size_limit_refuses_mail_rather_than_killing_the_server() {
     let mut server = Server::builder().file_size_limit(24 * 1024).start();
     let mut c = Client::connect_ehlo(server.addr());
     let (acked, last) = fill(&mut c);
-    let alive = sluice_e2e::wait_for(Duration::from_millis(500), || server.exit_status()).is_none();
-    assert!(
-        alive,
-        "the server died ({:?}) when a spool write passed RLIMIT_FSIZE after {} messages (last reply: {:?})",
-        server.exit_status(),
-        acked.len(),
-        last.map(|r| r.raw).map_err(|e| e.to_string())
-    );
+    if let Some(status) = sluice_e2e::wait_for(Duration::from_millis(500), || server.exit_status())
+    {
+        panic!(
+            "the server died ({}) when a spool write passed RLIMIT_FSIZE after {} messages \
+             (the client's last reply: {:?}); it should ignore SIGXFSZ so the write fails with EFBIG",
+            match status.signal() {
+                Some(25) => "killed by SIGXFSZ".to_string(),
+                _ => format!("{status:?}"),
+            },
+            acked.len(),
+            last.map(|r| r.raw).map_err(|e| e.to_string())
+        );
+    }
     let r = last.expect("the connection broke when the file size limit was reached");
-    assert!(r.raw.starts_with("452 4.3.1 ") || r.raw.starts_with("451 4.3.0 "), "{r:?}");
+    assert!(
+        r.raw.starts_with("452 4.3.1 ") || r.raw.starts_with("451 4.3.0 "),
+        "{r:?}"
+    );
     c.command_expect("NOOP", 250);
     assert!(server.terminate(Duration::from_secs(15)).success());
     server.restart_unlimited();

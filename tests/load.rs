@@ -33,8 +33,14 @@ fn a_hundred_concurrent_clients_each_get_every_message_queued_once() {
                 let mut ids = Vec::with_capacity(PER_CLIENT);
                 for seq in 0..PER_CLIENT {
                     let wire = content(client, seq).replace("\r\n.a line", "\r\n..a line");
-                    let r = c.transaction(&format!("c{client}@example.org"), &["alice@example.test"], wire.as_bytes());
-                    let id = r.queue_id().unwrap_or_else(|| panic!("client {client} message {seq}: {r:?}"));
+                    let r = c.transaction(
+                        &format!("c{client}@example.org"),
+                        &["alice@example.test"],
+                        wire.as_bytes(),
+                    );
+                    let id = r
+                        .queue_id()
+                        .unwrap_or_else(|| panic!("client {client} message {seq}: {r:?}"));
                     ids.push((id, client, seq));
                 }
                 c.command_expect("QUIT", 221);
@@ -48,12 +54,22 @@ fn a_hundred_concurrent_clients_each_get_every_message_queued_once() {
     }
 
     let distinct: HashSet<&str> = acked.iter().map(|(id, ..)| id.as_str()).collect();
-    assert_eq!(distinct.len(), CLIENTS * PER_CLIENT, "queue ids were reused");
+    assert_eq!(
+        distinct.len(),
+        CLIENTS * PER_CLIENT,
+        "queue ids were reused"
+    );
 
     let queue = queue_by_id(server.spool_dir());
-    assert_eq!(queue.len(), CLIENTS * PER_CLIENT, "the queue holds other messages than those acknowledged");
+    assert_eq!(
+        queue.len(),
+        CLIENTS * PER_CLIENT,
+        "the queue holds other messages than those acknowledged"
+    );
     for (id, client, seq) in &acked {
-        let m = queue.get(id).unwrap_or_else(|| panic!("{id} (client {client} message {seq}) not queued"));
+        let m = queue
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} (client {client} message {seq}) not queued"));
         assert_eq!(m.reverse_path, format!("c{client}@example.org"));
         assert_eq!(m.recipients, ["alice@example.test"]);
         assert_eq!(
@@ -75,9 +91,15 @@ fn a_client_that_never_reads_does_not_stall_the_others() {
     let written = Arc::new(AtomicU64::new(0));
     let blocked = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (stop, written, blocked) = (Arc::clone(&stop), Arc::clone(&written), Arc::clone(&blocked));
+        let (stop, written, blocked) = (
+            Arc::clone(&stop),
+            Arc::clone(&written),
+            Arc::clone(&blocked),
+        );
         let mut stream = stuck.stream().try_clone().expect("clone the stuck socket");
-        stream.set_write_timeout(Some(Duration::from_millis(200))).expect("write timeout");
+        stream
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .expect("write timeout");
         std::thread::spawn(move || {
             // Pipelined NOOPs whose replies nobody reads: once the server's
             // output to us backs up, it must stop reading from us, not
@@ -98,7 +120,8 @@ fn a_client_that_never_reads_does_not_stall_the_others() {
     };
     // Let the stuck client fill its buffers (bounded).
     sluice_e2e::wait_for(Duration::from_secs(10), || {
-        (blocked.load(Ordering::Relaxed) || written.load(Ordering::Relaxed) >= 64 << 20).then_some(())
+        (blocked.load(Ordering::Relaxed) || written.load(Ordering::Relaxed) >= 64 << 20)
+            .then_some(())
     })
     .expect("the stuck client neither blocked nor finished writing within 10 s");
 
@@ -113,12 +136,24 @@ fn a_client_that_never_reads_does_not_stall_the_others() {
         let mut c = Client::connect_ehlo(addr);
         c.set_read_timeout(Duration::from_secs(5));
         let body = format!("Subject: unstuck {i}\r\n\r\nmessage {i}\r\n");
-        let r = c.transaction("other@example.org", &["alice@example.test"], body.as_bytes());
-        let id = r.queue_id().unwrap_or_else(|| panic!("transaction {i}: {r:?}"));
+        let r = c.transaction(
+            "other@example.org",
+            &["alice@example.test"],
+            body.as_bytes(),
+        );
+        let id = r
+            .queue_id()
+            .unwrap_or_else(|| panic!("transaction {i}: {r:?}"));
         c.command_expect("QUIT", 221);
         let took = start.elapsed();
-        assert!(took < Duration::from_secs(5), "transaction {i} took {took:?} while a client was stuck");
-        assert_eq!(queue_by_id(server.spool_dir())[&id].content(), body.as_bytes());
+        assert!(
+            took < Duration::from_secs(5),
+            "transaction {i} took {took:?} while a client was stuck"
+        );
+        assert_eq!(
+            queue_by_id(server.spool_dir())[&id].content(),
+            body.as_bytes()
+        );
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("the stuck client's writer");

@@ -13,20 +13,32 @@ const CLIENT_LIMIT: Duration = Duration::from_secs(30);
 
 fn only_message(server: &Server) -> QueuedMessage {
     let mut queue = read_queue(server.spool_dir());
-    assert_eq!(queue.len(), 1, "expected exactly one queued message: {queue:#?}");
+    assert_eq!(
+        queue.len(),
+        1,
+        "expected exactly one queued message: {queue:#?}"
+    );
     queue.remove(0)
 }
 
 fn assert_received(m: &QueuedMessage, helo: &str, protocol: &str) {
-    let want = format!("Received: from {helo} ([127.0.0.1])\r\n\tby {HOSTNAME} (Sluice) with {protocol} id {}", m.id);
-    assert!(m.received().starts_with(&want), "Received header {:?} does not start with {want:?}", m.received());
+    let want = format!(
+        "Received: from {helo} ([127.0.0.1])\r\n\tby {HOSTNAME} (Sluice) with {protocol} id {}",
+        m.id
+    );
+    assert!(
+        m.received().starts_with(&want),
+        "Received header {:?} does not start with {want:?}",
+        m.received()
+    );
 }
 
 #[test]
 fn python_smtplib_transaction_is_queued_intact() {
     let server = Server::start("");
     // A line starting with a dot: smtplib stuffs it, the server must unstuff it.
-    let content = b"From: py@example.org\r\nSubject: from smtplib\r\n\r\n.leading dot\r\nbody py-7f3a\r\n";
+    let content =
+        b"From: py@example.org\r\nSubject: from smtplib\r\n\r\n.leading dot\r\nbody py-7f3a\r\n";
     let mut cmd = Command::new("python3");
     cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/smtplib_send.py"))
         .arg("127.0.0.1")
@@ -51,7 +63,10 @@ fn python_smtplib_transaction_is_queued_intact() {
     assert_eq!(m.helo, "python.example");
     assert_eq!(m.client_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
     assert_received(&m, "python.example", "ESMTP");
-    assert_eq!(String::from_utf8_lossy(m.content()), String::from_utf8_lossy(content));
+    assert_eq!(
+        String::from_utf8_lossy(m.content()),
+        String::from_utf8_lossy(content)
+    );
 }
 
 #[test]
@@ -66,7 +81,11 @@ fn swaks_transaction_is_queued_intact() {
         .args(["--body", "swaks body 4b9d"]);
     let out = run(cmd, b"", CLIENT_LIMIT);
     let transcript = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "swaks failed:\n{transcript}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "swaks failed:\n{transcript}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = transcript
         .lines()
         .find_map(|l| l.split("<-  250 2.0.0 Ok: queued as ").nth(1))
@@ -87,11 +106,21 @@ fn swaks_transaction_is_queued_intact() {
         .skip(1)
         .take_while(|l| *l != " -> .")
         .map(|l| {
-            let line = l.strip_prefix(" -> ").unwrap_or_else(|| panic!("unexpected transcript line {l:?}"));
-            format!("{}\r\n", line.strip_prefix('.').filter(|_| line.starts_with("..")).unwrap_or(line))
+            let line = l
+                .strip_prefix(" -> ")
+                .unwrap_or_else(|| panic!("unexpected transcript line {l:?}"));
+            format!(
+                "{}\r\n",
+                line.strip_prefix('.')
+                    .filter(|_| line.starts_with(".."))
+                    .unwrap_or(line)
+            )
         })
         .collect();
-    assert!(sent.contains("\r\nSubject: swaks e2e\r\n") && sent.contains("\r\n\r\nswaks body 4b9d\r\n"), "{sent:?}");
+    assert!(
+        sent.contains("\r\nSubject: swaks e2e\r\n") && sent.contains("\r\n\r\nswaks body 4b9d\r\n"),
+        "{sent:?}"
+    );
     assert_eq!(String::from_utf8_lossy(m.content()), sent);
 }
 
@@ -122,7 +151,10 @@ fn a_transaction_pipelined_in_one_write_gets_every_reply_in_order() {
     assert_eq!(m.id, id);
     assert_eq!(m.reverse_path, "p@example.org");
     assert_eq!(m.recipients, ["alice@example.test", "bob@example.test"]);
-    assert_eq!(m.content(), b"Subject: pipelined\r\n\r\none write\r\n.dot-stuffed\r\n");
+    assert_eq!(
+        m.content(),
+        b"Subject: pipelined\r\n\r\none write\r\n.dot-stuffed\r\n"
+    );
 }
 
 #[test]
@@ -132,7 +164,11 @@ fn a_helo_only_rfc821_client_is_served_and_traced_as_smtp() {
     // RFC 821 clients know no extensions: the HELO reply is one line.
     c.send("HELO old.example\r\n");
     c.expect_raw(&format!("250 {HOSTNAME} Hello old.example\r\n"));
-    let r = c.transaction("old@old.example", &["alice@example.test"], b"Subject: 1982\r\n\r\nhello\r\n");
+    let r = c.transaction(
+        "old@old.example",
+        &["alice@example.test"],
+        b"Subject: 1982\r\n\r\nhello\r\n",
+    );
     let id = r.queue_id().unwrap_or_else(|| panic!("refused: {r:?}"));
     c.command_expect("QUIT", 221);
 
@@ -182,7 +218,11 @@ fn verbs_are_case_insensitive() {
 fn the_null_reverse_path_and_the_postmaster_alias_are_accepted() {
     let server = Server::start("");
     let mut c = Client::connect_ehlo(server.addr());
-    let r = c.transaction("", &["root@example.test"], b"Subject: bounce\r\n\r\nDSN\r\n");
+    let r = c.transaction(
+        "",
+        &["root@example.test"],
+        b"Subject: bounce\r\n\r\nDSN\r\n",
+    );
     let id = r.queue_id().unwrap_or_else(|| panic!("refused: {r:?}"));
     c.command_expect("QUIT", 221);
 

@@ -26,7 +26,9 @@ fn build() -> Result<PathBuf, String> {
         .parent()
         .and_then(Path::parent)
         .expect("the test executable lives in <target>/<profile>/deps");
-    let target_dir = profile_dir.parent().expect("<target> above the profile directory");
+    let target_dir = profile_dir
+        .parent()
+        .expect("<target> above the profile directory");
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -48,15 +50,23 @@ fn build() -> Result<PathBuf, String> {
             cmd.args(["--profile", other]);
         }
     }
-    let out = cmd.output().map_err(|e| format!("cannot run cargo to build the sluice binary: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run cargo to build the sluice binary: {e}"))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let head: Vec<&str> = stderr.lines().take(60).collect();
-        return Err(format!("`cargo build -p sluice` failed:\n{}", head.join("\n")));
+        return Err(format!(
+            "`cargo build -p sluice` failed:\n{}",
+            head.join("\n")
+        ));
     }
     let bin = profile_dir.join("sluice");
     if !bin.is_file() {
-        return Err(format!("cargo built sluice but {} does not exist", bin.display()));
+        return Err(format!(
+            "cargo built sluice but {} does not exist",
+            bin.display()
+        ));
     }
     Ok(bin)
 }

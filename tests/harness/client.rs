@@ -30,7 +30,10 @@ impl Reply {
         if self.code != 250 {
             return None;
         }
-        self.text().split("queued as ").nth(1).map(|id| id.trim().to_string())
+        self.text()
+            .split("queued as ")
+            .nth(1)
+            .map(|id| id.trim().to_string())
     }
 }
 
@@ -76,12 +79,16 @@ impl Client {
     }
 
     pub fn set_read_timeout(&self, t: Duration) {
-        self.stream.set_read_timeout(Some(t)).expect("set the read timeout");
+        self.stream
+            .set_read_timeout(Some(t))
+            .expect("set the read timeout");
     }
 
     /// Writes every byte in one `write_all`.
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.stream.write_all(bytes.as_ref()).expect("send to the server");
+        self.stream
+            .write_all(bytes.as_ref())
+            .expect("send to the server");
     }
 
     /// Writes every byte, returning the error instead of panicking (for a
@@ -105,7 +112,8 @@ impl Client {
 
     /// Reads one whole reply; panics on timeout, EOF or a malformed line.
     pub fn read_reply(&mut self) -> Reply {
-        self.try_read_reply().unwrap_or_else(|e| panic!("reading a reply: {e}"))
+        self.try_read_reply()
+            .unwrap_or_else(|e| panic!("reading a reply: {e}"))
     }
 
     /// Reads one whole reply.
@@ -117,14 +125,29 @@ impl Client {
             buf.clear();
             let n = self.reader.read_until(b'\n', &mut buf)?;
             if n == 0 {
-                let what = if raw.is_empty() { "connection closed" } else { "connection closed mid-reply" };
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{what} after {raw:?}")));
+                let what = if raw.is_empty() {
+                    "connection closed"
+                } else {
+                    "connection closed mid-reply"
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{what} after {raw:?}"),
+                ));
             }
             let line = String::from_utf8_lossy(&buf).into_owned();
             raw.push_str(&line);
-            let malformed = || io::Error::new(io::ErrorKind::InvalidData, format!("malformed reply line {line:?}"));
+            let malformed = || {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("malformed reply line {line:?}"),
+                )
+            };
             let body = line.strip_suffix("\r\n").ok_or_else(malformed)?;
-            let code = body.get(..3).and_then(|c| c.parse::<u16>().ok()).ok_or_else(malformed)?;
+            let code = body
+                .get(..3)
+                .and_then(|c| c.parse::<u16>().ok())
+                .ok_or_else(malformed)?;
             let sep = body.as_bytes().get(3).copied();
             lines.push(body.get(4..).unwrap_or("").to_string());
             match sep {
@@ -156,7 +179,10 @@ impl Client {
         match self.reader.read_until(b'\n', &mut buf) {
             Ok(0) => {}
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            Ok(_) => panic!("expected the connection closed, got {:?}", String::from_utf8_lossy(&buf)),
+            Ok(_) => panic!(
+                "expected the connection closed, got {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
             Err(e) => panic!("expected the connection closed: {e}"),
         }
     }
@@ -184,7 +210,12 @@ impl Client {
     /// Like [`Client::transaction`], but returns the first refusal (of
     /// MAIL, RCPT, DATA or the content) as `Ok`, and a broken connection as
     /// `Err`, instead of panicking.
-    pub fn try_transaction(&mut self, from: &str, rcpts: &[&str], content: &[u8]) -> io::Result<Reply> {
+    pub fn try_transaction(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        content: &[u8],
+    ) -> io::Result<Reply> {
         let steps = std::iter::once((format!("MAIL FROM:<{from}>"), 250))
             .chain(rcpts.iter().map(|r| (format!("RCPT TO:<{r}>"), 250)))
             .chain(std::iter::once(("DATA".to_string(), 354)));
@@ -212,7 +243,12 @@ pub fn send_message(addr: SocketAddr, from: &str, rcpts: &[&str], content: &[u8]
 }
 
 /// Like [`send_message`], but returns the final reply when it is not `250`.
-pub fn try_send_message(addr: SocketAddr, from: &str, rcpts: &[&str], content: &[u8]) -> Result<String, Reply> {
+pub fn try_send_message(
+    addr: SocketAddr,
+    from: &str,
+    rcpts: &[&str],
+    content: &[u8],
+) -> Result<String, Reply> {
     let mut c = Client::connect_ehlo(addr);
     let r = c.transaction(from, rcpts, content);
     let id = r.queue_id().ok_or(r)?;

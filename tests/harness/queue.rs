@@ -50,8 +50,12 @@ fn header_field_end(body: &[u8]) -> usize {
 
 /// Every message queued in `spool_dir`, oldest first.
 pub fn read_queue(spool_dir: &Path) -> Vec<QueuedMessage> {
-    let (spool, _report) = Spool::open_read_only(spool_dir)
-        .unwrap_or_else(|e| panic!("cannot open the spool {} read-only: {e}", spool_dir.display()));
+    let (spool, _report) = Spool::open_read_only(spool_dir).unwrap_or_else(|e| {
+        panic!(
+            "cannot open the spool {} read-only: {e}",
+            spool_dir.display()
+        )
+    });
     let summaries = spool.messages().expect("list the spool");
     let mut out = Vec::with_capacity(summaries.len());
     for s in summaries {
@@ -62,7 +66,12 @@ pub fn read_queue(spool_dir: &Path) -> Vec<QueuedMessage> {
         out.push(QueuedMessage {
             id: m.envelope.id.to_string(),
             reverse_path: m.envelope.reverse_path.clone(),
-            recipients: m.envelope.recipients.iter().map(|r| r.address.clone()).collect(),
+            recipients: m
+                .envelope
+                .recipients
+                .iter()
+                .map(|r| r.address.clone())
+                .collect(),
             helo: m.envelope.helo.clone(),
             client_ip: m.envelope.client_ip,
             body: m.body().to_vec(),

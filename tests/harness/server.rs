@@ -67,13 +67,17 @@ impl ServerBuilder {
     }
 
     pub fn start(self) -> Server {
-        let dir = tempfile::Builder::new().prefix("sluice-e2e-").tempdir().expect("a temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-e2e-")
+            .tempdir()
+            .expect("a temp dir");
         let config_path = dir.path().join("sluice.toml");
         let spool_dir = if self.default_config {
             dir.path().join("var/spool")
         } else {
             let spool = dir.path().join("spool");
-            std::fs::write(&config_path, base_config(&spool, &self.extra)).expect("write the config");
+            std::fs::write(&config_path, base_config(&spool, &self.extra))
+                .expect("write the config");
             spool
         };
         let mut server = Server {
@@ -92,7 +96,10 @@ impl ServerBuilder {
 }
 
 fn base_config(spool: &Path, extra: &str) -> String {
-    let mut text = format!("hostname = \"{HOSTNAME}\"\nspool_dir = \"{}\"\n\n", spool.display());
+    let mut text = format!(
+        "hostname = \"{HOSTNAME}\"\nspool_dir = \"{}\"\n\n",
+        spool.display()
+    );
     text.push_str(extra);
     text.push('\n');
     if !extra.contains("[[listen]]") {
@@ -195,7 +202,10 @@ impl Server {
     pub fn send_sigterm(&self) {
         let pid = self.pid().to_string();
         // `kill(1)` by PID: the workspace forbids the unsafe libc call.
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill(1)");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill(1)");
         assert!(status.success(), "kill -TERM {pid} failed");
     }
 
@@ -212,7 +222,10 @@ impl Server {
             }
             if Instant::now() >= deadline {
                 self.kill9();
-                panic!("the server did not exit within {limit:?}; logs:\n{}", self.logs().join("\n"));
+                panic!(
+                    "the server did not exit within {limit:?}; logs:\n{}",
+                    self.logs().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -228,13 +241,18 @@ impl Server {
 
     /// How the process ended, if it has (without waiting).
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().expect("wait for the server"))
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("wait for the server"))
     }
 
     /// Starts the server again on the same config and spool (kill or
     /// terminate it first).
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "restart() needs the server stopped first");
+        assert!(
+            self.child.is_none(),
+            "restart() needs the server stopped first"
+        );
         self.launch();
     }
 
@@ -258,7 +276,11 @@ impl Server {
         let mut cmd = match self.builder.fsize_limit {
             Some(limit) => {
                 // `exec` all the way down, so the PID we hold is the server's.
-                let trap = if self.builder.ignore_sigxfsz { "trap '' XFSZ; " } else { "" };
+                let trap = if self.builder.ignore_sigxfsz {
+                    "trap '' XFSZ; "
+                } else {
+                    ""
+                };
                 let mut cmd = Command::new("sh");
                 cmd.arg("-c")
                     .arg(format!("{trap}exec prlimit --fsize=\"$0\" -- \"$@\""))
@@ -281,11 +303,16 @@ impl Server {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start sluice serve");
         let logs = Arc::new(Logs::default());
-        spawn_log_reader(child.stderr.take().expect("piped stderr"), Arc::clone(&logs));
+        spawn_log_reader(
+            child.stderr.take().expect("piped stderr"),
+            Arc::clone(&logs),
+        );
         self.logs = logs;
         self.child = Some(child);
 
-        let found = self.logs.wait_for(START_LIMIT, |l| l.contains("listening on "));
+        let found = self
+            .logs
+            .wait_for(START_LIMIT, |l| l.contains("listening on "));
         let Some(line) = found else {
             let exited = self.has_exited();
             self.kill9();
@@ -333,7 +360,11 @@ impl Logs {
             if now >= deadline {
                 return None;
             }
-            lines = self.grew.wait_timeout(lines, deadline - now).expect("log lock").0;
+            lines = self
+                .grew
+                .wait_timeout(lines, deadline - now)
+                .expect("log lock")
+                .0;
         }
     }
 }
@@ -348,7 +379,9 @@ fn spawn_log_reader(stderr: ChildStderr, logs: Arc<Logs>) {
             match reader.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    let line = strip_ansi(&String::from_utf8_lossy(&buf)).trim_end().to_string();
+                    let line = strip_ansi(&String::from_utf8_lossy(&buf))
+                        .trim_end()
+                        .to_string();
                     if echo {
                         eprintln!("[sluice] {line}");
                     }

@@ -122,10 +122,8 @@ impl Default for Limits {
 impl Default for Local {
     fn default() -> Self {
         let mut users = vec!["postmaster".to_string()];
-        if let Some(login) = current_login() {
-            if login != "postmaster" {
-                users.push(login);
-            }
+        if let Some(login) = current_login().filter(|l| l != "postmaster") {
+            users.push(login);
         }
         Local {
             domains: vec!["localhost".into()],
@@ -160,7 +158,8 @@ impl Config {
     /// Reads and checks a file; the error explains every problem found.
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let config: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config: Config =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         config.validate().map_err(|problems| {
             let mut msg = format!("{}: the configuration has problems:", path.display());
             for p in problems {
@@ -174,10 +173,12 @@ impl Config {
     /// Checks what the types cannot: every problem, not just the first.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
-        if let Some(h) = &self.hostname {
-            if !matches!(Domain::parse(h), Some(Domain::Name(_))) {
-                problems.push(format!("hostname {h:?} is not a valid domain name"));
-            }
+        if let Some(h) = self
+            .hostname
+            .as_ref()
+            .filter(|h| !matches!(Domain::parse(h), Some(Domain::Name(_))))
+        {
+            problems.push(format!("hostname {h:?} is not a valid domain name"));
         }
         if self.listen.is_empty() {
             problems.push("listen: at least one [[listen]] address is needed".into());
@@ -201,7 +202,8 @@ impl Config {
             problems.push("limits.max_message_size must be at least 1024 octets".into());
         }
         if lim.max_recipients == 0 {
-            problems.push("limits.max_recipients must be at least 1 (RFC 5321 asks for 100)".into());
+            problems
+                .push("limits.max_recipients must be at least 1 (RFC 5321 asks for 100)".into());
         }
         if lim.idle_timeout_secs == 0 || lim.data_timeout_secs == 0 {
             problems.push("limits: timeouts must be at least 1 second".into());
@@ -229,13 +231,19 @@ impl Config {
         }
         for (alias, target) in &self.local.aliases {
             if alias.is_empty() || alias.contains('@') {
-                problems.push(format!("local.aliases: {alias:?} must be a bare local part"));
+                problems.push(format!(
+                    "local.aliases: {alias:?} must be a bare local part"
+                ));
             }
             if target.is_empty() {
                 problems.push(format!("local.aliases: {alias:?} has an empty target"));
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     pub fn hostname(&self) -> String {
@@ -255,10 +263,17 @@ impl Config {
         let policy = RecipientPolicy::new(
             self.local.domains.iter().cloned(),
             self.local.users.iter().cloned(),
-            self.local.aliases.iter().map(|(k, v)| (k.clone(), v.clone())),
+            self.local
+                .aliases
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
             self.relay.trusted_networks.iter().copied(),
         );
-        let mut smtpd = SmtpdConfig::new(session, self.listen.iter().map(|l| l.addr).collect(), policy);
+        let mut smtpd = SmtpdConfig::new(
+            session,
+            self.listen.iter().map(|l| l.addr).collect(),
+            policy,
+        );
         smtpd.event_loops = self.server.event_loops;
         smtpd.max_connections = self.limits.max_connections;
         smtpd.max_connections_per_ip = self.limits.max_connections_per_ip;
@@ -323,7 +338,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.hostname(), "mx.example.test");
         assert_eq!(c.spool_dir, PathBuf::from("/var/spool/sluice"));
-        assert_eq!(c.local.aliases.get("root").map(String::as_str), Some("postmaster"));
+        assert_eq!(
+            c.local.aliases.get("root").map(String::as_str),
+            Some("postmaster")
+        );
         let smtpd = c.smtpd();
         assert_eq!(smtpd.session.max_message_size, 36_700_160);
         assert_eq!(smtpd.max_connections_per_ip, 50);
@@ -335,7 +353,10 @@ mod tests {
         let c = parse(include_str!("../../../deploy/sluice.toml")).unwrap();
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.local.users, ["postmaster", "alice", "bob"]);
-        assert_eq!(c.local.aliases.get("abuse").map(String::as_str), Some("postmaster"));
+        assert_eq!(
+            c.local.aliases.get("abuse").map(String::as_str),
+            Some("postmaster")
+        );
     }
 
     #[test]
@@ -353,9 +374,13 @@ mod tests {
         assert!(e.contains("unknown field `max_mesage_size`"), "{e}");
         let e = parse("[relay]\ntrusted_networks = [\"10.0.0.0/33\"]\n").unwrap_err();
         assert!(e.contains("trusted_networks"), "{e}");
-        let e = parse("[limits]\nmax_line_length = 100\n[local]\ndomains = [\"bad domain\"]\n").unwrap_err();
+        let e = parse("[limits]\nmax_line_length = 100\n[local]\ndomains = [\"bad domain\"]\n")
+            .unwrap_err();
         assert!(e.contains("max_line_length = 100 is below"), "{e}");
-        assert!(e.contains("\"bad domain\" is not a valid domain name"), "{e}");
+        assert!(
+            e.contains("\"bad domain\" is not a valid domain name"),
+            "{e}"
+        );
         let e = parse("[[listen]]\naddr = \"127.0.0.1:587\"\nmode = \"submission\"\n").unwrap_err();
         assert!(e.contains("not supported yet"), "{e}");
     }

@@ -16,7 +16,11 @@ use sluice_smtpd::{NoFilter, Smtpd};
 use sluice_spool::{Spool, SpoolConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "A spool-and-deliver mail transfer agent")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A spool-and-deliver mail transfer agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +78,12 @@ fn main() -> ExitCode {
                 println!("  spool_dir     {}", config.spool_dir.display());
                 println!("  local domains {}", config.local.domains.join(", "));
                 println!("  local users   {}", config.local.users.join(", "));
-                let nets: Vec<String> = config.relay.trusted_networks.iter().map(ToString::to_string).collect();
+                let nets: Vec<String> = config
+                    .relay
+                    .trusted_networks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 println!("  may relay     {}", nets.join(", "));
                 ExitCode::SUCCESS
             }
@@ -121,10 +130,18 @@ fn init_logging() {
 }
 
 fn serve(config: Config) -> Result<(), String> {
-    std::fs::create_dir_all(&config.spool_dir)
-        .map_err(|e| format!("cannot create spool directory {}: {e}", config.spool_dir.display()))?;
-    let (spool, report) = Spool::open(&config.spool_dir, SpoolConfig::default())
-        .map_err(|e| format!("cannot open the spool in {}: {e}", config.spool_dir.display()))?;
+    std::fs::create_dir_all(&config.spool_dir).map_err(|e| {
+        format!(
+            "cannot create spool directory {}: {e}",
+            config.spool_dir.display()
+        )
+    })?;
+    let (spool, report) = Spool::open(&config.spool_dir, SpoolConfig::default()).map_err(|e| {
+        format!(
+            "cannot open the spool in {}: {e}",
+            config.spool_dir.display()
+        )
+    })?;
     tracing::info!(
         spool = %config.spool_dir.display(),
         messages = report.live_messages,
@@ -141,8 +158,11 @@ fn serve(config: Config) -> Result<(), String> {
     }
 
     let stopper = smtpd.stopper();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let signal_handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())

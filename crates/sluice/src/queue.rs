@@ -13,14 +13,24 @@ pub fn list(dir: &Path, out: &mut impl Write) -> Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{}: no spool directory here", dir.display()));
     }
-    let (spool, _report) =
-        Spool::open_read_only(dir).map_err(|e| format!("cannot read the spool in {}: {e}", dir.display()))?;
-    let mut messages = spool.messages().map_err(|e| format!("cannot list the queue: {e}"))?;
+    let (spool, _report) = Spool::open_read_only(dir)
+        .map_err(|e| format!("cannot read the spool in {}: {e}", dir.display()))?;
+    let mut messages = spool
+        .messages()
+        .map_err(|e| format!("cannot list the queue: {e}"))?;
     messages.sort_by_key(|m| (m.arrival_unix_ms, m.id));
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let write = |out: &mut dyn Write, text: String| out.write_all(text.as_bytes()).map_err(|e| e.to_string());
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let write = |out: &mut dyn Write, text: String| {
+        out.write_all(text.as_bytes()).map_err(|e| e.to_string())
+    };
     for m in &messages {
-        let sender = if m.reverse_path.is_empty() { "<>".to_string() } else { format!("<{}>", m.reverse_path) };
+        let sender = if m.reverse_path.is_empty() {
+            "<>".to_string()
+        } else {
+            format!("<{}>", m.reverse_path)
+        };
         let held = if m.held { "  (held)" } else { "" };
         write(
             out,
@@ -36,7 +46,10 @@ pub fn list(dir: &Path, out: &mut impl Write) -> Result<(), String> {
         }
     }
     let total: u64 = messages.iter().map(|m| m.size).sum();
-    write(out, format!("-- {} message(s), {} bytes\n", messages.len(), total))
+    write(
+        out,
+        format!("-- {} message(s), {} bytes\n", messages.len(), total),
+    )
 }
 
 fn state(state: &RecipientState) -> String {
@@ -77,23 +90,38 @@ mod tests {
             reverse_path: "alice@example.org".into(),
             mail_params: String::new(),
             recipients: vec![
-                Recipient { address: "bob@example.test".into(), params: String::new() },
-                Recipient { address: "carol@example.test".into(), params: String::new() },
+                Recipient {
+                    address: "bob@example.test".into(),
+                    params: String::new(),
+                },
+                Recipient {
+                    address: "carol@example.test".into(),
+                    params: String::new(),
+                },
             ],
-            arrival_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64,
+            arrival_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
             client_ip: "192.0.2.1".parse().unwrap(),
             helo: "client.example".into(),
             body_type: 0,
             smtputf8: false,
         };
-        handle.submit_wait(envelope, b"Subject: x\r\n\r\nhello\r\n".to_vec()).unwrap();
+        handle
+            .submit_wait(envelope, b"Subject: x\r\n\r\nhello\r\n".to_vec())
+            .unwrap();
         let mut out = Vec::new();
         list(dir.path(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with(&format!("{id}     0s         22  <alice@example.org>\n")), "{text}");
+        let first = format!("{id}  {:>6}  {:>9}  <alice@example.org>\n", "0s", 21);
+        assert!(text.starts_with(&first), "{text}");
         assert!(text.contains("    <bob@example.test>  queued\n"), "{text}");
-        assert!(text.contains("    <carol@example.test>  queued\n"), "{text}");
-        assert!(text.ends_with("-- 1 message(s), 22 bytes\n"), "{text}");
+        assert!(
+            text.contains("    <carol@example.test>  queued\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("-- 1 message(s), 21 bytes\n"), "{text}");
         spool.shutdown();
     }
 

@@ -139,7 +139,10 @@ fn seed_lines() {
     // A-d-l ends in ':' (RFC 5321 §4.1.2), but RFC 821-era clients wrote a
     // comma: the seed session's line. The route is kept, the mailbox is the
     // destination, and the canonical form has the colon.
-    let mail = canonical("MAIL FROM:<@host2,user1@host1>", "MAIL FROM:<@host2:user1@host1>");
+    let mail = canonical(
+        "MAIL FROM:<@host2,user1@host1>",
+        "MAIL FROM:<@host2:user1@host1>",
+    );
     let Command::Mail {
         reverse_path: ReversePath::Path(path),
         ..
@@ -151,7 +154,11 @@ fn seed_lines() {
     assert_eq!(path.mailbox.to_string(), "user1@host1");
     // A comma must still lead somewhere.
     let err = Command::parse(b"MAIL FROM:<@host2,>").unwrap_err();
-    assert!(err.reply().to_string().starts_with("501 5.1.7 Bad sender address syntax"));
+    assert!(
+        err.reply()
+            .to_string()
+            .starts_with("501 5.1.7 Bad sender address syntax")
+    );
 }
 
 #[test]

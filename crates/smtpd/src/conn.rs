@@ -121,10 +121,13 @@ impl Conn {
             .greeting_name()
             .map(|(g, name)| (g, name.to_string()))
             .unwrap_or((sluice_smtp::server::Greeting::Helo, String::new()));
-        let single = self.session.transaction().and_then(|tx| match tx.recipients.as_slice() {
-            [(path, _)] => Some(forward_path_address(path)),
-            _ => None,
-        });
+        let single = self
+            .session
+            .transaction()
+            .and_then(|tx| match tx.recipients.as_slice() {
+                [(path, _)] => Some(forward_path_address(path)),
+                _ => None,
+            });
         let mut header = Vec::with_capacity(256);
         received_header(
             &TraceFields {
@@ -189,7 +192,11 @@ impl Conn {
         };
         let id = self.queue_id.map(|id| id.to_string()).unwrap_or_default();
         let recipients: Vec<String> = tx.recipients.iter().map(|(p, _)| p.to_string()).collect();
-        let size = if body.is_empty() { self.message_size } else { body.len() };
+        let size = if body.is_empty() {
+            self.message_size
+        } else {
+            body.len()
+        };
         tracing::info!(
             queue_id = %id,
             client = %self.ip,

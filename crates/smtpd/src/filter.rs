@@ -141,13 +141,20 @@ impl Drop for Later {
                 Some(sluice_smtp::EnhancedCode::new(4, 3, 0)),
                 "Filter failed to answer; try again later",
             );
-            inbox.push(Completion::filter(self.slot, self.serial, Verdict::Reject(reply)));
+            inbox.push(Completion::filter(
+                self.slot,
+                self.serial,
+                Verdict::Reject(reply),
+            ));
         }
     }
 }
 
 impl fmt::Debug for Later {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Later").field("slot", &self.slot).field("serial", &self.serial).finish()
+        f.debug_struct("Later")
+            .field("slot", &self.slot)
+            .field("serial", &self.serial)
+            .finish()
     }
 }

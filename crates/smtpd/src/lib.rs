@@ -105,13 +105,17 @@ pub struct Stopper {
 
 impl std::fmt::Debug for Stopper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stopper").field("loops", &self.inboxes.len()).finish()
+        f.debug_struct("Stopper")
+            .field("loops", &self.inboxes.len())
+            .finish()
     }
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("hostname", &self.session.hostname).finish()
+        f.debug_struct("Shared")
+            .field("hostname", &self.session.hostname)
+            .finish()
     }
 }
 
@@ -128,7 +132,11 @@ impl Stopper {
 
 impl Smtpd {
     /// Binds the listeners and starts the event loops.
-    pub fn start(config: SmtpdConfig, spool: SpoolHandle, filter: Arc<dyn Filter>) -> io::Result<Smtpd> {
+    pub fn start(
+        config: SmtpdConfig,
+        spool: SpoolHandle,
+        filter: Arc<dyn Filter>,
+    ) -> io::Result<Smtpd> {
         let listeners = config
             .listen
             .iter()

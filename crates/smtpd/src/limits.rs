@@ -77,10 +77,19 @@ mod tests {
         assert!(limits.try_admit(a).is_ok());
         assert!(limits.try_admit(a).is_ok());
         let refused = limits.try_admit(a).unwrap_err();
-        assert_eq!((refused.code(), refused.enhanced()), (421, Some(EnhancedCode::new(4, 7, 0))));
+        assert_eq!(
+            (refused.code(), refused.enhanced()),
+            (421, Some(EnhancedCode::new(4, 7, 0)))
+        );
         assert!(limits.try_admit(b).is_ok());
-        assert!(limits.try_admit(b).is_err(), "the overall limit of 3 is reached");
+        assert!(
+            limits.try_admit(b).is_err(),
+            "the overall limit of 3 is reached"
+        );
         limits.release(a);
-        assert!(limits.try_admit(b).is_ok(), "a released slot is usable again");
+        assert!(
+            limits.try_admit(b).is_ok(),
+            "a released slot is usable again"
+        );
     }
 }

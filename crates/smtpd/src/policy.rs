@@ -41,7 +41,10 @@ impl RecipientPolicy {
         N: IntoIterator<Item = IpNet>,
     {
         RecipientPolicy {
-            local_domains: domains.into_iter().map(|d| d.to_ascii_lowercase()).collect(),
+            local_domains: domains
+                .into_iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
             users: users.into_iter().map(|u| u.to_lowercase()).collect(),
             aliases: aliases
                 .into_iter()
@@ -152,28 +155,61 @@ mod tests {
 
     #[test]
     fn local_users_aliases_and_postmaster_exist_in_any_case() {
-        assert_eq!(check("RCPT TO:<alice@example.test>", STRANGER), RcptVerdict::Local);
-        assert_eq!(check("RCPT TO:<ALICE@EXAMPLE.TEST>", STRANGER), RcptVerdict::Local);
-        assert_eq!(check("RCPT TO:<root@example.test>", STRANGER), RcptVerdict::Local);
-        assert_eq!(check("RCPT TO:<PostMaster@example.test>", STRANGER), RcptVerdict::Local);
+        assert_eq!(
+            check("RCPT TO:<alice@example.test>", STRANGER),
+            RcptVerdict::Local
+        );
+        assert_eq!(
+            check("RCPT TO:<ALICE@EXAMPLE.TEST>", STRANGER),
+            RcptVerdict::Local
+        );
+        assert_eq!(
+            check("RCPT TO:<root@example.test>", STRANGER),
+            RcptVerdict::Local
+        );
+        assert_eq!(
+            check("RCPT TO:<PostMaster@example.test>", STRANGER),
+            RcptVerdict::Local
+        );
         assert_eq!(check("RCPT TO:<postmaster>", STRANGER), RcptVerdict::Local);
-        assert_eq!(check("RCPT TO:<\"alice\"@example.test>", STRANGER), RcptVerdict::Local);
+        assert_eq!(
+            check("RCPT TO:<\"alice\"@example.test>", STRANGER),
+            RcptVerdict::Local
+        );
     }
 
     #[test]
     fn unknown_local_users_get_550_5_1_1() {
-        assert_eq!(code(check("RCPT TO:<bob@example.test>", LOCALHOST)).as_deref(), Some("550 5.1.1"));
+        assert_eq!(
+            code(check("RCPT TO:<bob@example.test>", LOCALHOST)).as_deref(),
+            Some("550 5.1.1")
+        );
         // A %-hack is not a way around the user list.
-        assert_eq!(code(check("RCPT TO:<alice%x.test@example.test>", LOCALHOST)).as_deref(), Some("550 5.1.1"));
+        assert_eq!(
+            code(check("RCPT TO:<alice%x.test@example.test>", LOCALHOST)).as_deref(),
+            Some("550 5.1.1")
+        );
     }
 
     #[test]
     fn strangers_cannot_relay_and_trusted_clients_can() {
-        assert_eq!(code(check("RCPT TO:<x@remote.test>", STRANGER)).as_deref(), Some("554 5.7.1"));
-        assert_eq!(check("RCPT TO:<x@remote.test>", LOCALHOST), RcptVerdict::Relay);
+        assert_eq!(
+            code(check("RCPT TO:<x@remote.test>", STRANGER)).as_deref(),
+            Some("554 5.7.1")
+        );
+        assert_eq!(
+            check("RCPT TO:<x@remote.test>", LOCALHOST),
+            RcptVerdict::Relay
+        );
         assert_eq!(check("RCPT TO:<x@remote.test>", "::1"), RcptVerdict::Relay);
-        assert_eq!(check("RCPT TO:<x@remote.test>", "::ffff:127.0.0.2"), RcptVerdict::Relay);
-        assert_eq!(code(check("RCPT TO:<x@[192.0.2.9]>", STRANGER)).as_deref(), Some("554 5.7.1"));
+        assert_eq!(
+            check("RCPT TO:<x@remote.test>", "::ffff:127.0.0.2"),
+            RcptVerdict::Relay
+        );
+        assert_eq!(
+            code(check("RCPT TO:<x@[192.0.2.9]>", STRANGER)).as_deref(),
+            Some("554 5.7.1")
+        );
     }
 
     #[test]
@@ -182,6 +218,9 @@ mod tests {
             code(check("RCPT TO:<@example.test:x@remote.test>", STRANGER)).as_deref(),
             Some("554 5.7.1")
         );
-        assert_eq!(check("RCPT TO:<@remote.test:alice@example.test>", STRANGER), RcptVerdict::Local);
+        assert_eq!(
+            check("RCPT TO:<@remote.test:alice@example.test>", STRANGER),
+            RcptVerdict::Local
+        );
     }
 }

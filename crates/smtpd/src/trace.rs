@@ -53,7 +53,10 @@ pub fn received_header(f: &TraceFields<'_>, out: &mut Vec<u8>) {
 /// refused CR, LF and controls, but a header is no place to trust that.
 fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
     if s.chars().any(|c| c.is_control()) {
-        s.chars().map(|c| if c.is_control() { '?' } else { c }).collect::<String>().into()
+        s.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect::<String>()
+            .into()
     } else {
         s.into()
     }
@@ -103,9 +106,15 @@ mod tests {
         let at = |s| UNIX_EPOCH + Duration::from_secs(s);
         assert_eq!(rfc5322_date(at(0)), "Thu, 01 Jan 1970 00:00:00 +0000");
         // `date -u -d @1795380397`
-        assert_eq!(rfc5322_date(at(1_795_380_397)), "Sun, 22 Nov 2026 20:46:37 +0000");
+        assert_eq!(
+            rfc5322_date(at(1_795_380_397)),
+            "Sun, 22 Nov 2026 20:46:37 +0000"
+        );
         // A leap day.
-        assert_eq!(rfc5322_date(at(951_782_400)), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(at(951_782_400)),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
     }
 
     #[test]
@@ -146,7 +155,12 @@ mod tests {
             &mut out,
         );
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("Received: from old?host ([IPv6:::1])\r\n\tby h (Sluice) with SMTP id Q;"), "{text}");
+        assert!(
+            text.starts_with(
+                "Received: from old?host ([IPv6:::1])\r\n\tby h (Sluice) with SMTP id Q;"
+            ),
+            "{text}"
+        );
         assert!(!text.contains("for <"));
     }
 }

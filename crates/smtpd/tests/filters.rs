@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use sluice_smtp::server::ServerConfig;
 use sluice_smtp::{Domain, EnhancedCode, Reply};
-use sluice_smtpd::{Connection, Defer, Filter, RecipientPolicy, Smtpd, SmtpdConfig, Stage, Verdict};
+use sluice_smtpd::{
+    Connection, Defer, Filter, RecipientPolicy, Smtpd, SmtpdConfig, Stage, Verdict,
+};
 use sluice_spool::{Spool, SpoolConfig};
 
 /// Answers HELO `slow.example` after `delay`, from another thread; refuses
@@ -31,7 +33,8 @@ impl Filter for TestFilter {
         self.seen.lock().unwrap().push(name.clone());
         match stage {
             Stage::Hello {
-                name: Domain::Name(n), ..
+                name: Domain::Name(n),
+                ..
             } if n == "slow.example" => {
                 let later = defer.later();
                 let delay = self.delay;
@@ -42,15 +45,20 @@ impl Filter for TestFilter {
                 None
             }
             Stage::Hello {
-                name: Domain::Name(n), ..
+                name: Domain::Name(n),
+                ..
             } if n == "broken.example" => {
                 // Takes the handle and loses it: a filter bug.
                 drop(defer.later());
                 None
             }
-            Stage::Mail { reverse_path, .. } if reverse_path.to_string().starts_with("<spam@") => Some(
-                Verdict::Reject(Reply::new(550, Some(EnhancedCode::new(5, 7, 1)), "Spam refused")),
-            ),
+            Stage::Mail { reverse_path, .. } if reverse_path.to_string().starts_with("<spam@") => {
+                Some(Verdict::Reject(Reply::new(
+                    550,
+                    Some(EnhancedCode::new(5, 7, 1)),
+                    "Spam refused",
+                )))
+            }
             _ => Some(Verdict::Continue),
         }
     }
@@ -119,7 +127,9 @@ struct Client {
 impl Client {
     fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut client = Client {
             reader: BufReader::new(stream.try_clone().unwrap()),
             writer: stream,
@@ -141,7 +151,9 @@ impl Client {
     }
 
     fn command(&mut self, line: &str) -> String {
-        self.writer.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
         self.reply()
     }
 }
@@ -157,8 +169,14 @@ fn a_filter_answering_later_holds_up_only_its_own_connection() {
     let started = Instant::now();
     let mut fast = Client::connect(h.addr);
     assert!(fast.command("EHLO fast.example").starts_with("250 "));
-    assert!(fast.command("MAIL FROM:<a@fast.example>").starts_with("250 "));
-    assert!(fast.command("RCPT TO:<alice@example.test>").starts_with("250 "));
+    assert!(
+        fast.command("MAIL FROM:<a@fast.example>")
+            .starts_with("250 ")
+    );
+    assert!(
+        fast.command("RCPT TO:<alice@example.test>")
+            .starts_with("250 ")
+    );
     assert!(fast.command("DATA").starts_with("354 "));
     let queued = fast.command("Subject: fast\r\n\r\nhi\r\n.");
     assert!(queued.starts_with("250 2.0.0 Ok: queued as "), "{queued}");
@@ -178,11 +196,20 @@ fn filters_see_every_stage_and_can_refuse() {
     let h = Harness::start(Duration::ZERO);
     let mut c = Client::connect(h.addr);
     assert!(c.command("EHLO c.example").starts_with("250 "));
-    assert_eq!(c.command("MAIL FROM:<spam@c.example>"), "550 5.7.1 Spam refused\r\n");
+    assert_eq!(
+        c.command("MAIL FROM:<spam@c.example>"),
+        "550 5.7.1 Spam refused\r\n"
+    );
     assert!(c.command("MAIL FROM:<ok@c.example>").starts_with("250 "));
     // The built-in policy refuses unknown users before any filter sees them.
-    assert!(c.command("RCPT TO:<nobody@example.test>").starts_with("550 5.1.1 "));
-    assert!(c.command("RCPT TO:<alice@example.test>").starts_with("250 "));
+    assert!(
+        c.command("RCPT TO:<nobody@example.test>")
+            .starts_with("550 5.1.1 ")
+    );
+    assert!(
+        c.command("RCPT TO:<alice@example.test>")
+            .starts_with("250 ")
+    );
     assert!(c.command("DATA").starts_with("354 "));
     assert!(c.command("x\r\n.").starts_with("250 "));
     let seen = h.filter.seen.lock().unwrap().clone();

@@ -138,6 +138,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod codec;
 mod compaction;
 mod envelope;

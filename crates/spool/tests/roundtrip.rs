@@ -141,7 +141,11 @@ fn queued_submits_share_one_fdatasync() {
         1,
         "one fdatasync for 200 messages"
     );
-    assert_eq!(stats.writes - base.writes, 1, "one writev for the batch");
+    // One writev; a second only if the kernel wrote short.
+    assert!(
+        stats.writes - base.writes <= 2,
+        "writev per message instead of per batch"
+    );
 }
 
 #[test]

@@ -17,16 +17,16 @@
 //!                                              Event::Message ──(Decision)──┘
 //! ```
 
+mod commands;
+mod content;
 mod ehlo;
 #[cfg(test)]
 mod tests;
 
 pub use ehlo::Extensions;
 
-use std::borrow::Cow;
-
 use crate::address::{Domain, ForwardPath, ReversePath};
-use crate::command::{Command, Verb};
+use crate::command::Verb;
 use crate::data::{DataDecoder, LineEndingCheck};
 use crate::line::{Line, LineReader};
 use crate::params::{BodyType, MailParams, RcptParams};
@@ -275,7 +275,10 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                     match line {
                         Some(Line::Complete(line)) => self.command_line(line),
                         Some(Line::TooLong) => {
-                            self.error(None, Reply::new(500, Some(EnhancedCode::new(5, 5, 2)), "Line too long"));
+                            self.error(
+                                None,
+                                Reply::new(500, Some(EnhancedCode::new(5, 5, 2)), "Line too long"),
+                            );
                         }
                         None => {}
                     }
@@ -409,7 +412,13 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                 self.greeting = Some((greeting, name));
                 self.reply(reply);
             }
-            (PendingKind::Mail, Event::Mail { reverse_path, params }) => {
+            (
+                PendingKind::Mail,
+                Event::Mail {
+                    reverse_path,
+                    params,
+                },
+            ) => {
                 self.transaction = Some(Transaction {
                     reverse_path,
                     params,
@@ -417,7 +426,13 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                 });
                 self.reply(reply.unwrap_or_else(|| ok(250, EnhancedCode::new(2, 1, 0), "Ok")));
             }
-            (PendingKind::Rcpt, Event::Rcpt { forward_path, params }) => {
+            (
+                PendingKind::Rcpt,
+                Event::Rcpt {
+                    forward_path,
+                    params,
+                },
+            ) => {
                 if let Some(tx) = &mut self.transaction {
                     tx.recipients.push((forward_path, params));
                 }
@@ -425,9 +440,11 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             }
             (PendingKind::StartData(None), _) => {
                 self.content_size = 0;
-                self.reply(reply.unwrap_or_else(|| {
-                    Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
-                }));
+                self.reply(
+                    reply.unwrap_or_else(|| {
+                        Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
+                    }),
+                );
                 let limit = self.limit_for_decoder();
                 self.phase = Phase::Data(DataDecoder::new(limit));
             }
@@ -443,7 +460,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             }
             (PendingKind::Message, _) => {
                 self.reply(reply.unwrap_or_else(|| ok(250, CODE_OK, "Ok: queued")));
-                self.end_transaction();
+                self.reset_transaction();
             }
             // `event` is always the one `kind` was raised with.
             _ => {}
@@ -464,251 +481,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             }
             PendingKind::Message => {
                 self.reply(reply);
-                self.end_transaction();
-            }
-        }
-    }
-
-    fn command_line(&mut self, line: &[u8]) {
-        let command = match Command::parse(line) {
-            Ok(command) => command,
-            Err(e) => {
-                self.error(e.verb(), e.reply());
-                return;
-            }
-        };
-        let verb = command.verb();
-        match command {
-            Command::Helo(name) => self.raise(PendingKind::Hello(Greeting::Helo), Event::Hello { greeting: Greeting::Helo, name }),
-            Command::Ehlo(name) => self.raise(PendingKind::Hello(Greeting::Ehlo), Event::Hello { greeting: Greeting::Ehlo, name }),
-            Command::Mail { reverse_path, params } => self.mail(reverse_path, params),
-            Command::Rcpt { forward_path, params } => self.rcpt(forward_path, params),
-            Command::Data => self.data(),
-            Command::Bdat { size, last } => self.bdat(Chunk { size, last }),
-            Command::Rset => {
                 self.reset_transaction();
-                self.reply(Reply::new(250, Some(CODE_OK), "Ok"));
-            }
-            Command::Noop(_) => self.reply(Reply::new(250, Some(CODE_OK), "Ok")),
-            Command::Quit => {
-                let text = format!("{} closing connection", self.config().hostname);
-                self.reply(Reply::new(221, Some(CODE_OK), text));
-                self.enter_closed();
-            }
-            // RFC 5321 §3.5.3: 252 tells the client we neither confirm nor deny,
-            // which gives away no list of valid users.
-            Command::Vrfy(_) => self.reply(Reply::new(
-                252,
-                Some(EnhancedCode::new(2, 5, 0)),
-                "Cannot verify the user, but will accept the message and attempt delivery",
-            )),
-            Command::Expn(_) => self.error(
-                Some(verb),
-                Reply::new(502, Some(EnhancedCode::new(5, 5, 1)), "EXPN is not supported"),
-            ),
-            Command::Help(_) => self.reply(Reply::multiline(
-                214,
-                Some(CODE_OK),
-                [
-                    "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
-                    "See RFC 5321 for their use",
-                ],
-            )),
-            Command::StartTls | Command::Auth { .. } => self.error(
-                Some(verb),
-                Reply::new(502, Some(EnhancedCode::new(5, 5, 1)), "Command not implemented"),
-            ),
-        }
-    }
-
-    fn mail(&mut self, reverse_path: ReversePath, params: MailParams) {
-        if self.greeting.is_none() {
-            return self.bad_sequence(Verb::Mail, "Send HELO or EHLO first");
-        }
-        if self.transaction.is_some() {
-            return self.bad_sequence(Verb::Mail, "Nested MAIL command; send RSET first");
-        }
-        let ext = &self.config().extensions;
-        let unsupported = |name: &'static str| {
-            Reply::new(555, Some(EnhancedCode::new(5, 5, 4)), format!("Parameter {name} is not supported here"))
-        };
-        let refusal = if params.smtputf8 && !ext.smtputf8 {
-            Some(unsupported("SMTPUTF8"))
-        } else if params.body == Some(BodyType::EightBitMime) && !ext.eight_bit_mime {
-            Some(unsupported("BODY=8BITMIME"))
-        } else if params.body == Some(BodyType::BinaryMime) && !ext.binary_mime {
-            Some(unsupported("BODY=BINARYMIME"))
-        } else if (params.ret.is_some() || params.envid.is_some()) && !ext.dsn {
-            Some(unsupported("RET/ENVID"))
-        } else if params.auth.is_some() && ext.auth.is_empty() {
-            Some(unsupported("AUTH"))
-        } else if params.size.is_some_and(|size| size > self.config().max_message_size) {
-            Some(Reply::new(552, Some(EnhancedCode::new(5, 3, 4)), "Message size exceeds fixed maximum message size"))
-        } else if !params.smtputf8 && !path_is_ascii_reverse(&reverse_path) {
-            Some(non_ascii_refusal())
-        } else {
-            None
-        };
-        match refusal {
-            Some(reply) => self.error(Some(Verb::Mail), reply),
-            None => self.raise(PendingKind::Mail, Event::Mail { reverse_path, params }),
-        }
-    }
-
-    fn rcpt(&mut self, forward_path: ForwardPath, params: RcptParams) {
-        let Some(tx) = &self.transaction else {
-            return self.bad_sequence(Verb::Rcpt, "Need MAIL before RCPT");
-        };
-        let refusal = if tx.recipients.len() >= self.config().max_recipients {
-            // Not an error of the client's: it sends the rest in another transaction.
-            self.reply(Reply::new(452, Some(EnhancedCode::new(4, 5, 3)), "Too many recipients"));
-            return;
-        } else if (params.notify.is_some() || params.orcpt.is_some()) && !self.config().extensions.dsn {
-            Some(Reply::new(555, Some(EnhancedCode::new(5, 5, 4)), "Parameters NOTIFY/ORCPT are not supported here"))
-        } else if !tx.params.smtputf8 && !path_is_ascii_forward(&forward_path) {
-            Some(non_ascii_refusal())
-        } else {
-            None
-        };
-        match refusal {
-            Some(reply) => self.error(Some(Verb::Rcpt), reply),
-            None => self.raise(PendingKind::Rcpt, Event::Rcpt { forward_path, params }),
-        }
-    }
-
-    fn data(&mut self) {
-        match &self.transaction {
-            None => self.bad_sequence(Verb::Data, "Need MAIL and RCPT before DATA"),
-            // RFC 2920 §3.1: with pipelining, the RCPTs may all have failed; 554 then.
-            Some(tx) if tx.recipients.is_empty() => self.error(
-                Some(Verb::Data),
-                Reply::new(554, Some(EnhancedCode::new(5, 5, 1)), "No valid recipients"),
-            ),
-            Some(_) if self.bdat_in_progress => self.bad_sequence(Verb::Data, "DATA cannot follow BDAT"),
-            // RFC 3030 §3: BINARYMIME content can only come in BDAT chunks.
-            Some(tx) if tx.body_type() == BodyType::BinaryMime => {
-                self.bad_sequence(Verb::Data, "BODY=BINARYMIME requires BDAT")
-            }
-            Some(_) => self.raise(PendingKind::StartData(None), Event::StartData),
-        }
-    }
-
-    fn bdat(&mut self, chunk: Chunk) {
-        let refusal = if !self.config().extensions.chunking {
-            Some(Reply::new(502, Some(EnhancedCode::new(5, 5, 1)), "BDAT is not supported"))
-        } else {
-            match &self.transaction {
-                None => Some(Reply::new(503, Some(CODE_BAD_SEQUENCE), "Need MAIL and RCPT before BDAT")),
-                Some(tx) if tx.recipients.is_empty() => {
-                    Some(Reply::new(554, Some(EnhancedCode::new(5, 5, 1)), "No valid recipients"))
-                }
-                Some(_) => None,
-            }
-        };
-        if let Some(reply) = refusal {
-            self.errors += 1;
-            self.phase = Phase::Chunk {
-                remaining: chunk.size,
-                last: chunk.last,
-                discard: Some(reply),
-            };
-            return;
-        }
-        if self.bdat_in_progress {
-            self.phase = Phase::Chunk {
-                remaining: chunk.size,
-                last: chunk.last,
-                discard: None,
-            };
-        } else {
-            self.raise(PendingKind::StartData(Some(chunk)), Event::StartData);
-        }
-    }
-
-    /// Takes octets of the current BDAT chunk.
-    fn chunk_bytes(&mut self, input: &[u8]) -> usize {
-        let max_size = self.config().max_message_size;
-        let binary = self.transaction.as_ref().is_some_and(|tx| tx.body_type() == BodyType::BinaryMime);
-        let Phase::Chunk { remaining, last, discard } = &mut self.phase else {
-            return 0;
-        };
-        let take = input.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
-        let bytes = &input[..take];
-        *remaining -= take as u64;
-        if discard.is_none() {
-            self.content_size += take as u64;
-            if !binary {
-                self.bdat_check.feed(bytes);
-            }
-            if self.content_size <= max_size {
-                self.message.extend_from_slice(bytes);
-            }
-        }
-        if *remaining == 0 {
-            let last = *last;
-            let discard = discard.take();
-            self.phase = Phase::Command;
-            self.chunk_done(last, discard);
-        }
-        take
-    }
-
-    fn chunk_done(&mut self, last: bool, discard: Option<Reply>) {
-        if let Some(reply) = discard {
-            self.reply(reply);
-            if self.bdat_in_progress {
-                self.end_transaction();
-            }
-            return;
-        }
-        if self.content_size > self.config().max_message_size {
-            self.reply(size_exceeded());
-            self.end_transaction();
-        } else if !last {
-            let text = format!("{} octets received", self.content_size);
-            self.reply(Reply::new(250, Some(CODE_OK), text));
-        } else {
-            let binary = self.transaction.as_ref().is_some_and(|tx| tx.body_type() == BodyType::BinaryMime);
-            let clean = std::mem::take(&mut self.bdat_check).finish();
-            if !binary && !clean {
-                self.reply(bare_line_ending_refusal());
-                self.end_transaction();
-            } else {
-                self.raise(PendingKind::Message, Event::Message);
-            }
-        }
-    }
-
-    fn finish_data(&mut self) {
-        let Phase::Data(decoder) = &self.phase else {
-            return;
-        };
-        let (exceeded, bare) = (decoder.exceeded(), decoder.bare_line_ending());
-        self.content_size = decoder.size();
-        self.phase = Phase::Command;
-        if exceeded {
-            self.reply(size_exceeded());
-            self.end_transaction();
-        } else if bare {
-            self.reply(bare_line_ending_refusal());
-            self.end_transaction();
-        } else {
-            self.raise(PendingKind::Message, Event::Message);
-        }
-    }
-
-    fn limit_for_decoder(&self) -> usize {
-        usize::try_from(self.config().max_message_size).unwrap_or(usize::MAX)
-    }
-
-    fn hello_reply(&self, greeting: Greeting, name: &Domain) -> Reply {
-        let first = format!("{} Hello {}", self.config().hostname, name);
-        match greeting {
-            Greeting::Helo => Reply::new(250, None, first),
-            Greeting::Ehlo => {
-                let mut lines: Vec<Cow<'static, str>> = vec![first.into()];
-                lines.extend(self.config().extensions.keywords(self.config().max_message_size));
-                Reply::multiline(250, None, lines)
             }
         }
     }
@@ -725,10 +498,16 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
     /// A refusal the client caused; too many of them end the session.
     fn error(&mut self, verb: Option<Verb>, reply: Reply) {
         self.errors += 1;
-        self.notices.push(Notice::Refused { verb, reply: reply.clone() });
+        self.notices.push(Notice::Refused {
+            verb,
+            reply: reply.clone(),
+        });
         self.reply(reply);
         if self.errors >= self.config().max_errors {
-            let text = format!("{} Too many errors, closing connection", self.config().hostname);
+            let text = format!(
+                "{} Too many errors, closing connection",
+                self.config().hostname
+            );
             self.close_with(Reply::new(421, Some(EnhancedCode::new(4, 7, 0)), text));
         }
     }
@@ -742,10 +521,6 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         self.content_size = 0;
     }
 
-    fn end_transaction(&mut self) {
-        self.reset_transaction();
-    }
-
     fn enter_closed(&mut self) {
         self.phase = Phase::Closed;
         self.notices.push(Notice::Closing);
@@ -753,38 +528,6 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
 
     fn reply(&mut self, reply: Reply) {
         reply.write_to(&mut self.out);
-    }
-}
-
-fn size_exceeded() -> Reply {
-    Reply::new(552, Some(EnhancedCode::new(5, 3, 4)), "Message size exceeds fixed maximum message size")
-}
-
-/// SMTP smuggling defence: see [`crate::data`] for why the message is refused
-/// rather than normalised.
-fn bare_line_ending_refusal() -> Reply {
-    Reply::new(
-        550,
-        Some(EnhancedCode::new(5, 5, 2)),
-        "Message refused: bare CR or LF in the content; lines must end with CRLF (RFC 5321 section 2.3.8)",
-    )
-}
-
-fn non_ascii_refusal() -> Reply {
-    Reply::new(553, Some(EnhancedCode::new(5, 6, 7)), "Non-ASCII address requires the SMTPUTF8 parameter on MAIL")
-}
-
-fn path_is_ascii_reverse(path: &ReversePath) -> bool {
-    match path {
-        ReversePath::Null => true,
-        ReversePath::Path(p) => p.is_ascii(),
-    }
-}
-
-fn path_is_ascii_forward(path: &ForwardPath) -> bool {
-    match path {
-        ForwardPath::Postmaster => true,
-        ForwardPath::Path(p) => p.is_ascii(),
     }
 }
 

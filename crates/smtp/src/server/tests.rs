@@ -47,7 +47,8 @@ impl Driver {
             }
             let decision = policy(&event);
             if event == Event::Message && !matches!(decision, Decision::Reject(_)) {
-                self.messages.push(self.session.take_message().expect("message pending"));
+                self.messages
+                    .push(self.session.take_message().expect("message pending"));
             }
             self.events.push(event);
             self.session.decide(decision);
@@ -99,11 +100,17 @@ fn a_pipelined_transaction_in_one_write_is_answered_in_order() {
         b"EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<b@mx.example.test>\r\n\
           RCPT TO:<c@mx.example.test>\r\nDATA\r\nSubject: hi\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n",
     );
-    assert_eq!(codes(&out), ["250", "250", "250", "250", "354", "250", "221"]);
+    assert_eq!(
+        codes(&out),
+        ["250", "250", "250", "250", "354", "250", "221"]
+    );
     assert!(d.session.is_closed());
     let (tx, body) = &d.messages[0];
     assert_eq!(tx.recipients.len(), 2);
-    assert_eq!(body, b"Received: test\r\nSubject: hi\r\n\r\n.dot\r\nbody\r\n");
+    assert_eq!(
+        body,
+        b"Received: test\r\nSubject: hi\r\n\r\n.dot\r\nbody\r\n"
+    );
 }
 
 #[test]
@@ -126,9 +133,23 @@ fn no_command_is_consumed_while_a_decision_is_pending() {
     session.greet(None);
     let input = b"EHLO c\r\nMAIL FROM:<a@c>\r\n";
     let used = session.receive(input);
-    assert_eq!(used, b"EHLO c\r\n".len(), "must stop after the line that raised the event");
-    assert!(matches!(session.event(), Some(Event::Hello { greeting: Greeting::Ehlo, .. })));
-    assert_eq!(session.receive(&input[used..]), 0, "pending: nothing more is read");
+    assert_eq!(
+        used,
+        b"EHLO c\r\n".len(),
+        "must stop after the line that raised the event"
+    );
+    assert!(matches!(
+        session.event(),
+        Some(Event::Hello {
+            greeting: Greeting::Ehlo,
+            ..
+        })
+    ));
+    assert_eq!(
+        session.receive(&input[used..]),
+        0,
+        "pending: nothing more is read"
+    );
     session.decide(Decision::Accept);
     assert_eq!(session.receive(&input[used..]), input.len() - used);
     assert!(matches!(session.event(), Some(Event::Mail { .. })));
@@ -137,21 +158,40 @@ fn no_command_is_consumed_while_a_decision_is_pending() {
 #[test]
 fn commands_out_of_order_get_503() {
     let mut d = Driver::default();
-    assert_eq!(d.send(b"MAIL FROM:<a@b>\r\n"), "503 5.5.1 Send HELO or EHLO first\r\n");
+    assert_eq!(
+        d.send(b"MAIL FROM:<a@b>\r\n"),
+        "503 5.5.1 Send HELO or EHLO first\r\n"
+    );
     d.send(b"EHLO c\r\n");
-    assert_eq!(d.send(b"RCPT TO:<a@b>\r\n"), "503 5.5.1 Need MAIL before RCPT\r\n");
-    assert_eq!(d.send(b"DATA\r\n"), "503 5.5.1 Need MAIL and RCPT before DATA\r\n");
+    assert_eq!(
+        d.send(b"RCPT TO:<a@b>\r\n"),
+        "503 5.5.1 Need MAIL before RCPT\r\n"
+    );
+    assert_eq!(
+        d.send(b"DATA\r\n"),
+        "503 5.5.1 Need MAIL and RCPT before DATA\r\n"
+    );
     d.send(b"MAIL FROM:<a@b>\r\n");
-    assert_eq!(d.send(b"MAIL FROM:<a@b>\r\n"), "503 5.5.1 Nested MAIL command; send RSET first\r\n");
+    assert_eq!(
+        d.send(b"MAIL FROM:<a@b>\r\n"),
+        "503 5.5.1 Nested MAIL command; send RSET first\r\n"
+    );
 }
 
 #[test]
 fn data_with_every_recipient_refused_gets_554() {
     let mut d = Driver::default();
-    let out = d.send_with(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nDATA\r\n", |e| match e {
-        Event::Rcpt { .. } => Decision::Reject(Reply::new(550, Some(EnhancedCode::new(5, 1, 1)), "No such user")),
-        _ => Decision::Accept,
-    });
+    let out = d.send_with(
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nDATA\r\n",
+        |e| match e {
+            Event::Rcpt { .. } => Decision::Reject(Reply::new(
+                550,
+                Some(EnhancedCode::new(5, 1, 1)),
+                "No such user",
+            )),
+            _ => Decision::Accept,
+        },
+    );
     assert_eq!(codes(&out), ["250", "250", "550", "554"]);
 }
 
@@ -162,11 +202,21 @@ fn rset_and_ehlo_reset_the_transaction() {
     assert!(d.session.transaction().is_some());
     assert_eq!(d.send(b"RSET\r\n"), "250 2.0.0 Ok\r\n");
     assert!(d.session.transaction().is_none());
-    assert_eq!(d.send(b"RCPT TO:<c@d>\r\n"), "503 5.5.1 Need MAIL before RCPT\r\n");
+    assert_eq!(
+        d.send(b"RCPT TO:<c@d>\r\n"),
+        "503 5.5.1 Need MAIL before RCPT\r\n"
+    );
     d.send(b"MAIL FROM:<a@b>\r\n");
     d.send(b"EHLO again\r\n");
-    assert!(d.session.transaction().is_none(), "EHLO resets like RSET (RFC 5321 §4.1.4)");
-    assert!(d.session.take_notices().any(|n| n == Notice::TransactionReset));
+    assert!(
+        d.session.transaction().is_none(),
+        "EHLO resets like RSET (RFC 5321 §4.1.4)"
+    );
+    assert!(
+        d.session
+            .take_notices()
+            .any(|n| n == Notice::TransactionReset)
+    );
 }
 
 #[test]
@@ -175,7 +225,8 @@ fn too_many_recipients_get_452_and_the_accepted_ones_stay() {
         max_recipients: 2,
         ..ServerConfig::default()
     });
-    let out = d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<1@d>\r\nRCPT TO:<2@d>\r\nRCPT TO:<3@d>\r\n");
+    let out =
+        d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<1@d>\r\nRCPT TO:<2@d>\r\nRCPT TO:<3@d>\r\n");
     assert_eq!(codes(&out), ["250", "250", "250", "250", "452"]);
     assert!(out.ends_with("452 4.5.3 Too many recipients\r\n"));
     assert_eq!(d.session.transaction().map(|t| t.recipients.len()), Some(2));
@@ -190,7 +241,8 @@ fn oversize_messages_are_refused_early_and_late() {
     d.send(b"EHLO c\r\n");
     let early = d.send(b"MAIL FROM:<a@b> SIZE=11\r\n");
     assert!(early.starts_with("552 5.3.4 "), "{early}");
-    let late = d.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n0123456789\r\nmore\r\n.\r\nNOOP\r\n");
+    let late =
+        d.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n0123456789\r\nmore\r\n.\r\nNOOP\r\n");
     assert_eq!(codes(&late), ["250", "250", "354", "552", "250"]);
     assert!(d.messages.is_empty());
     assert!(d.session.transaction().is_none());
@@ -200,16 +252,33 @@ fn oversize_messages_are_refused_early_and_late() {
 fn smuggled_end_of_data_is_neither_an_end_nor_accepted() {
     // SEC Consult's variants: none may end the data; the message is refused
     // whole, and the "second message" never becomes a transaction.
-    for smuggle in [&b"\n.\n"[..], b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r"] {
+    for smuggle in [
+        &b"\n.\n"[..],
+        b"\n.\r\n",
+        b"\r\n.\n",
+        b"\r.\r\n",
+        b"\r\n.\r",
+    ] {
         let mut d = Driver::default();
         let mut input = b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nfirst".to_vec();
         input.extend_from_slice(smuggle);
-        input.extend_from_slice(b"MAIL FROM:<evil@b>\r\nRCPT TO:<victim@d>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n");
+        input.extend_from_slice(
+            b"MAIL FROM:<evil@b>\r\nRCPT TO:<victim@d>\r\nDATA\r\nforged\r\n.\r\nQUIT\r\n",
+        );
         let out = d.send(&input);
-        assert_eq!(codes(&out), ["250", "250", "250", "354", "550", "221"], "variant {smuggle:?}");
-        assert!(d.messages.is_empty(), "variant {smuggle:?} delivered something");
-        assert!(!d.events.iter().any(|e| matches!(e, Event::Mail { reverse_path: ReversePath::Path(p), .. }
-            if p.mailbox.local_part.as_str() == "evil")));
+        assert_eq!(
+            codes(&out),
+            ["250", "250", "250", "354", "550", "221"],
+            "variant {smuggle:?}"
+        );
+        assert!(
+            d.messages.is_empty(),
+            "variant {smuggle:?} delivered something"
+        );
+        assert!(!d.events.iter().any(
+            |e| matches!(e, Event::Mail { reverse_path: ReversePath::Path(p), .. }
+            if p.mailbox.local_part.as_str() == "evil")
+        ));
     }
 }
 
@@ -248,8 +317,15 @@ fn unadvertised_parameters_are_refused() {
         ..ServerConfig::default()
     });
     d.send(b"EHLO c\r\n");
-    assert!(d.send(b"MAIL FROM:<a@b> SMTPUTF8\r\n").starts_with("555 5.5.4 "));
-    assert!(d.send(b"MAIL FROM:<a@b> RET=HDRS\r\n").starts_with("555 5.5.4 "), "DSN is off by default");
+    assert!(
+        d.send(b"MAIL FROM:<a@b> SMTPUTF8\r\n")
+            .starts_with("555 5.5.4 ")
+    );
+    assert!(
+        d.send(b"MAIL FROM:<a@b> RET=HDRS\r\n")
+            .starts_with("555 5.5.4 "),
+        "DSN is off by default"
+    );
 }
 
 #[test]
@@ -258,7 +334,10 @@ fn utf8_addresses_need_smtputf8() {
     d.send(b"EHLO c\r\n");
     let refused = d.send("MAIL FROM:<jos\u{e9}@b.example>\r\n".as_bytes());
     assert!(refused.starts_with("553 5.6.7 "), "{refused}");
-    let ok = d.send("MAIL FROM:<jos\u{e9}@b.example> SMTPUTF8\r\nRCPT TO:<\u{7528}\u{6237}@d.example>\r\n".as_bytes());
+    let ok = d.send(
+        "MAIL FROM:<jos\u{e9}@b.example> SMTPUTF8\r\nRCPT TO:<\u{7528}\u{6237}@d.example>\r\n"
+            .as_bytes(),
+    );
     assert_eq!(codes(&ok), ["250", "250"]);
 }
 
@@ -287,7 +366,11 @@ fn an_overlong_line_gets_500_and_the_session_resynchronises() {
 #[test]
 fn a_refused_connection_only_says_goodbye() {
     let mut session = ServerSession::new(ServerConfig::default());
-    session.greet(Some(Reply::new(554, Some(EnhancedCode::new(5, 7, 1)), "Go away")));
+    session.greet(Some(Reply::new(
+        554,
+        Some(EnhancedCode::new(5, 7, 1)),
+        "Go away",
+    )));
     assert_eq!(session.output(), b"554 5.7.1 Go away\r\n");
     assert!(session.is_closed());
     assert_eq!(session.receive(b"EHLO c\r\n"), 0);
@@ -296,10 +379,17 @@ fn a_refused_connection_only_says_goodbye() {
 #[test]
 fn a_message_refused_by_policy_ends_the_transaction() {
     let mut d = Driver::default();
-    let out = d.send_with(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\nRCPT TO:<c@d>\r\n", |e| match e {
-        Event::Message => Decision::Reject(Reply::new(452, Some(EnhancedCode::new(4, 3, 1)), "Insufficient system storage")),
-        _ => Decision::Accept,
-    });
+    let out = d.send_with(
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\nRCPT TO:<c@d>\r\n",
+        |e| match e {
+            Event::Message => Decision::Reject(Reply::new(
+                452,
+                Some(EnhancedCode::new(4, 3, 1)),
+                "Insufficient system storage",
+            )),
+            _ => Decision::Accept,
+        },
+    );
     assert_eq!(codes(&out), ["250", "250", "250", "354", "452", "503"]);
 }
 
@@ -307,7 +397,9 @@ fn a_message_refused_by_policy_ends_the_transaction() {
 fn disconnect_decisions_close_after_the_reply() {
     let mut d = Driver::default();
     let out = d.send_with(b"EHLO c\r\nMAIL FROM:<a@b>\r\n", |e| match e {
-        Event::Mail { .. } => Decision::Disconnect(Reply::new(421, Some(EnhancedCode::new(4, 7, 0)), "Bye")),
+        Event::Mail { .. } => {
+            Decision::Disconnect(Reply::new(421, Some(EnhancedCode::new(4, 7, 0)), "Bye"))
+        }
         _ => Decision::Accept,
     });
     assert!(out.ends_with("421 4.7.0 Bye\r\n"));
@@ -317,16 +409,25 @@ fn disconnect_decisions_close_after_the_reply() {
 #[test]
 fn helo_clients_get_a_one_line_reply_and_can_send_mail() {
     let mut d = Driver::default();
-    let out = d.send(b"HELO old.example\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhi\r\n.\r\n");
-    assert_eq!(out.lines().next(), Some("250 mx.example.test Hello old.example"));
+    let out =
+        d.send(b"HELO old.example\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhi\r\n.\r\n");
+    assert_eq!(
+        out.lines().next(),
+        Some("250 mx.example.test Hello old.example")
+    );
     assert_eq!(codes(&out), ["250", "250", "250", "354", "250"]);
-    assert_eq!(d.session.greeting_name().map(|(g, _)| g), Some(Greeting::Helo));
+    assert_eq!(
+        d.session.greeting_name().map(|(g, _)| g),
+        Some(Greeting::Helo)
+    );
 }
 
 #[test]
 fn bdat_content_with_a_bare_lf_is_refused_like_data() {
     let mut d = Driver::default();
-    let out = d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3\r\na\nbBDAT 3 LAST\r\nc\r\nNOOP\r\n");
+    let out = d.send(
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3\r\na\nbBDAT 3 LAST\r\nc\r\nNOOP\r\n",
+    );
     assert_eq!(codes(&out), ["250", "250", "250", "250", "550", "250"]);
     assert!(d.messages.is_empty());
 }
@@ -337,7 +438,8 @@ fn bdat_over_the_size_limit_is_read_then_refused() {
         max_message_size: 4,
         ..ServerConfig::default()
     });
-    let out = d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 6 LAST\r\n123456NOOP\r\n");
+    let out =
+        d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 6 LAST\r\n123456NOOP\r\n");
     assert_eq!(codes(&out), ["250", "250", "250", "552", "250"]);
     assert!(d.messages.is_empty());
 }

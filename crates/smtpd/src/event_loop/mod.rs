@@ -12,16 +12,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use sluice_smtp::server::{Decision, Event, ServerSession, Waiting};
+use sluice_smtp::server::{ServerSession, Waiting};
 use sluice_smtp::{EnhancedCode, Reply};
-use sluice_spool::{QueueId, SpoolError};
+
+use crate::Shared;
+
+mod decide;
+mod inbox;
 
 use crate::conn::{Conn, Waiting as Wait};
-use crate::filter::{Connection, Defer, Later, Stage, Verdict};
-use crate::Shared;
+use crate::filter::Connection;
+pub(crate) use decide::FilterStage;
+pub(crate) use inbox::{Completion, CompletionKind, Inbox};
 
 const WAKER: Token = Token(0);
 const FIRST_LISTENER: usize = 1;
@@ -39,55 +44,6 @@ const MAX_BUFFERED_OUTPUT: usize = 256 * 1024;
 /// How often idle connections are checked against their timeouts.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Something that finished elsewhere and concerns one connection.
-#[derive(Debug)]
-pub(crate) struct Completion {
-    slot: usize,
-    serial: u64,
-    kind: CompletionKind,
-}
-
-#[derive(Debug)]
-enum CompletionKind {
-    Filter(Verdict),
-    Spool(Result<QueueId, SpoolError>),
-}
-
-impl Completion {
-    pub(crate) fn filter(slot: usize, serial: u64, verdict: Verdict) -> Self {
-        Completion {
-            slot,
-            serial,
-            kind: CompletionKind::Filter(verdict),
-        }
-    }
-}
-
-/// The way into an event loop from other threads.
-#[derive(Debug)]
-pub(crate) struct Inbox {
-    tx: Sender<Completion>,
-    waker: Waker,
-    /// Set while a wake-up is on its way: the spool's writer finishes a whole
-    /// batch at once, and one eventfd write per batch is enough.
-    armed: AtomicBool,
-}
-
-impl Inbox {
-    pub(crate) fn push(&self, completion: Completion) {
-        // The loop owns the receiver until it exits; a send after that has
-        // nobody left to tell.
-        let _ = self.tx.send(completion);
-        if !self.armed.swap(true, Ordering::AcqRel) {
-            let _ = self.waker.wake();
-        }
-    }
-
-    pub(crate) fn wake(&self) {
-        let _ = self.waker.wake();
-    }
-}
-
 pub(crate) struct EventLoop {
     poll: Poll,
     listeners: Vec<TcpListener>,
@@ -104,7 +60,10 @@ pub(crate) struct EventLoop {
 }
 
 impl EventLoop {
-    pub(crate) fn new(shared: Arc<Shared>, listeners: Vec<std::net::TcpListener>) -> io::Result<(Self, Arc<Inbox>)> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> io::Result<(Self, Arc<Inbox>)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -117,8 +76,11 @@ impl EventLoop {
         for (i, listener) in listeners.into_iter().enumerate() {
             listener.set_nonblocking(true)?;
             let mut listener = TcpListener::from_std(listener);
-            poll.registry()
-                .register(&mut listener, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+            poll.registry().register(
+                &mut listener,
+                Token(FIRST_LISTENER + i),
+                Interest::READABLE,
+            )?;
             mio_listeners.push(listener);
         }
         let event_loop = EventLoop {
@@ -156,10 +118,12 @@ impl EventLoop {
                     Token(t) if t < FIRST_CONN => self.accept(t - FIRST_LISTENER),
                     Token(t) => {
                         let slot = t - FIRST_CONN;
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
-                                conn.maybe_readable = true;
-                            }
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        if let (true, Some(conn)) =
+                            (readable, self.conns.get_mut(slot).and_then(Option::as_mut))
+                        {
+                            conn.maybe_readable = true;
                         }
                         self.service(slot);
                     }
@@ -168,10 +132,10 @@ impl EventLoop {
             // Completions can arrive without their own wake-up (armed was
             // already set); draining here as well costs one try_recv.
             self.drain_inbox();
-            if self.shared.shutting_down.load(Ordering::Acquire) {
-                if self.begin_or_continue_shutdown() {
-                    return;
-                }
+            if self.shared.shutting_down.load(Ordering::Acquire)
+                && self.begin_or_continue_shutdown()
+            {
+                return;
             }
             if last_sweep.elapsed() >= SWEEP_INTERVAL {
                 last_sweep = Instant::now();
@@ -215,11 +179,11 @@ impl EventLoop {
             self.conns.push(None);
             self.conns.len() - 1
         });
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(FIRST_CONN + slot), Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(FIRST_CONN + slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             tracing::warn!(error = %e, "cannot register connection");
             self.shared.limits.release(ip);
             self.free.push(slot);
@@ -347,168 +311,6 @@ impl EventLoop {
         }
     }
 
-    fn on_event(&mut self, slot: usize) {
-        let conn = self.conns[slot].as_mut().expect("caller checked");
-        let Some(event) = conn.session.event().cloned() else {
-            return;
-        };
-        match event {
-            Event::Hello { .. } => self.call_filter(slot, FilterStage::Hello),
-            Event::Mail { .. } => self.call_filter(slot, FilterStage::Mail),
-            Event::Rcpt { ref forward_path, .. } => {
-                match self.shared.policy.check_rcpt(forward_path, conn.ip) {
-                    crate::policy::RcptVerdict::Refuse(reply) => {
-                        // Postfix's "NOQUEUE: reject" line: what an operator
-                        // greps for when a sender says mail bounced.
-                        tracing::info!(
-                            conn = conn.info.id,
-                            client = %conn.ip,
-                            to = %forward_path,
-                            result = %reply,
-                            "recipient refused"
-                        );
-                        conn.session.decide(Decision::Reject(reply));
-                    }
-                    _ => self.call_filter(slot, FilterStage::Rcpt),
-                }
-            }
-            Event::StartData => {
-                let id = self.shared.spool.new_id();
-                conn.start_message(id, &self.shared.session.hostname);
-                conn.session.decide(Decision::Accept);
-            }
-            Event::Message => {
-                conn.message = conn.session.take_message();
-                self.call_filter(slot, FilterStage::Message);
-            }
-        }
-    }
-
-    fn call_filter(&mut self, slot: usize, stage: FilterStage) {
-        self.next_serial += 1;
-        let conn = self.conns[slot].as_mut().expect("caller checked");
-        conn.serial = self.next_serial;
-        let mut later = Some(Later::new(self.inbox.clone(), slot, conn.serial));
-        let event = conn.session.event().cloned();
-        let verdict = {
-            let stage_ref = match (stage, &event) {
-                (FilterStage::Connect, _) => Some(Stage::Connect),
-                (FilterStage::Hello, Some(Event::Hello { greeting, name })) => Some(Stage::Hello {
-                    greeting: *greeting,
-                    name,
-                }),
-                (FilterStage::Mail, Some(Event::Mail { reverse_path, params })) => {
-                    Some(Stage::Mail { reverse_path, params })
-                }
-                (FilterStage::Rcpt, Some(Event::Rcpt { forward_path, params })) => {
-                    conn.session.transaction().map(|transaction| Stage::Rcpt {
-                        transaction,
-                        forward_path,
-                        params,
-                    })
-                }
-                (FilterStage::Message, _) => conn
-                    .message
-                    .as_ref()
-                    .map(|(transaction, message)| Stage::Message { transaction, message }),
-                _ => None,
-            };
-            match stage_ref {
-                Some(s) => self.shared.filter.check(&conn.info, s, Defer(&mut later)),
-                None => Some(Verdict::Continue),
-            }
-        };
-        match (verdict, later) {
-            (Some(verdict), later) => {
-                later.map(Later::disarm);
-                self.filter_answered(slot, stage, verdict);
-            }
-            (None, Some(later)) => {
-                // The filter neither answered nor kept the handle: a bug in
-                // the filter, and never a reason to accept.
-                later.disarm();
-                let reply = Reply::new(451, Some(EnhancedCode::new(4, 3, 0)), "Filter failed; try again later");
-                self.filter_answered(slot, stage, Verdict::Reject(reply));
-            }
-            (None, None) => conn_mut(&mut self.conns, slot).waiting = Some(Wait::Filter(stage)),
-        }
-    }
-
-    fn filter_answered(&mut self, slot: usize, stage: FilterStage, verdict: Verdict) {
-        let conn = conn_mut(&mut self.conns, slot);
-        match (stage, verdict) {
-            (FilterStage::Connect, Verdict::Continue) => conn.session.greet(None),
-            (FilterStage::Connect, Verdict::Reject(reply) | Verdict::Disconnect(reply)) => {
-                conn.session.greet(Some(reply));
-            }
-            (FilterStage::Message, Verdict::Continue) => self.submit(slot),
-            (FilterStage::Message, refusal) => {
-                let decision = match refusal {
-                    Verdict::Disconnect(reply) => Decision::Disconnect(reply),
-                    Verdict::Reject(reply) => Decision::Reject(reply),
-                    Verdict::Continue => unreachable!("handled above"),
-                };
-                conn.log_transaction(&decision_reply(&decision));
-                conn.message = None;
-                conn.session.decide(decision);
-            }
-            (_, Verdict::Continue) => conn.session.decide(Decision::Accept),
-            (stage, Verdict::Reject(reply)) => {
-                tracing::info!(conn = conn.info.id, client = %conn.ip, ?stage, result = %reply, "refused by filter");
-                conn.session.decide(Decision::Reject(reply));
-            }
-            (stage, Verdict::Disconnect(reply)) => {
-                tracing::info!(conn = conn.info.id, client = %conn.ip, ?stage, result = %reply, "disconnected by filter");
-                conn.session.decide(Decision::Disconnect(reply));
-            }
-        }
-    }
-
-    fn submit(&mut self, slot: usize) {
-        let conn = conn_mut(&mut self.conns, slot);
-        let Some((envelope, body)) = conn.envelope() else {
-            conn.session.decide(Decision::Reject(Reply::new(
-                451,
-                Some(EnhancedCode::new(4, 3, 0)),
-                "Local error in processing",
-            )));
-            return;
-        };
-        self.next_serial += 1;
-        conn.serial = self.next_serial;
-        conn.waiting = Some(Wait::Spool);
-        let (inbox, serial) = (self.inbox.clone(), conn.serial);
-        self.shared.spool.submit(
-            envelope,
-            body,
-            Box::new(move |result| {
-                inbox.push(Completion {
-                    slot,
-                    serial,
-                    kind: CompletionKind::Spool(result),
-                })
-            }),
-        );
-    }
-
-    fn spool_answered(&mut self, slot: usize, result: Result<QueueId, SpoolError>) {
-        let conn = conn_mut(&mut self.conns, slot);
-        let decision = match result {
-            Ok(id) => Decision::AcceptWith(Reply::new(250, Some(EnhancedCode::new(2, 0, 0)), format!("Ok: queued as {id}"))),
-            Err(e) if e.is_storage_full() => {
-                tracing::error!(error = %e, "spool is full");
-                Decision::Reject(Reply::new(452, Some(EnhancedCode::new(4, 3, 1)), "Insufficient system storage"))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool write failed");
-                Decision::Reject(Reply::new(451, Some(EnhancedCode::new(4, 3, 0)), "Local error in processing; try again later"))
-            }
-        };
-        conn.log_transaction(&decision_reply(&decision));
-        conn.message = None;
-        conn.session.decide(decision);
-    }
-
     fn close(&mut self, slot: usize) {
         let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
             return;
@@ -533,7 +335,9 @@ impl EventLoop {
                 Waiting::Decision | Waiting::Closed => {
                     // A closed session whose client does not read the last
                     // reply must not hold its slot forever either.
-                    if conn.output_empty() || now.duration_since(conn.last_activity) < self.shared.command_timeout {
+                    if conn.output_empty()
+                        || now.duration_since(conn.last_activity) < self.shared.command_timeout
+                    {
                         continue;
                     }
                     self.close(slot);
@@ -543,7 +347,8 @@ impl EventLoop {
             if now.duration_since(conn.last_activity) >= limit {
                 tracing::info!(conn = conn.info.id, client = %conn.ip, "timeout");
                 let text = format!("{} Error: timeout exceeded", self.shared.session.hostname);
-                conn.session.close_with(Reply::new(421, Some(EnhancedCode::new(4, 4, 2)), text));
+                conn.session
+                    .close_with(Reply::new(421, Some(EnhancedCode::new(4, 4, 2)), text));
                 self.service(slot);
             }
         }
@@ -552,7 +357,9 @@ impl EventLoop {
     /// Returns true when the loop may exit.
     fn begin_or_continue_shutdown(&mut self) -> bool {
         let now = Instant::now();
-        let deadline = *self.shutdown_deadline.get_or_insert(now + self.shared.shutdown_grace);
+        let deadline = *self
+            .shutdown_deadline
+            .get_or_insert(now + self.shared.shutdown_grace);
         if self.accepting {
             self.accepting = false;
             for listener in &mut self.listeners {
@@ -580,27 +387,15 @@ impl EventLoop {
 }
 
 fn shutdown_reply(shared: &Shared) -> Reply {
-    let text = format!("{} Service shutting down, try again later", shared.session.hostname);
+    let text = format!(
+        "{} Service shutting down, try again later",
+        shared.session.hostname
+    );
     Reply::new(421, Some(EnhancedCode::new(4, 3, 2)), text)
 }
 
-fn decision_reply(decision: &Decision) -> String {
-    match decision {
-        Decision::Accept => "accepted".into(),
-        Decision::AcceptWith(r) | Decision::Reject(r) | Decision::Disconnect(r) => r.to_string(),
-    }
-}
-
 fn conn_mut(conns: &mut [Option<Conn>], slot: usize) -> &mut Conn {
-    conns[slot].as_mut().expect("connection exists while it has work")
-}
-
-/// Which filter stage a connection waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FilterStage {
-    Connect,
-    Hello,
-    Mail,
-    Rcpt,
-    Message,
+    conns[slot]
+        .as_mut()
+        .expect("connection exists while it has work")
 }

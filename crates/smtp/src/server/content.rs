@@ -1,0 +1,180 @@
+//! The content phases: DATA (dot-stuffed, up to CRLF.CRLF) and BDAT chunks
+//! (counted, RFC 3030), and the checks every message must pass before it is
+//! offered to the front end.
+
+use super::{
+    CODE_BAD_SEQUENCE, CODE_OK, Chunk, Event, PendingKind, Phase, ServerConfig, ServerSession,
+};
+use crate::command::Verb;
+use crate::params::BodyType;
+use crate::reply::{EnhancedCode, Reply};
+
+impl<C: AsRef<ServerConfig>> ServerSession<C> {
+    pub(super) fn data(&mut self) {
+        match &self.transaction {
+            None => self.bad_sequence(Verb::Data, "Need MAIL and RCPT before DATA"),
+            // RFC 2920 §3.1: with pipelining, the RCPTs may all have failed; 554 then.
+            Some(tx) if tx.recipients.is_empty() => self.error(
+                Some(Verb::Data),
+                Reply::new(554, Some(EnhancedCode::new(5, 5, 1)), "No valid recipients"),
+            ),
+            Some(_) if self.bdat_in_progress => {
+                self.bad_sequence(Verb::Data, "DATA cannot follow BDAT")
+            }
+            // RFC 3030 §3: BINARYMIME content can only come in BDAT chunks.
+            Some(tx) if tx.body_type() == BodyType::BinaryMime => {
+                self.bad_sequence(Verb::Data, "BODY=BINARYMIME requires BDAT")
+            }
+            Some(_) => self.raise(PendingKind::StartData(None), Event::StartData),
+        }
+    }
+
+    pub(super) fn bdat(&mut self, chunk: Chunk) {
+        let refusal = if !self.config().extensions.chunking {
+            Some(Reply::new(
+                502,
+                Some(EnhancedCode::new(5, 5, 1)),
+                "BDAT is not supported",
+            ))
+        } else {
+            match &self.transaction {
+                None => Some(Reply::new(
+                    503,
+                    Some(CODE_BAD_SEQUENCE),
+                    "Need MAIL and RCPT before BDAT",
+                )),
+                Some(tx) if tx.recipients.is_empty() => Some(Reply::new(
+                    554,
+                    Some(EnhancedCode::new(5, 5, 1)),
+                    "No valid recipients",
+                )),
+                Some(_) => None,
+            }
+        };
+        if let Some(reply) = refusal {
+            self.errors += 1;
+            self.phase = Phase::Chunk {
+                remaining: chunk.size,
+                last: chunk.last,
+                discard: Some(reply),
+            };
+            return;
+        }
+        if self.bdat_in_progress {
+            self.phase = Phase::Chunk {
+                remaining: chunk.size,
+                last: chunk.last,
+                discard: None,
+            };
+        } else {
+            self.raise(PendingKind::StartData(Some(chunk)), Event::StartData);
+        }
+    }
+
+    /// Takes octets of the current BDAT chunk.
+    pub(super) fn chunk_bytes(&mut self, input: &[u8]) -> usize {
+        let max_size = self.config().max_message_size;
+        let binary = self
+            .transaction
+            .as_ref()
+            .is_some_and(|tx| tx.body_type() == BodyType::BinaryMime);
+        let Phase::Chunk {
+            remaining,
+            last,
+            discard,
+        } = &mut self.phase
+        else {
+            return 0;
+        };
+        let take = input
+            .len()
+            .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+        let bytes = &input[..take];
+        *remaining -= take as u64;
+        if discard.is_none() {
+            self.content_size += take as u64;
+            if !binary {
+                self.bdat_check.feed(bytes);
+            }
+            if self.content_size <= max_size {
+                self.message.extend_from_slice(bytes);
+            }
+        }
+        if *remaining == 0 {
+            let last = *last;
+            let discard = discard.take();
+            self.phase = Phase::Command;
+            self.chunk_done(last, discard);
+        }
+        take
+    }
+
+    pub(super) fn chunk_done(&mut self, last: bool, discard: Option<Reply>) {
+        if let Some(reply) = discard {
+            self.reply(reply);
+            if self.bdat_in_progress {
+                self.reset_transaction();
+            }
+            return;
+        }
+        if self.content_size > self.config().max_message_size {
+            self.reply(size_exceeded());
+            self.reset_transaction();
+        } else if !last {
+            let text = format!("{} octets received", self.content_size);
+            self.reply(Reply::new(250, Some(CODE_OK), text));
+        } else {
+            let binary = self
+                .transaction
+                .as_ref()
+                .is_some_and(|tx| tx.body_type() == BodyType::BinaryMime);
+            let clean = std::mem::take(&mut self.bdat_check).finish();
+            if !binary && !clean {
+                self.reply(bare_line_ending_refusal());
+                self.reset_transaction();
+            } else {
+                self.raise(PendingKind::Message, Event::Message);
+            }
+        }
+    }
+
+    pub(super) fn finish_data(&mut self) {
+        let Phase::Data(decoder) = &self.phase else {
+            return;
+        };
+        let (exceeded, bare) = (decoder.exceeded(), decoder.bare_line_ending());
+        self.content_size = decoder.size();
+        self.phase = Phase::Command;
+        if exceeded {
+            self.reply(size_exceeded());
+            self.reset_transaction();
+        } else if bare {
+            self.reply(bare_line_ending_refusal());
+            self.reset_transaction();
+        } else {
+            self.raise(PendingKind::Message, Event::Message);
+        }
+    }
+
+    pub(super) fn limit_for_decoder(&self) -> usize {
+        usize::try_from(self.config().max_message_size).unwrap_or(usize::MAX)
+    }
+}
+
+fn size_exceeded() -> Reply {
+    Reply::new(
+        552,
+        Some(EnhancedCode::new(5, 3, 4)),
+        "Message size exceeds fixed maximum message size",
+    )
+}
+
+/// SMTP smuggling defence: see [`crate::data`] for why the message is refused
+/// rather than normalised.
+fn bare_line_ending_refusal() -> Reply {
+    Reply::new(
+        550,
+        Some(EnhancedCode::new(5, 5, 2)),
+        "Message refused: bare CR or LF in the content; lines must end with CRLF (RFC 5321 section 2.3.8)",
+    )
+}
