@@ -189,6 +189,27 @@ fn an_idle_client_gets_421_and_is_closed() {
 }
 
 #[test]
+fn a_client_stalled_in_data_gets_421_and_nothing_is_queued() {
+    let server = Server::start("[limits]\ndata_timeout_secs = 2\n");
+    let mut c = Client::connect_ehlo(server.addr());
+    c.command_expect("MAIL FROM:<stall@example.org>", 250);
+    c.command_expect("RCPT TO:<alice@example.test>", 250);
+    c.command_expect("DATA", 354);
+    c.send("Subject: stalled\r\n\r\nhalf a mess");
+    let start = Instant::now();
+    let r = c.read_reply();
+    assert!(r.raw.starts_with("421 4.4.2 "), "{r:?}");
+    let waited = start.elapsed();
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(8)).contains(&waited),
+        "timed out after {waited:?}, configured 2 s"
+    );
+    c.expect_closed();
+    assert!(read_queue(server.spool_dir()).is_empty());
+    assert_still_serves(&server);
+}
+
+#[test]
 fn smtp_smuggling_variants_refuse_the_whole_message() {
     let server = Server::start("");
     for smuggle in ["\n.\n", "\n.\r\n", "\r\n.\n", "\r.\r\n"] {

@@ -62,6 +62,28 @@ fn sigterm_lets_the_transaction_in_flight_finish_and_closes_idle_clients() {
 }
 
 #[test]
+fn the_shutdown_grace_period_bounds_a_stalled_transaction() {
+    let mut server = Server::start("[server]\nshutdown_grace_secs = 1\n");
+    let mut stalled = Client::connect_ehlo(server.addr());
+    stalled.command_expect("MAIL FROM:<stall@example.org>", 250);
+    stalled.command_expect("RCPT TO:<alice@example.test>", 250);
+    stalled.command_expect("DATA", 354);
+    stalled.send("Subject: never finished\r\n\r\nhalf");
+    server.send_signal("INT");
+    // The grace period is 1 s: the client is told, then the server exits.
+    match stalled.try_read_reply() {
+        Ok(r) => assert!(r.raw.starts_with("421 4.3.2 "), "{r:?}"),
+        Err(e) => assert!(e.kind() == std::io::ErrorKind::UnexpectedEof, "{e}"),
+    }
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?} after SIGINT");
+    assert!(
+        read_queue(server.spool_dir()).is_empty(),
+        "a message that never ended was queued"
+    );
+}
+
+#[test]
 fn check_config_accepts_a_good_file_and_explains_a_bad_one() {
     let server = Server::start("");
     let good = sluice(&["check-config", server.config_path().to_str().unwrap()]);

@@ -155,6 +155,30 @@ fn a_transaction_pipelined_in_one_write_gets_every_reply_in_order() {
         m.content(),
         b"Subject: pipelined\r\n\r\none write\r\n.dot-stuffed\r\n"
     );
+
+    // One log line for the transaction, with what an operator greps for.
+    let line = server
+        .wait_for_log(&format!("queue_id={id}"), Duration::from_secs(5))
+        .expect("no log line for the transaction");
+    for field in [
+        "message".to_string(),
+        "client=127.0.0.1".to_string(),
+        "from=<p@example.org>".to_string(),
+        "to=<alice@example.test>,<bob@example.test>".to_string(),
+        "size=".to_string(),
+        format!("result=\"250 2.0.0 Ok: queued as {id}\""),
+    ] {
+        assert!(
+            line.contains(&field),
+            "{field} missing from the log line {line:?}"
+        );
+    }
+    let logged = server
+        .logs()
+        .iter()
+        .filter(|l| l.contains(&format!("queue_id={id}")))
+        .count();
+    assert_eq!(logged, 1, "the transaction was logged {logged} times");
 }
 
 #[test]
@@ -230,4 +254,65 @@ fn the_null_reverse_path_and_the_postmaster_alias_are_accepted() {
     assert_eq!(m.id, id);
     assert_eq!(m.reverse_path, "");
     assert_eq!(m.recipients, ["root@example.test"]);
+}
+
+#[test]
+fn a_message_sent_one_byte_at_a_time_is_queued_intact() {
+    let server = Server::start("");
+    let mut c = Client::connect_ehlo(server.addr());
+    c.command_expect("MAIL FROM:<slow@example.org>", 250);
+    c.command_expect("RCPT TO:<alice@example.test>", 250);
+    c.command_expect("DATA", 354);
+    // Every CRLF, the stuffed dot and the end-of-data line cross write
+    // boundaries (TCP_NODELAY is on, so most writes are segments of their own).
+    for b in b"Subject: slow\r\n\r\n..one\r\n.\r\n" {
+        c.send([*b]);
+    }
+    let id = c.expect(250).queue_id().expect("a queue id");
+    c.command_expect("QUIT", 221);
+    let m = only_message(&server);
+    assert_eq!(m.id, id);
+    assert_eq!(m.content(), b"Subject: slow\r\n\r\n.one\r\n");
+}
+
+#[test]
+fn a_chunked_bdat_transaction_is_queued_exactly_as_sent() {
+    let server = Server::start("");
+    let mut c = Client::connect_ehlo(server.addr());
+    c.command_expect("MAIL FROM:<chunks@example.org>", 250);
+    c.command_expect("RCPT TO:<alice@example.test>", 250);
+    // BDAT carries octets as they are: no dot-stuffing, and a chunk may end
+    // mid-line.
+    let first = b"Subject: chunked\r\n\r\n..not unstuffed\r\nsplit ";
+    let second = b"line\r\n";
+    c.send([format!("BDAT {}\r\n", first.len()).as_bytes(), first].concat());
+    c.expect(250);
+    c.send([format!("BDAT {} LAST\r\n", second.len()).as_bytes(), second].concat());
+    let id = c.expect(250).queue_id().expect("a queue id");
+    c.command_expect("QUIT", 221);
+    let m = only_message(&server);
+    assert_eq!(m.id, id);
+    assert_eq!(m.content(), [&first[..], &second[..]].concat());
+}
+
+#[test]
+fn an_ipv6_loopback_client_is_served_and_traced_with_an_ipv6_literal() {
+    let server = Server::start("[[listen]]\naddr = \"[::1]:0\"\n");
+    assert!(server.addr().is_ipv6(), "{}", server.addr());
+    let mut c = Client::connect_ehlo(server.addr());
+    // ::1 is trusted by default: it may relay.
+    let r = c.transaction(
+        "v6@example.org",
+        &["someone@elsewhere.example"],
+        b"Subject: v6\r\n\r\nhi\r\n",
+    );
+    let id = r.queue_id().unwrap_or_else(|| panic!("refused: {r:?}"));
+    c.command_expect("QUIT", 221);
+    let m = only_message(&server);
+    assert_eq!(m.id, id);
+    assert_eq!(m.client_ip, "::1".parse::<IpAddr>().unwrap());
+    let want = format!(
+        "Received: from client.example ([IPv6:::1])\r\n\tby {HOSTNAME} (Sluice) with ESMTP id {id}"
+    );
+    assert!(m.received().starts_with(&want), "{:?}", m.received());
 }

@@ -200,13 +200,19 @@ impl Server {
 
     /// Sends SIGTERM without waiting (see [`Server::wait_exit`]).
     pub fn send_sigterm(&self) {
+        self.send_signal("TERM");
+    }
+
+    /// Sends the signal named `name` (`"INT"`, `"TERM"`, ...) by PID.
+    pub fn send_signal(&self, name: &str) {
         let pid = self.pid().to_string();
         // `kill(1)` by PID: the workspace forbids the unsafe libc call.
         let status = Command::new("kill")
-            .args(["-TERM", &pid])
+            .arg(format!("-{name}"))
+            .arg(&pid)
             .status()
             .expect("run kill(1)");
-        assert!(status.success(), "kill -TERM {pid} failed");
+        assert!(status.success(), "kill -{name} {pid} failed");
     }
 
     /// Waits at most `limit` for the server to exit; SIGKILLs it and panics

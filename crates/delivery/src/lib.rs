@@ -1,0 +1,14 @@
+//! Sluice's delivery side: from the spool to mailboxes and next hops.
+//!
+//! - [`local`]: Maildir delivery for the local domains, and alias expansion.
+//! - [`dsn`]: RFC 3464 delivery status notifications (bounces).
+//! - [`route`]: the next hop for a domain: configured routes, the smarthost,
+//!   or MX records through DNS.
+//! - [`remote`]: the SMTP and LMTP client transport over sockets, with
+//!   connection reuse.
+//! - [`scheduler`]: due times, retries, per-destination concurrency, and the
+//!   pool of delivery threads.
+
+pub mod outcome;
+
+pub use outcome::Outcome;
