@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// How long a test waits for any one reply.
@@ -185,11 +185,6 @@ impl Client {
             ),
             Err(e) => panic!("expected the connection closed: {e}"),
         }
-    }
-
-    /// Half-closes our side (no more input for the server).
-    pub fn shutdown_write(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
     }
 
     /// One whole transaction on this (greeted) connection; returns the

@@ -147,10 +147,6 @@ impl Server {
         self.addr().port()
     }
 
-    pub fn hostname(&self) -> &'static str {
-        HOSTNAME
-    }
-
     pub fn spool_dir(&self) -> &Path {
         &self.spool_dir
     }

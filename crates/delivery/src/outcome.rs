@@ -17,7 +17,9 @@ pub enum Outcome {
 impl Outcome {
     pub fn reply(&self) -> &str {
         match self {
-            Outcome::Delivered { reply } | Outcome::Deferred { reply } | Outcome::Failed { reply } => reply,
+            Outcome::Delivered { reply }
+            | Outcome::Deferred { reply }
+            | Outcome::Failed { reply } => reply,
         }
     }
 }

@@ -9,6 +9,7 @@ mod queue;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand};
 use config::Config;
@@ -130,6 +131,15 @@ fn init_logging() {
 }
 
 fn serve(config: Config) -> Result<(), String> {
+    // Past a file-size limit (systemd's LimitFSIZE=, `ulimit -f`) the kernel
+    // sends SIGXFSZ, whose default action kills the process. With a handler
+    // installed, the write fails with EFBIG instead, the spool reports
+    // "storage full", and the client gets 452 4.3.1 while we keep serving.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
     std::fs::create_dir_all(&config.spool_dir).map_err(|e| {
         format!(
             "cannot create spool directory {}: {e}",

@@ -362,8 +362,11 @@ impl EventLoop {
             .get_or_insert(now + self.shared.shutdown_grace);
         if self.accepting {
             self.accepting = false;
-            for listener in &mut self.listeners {
-                let _ = self.poll.registry().deregister(listener);
+            // Closing (not just deregistering) the listeners makes new clients
+            // get a refused connection, so they try the next MX at once
+            // instead of waiting for a greeting that never comes.
+            for mut listener in self.listeners.drain(..) {
+                let _ = self.poll.registry().deregister(&mut listener);
             }
         }
         for slot in 0..self.conns.len() {
