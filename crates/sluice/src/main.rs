@@ -160,8 +160,13 @@ fn serve(config: Config) -> Result<(), String> {
     );
     let smtpd_config = config.smtpd();
     let hostname = smtpd_config.session.hostname.clone();
-    let smtpd = Smtpd::start(smtpd_config, spool.handle(), Arc::new(NoFilter))
-        .map_err(|e| format!("cannot listen: {e}"))?;
+    let smtpd = Smtpd::start(
+        smtpd_config,
+        spool.handle(),
+        Arc::new(NoFilter),
+        Arc::new(|_| {}),
+    )
+    .map_err(|e| format!("cannot listen: {e}"))?;
     for addr in smtpd.local_addrs() {
         // Tests and scripts read this line to learn the port (addr may say port 0).
         tracing::info!("listening on {addr} as {hostname}");

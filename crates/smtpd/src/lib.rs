@@ -24,7 +24,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sluice_smtp::server::ServerConfig;
-use sluice_spool::SpoolHandle;
+use sluice_spool::{QueueId, SpoolHandle};
+
+/// Told about every message the spool has made durable (the delivery
+/// scheduler). Runs on the spool's writer thread, so it must be quick: a
+/// channel send.
+pub type OnQueued = Arc<dyn Fn(QueueId) + Send + Sync>;
 
 pub use filter::{Connection, Defer, Filter, Later, NoFilter, Stage, Verdict};
 pub use policy::RecipientPolicy;
@@ -73,6 +78,7 @@ pub(crate) struct Shared {
     pub(crate) policy: RecipientPolicy,
     pub(crate) spool: SpoolHandle,
     pub(crate) filter: Arc<dyn Filter>,
+    pub(crate) on_queued: OnQueued,
     pub(crate) limits: ConnectionLimits,
     pub(crate) command_timeout: Duration,
     pub(crate) data_timeout: Duration,
@@ -136,6 +142,7 @@ impl Smtpd {
         config: SmtpdConfig,
         spool: SpoolHandle,
         filter: Arc<dyn Filter>,
+        on_queued: OnQueued,
     ) -> io::Result<Smtpd> {
         let listeners = config
             .listen
@@ -155,6 +162,7 @@ impl Smtpd {
             policy: config.policy,
             spool,
             filter,
+            on_queued,
             limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
             command_timeout: config.command_timeout,
             data_timeout: config.data_timeout,

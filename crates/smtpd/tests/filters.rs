@@ -69,6 +69,7 @@ struct Harness {
     smtpd: Option<Smtpd>,
     spool: Option<Spool>,
     filter: Arc<TestFilter>,
+    queued: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -96,12 +97,17 @@ impl Harness {
             delay,
             seen: Mutex::new(Vec::new()),
         });
-        let smtpd = Smtpd::start(config, spool.handle(), filter.clone()).unwrap();
+        let queued = Arc::new(Mutex::new(Vec::new()));
+        let record = queued.clone();
+        let on_queued =
+            Arc::new(move |id: sluice_spool::QueueId| record.lock().unwrap().push(id.to_string()));
+        let smtpd = Smtpd::start(config, spool.handle(), filter.clone(), on_queued).unwrap();
         Harness {
             addr: smtpd.local_addrs()[0],
             smtpd: Some(smtpd),
             spool: Some(spool),
             filter,
+            queued,
             _dir: dir,
         }
     }
@@ -211,7 +217,11 @@ fn filters_see_every_stage_and_can_refuse() {
             .starts_with("250 ")
     );
     assert!(c.command("DATA").starts_with("354 "));
-    assert!(c.command("x\r\n.").starts_with("250 "));
+    let reply = c.command("x\r\n.");
+    let id = reply.trim_end().rsplit(' ').next().unwrap().to_string();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    // The scheduler hook heard of exactly this message, no later than the client.
+    assert_eq!(*h.queued.lock().unwrap(), [id]);
     let seen = h.filter.seen.lock().unwrap().clone();
     assert_eq!(seen[0], "connect 127.0.0.1");
     assert_eq!(seen[1], "hello c.example");

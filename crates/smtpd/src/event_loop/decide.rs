@@ -165,10 +165,16 @@ impl EventLoop {
         conn.serial = self.next_serial;
         conn.waiting = Some(Wait::Spool);
         let (inbox, serial) = (self.inbox.clone(), conn.serial);
+        let on_queued = self.shared.on_queued.clone();
         self.shared.spool.submit(
             envelope,
             body,
             Box::new(move |result| {
+                // Delivery may start before the client has its 250: the
+                // message is durable, and that is what matters.
+                if let Ok(id) = &result {
+                    on_queued(*id);
+                }
                 inbox.push(Completion {
                     slot,
                     serial,
