@@ -9,6 +9,13 @@
 //! - [`scheduler`]: due times, retries, per-destination concurrency, and the
 //!   pool of delivery threads.
 
+pub mod dispatch;
+mod dns;
+pub mod dsn;
+pub mod local;
 pub mod outcome;
+pub mod remote;
+pub mod route;
+pub mod scheduler;
 
 pub use outcome::Outcome;

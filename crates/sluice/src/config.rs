@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use sluice_delivery::dispatch::Dispatch;
+use sluice_delivery::local::{self, LocalConfig};
+use sluice_delivery::remote::{Remote, RemoteConfig};
+use sluice_delivery::route::{RouteConfig, Router};
+use sluice_delivery::scheduler::SchedulerConfig;
 use sluice_smtp::Domain;
 use sluice_smtp::server::{Extensions, ServerConfig};
 use sluice_smtpd::{RecipientPolicy, SmtpdConfig};
@@ -28,6 +33,8 @@ pub struct Config {
     pub local: Local,
     pub relay: Relay,
     pub server: Server,
+    pub delivery: Delivery,
+    pub dns: Dns,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +87,35 @@ pub struct Relay {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Delivery threads (each holds at most one connection or Maildir write).
+    pub threads: usize,
+    /// Deliveries in flight to one destination (a domain, or a route's next hop).
+    pub max_connections_per_destination: usize,
+    /// Waits before each retry of a deferred recipient; after the last, the
+    /// last interval repeats.
+    pub retry_schedule_secs: Vec<u64>,
+    /// A recipient still deferred this long after arrival fails, and its
+    /// sender gets a bounce.
+    pub max_queue_lifetime_secs: u64,
+    /// Domain → "host:port": the next hop for that domain, instead of DNS.
+    pub routes: BTreeMap<String, String>,
+    /// "host:port" to send all non-local mail to; empty = use DNS.
+    pub smarthost: String,
+    /// "unix:/path" or "host:port" of an LMTP server (Dovecot) for the local
+    /// domains; empty = write Maildirs ourselves.
+    pub lmtp: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// "ip:port" of the resolvers to ask; empty = the system's (/etc/resolv.conf).
+    pub nameservers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Server {
     /// Event loop threads; 0 = one per core.
     pub event_loops: usize,
@@ -100,6 +136,8 @@ impl Default for Config {
             local: Local::default(),
             relay: Relay::default(),
             server: Server::default(),
+            delivery: Delivery::default(),
+            dns: Dns::default(),
         }
     }
 }
@@ -141,6 +179,20 @@ impl Default for Relay {
                 "127.0.0.0/8".parse().expect("valid network"),
                 "::1/128".parse().expect("valid network"),
             ],
+        }
+    }
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            threads: 32,
+            max_connections_per_destination: 20,
+            retry_schedule_secs: vec![60, 300, 900, 1800, 3600, 7200, 14400],
+            max_queue_lifetime_secs: 432_000,
+            routes: BTreeMap::new(),
+            smarthost: String::new(),
+            lmtp: String::new(),
         }
     }
 }
@@ -239,10 +291,45 @@ impl Config {
                 problems.push(format!("local.aliases: {alias:?} has an empty target"));
             }
         }
+        self.validate_delivery(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
+        }
+    }
+
+    fn validate_delivery(&self, problems: &mut Vec<String>) {
+        let d = &self.delivery;
+        if d.threads == 0 || d.max_connections_per_destination == 0 {
+            problems.push(
+                "delivery: threads and max_connections_per_destination must be at least 1".into(),
+            );
+        }
+        if d.retry_schedule_secs.is_empty() || d.retry_schedule_secs.contains(&0) {
+            problems.push(
+                "delivery.retry_schedule_secs needs at least one interval, none of them 0".into(),
+            );
+        }
+        if d.max_queue_lifetime_secs == 0 {
+            problems.push("delivery.max_queue_lifetime_secs must be at least 1".into());
+        }
+        for (domain, target) in &d.routes {
+            if !matches!(Domain::parse(domain), Some(Domain::Name(_))) {
+                problems.push(format!(
+                    "delivery.routes: {domain:?} is not a valid domain name"
+                ));
+            }
+            if let Err(e) = check_host_port(target) {
+                problems.push(format!("delivery.routes.{domain}: {e}"));
+            }
+        }
+        if let (false, Err(e)) = (d.smarthost.is_empty(), check_host_port(&d.smarthost)) {
+            problems.push(format!("delivery.smarthost: {e}"));
+        }
+        let lmtp_tcp = !d.lmtp.is_empty() && !d.lmtp.starts_with("unix:/");
+        if let (true, Err(e)) = (lmtp_tcp, check_host_port(&d.lmtp)) {
+            problems.push(format!("delivery.lmtp: {e} (or \"unix:/path/to/socket\")"));
         }
     }
 
@@ -281,6 +368,82 @@ impl Config {
         smtpd.data_timeout = Duration::from_secs(self.limits.data_timeout_secs);
         smtpd.shutdown_grace = Duration::from_secs(self.server.shutdown_grace_secs);
         smtpd
+    }
+}
+
+impl Config {
+    /// The delivery scheduler's view of this configuration.
+    pub fn scheduler(&self) -> SchedulerConfig {
+        let d = &self.delivery;
+        SchedulerConfig {
+            threads: d.threads,
+            max_connections_per_destination: d.max_connections_per_destination,
+            retry_schedule: d
+                .retry_schedule_secs
+                .iter()
+                .map(|&s| Duration::from_secs(s))
+                .collect(),
+            max_queue_lifetime: Duration::from_secs(d.max_queue_lifetime_secs),
+            hostname: self.hostname(),
+        }
+    }
+
+    /// Local and remote delivery, as the delivery threads run them.
+    pub fn dispatch(&self) -> Result<Dispatch, String> {
+        let d = &self.delivery;
+        let hostname = self.hostname();
+        let local = local::Local::new(LocalConfig {
+            maildir_root: self.local.maildir_root.clone(),
+            users: self.local.users.clone(),
+            aliases: self.local.aliases.clone(),
+            hostname: hostname.clone(),
+        });
+        let router = Router::new(RouteConfig {
+            routes: d
+                .routes
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            smarthost: Some(d.smarthost.clone()).filter(|s| !s.is_empty()),
+            nameservers: self.dns.nameservers.clone(),
+            ..RouteConfig::default()
+        })?;
+        let remote = Remote::new(
+            RemoteConfig {
+                helo_name: hostname,
+                // RFC 5321 §4.5.3.2 gives no connect timeout; 30 s is what
+                // Postfix uses (smtp_connect_timeout).
+                connect_timeout: Duration::from_secs(30),
+                idle_close: Duration::from_secs(5),
+                max_messages_per_connection: 100,
+            },
+            router,
+        );
+        Ok(Dispatch::new(
+            self.local.domains.iter().cloned(),
+            local,
+            remote,
+            Some(d.lmtp.clone()),
+        ))
+    }
+}
+
+/// `host:port` or `[ipv6]:port`, with a port that is a number.
+fn check_host_port(target: &str) -> Result<(), String> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{target:?} needs a port, as in \"mx.example.net:25\""))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("{target:?}: {port:?} is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let valid = host.parse::<std::net::IpAddr>().is_ok()
+        || matches!(Domain::parse(host), Some(Domain::Name(_)));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{target:?}: {host:?} is not a host name or address"
+        ))
     }
 }
 
@@ -366,6 +529,32 @@ mod tests {
         assert_eq!(c.local.domains, ["localhost"]);
         assert!(c.local.users.contains(&"postmaster".to_string()));
         assert_eq!(c.limits.max_line_length, 512);
+    }
+
+    #[test]
+    fn delivery_settings_are_checked() {
+        let c = parse(
+            "[delivery]\nsmarthost = \"127.0.0.1:2626\"\nroutes = { \"remote.test\" = \"[::1]:25\" }\n\
+             lmtp = \"unix:/run/dovecot/lmtp\"\n[dns]\nnameservers = [\"127.0.0.1:5353\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.delivery.threads, 32);
+        assert_eq!(
+            c.dns.nameservers,
+            ["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]
+        );
+        let e = parse(
+            "[delivery]\nsmarthost = \"relay.example.net\"\nroutes = { \"a.test\" = \"h:x\" }\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("needs a port"), "{e}");
+        assert!(e.contains("\"x\" is not a port number"), "{e}");
+        let e = parse("[delivery]\nretry_schedule_secs = []\nlmtp = \"dovecot\"\n").unwrap_err();
+        assert!(
+            e.contains("retry_schedule_secs needs at least one interval"),
+            "{e}"
+        );
+        assert!(e.contains("delivery.lmtp"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! signals, the spool and the front end. Protocol logic lives in the crates.
 
 mod config;
+mod control;
 mod queue;
 
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand};
 use config::Config;
+use control::ControlServer;
+use sluice_delivery::scheduler::Scheduler;
 use sluice_smtpd::{NoFilter, Smtpd};
 use sluice_spool::{Spool, SpoolConfig};
 
@@ -43,15 +46,75 @@ enum Command {
     },
 }
 
+/// Where the spool is: given directly, or read from a config file.
+#[derive(Debug, clap::Args)]
+struct SpoolArgs {
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The spool directory (overrides the config's spool_dir).
+    #[arg(long)]
+    spool: Option<PathBuf>,
+}
+
+impl SpoolArgs {
+    fn dir(&self) -> Result<PathBuf, String> {
+        match &self.spool {
+            Some(dir) => Ok(dir.clone()),
+            None => load(self.config.as_deref()).map(|c| c.spool_dir),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum QueueCommand {
     /// List queued messages: id, age, size, sender, recipients and their state.
     List {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// The spool directory (overrides the config's spool_dir).
+        #[command(flatten)]
+        spool: SpoolArgs,
+        /// Only messages with a recipient in this domain.
         #[arg(long)]
-        spool: Option<PathBuf>,
+        domain: Option<String>,
+        /// Only messages with a recipient in this state.
+        #[arg(long, value_enum)]
+        state: Option<queue::StateFilter>,
+    },
+    /// Show one message: envelope, each recipient's state and last reply, headers.
+    Show {
+        id: String,
+        #[command(flatten)]
+        spool: SpoolArgs,
+    },
+    /// Retry now: one message, or with --all every deferred one (needs the running server).
+    Flush {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        #[command(flatten)]
+        spool: SpoolArgs,
+    },
+    /// Keep a message queued but do not deliver it until released.
+    Hold {
+        id: String,
+        #[command(flatten)]
+        spool: SpoolArgs,
+    },
+    /// Let a held message be delivered again.
+    Release {
+        id: String,
+        #[command(flatten)]
+        spool: SpoolArgs,
+    },
+    /// Remove a message from the queue, without a bounce.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        spool: SpoolArgs,
+    },
+    /// Fail every undelivered recipient now and bounce the message to its sender.
+    Bounce {
+        id: String,
+        #[command(flatten)]
+        spool: SpoolArgs,
     },
 }
 
@@ -93,21 +156,39 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Queue {
-            command: QueueCommand::List { config, spool },
-        } => {
-            let dir = match spool {
-                Some(dir) => Ok(dir),
-                None => load(config.as_deref()).map(|c| c.spool_dir),
-            };
-            match dir.and_then(|dir| queue::list(&dir, &mut std::io::stdout().lock())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sluice: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Queue { command } => match queue_command(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
+    }
+}
+
+fn queue_command(command: QueueCommand) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    let control = |spool: &SpoolArgs, command: String| -> Result<(), String> {
+        let reply = control::request(&spool.dir()?, &command)?;
+        println!("{reply}");
+        Ok(())
+    };
+    match command {
+        QueueCommand::List {
+            spool,
+            domain,
+            state,
+        } => queue::list(&spool.dir()?, &queue::Filter { domain, state }, &mut out),
+        QueueCommand::Show { id, spool } => queue::show(&spool.dir()?, &id, &mut out),
+        QueueCommand::Flush { id, all, spool } => match (id, all) {
+            (Some(id), _) => control(&spool, format!("flush {id}")),
+            (None, true) => control(&spool, "flush all".into()),
+            (None, false) => Err("name a queue id, or --all".into()),
+        },
+        QueueCommand::Hold { id, spool } => control(&spool, format!("hold {id}")),
+        QueueCommand::Release { id, spool } => control(&spool, format!("release {id}")),
+        QueueCommand::Delete { id, spool } => control(&spool, format!("delete {id}")),
+        QueueCommand::Bounce { id, spool } => control(&spool, format!("bounce {id}")),
     }
 }
 
@@ -158,13 +239,21 @@ fn serve(config: Config) -> Result<(), String> {
         torn_tail_bytes = report.torn_tail_bytes,
         "spool recovered"
     );
+    let scheduler = Scheduler::start(
+        config.scheduler(),
+        spool.handle(),
+        Arc::new(config.dispatch()?),
+    )?;
+    let control = ControlServer::start(&config.spool_dir, scheduler.handle())?;
+
     let smtpd_config = config.smtpd();
     let hostname = smtpd_config.session.hostname.clone();
+    let to_scheduler = scheduler.handle();
     let smtpd = Smtpd::start(
         smtpd_config,
         spool.handle(),
         Arc::new(NoFilter),
-        Arc::new(|_| {}),
+        Arc::new(move |id| to_scheduler.queued(id)),
     )
     .map_err(|e| format!("cannot listen: {e}"))?;
     for addr in smtpd.local_addrs() {
@@ -191,6 +280,10 @@ fn serve(config: Config) -> Result<(), String> {
 
     smtpd.wait();
     signal_handle.close();
+    // Receiving has stopped; deliveries in flight finish and are journaled
+    // before the spool closes.
+    drop(control);
+    scheduler.shutdown();
     spool.shutdown();
     tracing::info!("stopped");
     Ok(())

@@ -1,65 +1,163 @@
 //! `sluice queue …`: the operator's view of the spool.
+//!
+//! `list` and `show` read the spool directly (read-only, no lock), so they
+//! work on a live server and a stopped one alike. The commands that change
+//! the queue go to the running server through the control socket.
 
 use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_spool::{RecipientState, Spool};
+use sluice_spool::{MessageSummary, QueueId, RecipientState, Spool};
 
-/// Prints the queued messages, oldest first: id, age, size, sender, and each
-/// recipient with its state. Works on a live spool (it takes no lock and
-/// ignores an append in progress) as well as on a stopped one.
-pub fn list(dir: &Path, out: &mut impl Write) -> Result<(), String> {
+/// Which messages `queue list` shows.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    /// Only messages with a recipient in this domain (case-insensitive).
+    pub domain: Option<String>,
+    /// Only messages with a recipient in this state, or held ones.
+    pub state: Option<StateFilter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateFilter {
+    /// Not yet attempted.
+    Queued,
+    /// Failed for now, to be retried.
+    Deferred,
+    /// Held by the operator.
+    Held,
+}
+
+impl Filter {
+    fn matches(&self, m: &MessageSummary) -> bool {
+        let in_domain = |address: &str| {
+            let domain = self.domain.as_deref().unwrap_or_default();
+            address
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+        };
+        let domain_ok = self.domain.is_none() || m.recipients.iter().any(|r| in_domain(&r.address));
+        let state_ok = match self.state {
+            None => true,
+            Some(StateFilter::Held) => m.held,
+            Some(StateFilter::Queued) => m
+                .recipients
+                .iter()
+                .any(|r| r.state == RecipientState::Pending),
+            Some(StateFilter::Deferred) => m
+                .recipients
+                .iter()
+                .any(|r| matches!(r.state, RecipientState::Deferred { .. })),
+        };
+        domain_ok && state_ok
+    }
+}
+
+fn open(dir: &Path) -> Result<Spool, String> {
     if !dir.is_dir() {
         return Err(format!("{}: no spool directory here", dir.display()));
     }
-    let (spool, _report) = Spool::open_read_only(dir)
-        .map_err(|e| format!("cannot read the spool in {}: {e}", dir.display()))?;
+    Spool::open_read_only(dir)
+        .map(|(spool, _)| spool)
+        .map_err(|e| format!("cannot read the spool in {}: {e}", dir.display()))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn sender(reverse_path: &str) -> String {
+    if reverse_path.is_empty() {
+        "<>".to_string()
+    } else {
+        format!("<{reverse_path}>")
+    }
+}
+
+/// Prints the queued messages, oldest first: id, age, size, sender, and each
+/// recipient with its state.
+pub fn list(dir: &Path, filter: &Filter, out: &mut impl Write) -> Result<(), String> {
+    let spool = open(dir)?;
     let mut messages = spool
         .messages()
         .map_err(|e| format!("cannot list the queue: {e}"))?;
+    messages.retain(|m| filter.matches(m));
     messages.sort_by_key(|m| (m.arrival_unix_ms, m.id));
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let write = |out: &mut dyn Write, text: String| {
-        out.write_all(text.as_bytes()).map_err(|e| e.to_string())
-    };
+    let now = now_ms();
+    let mut text = String::new();
     for m in &messages {
-        let sender = if m.reverse_path.is_empty() {
-            "<>".to_string()
-        } else {
-            format!("<{}>", m.reverse_path)
-        };
         let held = if m.held { "  (held)" } else { "" };
-        write(
-            out,
-            format!(
-                "{}  {:>6}  {:>9}  {sender}{held}\n",
-                m.id,
-                age(now_ms.saturating_sub(m.arrival_unix_ms)),
-                m.size
-            ),
-        )?;
+        let age = age(now.saturating_sub(m.arrival_unix_ms));
+        text += &format!(
+            "{}  {age:>6}  {:>9}  {}{held}\n",
+            m.id,
+            m.size,
+            sender(&m.reverse_path)
+        );
         for r in &m.recipients {
-            write(out, format!("    <{}>  {}\n", r.address, state(&r.state)))?;
+            text += &format!("    <{}>  {}\n", r.address, state(&r.state, now));
         }
     }
     let total: u64 = messages.iter().map(|m| m.size).sum();
-    write(
-        out,
-        format!("-- {} message(s), {} bytes\n", messages.len(), total),
-    )
+    text += &format!("-- {} message(s), {} bytes\n", messages.len(), total);
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())
 }
 
-fn state(state: &RecipientState) -> String {
+/// Prints one message: its envelope, each recipient's state and last reply,
+/// and the headers of its content.
+pub fn show(dir: &Path, id: &str, out: &mut impl Write) -> Result<(), String> {
+    let id: QueueId = id
+        .parse()
+        .map_err(|_| format!("{id:?} is not a queue id"))?;
+    let spool = open(dir)?;
+    let message = spool
+        .get(id)
+        .map_err(|e| format!("cannot read {id}: {e}"))?
+        .ok_or_else(|| format!("{id} is not in the queue (delivered, bounced or deleted)"))?;
+    let e = &message.envelope;
+    let now = now_ms();
+    let held = if message.held { "  (held)" } else { "" };
+    let mut text = format!("id:       {id}{held}\n");
+    text += &format!("age:      {}\n", age(now.saturating_sub(e.arrival_unix_ms)));
+    text += &format!("client:   [{}] helo={}\n", e.client_ip, e.helo);
+    text += &format!("sender:   {} {}\n", sender(&e.reverse_path), e.mail_params);
+    text += &format!("size:     {} bytes\n", message.body().len());
+    for (r, s) in e.recipients.iter().zip(&message.states) {
+        text += &format!(
+            "rcpt:     <{}> {}  {}\n",
+            r.address,
+            r.params,
+            state(s, now)
+        );
+    }
+    let body = message.body();
+    let header_end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(body.len(), |p| p + 2);
+    text += "headers:\n";
+    for line in String::from_utf8_lossy(&body[..header_end]).lines() {
+        text += &format!("    {line}\n");
+    }
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())
+}
+
+fn state(state: &RecipientState, now: u64) -> String {
     match state {
         RecipientState::Pending => "queued".into(),
         RecipientState::Delivered => "delivered".into(),
         RecipientState::Failed { reply } => format!("failed: {reply}"),
         RecipientState::Deferred {
-            attempts, reply, ..
-        } => format!("deferred after {attempts} attempt(s): {reply}"),
+            attempts,
+            reply,
+            until_unix_ms,
+        } => format!(
+            "deferred after {attempts} attempt(s), next in {}: {reply}",
+            age(until_unix_ms.saturating_sub(now))
+        ),
     }
 }
 
@@ -112,7 +210,7 @@ mod tests {
             .submit_wait(envelope, b"Subject: x\r\n\r\nhello\r\n".to_vec())
             .unwrap();
         let mut out = Vec::new();
-        list(dir.path(), &mut out).unwrap();
+        list(dir.path(), &Filter::default(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         let first = format!("{id}  {:>6}  {:>9}  <alice@example.org>\n", "0s", 21);
         assert!(text.starts_with(&first), "{text}");
@@ -135,7 +233,12 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_explained() {
-        let e = list(Path::new("/nonexistent/spool"), &mut Vec::new()).unwrap_err();
+        let e = list(
+            Path::new("/nonexistent/spool"),
+            &Filter::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(e.contains("no spool directory"), "{e}");
     }
 }

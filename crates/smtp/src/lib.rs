@@ -17,6 +17,7 @@ pub mod address;
 pub mod client;
 pub mod command;
 pub mod data;
+pub mod date;
 pub mod line;
 pub mod params;
 pub mod reply;

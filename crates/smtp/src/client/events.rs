@@ -61,7 +61,7 @@ pub enum CloseReason {
     /// The greeting was not 220 (RFC 5321 §3.1). On a 4xx the caller may
     /// try the next MX.
     GreetingRefused(Reply),
-    /// EHLO and then HELO were refused, or EHLO with a 4xx.
+    /// EHLO and then HELO were refused, EHLO with a 4xx, or LHLO (LMTP has no fallback).
     HelloRefused(Reply),
     /// The server sent 421: it is closing the connection (RFC 5321 §3.8).
     ServiceClosing(Reply),

@@ -144,7 +144,7 @@ impl ClientSession {
                 2 => {
                     self.remote_name = capabilities::announced_name(&reply);
                     self.greeting = Some(reply);
-                    self.write(&Command::Ehlo(self.config.hostname.clone()));
+                    self.write_hello();
                     State::Ehlo
                 }
                 4 | 5 => {
@@ -165,12 +165,13 @@ impl ClientSession {
                     self.hello_done(&reply)
                 }
                 // RFC 5321 §4.1.4, §3.2: a server that does not know EHLO
-                // answers 500/502 (or 504, 550); fall back to HELO.
-                5 => {
+                // answers 500/502 (or 504, 550); fall back to HELO. LMTP has
+                // no older greeting to fall back to (RFC 2033 §4.1).
+                5 if !self.config.lmtp => {
                     self.write(&Command::Helo(self.config.hostname.clone()));
                     State::Helo
                 }
-                4 => {
+                4 | 5 => {
                     let reason = CloseReason::HelloRefused(reply.clone());
                     self.fail(state, reason, reply, ReplyOrigin::Remote)
                 }
@@ -212,6 +213,7 @@ impl ClientSession {
     fn on_transaction_reply(&mut self, mut t: Box<Transaction>, reply: Reply) -> State {
         match t.phase {
             Phase::Envelope { .. } => self.on_envelope_reply(t, reply),
+            Phase::EndOfData if self.config.lmtp => self.on_lmtp_data_reply(t, reply),
             Phase::EndOfData => {
                 let outcome = match class(&reply) {
                     2 => Outcome::Delivered(reply),
@@ -229,6 +231,31 @@ impl ClientSession {
             // Input is not read during the body (see process_input).
             Phase::Body => self.unexpected(State::Transaction(t), &reply),
         }
+    }
+
+    /// RFC 2033 §4.2: after the end of data, one reply for each recipient
+    /// whose RCPT succeeded, in the order of those RCPTs. Replies decide
+    /// recipients strictly in turn, so the next one always belongs to the
+    /// first recipient still waiting.
+    fn on_lmtp_data_reply(&mut self, mut t: Box<Transaction>, reply: Reply) -> State {
+        let outcome = match class(&reply) {
+            2 => Outcome::Delivered(reply),
+            4 | 5 => Outcome::failure(reply),
+            _ => return self.unexpected(State::Transaction(t), &reply),
+        };
+        let Some(next) = t
+            .recipients
+            .iter_mut()
+            .find(|rcpt| matches!(rcpt, Rcpt::Accepted))
+        else {
+            return self.unexpected(State::Transaction(t), outcome.reply());
+        };
+        *next = Rcpt::Done(outcome, ReplyOrigin::Remote);
+        if any_accepted(&t.recipients) {
+            return State::Transaction(t);
+        }
+        self.finish(*t);
+        self.idle()
     }
 
     fn on_envelope_reply(&mut self, mut t: Box<Transaction>, reply: Reply) -> State {
@@ -276,6 +303,13 @@ impl ClientSession {
                     self.events
                         .push_back(ClientEvent::SendBody(BodyFraming::DotStuffed));
                     return State::Transaction(t);
+                }
+                // RFC 2033 §4.2: DATA MUST fail when no RCPT succeeded, and
+                // the lone dot would get no reply at all (one per accepted
+                // recipient, here none), so the server cannot be followed.
+                if self.config.lmtp {
+                    let detail = format!("{reply} to DATA with no recipient accepted");
+                    return self.protocol_error(State::Transaction(t), detail);
                 }
                 self.output.extend_from_slice(b".\r\n");
                 self.finish(*t);

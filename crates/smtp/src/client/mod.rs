@@ -28,6 +28,11 @@
 //! [`ClientEvent::MessageDone`] with one [`RecipientResult`] per recipient,
 //! whatever the server sends, whenever the connection dies: a caller never
 //! has to guess what happened to a recipient.
+//!
+//! With [`ClientConfig::lmtp`] the same machine speaks LMTP (RFC 2033) to a
+//! final delivery agent such as Dovecot: `LHLO` for EHLO, and the end of data
+//! answered once per accepted recipient, so each recipient's mailbox decides
+//! its own result.
 
 mod body;
 mod capabilities;
@@ -58,6 +63,10 @@ pub struct ClientConfig {
     /// has none (RFC 5321 §4.1.1.1).
     pub hostname: Domain,
     pub bdat: BdatPolicy,
+    /// Speak LMTP (RFC 2033) rather than SMTP: `LHLO` in place of EHLO, with
+    /// no HELO fallback, and after the end of data one reply per accepted
+    /// recipient, in RCPT order, each deciding that recipient alone.
+    pub lmtp: bool,
 }
 
 impl ClientConfig {
@@ -65,6 +74,15 @@ impl ClientConfig {
         ClientConfig {
             hostname,
             bdat: BdatPolicy::default(),
+            lmtp: false,
+        }
+    }
+
+    /// An LMTP client (see [`ClientConfig::lmtp`]).
+    pub fn lmtp(hostname: Domain) -> Self {
+        ClientConfig {
+            lmtp: true,
+            ..ClientConfig::new(hostname)
         }
     }
 }
@@ -295,5 +313,16 @@ impl ClientSession {
 
     fn write(&mut self, command: &Command) {
         command.write_to(&mut self.output);
+    }
+
+    /// EHLO, or LHLO for LMTP. LHLO takes the same argument as EHLO (RFC
+    /// 2033 §4.1) but is no SMTP [`Command`], so it is written here.
+    pub(super) fn write_hello(&mut self) {
+        if self.config.lmtp {
+            let line = format!("LHLO {}\r\n", self.config.hostname);
+            self.output.extend_from_slice(line.as_bytes());
+        } else {
+            self.write(&Command::Ehlo(self.config.hostname.clone()));
+        }
     }
 }

@@ -1,0 +1,218 @@
+//! The transport the delivery threads run: the local domains go to Maildirs
+//! (or to an LMTP server), everything else to the next hop over SMTP.
+
+use std::collections::HashSet;
+
+use crate::Outcome;
+use crate::local::{Local, Target};
+use crate::remote::{Message, Remote};
+use crate::scheduler::{Job, Transport};
+
+/// The destination key of the local domains (when they go to Maildirs).
+pub const LOCAL: &str = "local";
+/// The destination key of the local domains when an LMTP server takes them.
+pub const LMTP: &str = "lmtp";
+
+/// Local and remote delivery behind the scheduler's [`Transport`].
+#[derive(Debug)]
+pub struct Dispatch {
+    local_domains: HashSet<String>,
+    local: Local,
+    remote: Remote,
+    /// `unix:/path` or `host:port`: the local domains' mail goes there.
+    lmtp: Option<String>,
+}
+
+impl Dispatch {
+    pub fn new(
+        local_domains: impl IntoIterator<Item = String>,
+        local: Local,
+        remote: Remote,
+        lmtp: Option<String>,
+    ) -> Self {
+        Dispatch {
+            local_domains: local_domains
+                .into_iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            local,
+            remote,
+            lmtp: lmtp.filter(|l| !l.is_empty()),
+        }
+    }
+
+    /// `postmaster` without a domain (RFC 5321 §4.1.1.3) is ours too.
+    fn is_local(&self, address: &str) -> bool {
+        match address.rsplit_once('@') {
+            None => true,
+            Some((_, domain)) => self.local_domains.contains(&domain.to_ascii_lowercase()),
+        }
+    }
+
+    fn deliver_local(&self, job: &Job) -> Vec<Outcome> {
+        let envelope = &job.message.envelope;
+        job.forward_paths()
+            .map(|address| {
+                let local_part = address.rsplit_once('@').map_or(address, |(l, _)| l);
+                let local_part = unquote(local_part);
+                match self.local.resolve(&local_part) {
+                    Err(outcome) => outcome,
+                    Ok(targets) => {
+                        let outcomes: Vec<Outcome> = targets
+                            .iter()
+                            .map(|target| match target {
+                                Target::Mailbox(user) => self.local.deliver(
+                                    user,
+                                    &envelope.reverse_path,
+                                    address,
+                                    job.message.body(),
+                                ),
+                                Target::Remote(forward) => self.forward(job, forward),
+                            })
+                            .collect();
+                        combine(outcomes)
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// An alias that points elsewhere: relay one copy there.
+    fn forward(&self, job: &Job, to: &str) -> Outcome {
+        let envelope = &job.message.envelope;
+        let domain = to.rsplit_once('@').map_or("", |(_, d)| d);
+        let recipients = [(to, "")];
+        let message = Message {
+            reverse_path: &envelope.reverse_path,
+            mail_params: &envelope.mail_params,
+            recipients: &recipients,
+            body: job.message.body(),
+            body_type: envelope.body_type,
+            smtputf8: envelope.smtputf8,
+        };
+        self.remote
+            .deliver(domain, &message)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Outcome::Deferred {
+                reply: "451 4.3.0 No result from the next hop".into(),
+            })
+    }
+
+    fn message<'a>(job: &'a Job, recipients: &'a [(&'a str, &'a str)]) -> Message<'a> {
+        let envelope = &job.message.envelope;
+        Message {
+            reverse_path: &envelope.reverse_path,
+            mail_params: &envelope.mail_params,
+            recipients,
+            body: job.message.body(),
+            body_type: envelope.body_type,
+            smtputf8: envelope.smtputf8,
+        }
+    }
+}
+
+impl Transport for Dispatch {
+    fn destination(&self, recipient: &str) -> String {
+        if self.is_local(recipient) {
+            return if self.lmtp.is_some() { LMTP } else { LOCAL }.to_string();
+        }
+        let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
+        self.remote.router().destination_key(domain)
+    }
+
+    fn deliver(&self, job: &Job) -> Vec<Outcome> {
+        let envelope = &job.message.envelope;
+        let recipients: Vec<(&str, &str)> = job
+            .recipients
+            .iter()
+            .map(|&i| {
+                let r = &envelope.recipients[i as usize];
+                (r.address.as_str(), r.params.as_str())
+            })
+            .collect();
+        match job.destination.as_str() {
+            LOCAL => self.deliver_local(job),
+            LMTP => {
+                let target = self.lmtp.as_deref().unwrap_or_default();
+                self.remote
+                    .deliver_lmtp(target, &Self::message(job, &recipients))
+            }
+            _ => {
+                // Every recipient of a remote job shares the domain the key came from.
+                let domain = recipients
+                    .first()
+                    .and_then(|(a, _)| a.rsplit_once('@'))
+                    .map_or("", |(_, d)| d);
+                self.remote
+                    .deliver(domain, &Self::message(job, &recipients))
+            }
+        }
+    }
+}
+
+/// One recipient's outcome from the copies its aliases fanned out to: it is
+/// delivered only when every copy is. A temporary failure of any copy retries
+/// the recipient (the copies already delivered may then arrive twice, which
+/// SMTP allows; losing one is not allowed); otherwise a permanent failure of
+/// any copy fails it.
+fn combine(outcomes: Vec<Outcome>) -> Outcome {
+    let mut delivered = None;
+    let mut failed = None;
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Deferred { .. } => return outcome,
+            Outcome::Failed { .. } => failed = failed.or(Some(outcome)),
+            Outcome::Delivered { .. } => delivered = delivered.or(Some(outcome)),
+        }
+    }
+    failed.or(delivered).unwrap_or_else(|| Outcome::Failed {
+        reply: "550 5.1.1 The alias expands to nobody".into(),
+    })
+}
+
+/// `"john smith"` → `john smith`: the spool keeps the wire form of the local
+/// part, the mailbox lookup wants its content.
+fn unquote(local_part: &str) -> std::borrow::Cow<'_, str> {
+    match local_part
+        .strip_prefix('"')
+        .and_then(|l| l.strip_suffix('"'))
+    {
+        None => local_part.into(),
+        Some(inner) => {
+            let mut out = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or('\\')
+                } else {
+                    c
+                });
+            }
+            out.into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_deferred_copy_retries_the_recipient() {
+        let d = |r: &str| Outcome::Delivered { reply: r.into() };
+        let t = |r: &str| Outcome::Deferred { reply: r.into() };
+        let f = |r: &str| Outcome::Failed { reply: r.into() };
+        assert_eq!(combine(vec![d("a"), t("b"), f("c")]), t("b"));
+        assert_eq!(combine(vec![d("a"), f("c")]), f("c"));
+        assert_eq!(combine(vec![d("a"), d("b")]), d("a"));
+        assert!(matches!(combine(vec![]), Outcome::Failed { .. }));
+    }
+
+    #[test]
+    fn quoted_local_parts_are_unquoted_for_lookup() {
+        assert_eq!(unquote("alice"), "alice");
+        assert_eq!(unquote("\"john smith\""), "john smith");
+        assert_eq!(unquote("\"a\\\"b\""), "a\"b");
+    }
+}

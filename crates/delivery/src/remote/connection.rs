@@ -1,0 +1,350 @@
+//! One client connection: a blocking socket driving a sans-IO
+//! [`ClientSession`].
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sluice_smtp::client::{
+    BodyFraming, ClientConfig, ClientEvent, ClientSession, CloseReason, DotStuffed, Envelope,
+    Outcome, RecipientResult, ReplyOrigin, TimeoutClass, dot_stuffed,
+};
+use sluice_smtp::{EnhancedCode, Reply};
+
+/// Slices per `writev`: Linux's `IOV_MAX`.
+const IOV_MAX: usize = 1024;
+
+/// How long a polite close waits for the reply to QUIT. RFC 5321 suggests
+/// 5 minutes, but nothing depends on that reply any more, and the caller is
+/// a delivery thread with other mail to send.
+const QUIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Where a connection goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Endpoint {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
+            Stream::Unix(s) => s.set_write_timeout(timeout),
+        }
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nonblocking(nonblocking),
+            Stream::Unix(s) => s.set_nonblocking(nonblocking),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What one message on a connection came to.
+#[derive(Debug)]
+pub(super) struct Sent {
+    /// One per recipient of the envelope, in its order.
+    pub results: Vec<RecipientResult>,
+    /// Set when the session ended during the message.
+    pub closed: Option<CloseReason>,
+}
+
+/// An established connection and its session.
+#[derive(Debug)]
+pub(super) struct Connection {
+    stream: Stream,
+    session: ClientSession,
+    /// `host[ip]:port` or `unix:/path`, for reply texts and logs.
+    label: String,
+    messages: usize,
+    read_timeout: Option<Duration>,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    /// Connects; the session then waits for the greeting, which the first
+    /// message's dialog reads.
+    pub(super) fn open(
+        endpoint: &Endpoint,
+        label: String,
+        connect_timeout: Duration,
+        config: ClientConfig,
+    ) -> io::Result<Connection> {
+        let stream = match endpoint {
+            Endpoint::Tcp(addr) => {
+                let stream = TcpStream::connect_timeout(addr, connect_timeout)?;
+                // Commands and the body go out in whole writes already;
+                // Nagle would only hold back the last piece of each.
+                stream.set_nodelay(true)?;
+                Stream::Tcp(stream)
+            }
+            Endpoint::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
+        };
+        // Every write must make progress within the data-block timeout
+        // (RFC 5321 §4.5.3.2.5), commands included.
+        stream.set_write_timeout(Some(TimeoutClass::DataBlock.rfc5321_minimum()))?;
+        Ok(Connection {
+            stream,
+            session: ClientSession::new(config),
+            label,
+            messages: 0,
+            read_timeout: None,
+            buf: vec![0; 16 * 1024],
+        })
+    }
+
+    pub(super) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Messages given to this connection so far.
+    pub(super) fn messages(&self) -> usize {
+        self.messages
+    }
+
+    /// Whether another message can go on this connection now.
+    pub(super) fn is_ready(&self) -> bool {
+        self.session.is_ready()
+    }
+
+    /// Sends one message and waits for its results, blocking. The body is
+    /// written straight from `body` (no copy: vectored writes of the
+    /// dot-stuffed slices, or the octets as they are for BDAT).
+    pub(super) fn send(&mut self, envelope: Envelope, body: &[u8]) -> Sent {
+        if let Err(refused) = self.session.send_message(envelope) {
+            // Only a closed or busy session refuses, and callers hand over
+            // ready ones: report it as the connection being gone.
+            let reply = Reply::new(
+                451,
+                Some(EnhancedCode::new(4, 4, 2)),
+                "Connection no longer usable",
+            );
+            let results = (0..refused.envelope.recipients.len())
+                .map(|index| RecipientResult {
+                    index,
+                    outcome: Outcome::Transient(reply.clone()),
+                    origin: ReplyOrigin::Local,
+                })
+                .collect();
+            return Sent {
+                results,
+                closed: Some(CloseReason::ConnectionLost),
+            };
+        }
+        self.messages += 1;
+        let mut results = None;
+        let mut closed = None;
+        loop {
+            if self.flush().is_err() {
+                self.session.connection_lost();
+            }
+            while let Some(event) = self.session.poll_event() {
+                match event {
+                    ClientEvent::Ready => {}
+                    ClientEvent::SendBody(framing) => {
+                        if self.write_body(framing, body).is_ok() {
+                            // Only NotExpected can come back, and SendBody
+                            // was just asked for.
+                            let _ = self.session.body_sent();
+                        } else {
+                            self.session.connection_lost();
+                        }
+                    }
+                    ClientEvent::MessageDone(done) => results = Some(done),
+                    ClientEvent::Closed(reason) => {
+                        // A QUIT, say; the connection may already be gone.
+                        let _ = self.flush();
+                        closed = Some(reason);
+                    }
+                }
+            }
+            if closed.is_some() || (results.is_some() && self.session.is_ready()) {
+                break;
+            }
+            self.read();
+        }
+        Sent {
+            // The session gives every message a MessageDone before it
+            // closes; an empty list would only mean a broken promise there.
+            results: results.unwrap_or_default(),
+            closed,
+        }
+    }
+
+    /// Whether an idle connection is still open and quiet. A server that
+    /// closed it, or said anything unasked (a 421 on its idle timeout), makes
+    /// it useless for the next message.
+    pub(super) fn is_alive(&mut self) -> bool {
+        if !self.session.is_ready() || self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let quiet = matches!(
+            self.stream.read(&mut self.buf),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        );
+        self.stream.set_nonblocking(false).is_ok() && quiet
+    }
+
+    /// QUIT, a short wait for its reply, and close.
+    pub(super) fn quit(mut self) {
+        self.session.quit();
+        let deadline = Instant::now() + QUIT_WAIT;
+        while self.flush().is_ok() && !self.session.is_closed() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.stream.read(&mut self.buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.session.receive(&self.buf[..n]),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.session.output().is_empty() {
+            let n = self.stream.write(self.session.output())?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.session.consume_output(n);
+        }
+        Ok(())
+    }
+
+    /// Whatever output is pending (a `BDAT n LAST` line), then the body,
+    /// in as few `writev` calls as the slices allow.
+    fn write_body(&mut self, framing: BodyFraming, body: &[u8]) -> io::Result<()> {
+        let Connection {
+            stream, session, ..
+        } = self;
+        let pending = session.output();
+        let pending_len = pending.len();
+        let mut pieces = std::iter::once(pending)
+            .filter(|p| !p.is_empty())
+            .chain(match framing {
+                BodyFraming::Raw { .. } => Pieces::Raw(Some(body)),
+                BodyFraming::DotStuffed => Pieces::Stuffed(dot_stuffed(body)),
+            });
+        let mut batch: Vec<IoSlice<'_>> = Vec::new();
+        loop {
+            batch.clear();
+            batch.extend(pieces.by_ref().take(IOV_MAX).map(IoSlice::new));
+            if batch.is_empty() {
+                break;
+            }
+            write_all_vectored(stream, &mut batch)?;
+        }
+        session.consume_output(pending_len);
+        Ok(())
+    }
+
+    /// Waits for the server, for as long as the RFC 5321 timeout of what is
+    /// awaited allows, and hands the session what arrives.
+    fn read(&mut self) {
+        let timeout = self
+            .session
+            .timeout_class()
+            .unwrap_or(TimeoutClass::Mail)
+            .rfc5321_minimum();
+        // Each setsockopt is a syscall; set it only when the class changes.
+        if self.read_timeout != Some(timeout) {
+            if self.stream.set_read_timeout(Some(timeout)).is_err() {
+                self.session.connection_lost();
+                return;
+            }
+            self.read_timeout = Some(timeout);
+        }
+        match self.stream.read(&mut self.buf) {
+            Ok(0) => self.session.connection_lost(),
+            Ok(n) => self.session.receive(&self.buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                self.session.timed_out();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => self.session.connection_lost(),
+        }
+    }
+}
+
+/// The body's slices in either framing, as one iterator type.
+enum Pieces<'a> {
+    Raw(Option<&'a [u8]>),
+    Stuffed(DotStuffed<'a>),
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Pieces::Raw(body) => body.take().filter(|b| !b.is_empty()),
+            Pieces::Stuffed(slices) => slices.next(),
+        }
+    }
+}
+
+fn write_all_vectored(stream: &mut Stream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The front end's announcements and the operator's commands.
+
+use sluice_spool::{MessageMark, QueueId, RecipientState, SpoolError};
+
+use super::Core;
+use super::dispatch::Via;
+use crate::scheduler::retry::ADMIN_BOUNCE_REPLY;
+use crate::scheduler::state::{Msg, Phase};
+use crate::scheduler::{Event, MessageStatus, RecipientStatus};
+
+impl Core {
+    pub(super) fn queued(&mut self, id: QueueId) {
+        if self.stopping.is_some() || self.msgs.contains_key(&id) {
+            return;
+        }
+        match self.spool.get(id) {
+            Ok(Some(stored)) => {
+                let mut msg = Msg::from_stored(&stored, self.now);
+                msg.held |= self.holding.contains(&id);
+                self.msgs.insert(id, msg);
+                self.dispatch(id, Some(stored), Via::New);
+            }
+            Ok(None) => tracing::debug!(queue_id = %id, "queued message is not in the spool"),
+            Err(e) => tracing::error!(queue_id = %id, error = %e,
+                "cannot read a queued message; it waits for the next start"),
+        }
+    }
+
+    pub(super) fn flush(&mut self, id: Option<QueueId>) {
+        let ids: Vec<QueueId> = match id {
+            Some(id) => vec![id],
+            None => self.msgs.keys().copied().collect(),
+        };
+        for id in ids {
+            if let Some(msg) = self.msgs.get_mut(&id) {
+                for r in &mut msg.rcpts {
+                    if r.waits() || matches!(r.phase, Phase::Decided(_)) {
+                        r.due_ms = r.due_ms.min(self.now);
+                    }
+                }
+                self.reschedule(id);
+            }
+        }
+    }
+
+    pub(super) fn mark(&mut self, id: QueueId, mark: MessageMark) {
+        self.outstanding += 1;
+        let events = self.events.clone();
+        self.spool.mark(
+            id,
+            mark,
+            Box::new(move |r| {
+                let _ = events.send(Event::Marked(id, mark, r));
+            }),
+        );
+    }
+
+    pub(super) fn hold(&mut self, id: QueueId) {
+        // Takes effect at once (nothing new is dispatched); the mark makes
+        // it survive a restart.
+        self.holding.insert(id);
+        if let Some(msg) = self.msgs.get_mut(&id) {
+            msg.held = true;
+        }
+        self.reschedule(id);
+        self.mark(id, MessageMark::Held);
+    }
+
+    pub(super) fn delete(&mut self, id: QueueId) {
+        if let Some(msg) = self.msgs.get_mut(&id) {
+            msg.deleting = true;
+        }
+        self.reschedule(id);
+        self.mark(id, MessageMark::Deleted);
+    }
+
+    pub(super) fn admin_bounce(&mut self, id: QueueId) {
+        let Some(msg) = self.msgs.get_mut(&id) else {
+            tracing::info!(queue_id = %id, "bounce: message not queued");
+            return;
+        };
+        if msg.finishing || msg.deleting {
+            return;
+        }
+        msg.admin_bounce = true;
+        self.fail_waiting(id);
+        self.settle(id, None);
+    }
+
+    /// Fails, for the operator's bounce, the recipients not in flight.
+    pub(super) fn fail_waiting(&mut self, id: QueueId) {
+        let Some(msg) = self.msgs.get_mut(&id) else {
+            return;
+        };
+        for r in &mut msg.rcpts {
+            if r.waits() {
+                tracing::info!(queue_id = %id, recipient = %r.address, outcome = "failed",
+                    reply = ADMIN_BOUNCE_REPLY, "bounced by the administrator");
+                r.phase = Phase::Decided(RecipientState::Failed {
+                    reply: ADMIN_BOUNCE_REPLY.into(),
+                });
+                r.last_reply = Some(ADMIN_BOUNCE_REPLY.into());
+            }
+        }
+    }
+
+    pub(super) fn marked(
+        &mut self,
+        id: QueueId,
+        mark: MessageMark,
+        result: Result<(), SpoolError>,
+    ) {
+        self.outstanding -= 1;
+        if let Err(e) = &result {
+            tracing::error!(queue_id = %id, mark = ?mark, error = %e, "spool mark failed");
+        }
+        match (mark, result.is_ok()) {
+            (MessageMark::Held, ok) => {
+                self.holding.remove(&id);
+                if ok {
+                    tracing::info!(queue_id = %id, "held");
+                }
+            }
+            (MessageMark::Released, true) => {
+                if let Some(msg) = self.msgs.get_mut(&id) {
+                    msg.held = false;
+                    tracing::info!(queue_id = %id, "released");
+                }
+                self.reschedule(id);
+            }
+            (MessageMark::Released, false) => {}
+            (MessageMark::Deleted, true) => {
+                tracing::info!(queue_id = %id, "deleted by the administrator");
+                self.forget(id);
+            }
+            (MessageMark::Deleted, false) => {
+                if let Some(msg) = self.msgs.get_mut(&id) {
+                    msg.deleting = false;
+                }
+                self.reschedule(id);
+            }
+            (MessageMark::Done, true) => self.forget(id),
+            // The bounce is queued but the message stays: its undecided
+            // work is redone, and the bounce may come twice. Duplicates are
+            // allowed; losses are not.
+            (MessageMark::Done, false) => {
+                let retry = self.backoff_ms();
+                if let Some(msg) = self.msgs.get_mut(&id) {
+                    msg.finishing = false;
+                    for r in &mut msg.rcpts {
+                        if matches!(r.phase, Phase::Decided(_)) {
+                            r.phase = Phase::Idle;
+                            r.due_ms = retry;
+                        }
+                    }
+                }
+                self.reschedule(id);
+            }
+        }
+    }
+
+    pub(super) fn status(&self, id: QueueId) -> Option<MessageStatus> {
+        let msg = self.msgs.get(&id)?;
+        let next_attempt_unix_ms = if msg.frozen() {
+            None
+        } else {
+            msg.rcpts
+                .iter()
+                .filter(|r| r.waits())
+                .map(|r| r.due_ms)
+                .min()
+        };
+        Some(MessageStatus {
+            id,
+            arrival_unix_ms: msg.arrival_unix_ms,
+            held: msg.held,
+            in_flight: msg.in_flight(),
+            next_attempt_unix_ms,
+            recipients: msg
+                .rcpts
+                .iter()
+                .map(|r| RecipientStatus {
+                    address: r.address.clone(),
+                    state: r.state.clone(),
+                    in_flight: r.phase != Phase::Idle,
+                    last_reply: r.last_reply.clone(),
+                })
+                .collect(),
+        })
+    }
+}

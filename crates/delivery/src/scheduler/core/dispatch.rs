@@ -1,0 +1,243 @@
+//! Turning due recipients into jobs, within the per-destination and pool
+//! limits; and the lines where the rest wait for a slot.
+
+use std::collections::VecDeque;
+
+use sluice_spool::{QueueId, StoredMessage};
+
+use super::Core;
+use crate::scheduler::Job;
+use crate::scheduler::state::Phase;
+
+/// Who asks for a dispatch: the lines it came out of may be passed.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Via<'a> {
+    /// A new message, a due timer, a retry: behind everyone waiting.
+    New,
+    /// Just taken from the pool's line.
+    Ready,
+    /// Just taken from this destination's line.
+    Line(&'a str),
+}
+
+impl Core {
+    /// Moves what can move, oldest waiters first: messages waiting for the
+    /// pool, then the lines of destinations with free slots, then due timers.
+    pub(super) fn pump(&mut self) {
+        if self.stopping.is_some() {
+            self.freed.clear();
+            return;
+        }
+        while self.in_flight < self.pool_limit {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            if let Some(msg) = self.msgs.get_mut(&id) {
+                msg.in_ready = false;
+                self.dispatch(id, None, Via::Ready);
+            }
+        }
+        let max = self.config.max_connections_per_destination;
+        let mut still_waiting = Vec::new();
+        for dest in std::mem::take(&mut self.freed) {
+            loop {
+                if self.busy.get(&dest).copied().unwrap_or(0) >= max {
+                    break;
+                }
+                if self.in_flight >= self.pool_limit {
+                    // The destination has room but the pool has none: look
+                    // again next round, or its line would wait for a job of
+                    // its own that may never come.
+                    if !still_waiting.contains(&dest) {
+                        still_waiting.push(dest.clone());
+                    }
+                    break;
+                }
+                let Some(id) = self.lines.get_mut(&dest).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                if let Some(msg) = self.msgs.get_mut(&id) {
+                    msg.blocked_on.retain(|d| *d != dest);
+                    self.dispatch(id, None, Via::Line(&dest));
+                }
+            }
+            if self.lines.get(&dest).is_some_and(VecDeque::is_empty) {
+                self.lines.remove(&dest);
+            }
+        }
+        self.freed = still_waiting;
+        let mut due = Vec::new();
+        while let Some(&(t, id)) = self.timers.first()
+            && t <= self.now
+        {
+            self.timers.pop_first();
+            if let Some(msg) = self.msgs.get_mut(&id) {
+                msg.timer = None;
+            }
+            due.push(id);
+        }
+        for id in due {
+            self.dispatch(id, None, Via::New);
+        }
+    }
+
+    /// Sends a job per destination for the message's due recipients, as far
+    /// as the destinations and the pool have room; the rest wait in line.
+    /// `stored`: the message, if the caller has just read it.
+    pub(super) fn dispatch(
+        &mut self,
+        id: QueueId,
+        mut stored: Option<StoredMessage>,
+        via: Via<'_>,
+    ) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = self.now;
+        let Some(msg) = self.msgs.get_mut(&id) else {
+            return;
+        };
+        for r in &mut msg.rcpts {
+            r.blocked = false;
+        }
+        if msg.frozen() {
+            self.reschedule(id);
+            return;
+        }
+        if msg
+            .rcpts
+            .iter()
+            .any(|r| matches!(r.phase, Phase::Decided(_)))
+        {
+            // Finished, but queueing its bounce failed earlier: try again.
+            self.settle(id, stored.as_ref());
+            return;
+        }
+        let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
+        for (i, r) in msg.rcpts.iter().enumerate() {
+            if !r.waits() || r.due_ms > now {
+                continue;
+            }
+            let dest = self.transport.destination(&r.address);
+            match groups.iter_mut().find(|(d, _)| *d == dest) {
+                Some((_, v)) => v.push(i as u32),
+                None => groups.push((dest, vec![i as u32])),
+            }
+        }
+        let max = self.config.max_connections_per_destination;
+        let last = groups.len().saturating_sub(1);
+        for (n, (dest, rcpts)) in groups.into_iter().enumerate() {
+            // Whoever is already waiting goes first: a newcomer that took a
+            // slot freed this round could starve them under steady load.
+            let pool_waits = !self.ready.is_empty() && !matches!(via, Via::Ready);
+            if self.in_flight >= self.pool_limit || pool_waits {
+                self.block(id, &rcpts, None);
+                continue;
+            }
+            let line_waits = self.lines.get(&dest).is_some_and(|l| !l.is_empty())
+                && !matches!(via, Via::Line(d) if d == dest);
+            if self.busy.get(&dest).copied().unwrap_or(0) >= max || line_waits {
+                self.block(id, &rcpts, Some(&dest));
+                continue;
+            }
+            if stored.is_none() {
+                match self.spool.get(id) {
+                    Ok(Some(m)) => stored = Some(m),
+                    Ok(None) => {
+                        tracing::debug!(queue_id = %id, "message has left the spool");
+                        self.forget(id);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(queue_id = %id, error = %e,
+                            "cannot read the message from the spool; will try again");
+                        let retry = self.backoff_ms();
+                        if let Some(msg) = self.msgs.get_mut(&id) {
+                            for r in msg.rcpts.iter_mut().filter(|r| r.waits()) {
+                                r.due_ms = r.due_ms.max(retry);
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+            let message = match (n == last, &stored) {
+                (true, _) => stored.take(),
+                (false, Some(m)) => Some(m.clone()),
+                (false, None) => None,
+            };
+            if let Some(message) = message {
+                self.send_job(Job {
+                    id,
+                    destination: dest,
+                    message,
+                    recipients: rcpts,
+                });
+            }
+        }
+        self.reschedule(id);
+    }
+
+    /// Puts a message in line for a destination (`Some`) or the pool.
+    pub(super) fn block(&mut self, id: QueueId, rcpts: &[u32], on: Option<&str>) {
+        let Some(msg) = self.msgs.get_mut(&id) else {
+            return;
+        };
+        for &r in rcpts {
+            msg.rcpts[r as usize].blocked = true;
+        }
+        match on {
+            None if !msg.in_ready => {
+                msg.in_ready = true;
+                self.ready.push_back(id);
+            }
+            Some(dest) if !msg.blocked_on.iter().any(|d| d == dest) => {
+                msg.blocked_on.push(dest.to_owned());
+                self.lines.entry(dest.to_owned()).or_default().push_back(id);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn send_job(&mut self, job: Job) {
+        let Some(tx) = &self.jobs_tx else {
+            return;
+        };
+        let Some(msg) = self.msgs.get_mut(&job.id) else {
+            return;
+        };
+        for &r in &job.recipients {
+            msg.rcpts[r as usize].phase = Phase::Dispatched;
+        }
+        *self.busy.entry(job.destination.clone()).or_default() += 1;
+        self.in_flight += 1;
+        // Never full: the channel holds `pool_limit` jobs and no more are in
+        // flight. Disconnected only if every delivery thread is gone.
+        if let Err(e) = tx.try_send(job) {
+            tracing::error!("no delivery thread takes jobs: {e}");
+            self.take_back(e.into_inner());
+        }
+    }
+
+    /// Undoes `send_job` for a job that will not run.
+    pub(super) fn take_back(&mut self, job: Job) {
+        self.release_slot(&job.destination);
+        if let Some(msg) = self.msgs.get_mut(&job.id) {
+            for &r in &job.recipients {
+                msg.rcpts[r as usize].phase = Phase::Idle;
+            }
+        }
+        self.reschedule(job.id);
+    }
+
+    pub(super) fn release_slot(&mut self, dest: &str) {
+        self.in_flight -= 1;
+        if let Some(n) = self.busy.get_mut(dest) {
+            *n -= 1;
+            if *n == 0 {
+                self.busy.remove(dest);
+            }
+        }
+        self.freed.push(dest.to_owned());
+    }
+}

@@ -1,0 +1,249 @@
+//! The scheduler thread: owns the in-memory queue, turns due messages into
+//! jobs, and turns outcomes into journal entries and bounces.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use sluice_spool::{JournalEntry, MessageMark, QueueId, SpoolError, SpoolHandle};
+
+mod commands;
+mod dispatch;
+mod outcomes;
+
+use super::retry::Policy;
+use super::state::Msg;
+use super::{Event, Job, SchedulerConfig, Transport};
+
+/// Events handled before the scheduler looks at its timers and writes the
+/// journal batch: large enough to batch a burst, small enough that due
+/// messages are not starved by one.
+const EVENTS_PER_ROUND: usize = 1024;
+
+pub(super) struct Core {
+    config: SchedulerConfig,
+    spool: SpoolHandle,
+    transport: Arc<dyn Transport>,
+    /// For the completions of spool requests.
+    events: Sender<Event>,
+    /// `None` once shutting down: the delivery threads end when it drops.
+    jobs_tx: Option<Sender<Job>>,
+    /// To take back, at shutdown, the jobs no thread has started.
+    jobs_rx: Receiver<Job>,
+    /// Jobs in flight at most (also the job channel's capacity, so sending
+    /// never blocks).
+    pool_limit: usize,
+    in_flight: usize,
+    msgs: HashMap<QueueId, Msg>,
+    /// `(due ms, id)`: the earliest first. A message has at most one entry,
+    /// the one `Msg::timer` names.
+    timers: BTreeSet<(u64, QueueId)>,
+    /// Jobs in flight per destination.
+    busy: HashMap<String, usize>,
+    /// Per destination, messages with due recipients waiting for a slot.
+    /// Entries go stale (the message was delivered meanwhile, or is gone)
+    /// and are skipped when they come up.
+    lines: HashMap<String, VecDeque<QueueId>>,
+    /// Messages with due recipients waiting for the pool to have room.
+    ready: VecDeque<QueueId>,
+    /// Destinations whose line may be able to move.
+    freed: Vec<String>,
+    /// Entries to write at the end of this round, as one batch.
+    journal: Vec<JournalEntry>,
+    /// Per batch in flight, which recipients it settles.
+    batches: HashMap<u64, Vec<(QueueId, u32)>>,
+    next_batch: u64,
+    /// Ids whose hold is on its way to the spool, so a `queued` that
+    /// overtakes it still finds the message held.
+    holding: HashSet<QueueId>,
+    /// Spool requests not yet answered.
+    outstanding: usize,
+    /// Set by shutdown: no more dispatching; exit once quiet or at this time.
+    stopping: Option<Instant>,
+    /// Now, in ms since the Unix epoch, as of the event being handled.
+    now: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Core {
+    pub(super) fn new(
+        config: SchedulerConfig,
+        spool: SpoolHandle,
+        transport: Arc<dyn Transport>,
+        events: Sender<Event>,
+        jobs_tx: Sender<Job>,
+        jobs_rx: Receiver<Job>,
+        pool_limit: usize,
+    ) -> Result<Core, SpoolError> {
+        let now = now_ms();
+        let mut core = Core {
+            config,
+            spool,
+            transport,
+            events,
+            jobs_tx: Some(jobs_tx),
+            jobs_rx,
+            pool_limit,
+            in_flight: 0,
+            msgs: HashMap::new(),
+            timers: BTreeSet::new(),
+            busy: HashMap::new(),
+            lines: HashMap::new(),
+            ready: VecDeque::new(),
+            freed: Vec::new(),
+            journal: Vec::new(),
+            batches: HashMap::new(),
+            next_batch: 0,
+            holding: HashSet::new(),
+            outstanding: 0,
+            stopping: None,
+            now,
+        };
+        let messages = core.spool.messages()?;
+        let (mut held, mut deferred) = (0usize, 0usize);
+        for m in &messages {
+            let msg = Msg::from_summary(m, now);
+            held += usize::from(msg.held);
+            deferred += usize::from(msg.rcpts.iter().any(|r| r.due_ms > now));
+            core.msgs.insert(m.id, msg);
+            core.reschedule(m.id);
+        }
+        tracing::info!(
+            messages = messages.len(),
+            held,
+            deferred,
+            "scheduler loaded the queue from the spool"
+        );
+        Ok(core)
+    }
+
+    fn policy(&self) -> Policy<'_> {
+        Policy {
+            retry_schedule: &self.config.retry_schedule,
+            max_queue_lifetime: self.config.max_queue_lifetime,
+        }
+    }
+
+    /// When to try again after the spool failed us: the first retry interval.
+    fn backoff_ms(&self) -> u64 {
+        self.now
+            .saturating_add(super::retry::millis(self.policy().retry_delay(0)))
+    }
+
+    pub(super) fn run(mut self, events: Receiver<Event>) {
+        loop {
+            self.now = now_ms();
+            let wake = match self.stopping {
+                Some(deadline) => {
+                    if self.in_flight == 0 && self.outstanding == 0 {
+                        break;
+                    }
+                    Some(deadline)
+                }
+                None => self.timers.first().map(|&(due, _)| {
+                    Instant::now() + Duration::from_millis(due.saturating_sub(self.now))
+                }),
+            };
+            let first = match wake {
+                Some(deadline) => events.recv_deadline(deadline),
+                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match first {
+                Ok(event) => {
+                    self.now = now_ms();
+                    self.handle(event);
+                    for event in events.try_iter().take(EVENTS_PER_ROUND) {
+                        self.handle(event);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.stopping.is_some_and(|d| Instant::now() >= d) {
+                        tracing::warn!(
+                            jobs = self.in_flight,
+                            spool_requests = self.outstanding,
+                            "shutdown grace period over; abandoning what is still in flight"
+                        );
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.now = now_ms();
+            self.pump();
+            self.write_journal();
+        }
+        tracing::info!("scheduler stopped");
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Queued(id) => self.queued(id),
+            Event::Flush(id) => self.flush(id),
+            Event::Hold(id) => self.hold(id),
+            Event::Release(id) => self.mark(id, MessageMark::Released),
+            Event::Delete(id) => self.delete(id),
+            Event::Bounce(id) => self.admin_bounce(id),
+            Event::Status(id, reply) => {
+                let _ = reply.send(self.status(id));
+            }
+            Event::Done(job, outcomes) => self.job_done(*job, outcomes),
+            Event::Journaled(batch, result) => self.journaled(batch, result),
+            Event::Marked(id, mark, result) => self.marked(id, mark, result),
+            Event::BounceQueued(id, result) => self.bounce_queued(id, result),
+            Event::Shutdown(deadline) => self.begin_shutdown(deadline),
+        }
+    }
+
+    // ---- the timer set ----
+
+    /// Puts the message's timer entry where its recipients say.
+    fn reschedule(&mut self, id: QueueId) {
+        let Some(msg) = self.msgs.get_mut(&id) else {
+            return;
+        };
+        let next = msg.next_due();
+        if msg.timer == next {
+            return;
+        }
+        if let Some(old) = msg.timer.take() {
+            self.timers.remove(&(old, id));
+        }
+        if let Some(due) = next {
+            self.timers.insert((due, id));
+            msg.timer = Some(due);
+        }
+    }
+
+    /// Drops a message the spool no longer has. Its entries in the lines go
+    /// stale; results of its jobs still in flight are ignored.
+    fn forget(&mut self, id: QueueId) {
+        if let Some(msg) = self.msgs.remove(&id)
+            && let Some(due) = msg.timer
+        {
+            self.timers.remove(&(due, id));
+        }
+    }
+
+    // ---- shutdown ----
+
+    fn begin_shutdown(&mut self, deadline: Instant) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(deadline);
+        // Jobs no thread has taken yet are abandoned: their recipients are
+        // still pending or deferred in the spool.
+        while let Ok(job) = self.jobs_rx.try_recv() {
+            self.take_back(job);
+        }
+        // Idle threads end; busy ones end after their job.
+        self.jobs_tx = None;
+        tracing::info!(jobs = self.in_flight, "scheduler stopping");
+    }
+}

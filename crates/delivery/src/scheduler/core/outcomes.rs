@@ -1,0 +1,306 @@
+//! From outcomes to journal entries, and finishing a message with its
+//! bounce.
+
+use std::time::Duration;
+
+use sluice_spool::{JournalEntry, MessageMark, QueueId, RecipientState, SpoolError, StoredMessage};
+
+use super::Core;
+use crate::Outcome;
+use crate::scheduler::state::Phase;
+use crate::scheduler::{Event, Job, bounce};
+
+impl Core {
+    pub(super) fn job_done(&mut self, job: Job, outcomes: Vec<Outcome>) {
+        self.release_slot(&job.destination);
+        let now = self.now;
+        let Some(msg) = self.msgs.get(&job.id) else {
+            tracing::debug!(queue_id = %job.id, "outcome for a message no longer queued");
+            return;
+        };
+        let deleting = msg.deleting;
+        let (arrival, admin) = (msg.arrival_unix_ms, msg.admin_bounce);
+        let mut decided = Vec::with_capacity(job.recipients.len());
+        for (&r, outcome) in job.recipients.iter().zip(&outcomes) {
+            let Some(rcpt) = msg.rcpts.get(r as usize) else {
+                continue;
+            };
+            if rcpt.phase != Phase::Dispatched {
+                continue;
+            }
+            let next = (!deleting).then(|| {
+                self.policy()
+                    .next_state(outcome, &rcpt.state, arrival, now, admin)
+            });
+            log_outcome(&job, &rcpt.address, outcome, next.as_ref(), arrival, now);
+            decided.push((r as usize, next, outcome.reply().to_owned()));
+        }
+        let Some(msg) = self.msgs.get_mut(&job.id) else {
+            return;
+        };
+        for (r, next, reply) in decided {
+            let rcpt = &mut msg.rcpts[r];
+            rcpt.phase = match next {
+                Some(state) => {
+                    rcpt.last_reply = Some(match &state {
+                        RecipientState::Failed { reply } => reply.clone(),
+                        _ => reply,
+                    });
+                    Phase::Decided(state)
+                }
+                // Being deleted: nothing more to record.
+                None => Phase::Idle,
+            };
+        }
+        if !deleting {
+            self.settle(job.id, Some(&job.message));
+        }
+    }
+
+    /// After recipients got `Decided` states: journal them, unless that
+    /// finishes the message with failures to report, in which case the
+    /// bounce is queued first (and the message then marked done).
+    pub(super) fn settle(&mut self, id: QueueId, stored: Option<&StoredMessage>) {
+        let Some(msg) = self.msgs.get(&id) else {
+            return;
+        };
+        if !msg.settled() || msg.null_sender {
+            self.journal_decided(id, false);
+            return;
+        }
+        let failed: Vec<(u32, String)> = msg
+            .rcpts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.failure().map(|reply| (i as u32, reply.to_owned())))
+            .collect();
+        if failed.is_empty() {
+            self.journal_decided(id, false);
+            return;
+        }
+        let loaded;
+        let stored = match stored {
+            Some(m) => m,
+            None => match self.spool.get(id) {
+                Ok(Some(m)) => {
+                    loaded = m;
+                    &loaded
+                }
+                Ok(None) => {
+                    self.forget(id);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(queue_id = %id, error = %e,
+                        "cannot read the message to bounce it; will try again");
+                    self.retry_settle(id);
+                    return;
+                }
+            },
+        };
+        let Some((envelope, body)) = bounce::build(
+            &self.config.hostname,
+            stored,
+            &failed,
+            self.now,
+            self.spool.new_id(),
+        ) else {
+            // Nobody to tell (NOTIFY=NEVER, or no usable reverse-path).
+            self.journal_decided(id, false);
+            return;
+        };
+        // The failures wait for the bounce (journaling them could let the
+        // message leave the spool before its bounce is in), but the rest can
+        // be journaled now, so that a crash before the done mark does not
+        // deliver them again; unless no failure is held back, as then the
+        // message would leave just the same.
+        let Some(msg) = self.msgs.get_mut(&id) else {
+            return;
+        };
+        msg.finishing = true;
+        let holds_failure = msg
+            .rcpts
+            .iter()
+            .any(|r| matches!(r.phase, Phase::Decided(RecipientState::Failed { .. })));
+        if holds_failure {
+            self.journal_decided(id, true);
+        }
+        self.reschedule(id);
+        self.outstanding += 1;
+        let events = self.events.clone();
+        self.spool.submit(
+            envelope,
+            body,
+            Box::new(move |r| {
+                let _ = events.send(Event::BounceQueued(id, r));
+            }),
+        );
+    }
+
+    /// The decided states wait (not journaled) for another try at finishing.
+    pub(super) fn retry_settle(&mut self, id: QueueId) {
+        let retry = self.backoff_ms();
+        if let Some(msg) = self.msgs.get_mut(&id) {
+            msg.finishing = false;
+            for r in &mut msg.rcpts {
+                if matches!(r.phase, Phase::Decided(_)) {
+                    r.due_ms = retry;
+                }
+            }
+        }
+        self.reschedule(id);
+    }
+
+    /// Sends decided states to the journal; with `all_but_failures`, only
+    /// those that are not failures.
+    pub(super) fn journal_decided(&mut self, id: QueueId, all_but_failures: bool) {
+        let Some(msg) = self.msgs.get_mut(&id) else {
+            return;
+        };
+        for (i, r) in msg.rcpts.iter_mut().enumerate() {
+            if let Phase::Decided(state) = &r.phase
+                && !(all_but_failures && matches!(state, RecipientState::Failed { .. }))
+            {
+                self.journal.push(JournalEntry {
+                    id,
+                    recipient: i as u32,
+                    state: state.clone(),
+                });
+                r.phase = Phase::Journaling(state.clone());
+            }
+        }
+        self.reschedule(id);
+    }
+
+    /// Sends this round's journal entries to the spool as one request (the
+    /// spool's group commit merges it with whatever else is queued).
+    pub(super) fn write_journal(&mut self) {
+        if self.journal.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.journal);
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.batches
+            .insert(batch, entries.iter().map(|e| (e.id, e.recipient)).collect());
+        self.outstanding += 1;
+        let events = self.events.clone();
+        self.spool.journal(
+            entries,
+            Box::new(move |r| {
+                let _ = events.send(Event::Journaled(batch, r));
+            }),
+        );
+    }
+
+    pub(super) fn journaled(&mut self, batch: u64, result: Result<(), SpoolError>) {
+        self.outstanding -= 1;
+        let Some(keys) = self.batches.remove(&batch) else {
+            return;
+        };
+        if let Err(e) = &result {
+            tracing::error!(entries = keys.len(), error = %e,
+                "journal write failed; those recipients will be tried again");
+        }
+        let retry = self.backoff_ms();
+        let now = self.now;
+        let mut touched: Vec<QueueId> = Vec::new();
+        for (id, r) in keys {
+            let Some(rcpt) = self
+                .msgs
+                .get_mut(&id)
+                .and_then(|m| m.rcpts.get_mut(r as usize))
+            else {
+                continue;
+            };
+            let Phase::Journaling(state) = &rcpt.phase else {
+                continue;
+            };
+            let state = state.clone();
+            rcpt.phase = Phase::Idle;
+            if result.is_ok() {
+                rcpt.due_ms = match &state {
+                    RecipientState::Deferred { until_unix_ms, .. } => *until_unix_ms,
+                    _ => now,
+                };
+                rcpt.state = state;
+            } else {
+                rcpt.due_ms = retry;
+            }
+            if touched.last() != Some(&id) {
+                touched.push(id);
+            }
+        }
+        for id in touched {
+            let Some(msg) = self.msgs.get(&id) else {
+                continue;
+            };
+            if msg.finished() {
+                // All final: the spool has let it go too.
+                self.forget(id);
+            } else if msg.admin_bounce && !msg.finishing && !msg.deleting {
+                // Deferred while the operator bounced it.
+                self.fail_waiting(id);
+                self.settle(id, None);
+            } else {
+                self.reschedule(id);
+            }
+        }
+    }
+
+    pub(super) fn bounce_queued(&mut self, id: QueueId, result: Result<QueueId, SpoolError>) {
+        self.outstanding -= 1;
+        match result {
+            Ok(bounce_id) => {
+                tracing::info!(queue_id = %id, bounce = %bounce_id, "bounce queued");
+                self.mark(id, MessageMark::Done);
+                self.queued(bounce_id);
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e,
+                    "cannot queue the bounce; will try again");
+                self.retry_settle(id);
+            }
+        }
+    }
+}
+
+fn log_outcome(
+    job: &Job,
+    recipient: &str,
+    outcome: &Outcome,
+    next: Option<&RecipientState>,
+    arrival_ms: u64,
+    now_ms: u64,
+) {
+    let delay = Duration::from_millis(now_ms.saturating_sub(arrival_ms));
+    let (kind, reply) = match next {
+        None => ("dropped (message deleted)", outcome.reply()),
+        Some(RecipientState::Delivered) => ("delivered", outcome.reply()),
+        Some(RecipientState::Failed { reply }) => ("failed", reply.as_str()),
+        Some(RecipientState::Deferred { .. } | RecipientState::Pending) => {
+            ("deferred", outcome.reply())
+        }
+    };
+    let retry = match next {
+        Some(RecipientState::Deferred {
+            until_unix_ms,
+            attempts,
+            ..
+        }) => format!(
+            "attempt {attempts}, retry in {:.0?}",
+            Duration::from_millis(until_unix_ms.saturating_sub(now_ms))
+        ),
+        _ => String::new(),
+    };
+    tracing::info!(
+        queue_id = %job.id,
+        recipient,
+        destination = %job.destination,
+        outcome = kind,
+        reply,
+        delay = ?delay,
+        retry,
+        "delivery"
+    );
+}

@@ -1,0 +1,389 @@
+//! The delivery scheduler: which recipient is tried when, and by whom.
+//!
+//! One scheduler thread owns the in-memory queue: per-message recipient
+//! states, a due-time ordered set of `(due, queue id)`, and the number of
+//! jobs in flight per destination. Everything else talks to it through one
+//! channel of events (new messages from the front end, job results from the
+//! delivery threads, durability notices from the spool, operator commands),
+//! and it sleeps in `recv_deadline(next due time)`: an idle queue costs no
+//! CPU and there is no polling interval.
+//!
+//! A due message is split into jobs, one per destination (the key
+//! [`Transport::destination`] gives a recipient), and each job goes to the
+//! pool of delivery threads only while its destination has fewer than
+//! [`SchedulerConfig::max_connections_per_destination`] jobs in flight;
+//! otherwise the message waits in that destination's line until a job for
+//! it comes back (no retry timer, no busy loop).
+//!
+//! Every outcome is journaled to the spool before the in-memory state
+//! follows it, so after a crash the spool tells the truth and a restart
+//! repeats at most the attempts that were in flight. Bounces are queued in
+//! the spool *before* the failed message is marked done, so a crash between
+//! the two can duplicate a bounce but never lose one.
+
+mod bounce;
+mod core;
+mod pool;
+mod retry;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use sluice_spool::{QueueId, RecipientState, SpoolHandle, StoredMessage};
+
+use crate::Outcome;
+
+/// How long [`Scheduler::shutdown`] waits for jobs in flight to come back
+/// and for their outcomes to be journaled.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Tuning of the scheduler; `SchedulerConfig::default()` suits production.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Delivery threads. Default 32.
+    pub threads: usize,
+    /// Jobs in flight at once per destination key. Default 20.
+    pub max_connections_per_destination: usize,
+    /// The delay before attempt `n + 1` after `n` temporary failures; past
+    /// the end, the last interval repeats. Default 1m, 5m, 15m, 30m, 1h, 2h, 4h.
+    pub retry_schedule: Vec<Duration>,
+    /// A recipient still failing temporarily this long after the message
+    /// arrived fails for good (and is bounced). Default 5 days.
+    pub max_queue_lifetime: Duration,
+    /// Our name as the reporting MTA in bounces.
+    pub hostname: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        let min = |m: u64| Duration::from_secs(60 * m);
+        SchedulerConfig {
+            threads: 32,
+            max_connections_per_destination: 20,
+            retry_schedule: vec![
+                min(1),
+                min(5),
+                min(15),
+                min(30),
+                min(60),
+                min(120),
+                min(240),
+            ],
+            max_queue_lifetime: Duration::from_secs(5 * 24 * 3600),
+            hostname: "localhost".into(),
+        }
+    }
+}
+
+/// What the delivery threads run: local delivery and the SMTP client behind
+/// one interface.
+pub trait Transport: Send + Sync + 'static {
+    /// The destination bucket of a forward-path (e.g. `"local"`, or the
+    /// domain or next-hop key). Recipients of one message with the same key
+    /// go in one job, and concurrency is limited per key. Called on the
+    /// scheduler thread for every dispatch: it must be cheap and must never
+    /// block (no DNS here; resolve the next hop inside [`deliver`](Self::deliver)).
+    fn destination(&self, recipient: &str) -> String;
+
+    /// Delivers one job, blocking; returns one outcome per entry of
+    /// [`Job::recipients`], in order. Missing outcomes count as temporary
+    /// failures, and so does a panic.
+    fn deliver(&self, job: &Job) -> Vec<Outcome>;
+}
+
+/// The recipients of one message that share a destination, for one attempt.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The message's queue id.
+    pub id: QueueId,
+    /// The destination key all [`recipients`](Self::recipients) share.
+    pub destination: String,
+    /// The message; its body is borrowed from the spool's memory map.
+    pub message: StoredMessage,
+    /// Indexes into `message.envelope.recipients`.
+    pub recipients: Vec<u32>,
+}
+
+impl Job {
+    /// The forward-paths of this job, in the order of [`recipients`](Self::recipients).
+    pub fn forward_paths(&self) -> impl Iterator<Item = &str> {
+        self.recipients.iter().map(|&r| {
+            self.message.envelope.recipients[r as usize]
+                .address
+                .as_str()
+        })
+    }
+}
+
+/// Where one queued message stands, for `sluice queue` commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageStatus {
+    /// Its queue id.
+    pub id: QueueId,
+    /// When it was accepted, in milliseconds since the Unix epoch.
+    pub arrival_unix_ms: u64,
+    /// Held by the operator: not delivered until released.
+    pub held: bool,
+    /// Some recipient is being delivered right now (or its outcome is being
+    /// journaled).
+    pub in_flight: bool,
+    /// The earliest next attempt of a recipient that waits, in milliseconds
+    /// since the Unix epoch (in the past when it is only waiting for a free
+    /// connection); `None` when none waits (held, or all in flight).
+    pub next_attempt_unix_ms: Option<u64>,
+    /// Per recipient, in RCPT order.
+    pub recipients: Vec<RecipientStatus>,
+}
+
+/// Where one recipient of a queued message stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientStatus {
+    /// The forward-path.
+    pub address: String,
+    /// Its state as journaled in the spool.
+    pub state: RecipientState,
+    /// In a job right now, or its outcome is being journaled.
+    pub in_flight: bool,
+    /// The reply of the last attempt, if there was one since the message was
+    /// loaded (or the one the spool kept for a deferred or failed recipient).
+    pub last_reply: Option<String>,
+}
+
+/// What reaches the scheduler thread.
+pub(crate) enum Event {
+    Queued(QueueId),
+    Flush(Option<QueueId>),
+    Hold(QueueId),
+    Release(QueueId),
+    Delete(QueueId),
+    Bounce(QueueId),
+    Status(QueueId, Sender<Option<MessageStatus>>),
+    /// A job came back from a delivery thread (boxed: it is the largest
+    /// event by far, and the channel's slots are as large as the largest).
+    Done(Box<Job>, Vec<Outcome>),
+    /// A journal batch is durable (or failed).
+    Journaled(u64, Result<(), sluice_spool::SpoolError>),
+    Marked(
+        QueueId,
+        sluice_spool::MessageMark,
+        Result<(), sluice_spool::SpoolError>,
+    ),
+    /// The bounce for a message is queued in the spool (or failed to be).
+    BounceQueued(QueueId, Result<QueueId, sluice_spool::SpoolError>),
+    Shutdown(Instant),
+}
+
+/// The running scheduler: its thread and the delivery pool. Dropping it is
+/// [`Scheduler::shutdown`].
+pub struct Scheduler {
+    handle: SchedulerHandle,
+    thread: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    /// Disconnects once every delivery thread has ended.
+    workers_alive: Receiver<()>,
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("workers", &self.workers.len())
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+/// The way in for the front end and the operator's commands: cheap to clone,
+/// never blocks (except [`status`](Self::status), which waits for the
+/// answer). Commands after shutdown are ignored.
+#[derive(Debug, Clone)]
+pub struct SchedulerHandle {
+    events: Sender<Event>,
+}
+
+impl Scheduler {
+    /// Rebuilds the in-memory queue from the spool (pending recipients are
+    /// due now, deferred ones at their retry time, held messages wait for
+    /// release) and starts the scheduler thread and the delivery pool.
+    ///
+    /// Start it before the front end accepts mail: a message queued earlier
+    /// is found here, one queued later is announced through
+    /// [`SchedulerHandle::queued`].
+    pub fn start(
+        config: SchedulerConfig,
+        spool: SpoolHandle,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Scheduler, String> {
+        if config.threads == 0 {
+            return Err("the scheduler needs at least one delivery thread".into());
+        }
+        if config.max_connections_per_destination == 0 {
+            return Err("max_connections_per_destination must be at least 1".into());
+        }
+        if config.retry_schedule.is_empty() {
+            return Err("the retry schedule needs at least one interval".into());
+        }
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        // Two jobs per thread: one running, one ready to be taken the moment
+        // the first returns, so a thread never idles waiting for the
+        // scheduler to notice. More would only commit messages to attempts
+        // early (a hold or a delete could no longer stop them).
+        let pool_limit = config.threads * 2;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(pool_limit);
+        let core = core::Core::new(
+            config.clone(),
+            spool,
+            transport.clone(),
+            events_tx.clone(),
+            jobs_tx,
+            jobs_rx.clone(),
+            pool_limit,
+        )
+        .map_err(|e| format!("cannot read the queue from the spool: {e}"))?;
+
+        let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut workers = Vec::with_capacity(config.threads);
+        for n in 0..config.threads {
+            let w = pool::Worker {
+                transport: transport.clone(),
+                jobs: jobs_rx.clone(),
+                events: events_tx.clone(),
+                _alive: alive_tx.clone(),
+            };
+            match std::thread::Builder::new()
+                .name(format!("delivery-{n}"))
+                .spawn(move || w.run())
+            {
+                Ok(t) => workers.push(t),
+                Err(e) => return Err(format!("cannot start a delivery thread: {e}")),
+            }
+        }
+        drop(alive_tx);
+        drop(jobs_rx);
+        let thread = std::thread::Builder::new()
+            .name("scheduler".into())
+            .spawn(move || core.run(events_rx))
+            .map_err(|e| format!("cannot start the scheduler thread: {e}"))?;
+        Ok(Scheduler {
+            handle: SchedulerHandle { events: events_tx },
+            thread: Some(thread),
+            workers,
+            workers_alive: alive_rx,
+        })
+    }
+
+    /// A handle for the front end and operator commands.
+    pub fn handle(&self) -> SchedulerHandle {
+        self.handle.clone()
+    }
+
+    /// Stops dispatching, waits up to [`DEFAULT_SHUTDOWN_GRACE`] for the jobs
+    /// in flight to finish and their outcomes to be journaled, and joins the
+    /// threads. Jobs not started yet are abandoned (their recipients are
+    /// still pending in the spool).
+    pub fn shutdown(self) {
+        self.shutdown_within(DEFAULT_SHUTDOWN_GRACE);
+    }
+
+    /// [`shutdown`](Self::shutdown) with another grace period. Jobs still
+    /// running after it are abandoned: their threads are detached, their
+    /// outcomes are not journaled, and the next start tries those recipients
+    /// again.
+    pub fn shutdown_within(mut self, grace: Duration) {
+        self.stop(grace);
+    }
+
+    fn stop(&mut self, grace: Duration) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let deadline = Instant::now() + grace;
+        let _ = self.handle.events.send(Event::Shutdown(deadline));
+        if thread.join().is_err() {
+            tracing::error!("scheduler thread panicked");
+        }
+        // The scheduler dropped the job sender on its way out, so idle
+        // threads end at once; only one stuck in a transport call keeps the
+        // channel open past the deadline.
+        let all_ended = loop {
+            match self.workers_alive.recv_deadline(deadline) {
+                Ok(()) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break true,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => break false,
+            }
+        };
+        if all_ended {
+            for w in self.workers.drain(..) {
+                if w.join().is_err() {
+                    tracing::error!("delivery thread panicked");
+                }
+            }
+        } else {
+            let busy = self.workers.iter().filter(|w| !w.is_finished()).count();
+            tracing::warn!(
+                threads = busy,
+                "delivery threads still busy at shutdown; abandoning their jobs"
+            );
+            self.workers.clear();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.stop(DEFAULT_SHUTDOWN_GRACE);
+    }
+}
+
+impl SchedulerHandle {
+    fn send(&self, event: Event) {
+        // After shutdown nobody listens; the spool still has the message.
+        let _ = self.events.send(event);
+    }
+
+    /// A new message is durable in the spool: schedule it now.
+    pub fn queued(&self, id: QueueId) {
+        self.send(Event::Queued(id));
+    }
+
+    /// Retry now: one message, or every queued message. Held messages stay held.
+    pub fn flush(&self, id: Option<QueueId>) {
+        self.send(Event::Flush(id));
+    }
+
+    /// Stops delivery of a message (jobs already running finish), durably.
+    pub fn hold(&self, id: QueueId) {
+        self.send(Event::Hold(id));
+    }
+
+    /// Lifts a hold; recipients whose time has come are tried at once.
+    pub fn release(&self, id: QueueId) {
+        self.send(Event::Release(id));
+    }
+
+    /// Removes a message from the queue without a bounce.
+    pub fn delete(&self, id: QueueId) {
+        self.send(Event::Delete(id));
+    }
+
+    /// Fails every recipient not yet delivered or failed
+    /// (`5.0.0 message bounced by the administrator`) and bounces the
+    /// message to its reverse-path. Recipients in flight fail if that
+    /// attempt does not deliver them.
+    pub fn bounce(&self, id: QueueId) {
+        self.send(Event::Bounce(id));
+    }
+
+    /// Where a queued message stands; `None` if the scheduler does not know
+    /// it (not queued, finished, or the scheduler has stopped).
+    pub fn status(&self, id: QueueId) -> Option<MessageStatus> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.events.send(Event::Status(id, tx)).ok()?;
+        rx.recv().ok().flatten()
+    }
+}

@@ -1,0 +1,231 @@
+//! Scheduler tests: a real spool in a temporary directory, and a scripted
+//! in-process transport that records every attempt.
+
+mod control;
+mod delivery;
+mod restart;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use sluice_spool::{Envelope, QueueId, Recipient, Spool, SpoolConfig, SpoolHandle};
+
+use super::{Job, Scheduler, SchedulerConfig, Transport};
+use crate::Outcome;
+
+/// Decides one recipient's outcome from its forward-path and how many
+/// attempts it had before this one.
+type Rule = dyn Fn(&str, u32) -> Outcome + Send + Sync;
+
+/// One attempt at one recipient, as the transport saw it.
+#[derive(Debug, Clone)]
+struct Call {
+    id: QueueId,
+    recipient: String,
+    /// Numbers the jobs: recipients with the same number went in one job.
+    job: usize,
+    outcome: Outcome,
+    at: Instant,
+    reverse_path: String,
+    body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Record {
+    calls: Vec<Call>,
+    attempts: HashMap<(QueueId, String), u32>,
+    jobs: usize,
+    active: HashMap<String, usize>,
+    max_active: HashMap<String, usize>,
+    active_total: usize,
+    max_active_total: usize,
+}
+
+/// The transport: destination = the domain; each job sleeps `delay`, then
+/// answers per recipient as `rule` says.
+struct Fake {
+    delay: Duration,
+    rule: Box<Rule>,
+    record: Arc<Mutex<Record>>,
+}
+
+impl Fake {
+    fn new(delay: Duration, rule: impl Fn(&str, u32) -> Outcome + Send + Sync + 'static) -> Fake {
+        Fake {
+            delay,
+            rule: Box::new(rule),
+            record: Arc::default(),
+        }
+    }
+
+    /// Always delivers.
+    fn delivering(delay: Duration) -> Fake {
+        Fake::new(delay, |_, _| delivered())
+    }
+
+    fn record(&self) -> MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.record().calls.clone()
+    }
+
+    fn calls_to(&self, recipient: &str) -> Vec<Call> {
+        self.record()
+            .calls
+            .iter()
+            .filter(|c| c.recipient == recipient)
+            .cloned()
+            .collect()
+    }
+
+    /// Attempts per (message, recipient).
+    fn attempts(&self) -> HashMap<(QueueId, String), u32> {
+        self.record().attempts.clone()
+    }
+}
+
+impl Transport for Fake {
+    fn destination(&self, recipient: &str) -> String {
+        recipient
+            .rsplit_once('@')
+            .map_or("local", |(_, d)| d)
+            .to_ascii_lowercase()
+    }
+
+    fn deliver(&self, job: &Job) -> Vec<Outcome> {
+        let job_no = {
+            let mut r = self.record();
+            r.jobs += 1;
+            let n = r.active.entry(job.destination.clone()).or_default();
+            *n += 1;
+            let n = *n;
+            let max = r.max_active.entry(job.destination.clone()).or_default();
+            *max = (*max).max(n);
+            r.active_total += 1;
+            r.max_active_total = r.max_active_total.max(r.active_total);
+            r.jobs
+        };
+        std::thread::sleep(self.delay);
+        let mut r = self.record();
+        let mut outcomes = Vec::new();
+        for rcpt in job.forward_paths() {
+            let key = (job.id, rcpt.to_owned());
+            let before = r.attempts.get(&key).copied().unwrap_or(0);
+            let outcome = (self.rule)(rcpt, before);
+            r.attempts.insert(key, before + 1);
+            r.calls.push(Call {
+                id: job.id,
+                recipient: rcpt.to_owned(),
+                job: job_no,
+                outcome: outcome.clone(),
+                at: Instant::now(),
+                reverse_path: job.message.envelope.reverse_path.clone(),
+                body: job.message.body().to_vec(),
+            });
+            outcomes.push(outcome);
+        }
+        *r.active.get_mut(&job.destination).unwrap() -= 1;
+        r.active_total -= 1;
+        outcomes
+    }
+}
+
+fn delivered() -> Outcome {
+    Outcome::Delivered {
+        reply: "250 2.0.0 Ok".into(),
+    }
+}
+
+fn deferred() -> Outcome {
+    Outcome::Deferred {
+        reply: "451 4.4.1 try again later".into(),
+    }
+}
+
+fn failed() -> Outcome {
+    Outcome::Failed {
+        reply: "550 5.1.1 no such user".into(),
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Small and fast: 4 threads, retries every `retry_ms`.
+fn config(retry_ms: u64) -> SchedulerConfig {
+    SchedulerConfig {
+        threads: 4,
+        max_connections_per_destination: 20,
+        retry_schedule: vec![ms(retry_ms)],
+        max_queue_lifetime: Duration::from_secs(86_400),
+        hostname: "mx.sluice.test".into(),
+    }
+}
+
+fn open(dir: &std::path::Path) -> Spool {
+    Spool::open(dir, SpoolConfig::default()).unwrap().0
+}
+
+fn envelope(h: &SpoolHandle, from: &str, to: &[&str]) -> Envelope {
+    Envelope {
+        id: h.new_id(),
+        reverse_path: from.into(),
+        mail_params: String::new(),
+        recipients: to
+            .iter()
+            .map(|a| Recipient {
+                address: (*a).into(),
+                params: String::new(),
+            })
+            .collect(),
+        arrival_unix_ms: now_ms(),
+        client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        helo: "client.test".into(),
+        body_type: 0,
+        smtputf8: false,
+    }
+}
+
+/// Queues a message in the spool (not yet announced to any scheduler).
+fn submit(h: &SpoolHandle, from: &str, to: &[&str]) -> QueueId {
+    let env = envelope(h, from, to);
+    let body = format!(
+        "From: <{from}>\r\nSubject: test {}\r\n\r\nHello.\r\n",
+        env.id
+    );
+    h.submit_wait(env, body.into_bytes()).unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Polls `cond` until it holds or `limit` passes; says which.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(ms(5));
+    }
+}
+
+fn spool_is_empty(h: &SpoolHandle) -> bool {
+    h.messages().unwrap().is_empty()
+}
+
+fn start(config: SchedulerConfig, h: &SpoolHandle, fake: &Arc<Fake>) -> Scheduler {
+    Scheduler::start(config, h.clone(), fake.clone()).unwrap()
+}

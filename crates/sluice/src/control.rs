@@ -1,0 +1,172 @@
+//! The queue control socket: how `sluice queue flush|hold|release|delete|bounce`
+//! reaches a running server.
+//!
+//! A Unix socket `control.sock` in the spool directory, mode 0600. Only the
+//! user the server runs as (and root) can connect, which is the "local
+//! administrator" of the queue, and nothing listens on the network. The
+//! protocol is one request line per connection and a reply that starts with
+//! `ok` or `error: <reason>`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sluice_delivery::scheduler::SchedulerHandle;
+use sluice_spool::QueueId;
+
+/// The socket's name inside the spool directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// A running control socket; dropping it stops the thread and removes the file.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlServer {
+    pub fn start(spool_dir: &Path, scheduler: SchedulerHandle) -> Result<ControlServer, String> {
+        let path = spool_dir.join(SOCKET_NAME);
+        // A file left by a server that was killed: nobody answers on it.
+        if path.exists() && UnixStream::connect(&path).is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| format!("cannot create the control socket {}: {e}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    if stopping.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Ok(stream) = stream {
+                        serve_one(stream, &scheduler);
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the control thread: {e}"))?;
+        Ok(ControlServer {
+            path,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the accept call so the thread sees the flag.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve_one(stream: UnixStream, scheduler: &SchedulerHandle) {
+    // An operator's command is one short line; a peer that sends nothing must
+    // not hold the control thread.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    if BufReader::new((&stream).take(1024))
+        .read_line(&mut line)
+        .is_err()
+    {
+        return;
+    }
+    let reply = execute(line.trim(), scheduler);
+    tracing::info!(
+        command = line.trim(),
+        reply = reply.lines().next().unwrap_or(""),
+        "queue control"
+    );
+    let mut stream = &stream;
+    let _ = stream.write_all(reply.as_bytes());
+}
+
+fn execute(line: &str, scheduler: &SchedulerHandle) -> String {
+    let mut words = line.split_whitespace();
+    let verb = words.next().unwrap_or("");
+    let arg = words.next();
+    if words.next().is_some() {
+        return "error: one argument at most\n".into();
+    }
+    let id = || -> Result<QueueId, String> {
+        let text = arg.ok_or("a queue id is needed")?;
+        text.parse::<QueueId>()
+            .map_err(|_| format!("{text:?} is not a queue id"))
+    };
+    let result = match verb {
+        "flush" if arg == Some("all") || arg.is_none() => {
+            scheduler.flush(None);
+            Ok("every deferred message is due now".to_string())
+        }
+        "flush" => id().map(|id| {
+            scheduler.flush(Some(id));
+            format!("{id} is due now")
+        }),
+        "hold" => id().map(|id| {
+            scheduler.hold(id);
+            format!("{id} is held")
+        }),
+        "release" => id().map(|id| {
+            scheduler.release(id);
+            format!("{id} is released")
+        }),
+        "delete" => id().map(|id| {
+            scheduler.delete(id);
+            format!("{id} is deleted")
+        }),
+        "bounce" => id().map(|id| {
+            scheduler.bounce(id);
+            format!("{id} is bounced to its sender")
+        }),
+        other => Err(format!("unknown command {other:?}")),
+    };
+    match result {
+        Ok(text) => format!("ok {text}\n"),
+        Err(e) => format!("error: {e}\n"),
+    }
+}
+
+/// Sends one command to the server that owns `spool_dir`; returns its reply.
+pub fn request(spool_dir: &Path, command: &str) -> Result<String, String> {
+    let path = spool_dir.join(SOCKET_NAME);
+    let mut stream = UnixStream::connect(&path).map_err(|e| {
+        format!(
+            "no running server answers on {} ({e}); start `sluice serve` for this spool",
+            path.display()
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .map_err(|e| format!("cannot send to {}: {e}", path.display()))?;
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .map_err(|e| format!("no reply from {}: {e}", path.display()))?;
+    match reply.strip_prefix("ok ") {
+        Some(text) => Ok(text.trim_end().to_string()),
+        None => Err(reply
+            .trim_end()
+            .strip_prefix("error: ")
+            .unwrap_or(reply.trim_end())
+            .to_string()),
+    }
+}
