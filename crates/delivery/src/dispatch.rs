@@ -2,6 +2,8 @@
 //! (or to an LMTP server), everything else to the next hop over SMTP.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::Outcome;
 use crate::local::{Local, Target};
@@ -18,9 +20,50 @@ pub const LMTP: &str = "lmtp";
 pub struct Dispatch {
     local_domains: HashSet<String>,
     local: Local,
-    remote: Remote,
+    remote: Arc<Remote>,
     /// `unix:/path` or `host:port`: the local domains' mail goes there.
     lmtp: Option<String>,
+    /// Closes cached connections nobody came back for; stops when dropped.
+    reaper: Option<Reaper>,
+}
+
+/// A thread that closes idle SMTP connections every second. Checkouts only
+/// close expired connections to the host they are for, so without it a
+/// socket to a host we never go back to would stay open until the far end
+/// drops it.
+#[derive(Debug)]
+struct Reaper {
+    stop: crossbeam_channel::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Reaper {
+    fn start(remote: Arc<Remote>) -> Option<Reaper> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name("smtp-reaper".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Duration::from_secs(1))
+                {
+                    remote.close_idle();
+                }
+                remote.close_all();
+            })
+            .ok()?;
+        Some(Reaper { stop, thread })
+    }
+}
+
+impl Drop for Dispatch {
+    fn drop(&mut self) {
+        if let Some(reaper) = self.reaper.take() {
+            // Disconnecting the channel wakes the thread, which then closes
+            // every cached connection with QUIT.
+            drop(reaper.stop);
+            let _ = reaper.thread.join();
+        }
+    }
 }
 
 impl Dispatch {
@@ -30,12 +73,14 @@ impl Dispatch {
         remote: Remote,
         lmtp: Option<String>,
     ) -> Self {
+        let remote = Arc::new(remote);
         Dispatch {
             local_domains: local_domains
                 .into_iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
             local,
+            reaper: Reaper::start(remote.clone()),
             remote,
             lmtp: lmtp.filter(|l| !l.is_empty()),
         }

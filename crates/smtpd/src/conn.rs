@@ -43,6 +43,9 @@ pub(crate) struct Conn {
     pub(crate) serial: u64,
     pub(crate) last_activity: Instant,
     queue_id: Option<QueueId>,
+    /// Length of our `Received:` header at the start of the message, where
+    /// filters' headers go after.
+    trace_len: usize,
     /// Size of the message last handed to the spool, for the log line.
     message_size: usize,
     /// The finished message, between the session and the spool.
@@ -69,6 +72,7 @@ impl Conn {
             serial: 0,
             last_activity: Instant::now(),
             queue_id: None,
+            trace_len: 0,
             message_size: 0,
             message: None,
         }
@@ -141,7 +145,32 @@ impl Conn {
             },
             &mut header,
         );
+        self.trace_len = header.len();
         self.session.set_trace_header(&header);
+    }
+
+    /// Inserts filters' header fields after our trace header. Invalid ones
+    /// are dropped (see [`MessageChanges::headers`](crate::MessageChanges)).
+    pub(crate) fn add_headers(&mut self, headers: &[(String, String)]) {
+        let Some((_, body)) = self.message.as_mut() else {
+            return;
+        };
+        let mut fields = Vec::new();
+        for (name, value) in headers {
+            let name_ok =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            if !name_ok || value.contains(['\r', '\n']) {
+                tracing::warn!(
+                    conn = self.info.id,
+                    name,
+                    "filter header dropped: invalid field"
+                );
+                continue;
+            }
+            fields.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        let at = self.trace_len.min(body.len());
+        body.splice(at..at, fields);
     }
 
     /// The spool's view of the finished message.

@@ -53,11 +53,29 @@ pub enum Stage<'a> {
     },
 }
 
+/// What filters may change about a message at the end of data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageChanges {
+    /// Header fields to add, in order, right after our `Received:` header
+    /// (`X-Spam-Status`, say). A name that is not a valid field name, or a
+    /// value with CR or LF, is dropped: a filter must not be able to inject
+    /// a second header or a body.
+    pub headers: Vec<(String, String)>,
+    /// Answer `250` but do not queue the message.
+    pub discard: bool,
+    /// Queue the message, held for the operator (`sluice queue release`).
+    pub quarantine: bool,
+}
+
 /// A filter's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Go on to the next filter, or accept the stage if this was the last.
     Continue,
+    /// Accept, with changes to the message. Only the end-of-data stage
+    /// ([`Stage::Message`]) has a message to change; elsewhere this is
+    /// [`Verdict::Continue`].
+    Modify(MessageChanges),
     /// Refuse the stage with this reply: 5xx to reject, 4xx to ask the client
     /// to try later. The connection stays open.
     Reject(Reply),

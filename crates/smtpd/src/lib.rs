@@ -31,7 +31,7 @@ use sluice_spool::{QueueId, SpoolHandle};
 /// channel send.
 pub type OnQueued = Arc<dyn Fn(QueueId) + Send + Sync>;
 
-pub use filter::{Connection, Defer, Filter, Later, NoFilter, Stage, Verdict};
+pub use filter::{Connection, Defer, Filter, Later, MessageChanges, NoFilter, Stage, Verdict};
 pub use policy::RecipientPolicy;
 
 use event_loop::{EventLoop, Inbox};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sluice_smtp::server::ServerConfig;
 use sluice_smtp::{Domain, EnhancedCode, Reply};
 use sluice_smtpd::{
-    Connection, Defer, Filter, RecipientPolicy, Smtpd, SmtpdConfig, Stage, Verdict,
+    Connection, Defer, Filter, MessageChanges, RecipientPolicy, Smtpd, SmtpdConfig, Stage, Verdict,
 };
 use sluice_spool::{Spool, SpoolConfig};
 
@@ -52,6 +52,19 @@ impl Filter for TestFilter {
                 drop(defer.later());
                 None
             }
+            Stage::Message { transaction, .. } => {
+                let sender = transaction.reverse_path.to_string();
+                let changes = MessageChanges {
+                    headers: vec![
+                        ("X-Spam-Score".into(), "1.5".into()),
+                        ("Bad Name".into(), "dropped".into()),
+                        ("X-Injected".into(), "a\r\nBcc: victim@example.test".into()),
+                    ],
+                    discard: sender.starts_with("<discard@"),
+                    quarantine: sender.starts_with("<quarantine@"),
+                };
+                Some(Verdict::Modify(changes))
+            }
             Stage::Mail { reverse_path, .. } if reverse_path.to_string().starts_with("<spam@") => {
                 Some(Verdict::Reject(Reply::new(
                     550,
@@ -70,6 +83,7 @@ struct Harness {
     spool: Option<Spool>,
     filter: Arc<TestFilter>,
     queued: Arc<Mutex<Vec<String>>>,
+    spool_handle: sluice_spool::SpoolHandle,
     _dir: tempfile::TempDir,
 }
 
@@ -101,6 +115,7 @@ impl Harness {
         let record = queued.clone();
         let on_queued =
             Arc::new(move |id: sluice_spool::QueueId| record.lock().unwrap().push(id.to_string()));
+        let spool_handle = spool.handle();
         let smtpd = Smtpd::start(config, spool.handle(), filter.clone(), on_queued).unwrap();
         Harness {
             addr: smtpd.local_addrs()[0],
@@ -108,6 +123,7 @@ impl Harness {
             spool: Some(spool),
             filter,
             queued,
+            spool_handle,
             _dir: dir,
         }
     }
@@ -240,4 +256,66 @@ fn a_filter_that_loses_its_answer_fails_closed() {
     assert!(reply.starts_with("451 4.3.0 "), "{reply}");
     // The session goes on.
     assert!(c.command("EHLO c.example").starts_with("250 "));
+}
+
+fn send(c: &mut Client, from: &str) -> String {
+    assert!(
+        c.command(&format!("MAIL FROM:<{from}>"))
+            .starts_with("250 ")
+    );
+    assert!(
+        c.command("RCPT TO:<alice@example.test>")
+            .starts_with("250 ")
+    );
+    assert!(c.command("DATA").starts_with("354 "));
+    let reply = c.command("Subject: s\r\n\r\nbody\r\n.");
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    reply.trim_end().rsplit(' ').next().unwrap().to_string()
+}
+
+#[test]
+fn filters_add_headers_discard_and_quarantine() {
+    let h = Harness::start(Duration::ZERO);
+    let mut c = Client::connect(h.addr);
+    assert!(c.command("EHLO c.example").starts_with("250 "));
+
+    let kept = send(&mut c, "ok@c.example");
+    let stored = h
+        .spool_handle
+        .get(kept.parse().unwrap())
+        .unwrap()
+        .expect("queued");
+    let text = String::from_utf8(stored.body().to_vec()).unwrap();
+    // Right after our Received: header; the invalid fields are gone.
+    let after_trace = text
+        .split_once(";\r\n\t")
+        .unwrap()
+        .1
+        .split_once("\r\n")
+        .unwrap()
+        .1;
+    assert_eq!(
+        after_trace, "X-Spam-Score: 1.5\r\nSubject: s\r\n\r\nbody\r\n",
+        "{text}"
+    );
+    assert!(!stored.held);
+
+    let discarded = send(&mut c, "discard@c.example");
+    assert!(
+        h.spool_handle
+            .get(discarded.parse().unwrap())
+            .unwrap()
+            .is_none(),
+        "a discarded message was queued"
+    );
+
+    let held = send(&mut c, "quarantine@c.example");
+    let stored = h
+        .spool_handle
+        .get(held.parse().unwrap())
+        .unwrap()
+        .expect("quarantined messages are queued");
+    assert!(stored.held, "quarantined but not held");
+    // The scheduler hears of the two queued messages only, the held one after it is held.
+    assert_eq!(*h.queued.lock().unwrap(), [kept, held]);
 }

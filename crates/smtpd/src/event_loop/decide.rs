@@ -4,11 +4,11 @@
 
 use sluice_smtp::server::{Decision, Event};
 use sluice_smtp::{EnhancedCode, Reply};
-use sluice_spool::{QueueId, SpoolError};
+use sluice_spool::{MessageMark, QueueId, SpoolError};
 
 use super::{Completion, CompletionKind, EventLoop, conn_mut};
 use crate::conn::Waiting as Wait;
-use crate::filter::{Defer, Later, Stage, Verdict};
+use crate::filter::{Defer, Later, MessageChanges, Stage, Verdict};
 
 impl EventLoop {
     pub(super) fn on_event(&mut self, slot: usize) {
@@ -124,22 +124,27 @@ impl EventLoop {
     pub(super) fn filter_answered(&mut self, slot: usize, stage: FilterStage, verdict: Verdict) {
         let conn = conn_mut(&mut self.conns, slot);
         match (stage, verdict) {
-            (FilterStage::Connect, Verdict::Continue) => conn.session.greet(None),
+            (FilterStage::Connect, Verdict::Continue | Verdict::Modify(_)) => {
+                conn.session.greet(None)
+            }
             (FilterStage::Connect, Verdict::Reject(reply) | Verdict::Disconnect(reply)) => {
                 conn.session.greet(Some(reply));
             }
-            (FilterStage::Message, Verdict::Continue) => self.submit(slot),
+            (FilterStage::Message, Verdict::Continue) => {
+                self.submit(slot, MessageChanges::default())
+            }
+            (FilterStage::Message, Verdict::Modify(changes)) => self.submit(slot, changes),
             (FilterStage::Message, refusal) => {
                 let decision = match refusal {
                     Verdict::Disconnect(reply) => Decision::Disconnect(reply),
                     Verdict::Reject(reply) => Decision::Reject(reply),
-                    Verdict::Continue => unreachable!("handled above"),
+                    Verdict::Continue | Verdict::Modify(_) => unreachable!("handled above"),
                 };
                 conn.log_transaction(&decision_reply(&decision));
                 conn.message = None;
                 conn.session.decide(decision);
             }
-            (_, Verdict::Continue) => conn.session.decide(Decision::Accept),
+            (_, Verdict::Continue | Verdict::Modify(_)) => conn.session.decide(Decision::Accept),
             (stage, Verdict::Reject(reply)) => {
                 tracing::info!(conn = conn.info.id, client = %conn.ip, ?stage, result = %reply, "refused by filter");
                 conn.session.decide(Decision::Reject(reply));
@@ -151,8 +156,9 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn submit(&mut self, slot: usize) {
+    pub(super) fn submit(&mut self, slot: usize, changes: MessageChanges) {
         let conn = conn_mut(&mut self.conns, slot);
+        conn.add_headers(&changes.headers);
         let Some((envelope, body)) = conn.envelope() else {
             conn.session.decide(Decision::Reject(Reply::new(
                 451,
@@ -161,27 +167,50 @@ impl EventLoop {
             )));
             return;
         };
+        if changes.discard {
+            // The client must not learn that a filter dropped its message.
+            let reply = Reply::new(
+                250,
+                Some(EnhancedCode::new(2, 0, 0)),
+                format!("Ok: queued as {}", envelope.id),
+            );
+            conn.log_transaction("discarded by filter");
+            conn.message = None;
+            conn.session.decide(Decision::AcceptWith(reply));
+            return;
+        }
         self.next_serial += 1;
         conn.serial = self.next_serial;
         conn.waiting = Some(Wait::Spool);
         let (inbox, serial) = (self.inbox.clone(), conn.serial);
         let on_queued = self.shared.on_queued.clone();
-        self.shared.spool.submit(
-            envelope,
-            body,
-            Box::new(move |result| {
-                // Delivery may start before the client has its 250: the
-                // message is durable, and that is what matters.
-                if let Ok(id) = &result {
-                    on_queued(*id);
-                }
-                inbox.push(Completion {
-                    slot,
-                    serial,
-                    kind: CompletionKind::Spool(result),
-                })
-            }),
-        );
+        let spool = self.shared.spool.clone();
+        let done = move |result: Result<QueueId, SpoolError>| {
+            // Delivery may start before the client has its 250: the
+            // message is durable, and that is what matters.
+            if let Ok(id) = &result {
+                on_queued(*id);
+            }
+            inbox.push(Completion {
+                slot,
+                serial,
+                kind: CompletionKind::Spool(result),
+            })
+        };
+        let done: sluice_spool::Completion = if changes.quarantine {
+            // Held before anyone hears of it, so that no delivery can start.
+            Box::new(move |result| match result {
+                Ok(id) => spool.mark(
+                    id,
+                    MessageMark::Held,
+                    Box::new(move |marked| done(marked.map(|()| id))),
+                ),
+                Err(e) => done(Err(e)),
+            })
+        } else {
+            Box::new(done)
+        };
+        self.shared.spool.submit(envelope, body, done);
     }
 
     pub(super) fn spool_answered(&mut self, slot: usize, result: Result<QueueId, SpoolError>) {
