@@ -8,7 +8,7 @@ missing_pkgs=()
 command -v swaks >/dev/null 2>&1 || missing_pkgs+=(swaks)
 command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 # A real DNS server on a loopback port, for the MX routing tests.
-command -v dnsmasq >/dev/null 2>&1 || missing_pkgs+=(dnsmasq-base)
+{ [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1; } || missing_pkgs+=(dnsmasq-base)
 
 if ((${#missing_pkgs[@]} == 0)); then
   exit 0
