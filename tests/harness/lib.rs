@@ -8,15 +8,25 @@
 
 mod binary;
 mod client;
+mod dnsmasq;
+mod mailbox;
+mod outcome;
 mod process;
 mod queue;
 mod server;
+mod sink;
 
 pub use binary::sluice_bin;
 pub use client::{Client, Reply, send_message, try_send_message};
+pub use dnsmasq::Dnsmasq;
+pub use mailbox::{
+    Delivered, MaildirMessage, maildir_messages, received_prefix, split_received, wait_for_maildir,
+};
+pub use outcome::{dot_stuff, submit};
 pub use process::run;
 pub use queue::{QueuedMessage, queue_by_id, read_queue};
 pub use server::{HOSTNAME, Server, ServerBuilder};
+pub use sink::{Sink, SinkBuilder, Transaction};
 
 use std::time::{Duration, Instant};
 

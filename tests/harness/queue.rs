@@ -36,7 +36,7 @@ impl QueuedMessage {
 
 /// End of the first header field: its first CRLF not followed by folding
 /// whitespace.
-fn header_field_end(body: &[u8]) -> usize {
+pub(crate) fn header_field_end(body: &[u8]) -> usize {
     let mut i = 0;
     while let Some(pos) = body[i..].windows(2).position(|w| w == b"\r\n") {
         let next = i + pos + 2;

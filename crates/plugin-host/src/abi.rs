@@ -146,7 +146,9 @@ pub(crate) fn validate(module: &Module) -> Result<Exports, String> {
         match name {
             MEMORY => match ty {
                 ExternType::Memory(m) if m.is_64() => {
-                    return Err("export `memory` is a 64-bit memory; ABI v1 needs a 32-bit one".into());
+                    return Err(
+                        "export `memory` is a 64-bit memory; ABI v1 needs a 32-bit one".into(),
+                    );
                 }
                 ExternType::Memory(_) => memory = true,
                 _ => return Err("export `memory` is not a memory".into()),
@@ -192,14 +194,18 @@ pub(crate) fn validate(module: &Module) -> Result<Exports, String> {
 }
 
 /// Every value in ABI v1's exports is an i32; `(params, results)` counts them.
-fn check_func(name: &str, ty: &ExternType, (params, results): (usize, usize)) -> Result<(), String> {
+fn check_func(
+    name: &str,
+    ty: &ExternType,
+    (params, results): (usize, usize),
+) -> Result<(), String> {
     let ExternType::Func(func) = ty else {
         return Err(format!("export `{name}` is not a function"));
     };
-    let all_i32 = |types: &mut dyn ExactSizeIterator<Item = ValType>, n: usize| {
-        types.len() == n && types.all(|t| matches!(t, ValType::I32))
-    };
-    if all_i32(&mut func.params(), params) && all_i32(&mut func.results(), results) {
+    fn all_i32(types: impl ExactSizeIterator<Item = ValType>, n: usize) -> bool {
+        types.len() == n && { types }.all(|t| matches!(t, ValType::I32))
+    }
+    if all_i32(func.params(), params) && all_i32(func.results(), results) {
         return Ok(());
     }
     let i32s = |n: usize| vec!["i32"; n].join(", ");
@@ -215,5 +221,9 @@ fn show(func: &FuncType) -> String {
     let list = |types: &mut dyn Iterator<Item = ValType>| {
         types.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
     };
-    format!("({}) -> ({})", list(&mut func.params()), list(&mut func.results()))
+    format!(
+        "({}) -> ({})",
+        list(&mut func.params()),
+        list(&mut func.results())
+    )
 }

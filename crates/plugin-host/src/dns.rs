@@ -121,10 +121,10 @@ impl DnsResolver {
         let Some(query) = query_name(record_type, &key.1) else {
             return DnsAnswer::Failed;
         };
-        let result = self.runtime.block_on(tokio::time::timeout(
-            self.timeout,
-            self.resolver.lookup(query, record_type),
-        ));
+        // The timer must be made inside the runtime: hence the async block.
+        let result = self.runtime.block_on(async {
+            tokio::time::timeout(self.timeout, self.resolver.lookup(query, record_type)).await
+        });
         let (answer, ttl) = match result {
             Err(_elapsed) => return DnsAnswer::Failed,
             Ok(Ok(lookup)) => {
@@ -161,7 +161,9 @@ impl DnsResolver {
         answer
     }
 
-    fn cache_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u16, String), (Instant, DnsAnswer)>> {
+    fn cache_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(u16, String), (Instant, DnsAnswer)>> {
         // Entries are inserted whole; a panic elsewhere cannot leave one torn.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -197,7 +199,11 @@ fn format_record(record_type: RecordType, data: &RData) -> Option<String> {
         (RecordType::TXT, RData::TXT(txt)) => {
             // RFC 7208 §3.3: the strings of one record are joined without
             // spaces. A line break inside would split one answer in two.
-            let joined: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+            let joined: Vec<u8> = txt
+                .txt_data
+                .iter()
+                .flat_map(|s| s.iter().copied())
+                .collect();
             String::from_utf8_lossy(&joined).replace(['\r', '\n'], " ")
         }
         _ => return None,
@@ -217,7 +223,10 @@ fn negative(error: &NetError) -> Option<(DnsAnswer, u32)> {
     let NetError::Dns(DnsError::NoRecordsFound(no)) = error else {
         return None;
     };
-    let ttl = no.negative_ttl.unwrap_or(NEGATIVE_TTL).min(MAX_NEGATIVE_TTL);
+    let ttl = no
+        .negative_ttl
+        .unwrap_or(NEGATIVE_TTL)
+        .min(MAX_NEGATIVE_TTL);
     let answer = if error.is_nx_domain() {
         DnsAnswer::NxDomain
     } else {

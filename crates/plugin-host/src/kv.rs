@@ -182,7 +182,10 @@ mod tests {
     #[test]
     fn incr_creates_at_zero_and_keeps_the_first_ttl() {
         let kv = MemoryKv::new();
-        assert_eq!(kv.incr(b"k", 5, Some(Duration::from_millis(80))).unwrap(), 5);
+        assert_eq!(
+            kv.incr(b"k", 5, Some(Duration::from_millis(80))).unwrap(),
+            5
+        );
         // A later TTL must not extend the window.
         assert_eq!(kv.incr(b"k", 2, Some(Duration::from_secs(60))).unwrap(), 7);
         assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"7"[..]));
@@ -229,11 +232,7 @@ mod tests {
         for i in 500..2000u32 {
             kv.set(&i.to_be_bytes(), b"v", None).unwrap();
         }
-        let stored: usize = kv
-            .shards
-            .iter()
-            .map(|s| s.lock().unwrap().map.len())
-            .sum();
+        let stored: usize = kv.shards.iter().map(|s| s.lock().unwrap().map.len()).sum();
         assert!(stored < 2000, "expired entries still stored: {stored}");
         assert_eq!(kv.len(), 1500);
     }

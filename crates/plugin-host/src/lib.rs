@@ -1,1 +1,38 @@
-//! placeholder
+//! Sluice's WebAssembly filter plugin host.
+//!
+//! Plugins are WebAssembly core modules speaking the ABI in
+//! `plugins/ABI.md`. The host compiles them with wasmtime, keeps a pool of
+//! ready instances per plugin, and runs their hooks for the SMTP front end
+//! ([`PluginHost`] implements [`sluice_smtpd::Filter`]) on its own filter
+//! threads. Each hook call is bounded in CPU time (epoch interruption) and
+//! memory (a per-instance limit); a plugin that traps, loops or runs out of
+//! memory fails that hook by its `on_error` policy and its instance is
+//! replaced, while every other transaction goes on.
+//!
+//! State that outlives a call (notes, scores) lives here, per connection and
+//! per transaction, never in the plugin: consecutive hooks of one
+//! transaction may run on different instances and threads.
+//!
+//! [`test_run`] runs a chain against one message for `sluice plugin test`.
+
+mod abi;
+mod chain;
+mod context;
+mod dns;
+mod engine;
+mod host;
+mod hostfns;
+mod instance;
+mod kv;
+mod message;
+mod spec;
+mod test_run;
+
+pub use abi::{Hook, RawVerdict};
+pub use chain::{Changes, Outcome, PluginRun};
+pub use context::LogLine;
+pub use dns::{DnsAnswer, DnsResolver};
+pub use host::PluginHost;
+pub use kv::{KvError, KvStore, MemoryKv};
+pub use spec::{DnsConfig, HostEnv, LocalDomainFn, OnError, PluginSpec, local_domain_list};
+pub use test_run::{StageReport, TEST_QUEUE_ID, TestEnvelope, TestReport, TestResult, test_run};

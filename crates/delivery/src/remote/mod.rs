@@ -304,7 +304,9 @@ impl Remote {
             };
             let reply = result.outcome.reply();
             let text = match result.origin {
-                ReplyOrigin::Remote => reply.to_string(),
+                ReplyOrigin::Remote => {
+                    crate::outcome::remote_reply(connection.label(), &reply.to_string())
+                }
                 ReplyOrigin::Local => format!("{reply} ({})", connection.label()),
             };
             let (outcome, cut_off) = match &result.outcome {

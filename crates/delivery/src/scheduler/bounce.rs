@@ -6,6 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use sluice_spool::{Envelope, QueueId, Recipient, StoredMessage};
 
 use crate::dsn::{self, Action, BounceInput, FailedRecipient};
+use crate::outcome::split_remote_reply;
 
 /// The bounce for the `failed` recipients (index, failure reply) of
 /// `message`, as an envelope with queue id `id` and the message to submit;
@@ -20,13 +21,13 @@ pub(super) fn build(
     let original = &message.envelope;
     let failed: Vec<FailedRecipient> = failed
         .iter()
-        .filter_map(|(r, reply)| {
+        .filter_map(|(r, text)| {
+            let (remote_mta, reply) = split_remote_reply(text);
             Some(FailedRecipient {
                 address: original.recipients.get(*r as usize)?.address.clone(),
                 original: None,
-                reply: reply.clone(),
-                // The transports report the next hop's reply, not its name.
-                remote_mta: None,
+                reply: reply.to_string(),
+                remote_mta: remote_mta.map(str::to_string),
                 action: Action::Failed,
             })
         })

@@ -1,0 +1,63 @@
+//! `sluice-bench`: the helpers `benches/compare.sh` calls.
+//!
+//! - `cpu-ticks PID`: CPU clock ticks used so far by a process and all its
+//!   descendants (reaped children included).
+//! - `report DIR`: the comparison table for the runs under DIR, and the
+//!   chart as SVG.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_loadgen::{procstat, report, svg};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice-bench", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CPU ticks (utime+stime+cutime+cstime) of PID's process tree.
+    CpuTicks { pid: u32 },
+    /// Print the Sluice/Postfix table for the runs under DIR.
+    Report {
+        dir: PathBuf,
+        /// Also draw the latency and throughput chart into this SVG file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// A line under the chart's title (machine, date, load).
+        #[arg(long, default_value = "")]
+        subtitle: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> io::Result<()> {
+    match args.command {
+        Command::CpuTicks { pid } => {
+            println!("{}", procstat::process_tree_ticks(pid)?);
+        }
+        Command::Report { dir, svg, subtitle } => {
+            let results = report::Results::load(&dir)?;
+            print!("{}", report::table(&results));
+            if let Some(path) = svg {
+                fs::write(&path, svg::render(&report::chart(&results, &subtitle)))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! CPU time of a process and all its descendants, from `/proc/<pid>/stat`.
+//!
+//! Sluice is one process; Postfix is a master with a changing crowd of
+//! children (smtpd, cleanup, qmgr, smtp, …) that come and go. Summing
+//! `utime + stime + cutime + cstime` over the live tree counts both: a
+//! child that exited and was reaped moved its time into its parent's
+//! `cutime`/`cstime`, and a live one still holds its own. The sum only
+//! grows, so the difference of two readings is the CPU used in between.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+
+/// One line of `/proc/<pid>/stat`, the fields we need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: u32,
+    pub ppid: u32,
+    /// utime + stime + cutime + cstime, in clock ticks.
+    pub ticks: u64,
+}
+
+/// Parses `/proc/<pid>/stat`. The command name (field 2) is in parentheses
+/// and may itself hold spaces and parentheses, so the fields after it are
+/// counted from the last `)`.
+pub fn parse_stat(line: &str) -> Option<ProcStat> {
+    let open = line.find('(')?;
+    let close = line.rfind(')')?;
+    let pid = line[..open].trim().parse().ok()?;
+    let rest: Vec<&str> = line.get(close + 1..)?.split_whitespace().collect();
+    // rest[0] is field 3 (state); field n is rest[n - 3].
+    let field = |n: usize| rest.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    let ppid = u32::try_from(field(4)?).ok()?;
+    let ticks = field(14)? + field(15)? + field(16)? + field(17)?;
+    Some(ProcStat { pid, ppid, ticks })
+}
+
+/// Sums the ticks of `root` and its descendants among `procs`.
+pub fn tree_ticks(procs: &[ProcStat], root: u32) -> Option<u64> {
+    let mut children: HashMap<u32, Vec<&ProcStat>> = HashMap::new();
+    let mut by_pid = None;
+    for p in procs {
+        children.entry(p.ppid).or_default().push(p);
+        if p.pid == root {
+            by_pid = Some(p);
+        }
+    }
+    let mut total = 0;
+    let mut stack = vec![by_pid?];
+    while let Some(p) = stack.pop() {
+        total += p.ticks;
+        if let Some(kids) = children.get(&p.pid) {
+            stack.extend(kids.iter().filter(|k| k.pid != p.pid));
+        }
+    }
+    Some(total)
+}
+
+/// The CPU ticks of `root` and everything below it, now.
+pub fn process_tree_ticks(root: u32) -> io::Result<u64> {
+    let mut procs = Vec::new();
+    for entry in fs::read_dir("/proc")? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        // A process may exit between the listing and the read.
+        if let Ok(line) = fs::read_to_string(entry.path().join("stat"))
+            && let Some(p) = parse_stat(&line)
+        {
+            procs.push(p);
+        }
+    }
+    tree_ticks(&procs, root)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no process {root}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_stat_line_with_an_awkward_name() {
+        let line = "4242 (smtpd) x) y) S 4200 4200 4200 0 -1 4194560 511 0 0 0 \
+                    17 5 3 2 20 0 1 0 999 1000 100 0 0";
+        let p = parse_stat(line).unwrap();
+        assert_eq!((p.pid, p.ppid, p.ticks), (4242, 4200, 17 + 5 + 3 + 2));
+    }
+
+    #[test]
+    fn refuses_truncated_lines() {
+        assert_eq!(parse_stat("12 (x) S 1 2 3"), None);
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn sums_the_whole_tree_and_nothing_else() {
+        let p = |pid, ppid, ticks| ProcStat { pid, ppid, ticks };
+        let procs = [
+            p(1, 0, 1000),
+            p(10, 1, 7),  // master
+            p(11, 10, 3), // smtpd
+            p(12, 10, 4), // qmgr
+            p(13, 11, 5), // grandchild
+            p(20, 1, 99), // someone else
+        ];
+        assert_eq!(tree_ticks(&procs, 10), Some(7 + 3 + 4 + 5));
+        assert_eq!(tree_ticks(&procs, 11), Some(8));
+        assert_eq!(tree_ticks(&procs, 77), None);
+    }
+
+    #[test]
+    fn reads_this_very_process() {
+        let me = std::process::id();
+        // Burn a little CPU so there is something to see.
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let ticks = process_tree_ticks(me).unwrap();
+        assert!(ticks > 0);
+    }
+}

@@ -1,0 +1,315 @@
+//! Running one stage through the chain: plugins in configuration order, the
+//! first REJECT/TEMPFAIL/DISCONNECT ends the stage, ACCEPT skips the rest of
+//! it, scores add up on the host, headers are collected for the message.
+
+use std::sync::Arc;
+
+use sluice_smtp::{EnhancedCode, Reply};
+
+use crate::abi::{Hook, RawVerdict};
+use crate::context::{CallCtx, ConnRecord, LogLine, MessageView, TxView, format_score};
+use crate::engine::Chain;
+use crate::spec::OnError;
+
+/// The arguments of one stage.
+#[derive(Debug, Clone)]
+pub(crate) struct StageCall {
+    pub hook: Hook,
+    /// The string hooks' argument (HELO name, reverse-path, forward-path).
+    pub arg: String,
+    pub tx: Option<Arc<TxView>>,
+    pub message: Option<Arc<MessageView>>,
+}
+
+/// How a stage ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Every plugin said CONTINUE (or failed with `on_error = "continue"`).
+    Continue,
+    /// A plugin said ACCEPT, DISCARD or QUARANTINE: the rest were skipped.
+    Accept,
+    Reject(Reply),
+    Disconnect(Reply),
+}
+
+/// What the end of data does to the message, when it is accepted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    /// Fields to prepend, in the order the plugins added them.
+    pub headers: Vec<(String, String)>,
+    pub discard: bool,
+    pub quarantine: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty() && !self.discard && !self.quarantine
+    }
+}
+
+/// One plugin's part in a stage, as a test report shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginRun {
+    pub plugin: String,
+    /// The verdict, or why the hook failed.
+    pub result: Result<Option<RawVerdict>, String>,
+    /// The reply `set_reply` chose, as given.
+    pub reply: Option<(i32, String)>,
+    pub scores: Vec<(String, f64)>,
+    pub headers: Vec<(String, String)>,
+    pub logs: Vec<LogLine>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StageResult {
+    pub outcome: Outcome,
+    pub changes: Changes,
+    /// Filled only when the caller asked to capture (test runs).
+    pub runs: Vec<PluginRun>,
+}
+
+/// Runs `call.hook` on every plugin that has it. Must run in the
+/// connection's turn (no other hook of the same connection at the same time).
+pub(crate) fn run_stage(
+    chain: &Chain,
+    conn: &Arc<ConnRecord>,
+    call: &StageCall,
+    hostname: &str,
+    capture: bool,
+) -> StageResult {
+    let hook = call.hook;
+    if hook == Hook::Helo {
+        conn.state().helo = Some(call.arg.clone());
+    }
+    let mut outcome = Outcome::Continue;
+    let mut changes = Changes::default();
+    let mut runs = Vec::new();
+    for plugin in chain.plugins.iter().filter(|p| p.has(hook)) {
+        let ctx = CallCtx::new(
+            conn.clone(),
+            hook,
+            call.tx.clone(),
+            call.message.clone(),
+            capture,
+        );
+        let (result, ctx) = plugin.call(hook, &call.arg, ctx);
+        let result = result.map_err(|e| e.0).and_then(|raw| match raw {
+            None => Ok(None),
+            Some(v) => RawVerdict::from_i32(v)
+                .map(Some)
+                .ok_or_else(|| format!("returned {v}, which is not a verdict")),
+        });
+        if capture {
+            runs.push(PluginRun {
+                plugin: plugin.name.to_string(),
+                result: result.clone(),
+                reply: ctx.reply.clone(),
+                scores: ctx.scores.clone(),
+                headers: ctx.headers.clone(),
+                logs: ctx.logs.clone(),
+            });
+        }
+        let verdict = match result {
+            Err(why) => {
+                tracing::warn!(plugin = %plugin.name, hook = hook.name(), conn = conn.info.id, "hook failed: {why}");
+                match plugin.on_error {
+                    OnError::Continue => continue,
+                    OnError::Tempfail if hook.has_verdict() => {
+                        outcome = Outcome::Reject(Reply::new(
+                            451,
+                            Some(EnhancedCode::new(4, 3, 0)),
+                            format!("Filter {} failed; try again later", plugin.name),
+                        ));
+                        break;
+                    }
+                    // Reset and close have no answer to fail.
+                    OnError::Tempfail => continue,
+                }
+            }
+            Ok(None) => continue,
+            Ok(Some(verdict)) => verdict,
+        };
+        // Only a call that succeeded changes anything.
+        commit(conn, hook, &ctx, &mut changes);
+        match verdict {
+            RawVerdict::Continue => {}
+            RawVerdict::Accept => {
+                outcome = Outcome::Accept;
+                break;
+            }
+            RawVerdict::Reject | RawVerdict::Tempfail | RawVerdict::Disconnect => {
+                let reply = reply_for(verdict, ctx.reply, hostname);
+                tracing::info!(plugin = %plugin.name, hook = hook.name(), conn = conn.info.id, reply = %reply, "refused by plugin");
+                outcome = match verdict {
+                    RawVerdict::Disconnect => Outcome::Disconnect(reply),
+                    _ => Outcome::Reject(reply),
+                };
+                break;
+            }
+            RawVerdict::Discard | RawVerdict::Quarantine => {
+                let mut state = conn.state();
+                // Before the message exists, the mark waits for it: from
+                // connect or HELO for every transaction, else for this one.
+                let marks = match hook {
+                    Hook::Connect | Hook::Helo => &mut state.conn_marks,
+                    _ => &mut state.tx_marks,
+                };
+                if verdict == RawVerdict::Discard {
+                    marks.discard = true;
+                } else {
+                    marks.quarantine = true;
+                }
+                outcome = Outcome::Accept;
+                break;
+            }
+        }
+    }
+    if hook == Hook::Data && !matches!(outcome, Outcome::Reject(_) | Outcome::Disconnect(_)) {
+        let state = conn.state();
+        changes.discard = state.conn_marks.discard || state.tx_marks.discard;
+        changes.quarantine = state.conn_marks.quarantine || state.tx_marks.quarantine;
+    } else {
+        changes.headers.clear();
+    }
+    StageResult {
+        outcome,
+        changes,
+        runs,
+    }
+}
+
+fn commit(conn: &ConnRecord, hook: Hook, ctx: &CallCtx, changes: &mut Changes) {
+    if !ctx.scores.is_empty() {
+        let mut state = conn.state();
+        let scores = match hook {
+            Hook::Connect | Hook::Helo => &mut state.conn_scores,
+            _ => &mut state.tx_scores,
+        };
+        scores.extend(ctx.scores.iter().cloned());
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let symbols: Vec<String> = ctx
+                .scores
+                .iter()
+                .map(|(s, v)| format!("{s}={}", format_score(*v)))
+                .collect();
+            tracing::debug!(conn = conn.info.id, hook = hook.name(), symbols = %symbols.join(","), "scores");
+        }
+    }
+    changes.headers.extend(ctx.headers.iter().cloned());
+}
+
+/// The reply for a refusal: the plugin's own if its class fits the verdict,
+/// else the ABI's default.
+pub(crate) fn reply_for(
+    verdict: RawVerdict,
+    chosen: Option<(i32, String)>,
+    hostname: &str,
+) -> Reply {
+    let classes: &[i32] = match verdict {
+        RawVerdict::Reject => &[5],
+        RawVerdict::Tempfail => &[4],
+        _ => &[4, 5],
+    };
+    if let Some((code, text)) = chosen
+        && (200..600).contains(&code)
+        && classes.contains(&(code / 100))
+    {
+        let class = (code / 100) as u8;
+        let (enhanced, text) = match split_enhanced(&text) {
+            Some((e, rest)) if e.class == class => (e, rest),
+            Some((_, rest)) => (default_enhanced(class), rest),
+            None => (default_enhanced(class), text.as_str()),
+        };
+        return Reply::new(code as u16, Some(enhanced), truncate(text, 400).to_owned());
+    }
+    match verdict {
+        RawVerdict::Reject => {
+            Reply::new(550, Some(EnhancedCode::new(5, 7, 1)), "Rejected by policy")
+        }
+        RawVerdict::Tempfail => {
+            Reply::new(451, Some(EnhancedCode::new(4, 7, 1)), "Try again later")
+        }
+        _ => Reply::new(
+            421,
+            Some(EnhancedCode::new(4, 7, 0)),
+            format!("{hostname} Closing connection"),
+        ),
+    }
+}
+
+fn default_enhanced(class: u8) -> EnhancedCode {
+    EnhancedCode::new(class, 7, 1)
+}
+
+/// `5.7.1 Relay access denied` → (5.7.1, "Relay access denied").
+fn split_enhanced(text: &str) -> Option<(EnhancedCode, &str)> {
+    let (code, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let mut parts = code.split('.');
+    let class: u8 = parts.next()?.parse().ok()?;
+    let subject: u16 = parts.next()?.parse().ok()?;
+    let detail: u16 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !matches!(class, 2 | 4 | 5) || subject > 999 || detail > 999 {
+        return None;
+    }
+    Some((EnhancedCode::new(class, subject, detail), rest.trim_start()))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_keeps_a_matching_code_and_enhanced_code() {
+        let r = reply_for(
+            RawVerdict::Reject,
+            Some((554, "5.7.1 Relay access denied".into())),
+            "mx",
+        );
+        assert_eq!(r.to_string().trim_end(), "554 5.7.1 Relay access denied");
+    }
+
+    #[test]
+    fn reply_ignores_a_code_of_the_wrong_class() {
+        let r = reply_for(RawVerdict::Reject, Some((451, "4.7.1 later".into())), "mx");
+        assert_eq!(r.code(), 550);
+        let r = reply_for(RawVerdict::Tempfail, Some((550, "5.7.1 no".into())), "mx");
+        assert_eq!(r.code(), 451);
+        assert_eq!(r.enhanced(), Some(EnhancedCode::new(4, 7, 1)));
+    }
+
+    #[test]
+    fn reply_replaces_a_mismatched_enhanced_code() {
+        let r = reply_for(
+            RawVerdict::Tempfail,
+            Some((450, "5.1.1 mailbox busy".into())),
+            "mx",
+        );
+        assert_eq!(r.code(), 450);
+        assert_eq!(r.enhanced(), Some(EnhancedCode::new(4, 7, 1)));
+        assert_eq!(r.text(), "mailbox busy");
+    }
+
+    #[test]
+    fn disconnect_defaults_to_421_with_the_hostname() {
+        let r = reply_for(RawVerdict::Disconnect, None, "mx.example.test");
+        assert_eq!(r.code(), 421);
+        assert!(r.text().contains("mx.example.test"));
+        let r = reply_for(
+            RawVerdict::Disconnect,
+            Some((554, "5.7.1 go away".into())),
+            "mx",
+        );
+        assert_eq!(r.code(), 554);
+    }
+}

@@ -1,0 +1,426 @@
+//! The state hooks see: per connection and per transaction on the host side
+//! (plugins keep none of their own), and per call in the instance's store.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use wasmtime::{Memory, ResourceLimiter};
+
+use crate::abi::Hook;
+use crate::engine::Services;
+
+/// What the host knows of a client connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnInfo {
+    pub id: u64,
+    pub ip: IpAddr,
+    pub trusted: bool,
+}
+
+/// One connection's host-side state, and the order its hook calls run in.
+#[derive(Debug)]
+pub(crate) struct ConnRecord {
+    pub info: ConnInfo,
+    state: Mutex<ConnState>,
+    order: Mutex<Order>,
+    turn: Condvar,
+}
+
+/// Tickets, issued by the event loop in the order the front end called us,
+/// and served in that order by whichever filter threads pick the jobs up: a
+/// reset must not overtake the hook before it, nor a close the last check.
+#[derive(Debug, Default)]
+struct Order {
+    issued: u64,
+    done: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ConnState {
+    pub helo: Option<String>,
+    pub conn_notes: Notes,
+    pub tx_notes: Notes,
+    /// Scores from connect and HELO count for every transaction.
+    pub conn_scores: Vec<(String, f64)>,
+    pub tx_scores: Vec<(String, f64)>,
+    pub conn_marks: Marks,
+    pub tx_marks: Marks,
+}
+
+/// DISCARD and QUARANTINE given before the end of data: they apply to the
+/// message when it comes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Marks {
+    pub discard: bool,
+    pub quarantine: bool,
+}
+
+impl ConnState {
+    pub fn notes(&mut self, scope: i32) -> Option<&mut Notes> {
+        match scope {
+            0 => Some(&mut self.conn_notes),
+            1 => Some(&mut self.tx_notes),
+            _ => None,
+        }
+    }
+
+    pub fn score_total(&self) -> f64 {
+        self.conn_scores
+            .iter()
+            .chain(&self.tx_scores)
+            .map(|(_, s)| s)
+            .sum()
+    }
+
+    pub fn reset_transaction(&mut self) {
+        self.tx_notes = Notes::default();
+        self.tx_scores.clear();
+        self.tx_marks = Marks::default();
+    }
+}
+
+/// Notes of one scope, bounded so that a plugin cannot grow the host's
+/// memory without end through them.
+#[derive(Debug, Default)]
+pub(crate) struct Notes {
+    map: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+}
+
+pub(crate) const MAX_NOTE_KEY: usize = 256;
+pub(crate) const MAX_NOTES_BYTES: usize = 256 << 10;
+
+impl Notes {
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.map.get(key).map(Vec::as_slice)
+    }
+
+    /// Stores the note; false if it would pass the bounds.
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> bool {
+        if key.len() > MAX_NOTE_KEY {
+            return false;
+        }
+        let old = self.map.get(key).map_or(0, |v| key.len() + v.len());
+        let bytes = self.bytes - old + key.len() + value.len();
+        if bytes > MAX_NOTES_BYTES {
+            return false;
+        }
+        self.bytes = bytes;
+        self.map.insert(key.to_vec(), value.to_vec());
+        true
+    }
+}
+
+impl ConnRecord {
+    pub fn new(info: ConnInfo) -> Self {
+        ConnRecord {
+            info,
+            state: Mutex::default(),
+            order: Mutex::default(),
+            turn: Condvar::new(),
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, ConnState> {
+        // Updates are single assignments or inserts: a panic on another
+        // thread cannot leave the state half-changed.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn order(&self) -> MutexGuard<'_, Order> {
+        self.order.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` at once if no job of this connection is queued or running
+    /// (the caller is the event loop that owns the connection, so none can
+    /// be added meanwhile); otherwise hands out a ticket for a queued job.
+    pub fn inline_or_ticket<R>(&self, f: impl FnOnce() -> R) -> Result<R, u64> {
+        let mut order = self.order();
+        if order.issued == order.done {
+            return Ok(f());
+        }
+        order.issued += 1;
+        Err(order.issued)
+    }
+
+    /// A ticket for a queued job.
+    pub fn ticket(&self) -> u64 {
+        let mut order = self.order();
+        order.issued += 1;
+        order.issued
+    }
+
+    /// Blocks until every job with an earlier ticket has finished. Jobs are
+    /// taken from one FIFO channel, so those are already running on other
+    /// threads: this cannot deadlock.
+    pub fn wait_turn(&self, ticket: u64) {
+        let mut order = self.order();
+        while order.done + 1 < ticket {
+            order = self.turn.wait(order).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn finish_turn(&self, ticket: u64) {
+        let mut order = self.order();
+        order.done = order.done.max(ticket);
+        drop(order);
+        self.turn.notify_all();
+    }
+}
+
+/// The envelope as far as it is known at MAIL, RCPT and end of data.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TxView {
+    /// `""` for `<>`, else `local@domain`.
+    pub mail_from: String,
+    /// Accepted forward-paths so far, one per line.
+    pub rcpts: String,
+}
+
+/// The message at end of data, shared by every plugin of the chain.
+#[derive(Debug)]
+pub(crate) struct MessageView {
+    pub bytes: Vec<u8>,
+    pub queue_id: Option<String>,
+    headers: OnceLock<Vec<(String, String)>>,
+}
+
+impl MessageView {
+    pub fn new(bytes: Vec<u8>, queue_id: Option<String>) -> Self {
+        MessageView {
+            bytes,
+            queue_id,
+            headers: OnceLock::new(),
+        }
+    }
+
+    /// The `index`-th field named `name` (any case), value unfolded.
+    pub fn header(&self, name: &str, index: usize) -> Option<&str> {
+        self.headers
+            .get_or_init(|| crate::message::parse_headers(&self.bytes))
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .nth(index)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One line a plugin logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// 0 error, 1 warn, 2 info, 3 debug, 4 trace.
+    pub level: u8,
+    pub text: String,
+}
+
+/// Bounds on what one hook call may pile up on the host.
+pub(crate) const MAX_LOG_LINES: usize = 64;
+pub(crate) const MAX_LOG_LINE: usize = 2048;
+pub(crate) const MAX_ADDED_HEADERS: usize = 64;
+pub(crate) const MAX_SCORES: usize = 256;
+
+/// Inputs and outputs of one hook call.
+#[derive(Debug)]
+pub(crate) struct CallCtx {
+    pub conn: Arc<ConnRecord>,
+    pub hook: Hook,
+    pub tx: Option<Arc<TxView>>,
+    pub message: Option<Arc<MessageView>>,
+    /// Frozen for the length of the hook.
+    pub now_ms: i64,
+    /// Keep log lines for a test report (they go to tracing regardless).
+    pub capture_logs: bool,
+    pub reply: Option<(i32, String)>,
+    pub headers: Vec<(String, String)>,
+    pub scores: Vec<(String, f64)>,
+    pub logs: Vec<LogLine>,
+    /// Epoch tick at which plugin code must stop; moved on by the time the
+    /// call spends blocked in host calls.
+    pub deadline: u64,
+    pub blocked: Duration,
+}
+
+impl CallCtx {
+    pub fn new(
+        conn: Arc<ConnRecord>,
+        hook: Hook,
+        tx: Option<Arc<TxView>>,
+        message: Option<Arc<MessageView>>,
+        capture_logs: bool,
+    ) -> Self {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        CallCtx {
+            conn,
+            hook,
+            tx,
+            message,
+            now_ms,
+            capture_logs,
+            reply: None,
+            headers: Vec::new(),
+            scores: Vec::new(),
+            logs: Vec::new(),
+            deadline: 0,
+            blocked: Duration::ZERO,
+        }
+    }
+
+    /// The value of a `get_property` name, if it has one.
+    pub fn property(&self, name: &str, services: &Services) -> Option<String> {
+        let info = &self.conn.info;
+        Some(match name {
+            "conn.ip" => info.ip.to_string(),
+            "conn.trusted" => flag(info.trusted),
+            // The front end has neither AUTH nor TLS yet.
+            "conn.auth" => return None,
+            "conn.tls" => flag(false),
+            "conn.helo" => return self.conn.state().helo.clone(),
+            "server.hostname" => services.hostname.clone(),
+            "tx.id" => return self.message.as_ref()?.queue_id.clone(),
+            "tx.mail_from" => self.tx.as_ref()?.mail_from.clone(),
+            "tx.rcpts" => self.tx.as_ref()?.rcpts.clone(),
+            "tx.score" => {
+                let state = self.conn.state();
+                let total = state.score_total() + self.scores.iter().map(|(_, s)| s).sum::<f64>();
+                format_score(total)
+            }
+            "tx.symbols" => {
+                let state = self.conn.state();
+                let lines: Vec<String> = state
+                    .conn_scores
+                    .iter()
+                    .chain(&state.tx_scores)
+                    .chain(&self.scores)
+                    .map(|(sym, s)| format!("{sym} {}", format_score(*s)))
+                    .collect();
+                lines.join("\n")
+            }
+            "msg.size" => self.message.as_ref()?.bytes.len().to_string(),
+            _ => return None,
+        })
+    }
+}
+
+fn flag(b: bool) -> String {
+    if b { "1" } else { "0" }.into()
+}
+
+/// Scores as `X-Spam-Status` and logs show them: at most 3 decimals, no
+/// trailing zeros.
+pub fn format_score(score: f64) -> String {
+    let s = format!("{score:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+/// The data of every instance's store.
+pub(crate) struct HostState {
+    pub services: Arc<Services>,
+    pub plugin: Arc<str>,
+    pub memory: Option<Memory>,
+    pub memory_limit: usize,
+    /// Set when the plugin asked for more memory than its limit, so the
+    /// resulting trap can be reported as what it is.
+    pub memory_exceeded: bool,
+    pub call: Option<CallCtx>,
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            // Trap rather than let memory.grow return -1: a plugin out of
+            // memory cannot do its job, and the instance must be replaced.
+            self.memory_exceeded = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} MiB exceeded",
+                self.memory_limit >> 20
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        4
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_print_short() {
+        assert_eq!(format_score(5.0), "5");
+        assert_eq!(format_score(2.5), "2.5");
+        assert_eq!(format_score(-0.0001), "0");
+        assert_eq!(format_score(1.23456), "1.235");
+    }
+
+    #[test]
+    fn notes_are_bounded() {
+        let mut notes = Notes::default();
+        assert!(notes.set(b"k", &[0; 1000]));
+        assert!(!notes.set(&[b'x'; MAX_NOTE_KEY + 1], b"v"));
+        assert!(!notes.set(b"big", &vec![0; MAX_NOTES_BYTES]));
+        // Overwriting frees the old value's share.
+        for _ in 0..1000 {
+            assert!(notes.set(b"k", &[1; 1000]));
+        }
+        assert_eq!(notes.get(b"k"), Some(&[1u8; 1000][..]));
+    }
+
+    #[test]
+    fn tickets_run_in_order() {
+        let record = Arc::new(ConnRecord::new(ConnInfo {
+            id: 1,
+            ip: "192.0.2.1".parse().unwrap(),
+            trusted: false,
+        }));
+        assert_eq!(record.inline_or_ticket(|| 7), Ok(7));
+        let first = record.ticket();
+        let second = record.ticket();
+        assert_eq!(record.inline_or_ticket(|| ()), Err(3));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let waiter = {
+            let (record, log) = (record.clone(), log.clone());
+            std::thread::spawn(move || {
+                record.wait_turn(second);
+                log.lock().unwrap().push(second);
+                record.finish_turn(second);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(log.lock().unwrap().is_empty(), "second ran before first");
+        record.wait_turn(first);
+        log.lock().unwrap().push(first);
+        record.finish_turn(first);
+        waiter.join().unwrap();
+        assert_eq!(*log.lock().unwrap(), vec![first, second]);
+    }
+}

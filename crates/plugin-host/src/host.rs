@@ -1,0 +1,395 @@
+//! [`PluginHost`]: the chain as the front end's [`Filter`], run on a pool of
+//! filter threads so that no plugin ever runs on an event loop.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use sluice_smtp::server::Transaction;
+use sluice_smtp::{ForwardPath, ReversePath};
+use sluice_smtpd::{Connection, Defer, Filter, Later, MessageChanges, Stage, Verdict};
+
+use crate::abi::Hook;
+use crate::chain::{Outcome, StageCall, StageResult, run_stage};
+use crate::context::{ConnInfo, ConnRecord, MessageView, TxView};
+use crate::engine::{Chain, Services, Ticker};
+use crate::message;
+use crate::spec::{HostEnv, PluginSpec};
+
+/// The loaded plugin chain, callable from the front end's event loops.
+///
+/// Hook calls run on `filter_threads` threads in the order the front end
+/// made them for each connection; different connections run in parallel, so
+/// a plugin blocked on DNS for one client holds one thread, not the server.
+pub struct PluginHost {
+    inner: Arc<Inner>,
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    chain: RwLock<Arc<Chain>>,
+    services: Arc<Services>,
+    threads: usize,
+    conns: Mutex<HashMap<u64, Arc<ConnRecord>>>,
+    // Last: the engines' epochs must advance while any call may still run.
+    ticker: Ticker,
+}
+
+struct Job {
+    conn: Arc<ConnRecord>,
+    ticket: u64,
+    work: Work,
+}
+
+enum Work {
+    Check(StageCall, Later),
+    Reset,
+    Close,
+}
+
+impl PluginHost {
+    /// Compiles and checks every plugin (exports, signatures, imports,
+    /// `sluice_init`), then starts the filter threads. An error names the
+    /// plugin and says why.
+    pub fn load(specs: Vec<PluginSpec>, env: HostEnv) -> Result<PluginHost, String> {
+        let ticker = Ticker::start()?;
+        let services = Arc::new(Services::new(&env, ticker.clock()));
+        let threads = env.thread_count();
+        let chain = Chain::build(specs, &services, threads, &ticker)?;
+        let inner = Arc::new(Inner {
+            chain: RwLock::new(Arc::new(chain)),
+            services,
+            threads,
+            conns: Mutex::default(),
+            ticker,
+        });
+        // Unbounded: the front end's connection limit bounds what can queue
+        // (one call per connection at a time, plus a reset and a close).
+        let (jobs, queue) = crossbeam_channel::unbounded();
+        let workers = (0..threads)
+            .map(|i| {
+                let (inner, queue) = (inner.clone(), queue.clone());
+                std::thread::Builder::new()
+                    .name(format!("sluice-filter-{i}"))
+                    .spawn(move || work(&inner, &queue))
+                    .map_err(|e| format!("cannot start filter threads: {e}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(PluginHost {
+            inner,
+            jobs: Some(jobs),
+            workers,
+        })
+    }
+
+    /// Loads `specs` as a new chain and swaps it in; calls already running
+    /// finish on the old one, and connections stay open. On error the old
+    /// chain stays in place and the error says which plugin failed and why.
+    pub fn reload(&self, specs: Vec<PluginSpec>) -> Result<(), String> {
+        let chain = Chain::build(
+            specs,
+            &self.inner.services,
+            self.inner.threads,
+            &self.inner.ticker,
+        )?;
+        *self.inner.chain.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
+        Ok(())
+    }
+
+    /// The names of the plugins in the current chain, in order.
+    pub fn plugin_names(&self) -> Vec<String> {
+        self.inner
+            .current()
+            .plugins
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect()
+    }
+
+    /// How many filter threads run hooks.
+    pub fn filter_threads(&self) -> usize {
+        self.inner.threads
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            // The workers outlive every sender but this one: cannot fail.
+            let _ = jobs.send(job);
+        }
+    }
+}
+
+impl Inner {
+    fn current(&self) -> Arc<Chain> {
+        self.chain.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnRecord>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, conn: &Connection) -> Arc<ConnRecord> {
+        self.conns()
+            .entry(conn.id)
+            .or_insert_with(|| {
+                Arc::new(ConnRecord::new(ConnInfo {
+                    id: conn.id,
+                    ip: conn.peer.ip(),
+                    trusted: conn.trusted,
+                }))
+            })
+            .clone()
+    }
+}
+
+fn work(inner: &Inner, queue: &Receiver<Job>) {
+    for job in queue {
+        job.conn.wait_turn(job.ticket);
+        let (conn, ticket) = (job.conn.clone(), job.ticket);
+        // A panic in a hook (a host bug) must neither kill the thread nor
+        // stall the connection's later calls; the Later it drops answers
+        // 451, which is the safe answer.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| run_job(inner, job)));
+        if result.is_err() {
+            tracing::error!(
+                conn = conn.info.id,
+                "filter thread caught a panic in a hook call"
+            );
+        }
+        conn.finish_turn(ticket);
+    }
+}
+
+fn run_job(inner: &Inner, job: Job) {
+    let chain = inner.current();
+    let hostname = &inner.services.hostname;
+    match job.work {
+        Work::Check(call, later) => {
+            let result = run_stage(&chain, &job.conn, &call, hostname, false);
+            later.answer(verdict(call.hook, result));
+        }
+        Work::Reset => finish_transaction(&chain, &job.conn, hostname),
+        Work::Close => {
+            let call = StageCall {
+                hook: Hook::Close,
+                arg: String::new(),
+                tx: None,
+                message: None,
+            };
+            run_stage(&chain, &job.conn, &call, hostname, false);
+        }
+    }
+}
+
+/// The reset hooks still see the transaction's notes; then they go.
+pub(crate) fn finish_transaction(chain: &Chain, conn: &Arc<ConnRecord>, hostname: &str) {
+    if chain.has(Hook::Reset) {
+        let call = StageCall {
+            hook: Hook::Reset,
+            arg: String::new(),
+            tx: None,
+            message: None,
+        };
+        run_stage(chain, conn, &call, hostname, false);
+    }
+    conn.state().reset_transaction();
+}
+
+pub(crate) fn verdict(hook: Hook, result: StageResult) -> Verdict {
+    match result.outcome {
+        Outcome::Reject(reply) => Verdict::Reject(reply),
+        Outcome::Disconnect(reply) => Verdict::Disconnect(reply),
+        Outcome::Continue | Outcome::Accept if hook == Hook::Data && !result.changes.is_empty() => {
+            let changes = result.changes;
+            Verdict::Modify(MessageChanges {
+                headers: changes.headers,
+                discard: changes.discard,
+                quarantine: changes.quarantine,
+            })
+        }
+        Outcome::Continue | Outcome::Accept => Verdict::Continue,
+    }
+}
+
+/// `""` for `<>`, else `local@domain` (the source route is dropped).
+pub(crate) fn reverse_path_arg(path: &ReversePath) -> String {
+    match path {
+        ReversePath::Null => String::new(),
+        ReversePath::Path(p) => p.mailbox.to_string(),
+    }
+}
+
+/// As the client wrote it between the brackets, source route and quoting
+/// included: relay checks must see through `<@relay:user@elsewhere>`.
+pub(crate) fn forward_path_arg(path: &ForwardPath) -> String {
+    let text = path.to_string();
+    match text.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
+        Some(inner) => inner.to_owned(),
+        None => text,
+    }
+}
+
+fn tx_view(tx: &Transaction) -> TxView {
+    let rcpts: Vec<String> = tx
+        .recipients
+        .iter()
+        .map(|(path, _)| match path {
+            ForwardPath::Postmaster => "postmaster".to_owned(),
+            ForwardPath::Path(p) => p.mailbox.to_string(),
+        })
+        .collect();
+    TxView {
+        mail_from: reverse_path_arg(&tx.reverse_path),
+        rcpts: rcpts.join("\n"),
+    }
+}
+
+impl Filter for PluginHost {
+    fn check(&self, conn: &Connection, stage: Stage<'_>, defer: Defer<'_>) -> Option<Verdict> {
+        let chain = self.inner.current();
+        let record = self.inner.record(conn);
+        let hook = match &stage {
+            Stage::Connect => Hook::Connect,
+            Stage::Hello { .. } => Hook::Helo,
+            Stage::Mail { .. } => Hook::Mail,
+            Stage::Rcpt { .. } => Hook::Rcpt,
+            Stage::Message { .. } => Hook::Data,
+        };
+        // The message is copied only for plugins that read it: the call
+        // leaves this thread and the borrowed stage cannot go with it.
+        let wants_message = chain.has(hook);
+        let call = match stage {
+            Stage::Connect => StageCall {
+                hook,
+                arg: String::new(),
+                tx: None,
+                message: None,
+            },
+            Stage::Hello { name, .. } => StageCall {
+                hook,
+                arg: name.to_string(),
+                tx: None,
+                message: None,
+            },
+            Stage::Mail { reverse_path, .. } => StageCall {
+                hook,
+                arg: reverse_path_arg(reverse_path),
+                tx: Some(Arc::new(TxView {
+                    mail_from: reverse_path_arg(reverse_path),
+                    rcpts: String::new(),
+                })),
+                message: None,
+            },
+            Stage::Rcpt {
+                transaction,
+                forward_path,
+                ..
+            } => StageCall {
+                hook,
+                arg: forward_path_arg(forward_path),
+                tx: Some(Arc::new(tx_view(transaction))),
+                message: None,
+            },
+            Stage::Message {
+                transaction,
+                message,
+            } => StageCall {
+                hook,
+                arg: String::new(),
+                tx: Some(Arc::new(tx_view(transaction))),
+                message: wants_message.then(|| {
+                    Arc::new(MessageView::new(
+                        message.to_vec(),
+                        message::queue_id(message),
+                    ))
+                }),
+            },
+        };
+        if !chain.has(hook) {
+            // No plugin to run: settle the stage here, in order with the
+            // connection's queued calls (there are none if it runs inline).
+            let hostname = &self.inner.services.hostname;
+            match record.inline_or_ticket(|| run_stage(&chain, &record, &call, hostname, false)) {
+                Ok(result) => return Some(verdict(hook, result)),
+                Err(ticket) => {
+                    self.send(Job {
+                        conn: record,
+                        ticket,
+                        work: Work::Check(call, defer.later()),
+                    });
+                    return None;
+                }
+            }
+        }
+        let ticket = record.ticket();
+        self.send(Job {
+            conn: record,
+            ticket,
+            work: Work::Check(call, defer.later()),
+        });
+        None
+    }
+
+    fn reset(&self, conn: &Connection) {
+        let chain = self.inner.current();
+        let record = self.inner.record(conn);
+        let hostname = &self.inner.services.hostname;
+        let has_reset = chain.has(Hook::Reset);
+        let settle = || {
+            if !has_reset {
+                finish_transaction(&chain, &record, hostname);
+            }
+        };
+        let ticket = match record.inline_or_ticket(settle) {
+            Ok(()) if !has_reset => return,
+            Ok(()) => record.ticket(),
+            Err(ticket) => ticket,
+        };
+        self.send(Job {
+            conn: record,
+            ticket,
+            work: Work::Reset,
+        });
+    }
+
+    fn close(&self, conn: &Connection) {
+        let Some(record) = self.inner.conns().remove(&conn.id) else {
+            return;
+        };
+        let has_close = self.inner.current().has(Hook::Close);
+        let ticket = match record.inline_or_ticket(|| ()) {
+            // Nothing queued and nothing to run: the record just goes.
+            Ok(()) if !has_close => return,
+            Ok(()) => record.ticket(),
+            Err(ticket) => ticket,
+        };
+        self.send(Job {
+            conn: record,
+            ticket,
+            work: Work::Close,
+        });
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        // Closing the queue lets each worker finish what is queued and exit.
+        drop(self.jobs.take());
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("plugins", &self.plugin_names())
+            .field("filter_threads", &self.inner.threads)
+            .finish()
+    }
+}

@@ -1,0 +1,116 @@
+//! A plugin that traps, loops or allocates without end fails its own hook by
+//! its `on_error` policy, and the next call gets a fresh instance.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sluice_plugin_host::{Hook, OnError, Outcome, RawVerdict, TestEnvelope, TestReport, test_run};
+
+fn envelope(rcpts: &[&str]) -> TestEnvelope {
+    TestEnvelope {
+        client_ip: "192.0.2.7".parse().unwrap(),
+        helo: "client.test".into(),
+        mail_from: "<sender@client.test>".into(),
+        rcpts: rcpts.iter().map(|r| r.to_string()).collect(),
+        trusted: true,
+    }
+}
+
+const MESSAGE: &[u8] = b"Subject: test\n\nHello.\n";
+
+fn rcpt_stages(report: &TestReport) -> Vec<&sluice_plugin_host::StageReport> {
+    report
+        .stages
+        .iter()
+        .filter(|s| s.hook == Hook::Rcpt)
+        .collect()
+}
+
+fn run_fault(fault: &str, on_error: OnError) -> (TestReport, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(dir.path(), "faulty", &faulty_plugin("bad", fault));
+    spec.on_error = on_error;
+    spec.memory_limit_mb = 8;
+    let started = Instant::now();
+    let report = test_run(
+        vec![spec],
+        env(),
+        envelope(&["bad@x.test", "ok@x.test", "ok2@x.test"]),
+        MESSAGE,
+    )
+    .unwrap();
+    (report, started.elapsed())
+}
+
+fn assert_fault_then_fresh(fault: &str, why: &str) -> Duration {
+    let (report, took) = run_fault(fault, OnError::Tempfail);
+    let rcpts = rcpt_stages(&report);
+    assert_eq!(rcpts.len(), 3, "{report}");
+    let failed = rcpts[0].runs[0].result.as_ref().unwrap_err();
+    assert!(failed.contains(why), "expected {why:?}, got {failed:?}");
+    match &rcpts[0].outcome {
+        Outcome::Reject(reply) => assert_eq!(
+            reply.to_string().trim_end(),
+            "451 4.3.0 Filter faulty failed; try again later"
+        ),
+        other => panic!("fault gave {other:?}"),
+    }
+    // A reused instance would refuse ("instance reused after a fault").
+    for stage in &rcpts[1..] {
+        assert_eq!(
+            stage.runs[0].result,
+            Ok(Some(RawVerdict::Continue)),
+            "{report}"
+        );
+        assert_eq!(stage.outcome, Outcome::Continue);
+    }
+    took
+}
+
+#[test]
+fn a_trap_fails_the_hook_and_the_instance_is_replaced() {
+    assert_fault_then_fresh(TRAP, "unreachable");
+}
+
+#[test]
+fn an_endless_loop_is_cut_by_the_cpu_budget() {
+    let took = assert_fault_then_fresh(SPIN, "CPU budget of 50 ms exceeded");
+    // Compiling, three hooks and the 50 ms budget: well under a second.
+    assert!(took < Duration::from_millis(800), "took {took:?}");
+}
+
+#[test]
+fn endless_allocation_hits_the_memory_limit() {
+    assert_fault_then_fresh(GROW, "memory limit of 8 MiB exceeded");
+}
+
+#[test]
+fn on_error_continue_lets_the_stage_go_on() {
+    for fault in [TRAP, SPIN, GROW] {
+        let (report, _) = run_fault(fault, OnError::Continue);
+        let rcpts = rcpt_stages(&report);
+        assert!(rcpts[0].runs[0].result.is_err(), "{report}");
+        assert_eq!(rcpts[0].outcome, Outcome::Continue, "{report}");
+        assert_eq!(rcpts[1].runs[0].result, Ok(Some(RawVerdict::Continue)));
+        assert!(
+            matches!(report.result, sluice_plugin_host::TestResult::Accepted(_)),
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn a_longer_budget_is_honoured_before_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(dir.path(), "faulty", &faulty_plugin("bad", SPIN));
+    spec.cpu_budget = Duration::from_millis(300);
+    let started = Instant::now();
+    let report = test_run(vec![spec], env(), envelope(&["bad@x.test"]), MESSAGE).unwrap();
+    let took = started.elapsed();
+    let failed = rcpt_stages(&report)[0].runs[0].result.clone().unwrap_err();
+    assert!(failed.contains("CPU budget of 300 ms exceeded"), "{failed}");
+    assert!(took >= Duration::from_millis(300), "cut early: {took:?}");
+    assert!(took < Duration::from_millis(1000), "cut late: {took:?}");
+}

@@ -1,0 +1,150 @@
+//! Loading: what the ABI requires of a module, and errors that name the
+//! plugin and say why.
+
+mod common;
+
+use common::*;
+use sluice_plugin_host::{PluginHost, PluginSpec};
+
+fn load_error(spec: PluginSpec) -> String {
+    let name = spec.name.clone();
+    match PluginHost::load(vec![spec], env()) {
+        Ok(_) => panic!("plugin {name} loaded"),
+        Err(e) => e,
+    }
+}
+
+fn raw(dir: &std::path::Path, name: &str, text: &str) -> PluginSpec {
+    spec(dir, name, &wat::parse_str(text).unwrap())
+}
+
+#[test]
+fn errors_name_the_plugin_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: Vec<(PluginSpec, &str)> = vec![
+        (
+            PluginSpec::new("ghost", d.join("missing.wasm")),
+            "cannot read",
+        ),
+        (
+            spec(d, "junk", b"not wasm at all"),
+            "is not a valid WebAssembly module",
+        ),
+        (
+            raw(d, "nomarker", r#"(module (memory (export "memory") 1))"#),
+            "no `sluice_abi_v1` export",
+        ),
+        (
+            raw(d, "nomemory", r#"(module (func (export "sluice_abi_v1")))"#),
+            "no `memory` export",
+        ),
+        (
+            raw(
+                d,
+                "badsig",
+                r#"(module (memory (export "memory") 1) (func (export "sluice_abi_v1"))
+                   (func (export "sluice_alloc") (param i32) (result i32) (i32.const 0))
+                   (func (export "sluice_on_rcpt") (param i32) (result i32) (i32.const 0)))"#,
+            ),
+            "export `sluice_on_rcpt` has type (i32) -> (i32), ABI v1 wants (i32, i32) -> (i32)",
+        ),
+        (
+            raw(
+                d,
+                "noalloc",
+                r#"(module (memory (export "memory") 1) (func (export "sluice_abi_v1"))
+                   (func (export "sluice_on_helo") (param i32 i32) (result i32) (i32.const 0)))"#,
+            ),
+            "no `sluice_alloc` export",
+        ),
+        (
+            raw(
+                d,
+                "missiles",
+                r#"(module (import "sluice" "launch_missiles" (func))
+                   (memory (export "memory") 1) (func (export "sluice_abi_v1")))"#,
+            ),
+            "cannot link",
+        ),
+        (
+            raw(
+                d,
+                "refuses",
+                r#"(module (memory (export "memory") 1) (func (export "sluice_abi_v1"))
+                   (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
+                   (func (export "sluice_init") (param i32 i32) (result i32) (i32.const 7)))"#,
+            ),
+            "sluice_init returned 7",
+        ),
+        (
+            raw(
+                d,
+                "hangs",
+                r#"(module (memory (export "memory") 1) (func (export "sluice_abi_v1"))
+                   (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
+                   (func (export "sluice_init") (param i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))"#,
+            ),
+            "CPU budget of 50 ms exceeded",
+        ),
+        (
+            raw(
+                d,
+                "badalloc",
+                r#"(module (memory (export "memory") 1) (func (export "sluice_abi_v1"))
+                   (func (export "sluice_alloc") (param i32) (result i32) (i32.const 65535))
+                   (func (export "sluice_init") (param i32 i32) (result i32) (i32.const 0)))"#,
+            ),
+            "out of bounds",
+        ),
+    ];
+    for (spec, why) in cases {
+        let name = spec.name.clone();
+        let err = load_error(spec);
+        assert!(err.starts_with(&format!("plugin {name}: ")), "{err}");
+        assert!(err.contains(why), "{name}: expected {why:?} in {err:?}");
+    }
+}
+
+#[test]
+fn init_gets_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"{"threshold":5}"#;
+    // Returns 0 only if it was given exactly `config`.
+    let wasm = module(
+        &[("expected", config)],
+        r#"
+  (func (export "sluice_init") (param $p i32) (param $n i32) (result i32)
+    (i32.eqz (call $eq (local.get $p) (local.get $n) $$expected)))
+"#,
+    );
+    let mut good = spec(dir.path(), "configured", &wasm);
+    good.config_json = config.into();
+    let host = PluginHost::load(vec![good.clone()], env()).unwrap();
+    assert_eq!(host.plugin_names(), ["configured"]);
+    drop(host);
+    let mut bad = good;
+    bad.config_json = r#"{"threshold":6}"#.into();
+    assert!(load_error(bad).contains("sluice_init returned 1"));
+}
+
+#[test]
+fn limits_and_names_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = relay_plugin("a@b.test", "5.7.1 no");
+    let twice = vec![
+        spec(dir.path(), "relay", &wasm),
+        spec(dir.path(), "relay", &wasm),
+    ];
+    let err = PluginHost::load(twice, env()).unwrap_err();
+    assert_eq!(err, "plugin relay: the name is used twice");
+    let mut zero = spec(dir.path(), "relay", &wasm);
+    zero.memory_limit_mb = 0;
+    assert!(load_error(zero).contains("memory_limit_mb"));
+    // A module whose initial memory is beyond its limit cannot start.
+    let big = r#"(module (memory (export "memory") 200) (func (export "sluice_abi_v1")))"#;
+    let mut spec = raw(dir.path(), "big", big);
+    spec.memory_limit_mb = 4;
+    let err = load_error(spec);
+    assert!(err.starts_with("plugin big: "), "{err}");
+}

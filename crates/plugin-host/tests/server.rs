@@ -1,0 +1,215 @@
+//! The plugin host as the front end's filter, over real loopback sockets:
+//! verdicts on the wire, faults, a slow plugin, notes and the key-value
+//! store across transactions, reloads.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sluice_plugin_host::{HostEnv, PluginHost};
+
+fn server(specs: Vec<sluice_plugin_host::PluginSpec>, env: HostEnv) -> Server {
+    Server::start(PluginHost::load(specs, env).unwrap())
+}
+
+fn session(addr: std::net::SocketAddr, helo: &str) -> Client {
+    let mut c = Client::connect(addr);
+    let r = c.command(&format!("EHLO {helo}"));
+    assert!(r.starts_with("250 "), "{r}");
+    c
+}
+
+#[test]
+fn a_plugin_reply_reaches_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay_plugin("@evil.test:blocked@x.test", "5.7.1 Source routes refused");
+    let s = server(vec![spec(dir.path(), "relay", &relay)], env());
+    let mut c = session(s.addr, "client.test");
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    // The hook sees the forward-path as written, source route included.
+    assert_eq!(
+        c.command("RCPT TO:<@evil.test:blocked@x.test>"),
+        "554 5.7.1 Source routes refused"
+    );
+    assert!(c.command("RCPT TO:<blocked@x.test>").starts_with("250 "));
+}
+
+#[test]
+fn headers_from_plugins_land_in_the_queued_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(vec![spec(dir.path(), "antispam", &scoring_plugin())], env());
+    let mut c = session(s.addr, "client.test");
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    assert!(c.command("RCPT TO:<b@x.test>").starts_with("250 "));
+    let reply = c.data("scored");
+    let id = reply
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .expect(&reply);
+    let stored = s.spool.get(id.parse().unwrap()).unwrap().expect("queued");
+    let text = String::from_utf8(stored.body().to_vec()).unwrap();
+    for field in [
+        "\r\nX-Spam-Score: 3.5\r\n".to_string(),
+        format!("\r\nX-Test-Queue-Id: {id}\r\n"),
+        "\r\nX-Test-Subject: scored\r\n".to_string(),
+    ] {
+        assert!(text.contains(&field), "no {field:?} in {text}");
+    }
+}
+
+#[test]
+fn faults_fail_their_hook_and_the_next_call_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut specs = vec![
+        spec(dir.path(), "trap", &faulty_plugin("trap", TRAP)),
+        spec(dir.path(), "spin", &faulty_plugin("spin", SPIN)),
+        spec(dir.path(), "grow", &faulty_plugin("grow", GROW)),
+    ];
+    for s in &mut specs {
+        s.memory_limit_mb = 8;
+    }
+    let s = server(specs, env());
+    let mut c = session(s.addr, "client.test");
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    for name in ["trap", "spin", "grow"] {
+        let started = Instant::now();
+        assert_eq!(
+            c.command(&format!("RCPT TO:<{name}@x.test>")),
+            format!("451 4.3.0 Filter {name} failed; try again later")
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(700),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+        // Every plugin gets a fresh instance: a reused one would refuse.
+        assert!(
+            c.command("RCPT TO:<ok@x.test>").starts_with("250 "),
+            "after {name}"
+        );
+    }
+}
+
+#[test]
+fn a_plugin_blocked_in_dns_holds_up_only_its_own_connection() {
+    let (_socket, nameserver) = black_hole();
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(
+        vec![spec(dir.path(), "dnsbl", &dns_plugin(1))],
+        env_with_dns(nameserver, Duration::from_secs(2)),
+    );
+    let mut slow = Client::connect(s.addr);
+    let started = Instant::now();
+    slow.send("EHLO slow.zen.test");
+    // Meanwhile, a whole transaction on another connection, same event loop.
+    std::thread::sleep(Duration::from_millis(100));
+    let fast_started = Instant::now();
+    let mut fast = session(s.addr, "fast.client.test");
+    assert!(
+        fast.command("MAIL FROM:<a@client.test>")
+            .starts_with("250 ")
+    );
+    assert!(fast.command("RCPT TO:<b@x.test>").starts_with("250 "));
+    assert!(fast.data("hello").starts_with("250 "));
+    let fast_took = fast_started.elapsed();
+    assert!(
+        fast_took < Duration::from_millis(1000),
+        "fast connection took {fast_took:?}"
+    );
+    // The blocked lookup times out; time spent blocked does not count
+    // against the 50 ms CPU budget, so the plugin itself answers.
+    assert_eq!(slow.reply(), "451 4.4.3 DNS lookup failed");
+    let slow_took = started.elapsed();
+    assert!(slow_took >= Duration::from_millis(1900), "{slow_took:?}");
+    assert!(slow_took < Duration::from_secs(4), "{slow_took:?}");
+}
+
+#[test]
+fn notes_and_counters_follow_connections_and_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(vec![spec(dir.path(), "notes", &notes_plugin())], env());
+    let mut c = session(s.addr, "client.test");
+    for n in 1..=3 {
+        // MAIL refuses if the last transaction's note survived the reset;
+        // RCPT refuses unless the HELO (connection) note is still there.
+        assert!(
+            c.command("MAIL FROM:<a@client.test>").starts_with("250 "),
+            "MAIL {n}"
+        );
+        assert!(
+            c.command("RCPT TO:<b@x.test>").starts_with("250 "),
+            "RCPT {n}"
+        );
+        let end = c.data(&format!("message {n}"));
+        if n < 3 {
+            assert!(end.starts_with("250 "), "message {n}: {end}");
+        } else {
+            assert_eq!(end, "452 4.7.1 Too many messages");
+        }
+    }
+    // RSET also ends the transaction.
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    assert!(c.command("RSET").starts_with("250 "));
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    // A new connection has no HELO note until it says HELO, and shares the
+    // key-value store.
+    let mut other = session(s.addr, "other.test");
+    assert!(
+        other
+            .command("MAIL FROM:<a@client.test>")
+            .starts_with("250 ")
+    );
+    assert!(other.command("RCPT TO:<b@x.test>").starts_with("250 "));
+    assert_eq!(other.data("four"), "452 4.7.1 Too many messages");
+}
+
+#[test]
+fn reload_swaps_the_chain_and_a_bad_reload_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = spec(
+        dir.path(),
+        "relay-v1",
+        &relay_plugin("one@x.test", "5.7.1 v1 refuses"),
+    );
+    let s = server(vec![v1], env());
+    let mut c = session(s.addr, "client.test");
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    assert_eq!(c.command("RCPT TO:<one@x.test>"), "554 5.7.1 v1 refuses");
+    assert!(c.command("RCPT TO:<two@x.test>").starts_with("250 "));
+
+    let v2 = spec(
+        dir.path(),
+        "relay-v2",
+        &relay_plugin("two@x.test", "5.7.1 v2 refuses"),
+    );
+    s.host.reload(vec![v2]).unwrap();
+    assert_eq!(s.host.plugin_names(), ["relay-v2"]);
+    // The same connection, mid-transaction, now meets the new chain.
+    assert!(c.command("RCPT TO:<one@x.test>").starts_with("250 "));
+    assert_eq!(c.command("RCPT TO:<two@x.test>"), "554 5.7.1 v2 refuses");
+
+    let broken = spec(dir.path(), "broken", b"\0asm\x01\0\0\0garbage");
+    let err = s.host.reload(vec![broken]).unwrap_err();
+    assert!(err.starts_with("plugin broken: "), "{err}");
+    assert_eq!(s.host.plugin_names(), ["relay-v2"]);
+    assert_eq!(c.command("RCPT TO:<two@x.test>"), "554 5.7.1 v2 refuses");
+}
+
+#[test]
+fn a_call_in_flight_finishes_on_the_chain_it_started_on() {
+    let (_socket, nameserver) = black_hole();
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(
+        vec![spec(dir.path(), "dnsbl", &dns_plugin(1))],
+        env_with_dns(nameserver, Duration::from_millis(800)),
+    );
+    let mut slow = Client::connect(s.addr);
+    slow.send("EHLO slow.zen.test");
+    std::thread::sleep(Duration::from_millis(200));
+    // The new chain has no HELO hook at all.
+    let v2 = spec(dir.path(), "relay", &relay_plugin("one@x.test", "5.7.1 no"));
+    s.host.reload(vec![v2]).unwrap();
+    assert_eq!(slow.reply(), "451 4.4.3 DNS lookup failed");
+    // The next HELO on that connection runs on the new chain.
+    assert!(slow.command("EHLO slow.zen.test").starts_with("250 "));
+}
