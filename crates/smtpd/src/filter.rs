@@ -40,7 +40,8 @@ pub enum Stage<'a> {
         reverse_path: &'a ReversePath,
         params: &'a MailParams,
     },
-    /// One recipient, after the built-in policy accepted it.
+    /// One recipient, as the client gave it, before the built-in policy
+    /// (mailbox exists, relay allowed) looks at it.
     Rcpt {
         transaction: &'a Transaction,
         forward_path: &'a ForwardPath,

@@ -223,7 +223,8 @@ fn filters_see_every_stage_and_can_refuse() {
         "550 5.7.1 Spam refused\r\n"
     );
     assert!(c.command("MAIL FROM:<ok@c.example>").starts_with("250 "));
-    // The built-in policy refuses unknown users before any filter sees them.
+    // Filters see every recipient first; the built-in policy then refuses
+    // unknown users all the same.
     assert!(
         c.command("RCPT TO:<nobody@example.test>")
             .starts_with("550 5.1.1 ")
@@ -243,9 +244,10 @@ fn filters_see_every_stage_and_can_refuse() {
     assert_eq!(seen[1], "hello c.example");
     assert_eq!(seen[2], "mail <spam@c.example>");
     assert_eq!(seen[3], "mail <ok@c.example>");
-    assert_eq!(seen[4], "rcpt <alice@example.test>");
-    assert!(seen[5].starts_with("message "), "{seen:?}");
-    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert_eq!(seen[4], "rcpt <nobody@example.test>");
+    assert_eq!(seen[5], "rcpt <alice@example.test>");
+    assert!(seen[6].starts_with("message "), "{seen:?}");
+    assert_eq!(seen.len(), 7, "{seen:?}");
 }
 
 #[test]

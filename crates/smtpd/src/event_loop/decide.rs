@@ -19,25 +19,10 @@ impl EventLoop {
         match event {
             Event::Hello { .. } => self.call_filter(slot, FilterStage::Hello),
             Event::Mail { .. } => self.call_filter(slot, FilterStage::Mail),
-            Event::Rcpt {
-                ref forward_path, ..
-            } => {
-                match self.shared.policy.check_rcpt(forward_path, conn.ip) {
-                    crate::policy::RcptVerdict::Refuse(reply) => {
-                        // Postfix's "NOQUEUE: reject" line: what an operator
-                        // greps for when a sender says mail bounced.
-                        tracing::info!(
-                            conn = conn.info.id,
-                            client = %conn.ip,
-                            to = %forward_path,
-                            result = %reply,
-                            "recipient refused"
-                        );
-                        conn.session.decide(Decision::Reject(reply));
-                    }
-                    _ => self.call_filter(slot, FilterStage::Rcpt),
-                }
-            }
+            // Filters first: the relay-refusal plugin must see a disguised
+            // relay attempt (`user%remote.test@local`) before the mailbox
+            // check calls it an unknown local user.
+            Event::Rcpt { .. } => self.call_filter(slot, FilterStage::Rcpt),
             Event::StartData => {
                 let id = self.shared.spool.new_id();
                 conn.start_message(id, &self.shared.session.hostname);
@@ -142,6 +127,34 @@ impl EventLoop {
                 };
                 conn.log_transaction(&decision_reply(&decision));
                 conn.message = None;
+                conn.session.decide(decision);
+            }
+            (FilterStage::Rcpt, Verdict::Continue | Verdict::Modify(_)) => {
+                let decision = match conn.session.event() {
+                    Some(Event::Rcpt { forward_path, .. }) => {
+                        // The built-in policy: the mailbox must exist, and
+                        // relaying needs a trusted client. It stays behind
+                        // the filters so that no configuration of plugins
+                        // can make an open relay.
+                        match self.shared.policy.check_rcpt(forward_path, conn.ip) {
+                            crate::policy::RcptVerdict::Refuse(reply) => {
+                                // Postfix's "NOQUEUE: reject" line: what an
+                                // operator greps for when a sender says mail
+                                // bounced.
+                                tracing::info!(
+                                    conn = conn.info.id,
+                                    client = %conn.ip,
+                                    to = %forward_path,
+                                    result = %reply,
+                                    "recipient refused"
+                                );
+                                Decision::Reject(reply)
+                            }
+                            _ => Decision::Accept,
+                        }
+                    }
+                    _ => Decision::Accept,
+                };
                 conn.session.decide(decision);
             }
             (_, Verdict::Continue | Verdict::Modify(_)) => conn.session.decide(Decision::Accept),
