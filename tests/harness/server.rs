@@ -73,6 +73,11 @@ impl ServerBuilder {
             .expect("a temp dir");
         let config_path = dir.path().join("sluice.toml");
         let spool_dir = if self.default_config {
+            // The defaults load the shipped plugins from ./plugins/dist, as
+            // they do when the README's command runs in a checkout.
+            let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+            std::os::unix::fs::symlink(&plugins, dir.path().join("plugins"))
+                .expect("link the plugins into the working directory");
             dir.path().join("var/spool")
         } else {
             let spool = dir.path().join("spool");
@@ -97,9 +102,15 @@ impl ServerBuilder {
 
 fn base_config(spool: &Path, extra: &str) -> String {
     let mut text = format!(
-        "hostname = \"{HOSTNAME}\"\nspool_dir = \"{}\"\n\n",
+        "hostname = \"{HOSTNAME}\"\nspool_dir = \"{}\"\n",
         spool.display()
     );
+    // No filter plugins unless the test asks for them: most tests are about
+    // other parts, and the plugins have tests of their own (tests/plugins.rs).
+    if !extra.contains("[[plugin]]") && !extra.contains("plugin =") {
+        text.push_str("plugin = []\n");
+    }
+    text.push('\n');
     text.push_str(extra);
     text.push('\n');
     if !extra.contains("[[listen]]") {

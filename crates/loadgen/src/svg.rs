@@ -106,10 +106,14 @@ fn latency_panel(s: &mut String, chart: &Chart) {
         .filter(|x| x.is_finite())
         .fold(1.0f64, f64::max);
     let x_max = finite_max.ceil().clamp(1.0, MAX_NINES);
+    // The axis starts at the lowest 5th percentile: the very fastest
+    // replies (already read when the write returned) would otherwise
+    // stretch it over decades nobody looks at.
     let values = chart
         .curves
         .iter()
         .flat_map(|c| c.points.iter())
+        .filter(|p| p[0] >= 5.0)
         .map(|p| p[1])
         .filter(|v| *v > 0.0);
     let (lo, hi) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
@@ -197,17 +201,18 @@ fn latency_panel(s: &mut String, chart: &Chart) {
             points.join(" "),
             c.color
         );
-        // The legend, inside the panel's top-left corner.
-        let ly = y0 + 16.0 + 16.0 * i as f64;
+        // The legend, under the panel, two entries a row.
+        let lx = x0 + 10.0 + 240.0 * (i % 2) as f64;
+        let ly = y0 + h + 58.0 + 16.0 * (i / 2) as f64;
         let _ = writeln!(
             s,
             r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
-            x0 + 10.0,
+            lx,
             ly - 4.0,
-            x0 + 34.0,
+            lx + 24.0,
             ly - 4.0,
             c.color,
-            x0 + 40.0,
+            lx + 30.0,
             ly,
             esc(&c.name)
         );

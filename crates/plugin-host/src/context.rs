@@ -228,18 +228,21 @@ pub(crate) struct CallCtx {
     pub hook: Hook,
     pub tx: Option<Arc<TxView>>,
     pub message: Option<Arc<MessageView>>,
-    /// Frozen for the length of the hook.
-    pub now_ms: i64,
+    /// Read on the first `now_ms` of the call, then frozen for the rest of
+    /// it (most hooks never ask, and a clock read is not free).
+    pub now_ms: Option<i64>,
     /// Keep log lines for a test report (they go to tracing regardless).
     pub capture_logs: bool,
     pub reply: Option<(i32, String)>,
     pub headers: Vec<(String, String)>,
     pub scores: Vec<(String, f64)>,
     pub logs: Vec<LogLine>,
-    /// Epoch tick at which plugin code must stop; moved on by the time the
-    /// call spends blocked in host calls.
-    pub deadline: u64,
-    pub blocked: Duration,
+}
+
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl CallCtx {
@@ -250,23 +253,22 @@ impl CallCtx {
         message: Option<Arc<MessageView>>,
         capture_logs: bool,
     ) -> Self {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
         CallCtx {
             conn,
             hook,
             tx,
             message,
-            now_ms,
+            now_ms: None,
             capture_logs,
             reply: None,
             headers: Vec::new(),
             scores: Vec::new(),
             logs: Vec::new(),
-            deadline: 0,
-            blocked: Duration::ZERO,
         }
+    }
+
+    pub fn now_ms(&mut self) -> i64 {
+        *self.now_ms.get_or_insert_with(wall_clock_ms)
     }
 
     /// The value of a `get_property` name, if it has one.
@@ -326,7 +328,12 @@ pub(crate) struct HostState {
     /// Set when the plugin asked for more memory than its limit, so the
     /// resulting trap can be reported as what it is.
     pub memory_exceeded: bool,
+    /// Set for each hook call; `None` while `sluice_init` runs.
     pub call: Option<CallCtx>,
+    /// Epoch tick at which plugin code must stop; moved on by the time the
+    /// call (or `sluice_init`) spends blocked in host calls.
+    pub deadline: u64,
+    pub blocked: Duration,
 }
 
 impl ResourceLimiter for HostState {

@@ -259,9 +259,38 @@ impl Filter for PluginHost {
             Stage::Rcpt { .. } => Hook::Rcpt,
             Stage::Message { .. } => Hook::Data,
         };
-        // The message is copied only for plugins that read it: the call
-        // leaves this thread and the borrowed stage cannot go with it.
-        let wants_message = chain.has(hook);
+        if !chain.has(hook) {
+            // No plugin to run: only the host's own bookkeeping (the HELO
+            // name, marks for the message), done here if no call of this
+            // connection is queued, else queued behind them.
+            let arg = match &stage {
+                Stage::Hello { name, .. } => name.to_string(),
+                _ => String::new(),
+            };
+            let call = StageCall {
+                hook,
+                arg,
+                tx: None,
+                message: None,
+            };
+            let hostname = &self.inner.services.hostname;
+            return match record
+                .inline_or_ticket(|| run_stage(&chain, &record, &call, hostname, false))
+            {
+                Ok(result) => Some(verdict(hook, result)),
+                Err(ticket) => {
+                    self.send(Job {
+                        conn: record,
+                        ticket,
+                        work: Work::Check(call, defer.later()),
+                    });
+                    None
+                }
+            };
+        }
+        // Everything the call needs is copied (the message too, once for the
+        // whole chain): it runs on another thread, where the borrowed stage
+        // cannot go.
         let call = match stage {
             Stage::Connect => StageCall {
                 hook,
@@ -301,30 +330,12 @@ impl Filter for PluginHost {
                 hook,
                 arg: String::new(),
                 tx: Some(Arc::new(tx_view(transaction))),
-                message: wants_message.then(|| {
-                    Arc::new(MessageView::new(
-                        message.to_vec(),
-                        message::queue_id(message),
-                    ))
-                }),
+                message: Some(Arc::new(MessageView::new(
+                    message.to_vec(),
+                    message::queue_id(message),
+                ))),
             },
         };
-        if !chain.has(hook) {
-            // No plugin to run: settle the stage here, in order with the
-            // connection's queued calls (there are none if it runs inline).
-            let hostname = &self.inner.services.hostname;
-            match record.inline_or_ticket(|| run_stage(&chain, &record, &call, hostname, false)) {
-                Ok(result) => return Some(verdict(hook, result)),
-                Err(ticket) => {
-                    self.send(Job {
-                        conn: record,
-                        ticket,
-                        work: Work::Check(call, defer.later()),
-                    });
-                    return None;
-                }
-            }
-        }
         let ticket = record.ticket();
         self.send(Job {
             conn: record,
@@ -335,8 +346,12 @@ impl Filter for PluginHost {
     }
 
     fn reset(&self, conn: &Connection) {
+        // No record: no hook has run for this connection, nothing to reset
+        // (and a record made here could outlive the connection).
+        let Some(record) = self.inner.conns().get(&conn.id).cloned() else {
+            return;
+        };
         let chain = self.inner.current();
-        let record = self.inner.record(conn);
         let hostname = &self.inner.services.hostname;
         let has_reset = chain.has(Hook::Reset);
         let settle = || {

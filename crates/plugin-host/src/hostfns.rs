@@ -13,7 +13,7 @@ use wasmtime::{AsContextMut, Caller, Linker};
 
 use crate::abi::{Hook, IMPORT_MODULE};
 use crate::context::{
-    CallCtx, HostState, LogLine, MAX_ADDED_HEADERS, MAX_LOG_LINE, MAX_LOG_LINES, MAX_SCORES,
+    HostState, LogLine, MAX_ADDED_HEADERS, MAX_LOG_LINE, MAX_LOG_LINES, MAX_SCORES,
 };
 use crate::dns::DnsAnswer;
 use crate::engine::{Services, TICK};
@@ -80,11 +80,10 @@ fn split<'a>(caller: &'a mut C<'_>) -> (&'a mut [u8], &'a mut HostState) {
     memory.data_and_store_mut(caller)
 }
 
-fn call(state: &mut HostState) -> Result<&mut CallCtx> {
-    state
-        .call
-        .as_mut()
-        .ok_or_else(|| wasmtime::Error::msg("host function called outside a hook"))
+/// Outside a hook (in `sluice_init`) there is no connection: calls that
+/// need one answer "no value" or are ignored with a warning.
+fn outside_hook(state: &mut HostState, function: &str) {
+    refuse(state, format!("{function} outside a hook; ignored"));
 }
 
 /// Logs for the plugin, to tracing and, in a test run, to the report.
@@ -119,13 +118,13 @@ fn get_property(
     let (data, state) = split(&mut caller);
     let value = {
         let name = bytes_at(data, name_ptr, name_len)?;
-        let call = state
-            .call
-            .as_ref()
-            .ok_or_else(|| wasmtime::Error::msg("host function called outside a hook"))?;
+        let services = &state.services;
         std::str::from_utf8(name)
             .ok()
-            .and_then(|name| call.property(name, &state.services))
+            .and_then(|name| match &state.call {
+                Some(call) => call.property(name, services),
+                None => (name == "server.hostname").then(|| services.hostname.clone()),
+            })
     };
     match value {
         Some(value) => write_into(data, buf_ptr, buf_cap, value.as_bytes()),
@@ -155,7 +154,7 @@ fn get_header(
     buf_cap: i32,
 ) -> Result<i32> {
     let (data, state) = split(&mut caller);
-    let message = call(state)?.message.clone();
+    let message = state.call.as_ref().and_then(|c| c.message.clone());
     let value = {
         let name = bytes_at(data, name_ptr, name_len)?;
         match (std::str::from_utf8(name), usize::try_from(index), &message) {
@@ -171,7 +170,7 @@ fn get_header(
 
 fn get_body(mut caller: C<'_>, offset: i32, buf_ptr: i32, buf_cap: i32) -> Result<i32> {
     let (data, state) = split(&mut caller);
-    let Some(message) = call(state)?.message.clone() else {
+    let Some(message) = state.call.as_ref().and_then(|c| c.message.clone()) else {
         return Ok(0);
     };
     let offset = usize::try_from(offset)
@@ -188,7 +187,10 @@ fn get_body(mut caller: C<'_>, offset: i32, buf_ptr: i32, buf_cap: i32) -> Resul
 fn set_reply(mut caller: C<'_>, code: i32, text_ptr: i32, text_len: i32) -> Result<()> {
     let (data, state) = split(&mut caller);
     let text = String::from_utf8_lossy(bytes_at(data, text_ptr, text_len)?).into_owned();
-    call(state)?.reply = Some((code, text));
+    match state.call.as_mut() {
+        Some(call) => call.reply = Some((code, text)),
+        None => outside_hook(state, "set_reply"),
+    }
     Ok(())
 }
 
@@ -206,7 +208,10 @@ fn add_header(
     let (data, state) = split(&mut caller);
     let name = String::from_utf8_lossy(bytes_at(data, name_ptr, name_len)?).into_owned();
     let value = String::from_utf8_lossy(bytes_at(data, value_ptr, value_len)?).into_owned();
-    let call = call(state)?;
+    let Some(call) = state.call.as_mut() else {
+        outside_hook(state, "add_header");
+        return Ok(());
+    };
     let why = if call.hook != Hook::Data {
         Some("add_header outside the data hook".to_owned())
     } else if !valid_field_name(&name) {
@@ -232,7 +237,10 @@ fn add_header(
 fn add_score(mut caller: C<'_>, sym_ptr: i32, sym_len: i32, score: f64) -> Result<()> {
     let (data, state) = split(&mut caller);
     let symbol = String::from_utf8_lossy(bytes_at(data, sym_ptr, sym_len)?).into_owned();
-    let call = call(state)?;
+    let Some(call) = state.call.as_mut() else {
+        outside_hook(state, "add_score");
+        return Ok(());
+    };
     let why = if !score.is_finite() {
         Some(format!("add_score: {symbol} is not a finite number"))
     } else if symbol.is_empty()
@@ -263,7 +271,9 @@ fn note_get(
     let (data, state) = split(&mut caller);
     let value = {
         let key = bytes_at(data, key_ptr, key_len)?;
-        let conn = call(state)?.conn.clone();
+        let Some(conn) = state.call.as_ref().map(|c| c.conn.clone()) else {
+            return Ok(-1);
+        };
         let mut conn_state = conn.state();
         conn_state
             .notes(scope)
@@ -287,7 +297,10 @@ fn note_set(
     let (data, state) = split(&mut caller);
     let key = bytes_at(data, key_ptr, key_len)?;
     let value = bytes_at(data, val_ptr, val_len)?;
-    let conn = call(state)?.conn.clone();
+    let Some(conn) = state.call.as_ref().map(|c| c.conn.clone()) else {
+        outside_hook(state, "note_set");
+        return Ok(());
+    };
     let stored = match conn.state().notes(scope) {
         Some(notes) => notes.set(key, value),
         None => false,
@@ -315,7 +328,10 @@ fn log(mut caller: C<'_>, level: i32, ptr: i32, len: i32) -> Result<()> {
 }
 
 fn now_ms(mut caller: C<'_>) -> Result<i64> {
-    Ok(call(caller.data_mut())?.now_ms)
+    Ok(match caller.data_mut().call.as_mut() {
+        Some(call) => call.now_ms(),
+        None => crate::context::wall_clock_ms(),
+    })
 }
 
 /// Runs a call that may block (DNS, a networked store). The time it takes
@@ -323,21 +339,21 @@ fn now_ms(mut caller: C<'_>) -> Result<i64> {
 /// hook is bounded by the blocking budget: `None` once it is spent.
 fn blocking<R>(caller: &mut C<'_>, f: impl FnOnce(&Services) -> R) -> Result<Option<R>> {
     let services = caller.data().services.clone();
-    if call(caller.data_mut())?.blocked >= services.blocking_budget {
+    if caller.data().blocked >= services.blocking_budget {
         return Ok(None);
     }
     let (started, epoch) = (Instant::now(), services.clock.now());
     let result = f(&services);
     let (took, now) = (started.elapsed(), services.clock.now());
-    let call = call(caller.data_mut())?;
-    call.blocked += took;
+    let state = caller.data_mut();
+    state.blocked += took;
     // Only a call that really waited moves the deadline: a plugin looping
     // on cached lookups would otherwise spend most ticks inside host calls
     // and never be cut.
     if took >= TICK {
-        call.deadline += now - epoch;
+        state.deadline += now - epoch;
     }
-    let left = call.deadline.saturating_sub(now).max(1);
+    let left = state.deadline.saturating_sub(now).max(1);
     caller.as_context_mut().set_epoch_deadline(left);
     Ok(Some(result))
 }

@@ -97,11 +97,13 @@ impl Plugin {
             memory_limit: self.memory_limit,
             memory_exceeded: false,
             call: None,
+            // A start function or sluice_init gets the same budget as a hook.
+            deadline: self.services.clock.now() + self.budget_ticks,
+            blocked: Duration::ZERO,
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|state| state);
         store.epoch_deadline_trap();
-        // A start function or sluice_init gets the same budget as a hook.
         store.set_epoch_deadline(self.budget_ticks);
         let instance = self
             .pre
@@ -171,7 +173,8 @@ impl Plugin {
         arg: &str,
         ctx: CallCtx,
     ) -> (Result<Option<i32>, HookError>, CallCtx) {
-        let popped = self.idle().pop();
+        // An instance idle past its age goes now rather than after one more call.
+        let popped = self.idle().pop().filter(|r| r.born.elapsed() < MAX_AGE);
         let mut ready = match popped {
             Some(ready) => ready,
             None => match self.instantiate() {
@@ -180,9 +183,10 @@ impl Plugin {
             },
         };
         let store = &mut ready.store;
-        let mut ctx = ctx;
-        ctx.deadline = self.services.clock.now() + self.budget_ticks;
-        store.data_mut().call = Some(ctx);
+        let state = store.data_mut();
+        state.call = Some(ctx);
+        state.deadline = self.services.clock.now() + self.budget_ticks;
+        state.blocked = Duration::ZERO;
         store.set_epoch_deadline(self.budget_ticks);
         let i = hook.index();
         let result = if hook.takes_string() {
@@ -233,22 +237,23 @@ impl Plugin {
             None => HookError(format!("{what}: {error:#}")),
         }
     }
-
-    /// Instances ready for a call (for tests).
-    #[cfg(test)]
-    pub fn idle_count(&self) -> usize {
-        self.idle().len()
-    }
 }
 
-/// Copies `bytes` into memory the plugin allocated for them.
+/// Copies `bytes` into memory the plugin allocated for them; an empty string
+/// is `(0, 0)` without an allocation (ABI v1 allows both).
 fn pass(store: &mut Store<HostState>, funcs: &Funcs, bytes: &[u8]) -> wasmtime::Result<(i32, i32)> {
+    if bytes.is_empty() {
+        return Ok((0, 0));
+    }
     let alloc = funcs
         .alloc
         .as_ref()
         .expect("validated: alloc exists with string hooks and init");
     let len = i32::try_from(bytes.len()).map_err(|_| wasmtime::Error::msg("argument too long"))?;
     let ptr = alloc.call(&mut *store, len)?;
+    if ptr == 0 {
+        return Err(wasmtime::Error::msg(format!("sluice_alloc({len}) failed")));
+    }
     let memory = store.data().memory.expect("set at instantiation");
     memory
         .write(&mut *store, ptr as u32 as usize, bytes)

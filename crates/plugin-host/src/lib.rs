@@ -16,6 +16,7 @@
 //! [`test_run`] runs a chain against one message for `sluice plugin test`.
 
 mod abi;
+mod bench;
 mod chain;
 mod context;
 mod dns;
@@ -29,6 +30,8 @@ mod spec;
 mod test_run;
 
 pub use abi::{Hook, RawVerdict};
+#[doc(hidden)]
+pub use bench::HookBench;
 pub use chain::{Changes, Outcome, PluginRun};
 pub use context::LogLine;
 pub use dns::{DnsAnswer, DnsResolver};

@@ -77,8 +77,9 @@ fn a_trap_fails_the_hook_and_the_instance_is_replaced() {
 #[test]
 fn an_endless_loop_is_cut_by_the_cpu_budget() {
     let took = assert_fault_then_fresh(SPIN, "CPU budget of 50 ms exceeded");
-    // Compiling, three hooks and the 50 ms budget: well under a second.
-    assert!(took < Duration::from_millis(800), "took {took:?}");
+    // Compiling, three hooks and the 50 ms budget: under a second (the
+    // server test times the failing call alone).
+    assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
 #[test]

@@ -148,3 +148,32 @@ fn limits_and_names_are_checked() {
     let err = load_error(spec);
     assert!(err.starts_with("plugin big: "), "{err}");
 }
+
+#[test]
+fn init_may_use_host_functions_that_need_no_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    // Fails init unless server.hostname reads back and the store counts;
+    // logs and a stray set_reply must not trap.
+    let wasm = module(
+        &[
+            ("prop", "server.hostname"),
+            ("host", "mx.example.test"),
+            ("key", "init-count"),
+            ("msg", "starting"),
+        ],
+        r#"
+  (func (export "sluice_init") (param $p i32) (param $n i32) (result i32)
+    (local $len i32)
+    (call $log (i32.const 2) $$msg)
+    (call $set_reply (i32.const 550) $$msg)
+    (local.set $len (call $get_property $$prop (i32.const 16384) (i32.const 64)))
+    (if (i32.eqz (call $eq (i32.const 16384) (local.get $len) $$host))
+      (then (return (i32.const 1))))
+    (if (i64.ne (call $kv_incr $$key (i64.const 1) (i32.const 0)) (i64.const 1))
+      (then (return (i32.const 2))))
+    (i32.const 0))
+"#,
+    );
+    let host = PluginHost::load(vec![spec(dir.path(), "init", &wasm)], env());
+    assert!(host.is_ok(), "{:?}", host.err());
+}

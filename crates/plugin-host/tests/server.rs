@@ -36,6 +36,37 @@ fn a_plugin_reply_reaches_the_client() {
 }
 
 #[test]
+fn properties_describe_the_connection_and_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    // No HELO hook: the host must still remember the name.
+    let s = server(vec![spec(dir.path(), "echo", &echo_plugin())], env());
+    let mut c = session(s.addr, "client.test");
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    assert!(c.command("RCPT TO:<first@x.test>").starts_with("250 "));
+    assert!(c.command("RCPT TO:<second@x.test>").starts_with("250 "));
+    for (property, value) in [
+        ("conn.helo", "client.test"),
+        ("conn.ip", "127.0.0.1"),
+        ("conn.trusted", "1"),
+        ("conn.tls", "0"),
+        ("server.hostname", "mx.example.test"),
+        ("tx.mail_from", "a@client.test"),
+        // One per line; the reply shows the line break as a space.
+        ("tx.rcpts", "first@x.test second@x.test"),
+    ] {
+        assert_eq!(
+            c.command(&format!("RCPT TO:<{property}@x.test>")),
+            format!("550 5.0.0 {value}"),
+        );
+    }
+    // End of data only.
+    assert!(c.command("RCPT TO:<tx.id@x.test>").starts_with("250 "));
+    assert!(c.command("RSET").starts_with("250 "));
+    assert!(c.command("MAIL FROM:<>").starts_with("250 "));
+    assert_eq!(c.command("RCPT TO:<tx.mail_from@x.test>"), "550 5.0.0");
+}
+
+#[test]
 fn headers_from_plugins_land_in_the_queued_message() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(vec![spec(dir.path(), "antispam", &scoring_plugin())], env());

@@ -17,6 +17,7 @@ use sluice_delivery::local::{self, LocalConfig};
 use sluice_delivery::remote::{Remote, RemoteConfig};
 use sluice_delivery::route::{RouteConfig, Router};
 use sluice_delivery::scheduler::SchedulerConfig;
+use sluice_plugin_host::{DnsConfig, DnsResolver, HostEnv, OnError, PluginSpec};
 use sluice_smtp::Domain;
 use sluice_smtp::server::{Extensions, ServerConfig};
 use sluice_smtpd::{RecipientPolicy, SmtpdConfig};
@@ -35,6 +36,62 @@ pub struct Config {
     pub server: Server,
     pub delivery: Delivery,
     pub dns: Dns,
+    /// The filter chain, in order. Absent: the shipped relay-refusal and
+    /// antispam plugins. `plugin = []` runs none (the built-in relay check
+    /// still refuses plain relay attempts).
+    #[serde(rename = "plugin")]
+    pub plugins: Vec<Plugin>,
+}
+
+/// One `[[plugin]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plugin {
+    pub name: String,
+    /// The `.wasm` file. A relative path is relative to the working directory.
+    pub path: PathBuf,
+    /// `"tempfail"` (451 4.3.0 when the plugin fails: fail closed) or `"continue"`.
+    #[serde(default)]
+    pub on_error: OnErrorSetting,
+    /// CPU time one hook may use.
+    #[serde(default = "default_cpu_budget_ms")]
+    pub cpu_budget_ms: u64,
+    /// The plugin's memory limit.
+    #[serde(default = "default_memory_limit_mb")]
+    pub memory_limit_mb: u32,
+    /// Handed to the plugin as JSON when it starts.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnErrorSetting {
+    #[default]
+    Tempfail,
+    Continue,
+}
+
+fn default_cpu_budget_ms() -> u64 {
+    50
+}
+
+fn default_memory_limit_mb() -> u32 {
+    64
+}
+
+/// The plugins that ship with Sluice and are on by default, where
+/// `plugins/build.sh` puts them.
+fn shipped_plugins() -> Vec<Plugin> {
+    let plugin = |name: &str| Plugin {
+        name: name.into(),
+        path: format!("plugins/dist/{name}.wasm").into(),
+        on_error: OnErrorSetting::Tempfail,
+        cpu_budget_ms: default_cpu_budget_ms(),
+        memory_limit_mb: default_memory_limit_mb(),
+        config: toml::Table::new(),
+    };
+    vec![plugin("relay-refusal"), plugin("antispam")]
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +195,7 @@ impl Default for Config {
             server: Server::default(),
             delivery: Delivery::default(),
             dns: Dns::default(),
+            plugins: shipped_plugins(),
         }
     }
 }
@@ -292,11 +350,65 @@ impl Config {
             }
         }
         self.validate_delivery(&mut problems);
+        self.validate_plugins(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
         }
+    }
+
+    fn validate_plugins(&self, problems: &mut Vec<String>) {
+        let mut names = std::collections::HashSet::new();
+        for p in &self.plugins {
+            if !names.insert(p.name.as_str()) {
+                problems.push(format!("plugin {:?} is listed twice", p.name));
+            }
+            if p.cpu_budget_ms == 0 || p.memory_limit_mb == 0 {
+                problems.push(format!(
+                    "plugin {:?}: cpu_budget_ms and memory_limit_mb must be at least 1",
+                    p.name
+                ));
+            }
+        }
+    }
+
+    /// The plugin host's view of the `[[plugin]]` tables.
+    pub fn plugin_specs(&self) -> Result<Vec<PluginSpec>, String> {
+        self.plugins
+            .iter()
+            .map(|p| {
+                let config_json = serde_json::to_string(&p.config).map_err(|e| {
+                    format!("plugin {:?}: its config cannot be passed on: {e}", p.name)
+                })?;
+                Ok(PluginSpec {
+                    name: p.name.clone(),
+                    path: p.path.clone(),
+                    on_error: match p.on_error {
+                        OnErrorSetting::Tempfail => OnError::Tempfail,
+                        OnErrorSetting::Continue => OnError::Continue,
+                    },
+                    config_json,
+                    cpu_budget: Duration::from_millis(p.cpu_budget_ms),
+                    memory_limit_mb: p.memory_limit_mb,
+                })
+            })
+            .collect()
+    }
+
+    /// What the plugins' host functions use: our name, our domains, DNS.
+    pub fn host_env(&self) -> Result<HostEnv, String> {
+        let dns = DnsResolver::new(&DnsConfig {
+            nameservers: self.dns.nameservers.clone(),
+            // DNSBL and sender checks run while a client waits for its reply.
+            timeout: Duration::from_secs(5),
+            cache_entries: 10_000,
+        })?;
+        Ok(HostEnv::new(
+            self.hostname(),
+            self.local.domains.clone(),
+            dns,
+        ))
     }
 
     fn validate_delivery(&self, problems: &mut Vec<String>) {
@@ -555,6 +667,40 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("delivery.lmtp"), "{e}");
+    }
+
+    #[test]
+    fn plugins_default_to_the_shipped_ones_and_can_be_configured() {
+        let c = parse("").unwrap();
+        let names: Vec<&str> = c.plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["relay-refusal", "antispam"]);
+        assert_eq!(
+            c.plugins[0].path,
+            PathBuf::from("plugins/dist/relay-refusal.wasm")
+        );
+
+        let c = parse("plugin = []\n").unwrap();
+        assert!(c.plugins.is_empty());
+
+        let c = parse(
+            "[[plugin]]\nname = \"antispam\"\npath = \"/usr/lib/sluice/antispam.wasm\"\non_error = \"continue\"\n\
+             [plugin.config]\ndnsbl_zones = [\"zen.example\"]\nreject_score = 10.0\n",
+        )
+        .unwrap();
+        let specs = c.plugin_specs().unwrap();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].on_error, OnError::Continue);
+        assert_eq!(specs[0].cpu_budget, Duration::from_millis(50));
+        let json: serde_json::Value = serde_json::from_str(&specs[0].config_json).unwrap();
+        assert_eq!(json["dnsbl_zones"][0], "zen.example");
+        assert_eq!(json["reject_score"], 10.0);
+
+        let e = parse("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\non_error = \"ignore\"\n")
+            .unwrap_err();
+        assert!(e.contains("on_error"), "{e}");
+        let e = parse("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\n[[plugin]]\nname = \"a\"\npath = \"b.wasm\"\n")
+            .unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
     }
 
     #[test]

@@ -5,19 +5,15 @@
 
 mod config;
 mod control;
+mod plugin_test;
 mod queue;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand};
 use config::Config;
-use control::ControlServer;
-use sluice_delivery::scheduler::Scheduler;
-use sluice_smtpd::{NoFilter, Smtpd};
-use sluice_spool::{Spool, SpoolConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,11 +35,23 @@ enum Command {
     },
     /// Check a configuration file and explain what is wrong with it.
     CheckConfig { file: PathBuf },
-    /// Inspect the queue.
+    /// Inspect and control the queue.
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Develop and check filter plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Run plugins against an envelope and a message file; print each hook's
+    /// verdict, score and log lines.
+    Test(plugin_test::TestArgs),
 }
 
 /// Where the spool is: given directly, or read from a config file.
@@ -123,7 +131,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => {
             init_logging();
-            match load(config.as_deref()).and_then(serve) {
+            match load(config.as_deref()).and_then(|c| serve::serve(c, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -156,6 +164,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Plugin {
+            command: PluginCommand::Test(args),
+        } => {
+            init_logging();
+            plugin_test::run(args)
+        }
         Command::Queue { command } => match queue_command(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -209,82 +223,4 @@ fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-}
-
-fn serve(config: Config) -> Result<(), String> {
-    // Past a file-size limit (systemd's LimitFSIZE=, `ulimit -f`) the kernel
-    // sends SIGXFSZ, whose default action kills the process. With a handler
-    // installed, the write fails with EFBIG instead, the spool reports
-    // "storage full", and the client gets 452 4.3.1 while we keep serving.
-    signal_hook::flag::register(
-        signal_hook::consts::SIGXFSZ,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
-    std::fs::create_dir_all(&config.spool_dir).map_err(|e| {
-        format!(
-            "cannot create spool directory {}: {e}",
-            config.spool_dir.display()
-        )
-    })?;
-    let (spool, report) = Spool::open(&config.spool_dir, SpoolConfig::default()).map_err(|e| {
-        format!(
-            "cannot open the spool in {}: {e}",
-            config.spool_dir.display()
-        )
-    })?;
-    tracing::info!(
-        spool = %config.spool_dir.display(),
-        messages = report.live_messages,
-        torn_tail_bytes = report.torn_tail_bytes,
-        "spool recovered"
-    );
-    let scheduler = Scheduler::start(
-        config.scheduler(),
-        spool.handle(),
-        Arc::new(config.dispatch()?),
-    )?;
-    let control = ControlServer::start(&config.spool_dir, scheduler.handle())?;
-
-    let smtpd_config = config.smtpd();
-    let hostname = smtpd_config.session.hostname.clone();
-    let to_scheduler = scheduler.handle();
-    let smtpd = Smtpd::start(
-        smtpd_config,
-        spool.handle(),
-        Arc::new(NoFilter),
-        Arc::new(move |id| to_scheduler.queued(id)),
-    )
-    .map_err(|e| format!("cannot listen: {e}"))?;
-    for addr in smtpd.local_addrs() {
-        // Tests and scripts read this line to learn the port (addr may say port 0).
-        tracing::info!("listening on {addr} as {hostname}");
-    }
-
-    let stopper = smtpd.stopper();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let signal_handle = signals.handle();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                tracing::info!(signal, "shutting down: finishing transactions in flight");
-                stopper.stop();
-            }
-        })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-
-    smtpd.wait();
-    signal_handle.close();
-    // Receiving has stopped; deliveries in flight finish and are journaled
-    // before the spool closes.
-    drop(control);
-    scheduler.shutdown();
-    spool.shutdown();
-    tracing::info!("stopped");
-    Ok(())
 }

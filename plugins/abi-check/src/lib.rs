@@ -28,7 +28,12 @@ pub struct Signature {
 
 impl fmt::Display for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |v: &[ValType]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+        let list = |v: &[ValType]| {
+            v.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         write!(f, "({}) -> ({})", list(&self.params), list(&self.results))
     }
 }
@@ -55,7 +60,12 @@ pub struct Abi {
 
 /// The exports through which the host passes a string, and which therefore
 /// need `sluice_alloc` (ABI.md, the `sluice_alloc` row).
-const STRING_TAKING: &[&str] = &["sluice_init", "sluice_on_helo", "sluice_on_mail", "sluice_on_rcpt"];
+const STRING_TAKING: &[&str] = &[
+    "sluice_init",
+    "sluice_on_helo",
+    "sluice_on_mail",
+    "sluice_on_rcpt",
+];
 
 fn val_type(name: &str) -> Result<ValType, String> {
     match name.trim() {
@@ -148,11 +158,19 @@ pub fn parse_abi(markdown: &str) -> Result<Abi, String> {
             section = Section::Other;
             continue;
         }
+        if section == Section::Other {
+            continue;
+        }
         let Some(row) = cells(line) else { continue };
         let (Some(name), Some(sig)) = (row.first().and_then(|c| backticked(c)), row.get(1)) else {
             continue; // header and separator rows
         };
-        let sig = backticked(sig).ok_or_else(|| format!("{name}: signature not in backticks"))?;
+        // The memory row says `memory` where the functions have a signature.
+        let sig = match backticked(sig) {
+            Some(sig) => sig,
+            None if *sig == "memory" => "memory",
+            None => return Err(format!("{name}: signature not in backticks")),
+        };
         match section {
             Section::Exports => {
                 let signature = if sig == "memory" {
@@ -161,7 +179,13 @@ pub fn parse_abi(markdown: &str) -> Result<Abi, String> {
                     Some(parse_signature(sig).map_err(|e| format!("{name}: {e}"))?)
                 };
                 let required = row.get(2).is_some_and(|m| m.contains("(required"));
-                abi.exports.insert(name.to_string(), ExportSpec { signature, required });
+                abi.exports.insert(
+                    name.to_string(),
+                    ExportSpec {
+                        signature,
+                        required,
+                    },
+                );
             }
             Section::Imports => {
                 let signature = parse_signature(sig).map_err(|e| format!("{name}: {e}"))?;
@@ -238,9 +262,15 @@ pub fn check_module(wasm: &[u8], abi: &Abi) -> Result<Report, Vec<String>> {
                         ));
                         continue;
                     }
-                    let found = types.get(ty as usize).cloned().flatten().map(|f| signature_of(&f));
+                    let found = types
+                        .get(ty as usize)
+                        .cloned()
+                        .flatten()
+                        .map(|f| signature_of(&f));
                     match (abi.imports.get(import.name), found) {
-                        (None, _) => problems.push(format!("import {}: not in ABI.md", import.name)),
+                        (None, _) => {
+                            problems.push(format!("import {}: not in ABI.md", import.name))
+                        }
                         (Some(want), Some(got)) if *want == got => {
                             report.imports.push(import.name.to_string());
                         }
@@ -271,7 +301,9 @@ pub fn check_module(wasm: &[u8], abi: &Abi) -> Result<Report, Vec<String>> {
     for (name, kind, index) in &exports {
         let Some(spec) = abi.exports.get(name) else {
             if name.starts_with("sluice_") {
-                problems.push(format!("export {name}: not in ABI.md (a misspelt hook is never called)"));
+                problems.push(format!(
+                    "export {name}: not in ABI.md (a misspelt hook is never called)"
+                ));
             } else {
                 report.extra_exports.push(name.clone());
             }
@@ -301,10 +333,14 @@ pub fn check_module(wasm: &[u8], abi: &Abi) -> Result<Report, Vec<String>> {
             problems.push(format!("required export {name} is missing"));
         }
     }
-    if let Some(needs) = STRING_TAKING.iter().find(|n| present.iter().any(|p| p == *n))
+    if let Some(needs) = STRING_TAKING
+        .iter()
+        .find(|n| present.iter().any(|p| p == *n))
         && !present.iter().any(|p| p == "sluice_alloc")
     {
-        problems.push(format!("{needs} takes a string, so sluice_alloc must be exported"));
+        problems.push(format!(
+            "{needs} takes a string, so sluice_alloc must be exported"
+        ));
     }
 
     if problems.is_empty() {

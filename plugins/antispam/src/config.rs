@@ -99,7 +99,10 @@ impl Config {
 
     fn validate(&self) -> Result<(), InitError> {
         let err = |m: String| Err(InitError::new(m));
-        for (name, v) in [("reject_score", self.reject_score), ("spam_score", self.spam_score)] {
+        for (name, v) in [
+            ("reject_score", self.reject_score),
+            ("spam_score", self.spam_score),
+        ] {
             if !v.is_finite() {
                 return err(format!("{name} must be a finite number"));
             }
@@ -112,7 +115,9 @@ impl Config {
         }
         for (symbol, score) in &self.scores {
             if !symbols::BUILT_IN.iter().any(|(s, _)| s == symbol) {
-                return err(format!("scores: {symbol:?} is not a built-in symbol (rules carry their own score)"));
+                return err(format!(
+                    "scores: {symbol:?} is not a built-in symbol (rules carry their own score)"
+                ));
             }
             if !score.is_finite() {
                 return err(format!("scores: {symbol} must be a finite number"));
@@ -120,7 +125,10 @@ impl Config {
         }
         for rule in &self.rules {
             if !valid_symbol(&rule.symbol) {
-                return err(format!("rules: symbol {:?} must be letters, digits and _", rule.symbol));
+                return err(format!(
+                    "rules: symbol {:?} must be letters, digits and _",
+                    rule.symbol
+                ));
             }
             if rule.contains.is_empty() {
                 return err(format!("rules: {} has an empty `contains`", rule.symbol));
@@ -131,7 +139,10 @@ impl Config {
             if rule.header.as_deref().is_some_and(|h| {
                 h.is_empty() || !h.bytes().all(|b| (33..=126).contains(&b) && b != b':')
             }) {
-                return err(format!("rules: {} names an invalid header field", rule.symbol));
+                return err(format!(
+                    "rules: {} names an invalid header field",
+                    rule.symbol
+                ));
             }
         }
         Ok(())
@@ -189,10 +200,22 @@ mod tests {
             (r#"{"reject_score": "high"}"#, "invalid type"),
             (r#"{"dnsbl_zones": ["nodots"]}"#, "not a DNS zone"),
             (r#"{"scores": {"MISSING_DAT": 1}}"#, "not a built-in symbol"),
-            (r#"{"rules": [{"symbol": "A B", "contains": "x", "score": 1}]}"#, "letters, digits"),
-            (r#"{"rules": [{"symbol": "A", "contains": "", "score": 1}]}"#, "empty"),
-            (r#"{"rules": [{"symbol": "A", "header": "Sub ject", "contains": "x", "score": 1}]}"#, "invalid header"),
-            (r#"{"rules": [{"symbol": "A", "contains": "x"}]}"#, "missing field"),
+            (
+                r#"{"rules": [{"symbol": "A B", "contains": "x", "score": 1}]}"#,
+                "letters, digits",
+            ),
+            (
+                r#"{"rules": [{"symbol": "A", "contains": "", "score": 1}]}"#,
+                "empty",
+            ),
+            (
+                r#"{"rules": [{"symbol": "A", "header": "Sub ject", "contains": "x", "score": 1}]}"#,
+                "invalid header",
+            ),
+            (
+                r#"{"rules": [{"symbol": "A", "contains": "x"}]}"#,
+                "missing field",
+            ),
             ("[1]", "invalid type"),
         ] {
             let e = Config::parse(json).expect_err(json);

@@ -4,8 +4,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use memchr::memmem;
-use sluice_plugin_sdk::syntax::domain_of;
 use sluice_plugin_sdk::Ctx;
+use sluice_plugin_sdk::syntax::domain_of;
 
 use crate::config::Config;
 use crate::symbols::{self, Hits};
@@ -112,7 +112,9 @@ mod tests {
         Subject: Lunch on Friday?\r\n\r\nSee you at noon.\r\n";
 
     fn hits_for(message: &[u8], config: &Config) -> Hits {
-        let host = MockHost::new().with_local_domain("local.test").with_message(message);
+        let host = MockHost::new()
+            .with_local_domain("local.test")
+            .with_message(message);
         let mut hits = Hits::new();
         score(&host.ctx(), config, &mut hits);
         hits
@@ -133,7 +135,12 @@ mod tests {
         let hits = hits_for(msg, &Config::default());
         assert_eq!(
             symbols(&hits),
-            [symbols::MISSING_DATE, symbols::MISSING_MID, symbols::FROM_LOCAL_UNTRUSTED, symbols::SUBJ_ALL_CAPS]
+            [
+                symbols::MISSING_DATE,
+                symbols::MISSING_MID,
+                symbols::FROM_LOCAL_UNTRUSTED,
+                symbols::SUBJ_ALL_CAPS
+            ]
         );
         assert_eq!(hits.total(), 1.0 + 1.0 + 3.0 + 1.5);
         let no_from = hits_for(b"Subject: x\r\n\r\nbody", &Config::default());
@@ -144,7 +151,10 @@ mod tests {
     fn score_overrides_apply() {
         let config = Config::parse(r#"{"scores": {"MISSING_DATE": 4.0}}"#).unwrap();
         let hits = hits_for(b"From: a@remote.test\r\nMessage-ID: <x@y>\r\n\r\n", &config);
-        assert_eq!(hits.iter().collect::<Vec<_>>(), [(symbols::MISSING_DATE, 4.0)]);
+        assert_eq!(
+            hits.iter().collect::<Vec<_>>(),
+            [(symbols::MISSING_DATE, 4.0)]
+        );
     }
 
     #[test]
@@ -160,8 +170,14 @@ mod tests {
     #[test]
     fn from_domains_are_found_in_common_forms() {
         assert_eq!(from_domain("alice@example.org"), Some("example.org"));
-        assert_eq!(from_domain("Alice <alice@example.org>"), Some("example.org"));
-        assert_eq!(from_domain("\"a@b.test\" <alice@example.org>"), Some("example.org"));
+        assert_eq!(
+            from_domain("Alice <alice@example.org>"),
+            Some("example.org")
+        );
+        assert_eq!(
+            from_domain("\"a@b.test\" <alice@example.org>"),
+            Some("example.org")
+        );
         assert_eq!(from_domain("undisclosed"), None);
         assert_eq!(from_domain("Broken <alice@example.org"), None);
     }
@@ -178,7 +194,11 @@ mod tests {
         )
         .unwrap();
         let hits = hits_for(CLEAN, &config);
-        assert_eq!(symbols(&hits), ["LUNCH", "NOON"], "header text is not body text");
+        assert_eq!(
+            symbols(&hits),
+            ["LUNCH", "NOON"],
+            "header text is not body text"
+        );
         assert_eq!(hits.total(), 2.5);
     }
 
@@ -188,7 +208,8 @@ mod tests {
         msg.extend(core::iter::repeat_n(b'.', 1000));
         msg.extend_from_slice(b"needle");
         let rule = r#""rules": [{"symbol": "NEEDLE", "contains": "needle", "score": 1}]"#;
-        let near = Config::parse(&alloc::format!(r#"{{"body_scan_limit": 1006, {rule}}}"#)).unwrap();
+        let near =
+            Config::parse(&alloc::format!(r#"{{"body_scan_limit": 1006, {rule}}}"#)).unwrap();
         let far = Config::parse(&alloc::format!(r#"{{"body_scan_limit": 1005, {rule}}}"#)).unwrap();
         assert!(symbols(&hits_for(&msg, &near)).contains(&"NEEDLE"));
         assert!(!symbols(&hits_for(&msg, &far)).contains(&"NEEDLE"));

@@ -43,10 +43,7 @@ fn worth_asking_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn worth_asking_v6(ip: Ipv6Addr) -> bool {
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_unique_local()
-        || ip.is_unicast_link_local())
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_unique_local() || ip.is_unicast_link_local())
 }
 
 /// Whether an answer means "listed". Listings are A records in 127.0.0.0/8
@@ -68,7 +65,9 @@ pub fn first_listing<'z>(ctx: &Ctx<'_>, ip: IpAddr, zones: &'z [String]) -> Opti
         };
         let answer = ctx.dns_lookup(Qtype::A, &name);
         if answer.is_failed() {
-            ctx.debug(&format!("DNSBL {zone}: lookup of {name} failed; not listed"));
+            ctx.debug(&format!(
+                "DNSBL {zone}: lookup of {name} failed; not listed"
+            ));
         }
         is_listing(&answer)
     })
@@ -88,8 +87,14 @@ mod tests {
 
     #[test]
     fn ipv4_octets_are_reversed() {
-        assert_eq!(query_name(ip("192.0.2.99"), "bl.test").as_deref(), Some("99.2.0.192.bl.test"));
-        assert_eq!(query_name(ip("198.51.100.1"), "zen.example").as_deref(), Some("1.100.51.198.zen.example"));
+        assert_eq!(
+            query_name(ip("192.0.2.99"), "bl.test").as_deref(),
+            Some("99.2.0.192.bl.test")
+        );
+        assert_eq!(
+            query_name(ip("198.51.100.1"), "zen.example").as_deref(),
+            Some("1.100.51.198.zen.example")
+        );
         assert_eq!(
             query_name(ip("::ffff:192.0.2.99"), "bl.test").as_deref(),
             Some("99.2.0.192.bl.test"),
@@ -102,13 +107,26 @@ mod tests {
         // RFC 5782 §2.4's example address.
         assert_eq!(
             query_name(ip("2001:db8:1:2:3:4:567:89ab"), "ugly.example.com").as_deref(),
-            Some("b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ugly.example.com")
+            Some(
+                "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ugly.example.com"
+            )
         );
     }
 
     #[test]
     fn private_and_loopback_clients_are_not_asked_about() {
-        for addr in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.4", "169.254.1.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::"] {
+        for addr in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.4",
+            "169.254.1.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::",
+        ] {
             assert_eq!(query_name(ip(addr), "bl.test"), None, "{addr}");
         }
     }
@@ -119,7 +137,10 @@ mod tests {
         assert!(is_listing(&a(&["127.0.0.2"])));
         assert!(is_listing(&a(&["127.0.0.1", "127.0.0.10"])));
         assert!(!is_listing(&a(&["127.0.0.1"])));
-        assert!(!is_listing(&a(&["127.255.255.254"])), "Spamhaus: query refused");
+        assert!(
+            !is_listing(&a(&["127.255.255.254"])),
+            "Spamhaus: query refused"
+        );
         assert!(!is_listing(&a(&["192.0.2.1"])), "not in 127/8");
         assert!(!is_listing(&DnsResult::NxDomain));
         assert!(!is_listing(&DnsResult::Failed));
@@ -128,14 +149,25 @@ mod tests {
     #[test]
     fn zones_are_asked_in_order_until_one_lists() {
         let host = MockHost::new()
-            .with_dns(Qtype::A, "7.2.0.192.two.test", DnsResult::Records(vec!["127.0.0.4".into()]))
+            .with_dns(
+                Qtype::A,
+                "7.2.0.192.two.test",
+                DnsResult::Records(vec!["127.0.0.4".into()]),
+            )
             .with_dns(Qtype::A, "7.2.0.192.one.test", DnsResult::Failed);
         let zones = ["one.test".into(), "two.test".into(), "three.test".into()];
         let ctx = host.ctx();
-        assert_eq!(first_listing(&ctx, ip("192.0.2.7"), &zones), Some("two.test"));
+        assert_eq!(
+            first_listing(&ctx, ip("192.0.2.7"), &zones),
+            Some("two.test")
+        );
         assert_eq!(host.dns_queries().len(), 2, "three.test not asked");
         assert_eq!(first_listing(&ctx, ip("192.0.2.8"), &zones), None);
         assert_eq!(first_listing(&ctx, ip("10.0.0.1"), &zones), None);
-        assert_eq!(host.dns_queries().len(), 5, "private address not asked about");
+        assert_eq!(
+            host.dns_queries().len(),
+            5,
+            "private address not asked about"
+        );
     }
 }

@@ -92,14 +92,21 @@ pub fn check(ctx: &Ctx<'_>, config: &Config, key: &str) -> Decision {
 
 /// Checks the triplet of every recipient; the message waits if any does.
 /// Every triplet is recorded, so a retry passes for all of them at once.
-pub fn check_all(ctx: &Ctx<'_>, config: &Config, ip: IpAddr, sender: &str, rcpts: &[String]) -> Decision {
+pub fn check_all(
+    ctx: &Ctx<'_>,
+    config: &Config,
+    ip: IpAddr,
+    sender: &str,
+    rcpts: &[String],
+) -> Decision {
     let net = network(ip);
     rcpts.iter().fold(Decision::Pass, |acc, rcpt| {
         match (acc, check(ctx, config, &key(&net, sender, rcpt))) {
-            (Decision::Wait { secs: a }, Decision::Wait { secs: b }) => Decision::Wait { secs: a.max(b) },
-            (Decision::Wait { secs }, Decision::Pass) | (Decision::Pass, Decision::Wait { secs }) => {
-                Decision::Wait { secs }
+            (Decision::Wait { secs: a }, Decision::Wait { secs: b }) => {
+                Decision::Wait { secs: a.max(b) }
             }
+            (Decision::Wait { secs }, Decision::Pass)
+            | (Decision::Pass, Decision::Wait { secs }) => Decision::Wait { secs },
             (Decision::Pass, Decision::Pass) => Decision::Pass,
         }
     })
@@ -127,12 +134,20 @@ mod tests {
             "greylist:192.0.2.0/24:17:alice@remote.test:bob@local.test"
         );
         assert_eq!(key("n", "", "b@l"), "greylist:n:2:<>:b@l");
-        assert_ne!(key("n", "a:b", "c"), key("n", "a", "b:c"), "separators cannot collide");
+        assert_ne!(
+            key("n", "a:b", "c"),
+            key("n", "a", "b:c"),
+            "separators cannot collide"
+        );
     }
 
     #[test]
     fn a_new_triplet_waits_the_delay_then_passes_and_is_remembered() {
-        let config = Config { greylist: true, greylist_delay_secs: 300, ..Config::default() };
+        let config = Config {
+            greylist: true,
+            greylist_delay_secs: 300,
+            ..Config::default()
+        };
         let host = MockHost::new().with_now_ms(1_700_000_000_000);
         let ctx = host.ctx();
         let k = key("192.0.2.0/24", "a@remote.test", "b@local.test");
@@ -143,7 +158,11 @@ mod tests {
             Some(1_700_000_000_000 + i64::from(config.greylist_retry_window_secs) * 1000)
         );
         host.advance_ms(299_001);
-        assert_eq!(check(&ctx, &config, &k), Decision::Wait { secs: 1 }, "too early");
+        assert_eq!(
+            check(&ctx, &config, &k),
+            Decision::Wait { secs: 1 },
+            "too early"
+        );
         host.advance_ms(999);
         assert_eq!(check(&ctx, &config, &k), Decision::Pass);
         assert_eq!(host.kv(&k).as_deref(), Some(PASSED));
@@ -153,7 +172,10 @@ mod tests {
 
     #[test]
     fn a_retry_after_the_window_starts_over() {
-        let config = Config { greylist: true, ..Config::default() };
+        let config = Config {
+            greylist: true,
+            ..Config::default()
+        };
         let host = MockHost::new().with_now_ms(1_000_000);
         let ctx = host.ctx();
         assert!(matches!(check(&ctx, &config, "k"), Decision::Wait { .. }));
@@ -181,11 +203,21 @@ mod tests {
         let ctx = host.ctx();
         let net = network(ip("192.0.2.1"));
         // b@ passed earlier; c@ is new.
-        host.ctx().kv_set(&key(&net, "a@r.test", "b@l.test"), PASSED, 0);
+        host.ctx()
+            .kv_set(&key(&net, "a@r.test", "b@l.test"), PASSED, 0);
         let rcpts = vec!["b@l.test".into(), "c@l.test".into()];
-        assert_eq!(check_all(&ctx, &config, ip("192.0.2.9"), "a@r.test", &rcpts), Decision::Wait { secs: 300 });
+        assert_eq!(
+            check_all(&ctx, &config, ip("192.0.2.9"), "a@r.test", &rcpts),
+            Decision::Wait { secs: 300 }
+        );
         host.advance_ms(300_000);
-        assert_eq!(check_all(&ctx, &config, ip("192.0.2.200"), "a@r.test", &rcpts), Decision::Pass);
-        assert_eq!(check_all(&ctx, &config, ip("192.0.2.1"), "a@r.test", &[]), Decision::Pass);
+        assert_eq!(
+            check_all(&ctx, &config, ip("192.0.2.200"), "a@r.test", &rcpts),
+            Decision::Pass
+        );
+        assert_eq!(
+            check_all(&ctx, &config, ip("192.0.2.1"), "a@r.test", &[]),
+            Decision::Pass
+        );
     }
 }

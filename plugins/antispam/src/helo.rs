@@ -2,8 +2,8 @@
 
 use core::net::IpAddr;
 
-use sluice_plugin_sdk::syntax::{is_address_literal, is_domain};
 use sluice_plugin_sdk::Ctx;
+use sluice_plugin_sdk::syntax::{is_address_literal, is_domain};
 
 use crate::symbols;
 

@@ -11,6 +11,8 @@
 //!   `From`, an all-caps subject, a `From:` in our domains from an untrusted
 //!   client, the configured rules), then greylisting, then `X-Spam-Score` and
 //!   `X-Spam-Status` headers, and `550 5.7.1` at or above `reject_score`.
+//!   The score includes what earlier plugins added (`tx.symbols`), so load
+//!   this plugin after the others that score.
 //!
 //! Trusted (`conn.trusted`) and authenticated (`conn.auth`) clients skip
 //! every check except the HELO one, which runs before AUTH can happen. DNS
@@ -33,7 +35,7 @@ use alloc::format;
 use alloc::string::String;
 
 use sluice_plugin_sdk::syntax::domain_of;
-use sluice_plugin_sdk::{export_filter, Ctx, Filter, InitError, Scope, Verdict};
+use sluice_plugin_sdk::{Ctx, Filter, InitError, Scope, Verdict, export_filter};
 
 use config::Config;
 use symbols::Hits;
@@ -71,7 +73,10 @@ impl Filter for Antispam {
             return Verdict::Continue;
         }
         if helo::claims_to_be_us(ctx, helo) {
-            return ctx.reject(550, &format!("5.7.1 <{helo}>: Helo command rejected: you are not me"));
+            return ctx.reject(
+                550,
+                &format!("5.7.1 <{helo}>: Helo command rejected: you are not me"),
+            );
         }
         if let Some(symbol) = helo::symbol(helo::classify(helo)) {
             ctx.set_note(Scope::Connection, NOTE_HELO, symbol);
@@ -97,7 +102,9 @@ impl Filter for Antispam {
                 sender::DomainStatus::NotFound => {
                     return ctx.tempfail(
                         450,
-                        &format!("4.1.8 <{reverse_path}>: Sender address rejected: domain not found"),
+                        &format!(
+                            "4.1.8 <{reverse_path}>: Sender address rejected: domain not found"
+                        ),
                     );
                 }
                 sender::DomainStatus::NullMx => {
@@ -143,8 +150,18 @@ impl Filter for Antispam {
             return Verdict::Continue;
         }
         let config = &self.config;
+        // Other plugins' scores so far count toward the verdict and show in
+        // the headers; only this plugin's own symbols are reported to the
+        // host below.
         let mut hits = Hits::new();
-        if let Some(symbol) = ctx.note(Scope::Connection, NOTE_HELO).filter(|s| !s.is_empty()) {
+        for (symbol, score) in ctx.tx_symbols() {
+            hits.add_sum(&symbol, score);
+        }
+        let others = hits.len();
+        if let Some(symbol) = ctx
+            .note(Scope::Connection, NOTE_HELO)
+            .filter(|s| !s.is_empty())
+        {
             hits.add(&symbol, config.score(&symbol));
         }
         content::score(ctx, config, &mut hits);
@@ -167,7 +184,7 @@ impl Filter for Antispam {
             }
         }
 
-        for (symbol, score) in hits.iter() {
+        for (symbol, score) in hits.iter().skip(others) {
             ctx.add_score(symbol, score);
         }
         ctx.add_header("X-Spam-Score", &hits.score_header());

@@ -57,6 +57,25 @@ impl Hits {
         }
     }
 
+    /// Adds `score` to `symbol`, creating it if new: for other plugins'
+    /// scores, where one symbol may come once per recipient.
+    pub fn add_sum(&mut self, symbol: &str, score: f64) {
+        match self.0.iter_mut().find(|(s, _)| s == symbol) {
+            Some((_, total)) => *total += score,
+            None => self.0.push((String::from(symbol), score)),
+        }
+    }
+
+    /// How many symbols there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no symbol fired.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The symbols and scores, in the order they fired.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
         self.0.iter().map(|(s, v)| (s.as_str(), *v))
@@ -112,15 +131,23 @@ mod tests {
         hits.add(MISSING_DATE, 1.0);
         assert_eq!(hits.total(), 2.5);
         assert_eq!(hits.score_header(), "2.5");
-        assert_eq!(hits.status_header(5.0), "No, score=2.5 tests=MISSING_DATE,SUBJ_ALL_CAPS");
+        assert_eq!(
+            hits.status_header(5.0),
+            "No, score=2.5 tests=MISSING_DATE,SUBJ_ALL_CAPS"
+        );
         hits.add("LOTTERY", 2.5);
         assert_eq!(
             hits.status_header(5.0),
             "Yes, score=5.0 tests=MISSING_DATE,SUBJ_ALL_CAPS,LOTTERY",
             "the threshold itself is spam"
         );
-        hits.add("WHITELISTED", -6.25);
-        assert_eq!(hits.score_header(), "-1.2");
+        hits.add_sum("LOTTERY", 1.0);
+        hits.add_sum("OTHER", 1.0);
+        hits.add_sum("OTHER", 0.5);
+        assert_eq!(hits.len(), 4, "LOTTERY summed, OTHER once");
+        assert_eq!(hits.total(), 7.5);
+        hits.add("WHITELISTED", -10.0);
+        assert_eq!(hits.score_header(), "-2.5");
     }
 
     #[test]
@@ -131,7 +158,10 @@ mod tests {
         }
         let status = hits.status_header(5.0);
         assert!(status.len() <= MAX_STATUS_LEN, "{}", status.len());
-        assert!(status.ends_with(|c: char| c.is_ascii_digit()), "ends on a whole symbol");
+        assert!(
+            status.ends_with(|c: char| c.is_ascii_digit()),
+            "ends on a whole symbol"
+        );
         assert!(status.starts_with("Yes, score=20.0 tests=RULE_NUMBER_0,RULE_NUMBER_1,"));
     }
 }

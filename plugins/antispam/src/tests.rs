@@ -22,8 +22,16 @@ fn stranger() -> MockHost {
         .with_property("tx.mail_from", "alice@remote.test")
         .with_property("tx.rcpts", "bob@local.test")
         .with_local_domain("local.test")
-        .with_dns(Qtype::Mx, "remote.test", DnsResult::Records(vec!["10 mx.remote.test".into()]))
-        .with_dns(Qtype::Mx, "local.test", DnsResult::Records(vec!["10 mx.local.test".into()]))
+        .with_dns(
+            Qtype::Mx,
+            "remote.test",
+            DnsResult::Records(vec!["10 mx.remote.test".into()]),
+        )
+        .with_dns(
+            Qtype::Mx,
+            "local.test",
+            DnsResult::Records(vec!["10 mx.local.test".into()]),
+        )
         .with_now_ms(1_800_000_000_000)
 }
 
@@ -49,10 +57,16 @@ fn helo_claiming_to_be_us_is_refused_unless_trusted() {
     assert_eq!(f.on_helo(&host.ctx(), "MX.local.test"), Verdict::Reject);
     assert_eq!(
         reply(&host),
-        (550, "5.7.1 <MX.local.test>: Helo command rejected: you are not me".to_string())
+        (
+            550,
+            "5.7.1 <MX.local.test>: Helo command rejected: you are not me".to_string()
+        )
     );
     assert_eq!(f.on_helo(&host.ctx(), "local.test"), Verdict::Reject);
-    assert_eq!(f.on_helo(&host.ctx(), "mail.remote.test"), Verdict::Continue);
+    assert_eq!(
+        f.on_helo(&host.ctx(), "mail.remote.test"),
+        Verdict::Continue
+    );
 
     host.set_property("conn.trusted", "1");
     assert_eq!(f.on_helo(&host.ctx(), "mx.local.test"), Verdict::Continue);
@@ -72,9 +86,15 @@ fn a_helo_symbol_is_scored_at_end_of_data_and_replaced_by_a_new_helo() {
 
     let host = stranger().with_message(GOOD);
     assert_eq!(f.on_helo(&host.ctx(), "pc17"), Verdict::Continue);
-    assert_eq!(f.on_helo(&host.ctx(), "mail.remote.test"), Verdict::Continue);
+    assert_eq!(
+        f.on_helo(&host.ctx(), "mail.remote.test"),
+        Verdict::Continue
+    );
     assert_eq!(f.on_data(&host.ctx()), Verdict::Continue);
-    assert_eq!(header(&host, "X-Spam-Status").as_deref(), Some("No, score=0.0 tests=none"));
+    assert_eq!(
+        header(&host, "X-Spam-Status").as_deref(),
+        Some("No, score=0.0 tests=none")
+    );
 }
 
 #[test]
@@ -84,38 +104,72 @@ fn a_local_sender_from_a_stranger_is_refused() {
     assert_eq!(f.on_mail(&host.ctx(), "ceo@Local.Test"), Verdict::Reject);
     assert_eq!(
         reply(&host),
-        (550, "5.7.1 <ceo@Local.Test>: Sender address rejected: not logged in".to_string())
+        (
+            550,
+            "5.7.1 <ceo@Local.Test>: Sender address rejected: not logged in".to_string()
+        )
     );
 
     let authed = stranger().with_property("conn.auth", "ceo");
-    assert_eq!(f.on_mail(&authed.ctx(), "ceo@local.test"), Verdict::Continue);
+    assert_eq!(
+        f.on_mail(&authed.ctx(), "ceo@local.test"),
+        Verdict::Continue
+    );
     let mut lenient = filter(r#"{"reject_local_sender": false}"#);
-    assert_eq!(lenient.on_mail(&host.ctx(), "ceo@local.test"), Verdict::Continue);
+    assert_eq!(
+        lenient.on_mail(&host.ctx(), "ceo@local.test"),
+        Verdict::Continue
+    );
 }
 
 #[test]
 fn sender_domains_must_exist_in_dns() {
     let host = stranger()
-        .with_dns(Qtype::Mx, "nullmx.test", DnsResult::Records(vec!["0 .".into()]))
+        .with_dns(
+            Qtype::Mx,
+            "nullmx.test",
+            DnsResult::Records(vec!["0 .".into()]),
+        )
         .with_dns(Qtype::Mx, "flaky.test", DnsResult::Failed);
     let mut f = filter("{}");
-    assert_eq!(f.on_mail(&host.ctx(), "alice@remote.test"), Verdict::Continue);
+    assert_eq!(
+        f.on_mail(&host.ctx(), "alice@remote.test"),
+        Verdict::Continue
+    );
     assert_eq!(f.on_mail(&host.ctx(), "x@nowhere.test"), Verdict::Tempfail);
     assert_eq!(
         reply(&host),
-        (450, "4.1.8 <x@nowhere.test>: Sender address rejected: domain not found".to_string())
+        (
+            450,
+            "4.1.8 <x@nowhere.test>: Sender address rejected: domain not found".to_string()
+        )
     );
     assert_eq!(f.on_mail(&host.ctx(), "x@nullmx.test"), Verdict::Reject);
     assert_eq!(reply(&host).0, 550);
     assert!(reply(&host).1.starts_with("5.7.27 "));
-    assert_eq!(f.on_mail(&host.ctx(), "x@flaky.test"), Verdict::Continue, "DNS trouble never refuses");
-    assert_eq!(f.on_mail(&host.ctx(), ""), Verdict::Continue, "null reverse-path");
+    assert_eq!(
+        f.on_mail(&host.ctx(), "x@flaky.test"),
+        Verdict::Continue,
+        "DNS trouble never refuses"
+    );
+    assert_eq!(
+        f.on_mail(&host.ctx(), ""),
+        Verdict::Continue,
+        "null reverse-path"
+    );
     assert_eq!(f.on_mail(&host.ctx(), "x@[192.0.2.1]"), Verdict::Continue);
 
     let queries = host.dns_queries().len();
     let mut off = filter(r#"{"check_sender_domain": false}"#);
-    assert_eq!(off.on_mail(&host.ctx(), "x@nowhere.test"), Verdict::Continue);
-    assert_eq!(host.dns_queries().len(), queries, "no lookup when switched off");
+    assert_eq!(
+        off.on_mail(&host.ctx(), "x@nowhere.test"),
+        Verdict::Continue
+    );
+    assert_eq!(
+        host.dns_queries().len(),
+        queries,
+        "no lookup when switched off"
+    );
 }
 
 #[test]
@@ -129,7 +183,10 @@ fn a_listed_client_is_refused_at_rcpt_with_one_lookup_per_connection() {
     assert_eq!(f.on_rcpt(&host.ctx(), "bob@local.test"), Verdict::Reject);
     assert_eq!(
         reply(&host),
-        (554, "5.7.1 Service unavailable; client [192.0.2.7] listed by bl.test".to_string())
+        (
+            554,
+            "5.7.1 Service unavailable; client [192.0.2.7] listed by bl.test".to_string()
+        )
     );
     assert_eq!(f.on_rcpt(&host.ctx(), "carol@local.test"), Verdict::Reject);
     assert_eq!(
@@ -146,13 +203,19 @@ fn a_listed_client_is_refused_at_rcpt_with_one_lookup_per_connection() {
 fn dnsbl_skips_privileged_clients_and_handles_ipv6() {
     let mut f = filter(r#"{"dnsbl_zones": ["bl.test"]}"#);
     let trusted = stranger().with_property("conn.trusted", "1");
-    assert_eq!(f.on_rcpt(&trusted.ctx(), "x@remote.test"), Verdict::Continue);
+    assert_eq!(
+        f.on_rcpt(&trusted.ctx(), "x@remote.test"),
+        Verdict::Continue
+    );
     assert!(trusted.dns_queries().is_empty());
 
     let v6 = stranger().with_property("conn.ip", "2001:db8::1");
     assert_eq!(f.on_rcpt(&v6.ctx(), "bob@local.test"), Verdict::Continue);
     let (_, name) = &v6.dns_queries()[0];
-    assert!(name.starts_with("1.0.0.0.") && name.ends_with(".8.b.d.0.1.0.0.2.bl.test"), "{name}");
+    assert!(
+        name.starts_with("1.0.0.0.") && name.ends_with(".8.b.d.0.1.0.0.2.bl.test"),
+        "{name}"
+    );
 
     let no_ip = stranger();
     no_ip.remove_property("conn.ip");
@@ -170,12 +233,17 @@ fn end_of_data_adds_the_headers_and_rejects_at_the_threshold() {
     assert_eq!(f.on_data(&host.ctx()), Verdict::Reject);
     assert_eq!(
         reply(&host),
-        (550, "5.7.1 Message rejected as spam (score 9.0)".to_string())
+        (
+            550,
+            "5.7.1 Message rejected as spam (score 9.0)".to_string()
+        )
     );
     assert_eq!(header(&host, "X-Spam-Score").as_deref(), Some("9.0"));
     assert_eq!(
         header(&host, "X-Spam-Status").as_deref(),
-        Some("Yes, score=9.0 tests=MISSING_DATE,MISSING_MID,FROM_LOCAL_UNTRUSTED,SUBJ_ALL_CAPS,PRIZE")
+        Some(
+            "Yes, score=9.0 tests=MISSING_DATE,MISSING_MID,FROM_LOCAL_UNTRUSTED,SUBJ_ALL_CAPS,PRIZE"
+        )
     );
     let total: f64 = host.scores().iter().map(|(_, s)| s).sum();
     assert_eq!(total, 9.0, "the host's tally matches the header");
@@ -195,14 +263,23 @@ fn greylisting_defers_a_new_triplet_until_the_delay_has_passed() {
     assert_eq!(f.on_data(&host.ctx()), Verdict::Tempfail);
     assert_eq!(
         reply(&host),
-        (451, "4.7.1 Greylisted, please try again in 120 seconds".to_string())
+        (
+            451,
+            "4.7.1 Greylisted, please try again in 120 seconds".to_string()
+        )
     );
-    assert!(host.added_headers().is_empty(), "no headers on a deferred message");
+    assert!(
+        host.added_headers().is_empty(),
+        "no headers on a deferred message"
+    );
     host.end_transaction();
 
     host.advance_ms(60_000);
     assert_eq!(f.on_data(&host.ctx()), Verdict::Tempfail);
-    assert_eq!(reply(&host).1, "4.7.1 Greylisted, please try again in 60 seconds");
+    assert_eq!(
+        reply(&host).1,
+        "4.7.1 Greylisted, please try again in 60 seconds"
+    );
     host.end_transaction();
 
     // The retry comes from a neighbour in the same /24.
@@ -224,8 +301,12 @@ fn privileged_clients_skip_the_end_of_data_checks() {
     let spam = b"Subject: FREE MONEY FOR EVERYONE\r\n\r\nbuy\r\n";
     let mut f = filter(r#"{"greylist": true, "reject_score": 1.0}"#);
     for host in [
-        stranger().with_property("conn.trusted", "1").with_message(spam),
-        stranger().with_property("conn.auth", "alice").with_message(spam),
+        stranger()
+            .with_property("conn.trusted", "1")
+            .with_message(spam),
+        stranger()
+            .with_property("conn.auth", "alice")
+            .with_message(spam),
     ] {
         assert_eq!(f.on_data(&host.ctx()), Verdict::Continue);
         assert!(host.added_headers().is_empty());
@@ -237,4 +318,30 @@ fn privileged_clients_skip_the_end_of_data_checks() {
 fn a_bad_config_fails_the_load() {
     let err = Antispam::init(r#"{"reject_score": "ten"}"#).unwrap_err();
     assert!(err.message().contains("invalid [plugin.config]"), "{err}");
+}
+
+#[test]
+fn scores_of_earlier_plugins_count_and_show_but_are_not_reported_again() {
+    let host = stranger()
+        .with_message(GOOD)
+        .with_property("tx.symbols", "SPF_FAIL 4.0\nRATE 1.5\nRATE 1.5\n");
+    let mut f = filter(r#"{"reject_score": 7.0}"#);
+    assert_eq!(f.on_helo(&host.ctx(), "pc17"), Verdict::Continue);
+    assert_eq!(f.on_data(&host.ctx()), Verdict::Reject);
+    assert_eq!(
+        header(&host, "X-Spam-Status").as_deref(),
+        Some("Yes, score=8.0 tests=SPF_FAIL,RATE,HELO_NOT_FQDN")
+    );
+    assert_eq!(
+        host.scores(),
+        [("HELO_NOT_FQDN".to_string(), 1.0)],
+        "only its own"
+    );
+    assert_eq!(
+        reply(&host),
+        (
+            550,
+            "5.7.1 Message rejected as spam (score 8.0)".to_string()
+        )
+    );
 }

@@ -21,7 +21,7 @@ pub mod path;
 use alloc::format;
 use alloc::string::String;
 
-use sluice_plugin_sdk::{export_filter, Ctx, Filter, InitError, Verdict};
+use sluice_plugin_sdk::{Ctx, Filter, InitError, Verdict, export_filter};
 
 use path::{Dest, Target};
 
@@ -38,7 +38,9 @@ impl Filter for RelayRefusal {
         if compact.is_empty() || compact == "{}" {
             Ok(RelayRefusal)
         } else {
-            Err(InitError::new("relay-refusal has no settings; remove its [plugin.config]"))
+            Err(InitError::new(
+                "relay-refusal has no settings; remove its [plugin.config]",
+            ))
         }
     }
 
@@ -50,7 +52,10 @@ impl Filter for RelayRefusal {
                 ctx.debug(&format!("cannot check relay for <{shown}>: {}", e.reason()));
                 return ctx.tempfail(
                     451,
-                    &format!("4.7.1 <{shown}>: Cannot check relay permission ({}), try again later", e.reason()),
+                    &format!(
+                        "4.7.1 <{shown}>: Cannot check relay permission ({}), try again later",
+                        e.reason()
+                    ),
                 );
             }
         };
@@ -122,7 +127,9 @@ mod tests {
     }
 
     fn rcpt(host: &MockHost, forward_path: &str) -> Verdict {
-        RelayRefusal::init("{}").unwrap().on_rcpt(&host.ctx(), forward_path)
+        RelayRefusal::init("{}")
+            .unwrap()
+            .on_rcpt(&host.ctx(), forward_path)
     }
 
     fn assert_relay_denied(host: &MockHost, forward_path: &str) {
@@ -135,7 +142,11 @@ mod tests {
     }
 
     fn assert_tempfail(host: &MockHost, forward_path: &str) {
-        assert_eq!(rcpt(host, forward_path), Verdict::Tempfail, "{forward_path}");
+        assert_eq!(
+            rcpt(host, forward_path),
+            Verdict::Tempfail,
+            "{forward_path}"
+        );
         let (code, text) = host.reply().expect("a reply");
         assert_eq!(code, 451, "{forward_path}");
         assert!(text.starts_with("4.7.1 "), "{text}");
@@ -192,7 +203,10 @@ mod tests {
         let trusted = stranger();
         trusted.set_property("conn.trusted", "1");
         assert_eq!(rcpt(&trusted, "user@remote.test"), Verdict::Continue);
-        assert_eq!(rcpt(&trusted, "user%remote.test@local.test"), Verdict::Continue);
+        assert_eq!(
+            rcpt(&trusted, "user%remote.test@local.test"),
+            Verdict::Continue
+        );
 
         let authed = stranger().with_property("conn.auth", "alice");
         assert_eq!(rcpt(&authed, "user@remote.test"), Verdict::Continue);

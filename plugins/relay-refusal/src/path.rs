@@ -203,20 +203,29 @@ mod tests {
     #[test]
     fn a_plain_mailbox_names_its_domain() {
         assert_eq!(parse("user@local.test"), mailbox(&[domain("local.test")]));
-        assert_eq!(parse("first.last+tag@Sub.Local.Test"), mailbox(&[domain("Sub.Local.Test")]));
+        assert_eq!(
+            parse("first.last+tag@Sub.Local.Test"),
+            mailbox(&[domain("Sub.Local.Test")])
+        );
         assert_eq!(parse("用户@例子.测试"), mailbox(&[domain("例子.测试")]));
     }
 
     #[test]
     fn a_source_route_is_ignored_for_the_final_domain() {
-        assert_eq!(parse("@local.test:x@remote.test"), mailbox(&[domain("remote.test")]));
+        assert_eq!(
+            parse("@local.test:x@remote.test"),
+            mailbox(&[domain("remote.test")])
+        );
         assert_eq!(
             parse("@a.test,@b.test:x@local.test"),
             mailbox(&[domain("local.test")])
         );
         assert_eq!(parse("@local.test:x"), Err(ParseError::NoDomain));
         assert_eq!(parse("@:x@local.test"), Err(ParseError::BadRoute));
-        assert_eq!(parse("@a.test,b.test:x@local.test"), Err(ParseError::BadRoute));
+        assert_eq!(
+            parse("@a.test,b.test:x@local.test"),
+            Err(ParseError::BadRoute)
+        );
         assert_eq!(parse("@a.test x@local.test"), Err(ParseError::BadRoute));
     }
 
@@ -265,16 +274,28 @@ mod tests {
             parse("\"x@[192.0.2.1]\"@local.test"),
             mailbox(&[domain("local.test"), Dest::Literal("[192.0.2.1]".into())])
         );
-        assert_eq!(parse("\"john doe\"@local.test"), mailbox(&[domain("local.test")]));
+        assert_eq!(
+            parse("\"john doe\"@local.test"),
+            mailbox(&[domain("local.test")])
+        );
         assert_eq!(parse("\"\"@local.test"), mailbox(&[domain("local.test")]));
-        assert_eq!(parse("\"unterminated@local.test"), Err(ParseError::BadLocalPart));
+        assert_eq!(
+            parse("\"unterminated@local.test"),
+            Err(ParseError::BadLocalPart)
+        );
         assert_eq!(parse("\"a\"b@local.test"), Err(ParseError::NoDomain));
-        assert_eq!(parse("\"tab\there\"@local.test"), Err(ParseError::BadLocalPart));
+        assert_eq!(
+            parse("\"tab\there\"@local.test"),
+            Err(ParseError::BadLocalPart)
+        );
     }
 
     #[test]
     fn address_literals_are_recognised_and_checked() {
-        assert_eq!(parse("x@[192.0.2.1]"), mailbox(&[Dest::Literal("[192.0.2.1]".into())]));
+        assert_eq!(
+            parse("x@[192.0.2.1]"),
+            mailbox(&[Dest::Literal("[192.0.2.1]".into())])
+        );
         assert_eq!(
             parse("x@[IPv6:2001:db8::1]"),
             mailbox(&[Dest::Literal("[IPv6:2001:db8::1]".into())])
@@ -304,14 +325,20 @@ mod tests {
             assert_eq!(parse(path), Err(err), "{path:?}");
         }
         let long_label = "a".repeat(64);
-        assert_eq!(parse(&alloc::format!("x@{long_label}.test")), Err(ParseError::BadDomain));
+        assert_eq!(
+            parse(&alloc::format!("x@{long_label}.test")),
+            Err(ParseError::BadDomain)
+        );
     }
 
     #[test]
     fn postmaster_alone_is_special_in_any_case() {
         assert_eq!(parse("Postmaster"), Ok(Target::Postmaster));
         assert_eq!(parse("POSTMASTER"), Ok(Target::Postmaster));
-        assert_eq!(parse("postmaster@remote.test"), mailbox(&[domain("remote.test")]));
+        assert_eq!(
+            parse("postmaster@remote.test"),
+            mailbox(&[domain("remote.test")])
+        );
         assert_eq!(parse("webmaster"), Err(ParseError::NoDomain));
     }
 }

@@ -256,7 +256,9 @@ mod tests {
             if config == "bad" {
                 return Err(InitError::new("bad config"));
             }
-            Ok(Probe { seen: vec![format!("init {config}")] })
+            Ok(Probe {
+                seen: vec![format!("init {config}")],
+            })
         }
         fn on_helo(&mut self, _: &Ctx<'_>, helo: &str) -> Verdict {
             self.seen.push(format!("helo {helo}"));
@@ -281,13 +283,28 @@ mod tests {
         let ctx = host.ctx();
         let slot = Slot::new();
         assert_eq!(init::<Probe>(&slot, &ctx, Some(b"{}")), 0);
-        assert_eq!(call(&slot, &ctx, Hook::Connect, None), Verdict::Continue.code());
-        assert_eq!(call(&slot, &ctx, Hook::Helo, Some(b"mx.test")), Verdict::Accept.code());
-        assert_eq!(call(&slot, &ctx, Hook::Rcpt, Some(b"a@b")), Verdict::Reject.code());
-        assert_eq!(call(&slot, &ctx, Hook::Data, None), Verdict::Continue.code());
+        assert_eq!(
+            call(&slot, &ctx, Hook::Connect, None),
+            Verdict::Continue.code()
+        );
+        assert_eq!(
+            call(&slot, &ctx, Hook::Helo, Some(b"mx.test")),
+            Verdict::Accept.code()
+        );
+        assert_eq!(
+            call(&slot, &ctx, Hook::Rcpt, Some(b"a@b")),
+            Verdict::Reject.code()
+        );
+        assert_eq!(
+            call(&slot, &ctx, Hook::Data, None),
+            Verdict::Continue.code()
+        );
         notify(&slot, &ctx, Notify::Reset);
         notify(&slot, &ctx, Notify::Close);
-        assert_eq!(seen(&slot), ["init {}", "helo mx.test", "rcpt a@b", "close"]);
+        assert_eq!(
+            seen(&slot),
+            ["init {}", "helo mx.test", "rcpt a@b", "close"]
+        );
         assert_eq!(host.reply(), Some((550, "5.1.1 nobody".to_string())));
     }
 
@@ -297,7 +314,11 @@ mod tests {
         let ctx = host.ctx();
         let slot = Slot::<Probe>::new();
         assert_eq!(init(&slot, &ctx, Some(b"bad")), 1);
-        assert!(host.logs().iter().any(|(l, m)| *l == Level::Error && m.contains("bad config")));
+        assert!(
+            host.logs()
+                .iter()
+                .any(|(l, m)| *l == Level::Error && m.contains("bad config"))
+        );
         assert_eq!(init(&slot, &ctx, Some(&[0xff, 0xfe])), 1, "not UTF-8");
         assert_eq!(init(&slot, &ctx, None), 1, "outside the exchange buffer");
         assert_eq!(call(&slot, &ctx, Hook::Connect, None), HOOK_FAILED);
@@ -313,7 +334,11 @@ mod tests {
         assert_eq!(call(&slot, &ctx, Hook::Rcpt, Some(b"a\xff@b")), HOOK_FAILED);
         assert_eq!(call(&slot, &ctx, Hook::Rcpt, None), HOOK_FAILED);
         assert_eq!(seen(&slot), ["init "], "the filter saw neither");
-        assert_eq!(Verdict::from_code(HOOK_FAILED), None, "must not read as a verdict");
+        assert_eq!(
+            Verdict::from_code(HOOK_FAILED),
+            None,
+            "must not read as a verdict"
+        );
     }
 
     #[test]

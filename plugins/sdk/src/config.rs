@@ -23,6 +23,10 @@ use crate::InitError;
 /// assert!(sluice_plugin_sdk::config::from_json::<Config>(r#"{"limt": 3}"#).is_err());
 /// ```
 pub fn from_json<T: DeserializeOwned>(config: &str) -> Result<T, InitError> {
-    let text = if config.trim().is_empty() { "{}" } else { config };
+    let text = if config.trim().is_empty() {
+        "{}"
+    } else {
+        config
+    };
     serde_json::from_str(text).map_err(|e| InitError::new(format!("invalid [plugin.config]: {e}")))
 }

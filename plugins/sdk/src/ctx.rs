@@ -3,9 +3,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
+use crate::Verdict;
 use crate::dns::{self, DnsResult, Qtype};
 use crate::raw::RawHost;
-use crate::Verdict;
 
 #[cfg(target_arch = "wasm32")]
 type Backend<'a> = crate::raw::WasmHost<'a>;
@@ -177,6 +177,30 @@ impl<'a> Ctx<'a> {
                     .map(str::trim)
                     .filter(|l| !l.is_empty())
                     .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `tx.score`: the transaction's spam score so far, summed over every
+    /// plugin's [`add_score`](Self::add_score) (this transaction's, and its
+    /// connection's connect and HELO hooks').
+    pub fn tx_score(&self) -> Option<f64> {
+        self.property("tx.score")?.trim().parse().ok()
+    }
+
+    /// `tx.symbols`: the scores behind [`tx_score`](Self::tx_score), one
+    /// `(symbol, score)` per `add_score` call, in order. Lines that do not
+    /// parse are skipped.
+    pub fn tx_symbols(&self) -> Vec<(String, f64)> {
+        self.property("tx.symbols")
+            .map(|all| {
+                all.lines()
+                    .filter_map(|line| {
+                        let (symbol, score) = line.trim().rsplit_once(char::is_whitespace)?;
+                        Some((String::from(symbol.trim()), score.parse().ok()?))
+                    })
+                    .filter(|(symbol, _)| !symbol.is_empty())
                     .collect()
             })
             .unwrap_or_default()
@@ -384,7 +408,10 @@ mod tests {
     fn a_value_longer_than_the_first_buffer_is_fetched_whole() {
         let long = "x".repeat(FIRST_BUF * 3 + 7);
         let host = MockHost::new().with_property("tx.rcpts", &long);
-        assert_eq!(host.ctx().property("tx.rcpts").as_deref(), Some(long.as_str()));
+        assert_eq!(
+            host.ctx().property("tx.rcpts").as_deref(),
+            Some(long.as_str())
+        );
     }
 
     #[test]
@@ -414,6 +441,15 @@ mod tests {
         assert_eq!(ctx.conn_tls(), None, "missing");
         assert_eq!(ctx.rcpts(), ["a@x.test", "b@y.test"]);
         assert_eq!(ctx.msg_size(), Some(1234));
+        assert_eq!(ctx.tx_score(), None);
+        assert!(ctx.tx_symbols().is_empty());
+        host.set_property("tx.score", "5.5");
+        host.set_property("tx.symbols", "SPF_FAIL 4\nbroken\nRATE -x\nDNSWL -1.5\n");
+        assert_eq!(ctx.tx_score(), Some(5.5));
+        assert_eq!(
+            ctx.tx_symbols(),
+            [("SPF_FAIL".to_string(), 4.0), ("DNSWL".to_string(), -1.5)]
+        );
         host.set_property("conn.trusted", "0");
         assert_eq!(ctx.conn_trusted(), Some(false));
     }
@@ -466,7 +502,11 @@ mod tests {
         assert_eq!(ctx.kv_incr("n", 3, 5), 5);
         host.advance_ms(9_999);
         assert_eq!(ctx.kv_get("g").as_deref(), Some("v"));
-        assert_eq!(ctx.kv_incr("n", 1, 5), 1, "expired after 5 s, recreated at 0");
+        assert_eq!(
+            ctx.kv_incr("n", 1, 5),
+            1,
+            "expired after 5 s, recreated at 0"
+        );
         host.advance_ms(1);
         assert_eq!(ctx.kv_get("g"), None);
     }

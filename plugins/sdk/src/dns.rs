@@ -157,21 +157,38 @@ mod tests {
     #[test]
     fn every_abi_outcome_maps_to_its_variant() {
         let host = MockHost::new()
-            .with_dns(Qtype::Mx, "mx.test", DnsResult::Records(vec!["20 b.test.".into(), "10 a.test".into()]))
+            .with_dns(
+                Qtype::Mx,
+                "mx.test",
+                DnsResult::Records(vec!["20 b.test.".into(), "10 a.test".into()]),
+            )
             .with_dns(Qtype::A, "nodata.test", DnsResult::NoData)
             .with_dns(Qtype::A, "broken.test", DnsResult::Failed)
-            .with_dns(Qtype::A, "a.test", DnsResult::Records(vec!["192.0.2.1".into(), "junk".into()]));
+            .with_dns(
+                Qtype::A,
+                "a.test",
+                DnsResult::Records(vec!["192.0.2.1".into(), "junk".into()]),
+            );
         let ctx = host.ctx();
         let mx = ctx.dns_lookup(Qtype::Mx, "mx.test");
         assert_eq!(
             mx.mx_records(),
             [
-                MxRecord { preference: 10, exchange: "a.test".into() },
-                MxRecord { preference: 20, exchange: "b.test".into() },
+                MxRecord {
+                    preference: 10,
+                    exchange: "a.test".into()
+                },
+                MxRecord {
+                    preference: 20,
+                    exchange: "b.test".into()
+                },
             ]
         );
         assert_eq!(ctx.dns_lookup(Qtype::A, "nodata.test"), DnsResult::NoData);
-        assert_eq!(ctx.dns_lookup(Qtype::A, "missing.test"), DnsResult::NxDomain);
+        assert_eq!(
+            ctx.dns_lookup(Qtype::A, "missing.test"),
+            DnsResult::NxDomain
+        );
         assert!(ctx.dns_lookup(Qtype::A, "broken.test").is_failed());
         assert_eq!(
             ctx.dns_lookup(Qtype::A, "a.test").ipv4_addrs(),

@@ -27,8 +27,11 @@ impl Write for StackBuf {
         while !s.is_char_boundary(take) {
             take -= 1;
         }
-        self.buf[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
-        self.len += take;
+        for &b in &s.as_bytes()[..take] {
+            // One log line per panic: line breaks in the message become spaces.
+            self.buf[self.len] = if b == b'\n' || b == b'\r' { b' ' } else { b };
+            self.len += 1;
+        }
         Ok(())
     }
 }
@@ -37,8 +40,20 @@ impl Write for StackBuf {
 /// `on_error` policy and replaces the instance, whose state may be broken.
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
-    let mut out = StackBuf { buf: [0; 512], len: 0 };
-    let _ = write!(out, "plugin panicked: {info}");
+    let mut out = StackBuf {
+        buf: [0; 512],
+        len: 0,
+    };
+    let _ = match info.location() {
+        Some(at) => write!(
+            out,
+            "plugin panicked at {}:{}: {}",
+            at.file(),
+            at.line(),
+            info.message()
+        ),
+        None => write!(out, "plugin panicked: {}", info.message()),
+    };
     WasmHost::default().log(0, &out.buf[..out.len]);
     core::arch::wasm32::unreachable()
 }

@@ -60,5 +60,8 @@ pub fn is_address_literal(text: &str) -> bool {
 /// assert_eq!(domain_of(""), None);
 /// ```
 pub fn domain_of(address: &str) -> Option<&str> {
-    address.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
 }

@@ -75,14 +75,22 @@ fn qtype_from_code(code: i32) -> Qtype {
     [Qtype::A, Qtype::Aaaa, Qtype::Mx, Qtype::Txt, Qtype::Ptr]
         .into_iter()
         .find(|q| q.code() == code)
-        .unwrap_or_else(|| panic!("the plugin asked for DNS type {code}, which ABI v1 does not have"))
+        .unwrap_or_else(|| {
+            panic!("the plugin asked for DNS type {code}, which ABI v1 does not have")
+        })
 }
 
 fn level_from_code(code: i32) -> Level {
-    [Level::Error, Level::Warn, Level::Info, Level::Debug, Level::Trace]
-        .into_iter()
-        .find(|l| l.code() == code)
-        .unwrap_or_else(|| panic!("the plugin logged at level {code}, which ABI v1 does not have"))
+    [
+        Level::Error,
+        Level::Warn,
+        Level::Info,
+        Level::Debug,
+        Level::Trace,
+    ]
+    .into_iter()
+    .find(|l| l.code() == code)
+    .unwrap_or_else(|| panic!("the plugin logged at level {code}, which ABI v1 does not have"))
 }
 
 /// Splits a message's header section into unfolded `(name, value)` fields,
@@ -213,7 +221,8 @@ impl MockHost {
     /// reply are dropped; connection notes stay.
     pub fn end_transaction(&self) {
         let mut s = self.state.borrow_mut();
-        s.notes.retain(|(scope, _), _| *scope != Scope::Transaction.code());
+        s.notes
+            .retain(|(scope, _), _| *scope != Scope::Transaction.code());
         s.reply = None;
     }
 
@@ -257,9 +266,7 @@ impl MockHost {
     pub fn kv(&self, key: &str) -> Option<String> {
         let s = self.state.borrow();
         let (value, expiry) = s.kv.get(key)?;
-        expiry
-            .is_none_or(|t| t > s.now_ms)
-            .then(|| value.clone())
+        expiry.is_none_or(|t| t > s.now_ms).then(|| value.clone())
     }
 
     /// The expiry (ms since the epoch) of a live key-value entry; `None` if
@@ -326,24 +333,39 @@ impl RawHost for &MockHost {
     fn set_reply(&self, code: i32, text_bytes: &[u8]) {
         let reply = text(text_bytes);
         let code = u16::try_from(code).expect("reply code");
-        assert!((200..600).contains(&code), "reply code {code} is not an SMTP code");
+        assert!(
+            (200..600).contains(&code),
+            "reply code {code} is not an SMTP code"
+        );
         let class = char::from(b'0' + u8::try_from(code / 100).expect("one digit"));
         let enhanced = reply.split(' ').next().unwrap_or_default();
         let parts: Vec<&str> = enhanced.split('.').collect();
         assert!(
             parts.len() == 3
-                && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
                 && enhanced.starts_with(class),
             "reply {code} {reply:?}: the text must start with an enhanced status code of class {class}"
         );
-        assert!(!reply.contains(['\r', '\n']), "reply text with CR or LF: {reply:?}");
+        assert!(
+            !reply.contains(['\r', '\n']),
+            "reply text with CR or LF: {reply:?}"
+        );
         self.state.borrow_mut().reply = Some((code, reply));
     }
 
     fn add_header(&self, name: &[u8], value: &[u8]) {
-        assert!(valid_field_name(name), "invalid header field name {:?}", text(name));
+        assert!(
+            valid_field_name(name),
+            "invalid header field name {:?}",
+            text(name)
+        );
         let value = text(value);
-        assert!(!value.contains(['\r', '\n']), "header value with CR or LF: {value:?}");
+        assert!(
+            !value.contains(['\r', '\n']),
+            "header value with CR or LF: {value:?}"
+        );
         self.state
             .borrow_mut()
             .added_headers
@@ -402,8 +424,7 @@ impl RawHost for &MockHost {
     fn kv_get(&self, key: &[u8], buf: &mut [u8]) -> i32 {
         let mut s = self.state.borrow_mut();
         MockHost::expire(&mut s);
-        s.kv
-            .get(&text(key))
+        s.kv.get(&text(key))
             .map_or(-1, |(v, _)| copy_out(v.as_bytes(), buf))
     }
 
@@ -417,7 +438,9 @@ impl RawHost for &MockHost {
         let mut s = self.state.borrow_mut();
         MockHost::expire(&mut s);
         let expiry = MockHost::expiry(s.now_ms, ttl_secs);
-        let entry = s.kv.entry(text(key)).or_insert_with(|| ("0".to_string(), expiry));
+        let entry =
+            s.kv.entry(text(key))
+                .or_insert_with(|| ("0".to_string(), expiry));
         let value = entry
             .0
             .parse::<i64>()
@@ -456,7 +479,9 @@ mod tests {
     #[test]
     #[should_panic(expected = "CR or LF")]
     fn a_header_value_with_a_line_break_is_a_plugin_bug() {
-        MockHost::new().ctx().add_header("X-Test", "a\r\nBcc: evil@example");
+        MockHost::new()
+            .ctx()
+            .add_header("X-Test", "a\r\nBcc: evil@example");
     }
 
     #[test]

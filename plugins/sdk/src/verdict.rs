@@ -17,9 +17,13 @@ pub enum Verdict {
     Tempfail = 3,
     /// Answer `421` and close the connection.
     Disconnect = 4,
-    /// End of data only: answer 250, then drop the message.
+    /// Answer 250 at end of data, then drop the message. Given earlier, it
+    /// ends that stage like [`Accept`](Self::Accept) and applies to the
+    /// message when it comes (from connect or HELO: to every message of the
+    /// connection).
     Discard = 5,
-    /// End of data only: answer 250, then hold the message in the queue.
+    /// Answer 250 at end of data, then hold the message in the queue; given
+    /// earlier, as for [`Discard`](Self::Discard).
     Quarantine = 6,
 }
 

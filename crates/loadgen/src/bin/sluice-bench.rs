@@ -2,6 +2,7 @@
 //!
 //! - `cpu-ticks PID`: CPU clock ticks used so far by a process and all its
 //!   descendants (reaped children included).
+//! - `e2e-rate DIR`: the end-to-end messages per second of one run.
 //! - `report DIR`: the comparison table for the runs under DIR, and the
 //!   chart as SVG.
 
@@ -24,6 +25,8 @@ struct Args {
 enum Command {
     /// Print the CPU ticks (utime+stime+cutime+cstime) of PID's process tree.
     CpuTicks { pid: u32 },
+    /// Print the end-to-end msg/s of the run in DIR (run.json, sink.json…).
+    E2eRate { dir: PathBuf },
     /// Print the Sluice/Postfix table for the runs under DIR.
     Report {
         dir: PathBuf,
@@ -50,6 +53,13 @@ fn run(args: Args) -> io::Result<()> {
     match args.command {
         Command::CpuTicks { pid } => {
             println!("{}", procstat::process_tree_ticks(pid)?);
+        }
+        Command::E2eRate { dir } => {
+            let run = report::Run::load(&dir)?;
+            let rate = run.end_to_end().ok_or_else(|| {
+                io::Error::other(format!("{}: no message reached the sink", dir.display()))
+            })?;
+            println!("{rate:.1}");
         }
         Command::Report { dir, svg, subtitle } => {
             let results = report::Results::load(&dir)?;

@@ -119,6 +119,12 @@ fn run(args: &Args) -> io::Result<ExitCode> {
         }
     };
 
+    if reached {
+        // The last message was counted just before its 250 was written:
+        // give the connection threads a moment to send it, so the client
+        // does not see the connection drop under its last message.
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let report = sink.report();
     let e2e = &report.end_to_end_latency;
     let mut out = io::stdout().lock();

@@ -251,6 +251,31 @@ pub fn dns_plugin(qtype: u16) -> Vec<u8> {
     )
 }
 
+/// Echoes properties: RCPT to `<name>@...` is refused with
+/// `550 5.0.0 <value of property name>`, or accepted if it has no value.
+pub fn echo_plugin() -> Vec<u8> {
+    module(
+        &[],
+        r#"
+  (data (i32.const 16378) "5.0.0 ")
+  (func (export "sluice_on_rcpt") (param $p i32) (param $n i32) (result i32)
+    (local $i i32)
+    (local $len i32)
+    (block $at
+      (loop $next
+        (br_if $at (i32.ge_u (local.get $i) (local.get $n)))
+        (br_if $at (i32.eq (i32.load8_u (i32.add (local.get $p) (local.get $i))) (i32.const 64)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (local.set $len (call $get_property (local.get $p) (local.get $i) (i32.const 16384) (i32.const 1024)))
+    (if (i32.lt_s (local.get $len) (i32.const 0))
+      (then (return (i32.const 0))))
+    (call $set_reply (i32.const 550) (i32.const 16378) (i32.add (local.get $len) (i32.const 6)))
+    (i32.const 2))
+"#,
+    )
+}
+
 /// Writes `wasm` as `<dir>/<name>.wasm` and returns a spec for it.
 pub fn spec(dir: &Path, name: &str, wasm: &[u8]) -> PluginSpec {
     let path = dir.join(format!("{name}.wasm"));

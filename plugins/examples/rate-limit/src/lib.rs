@@ -9,7 +9,7 @@ extern crate alloc;
 use alloc::format;
 
 use serde::Deserialize;
-use sluice_plugin_sdk::{export_filter, Ctx, Filter, InitError, Verdict};
+use sluice_plugin_sdk::{Ctx, Filter, InitError, Verdict, export_filter};
 
 /// `[plugin.config]`: `max_per_hour = 100`.
 #[derive(Debug, Deserialize)]
@@ -53,7 +53,10 @@ impl Filter for RateLimit {
         // The key expires with its hour, so the store does not fill up.
         let count = ctx.kv_incr(&format!("ratelimit:{ip}:{hour}"), 1, 3600);
         if count > self.max_per_hour {
-            return ctx.tempfail(451, "4.7.1 Too many messages from your address, try again later");
+            return ctx.tempfail(
+                451,
+                "4.7.1 Too many messages from your address, try again later",
+            );
         }
         Verdict::Continue
     }
@@ -80,11 +83,19 @@ mod tests {
         assert_eq!(host.reply().unwrap().0, 451);
 
         host.set_property("conn.ip", "192.0.2.2");
-        assert_eq!(filter.on_mail(&ctx, "a@example.org"), Verdict::Continue, "another client");
+        assert_eq!(
+            filter.on_mail(&ctx, "a@example.org"),
+            Verdict::Continue,
+            "another client"
+        );
 
         host.set_property("conn.ip", "192.0.2.1");
         host.advance_ms(3_600_000);
-        assert_eq!(filter.on_mail(&ctx, "a@example.org"), Verdict::Continue, "a new hour");
+        assert_eq!(
+            filter.on_mail(&ctx, "a@example.org"),
+            Verdict::Continue,
+            "a new hour"
+        );
     }
 
     #[test]
@@ -94,7 +105,10 @@ mod tests {
             .with_property("conn.auth", "alice");
         let mut filter = RateLimit::init(r#"{"max_per_hour": 1}"#).unwrap();
         for _ in 0..3 {
-            assert_eq!(filter.on_mail(&host.ctx(), "alice@example.org"), Verdict::Continue);
+            assert_eq!(
+                filter.on_mail(&host.ctx(), "alice@example.org"),
+                Verdict::Continue
+            );
         }
         assert_eq!(host.kv("ratelimit:192.0.2.1:0"), None);
     }

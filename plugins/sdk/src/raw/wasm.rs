@@ -11,20 +11,55 @@ use super::RawHost;
 mod sys {
     #[link(wasm_import_module = "sluice")]
     unsafe extern "C" {
-        pub fn get_property(name_ptr: *const u8, name_len: i32, buf_ptr: *mut u8, buf_cap: i32) -> i32;
+        pub fn get_property(
+            name_ptr: *const u8,
+            name_len: i32,
+            buf_ptr: *mut u8,
+            buf_cap: i32,
+        ) -> i32;
         pub fn is_local_domain(ptr: *const u8, len: i32) -> i32;
-        pub fn get_header(name_ptr: *const u8, name_len: i32, index: i32, buf_ptr: *mut u8, buf_cap: i32) -> i32;
+        pub fn get_header(
+            name_ptr: *const u8,
+            name_len: i32,
+            index: i32,
+            buf_ptr: *mut u8,
+            buf_cap: i32,
+        ) -> i32;
         pub fn get_body(offset: i32, buf_ptr: *mut u8, buf_cap: i32) -> i32;
         pub fn set_reply(code: i32, text_ptr: *const u8, text_len: i32);
         pub fn add_header(name_ptr: *const u8, name_len: i32, value_ptr: *const u8, value_len: i32);
         pub fn add_score(symbol_ptr: *const u8, symbol_len: i32, score: f64);
-        pub fn note_get(scope: i32, key_ptr: *const u8, key_len: i32, buf_ptr: *mut u8, buf_cap: i32) -> i32;
-        pub fn note_set(scope: i32, key_ptr: *const u8, key_len: i32, val_ptr: *const u8, val_len: i32);
+        pub fn note_get(
+            scope: i32,
+            key_ptr: *const u8,
+            key_len: i32,
+            buf_ptr: *mut u8,
+            buf_cap: i32,
+        ) -> i32;
+        pub fn note_set(
+            scope: i32,
+            key_ptr: *const u8,
+            key_len: i32,
+            val_ptr: *const u8,
+            val_len: i32,
+        );
         pub fn log(level: i32, ptr: *const u8, len: i32);
         pub fn now_ms() -> i64;
-        pub fn dns_lookup(qtype: i32, name_ptr: *const u8, name_len: i32, buf_ptr: *mut u8, buf_cap: i32) -> i32;
+        pub fn dns_lookup(
+            qtype: i32,
+            name_ptr: *const u8,
+            name_len: i32,
+            buf_ptr: *mut u8,
+            buf_cap: i32,
+        ) -> i32;
         pub fn kv_get(key_ptr: *const u8, key_len: i32, buf_ptr: *mut u8, buf_cap: i32) -> i32;
-        pub fn kv_set(key_ptr: *const u8, key_len: i32, val_ptr: *const u8, val_len: i32, ttl_secs: i32);
+        pub fn kv_set(
+            key_ptr: *const u8,
+            key_len: i32,
+            val_ptr: *const u8,
+            val_len: i32,
+            ttl_secs: i32,
+        );
         pub fn kv_incr(key_ptr: *const u8, key_len: i32, delta: i64, ttl_secs: i32) -> i64;
     }
 }

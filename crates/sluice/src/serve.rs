@@ -1,0 +1,112 @@
+//! `sluice serve`: the parts started in order, and stopped in reverse.
+//!
+//! Start: spool (recovery) → delivery scheduler → control socket → plugins →
+//! front end. Stop (SIGTERM/SIGINT): the front end finishes transactions in
+//! flight, then the control socket goes, the scheduler journals what is in
+//! flight, and the spool flushes last.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
+use sluice_delivery::scheduler::Scheduler;
+use sluice_plugin_host::PluginHost;
+use sluice_smtpd::Smtpd;
+use sluice_spool::{Spool, SpoolConfig};
+
+use crate::config::Config;
+use crate::control::ControlServer;
+
+pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
+    // Past a file-size limit (systemd's LimitFSIZE=, `ulimit -f`) the kernel
+    // sends SIGXFSZ, whose default action kills the process. With a handler
+    // installed, the write fails with EFBIG instead, the spool reports
+    // "storage full", and the client gets 452 4.3.1 while we keep serving.
+    signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
+        .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
+    let dir = &config.spool_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create spool directory {}: {e}", dir.display()))?;
+    let (spool, report) = Spool::open(dir, SpoolConfig::default())
+        .map_err(|e| format!("cannot open the spool in {}: {e}", dir.display()))?;
+    tracing::info!(
+        spool = %dir.display(),
+        messages = report.live_messages,
+        torn_tail_bytes = report.torn_tail_bytes,
+        "spool recovered"
+    );
+    let scheduler = Scheduler::start(
+        config.scheduler(),
+        spool.handle(),
+        Arc::new(config.dispatch()?),
+    )?;
+    let control = ControlServer::start(dir, scheduler.handle())?;
+    let plugins = Arc::new(load_plugins(&config)?);
+
+    let smtpd_config = config.smtpd();
+    let hostname = smtpd_config.session.hostname.clone();
+    let to_scheduler = scheduler.handle();
+    let smtpd = Smtpd::start(
+        smtpd_config,
+        spool.handle(),
+        plugins.clone(),
+        Arc::new(move |id| to_scheduler.queued(id)),
+    )
+    .map_err(|e| format!("cannot listen: {e}"))?;
+    for addr in smtpd.local_addrs() {
+        // Tests and scripts read this line to learn the port (addr may say port 0).
+        tracing::info!("listening on {addr} as {hostname}");
+    }
+
+    let stopper = smtpd.stopper();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signal_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload_plugins(&plugins, config_path.as_deref());
+                    continue;
+                }
+                tracing::info!(signal, "shutting down: finishing transactions in flight");
+                stopper.stop();
+                return;
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    smtpd.wait();
+    signal_handle.close();
+    // Receiving has stopped; deliveries in flight finish and are journaled
+    // before the spool closes.
+    drop(control);
+    scheduler.shutdown();
+    spool.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn load_plugins(config: &Config) -> Result<PluginHost, String> {
+    let host = PluginHost::load(config.plugin_specs()?, config.host_env()?).map_err(|e| {
+        format!("{e}\n(the shipped plugins are built by plugins/build.sh; `plugin = []` in the config runs none)")
+    })?;
+    let names = host.plugin_names();
+    tracing::info!(plugins = %names.join(","), "filters loaded");
+    Ok(host)
+}
+
+/// SIGHUP: read the configuration again and swap in its plugins. Connections
+/// stay up; a chain that fails to load leaves the running one in place.
+fn reload_plugins(host: &PluginHost, config_path: Option<&std::path::Path>) {
+    let specs = match config_path {
+        Some(path) => Config::load(path).and_then(|c| c.plugin_specs()),
+        None => Config::default().plugin_specs(),
+    };
+    match specs.and_then(|specs| host.reload(specs)) {
+        Ok(()) => tracing::info!(plugins = %host.plugin_names().join(","), "filters reloaded"),
+        Err(e) => tracing::warn!(error = %e, "filters not reloaded: kept the old version"),
+    }
+}
