@@ -180,14 +180,18 @@ impl Results {
     }
 }
 
-/// `x` with a precision that suits its size.
+/// `x` with a precision that suits its size: whole numbers from 100 up,
+/// two significant digits below 1 (so a tiny ratio does not print as 0).
 fn num(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
     } else if x >= 10.0 {
         format!("{x:.1}")
-    } else {
+    } else if x >= 1.0 || x <= 0.0 {
         format!("{x:.2}")
+    } else {
+        let decimals = (1.0 - x.log10().floor()) as usize;
+        format!("{x:.decimals$}")
     }
 }
 
@@ -453,6 +457,16 @@ mod tests {
                 end_to_end_latency: summary(2.0, 8.0),
             },
         }
+    }
+
+    #[test]
+    fn numbers_keep_two_significant_digits_when_small() {
+        assert_eq!(num(7226.4), "7226");
+        assert_eq!(num(12.54), "12.5");
+        assert_eq!(num(4.349), "4.35");
+        assert_eq!(num(0.2), "0.20");
+        assert_eq!(num(0.00187), "0.0019");
+        assert_eq!(num(0.0), "0.00");
     }
 
     #[test]

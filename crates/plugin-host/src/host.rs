@@ -408,3 +408,57 @@ impl fmt::Debug for PluginHost {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Changes;
+
+    fn result(outcome: Outcome, changes: Changes) -> StageResult {
+        StageResult {
+            outcome,
+            changes,
+            runs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn changes_become_modify_at_end_of_data_only() {
+        let marked = Changes {
+            headers: vec![("X-Spam-Score".into(), "3".into())],
+            discard: false,
+            quarantine: true,
+        };
+        assert_eq!(
+            verdict(Hook::Data, result(Outcome::Accept, marked.clone())),
+            Verdict::Modify(MessageChanges {
+                headers: marked.headers.clone(),
+                discard: false,
+                quarantine: true,
+            })
+        );
+        assert_eq!(
+            verdict(Hook::Data, result(Outcome::Continue, Changes::default())),
+            Verdict::Continue
+        );
+        assert_eq!(
+            verdict(Hook::Rcpt, result(Outcome::Accept, marked)),
+            Verdict::Continue
+        );
+    }
+
+    #[test]
+    fn forward_paths_keep_what_the_client_wrote() {
+        let path = sluice_smtp::Path::parse(b"<@relay.test,@b.test:\"odd user\"@x.test>").unwrap();
+        assert_eq!(
+            forward_path_arg(&ForwardPath::Path(path.clone())),
+            "@relay.test,@b.test:\"odd user\"@x.test"
+        );
+        assert_eq!(forward_path_arg(&ForwardPath::Postmaster), "postmaster");
+        assert_eq!(
+            reverse_path_arg(&ReversePath::Path(path)),
+            "\"odd user\"@x.test"
+        );
+        assert_eq!(reverse_path_arg(&ReversePath::Null), "");
+    }
+}

@@ -11,7 +11,9 @@ use sluice_plugin_sdk::{Ctx, DnsResult, Qtype};
 /// (`2.0.0.127.zone`), or the 32 nibbles of an IPv6 address reversed (RFC
 /// 5782 §2.4); an IPv4-mapped IPv6 address is asked about as IPv4. `None`
 /// for addresses no public list covers (loopback, private, link-local,
-/// unspecified), which would only waste a query.
+/// unspecified), which would only waste a query, with one exception:
+/// 127.0.0.2, the test entry every DNSBL must list (RFC 5782 §5), so that an
+/// operator can check the whole setup by connecting from it.
 pub fn query_name(ip: IpAddr, zone: &str) -> Option<String> {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -34,12 +36,16 @@ pub fn query_name(ip: IpAddr, zone: &str) -> Option<String> {
     }
 }
 
+/// RFC 5782 §5: the address every IPv4 DNSBL lists, for testing.
+const TEST_ENTRY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
 fn worth_asking_v4(ip: Ipv4Addr) -> bool {
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast())
+    ip == TEST_ENTRY
+        || !(ip.is_loopback()
+            || ip.is_private()
+            || ip.is_link_local()
+            || ip.is_unspecified()
+            || ip.is_broadcast())
 }
 
 fn worth_asking_v6(ip: Ipv6Addr) -> bool {
@@ -110,6 +116,14 @@ mod tests {
             Some(
                 "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ugly.example.com"
             )
+        );
+    }
+
+    #[test]
+    fn the_rfc_5782_test_address_is_asked_about() {
+        assert_eq!(
+            query_name(ip("127.0.0.2"), "bl.test").as_deref(),
+            Some("2.0.0.127.bl.test")
         );
     }
 
