@@ -319,6 +319,8 @@ half_rate() { # RUN_DIR → half its end-to-end msg/s, at least 1
 # ---------------------------------------------------------------------------
 
 START=$(date +%s)
+# Other work on the machine skews everything: say how busy it was.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 say "results in $OUT"
 say "both MTAs make every message durable before answering 250 (Sluice: fdatasync, group commit; Postfix: fsync of the queue file, its default)"
 
@@ -341,6 +343,7 @@ echo "Sluice vs Postfix relaying to one sink on 127.0.0.1 ($DATE)"
 echo "Load: $MESSAGES messages of $SIZE octets over $CONNECTIONS connections kept open;"
 echo "half rate: open loop for ${HALF_SECS}s at half of each MTA's own end-to-end rate."
 echo "Machine: $CPUS cores, Linux $KERNEL; generator, MTA and sink share them."
+echo "Load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Both MTAs fsync before 250: Sluice fdatasyncs its spool (group commit), Postfix"
 echo "fsyncs each queue file (default durability)."
 echo
