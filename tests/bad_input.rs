@@ -41,7 +41,7 @@ fn assert_still_serves(server: &Server) -> String {
 
 #[test]
 fn binary_junk_gets_500_and_the_session_goes_on() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect(server.addr());
     c.send(b"\x00\xff garbage\r\n");
     assert_reply(&c.read_reply(), "500 5.5.2");
@@ -52,7 +52,7 @@ fn binary_junk_gets_500_and_the_session_goes_on() {
 
 #[test]
 fn nul_bytes_in_commands_are_refused_without_starting_anything() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
     c.send(b"NO\x00OP\r\n");
     assert_reply(&c.read_reply(), "500 5.5.2");
@@ -66,7 +66,7 @@ fn nul_bytes_in_commands_are_refused_without_starting_anything() {
 
 #[test]
 fn a_100k_command_line_is_refused_and_the_session_resynchronises() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
     let mut batch = b"NOOP ".to_vec();
     batch.resize(100 * 1024, b'x');
@@ -83,7 +83,7 @@ fn a_100k_command_line_is_refused_and_the_session_resynchronises() {
 
 #[test]
 fn commands_out_of_order_get_503() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
     assert_reply(&c.command("DATA"), "503 5.5.1");
     assert_reply(&c.command("RCPT TO:<alice@example.test>"), "503 5.5.1");
@@ -103,7 +103,7 @@ fn commands_out_of_order_get_503() {
 
 #[test]
 fn oversize_messages_get_552_early_from_size_and_late_from_data() {
-    let server = Server::start("[limits]\nmax_message_size = 2048\n");
+    let server = Server::start_receiving("[limits]\nmax_message_size = 2048\n");
     let mut c = Client::connect(server.addr());
     let ehlo = c.command_expect("EHLO client.example", 250);
     assert!(ehlo.lines.iter().any(|l| l == "SIZE 2048"), "{ehlo:?}");
@@ -135,7 +135,7 @@ fn oversize_messages_get_552_early_from_size_and_late_from_data() {
 
 #[test]
 fn too_many_recipients_get_452_and_the_rest_is_delivered() {
-    let server = Server::start("[limits]\nmax_recipients = 3\n");
+    let server = Server::start_receiving("[limits]\nmax_recipients = 3\n");
     let mut c = Client::connect_ehlo(server.addr());
     c.command_expect("MAIL FROM:<many@example.org>", 250);
     for r in ["alice", "bob", "postmaster"] {
@@ -160,7 +160,7 @@ fn too_many_recipients_get_452_and_the_rest_is_delivered() {
 
 #[test]
 fn too_many_errors_end_the_session_with_421() {
-    let server = Server::start("[limits]\nmax_errors = 3\n");
+    let server = Server::start_receiving("[limits]\nmax_errors = 3\n");
     let mut c = Client::connect_ehlo(server.addr());
     assert_reply(&c.command("BOGUS 1"), "500 5.5.2");
     assert_reply(&c.command("BOGUS 2"), "500 5.5.2");
@@ -175,7 +175,7 @@ fn too_many_errors_end_the_session_with_421() {
 
 #[test]
 fn an_idle_client_gets_421_and_is_closed() {
-    let server = Server::start("[limits]\nidle_timeout_secs = 2\n");
+    let server = Server::start_receiving("[limits]\nidle_timeout_secs = 2\n");
     let mut c = Client::connect_ehlo(server.addr());
     let start = Instant::now();
     c.expect_raw(&format!("421 4.4.2 {HOSTNAME} Error: timeout exceeded\r\n"));
@@ -190,7 +190,7 @@ fn an_idle_client_gets_421_and_is_closed() {
 
 #[test]
 fn a_client_stalled_in_data_gets_421_and_nothing_is_queued() {
-    let server = Server::start("[limits]\ndata_timeout_secs = 2\n");
+    let server = Server::start_receiving("[limits]\ndata_timeout_secs = 2\n");
     let mut c = Client::connect_ehlo(server.addr());
     c.command_expect("MAIL FROM:<stall@example.org>", 250);
     c.command_expect("RCPT TO:<alice@example.test>", 250);
@@ -211,7 +211,7 @@ fn a_client_stalled_in_data_gets_421_and_nothing_is_queued() {
 
 #[test]
 fn smtp_smuggling_variants_refuse_the_whole_message() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     for smuggle in ["\n.\n", "\n.\r\n", "\r\n.\n", "\r.\r\n"] {
         let mut c = Client::connect_ehlo(server.addr());
         c.command_expect("MAIL FROM:<real@example.org>", 250);
@@ -238,7 +238,7 @@ fn smtp_smuggling_variants_refuse_the_whole_message() {
 
 #[test]
 fn an_unknown_local_user_gets_550_and_the_others_still_get_the_message() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
     c.command_expect("MAIL FROM:<s@example.org>", 250);
     c.send("RCPT TO:<nobody@example.test>\r\n");
@@ -259,7 +259,7 @@ fn an_unknown_local_user_gets_550_and_the_others_still_get_the_message() {
 #[test]
 fn relaying_is_refused_to_untrusted_clients_only() {
     // Loopback is trusted by default; here only TEST-NET-1 is.
-    let server = Server::start("[relay]\ntrusted_networks = [\"192.0.2.0/24\"]\n");
+    let server = Server::start_receiving("[relay]\ntrusted_networks = [\"192.0.2.0/24\"]\n");
     let mut c = Client::connect_ehlo(server.addr());
     c.command_expect("MAIL FROM:<s@example.org>", 250);
     c.send("RCPT TO:<someone@elsewhere.example>\r\n");
@@ -270,7 +270,7 @@ fn relaying_is_refused_to_untrusted_clients_only() {
     assert_still_serves(&server);
 
     // The same recipient from a trusted client is relayed.
-    let trusting = Server::start("");
+    let trusting = Server::start_receiving("");
     let id = send_message(
         trusting.addr(),
         "s@example.org",
@@ -285,7 +285,7 @@ fn relaying_is_refused_to_untrusted_clients_only() {
 
 #[test]
 fn the_per_ip_connection_limit_refuses_the_third_connection() {
-    let server = Server::start("[limits]\nmax_connections_per_ip = 2\n");
+    let server = Server::start_receiving("[limits]\nmax_connections_per_ip = 2\n");
     let mut first = Client::connect(server.addr());
     let _second = Client::connect(server.addr());
     let mut third = Client::connect_raw(server.addr()).expect("the TCP connection is accepted");

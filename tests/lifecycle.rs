@@ -6,7 +6,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::Duration;
 
-use sluice_e2e::{Client, Reply, Server, queue_by_id, read_queue, run, send_message, sluice_bin};
+use sluice_e2e::{
+    Client, Reply, Server, queue_by_id, read_queue, run, send_message, sluice_bin, wait_for_maildir,
+};
 
 const CLI_LIMIT: Duration = Duration::from_secs(30);
 
@@ -18,7 +20,7 @@ fn sluice(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn sigterm_lets_the_transaction_in_flight_finish_and_closes_idle_clients() {
-    let mut server = Server::start("[server]\nshutdown_grace_secs = 10\n");
+    let mut server = Server::start_receiving("[server]\nshutdown_grace_secs = 10\n");
     let addr = server.addr();
     let mut idle = Client::connect_ehlo(addr);
     let mut busy = Client::connect_ehlo(addr);
@@ -69,7 +71,7 @@ fn sigterm_lets_the_transaction_in_flight_finish_and_closes_idle_clients() {
 
 #[test]
 fn the_shutdown_grace_period_bounds_a_stalled_transaction() {
-    let mut server = Server::start("[server]\nshutdown_grace_secs = 1\n");
+    let mut server = Server::start_receiving("[server]\nshutdown_grace_secs = 1\n");
     let mut stalled = Client::connect_ehlo(server.addr());
     stalled.command_expect("MAIL FROM:<stall@example.org>", 250);
     stalled.command_expect("RCPT TO:<alice@example.test>", 250);
@@ -91,7 +93,7 @@ fn the_shutdown_grace_period_bounds_a_stalled_transaction() {
 
 #[test]
 fn check_config_accepts_a_good_file_and_explains_a_bad_one() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let good = sluice(&["check-config", server.config_path().to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&good.stdout);
     assert!(
@@ -121,7 +123,7 @@ fn check_config_accepts_a_good_file_and_explains_a_bad_one() {
 
 #[test]
 fn queue_list_shows_accepted_messages_live_and_stopped() {
-    let mut server = Server::start("");
+    let mut server = Server::start_receiving("");
     let id = send_message(
         server.addr(),
         "lister@example.org",
@@ -183,14 +185,30 @@ fn with_no_config_it_serves_localhost_on_port_2525() {
         b"Subject: hi\r\n\r\nuser\r\n",
     );
 
-    // The spool is ./var/spool in the working directory.
-    let queue = queue_by_id(&server.dir().join("var/spool"));
-    assert_eq!(queue[&to_postmaster].recipients, ["postmaster@localhost"]);
-    assert_eq!(
-        queue[&to_postmaster].content(),
-        b"Subject: hi\r\n\r\npm\r\n"
-    );
-    assert_eq!(queue[&to_user].recipients, ["tester@localhost"]);
+    // Delivered, as the README says, to ./var/mail/<user>/new/ in the
+    // working directory (the queue is ./var/spool).
+    for (user, id, content) in [
+        (
+            "postmaster",
+            &to_postmaster,
+            &b"Subject: hi\r\n\r\npm\r\n"[..],
+        ),
+        ("tester", &to_user, &b"Subject: hi\r\n\r\nuser\r\n"[..]),
+    ] {
+        let mail = wait_for_maildir(
+            &server.dir().join("var/mail").join(user),
+            1,
+            Duration::from_secs(30),
+        );
+        assert_eq!(mail.len(), 1, "{user}: {mail:#?}");
+        let delivered = mail[0].delivered();
+        assert_eq!(delivered.delivered_to, format!("{user}@localhost"));
+        assert!(
+            delivered.received.is_some_and(|r| r.contains(id.as_str())),
+            "{user}: {delivered:?}"
+        );
+        assert_eq!(delivered.content, content, "{user}");
+    }
 
     // Not an open relay by default... except for loopback, which is trusted;
     // an unknown local user is refused.
@@ -239,6 +257,7 @@ fn a_full_disk_refuses_with_452_keeps_serving_and_loses_nothing_acknowledged() {
     let mut server = Server::builder()
         .file_size_limit(24 * 1024)
         .ignore_sigxfsz()
+        .keep_queued()
         .start();
     let mut c = Client::connect_ehlo(server.addr());
     let (acked, last) = fill(&mut c);
@@ -277,7 +296,10 @@ fn a_file_size_limit_refuses_mail_rather_than_killing_the_server() {
     // As above, but SIGXFSZ keeps its default action (terminate), as under a
     // systemd `LimitFSIZE=` or a shell's `ulimit -f`: the server has to
     // ignore the signal itself to see EFBIG instead of dying.
-    let mut server = Server::builder().file_size_limit(24 * 1024).start();
+    let mut server = Server::builder()
+        .file_size_limit(24 * 1024)
+        .keep_queued()
+        .start();
     let mut c = Client::connect_ehlo(server.addr());
     let (acked, last) = fill(&mut c);
     if let Some(status) = sluice_e2e::wait_for(Duration::from_millis(500), || server.exit_status())

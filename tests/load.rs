@@ -20,7 +20,7 @@ fn content(client: usize, seq: usize) -> String {
 
 #[test]
 fn a_hundred_concurrent_clients_each_get_every_message_queued_once() {
-    let server = Server::start("[limits]\nmax_connections_per_ip = 200\n");
+    let server = Server::start_receiving("[limits]\nmax_connections_per_ip = 200\n");
     let addr = server.addr();
     let barrier = Arc::new(std::sync::Barrier::new(CLIENTS));
     let threads: Vec<_> = (0..CLIENTS)
@@ -83,7 +83,7 @@ fn a_hundred_concurrent_clients_each_get_every_message_queued_once() {
 #[test]
 fn a_client_that_never_reads_does_not_stall_the_others() {
     // One event loop: the stuck client shares it with everybody else.
-    let server = Server::start("[server]\nevent_loops = 1\n");
+    let server = Server::start_receiving("[server]\nevent_loops = 1\n");
     let addr = server.addr();
 
     let stuck = Client::connect_ehlo(addr);

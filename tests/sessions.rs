@@ -35,7 +35,7 @@ fn assert_received(m: &QueuedMessage, helo: &str, protocol: &str) {
 
 #[test]
 fn python_smtplib_transaction_is_queued_intact() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     // A line starting with a dot: smtplib stuffs it, the server must unstuff it.
     let content =
         b"From: py@example.org\r\nSubject: from smtplib\r\n\r\n.leading dot\r\nbody py-7f3a\r\n";
@@ -71,7 +71,7 @@ fn python_smtplib_transaction_is_queued_intact() {
 
 #[test]
 fn swaks_transaction_is_queued_intact() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut cmd = Command::new("swaks");
     cmd.arg("--server")
         .arg(format!("127.0.0.1:{}", server.port()))
@@ -126,7 +126,7 @@ fn swaks_transaction_is_queued_intact() {
 
 #[test]
 fn a_transaction_pipelined_in_one_write_gets_every_reply_in_order() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect(server.addr());
     let content = "Subject: pipelined\r\n\r\none write\r\n..dot-stuffed\r\n";
     c.send(format!(
@@ -183,7 +183,7 @@ fn a_transaction_pipelined_in_one_write_gets_every_reply_in_order() {
 
 #[test]
 fn a_helo_only_rfc821_client_is_served_and_traced_as_smtp() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect(server.addr());
     // RFC 821 clients know no extensions: the HELO reply is one line.
     c.send("HELO old.example\r\n");
@@ -205,7 +205,7 @@ fn a_helo_only_rfc821_client_is_served_and_traced_as_smtp() {
 
 #[test]
 fn source_routes_are_accepted_and_routed_by_the_mailbox() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
     c.command_expect("MAIL FROM:<@host2,user1@host1>", 250);
     c.command_expect("RCPT TO:<@host3:alice@example.test>", 250);
@@ -222,7 +222,7 @@ fn source_routes_are_accepted_and_routed_by_the_mailbox() {
 
 #[test]
 fn verbs_are_case_insensitive() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect(server.addr());
     c.command_expect("ehlo client.example", 250);
     c.command_expect("mail from:<lower@example.org>", 250);
@@ -240,7 +240,7 @@ fn verbs_are_case_insensitive() {
 
 #[test]
 fn the_null_reverse_path_and_the_postmaster_alias_are_accepted() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
     let r = c.transaction(
         "",
@@ -258,7 +258,7 @@ fn the_null_reverse_path_and_the_postmaster_alias_are_accepted() {
 
 #[test]
 fn a_message_sent_one_byte_at_a_time_is_queued_intact() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
     c.command_expect("MAIL FROM:<slow@example.org>", 250);
     c.command_expect("RCPT TO:<alice@example.test>", 250);
@@ -277,7 +277,7 @@ fn a_message_sent_one_byte_at_a_time_is_queued_intact() {
 
 #[test]
 fn a_chunked_bdat_transaction_is_queued_exactly_as_sent() {
-    let server = Server::start("");
+    let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
     c.command_expect("MAIL FROM:<chunks@example.org>", 250);
     c.command_expect("RCPT TO:<alice@example.test>", 250);
@@ -297,7 +297,7 @@ fn a_chunked_bdat_transaction_is_queued_exactly_as_sent() {
 
 #[test]
 fn an_ipv6_loopback_client_is_served_and_traced_with_an_ipv6_literal() {
-    let server = Server::start("[[listen]]\naddr = \"[::1]:0\"\n");
+    let server = Server::start_receiving("[[listen]]\naddr = \"[::1]:0\"\n");
     assert!(server.addr().is_ipv6(), "{}", server.addr());
     let mut c = Client::connect_ehlo(server.addr());
     // ::1 is trusted by default: it may relay.

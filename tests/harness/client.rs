@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// How long a test waits for any one reply.
@@ -58,6 +58,30 @@ impl Client {
         stream.set_nodelay(true)?;
         let reader = BufReader::new(stream.try_clone()?);
         Ok(Client { stream, reader })
+    }
+
+    /// Like [`Client::connect_raw`], but from the local address `local_ip`
+    /// (any of 127.0.0.0/8 on loopback), so that the server sees the client
+    /// as that address: DNSBL test entries, trusted and untrusted networks.
+    pub fn connect_raw_from(local_ip: IpAddr, addr: SocketAddr) -> io::Result<Client> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&SocketAddr::new(local_ip, 0).into())?;
+        socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+        let stream = TcpStream::from(socket);
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_write_timeout(Some(READ_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(Client { stream, reader })
+    }
+
+    /// Connects from `local_ip` and checks the `220` greeting.
+    pub fn connect_from(local_ip: IpAddr, addr: SocketAddr) -> Client {
+        let mut c = Client::connect_raw_from(local_ip, addr)
+            .unwrap_or_else(|e| panic!("connect from {local_ip} to {addr}: {e}"));
+        c.expect(220);
+        c
     }
 
     /// Connects and checks the `220` greeting.

@@ -24,8 +24,16 @@ pub struct ServerBuilder {
     default_config: bool,
     fsize_limit: Option<u64>,
     ignore_sigxfsz: bool,
+    keep_queued: bool,
     env: Vec<(String, String)>,
 }
+
+/// Delivery that can never succeed: local mail goes to an LMTP server and
+/// remote mail to a smarthost, both at 127.0.0.1:9 where nothing listens,
+/// and the retry is an hour away. Every message stays in the queue, so
+/// tests about receiving can compare the queue with what they sent.
+const KEEP_QUEUED: &str = "\n[delivery]\nlmtp = \"127.0.0.1:9\"\nsmarthost = \"127.0.0.1:9\"\n\
+                           retry_schedule_secs = [3600]\n";
 
 impl ServerBuilder {
     /// TOML tables appended to the harness's base config (which sets
@@ -61,6 +69,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Keeps every accepted message in the queue (see `KEEP_QUEUED`): for
+    /// tests about receiving, which check the queue against what they sent.
+    pub fn keep_queued(mut self) -> Self {
+        self.keep_queued = true;
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
         self
@@ -81,8 +96,11 @@ impl ServerBuilder {
             dir.path().join("var/spool")
         } else {
             let spool = dir.path().join("spool");
-            std::fs::write(&config_path, base_config(&spool, &self.extra))
-                .expect("write the config");
+            let mut extra = self.extra.clone();
+            if self.keep_queued {
+                extra.push_str(KEEP_QUEUED);
+            }
+            std::fs::write(&config_path, base_config(&spool, &extra)).expect("write the config");
             spool
         };
         let mut server = Server {
@@ -143,6 +161,12 @@ impl Server {
     /// Starts a server with the base config plus `extra` TOML tables.
     pub fn start(extra: &str) -> Server {
         Server::builder().config(extra).start()
+    }
+
+    /// Like [`Server::start`], with every accepted message kept in the queue
+    /// ([`ServerBuilder::keep_queued`]).
+    pub fn start_receiving(extra: &str) -> Server {
+        Server::builder().config(extra).keep_queued().start()
     }
 
     pub fn builder() -> ServerBuilder {
