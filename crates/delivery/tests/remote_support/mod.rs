@@ -6,10 +6,8 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -25,11 +23,11 @@ const POLL: Duration = Duration::from_millis(20);
 
 // ---------------------------------------------------------------- dnsmasq
 
-/// A dnsmasq serving only the records given, on 127.0.0.1 and a free port.
+/// A dnsmasq serving only the records given, on 127.0.0.1 and a free port;
+/// stopped by PID when dropped.
 pub struct Dnsmasq {
-    child: Child,
     pub addr: SocketAddr,
-    _log: tempfile::NamedTempFile,
+    _server: sluice_testkit::Dnsmasq,
 }
 
 impl Dnsmasq {
@@ -38,83 +36,15 @@ impl Dnsmasq {
     /// unknown names there are NXDOMAIN and names without the type asked
     /// for are NODATA, as an authoritative server would say.
     pub fn start(records: &[String]) -> Dnsmasq {
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let port = free_udp_port();
-            let log = tempfile::NamedTempFile::new().expect("temp file");
-            let mut command = Command::new(dnsmasq_binary());
-            command
-                .args([
-                    "--no-daemon",
-                    "--keep-in-foreground",
-                    &format!("--port={port}"),
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--conf-file=/dev/null",
-                    "--local=/test/",
-                    // No PID file: several instances run at once.
-                    "--pid-file",
-                ])
-                .args(records)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log.reopen().expect("log file"));
-            let mut child = command.spawn().unwrap_or_else(|e| {
-                panic!("cannot run dnsmasq ({e}): install the Debian package dnsmasq-base")
-            });
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + PATIENCE;
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last_error = format!(
-                        "dnsmasq exited with {status}: {}",
-                        std::fs::read_to_string(log.path()).unwrap_or_default()
-                    );
-                    break;
-                }
-                // dnsmasq answers TCP on the same port once it is up.
-                if TcpStream::connect_timeout(&addr, POLL).is_ok() {
-                    return Dnsmasq {
-                        child,
-                        addr,
-                        _log: log,
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("dnsmasq did not start within {PATIENCE:?}");
-                }
-                std::thread::sleep(POLL);
-            }
+        let mut options = vec!["--local=/test/"];
+        options.extend(records.iter().map(String::as_str));
+        // Some record sets (a null MX alone) give no name an address to ask.
+        let server = sluice_testkit::Dnsmasq::start_serving(&options);
+        Dnsmasq {
+            addr: server.addr(),
+            _server: server,
         }
-        panic!("dnsmasq would not start: {last_error}");
     }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        // Child::kill signals this child's own PID.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn dnsmasq_binary() -> &'static str {
-    // /usr/sbin is not on every PATH.
-    if Path::new("/usr/sbin/dnsmasq").exists() {
-        "/usr/sbin/dnsmasq"
-    } else {
-        "dnsmasq"
-    }
-}
-
-fn free_udp_port() -> u16 {
-    // The port is free for UDP and, almost surely, TCP; a clash is retried.
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
-    socket.local_addr().expect("local address").port()
 }
 
 // ---------------------------------------------------------------- SMTP

@@ -6,9 +6,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_plugin_host::{DnsConfig, DnsResolver, HostEnv, PluginHost, PluginSpec};
 use sluice_smtp::server::ServerConfig;
@@ -308,76 +307,32 @@ pub fn black_hole() -> (UdpSocket, SocketAddr) {
 
 /// A dnsmasq on a free loopback port, stopped (by PID) on drop.
 pub struct Dnsmasq {
-    child: Child,
     pub addr: SocketAddr,
+    server: sluice_testkit::Dnsmasq,
 }
 
 impl Dnsmasq {
     /// Serves `2.0.0.127.zen.test` A 127.0.0.2 and a TXT record, MX records
     /// for `zen.test`, and NXDOMAIN for every other name in `zen.test`.
     pub fn start() -> Dnsmasq {
-        let port = {
-            // Free now; dnsmasq binds it right after. A clash only fails the test.
-            let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        let child = Command::new("dnsmasq")
-            .args([
-                "--no-daemon",
-                &format!("--port={port}"),
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
+        let server = sluice_testkit::Dnsmasq::start(
+            &[
                 "--local-ttl=60",
                 "--address=/2.0.0.127.zen.test/127.0.0.2",
                 "--txt-record=2.0.0.127.zen.test,listed for testing",
                 "--mx-host=zen.test,mx1.zen.test,10",
                 "--local=/zen.test/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (dnsmasq-base) is needed for the DNS tests");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let dnsmasq = Dnsmasq { child, addr };
-        dnsmasq.wait_ready();
-        dnsmasq
-    }
-
-    fn wait_ready(&self) {
-        // A raw query for the listed name, until dnsmasq answers (bounded).
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let mut query = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in "2.0.0.127.zen.test".split('.') {
-            query.push(label.len() as u8);
-            query.extend_from_slice(label.as_bytes());
+            ],
+            "2.0.0.127.zen.test",
+        );
+        Dnsmasq {
+            addr: server.addr(),
+            server,
         }
-        query.extend_from_slice(&[0, 0, 1, 0, 1]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let _ = socket.send_to(&query, self.addr);
-            let mut buf = [0u8; 512];
-            if socket.recv(&mut buf).is_ok() {
-                return;
-            }
-        }
-        panic!("dnsmasq did not answer on {}", self.addr);
     }
 
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.stop();
     }
 }
 
