@@ -32,6 +32,7 @@ OUT=""
 BUILD=1
 POSTFIX=1
 SMTP_SOURCE=1
+FILTERS=auto
 
 usage() {
     cat <<EOF
@@ -44,6 +45,10 @@ usage: benches/compare.sh [options]
       --no-build         use the binaries already built
       --no-postfix       Sluice only
       --no-smtp-source   skip the smtp-source second opinion
+      --filters WHICH    Sluice's filter chain: "shipped" (relay-refusal and antispam,
+                         as with no [[plugin]] in the config; built with plugins/build.sh
+                         when missing), "none" (plugin = []; the built-in relay check
+                         stays), or "auto" (default: shipped if plugins/dist has them)
 environment: MTA_PORT (default 2525), SINK_PORT (2626), RUN_TIMEOUT per run (240 s),
 CARGO_TARGET_DIR (default target/)
 EOF
@@ -59,6 +64,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --no-postfix) POSTFIX=0; shift ;;
         --no-smtp-source) SMTP_SOURCE=0; shift ;;
+        --filters) FILTERS=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -83,9 +89,34 @@ chmod 755 "$WORK"
 PIDS=()
 POSTFIX_DIRS=()
 
+# A finished process's PID may be reused by someone else's: forget it.
+untrack() { # PID
+    local p keep=()
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# Runs a command in the background and waits for it: bash runs a trap only
+# between commands, so a signal to this script would otherwise wait for a
+# foreground generator to finish; this way it is handled at once, and the
+# command is stopped with everything else.
+run_waited() { # OUTFILE COMMAND...
+    local out=$1 pid rc=0
+    shift
+    "$@" >"$out" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    untrack "$pid"
+    return "$rc"
+}
+
 stop_pid() { # PID [seconds to wait before SIGKILL]
     local pid=$1 wait=${2:-10} i
-    kill -0 "$pid" 2>/dev/null || return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+        untrack "$pid"
+        return 0
+    fi
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < wait * 10; i++)); do
         kill -0 "$pid" 2>/dev/null || break
@@ -95,6 +126,7 @@ stop_pid() { # PID [seconds to wait before SIGKILL]
         kill -KILL "$pid" 2>/dev/null || true
     fi
     wait "$pid" 2>/dev/null || true
+    untrack "$pid"
 }
 
 postfix_master_pid() { # CONFIG_DIR
@@ -153,7 +185,7 @@ find_smtp_source() {
 if [ "$POSTFIX" = 1 ] || [ "$SMTP_SOURCE" = 1 ]; then
     export PATH=$PATH:/usr/sbin:/sbin
     if ! command -v postfix >/dev/null || ! find_smtp_source; then
-        say "installing postfix from Debian (no configuration; it is not started as a service)"
+        say "installing postfix from Debian (no configuration, not started as a service; it replaces another Debian MTA such as exim4)"
         as_root=""
         [ "$(id -u)" = 0 ] || as_root="sudo -n"
         echo "postfix postfix/main_mailer_type select No configuration" | $as_root debconf-set-selections \
@@ -177,6 +209,26 @@ fi
 for b in sluice sluice-loadgen sluice-sink sluice-bench; do
     [ -x "$BIN/$b" ] || die "$BIN/$b is missing (run without --no-build)"
 done
+
+# Sluice's filter chain. Postfix runs only its relay restrictions; Sluice's
+# shipped chain does that (relay-refusal) and more (antispam, which skips
+# most checks for trusted clients like these), so "shipped" is Sluice as an
+# operator gets it, and "none" the closest match to this Postfix.
+SHIPPED_PLUGINS=(relay-refusal antispam)
+have_plugins() {
+    local p
+    for p in "${SHIPPED_PLUGINS[@]}"; do [ -f "$ROOT/plugins/dist/$p.wasm" ] || return 1; done
+}
+case "$FILTERS" in
+    auto) if have_plugins; then FILTERS=shipped; else
+              say "plugins/dist has no shipped plugins (plugins/build.sh builds them): Sluice runs with no filters"
+              FILTERS=none
+          fi ;;
+    shipped) have_plugins || { say "building the shipped plugins"; "$ROOT/plugins/build.sh" >/dev/null; }
+             have_plugins || die "plugins/build.sh did not produce ${SHIPPED_PLUGINS[*]}" ;;
+    none) ;;
+    *) die "--filters takes shipped, none or auto, not $FILTERS" ;;
+esac
 
 CLK_TCK=$(getconf CLK_TCK)
 KERNEL=$(uname -r)
@@ -202,6 +254,7 @@ start_sink() { # DIR COUNT
 finish_sink() {
     local rc=0
     wait "$SINK_PID" || rc=$?
+    untrack "$SINK_PID"
     [ "$rc" = 0 ] || say "warning: the sink did not count every message within ${RUN_TIMEOUT}s (exit $rc)"
 }
 
@@ -210,16 +263,23 @@ MTA_STOP=""
 start_sluice() { # DIR
     local dir=$1
     mkdir -p "$dir/spool"
-    cat >"$dir/sluice.toml" <<EOF
-hostname = "sluice.bench.test"
-spool_dir = "$dir/spool"
-
-[[listen]]
-addr = "127.0.0.1:$MTA_PORT"
-
-[delivery]
-smarthost = "127.0.0.1:$SINK_PORT"
-EOF
+    local p
+    {
+        echo 'hostname = "sluice.bench.test"'
+        echo "spool_dir = \"$dir/spool\""
+        [ "$FILTERS" = shipped ] || echo 'plugin = []'
+        echo
+        echo '[[listen]]'
+        echo "addr = \"127.0.0.1:$MTA_PORT\""
+        echo
+        echo '[delivery]'
+        echo "smarthost = \"127.0.0.1:$SINK_PORT\""
+        if [ "$FILTERS" = shipped ]; then
+            for p in "${SHIPPED_PLUGINS[@]}"; do
+                printf '\n[[plugin]]\nname = "%s"\npath = "%s"\n' "$p" "$ROOT/plugins/dist/$p.wasm"
+            done
+        fi
+    } >"$dir/sluice.toml"
     "$BIN/sluice" serve --config "$dir/sluice.toml" >"$dir/sluice.log" 2>&1 &
     MTA_PID=$!
     PIDS+=("$MTA_PID")
@@ -294,14 +354,15 @@ run() {
         sluice-loadgen)
             local extra=()
             [ -z "$rate" ] || extra=(--rate "$rate" --hgrm-due "$dir/from-due.hgrm")
-            timeout "$RUN_TIMEOUT" "$BIN/sluice-loadgen" "127.0.0.1:$port" -n "$count" \
-                -c "$CONNECTIONS" -s "$SIZE" --quiet --json "$dir/loadgen.json" \
-                --hgrm "$dir/accept.hgrm" "${extra[@]}" >"$dir/loadgen.out" 2>&1 \
+            run_waited "$dir/loadgen.out" timeout "$RUN_TIMEOUT" "$BIN/sluice-loadgen" \
+                "127.0.0.1:$port" -n "$count" -c "$CONNECTIONS" -s "$SIZE" --quiet \
+                --json "$dir/loadgen.json" --hgrm "$dir/accept.hgrm" "${extra[@]}" \
                 || say "warning: sluice-loadgen: $(tail -3 "$dir/loadgen.out")"
             ;;
         smtp-source)
-            timeout "$RUN_TIMEOUT" "$SMTP_SOURCE_BIN" -s "$CONNECTIONS" -m "$count" -l "$SIZE" -d \
-                -f loadgen@bench.test -t rcpt0@remote.test "127.0.0.1:$port" >"$dir/smtp-source.out" 2>&1 \
+            run_waited "$dir/smtp-source.out" timeout "$RUN_TIMEOUT" "$SMTP_SOURCE_BIN" \
+                -s "$CONNECTIONS" -m "$count" -l "$SIZE" -d \
+                -f loadgen@bench.test -t rcpt0@remote.test "127.0.0.1:$port" \
                 || say "warning: smtp-source: $(tail -3 "$dir/smtp-source.out")"
             ;;
     esac
@@ -335,13 +396,14 @@ for mta in "${MTAS[@]}"; do
     [ "$SMTP_SOURCE" = 0 ] || run "$mta-smtp-source" "$mta" smtp-source
 done
 
-SUBTITLE="$MESSAGES msgs of $SIZE octets over $CONNECTIONS connections; $CPUS cores, Linux $KERNEL; Postfix $POSTFIX_VERSION; $DATE"
+SUBTITLE="$MESSAGES msgs of $SIZE octets over $CONNECTIONS connections; Sluice filters: $FILTERS; $CPUS cores, Linux $KERNEL; Postfix $POSTFIX_VERSION; $DATE"
 "$BIN/sluice-bench" report "$OUT" --svg "$OUT/compare.svg" --subtitle "$SUBTITLE" >"$OUT/table.md"
 
 echo
 echo "Sluice vs Postfix relaying to one sink on 127.0.0.1 ($DATE)"
 echo "Load: $MESSAGES messages of $SIZE octets over $CONNECTIONS connections kept open;"
 echo "half rate: open loop for ${HALF_SECS}s at half of each MTA's own end-to-end rate."
+echo "Sluice's filter chain: $FILTERS$( [ "$FILTERS" = shipped ] && echo " (${SHIPPED_PLUGINS[*]})")."
 echo "Machine: $CPUS cores, Linux $KERNEL; generator, MTA and sink share them."
 echo "Load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Both MTAs fsync before 250: Sluice fdatasyncs its spool (group commit), Postfix"

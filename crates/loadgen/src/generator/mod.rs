@@ -1,5 +1,6 @@
 //! The load generator: N connections, each a thread with a blocking socket
-//! driving the project's sans-IO [`ClientSession`].
+//! driving the project's sans-IO
+//! [`ClientSession`](sluice_smtp::client::ClientSession).
 //!
 //! A thread per connection is the cheapest correct design for the 20–50
 //! connections a benchmark uses: each thread sleeps in `read` while the
@@ -10,20 +11,21 @@
 //! The accept latency of a message runs from the moment the write that
 //! ends with the final "." returned to the moment its reply was read.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod connection;
+
+use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sluice_smtp::client::{
-    BodyFraming, ClientConfig, ClientEvent, ClientSession, Envelope, Outcome, RecipientResult,
-};
+use sluice_smtp::client::Envelope;
 use sluice_smtp::{Domain, ForwardPath, Mailbox, Path, ReversePath};
 
 use crate::latency::{Latency, LatencySummary};
 use crate::message::{MessageFactory, MessageSpec};
-use crate::schedule::{Dispenser, Ticket};
+use crate::schedule::Dispenser;
+use connection::{Connection, Verdict};
 
 /// After this many failures in a row (no connection, or a connection lost
 /// mid-message) the run stops: the server is gone.
@@ -336,7 +338,7 @@ fn connection_loop(plan: &Plan<'_>) -> Tally {
                 }
             },
         };
-        match c.send(plan, ticket) {
+        match c.send(&plan.envelope, &plan.factory, ticket.index) {
             Ok(sent) => {
                 consecutive_errors = 0;
                 match sent.outcome {
@@ -384,164 +386,6 @@ fn connection_loop(plan: &Plan<'_>) -> Tally {
     tally
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Accepted,
-    Temporary,
-    Permanent,
-}
-
-/// The server's answer to one message.
-struct Sent {
-    outcome: Verdict,
-    accept_latency: Duration,
-    done: Instant,
-    bytes: u64,
-}
-
-/// Every recipient delivered: accepted. Otherwise a 4xx anywhere makes it
-/// worth retrying, and only all-5xx is permanent.
-fn verdict(results: &[RecipientResult]) -> Verdict {
-    if results
-        .iter()
-        .all(|r| matches!(r.outcome, Outcome::Delivered(_)))
-    {
-        Verdict::Accepted
-    } else if results
-        .iter()
-        .any(|r| matches!(r.outcome, Outcome::Transient(_)))
-    {
-        Verdict::Temporary
-    } else {
-        Verdict::Permanent
-    }
-}
-
-struct Connection {
-    stream: TcpStream,
-    session: ClientSession,
-    read_buf: Box<[u8]>,
-    /// The body write, reused from message to message.
-    wire: Vec<u8>,
-}
-
-impl Connection {
-    /// Connects and waits for the greeting and the EHLO reply.
-    fn open(addr: SocketAddr, helo: &Domain, timeout: Duration) -> io::Result<Connection> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        let mut c = Connection {
-            stream,
-            session: ClientSession::new(ClientConfig::new(helo.clone())),
-            read_buf: vec![0; 16 * 1024].into_boxed_slice(),
-            wire: Vec::with_capacity(64 * 1024),
-        };
-        loop {
-            match c.next_event()? {
-                ClientEvent::Ready => return Ok(c),
-                ClientEvent::Closed(reason) => {
-                    return Err(io::Error::other(format!("session closed: {reason:?}")));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn send(&mut self, plan: &Plan<'_>, ticket: Ticket) -> io::Result<Sent> {
-        self.session
-            .send_message(plan.envelope.clone())
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        // MAIL, RCPT… and DATA go out in one write (with PIPELINING).
-        loop {
-            match self.next_event()? {
-                ClientEvent::SendBody(BodyFraming::DotStuffed) => break,
-                ClientEvent::SendBody(BodyFraming::Raw { .. }) => {
-                    return Err(io::Error::other("the session asked for BDAT"));
-                }
-                ClientEvent::MessageDone(results) => {
-                    return Ok(Sent {
-                        outcome: verdict(&results),
-                        accept_latency: Duration::ZERO,
-                        done: Instant::now(),
-                        bytes: 0,
-                    });
-                }
-                ClientEvent::Closed(reason) => {
-                    return Err(io::Error::other(format!("session closed: {reason:?}")));
-                }
-                // The previous message's; this one is already under way.
-                ClientEvent::Ready => {}
-            }
-        }
-        self.wire.clear();
-        let pending = self.session.output().len();
-        self.wire.extend_from_slice(self.session.output());
-        self.session.consume_output(pending);
-        let sent = SystemTime::now();
-        plan.factory.write_wire(ticket.index, sent, &mut self.wire);
-        let bytes = (self.wire.len() - pending) as u64;
-        self.stream.write_all(&self.wire)?;
-        let end_of_data = Instant::now();
-        self.session
-            .body_sent()
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        loop {
-            match self.next_event()? {
-                ClientEvent::MessageDone(results) => {
-                    let done = Instant::now();
-                    return Ok(Sent {
-                        outcome: verdict(&results),
-                        accept_latency: done - end_of_data,
-                        done,
-                        bytes,
-                    });
-                }
-                ClientEvent::Closed(reason) => {
-                    return Err(io::Error::other(format!("session closed: {reason:?}")));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Says QUIT and waits (at most the I/O timeout) for the answer.
-    fn quit(mut self) {
-        self.session.quit();
-        while let Ok(event) = self.next_event() {
-            if matches!(event, ClientEvent::Closed(_)) {
-                break;
-            }
-        }
-    }
-
-    /// Writes what the session has to say, then reads until it has
-    /// something to tell.
-    fn next_event(&mut self) -> io::Result<ClientEvent> {
-        loop {
-            let out = self.session.output();
-            if !out.is_empty() {
-                let n = out.len();
-                self.stream.write_all(out)?;
-                self.session.consume_output(n);
-            }
-            if let Some(event) = self.session.poll_event() {
-                return Ok(event);
-            }
-            if self.session.is_closed() {
-                return Err(io::Error::other("session closed"));
-            }
-            match self.stream.read(&mut self.read_buf) {
-                Ok(0) => self.session.connection_lost(),
-                Ok(n) => self.session.receive(&self.read_buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
 fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -550,33 +394,6 @@ fn unix_ns(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_smtp::client::ReplyOrigin;
-    use sluice_smtp::{EnhancedCode, Reply};
-
-    fn result(outcome: Outcome) -> RecipientResult {
-        RecipientResult {
-            index: 0,
-            outcome,
-            origin: ReplyOrigin::Remote,
-        }
-    }
-
-    #[test]
-    fn a_message_is_accepted_only_if_every_recipient_is() {
-        let ok = || result(Outcome::Delivered(Reply::new(250, None, "Ok")));
-        let temp = || {
-            result(Outcome::Transient(Reply::new(
-                451,
-                Some(EnhancedCode::new(4, 3, 0)),
-                "later",
-            )))
-        };
-        let perm = || result(Outcome::Permanent(Reply::new(550, None, "no")));
-        assert_eq!(verdict(&[ok(), ok()]), Verdict::Accepted);
-        assert_eq!(verdict(&[ok(), temp()]), Verdict::Temporary);
-        assert_eq!(verdict(&[perm(), temp()]), Verdict::Temporary);
-        assert_eq!(verdict(&[perm(), ok()]), Verdict::Permanent);
-    }
 
     #[test]
     fn bad_configurations_are_refused_before_connecting() {
