@@ -21,4 +21,35 @@ pub mod svg;
 
 pub use generator::{GeneratorConfig, GeneratorReport, Progress, RunResult};
 pub use latency::{Latency, LatencySummary};
+
+/// A command-line number of seconds as a `Duration`, refusing negative,
+/// NaN and overflowing values with an error that names the option.
+pub fn seconds(s: f64, what: &str) -> std::io::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(s).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what} must be a number of seconds, not {s}"),
+        )
+    })
+}
 pub use sink::{ReplyPolicy, Sink, SinkConfig, SinkHandle, SinkReport};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_accepts_durations_and_names_the_option_otherwise() {
+        assert_eq!(
+            seconds(1.5, "--duration").unwrap(),
+            std::time::Duration::from_millis(1500)
+        );
+        let e = seconds(-1.0, "--duration").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--duration must be a number of seconds"),
+            "{e}"
+        );
+        assert!(seconds(f64::NAN, "--delay").is_err());
+    }
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use sluice_loadgen::seconds;
 use sluice_loadgen::{GeneratorConfig, Latency, LatencySummary, Progress, generator};
 
 /// SMTP load generator for Sluice's benchmarks.
@@ -88,15 +89,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn seconds(s: f64, what: &str) -> io::Result<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{what} must be a number of seconds, not {s}"),
-        )
-    })
 }
 
 fn run(args: &Args) -> io::Result<ExitCode> {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use sluice_loadgen::seconds;
 use sluice_loadgen::sink::{ReplyPolicy, Sink, SinkConfig};
 
 /// SMTP sink for Sluice's benchmarks.
@@ -63,15 +64,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn seconds(s: f64, what: &str) -> io::Result<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{what} must be a number of seconds, not {s}"),
-        )
-    })
 }
 
 fn run(args: &Args) -> io::Result<ExitCode> {
