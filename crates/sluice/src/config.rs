@@ -527,7 +527,9 @@ impl Config {
                 // Postfix uses (smtp_connect_timeout).
                 connect_timeout: Duration::from_secs(30),
                 idle_close: Duration::from_secs(5),
-                max_messages_per_connection: 100,
+                // Postfix sets no count limit at all (only 300 s); a high one
+                // still retires a connection now and then.
+                max_messages_per_connection: 1000,
             },
             router,
         );

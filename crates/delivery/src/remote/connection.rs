@@ -49,10 +49,16 @@ impl Stream {
         }
     }
 
-    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+    /// One non-blocking peek at the next byte (`MSG_PEEK | MSG_DONTWAIT`):
+    /// `WouldBlock` means open and quiet, `Ok(0)` closed, `Ok(1)` the server
+    /// said something. One syscall, where switching the socket to
+    /// non-blocking, reading and switching back took three.
+    fn peek_nonblocking(&self) -> io::Result<usize> {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
         match self {
-            Stream::Tcp(s) => s.set_nonblocking(nonblocking),
-            Stream::Unix(s) => s.set_nonblocking(nonblocking),
+            Stream::Tcp(s) => socket2::SockRef::from(s).recv_with_flags(&mut byte, flags),
+            Stream::Unix(s) => socket2::SockRef::from(s).recv_with_flags(&mut byte, flags),
         }
     }
 }
@@ -221,14 +227,11 @@ impl Connection {
     /// closed it, or said anything unasked (a 421 on its idle timeout), makes
     /// it useless for the next message.
     pub(super) fn is_alive(&mut self) -> bool {
-        if !self.session.is_ready() || self.stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let quiet = matches!(
-            self.stream.read(&mut self.buf),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock
-        );
-        self.stream.set_nonblocking(false).is_ok() && quiet
+        self.session.is_ready()
+            && matches!(
+                self.stream.peek_nonblocking(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            )
     }
 
     /// QUIT, a short wait for its reply, and close.
