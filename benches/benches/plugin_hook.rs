@@ -78,6 +78,39 @@ fn plugin_hook(c: &mut Criterion) {
     group.finish();
     drop(bench);
     let _ = std::fs::remove_dir_all(&dir);
+
+    shipped_chain(c, &env);
+}
+
+/// The chain the server runs by default: relay-refusal then antispam, as
+/// `plugins/build.sh` builds them. Skipped, with a note, when they are not built.
+fn shipped_chain(c: &mut Criterion, env: &HostEnv) {
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
+    let specs: Vec<PluginSpec> = ["relay-refusal", "antispam"]
+        .iter()
+        .map(|name| PluginSpec::new(*name, dist.join(format!("{name}.wasm"))))
+        .collect();
+    if let Some(missing) = specs.iter().find(|s| !s.path.exists()) {
+        eprintln!(
+            "plugin_hook/default_chain skipped: {} is not built (run plugins/build.sh)",
+            missing.path.display()
+        );
+        return;
+    }
+    let bench = HookBench::new(specs, env, "192.0.2.7".parse().unwrap()).unwrap();
+    assert_eq!(bench.rcpt("alice@example.test"), Outcome::Continue);
+    assert!(matches!(
+        bench.rcpt("victim@elsewhere.test"),
+        Outcome::Reject(_)
+    ));
+    let mut group = c.benchmark_group("plugin_hook/default_chain");
+    group.bench_function("rcpt_local", |b| {
+        b.iter(|| black_box(bench.rcpt(black_box("alice@example.test"))))
+    });
+    group.bench_function("rcpt_relay_refused", |b| {
+        b.iter(|| black_box(bench.rcpt(black_box("victim@elsewhere.test"))))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, plugin_hook);
