@@ -13,7 +13,9 @@ use crate::filter::{Defer, Later, MessageChanges, Stage, Verdict};
 impl EventLoop {
     pub(super) fn on_event(&mut self, slot: usize) {
         let conn = self.conns[slot].as_mut().expect("caller checked");
-        let Some(event) = conn.session.event().cloned() else {
+        // Only the kind of event matters here (call_filter reads the rest
+        // where it lies), so nothing is cloned on this per-command path.
+        let Some(event) = conn.session.event() else {
             return;
         };
         match event {
@@ -40,9 +42,9 @@ impl EventLoop {
         let conn = self.conns[slot].as_mut().expect("caller checked");
         conn.serial = self.next_serial;
         let mut later = Some(Later::new(self.inbox.clone(), slot, conn.serial));
-        let event = conn.session.event().cloned();
+        let event = conn.session.event();
         let verdict = {
-            let stage_ref = match (stage, &event) {
+            let stage_ref = match (stage, event) {
                 (FilterStage::Connect, _) => Some(Stage::Connect),
                 (FilterStage::Hello, Some(Event::Hello { greeting, name })) => Some(Stage::Hello {
                     greeting: *greeting,
