@@ -4,7 +4,7 @@
 //! name server), and what cannot be delivered must come back to the
 //! envelope's reverse-path as an RFC 3464 report.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders};
@@ -169,20 +169,42 @@ fn remote_recipients_of_one_domain_share_one_transaction() {
 }
 
 /// One message from alice to `rcpt` through a fresh server that asks
-/// `dns`; returns its queue id and the server (to read its logs).
-fn send_via_mx(dns: &Dnsmasq, rcpt: &str, content: &[u8]) -> (String, Server) {
-    let server = Server::start(&format!("[dns]\nnameservers = [\"{}\"]\n", dns.addr()));
+/// `dns` and reaches MX hosts on `mx_port`; returns its queue id and the
+/// server (to read its logs).
+fn send_via_mx(dns: &Dnsmasq, mx_port: u16, rcpt: &str, content: &[u8]) -> (String, Server) {
+    let server = Server::start(&format!(
+        "[dns]\nnameservers = [\"{}\"]\n[delivery]\nmx_port = {mx_port}\n",
+        dns.addr()
+    ));
     let id = submit(server.addr(), "alice@example.test", "", &[rcpt], content);
     (id, server)
 }
 
+/// Two sinks on one unprivileged port, one on each MX address (`mx_port`
+/// is one port for every MX host, as 25 is in real life): the kernel picks
+/// a free port for the first, and the second takes it too if it is free on
+/// its address, else both try again.
+fn two_mx_sinks() -> (Sink, Sink) {
+    let ip = |last| std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+    for _ in 0..20 {
+        let first = Sink::builder().addr(SocketAddr::new(ip(2), 0)).start();
+        let mx2 = SocketAddr::new(ip(3), first.addr().port());
+        // A probe, closed at once, so the sink's own bind cannot fail for
+        // any reason but a race with another process.
+        if TcpListener::bind(mx2).is_ok() {
+            return (first, Sink::builder().addr(mx2).start());
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3 in 20 tries");
+}
+
 #[test]
 fn mx_records_from_a_real_name_server_pick_the_next_hop() {
-    // The MX hosts listen on the SMTP port, 25: routing has no setting for
-    // another port (see `route::Router::with_smtp_port`), so this test needs
-    // the privilege to bind it.
-    let mx1: SocketAddr = "127.0.0.2:25".parse().unwrap();
-    let mx2: SocketAddr = "127.0.0.3:25".parse().unwrap();
+    // Both MX hosts listen on one unprivileged port, given to the server as
+    // `mx_port`: the test needs no privilege to bind port 25.
+    let (first, second) = two_mx_sinks();
+    let mx1 = first.addr();
+    let mx_port = mx1.port();
     let dns = Dnsmasq::start(
         &[
             "--mx-host=mx.test,mx1.mx.test,10",
@@ -192,12 +214,10 @@ fn mx_records_from_a_real_name_server_pick_the_next_hop() {
         ],
         "mx2.mx.test",
     );
-    let second = Sink::builder().addr(mx2).start();
 
     // Both up: the preferred one gets the mail.
-    let first = Sink::builder().addr(mx1).start();
     let content = b"Subject: via MX 1\r\n\r\nto the first MX\r\n";
-    let (id, server) = send_via_mx(&dns, "carol@mx.test", content);
+    let (id, server) = send_via_mx(&dns, mx_port, "carol@mx.test", content);
     let accepted = first.wait_accepted(1, DELIVERY_LIMIT).unwrap_or_else(|| {
         panic!(
             "the preferred MX got nothing; logs:\n{}",
@@ -216,7 +236,7 @@ fn mx_records_from_a_real_name_server_pick_the_next_hop() {
         "something listens on {mx1}: the preferred MX must be down for this test"
     );
     let content = b"Subject: via MX 2\r\n\r\nto the second MX\r\n";
-    let (id, server) = send_via_mx(&dns, "dave@MX.test", content);
+    let (id, server) = send_via_mx(&dns, mx_port, "dave@MX.test", content);
     let accepted = second.wait_accepted(1, DELIVERY_LIMIT).unwrap_or_else(|| {
         panic!(
             "the second MX got nothing; logs:\n{}",

@@ -9,20 +9,60 @@ command -v swaks >/dev/null 2>&1 || missing_pkgs+=(swaks)
 command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 # A real DNS server on a loopback port, for the MX routing tests.
 { [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1; } || missing_pkgs+=(dnsmasq-base)
+# A real LMTP and IMAP server for tests/mailstore.rs, which runs its own
+# private instance; the system service the package ships must not run.
+[ -x /usr/sbin/dovecot ] || missing_pkgs+=(dovecot-core)
+[ -x /usr/lib/dovecot/lmtp ] || missing_pkgs+=(dovecot-lmtpd)
+[ -x /usr/lib/dovecot/imap ] || missing_pkgs+=(dovecot-imapd)
 
 if ((${#missing_pkgs[@]} == 0)); then
   exit 0
 fi
 
 if [[ $(id -u) -eq 0 ]]; then
-  apt_get=(apt-get)
+  as_root=()
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-  apt_get=(sudo apt-get)
+  as_root=(sudo)
 else
   echo "tests need these Debian packages: ${missing_pkgs[*]}" >&2
   echo "install them with: sudo apt-get install ${missing_pkgs[*]}" >&2
   exit 1
 fi
+apt_get=("${as_root[@]}" apt-get)
 echo "installing ${missing_pkgs[*]}" >&2
+
+# dovecot-core's maintainer scripts start the system Dovecot unless
+# policy-rc.d forbids it (exit 101): it would take ports 143 and 993, and in
+# a container its start can fail the whole install. Forbid it for the
+# length of the install, unless the machine has a policy of its own.
+policy=/usr/sbin/policy-rc.d
+dovecot_pid=/run/dovecot/master.pid
+dovecot_was_running=
+[[ -e $dovecot_pid ]] && dovecot_was_running=1
+own_policy=
+if [[ ! -e $policy ]]; then
+  own_policy=1
+  printf '#!/bin/sh\n# Left by sluice tests/prereqs.sh if an install was cut short.\nexit 101\n' |
+    "${as_root[@]}" tee "$policy" >/dev/null
+  "${as_root[@]}" chmod 755 "$policy"
+  trap '"${as_root[@]}" rm -f "$policy"' EXIT
+fi
+
 DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" update -qq
 DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null
+
+if [[ -n $own_policy ]]; then
+  "${as_root[@]}" rm -f "$policy"
+  trap - EXIT
+fi
+# Should a system Dovecot have started anyway (a policy that allows it),
+# stop the one this install started, by its PID, and keep it from starting
+# at boot; one that ran before is someone else's and is left alone.
+if [[ -z $dovecot_was_running && -e $dovecot_pid ]]; then
+  if [[ -d /run/systemd/system ]]; then
+    "${as_root[@]}" systemctl disable --now dovecot.service dovecot.socket >/dev/null 2>&1 || true
+  fi
+  if [[ -e $dovecot_pid ]]; then
+    "${as_root[@]}" kill "$(cat "$dovecot_pid")" 2>/dev/null || true
+  fi
+fi

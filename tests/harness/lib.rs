@@ -9,6 +9,7 @@
 mod binary;
 mod client;
 mod dnsmasq;
+pub mod dovecot;
 mod mailbox;
 mod outcome;
 mod process;

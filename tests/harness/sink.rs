@@ -1,7 +1,7 @@
 //! A next hop for delivery tests: a small but real SMTP server on a loopback
 //! socket that records each transaction (envelope and content) and answers
-//! as the test scripts it: 451 the first time, 550 always, slowly, or only
-//! once a gate opens.
+//! as the test scripts it: 451 the first time, 550 always, slowly, only
+//! once a gate opens, or not at all after the content (a stall).
 //!
 //! It speaks just enough ESMTP for a sending MTA (EHLO with PIPELINING and
 //! 8BITMIME, MAIL, RCPT, DATA, RSET, NOOP, QUIT), replies to every command as
@@ -9,7 +9,7 @@
 //! content, so what it records is the message as the sender meant it.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -35,7 +35,8 @@ pub struct Transaction {
     pub recipients: Vec<String>,
     /// The content, dot-unstuffed, CRLFs kept, without the final `.` line.
     pub data: Vec<u8>,
-    /// The sink's reply to the end of the content, without CRLF.
+    /// The sink's reply to the end of the content, without CRLF; empty when
+    /// it stalled there and sent none.
     pub reply: String,
 }
 
@@ -55,6 +56,7 @@ pub struct SinkBuilder {
     data: Arc<DataScript>,
     delay: Duration,
     gate_open: bool,
+    stalls: usize,
 }
 
 impl std::fmt::Debug for SinkBuilder {
@@ -63,6 +65,7 @@ impl std::fmt::Debug for SinkBuilder {
             .field("addr", &self.addr)
             .field("delay", &self.delay)
             .field("gate_open", &self.gate_open)
+            .field("stalls", &self.stalls)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +113,16 @@ impl SinkBuilder {
         self
     }
 
+    /// The first `times` transactions to reach the end of their content get
+    /// no reply to it: the sink records them (with an empty reply), then
+    /// reads and ignores whatever comes until the client closes the
+    /// connection (at most 30 s idle). A next hop that hangs after the
+    /// final dot; later transactions are answered as usual.
+    pub fn stall_at_end_of_data(mut self, times: usize) -> Self {
+        self.stalls = times;
+        self
+    }
+
     /// Binds and starts accepting; panics if the address cannot be bound
     /// (naming it, as binding port 25 needs privileges).
     pub fn start(self) -> Sink {
@@ -120,6 +133,7 @@ impl SinkBuilder {
             rcpt: self.rcpt,
             data: self.data,
             delay: self.delay,
+            stalls_left: AtomicUsize::new(self.stalls),
             stop: AtomicBool::new(false),
             gate: Mutex::new(self.gate_open),
             gate_opened: Condvar::new(),
@@ -158,6 +172,7 @@ struct Shared {
     rcpt: Arc<RcptScript>,
     data: Arc<DataScript>,
     delay: Duration,
+    stalls_left: AtomicUsize,
     stop: AtomicBool,
     gate: Mutex<bool>,
     gate_opened: Condvar,
@@ -186,6 +201,7 @@ impl Sink {
             data: Arc::new(|_, _| "250 2.0.0 Ok: accepted".to_string()),
             delay: Duration::ZERO,
             gate_open: true,
+            stalls: 0,
         }
     }
 
@@ -384,6 +400,15 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) -> io::Result<()
                         reply: String::new(),
                     };
                     std::thread::sleep(shared.delay);
+                    let stall = shared
+                        .stalls_left
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                        .is_ok();
+                    if stall {
+                        shared.log.lock().expect("sink lock").transactions.push(t);
+                        shared.grew.notify_all();
+                        return drain(&mut input);
+                    }
                     let mut log = shared.log.lock().expect("sink lock");
                     t.reply = (shared.data)(&t, log.transactions.len());
                     let reply = t.reply.clone();
@@ -412,6 +437,14 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) -> io::Result<()
         };
         out.write_all(format!("{reply}\r\n").as_bytes())?;
     }
+}
+
+/// Reads and drops input until the peer closes the connection (or the idle
+/// limit passes, or the sink is dropped).
+fn drain(input: &mut impl Read) -> io::Result<()> {
+    let mut buf = [0; 1024];
+    while input.read(&mut buf)? > 0 {}
+    Ok(())
 }
 
 /// `<path> params` after a case-insensitive `prefix`: the path without its

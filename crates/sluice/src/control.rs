@@ -5,7 +5,9 @@
 //! user the server runs as (and root) can connect, which is the "local
 //! administrator" of the queue, and nothing listens on the network. The
 //! protocol is one request line per connection and a reply that starts with
-//! `ok` or `error: <reason>`.
+//! `ok` or `error: <reason>`; a command for one message that the queue does
+//! not hold (never queued, or already delivered, bounced or deleted) gets
+//! `error: no such message: <id>`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -104,10 +106,18 @@ fn execute(line: &str, scheduler: &SchedulerHandle) -> String {
     if words.next().is_some() {
         return "error: one argument at most\n".into();
     }
+    // Asking the scheduler first tells the operator about a mistyped or
+    // finished id, where the command itself would silently do nothing. The
+    // message can still finish between the two; then the command is a no-op.
     let id = || -> Result<QueueId, String> {
         let text = arg.ok_or("a queue id is needed")?;
-        text.parse::<QueueId>()
-            .map_err(|_| format!("{text:?} is not a queue id"))
+        let id = text
+            .parse::<QueueId>()
+            .map_err(|_| format!("{text:?} is not a queue id"))?;
+        match scheduler.status(id) {
+            Some(_) => Ok(id),
+            None => Err(format!("no such message: {id}")),
+        }
     };
     let result = match verb {
         "flush" if arg == Some("all") || arg.is_none() => {

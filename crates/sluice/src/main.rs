@@ -157,6 +157,21 @@ fn main() -> ExitCode {
                     .map(ToString::to_string)
                     .collect();
                 println!("  may relay     {}", nets.join(", "));
+                let d = &config.delivery;
+                println!("  MX port       {}", d.mx_port);
+                println!(
+                    "  client waits  connect {}s, greeting {}s, command {}s, DATA {}s, \
+                     each write {}s, end of data {}s",
+                    d.connect_timeout_secs,
+                    d.greeting_timeout_secs,
+                    d.command_timeout_secs,
+                    d.data_init_timeout_secs,
+                    d.data_block_timeout_secs,
+                    d.data_end_timeout_secs
+                );
+                for note in config.notes() {
+                    println!("  note: {note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -13,12 +13,15 @@ use sluice_smtp::client::{
 };
 use sluice_smtp::{EnhancedCode, Reply};
 
+use super::Timeouts;
+
 /// Slices per `writev`: Linux's `IOV_MAX`.
 const IOV_MAX: usize = 1024;
 
-/// How long a polite close waits for the reply to QUIT. RFC 5321 suggests
-/// 5 minutes, but nothing depends on that reply any more, and the caller is
-/// a delivery thread with other mail to send.
+/// How long a polite close waits for the reply to QUIT, at most (a shorter
+/// command timeout wins). RFC 5321 suggests 5 minutes, but nothing depends
+/// on that reply any more, and the caller is a delivery thread with other
+/// mail to send.
 const QUIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Where a connection goes.
@@ -109,7 +112,13 @@ pub(super) struct Connection {
     /// `host[ip]:port` or `unix:/path`, for reply texts and logs.
     label: String,
     messages: usize,
+    timeouts: Timeouts,
+    /// What the socket's receive timeout is set to now.
     read_timeout: Option<Duration>,
+    /// How many times the receive timeout was set, to check that it is set
+    /// only when it changes.
+    #[cfg(test)]
+    read_timeout_sets: usize,
     buf: Vec<u8>,
 }
 
@@ -120,6 +129,7 @@ impl Connection {
         endpoint: &Endpoint,
         label: String,
         connect_timeout: Duration,
+        timeouts: Timeouts,
         config: ClientConfig,
     ) -> io::Result<Connection> {
         let stream = match endpoint {
@@ -133,14 +143,18 @@ impl Connection {
             Endpoint::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
         };
         // Every write must make progress within the data-block timeout
-        // (RFC 5321 §4.5.3.2.5), commands included.
-        stream.set_write_timeout(Some(TimeoutClass::DataBlock.rfc5321_minimum()))?;
+        // (RFC 5321 §4.5.3.2.5), commands included. Set once: it never
+        // changes for the life of the connection.
+        stream.set_write_timeout(Some(timeouts.data_block))?;
         Ok(Connection {
             stream,
             session: ClientSession::new(config),
             label,
             messages: 0,
+            timeouts,
             read_timeout: None,
+            #[cfg(test)]
+            read_timeout_sets: 0,
             buf: vec![0; 16 * 1024],
         })
     }
@@ -237,7 +251,7 @@ impl Connection {
     /// QUIT, a short wait for its reply, and close.
     pub(super) fn quit(mut self) {
         self.session.quit();
-        let deadline = Instant::now() + QUIT_WAIT;
+        let deadline = Instant::now() + QUIT_WAIT.min(self.timeouts.command);
         while self.flush().is_ok() && !self.session.is_closed() {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
@@ -290,21 +304,26 @@ impl Connection {
         Ok(())
     }
 
-    /// Waits for the server, for as long as the RFC 5321 timeout of what is
-    /// awaited allows, and hands the session what arrives.
+    /// Waits for the server, for as long as the timeout of what is awaited
+    /// allows, and hands the session what arrives.
     fn read(&mut self) {
         let timeout = self
-            .session
-            .timeout_class()
-            .unwrap_or(TimeoutClass::Mail)
-            .rfc5321_minimum();
-        // Each setsockopt is a syscall; set it only when the class changes.
+            .timeouts
+            .of(self.session.timeout_class().unwrap_or(TimeoutClass::Mail));
+        // Each setsockopt is a syscall, and most reads wait as long as the
+        // one before (a greeting, EHLO and MAIL all get the command timeout
+        // by default): set it only when the value changes, not per read nor
+        // per class.
         if self.read_timeout != Some(timeout) {
             if self.stream.set_read_timeout(Some(timeout)).is_err() {
                 self.session.connection_lost();
                 return;
             }
             self.read_timeout = Some(timeout);
+            #[cfg(test)]
+            {
+                self.read_timeout_sets += 1;
+            }
         }
         match self.stream.read(&mut self.buf) {
             Ok(0) => self.session.connection_lost(),
@@ -350,4 +369,119 @@ fn write_all_vectored(stream: &mut Stream, mut slices: &mut [IoSlice<'_>]) -> io
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    use sluice_smtp::Domain;
+
+    use super::super::Message;
+    use super::super::message::Prepared;
+    use super::*;
+
+    /// A next hop without PIPELINING, so that every reply is read on its
+    /// own and the reads per message do not depend on timing. Serves one
+    /// connection, each read bounded, and returns when the client leaves.
+    fn one_connection_server() -> (SocketAddr, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut out = stream.try_clone().unwrap();
+            let mut input = BufReader::new(stream);
+            out.write_all(b"220 hop.test ESMTP\r\n").unwrap();
+            let mut line = String::new();
+            let mut in_data = false;
+            loop {
+                line.clear();
+                if input.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let reply: &[u8] = if in_data {
+                    if line != ".\r\n" {
+                        continue;
+                    }
+                    in_data = false;
+                    b"250 2.0.0 queued\r\n"
+                } else {
+                    match &line.get(..4).unwrap_or("").to_ascii_uppercase()[..] {
+                        "EHLO" => b"250-hop.test\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = out.write_all(b"221 bye\r\n");
+                            return;
+                        }
+                        _ => b"250 ok\r\n",
+                    }
+                };
+                out.write_all(reply).unwrap();
+            }
+        });
+        (addr, thread)
+    }
+
+    /// Sends two messages on one connection; returns how many times the
+    /// receive timeout was set.
+    fn timeout_sets_for_two_messages(timeouts: Timeouts) -> usize {
+        let (addr, server) = one_connection_server();
+        let config = ClientConfig::new(Domain::Name("client.test".into()));
+        let mut connection = Connection::open(
+            &Endpoint::Tcp(addr),
+            addr.to_string(),
+            Duration::from_secs(5),
+            timeouts,
+            config,
+        )
+        .unwrap();
+        let recipients = [("bob@example.net", "")];
+        let body = b"Subject: x\r\n\r\nhello\r\n";
+        let message = Message {
+            reverse_path: "alice@example.org",
+            mail_params: "",
+            recipients: &recipients,
+            body,
+            body_type: 0,
+            smtputf8: false,
+        };
+        let prepared = Prepared::new(&message).unwrap();
+        for _ in 0..2 {
+            let sent = connection.send(prepared.envelope(&[0]), body);
+            assert!(sent.closed.is_none(), "{sent:?}");
+            assert!(
+                matches!(sent.results[0].outcome, Outcome::Delivered(_)),
+                "{sent:?}"
+            );
+        }
+        let sets = connection.read_timeout_sets;
+        connection.quit();
+        server.join().unwrap();
+        sets
+    }
+
+    #[test]
+    fn the_receive_timeout_is_set_only_when_its_value_changes() {
+        // Greeting, EHLO, MAIL and RCPT share the command timeout; then
+        // DATA's 2 minutes, the end of data's 10, and MAIL's 5 again for
+        // the second message: 6 changes over 14 reads.
+        assert_eq!(timeout_sets_for_two_messages(Timeouts::default()), 6);
+        // One value for everything: set once for the connection.
+        let same = Duration::from_secs(30);
+        let flat = Timeouts {
+            greeting: same,
+            command: same,
+            data_init: same,
+            data_block: same,
+            data_end: same,
+        };
+        assert_eq!(timeout_sets_for_two_messages(flat), 1);
+    }
 }

@@ -2,8 +2,8 @@
 //! [`ClientSession`](sluice_smtp::client::ClientSession).
 //!
 //! Everything here blocks the calling thread, which is a delivery thread:
-//! connect with a timeout, then each wait bounded by the RFC 5321 §4.5.3.2
-//! timeout of what is awaited. The body goes from the caller's slice (the
+//! connect with a timeout, then each wait bounded by the timeout of what is
+//! awaited ([`Timeouts`]: RFC 5321 §4.5.3.2's minimums unless configured). The body goes from the caller's slice (the
 //! spool's memory map) to the socket with vectored writes and no copy.
 //!
 //! For each message the next hops are tried in order (RFC 5321 §5.1): a
@@ -21,6 +21,7 @@
 mod connection;
 mod message;
 mod pool;
+mod timeouts;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +34,7 @@ use crate::route::{NextHop, Router};
 use connection::{Connection, Endpoint, Sent};
 use message::Prepared;
 use pool::{Key, Pool};
+pub use timeouts::Timeouts;
 
 /// At most this many addresses are tried for one message, like Postfix's
 /// `smtp_mx_address_limit`: a domain with dozens of unreachable addresses
@@ -77,6 +79,7 @@ pub struct Remote {
     helo_name: Domain,
     router: Router,
     pool: Pool,
+    timeouts: Timeouts,
 }
 
 /// One place to try: a host's name for texts, and one of its addresses.
@@ -96,7 +99,14 @@ impl Remote {
             config,
             helo_name,
             router,
+            timeouts: Timeouts::default(),
         }
+    }
+
+    /// The waits for replies and writes, instead of RFC 5321's minimums.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Remote {
+        self.timeouts = timeouts;
+        self
     }
 
     pub fn router(&self) -> &Router {
@@ -262,6 +272,7 @@ impl Remote {
             &attempt.endpoint,
             label.clone(),
             self.config.connect_timeout,
+            self.timeouts,
             config,
         )
         .map_err(|e| {

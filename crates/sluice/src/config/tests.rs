@@ -1,0 +1,211 @@
+use std::time::Duration;
+
+use sluice_plugin_host::OnError;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, String> {
+    let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+    config.validate().map_err(|p| p.join("; "))?;
+    Ok(config)
+}
+
+#[test]
+fn the_documented_example_parses_with_every_value_taken() {
+    let c = parse(
+        r#"
+        hostname = "mx.example.test"
+        spool_dir = "/var/spool/sluice"
+        [[listen]]
+        addr = "127.0.0.1:2525"
+        mode = "smtp"
+        [limits]
+        max_message_size = 36700160
+        max_recipients = 100
+        idle_timeout_secs = 300
+        max_connections = 10000
+        max_connections_per_ip = 50
+        [local]
+        domains = ["example.test"]
+        maildir_root = "var/mail"
+        users = ["postmaster", "alice"]
+        aliases = { root = "postmaster" }
+        [relay]
+        trusted_networks = ["127.0.0.0/8", "::1/128"]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.hostname(), "mx.example.test");
+    assert_eq!(c.spool_dir, PathBuf::from("/var/spool/sluice"));
+    assert_eq!(
+        c.local.aliases.get("root").map(String::as_str),
+        Some("postmaster")
+    );
+    let smtpd = c.smtpd();
+    assert_eq!(smtpd.session.max_message_size, 36_700_160);
+    assert_eq!(smtpd.max_connections_per_ip, 50);
+    assert!(smtpd.policy.is_trusted("::1".parse().unwrap()));
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let c = parse(include_str!("../../../../deploy/sluice.toml")).unwrap();
+    assert_eq!(c.listen.len(), 2);
+    // It shows the client's defaults, and says so: they must stay in step.
+    let defaults = Delivery::default();
+    assert_eq!(c.delivery.timeouts(), defaults.timeouts());
+    assert_eq!(c.delivery.mx_port, defaults.mx_port);
+    assert_eq!(
+        c.delivery.connect_timeout_secs,
+        defaults.connect_timeout_secs
+    );
+    assert_eq!(c.local.users, ["postmaster", "alice", "bob"]);
+    assert_eq!(
+        c.local.aliases.get("abuse").map(String::as_str),
+        Some("postmaster")
+    );
+}
+
+#[test]
+fn an_empty_file_means_the_embedded_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.listen[0].addr, SocketAddr::from(([127, 0, 0, 1], 2525)));
+    assert_eq!(c.local.domains, ["localhost"]);
+    assert!(c.local.users.contains(&"postmaster".to_string()));
+    assert_eq!(c.limits.max_line_length, 512);
+}
+
+#[test]
+fn delivery_settings_are_checked() {
+    let c = parse(
+        "[delivery]\nsmarthost = \"127.0.0.1:2626\"\nroutes = { \"remote.test\" = \"[::1]:25\" }\n\
+         lmtp = \"unix:/run/dovecot/lmtp\"\n[dns]\nnameservers = [\"127.0.0.1:5353\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.delivery.threads, 32);
+    assert_eq!(
+        c.dns.nameservers,
+        ["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]
+    );
+    let e =
+        parse("[delivery]\nsmarthost = \"relay.example.net\"\nroutes = { \"a.test\" = \"h:x\" }\n")
+            .unwrap_err();
+    assert!(e.contains("needs a port"), "{e}");
+    assert!(e.contains("\"x\" is not a port number"), "{e}");
+    let e = parse("[delivery]\nretry_schedule_secs = []\nlmtp = \"dovecot\"\n").unwrap_err();
+    assert!(
+        e.contains("retry_schedule_secs needs at least one interval"),
+        "{e}"
+    );
+    assert!(e.contains("delivery.lmtp"), "{e}");
+}
+
+#[test]
+fn plugins_default_to_the_shipped_ones_and_can_be_configured() {
+    let c = parse("").unwrap();
+    let names: Vec<&str> = c.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["relay-refusal", "antispam"]);
+    assert_eq!(
+        c.plugins[0].path,
+        PathBuf::from("plugins/dist/relay-refusal.wasm")
+    );
+
+    let c = parse("plugin = []\n").unwrap();
+    assert!(c.plugins.is_empty());
+
+    let c = parse(
+        "[[plugin]]\nname = \"antispam\"\npath = \"/usr/lib/sluice/antispam.wasm\"\non_error = \"continue\"\n\
+         [plugin.config]\ndnsbl_zones = [\"zen.example\"]\nreject_score = 10.0\n",
+    )
+    .unwrap();
+    let specs = c.plugin_specs().unwrap();
+    assert_eq!(specs.len(), 1);
+    assert_eq!(specs[0].on_error, OnError::Continue);
+    assert_eq!(specs[0].cpu_budget, Duration::from_millis(50));
+    let json: serde_json::Value = serde_json::from_str(&specs[0].config_json).unwrap();
+    assert_eq!(json["dnsbl_zones"][0], "zen.example");
+    assert_eq!(json["reject_score"], 10.0);
+
+    let e =
+        parse("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\non_error = \"ignore\"\n").unwrap_err();
+    assert!(e.contains("on_error"), "{e}");
+    let e = parse("[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\n[[plugin]]\nname = \"a\"\npath = \"b.wasm\"\n")
+        .unwrap_err();
+    assert!(e.contains("listed twice"), "{e}");
+}
+
+#[test]
+fn typos_and_bad_values_are_explained() {
+    let e = parse("[limits]\nmax_mesage_size = 10\n").unwrap_err();
+    assert!(e.contains("unknown field `max_mesage_size`"), "{e}");
+    let e = parse("[relay]\ntrusted_networks = [\"10.0.0.0/33\"]\n").unwrap_err();
+    assert!(e.contains("trusted_networks"), "{e}");
+    let e = parse("[limits]\nmax_line_length = 100\n[local]\ndomains = [\"bad domain\"]\n")
+        .unwrap_err();
+    assert!(e.contains("max_line_length = 100 is below"), "{e}");
+    assert!(
+        e.contains("\"bad domain\" is not a valid domain name"),
+        "{e}"
+    );
+    let e = parse("[[listen]]\naddr = \"127.0.0.1:587\"\nmode = \"submission\"\n").unwrap_err();
+    assert!(e.contains("not supported yet"), "{e}");
+}
+
+#[test]
+fn the_delivery_client_defaults_are_port_25_and_the_rfc_minimums() {
+    let c = parse("").unwrap();
+    assert_eq!(c.delivery.mx_port, 25);
+    assert_eq!(c.delivery.connect_timeout_secs, 30);
+    let t = c.delivery.timeouts();
+    assert_eq!(t.greeting, Duration::from_secs(5 * 60));
+    assert_eq!(t.command, Duration::from_secs(5 * 60));
+    assert_eq!(t.data_init, Duration::from_secs(2 * 60));
+    assert_eq!(t.data_block, Duration::from_secs(3 * 60));
+    assert_eq!(t.data_end, Duration::from_secs(10 * 60));
+    assert!(c.notes().is_empty(), "{:?}", c.notes());
+}
+
+#[test]
+fn delivery_client_settings_are_taken_and_zero_is_refused() {
+    let c = parse(
+        "[delivery]\nmx_port = 2526\nconnect_timeout_secs = 7\ngreeting_timeout_secs = 1\n\
+         command_timeout_secs = 2\ndata_init_timeout_secs = 3\ndata_block_timeout_secs = 4\n\
+         data_end_timeout_secs = 5\n",
+    )
+    .unwrap();
+    assert_eq!(c.delivery.mx_port, 2526);
+    assert_eq!(c.delivery.connect_timeout_secs, 7);
+    let t = c.delivery.timeouts();
+    let secs = Duration::from_secs;
+    assert_eq!(
+        (t.greeting, t.command, t.data_init, t.data_block, t.data_end),
+        (secs(1), secs(2), secs(3), secs(4), secs(5))
+    );
+    // Allowed, but check-config says what it risks.
+    let notes = c.notes();
+    assert_eq!(notes.len(), 5, "{notes:?}");
+    assert!(
+        notes[0].contains("greeting_timeout_secs = 1 is below RFC 5321's minimum of 300"),
+        "{notes:?}"
+    );
+
+    let e = parse(
+        "[delivery]\nmx_port = 0\ngreeting_timeout_secs = 0\ndata_end_timeout_secs = 0\n\
+         connect_timeout_secs = 0\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("delivery.mx_port = 0 is not a port"), "{e}");
+    for key in [
+        "connect_timeout_secs",
+        "greeting_timeout_secs",
+        "data_end_timeout_secs",
+    ] {
+        assert!(
+            e.contains(&format!("delivery.{key} must be at least 1 second")),
+            "{key}: {e}"
+        );
+    }
+    assert!(!e.contains("command_timeout_secs"), "{e}");
+    let e = parse("[delivery]\nmx_port = 65536\n").unwrap_err();
+    assert!(e.contains("mx_port"), "{e}");
+}

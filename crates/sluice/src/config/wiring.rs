@@ -1,0 +1,160 @@
+//! From a valid configuration to the settings of each part: the front end,
+//! the plugin host, the delivery scheduler and the transports. Nothing here
+//! judges a value; `validate` has done that.
+
+use std::time::Duration;
+
+use sluice_delivery::dispatch::Dispatch;
+use sluice_delivery::local::{self, LocalConfig};
+use sluice_delivery::remote::{Remote, RemoteConfig, Timeouts};
+use sluice_delivery::route::{RouteConfig, Router};
+use sluice_delivery::scheduler::SchedulerConfig;
+use sluice_plugin_host::{DnsConfig, DnsResolver, HostEnv, OnError, PluginSpec};
+use sluice_smtp::server::{Extensions, ServerConfig};
+use sluice_smtpd::{RecipientPolicy, SmtpdConfig};
+
+use super::{Config, Delivery, OnErrorSetting};
+
+impl Config {
+    /// The plugin host's view of the `[[plugin]]` tables.
+    pub fn plugin_specs(&self) -> Result<Vec<PluginSpec>, String> {
+        self.plugins
+            .iter()
+            .map(|p| {
+                let config_json = serde_json::to_string(&p.config).map_err(|e| {
+                    format!("plugin {:?}: its config cannot be passed on: {e}", p.name)
+                })?;
+                Ok(PluginSpec {
+                    name: p.name.clone(),
+                    path: p.path.clone(),
+                    on_error: match p.on_error {
+                        OnErrorSetting::Tempfail => OnError::Tempfail,
+                        OnErrorSetting::Continue => OnError::Continue,
+                    },
+                    config_json,
+                    cpu_budget: Duration::from_millis(p.cpu_budget_ms),
+                    memory_limit_mb: p.memory_limit_mb,
+                })
+            })
+            .collect()
+    }
+
+    /// What the plugins' host functions use: our name, our domains, DNS.
+    pub fn host_env(&self) -> Result<HostEnv, String> {
+        let dns = DnsResolver::new(&DnsConfig {
+            nameservers: self.dns.nameservers.clone(),
+            // DNSBL and sender checks run while a client waits for its reply.
+            timeout: Duration::from_secs(5),
+            cache_entries: 10_000,
+        })?;
+        Ok(HostEnv::new(
+            self.hostname(),
+            self.local.domains.clone(),
+            dns,
+        ))
+    }
+
+    /// The front end's view of this configuration.
+    pub fn smtpd(&self) -> SmtpdConfig {
+        let session = ServerConfig {
+            hostname: self.hostname(),
+            max_line_length: self.limits.max_line_length,
+            max_message_size: self.limits.max_message_size,
+            max_recipients: self.limits.max_recipients,
+            max_errors: self.limits.max_errors,
+            extensions: Extensions::default(),
+        };
+        let policy = RecipientPolicy::new(
+            self.local.domains.iter().cloned(),
+            self.local.users.iter().cloned(),
+            self.local
+                .aliases
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+            self.relay.trusted_networks.iter().copied(),
+        );
+        let mut smtpd = SmtpdConfig::new(
+            session,
+            self.listen.iter().map(|l| l.addr).collect(),
+            policy,
+        );
+        smtpd.event_loops = self.server.event_loops;
+        smtpd.max_connections = self.limits.max_connections;
+        smtpd.max_connections_per_ip = self.limits.max_connections_per_ip;
+        smtpd.command_timeout = Duration::from_secs(self.limits.idle_timeout_secs);
+        smtpd.data_timeout = Duration::from_secs(self.limits.data_timeout_secs);
+        smtpd.shutdown_grace = Duration::from_secs(self.server.shutdown_grace_secs);
+        smtpd
+    }
+
+    /// The delivery scheduler's view of this configuration.
+    pub fn scheduler(&self) -> SchedulerConfig {
+        let d = &self.delivery;
+        SchedulerConfig {
+            threads: d.threads,
+            max_connections_per_destination: d.max_connections_per_destination,
+            retry_schedule: d
+                .retry_schedule_secs
+                .iter()
+                .map(|&s| Duration::from_secs(s))
+                .collect(),
+            max_queue_lifetime: Duration::from_secs(d.max_queue_lifetime_secs),
+            hostname: self.hostname(),
+        }
+    }
+
+    /// Local and remote delivery, as the delivery threads run them.
+    pub fn dispatch(&self) -> Result<Dispatch, String> {
+        let d = &self.delivery;
+        let hostname = self.hostname();
+        let local = local::Local::new(LocalConfig {
+            maildir_root: self.local.maildir_root.clone(),
+            users: self.local.users.clone(),
+            aliases: self.local.aliases.clone(),
+            hostname: hostname.clone(),
+        });
+        let router = Router::new(RouteConfig {
+            routes: d
+                .routes
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            smarthost: Some(d.smarthost.clone()).filter(|s| !s.is_empty()),
+            nameservers: self.dns.nameservers.clone(),
+            ..RouteConfig::default()
+        })?
+        .with_smtp_port(d.mx_port);
+        let remote = Remote::new(
+            RemoteConfig {
+                helo_name: hostname,
+                connect_timeout: Duration::from_secs(d.connect_timeout_secs),
+                idle_close: Duration::from_secs(5),
+                // Postfix sets no count limit at all (only 300 s); a high one
+                // still retires a connection now and then.
+                max_messages_per_connection: 1000,
+            },
+            router,
+        )
+        .with_timeouts(d.timeouts());
+        Ok(Dispatch::new(
+            self.local.domains.iter().cloned(),
+            local,
+            remote,
+            Some(d.lmtp.clone()),
+        ))
+    }
+}
+
+impl Delivery {
+    /// The SMTP and LMTP client's waits for replies and writes.
+    pub fn timeouts(&self) -> Timeouts {
+        let secs = Duration::from_secs;
+        Timeouts {
+            greeting: secs(self.greeting_timeout_secs),
+            command: secs(self.command_timeout_secs),
+            data_init: secs(self.data_init_timeout_secs),
+            data_block: secs(self.data_block_timeout_secs),
+            data_end: secs(self.data_end_timeout_secs),
+        }
+    }
+}
