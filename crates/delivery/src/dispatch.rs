@@ -19,6 +19,9 @@ pub const LMTP: &str = "lmtp";
 #[derive(Debug)]
 pub struct Dispatch {
     local_domains: HashSet<String>,
+    /// The first configured local domain: what a bare `postmaster` is
+    /// qualified with when it goes to an LMTP server, which wants a domain.
+    primary_domain: String,
     local: Local,
     remote: Arc<Remote>,
     /// `unix:/path` or `host:port`: the local domains' mail goes there.
@@ -74,11 +77,13 @@ impl Dispatch {
         lmtp: Option<String>,
     ) -> Self {
         let remote = Arc::new(remote);
+        let local_domains: Vec<String> = local_domains
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
         Dispatch {
-            local_domains: local_domains
-                .into_iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
+            primary_domain: local_domains.first().cloned().unwrap_or_default(),
+            local_domains: local_domains.into_iter().collect(),
             local,
             reaper: Reaper::start(remote.clone()),
             remote,
@@ -118,6 +123,83 @@ impl Dispatch {
                         combine(outcomes)
                     }
                 }
+            })
+            .collect()
+    }
+
+    /// The local domains through an LMTP server. Aliases are ours to expand
+    /// (the server knows only mailboxes), so each forward-path first becomes
+    /// its copies; every mailbox copy then goes in one LMTP transaction, whose
+    /// per-recipient replies are folded back onto the forward-paths.
+    fn deliver_lmtp(&self, job: &Job, recipients: &[(&str, &str)]) -> Vec<Outcome> {
+        enum Copy {
+            /// Index into the LMTP transaction's recipients.
+            Lmtp(usize),
+            Done(Outcome),
+        }
+        let mut mailboxes: Vec<(String, &str)> = Vec::new();
+        let plans: Vec<Result<Vec<Copy>, Outcome>> = recipients
+            .iter()
+            .map(|&(address, params)| {
+                let (local_part, domain) = match address.rsplit_once('@') {
+                    Some((l, d)) => (l, d),
+                    None => (address, self.primary_domain.as_str()),
+                };
+                let targets = self.local.resolve(&unquote(local_part))?;
+                Ok(targets
+                    .iter()
+                    .map(|target| match target {
+                        Target::Mailbox(user) => {
+                            let mailbox = format!("{user}@{domain}");
+                            // ORCPT and NOTIFY were given for this forward-path;
+                            // they still describe it when no alias rewrote it.
+                            let params = if mailbox.eq_ignore_ascii_case(address) {
+                                params
+                            } else {
+                                ""
+                            };
+                            // Two forward-paths that reach one mailbox get one copy.
+                            let at = match mailboxes
+                                .iter()
+                                .position(|(m, _)| m.eq_ignore_ascii_case(&mailbox))
+                            {
+                                Some(at) => at,
+                                None => {
+                                    mailboxes.push((mailbox, params));
+                                    mailboxes.len() - 1
+                                }
+                            };
+                            Copy::Lmtp(at)
+                        }
+                        Target::Remote(forward) => Copy::Done(self.forward(job, forward)),
+                    })
+                    .collect())
+            })
+            .collect();
+
+        let mut replies = if mailboxes.is_empty() {
+            Vec::new()
+        } else {
+            let target = self.lmtp.as_deref().unwrap_or_default();
+            let wire: Vec<(&str, &str)> = mailboxes.iter().map(|(m, p)| (m.as_str(), *p)).collect();
+            self.remote.deliver_lmtp(target, &Self::message(job, &wire))
+        };
+        replies.resize_with(mailboxes.len(), || Outcome::Deferred {
+            reply: "451 4.3.0 No reply from the LMTP server for this recipient".into(),
+        });
+        plans
+            .into_iter()
+            .map(|plan| match plan {
+                Err(outcome) => outcome,
+                Ok(copies) => combine(
+                    copies
+                        .into_iter()
+                        .map(|copy| match copy {
+                            Copy::Lmtp(at) => replies[at].clone(),
+                            Copy::Done(outcome) => outcome,
+                        })
+                        .collect(),
+                ),
             })
             .collect()
     }
@@ -178,11 +260,7 @@ impl Transport for Dispatch {
             .collect();
         match job.destination.as_str() {
             LOCAL => self.deliver_local(job),
-            LMTP => {
-                let target = self.lmtp.as_deref().unwrap_or_default();
-                self.remote
-                    .deliver_lmtp(target, &Self::message(job, &recipients))
-            }
+            LMTP => self.deliver_lmtp(job, &recipients),
             _ => {
                 // Every recipient of a remote job shares the domain the key came from.
                 let domain = recipients
