@@ -430,7 +430,7 @@ fn the_default_configuration_runs_both_shipped_plugins() {
         "127.0.0.1:2525 stayed busy: stop whatever listens there and rerun"
     );
     drop(free);
-    let server = Server::builder().default_config().start();
+    let mut server = Server::builder().default_config().start();
     let loaded = server
         .logs()
         .into_iter()
@@ -440,6 +440,24 @@ fn the_default_configuration_runs_both_shipped_plugins() {
         loaded.contains("plugins=relay-refusal,antispam"),
         "{loaded}"
     );
+
+    // A restart with the same .wasm files runs the code compiled by the
+    // first start, kept in <spool>/plugin-cache, instead of compiling again.
+    server.terminate(LIMIT);
+    server.restart();
+    let loaded = server.wait_for_log("filters loaded", LIMIT);
+    assert!(loaded.is_some(), "the restarted server loaded no filters");
+    for plugin in ["relay-refusal", "antispam"] {
+        assert!(
+            server
+                .logs()
+                .iter()
+                .any(|l| l.contains("plugin code loaded from the cache")
+                    && l.contains(&format!("plugin=\"{plugin}\""))),
+            "{plugin} was not loaded from the cache; logs:\n{}",
+            server.logs().join("\n")
+        );
+    }
 }
 
 // ---------------------------------------------------------------- reload

@@ -23,6 +23,7 @@ use wasmtime::{
 };
 
 use crate::abi::{self, Hook};
+use crate::code_cache::CodeCache;
 use crate::context::HostState;
 use crate::dns::DnsResolver;
 use crate::instance::Plugin;
@@ -42,6 +43,7 @@ pub(crate) struct Services {
     pub kv: Arc<dyn KvStore>,
     pub blocking_budget: Duration,
     pub clock: Clock,
+    pub code_cache: Option<CodeCache>,
 }
 
 impl Services {
@@ -53,6 +55,7 @@ impl Services {
             kv: env.kv.clone(),
             blocking_budget: env.blocking_budget,
             clock,
+            code_cache: env.code_cache.as_deref().and_then(CodeCache::open),
         }
     }
 }
@@ -61,6 +64,7 @@ impl fmt::Debug for Services {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Services")
             .field("hostname", &self.hostname)
+            .field("code_cache", &self.code_cache)
             .finish_non_exhaustive()
     }
 }
@@ -187,7 +191,7 @@ impl Chain {
                 return Err(format!("plugin {}: cpu_budget must not be zero", spec.name));
             }
         }
-        let engine = new_engine(&specs, concurrency)?;
+        let engine = new_engine(&specs, concurrency, services.code_cache.as_ref())?;
         ticker.register(&engine);
         let mut linker = Linker::<HostState>::new(&engine);
         crate::hostfns::define(&mut linker)
@@ -219,7 +223,11 @@ fn load_one(
 ) -> Result<Plugin, String> {
     let wasm = std::fs::read(&spec.path)
         .map_err(|e| format!("cannot read {}: {e}", spec.path.display()))?;
-    let module = Module::new(engine, &wasm).map_err(|e| {
+    let module = match &services.code_cache {
+        Some(cache) => cache.module(engine, &wasm, &spec.name),
+        None => Module::new(engine, &wasm),
+    };
+    let module = module.map_err(|e| {
         format!(
             "{} is not a valid WebAssembly module: {e:#}",
             spec.path.display()
@@ -232,7 +240,11 @@ fn load_one(
     Plugin::new(spec, exports, pre, services.clone())
 }
 
-fn new_engine(specs: &[PluginSpec], concurrency: usize) -> Result<Engine, String> {
+fn new_engine(
+    specs: &[PluginSpec],
+    concurrency: usize,
+    code_cache: Option<&CodeCache>,
+) -> Result<Engine, String> {
     let largest_memory = specs.iter().map(|s| s.memory_limit_mb).max().unwrap_or(1) as usize;
     // At most one instance per plugin per concurrent call, plus the one a
     // recycled instance is being replaced by.
@@ -253,6 +265,7 @@ fn new_engine(specs: &[PluginSpec], concurrency: usize) -> Result<Engine, String
         .epoch_interruption(true)
         .consume_fuel(false)
         .max_wasm_stack(256 << 10)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .cache(code_cache.map(CodeCache::wasmtime_cache));
     Engine::new(&config).map_err(|e| format!("cannot create the WebAssembly engine: {e:#}"))
 }

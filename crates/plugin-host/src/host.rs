@@ -14,6 +14,7 @@ use sluice_smtpd::{Connection, Defer, Filter, Later, MessageChanges, Stage, Verd
 
 use crate::abi::Hook;
 use crate::chain::{Outcome, StageCall, StageResult, run_stage};
+use crate::code_cache::CodeCacheStats;
 use crate::context::{ConnInfo, ConnRecord, MessageView, TxView};
 use crate::engine::{Chain, Services, Ticker};
 use crate::message;
@@ -108,6 +109,13 @@ impl PluginHost {
             .iter()
             .map(|p| p.name.to_string())
             .collect()
+    }
+
+    /// What the compiled-code cache ([`HostEnv::code_cache`]) did since
+    /// [`PluginHost::load`]; `None` when there is none (not configured, or
+    /// its directory could not be used).
+    pub fn code_cache_stats(&self) -> Option<CodeCacheStats> {
+        self.inner.services.code_cache.as_ref().map(|c| c.stats())
     }
 
     /// How many filter threads run hooks.

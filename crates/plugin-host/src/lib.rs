@@ -18,6 +18,7 @@
 mod abi;
 mod bench;
 mod chain;
+mod code_cache;
 mod context;
 mod dns;
 mod engine;
@@ -33,6 +34,7 @@ pub use abi::{Hook, RawVerdict};
 #[doc(hidden)]
 pub use bench::HookBench;
 pub use chain::{Changes, Outcome, PluginRun};
+pub use code_cache::CodeCacheStats;
 pub use context::LogLine;
 pub use dns::{DnsAnswer, DnsResolver};
 pub use host::PluginHost;

@@ -75,6 +75,10 @@ pub struct HostEnv {
     /// key-value store) in total; after that its lookups fail at once (`-2`).
     /// Bounds a plugin that would hold a connection with lookup after lookup.
     pub blocking_budget: Duration,
+    /// Where compiled plugin code is kept across restarts and reloads (made
+    /// mode 0700 if missing); `None` compiles every plugin at every load.
+    /// A directory that cannot be used costs a warning, never a load.
+    pub code_cache: Option<PathBuf>,
 }
 
 impl HostEnv {
@@ -89,6 +93,7 @@ impl HostEnv {
             kv: Arc::new(MemoryKv::new()),
             filter_threads: 0,
             blocking_budget: Self::DEFAULT_BLOCKING_BUDGET,
+            code_cache: None,
         }
     }
 
@@ -110,6 +115,7 @@ impl fmt::Debug for HostEnv {
             .field("dns", &self.dns)
             .field("filter_threads", &self.filter_threads)
             .field("blocking_budget", &self.blocking_budget)
+            .field("code_cache", &self.code_cache)
             .finish_non_exhaustive()
     }
 }

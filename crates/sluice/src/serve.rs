@@ -90,7 +90,11 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
 }
 
 fn load_plugins(config: &Config) -> Result<PluginHost, String> {
-    let host = PluginHost::load(config.plugin_specs()?, config.host_env()?).map_err(|e| {
+    let mut env = config.host_env()?;
+    // Compiled plugin code is kept beside the queue, so a restart or a SIGHUP
+    // with unchanged .wasm files skips Cranelift (seconds in a debug build).
+    env.code_cache = Some(config.spool_dir.join("plugin-cache"));
+    let host = PluginHost::load(config.plugin_specs()?, env).map_err(|e| {
         format!("{e}\n(the shipped plugins are built by plugins/build.sh; `plugin = []` in the config runs none)")
     })?;
     let names = host.plugin_names();
