@@ -371,4 +371,18 @@ fn dovecot_serves_the_maildirs_sluice_writes() {
     let (_, content) = after_received(&later.message, &id2);
     assert_eq!(content, second);
     assert!(later.flags.iter().any(|f| f == "\\Recent"), "{later:?}");
+
+    // The Maildir++ sizes in the file names (`,S=`, `,W=`) are what Dovecot
+    // reports as RFC822.SIZE without reading the files; a wrong one would
+    // also make it log a broken-size error and fix the name.
+    let sizes = imap.command("FETCH 1:2 (RFC822.SIZE)");
+    for (seq, message) in [(1, &first.message), (2, &later.message)] {
+        let expected = format!("{seq} FETCH (RFC822.SIZE {})", message.len());
+        assert!(
+            sizes.iter().any(|u| u.text.contains(&expected)),
+            "no {expected:?} in {sizes:?}"
+        );
+    }
+    let log = dovecot.log();
+    assert!(!log.contains("Error"), "Dovecot complained:\n{log}");
 }

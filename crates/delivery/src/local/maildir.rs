@@ -24,9 +24,14 @@
 //!
 //! # The name and the steps (the Maildir convention)
 //!
-//! `<seconds>.M<microseconds>P<pid>Q<n>.<hostname>`, with `n` counting this
-//! process's deliveries and `/` and `:` in the hostname written `\057` and
-//! `\072` (`:` starts the flags of a name in `cur/`). The file is created in
+//! `<seconds>.M<microseconds>P<pid>Q<n>.<hostname>,S=<size>,W=<size>`, with
+//! `n` counting this process's deliveries and `/`, `:` and `,` in the
+//! hostname written `\057`, `\072` and `\054` (`:` starts the flags of a
+//! name in `cur/`, `,` the size fields).
+//! `S=` and `W=` are the Maildir++ size fields that Dovecot and Courier read
+//! instead of stat'ing or scanning the file: `S=` is the file's size, `W=`
+//! its size with CRLF line endings (RFC822.SIZE in IMAP), the same number
+//! here since the file keeps CRLF. The file is created in
 //! `tmp/` (mode 0600; missing directories are created 0700), written with
 //! one `writev` loop, `fdatasync`'ed, hard-linked into `new/`, and `new/`
 //! is `fsync`'ed; only then is the `tmp/` name removed and delivery
@@ -57,6 +62,8 @@ pub fn escape_hostname(hostname: &str) -> String {
         match c {
             '/' => out.push_str("\\057"),
             ':' => out.push_str("\\072"),
+            // Starts the Maildir++ fields (`,S=`) that follow the hostname.
+            ',' => out.push_str("\\054"),
             c => out.push(c),
         }
     }
@@ -111,13 +118,13 @@ pub(super) fn deliver(
     }
 }
 
-fn unique_name(file_host: &str) -> String {
+fn unique_name(file_host: &str, size: usize) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let n = DELIVERIES.fetch_add(1, Ordering::Relaxed);
     format!(
-        "{}.M{}P{}Q{}.{}",
+        "{}.M{}P{}Q{}.{},S={size},W={size}",
         now.as_secs(),
         now.subsec_micros(),
         std::process::id(),
@@ -199,7 +206,7 @@ fn write_message(
     header: &[u8],
     body: &[u8],
 ) -> io::Result<String> {
-    let name = unique_name(file_host);
+    let name = unique_name(file_host, header.len() + body.len());
     let tmp = maildir.join("tmp").join(&name);
     let new_dir = maildir.join("new");
     let new = new_dir.join(&name);

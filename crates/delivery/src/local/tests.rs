@@ -71,6 +71,12 @@ fn delivery_writes_headers_and_body_byte_exact_into_new() {
     let mut expected = b"Return-Path: <a@b>\r\nDelivered-To: alice@example.test\r\n".to_vec();
     expected.extend_from_slice(BODY);
     assert_eq!(fs::read(&path).unwrap(), expected);
+    // Maildir++: the size fields readers trust instead of stat'ing the file.
+    assert!(
+        names[0].ends_with(&format!(",S={0},W={0}", expected.len())),
+        "{}",
+        names[0]
+    );
     assert_eq!(
         fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
@@ -83,7 +89,7 @@ fn delivery_writes_headers_and_body_byte_exact_into_new() {
 fn names_follow_the_maildir_convention_and_differ() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
-    c.hostname = "mx/1:2.example".into();
+    c.hostname = "mx/1:2,3.example".into();
     let local = Local::new(c);
     for _ in 0..2 {
         let outcome = local.deliver("carol", "a@b", "carol@example.test", b"x\r\n");
@@ -93,16 +99,21 @@ fn names_follow_the_maildir_convention_and_differ() {
     assert_eq!(names.len(), 2, "{names:?}");
     assert_ne!(names[0], names[1]);
     for name in &names {
-        // <secs>.M<usec>P<pid>Q<n>.<host>
+        // <secs>.M<usec>P<pid>Q<n>.<host>,S=<size>,W=<size>
         let (secs, rest) = name.split_once(".M").unwrap();
         assert!(secs.parse::<u64>().unwrap() > 1_600_000_000, "{name}");
         let (usec, rest) = rest.split_once('P').unwrap();
         assert!(usec.parse::<u32>().unwrap() < 1_000_000, "{name}");
         let (pid, rest) = rest.split_once('Q').unwrap();
         assert_eq!(pid.parse::<u32>().unwrap(), std::process::id(), "{name}");
-        let (n, host) = rest.split_once('.').unwrap();
+        let (n, rest) = rest.split_once('.').unwrap();
         n.parse::<u64>().unwrap();
-        assert_eq!(host, "mx\\0571\\0722.example", "{name}");
+        let (host, sizes) = rest.split_once(',').unwrap();
+        assert_eq!(host, "mx\\0571\\0722\\0543.example", "{name}");
+        let size = fs::metadata(dir.path().join("carol/new").join(name))
+            .unwrap()
+            .len();
+        assert_eq!(sizes, format!("S={size},W={size}"), "{name}");
     }
 }
 
