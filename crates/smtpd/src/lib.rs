@@ -19,7 +19,7 @@ pub mod trace;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ pub type OnQueued = Arc<dyn Fn(QueueId) + Send + Sync>;
 pub use filter::{Connection, Defer, Filter, Later, MessageChanges, NoFilter, Stage, Verdict};
 pub use policy::RecipientPolicy;
 
-use event_loop::{EventLoop, Inbox};
+use event_loop::{EventLoop, Inbox, Inlet};
 use limits::ConnectionLimits;
 
 /// Everything the front end needs to run.
@@ -83,8 +83,26 @@ pub(crate) struct Shared {
     pub(crate) command_timeout: Duration,
     pub(crate) data_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
+    /// Read and written with `SeqCst`: see [`LoopShare::connections`].
     pub(crate) shutting_down: AtomicBool,
     connection_ids: AtomicU64,
+    /// One per event loop, in the order of their threads.
+    pub(crate) loops: Vec<LoopShare>,
+}
+
+/// What other threads see of one event loop.
+#[derive(Debug)]
+pub(crate) struct LoopShare {
+    pub(crate) inbox: Arc<Inbox>,
+    /// Connections this loop serves, plus those handed to it and not yet
+    /// taken up. The loop that accepts counts a connection here before it
+    /// hands it over, and the owner uncounts it when it closes; so a loop
+    /// may exit at shutdown once this is zero without dropping a hand-over
+    /// in flight. That takes `SeqCst` here and on `shutting_down`: a hand-over
+    /// counts first and checks for shutdown second, the exiting loop sees
+    /// shutdown first and checks the count second, so at least one of them
+    /// sees the other.
+    pub(crate) connections: AtomicUsize,
 }
 
 impl Shared {
@@ -106,13 +124,12 @@ pub struct Smtpd {
 #[derive(Clone)]
 pub struct Stopper {
     shared: Arc<Shared>,
-    inboxes: Vec<Arc<Inbox>>,
 }
 
 impl std::fmt::Debug for Stopper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stopper")
-            .field("loops", &self.inboxes.len())
+            .field("loops", &self.shared.loops.len())
             .finish()
     }
 }
@@ -129,9 +146,9 @@ impl Stopper {
     /// Stops accepting, lets transactions in flight finish (within the grace
     /// period), says `421` to everyone else, then lets the loops exit.
     pub fn stop(&self) {
-        self.shared.shutting_down.store(true, Ordering::Release);
-        for inbox in &self.inboxes {
-            inbox.wake();
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        for share in &self.shared.loops {
+            share.inbox.wake();
         }
     }
 }
@@ -157,6 +174,16 @@ impl Smtpd {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let mut inlets = Vec::with_capacity(loops);
+        let mut shares = Vec::with_capacity(loops);
+        for _ in 0..loops {
+            let (inlet, inbox) = Inlet::new()?;
+            inlets.push(inlet);
+            shares.push(LoopShare {
+                inbox,
+                connections: AtomicUsize::new(0),
+            });
+        }
         let shared = Arc::new(Shared {
             session: Arc::new(config.session),
             policy: config.policy,
@@ -169,17 +196,17 @@ impl Smtpd {
             shutdown_grace: config.shutdown_grace,
             shutting_down: AtomicBool::new(false),
             connection_ids: AtomicU64::new(1),
+            loops: shares,
         });
         let mut handles = Vec::with_capacity(loops);
-        let mut inboxes = Vec::with_capacity(loops);
-        for i in 0..loops {
-            // Every loop polls every listener; whichever wakes first accepts.
+        for (i, inlet) in inlets.into_iter().enumerate() {
+            // Every loop polls every listener; whichever wakes first accepts,
+            // and hands each connection to the loop with the fewest.
             let own = listeners
                 .iter()
                 .map(TcpListener::try_clone)
                 .collect::<io::Result<Vec<_>>>()?;
-            let (event_loop, inbox) = EventLoop::new(shared.clone(), own)?;
-            inboxes.push(inbox);
+            let event_loop = EventLoop::new(shared.clone(), i, inlet, own)?;
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("smtpd-{i}"))
@@ -189,13 +216,25 @@ impl Smtpd {
         Ok(Smtpd {
             local_addrs,
             loops: handles,
-            stopper: Stopper { shared, inboxes },
+            stopper: Stopper { shared },
         })
     }
 
     /// The addresses actually bound (port 0 in the config gets a real port).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// How many connections each event loop serves now (in the order of
+    /// their threads, `smtpd-0` first), counting those handed to a loop and
+    /// not yet taken up.
+    pub fn connections_per_loop(&self) -> Vec<usize> {
+        self.stopper
+            .shared
+            .loops
+            .iter()
+            .map(|l| l.connections.load(Ordering::Relaxed))
+            .collect()
     }
 
     pub fn stopper(&self) -> Stopper {

@@ -1,10 +1,15 @@
-//! The way into an event loop from other threads: filters answering later
-//! and the spool's writer reporting a durable batch.
+//! The way into an event loop from other threads: filters answering later,
+//! the spool's writer reporting a durable batch, and other loops handing
+//! over connections they accepted.
 
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::Sender;
-use mio::Waker;
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::TcpStream;
+use mio::{Poll, Waker};
 use sluice_spool::{QueueId, SpoolError};
 
 use crate::filter::Verdict;
@@ -33,11 +38,50 @@ impl Completion {
     }
 }
 
+/// A connection accepted (and counted against the limits) by one loop, for
+/// another to serve.
+#[derive(Debug)]
+pub(crate) struct Arrival {
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
+    /// The client's address as the limits counted it.
+    pub(super) ip: IpAddr,
+}
+
+#[derive(Debug)]
+pub(crate) enum Item {
+    Completion(Completion),
+    Arrival(Arrival),
+}
+
+/// The loop's own end of its inbox: its `Poll` (which the waker is tied to)
+/// and the receiver. Made before the loop, so that every loop's [`Inbox`]
+/// can be shared with all the others when they start.
+#[derive(Debug)]
+pub(crate) struct Inlet {
+    pub(super) poll: Poll,
+    pub(super) rx: Receiver<Item>,
+}
+
+impl Inlet {
+    pub(crate) fn new() -> io::Result<(Inlet, Arc<Inbox>)> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), super::WAKER)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let inbox = Arc::new(Inbox {
+            tx,
+            waker,
+            armed: AtomicBool::new(false),
+        });
+        Ok((Inlet { poll, rx }, inbox))
+    }
+}
+
 /// The way into an event loop from other threads.
 #[derive(Debug)]
 pub(crate) struct Inbox {
-    pub(super) tx: Sender<Completion>,
-    pub(super) waker: Waker,
+    tx: Sender<Item>,
+    waker: Waker,
     /// Set while a wake-up is on its way: the spool's writer finishes a whole
     /// batch at once, and one eventfd write per batch is enough.
     pub(super) armed: AtomicBool,
@@ -45,9 +89,20 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     pub(crate) fn push(&self, completion: Completion) {
-        // The loop owns the receiver until it exits; a send after that has
-        // nobody left to tell.
-        let _ = self.tx.send(completion);
+        self.send(Item::Completion(completion));
+    }
+
+    /// The sender must have counted the connection in the receiving loop's
+    /// [`LoopShare::connections`](crate::LoopShare) and seen no shutdown
+    /// after that: then the loop is still there to take it.
+    pub(crate) fn hand_over(&self, arrival: Arrival) {
+        self.send(Item::Arrival(arrival));
+    }
+
+    fn send(&self, item: Item) {
+        // The loop owns the receiver until it exits; a completion sent after
+        // that has nobody left to tell.
+        let _ = self.tx.send(item);
         if !self.armed.swap(true, Ordering::AcqRel) {
             let _ = self.waker.wake();
         }

@@ -1,5 +1,13 @@
 //! One event loop: a `mio::Poll`, its share of the listeners, and the
-//! connections it accepted.
+//! connections it serves.
+//!
+//! Every loop polls every listener, and whichever wakes first accepts until
+//! the backlog is empty; each connection it accepts goes to the loop that
+//! serves the fewest (itself on a tie), through that loop's inbox. So a
+//! burst spreads over all loops however the wake-ups fall, and long-lived
+//! connections weigh as they should. (A `SO_REUSEPORT` listener per loop
+//! would spread by a hash of the client's address and port instead: blind to
+//! what each loop already serves, and uneven in a small burst.)
 //!
 //! Nothing here blocks. Sockets are non-blocking; filters and the spool
 //! answer through the loop's [`Inbox`] (a channel plus a `mio::Waker`).
@@ -7,14 +15,14 @@
 //! parsed from one read and answered with one write.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use sluice_smtp::server::{ServerSession, Waiting};
 use sluice_smtp::{EnhancedCode, Reply};
 
@@ -26,7 +34,8 @@ mod inbox;
 use crate::conn::{Conn, Waiting as Wait};
 use crate::filter::Connection;
 pub(crate) use decide::FilterStage;
-pub(crate) use inbox::{Completion, CompletionKind, Inbox};
+use inbox::{Arrival, Item};
+pub(crate) use inbox::{Completion, CompletionKind, Inbox, Inlet};
 
 const WAKER: Token = Token(0);
 const FIRST_LISTENER: usize = 1;
@@ -50,8 +59,9 @@ pub(crate) struct EventLoop {
     accepting: bool,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
-    live: usize,
-    rx: Receiver<Completion>,
+    /// This loop's place in `shared.loops`.
+    index: usize,
+    rx: Receiver<Item>,
     inbox: Arc<Inbox>,
     read_buf: Vec<u8>,
     shared: Arc<Shared>,
@@ -62,16 +72,12 @@ pub(crate) struct EventLoop {
 impl EventLoop {
     pub(crate) fn new(
         shared: Arc<Shared>,
+        index: usize,
+        inlet: Inlet,
         listeners: Vec<std::net::TcpListener>,
-    ) -> io::Result<(Self, Arc<Inbox>)> {
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let inbox = Arc::new(Inbox {
-            tx,
-            waker,
-            armed: AtomicBool::new(false),
-        });
+    ) -> io::Result<Self> {
+        let Inlet { poll, rx } = inlet;
+        let inbox = shared.loops[index].inbox.clone();
         let mut mio_listeners = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
             listener.set_nonblocking(true)?;
@@ -89,15 +95,15 @@ impl EventLoop {
             accepting: true,
             conns: Vec::new(),
             free: Vec::new(),
-            live: 0,
+            index,
             rx,
-            inbox: inbox.clone(),
+            inbox,
             read_buf: vec![0; READ_CHUNK],
             shared,
             next_serial: 0,
             shutdown_deadline: None,
         };
-        Ok((event_loop, inbox))
+        Ok(event_loop)
     }
 
     /// Runs until shutdown has closed every connection.
@@ -132,8 +138,7 @@ impl EventLoop {
             // Completions can arrive without their own wake-up (armed was
             // already set); draining here as well costs one try_recv.
             self.drain_inbox();
-            if self.shared.shutting_down.load(Ordering::Acquire)
-                && self.begin_or_continue_shutdown()
+            if self.shared.shutting_down.load(Ordering::SeqCst) && self.begin_or_continue_shutdown()
             {
                 return;
             }
@@ -153,7 +158,7 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.dispatch(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -165,7 +170,9 @@ impl EventLoop {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr) {
+    /// Counts a new connection against the limits (refusing it here if it
+    /// is over them) and gives it to the loop that serves the fewest.
+    fn dispatch(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         let ip = crate::policy::canonical_ip(peer.ip());
         if let Err(reply) = self.shared.limits.try_admit(ip) {
             tracing::info!(client = %ip, "connection refused: {reply}");
@@ -174,6 +181,40 @@ impl EventLoop {
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
+        let loops = &self.shared.loops;
+        let target = self.least_loaded();
+        loops[target].connections.fetch_add(1, Ordering::SeqCst);
+        if target != self.index {
+            if !self.shared.shutting_down.load(Ordering::SeqCst) {
+                loops[target].inbox.hand_over(Arrival { stream, peer, ip });
+                return;
+            }
+            // That loop may already have found itself idle and exited;
+            // this one has not, and says 421 itself.
+            loops[target].connections.fetch_sub(1, Ordering::SeqCst);
+            loops[self.index].connections.fetch_add(1, Ordering::SeqCst);
+        }
+        self.adopt(stream, peer, ip);
+    }
+
+    /// The loop with the fewest connections; this one unless another has
+    /// strictly fewer, so that an even split costs no hand-over. The counts
+    /// may move while we read them: a slightly uneven split is harmless.
+    fn least_loaded(&self) -> usize {
+        let count = |i: usize| self.shared.loops[i].connections.load(Ordering::Relaxed);
+        let mut best = (self.index, count(self.index));
+        for i in 0..self.shared.loops.len() {
+            let n = count(i);
+            if n < best.1 {
+                best = (i, n);
+            }
+        }
+        best.0
+    }
+
+    /// Starts serving a connection already counted against the limits and
+    /// in this loop's `connections`.
+    fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr, ip: IpAddr) {
         let _ = stream.set_nodelay(true);
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
@@ -186,6 +227,7 @@ impl EventLoop {
         ) {
             tracing::warn!(error = %e, "cannot register connection");
             self.shared.limits.release(ip);
+            self.uncount();
             self.free.push(slot);
             return;
         }
@@ -199,8 +241,7 @@ impl EventLoop {
         tracing::debug!(conn = info.id, client = %peer, "connected");
         let session = ServerSession::new(self.shared.session.clone());
         self.conns[slot] = Some(Conn::new(stream, info, ip, session));
-        self.live += 1;
-        if self.shared.shutting_down.load(Ordering::Acquire) {
+        if self.shared.shutting_down.load(Ordering::SeqCst) {
             let conn = self.conns[slot].as_mut().expect("just stored");
             conn.session.close_with(shutdown_reply(&self.shared));
         } else {
@@ -211,9 +252,18 @@ impl EventLoop {
 
     fn drain_inbox(&mut self) {
         self.inbox.armed.store(false, Ordering::Release);
-        while let Ok(completion) = self.rx.try_recv() {
-            self.complete(completion);
+        while let Ok(item) = self.rx.try_recv() {
+            match item {
+                Item::Completion(completion) => self.complete(completion),
+                Item::Arrival(Arrival { stream, peer, ip }) => self.adopt(stream, peer, ip),
+            }
         }
+    }
+
+    fn uncount(&self) {
+        self.shared.loops[self.index]
+            .connections
+            .fetch_sub(1, Ordering::SeqCst);
     }
 
     fn complete(&mut self, completion: Completion) {
@@ -321,7 +371,7 @@ impl EventLoop {
         self.shared.limits.release(conn.ip);
         tracing::debug!(conn = conn.info.id, "disconnected");
         self.free.push(slot);
-        self.live -= 1;
+        self.uncount();
     }
 
     fn sweep_timeouts(&mut self, now: Instant) {
@@ -385,7 +435,12 @@ impl EventLoop {
                 self.close(slot);
             }
         }
-        self.live == 0
+        // Not just our own connections: also any handed to us and still in
+        // the inbox (see `LoopShare::connections`).
+        self.shared.loops[self.index]
+            .connections
+            .load(Ordering::SeqCst)
+            == 0
     }
 }
 
