@@ -91,6 +91,26 @@ fn the_shutdown_grace_period_bounds_a_stalled_transaction() {
     );
 }
 
+/// The control socket's thread is woken at shutdown by a connection to its
+/// file; with the file removed under it, the server must still exit.
+#[test]
+fn sigterm_exits_even_when_the_control_socket_was_removed() {
+    let mut server = Server::start_receiving("");
+    let socket = server.spool_dir().join("control.sock");
+    assert!(socket.exists(), "no control socket at {}", socket.display());
+    std::fs::remove_file(&socket).expect("remove the control socket");
+    let status = server.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?} after SIGTERM");
+    assert!(
+        server
+            .logs()
+            .iter()
+            .any(|l| l.contains("control socket unreachable at shutdown")),
+        "{}",
+        server.logs().join("\n")
+    );
+}
+
 #[test]
 fn check_config_accepts_a_good_file_and_explains_a_bad_one() {
     let server = Server::start_receiving("");

@@ -70,9 +70,20 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         // Wake the accept call so the thread sees the flag.
-        let _ = UnixStream::connect(&self.path);
+        let woken = UnixStream::connect(&self.path).is_ok();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if woken {
+                let _ = thread.join();
+            } else {
+                // The socket file is gone (someone removed it, or the spool
+                // directory): nothing can wake the accept now, and waiting
+                // would hang the shutdown. The thread only answers operators
+                // and ends with the process.
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "control socket unreachable at shutdown; not waiting for its thread"
+                );
+            }
         }
         let _ = std::fs::remove_file(&self.path);
     }
