@@ -10,7 +10,6 @@
 //!   pool of delivery threads.
 
 pub mod dispatch;
-mod dns;
 pub mod dsn;
 pub mod local;
 pub mod outcome;

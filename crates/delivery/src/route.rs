@@ -11,18 +11,19 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
+use sluice_dns::{LookupError, Resolver};
 use sluice_smtp::{AddressLiteral, Domain};
 
 use crate::Outcome;
-use crate::dns::{Dns, LookupError};
 
 /// The SMTP port (RFC 5321 §4.5.4.2 names no other for relaying).
 pub const SMTP_PORT: u16 = 25;
 
-/// Where mail goes; built by the binary from its configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where mail goes; built by the binary from its configuration. Which name
+/// servers to ask is the [`Resolver`]'s business, shared with the rest of
+/// the server.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteConfig {
     /// Static routes: recipient domain (lower-case) to `host:port` or
     /// `[ip]:port` (the port defaults to 25). They win over everything else.
@@ -30,22 +31,6 @@ pub struct RouteConfig {
     /// `host:port` that takes all other mail (an outbound relay) instead of
     /// the domains' MX hosts.
     pub smarthost: Option<String>,
-    /// Name servers to ask (UDP, and TCP for long answers); empty means the
-    /// system's, from `/etc/resolv.conf`.
-    pub nameservers: Vec<SocketAddr>,
-    /// How long to wait for one answer from a name server.
-    pub dns_timeout: Duration,
-}
-
-impl Default for RouteConfig {
-    fn default() -> Self {
-        RouteConfig {
-            routes: BTreeMap::new(),
-            smarthost: None,
-            nameservers: Vec::new(),
-            dns_timeout: Duration::from_secs(5),
-        }
-    }
 }
 
 /// One host to try, with every address it has; hops come in the order to try
@@ -60,18 +45,19 @@ pub struct NextHop {
 }
 
 /// Finds next hops. Cheap to share between delivery threads (`Send + Sync`);
-/// DNS answers are cached inside.
+/// DNS answers are cached in the resolver.
 #[derive(Debug)]
 pub struct Router {
     routes: BTreeMap<String, Target>,
     smarthost: Option<Target>,
     smtp_port: u16,
-    dns: Dns,
+    dns: Resolver,
 }
 
 impl Router {
-    /// Checks every route and the smarthost, and sets up the resolver.
-    pub fn new(config: RouteConfig) -> Result<Router, String> {
+    /// Checks every route and the smarthost; names are looked up through
+    /// `dns`.
+    pub fn new(config: RouteConfig, dns: Resolver) -> Result<Router, String> {
         let routes = config
             .routes
             .iter()
@@ -86,7 +72,6 @@ impl Router {
             .as_deref()
             .map(|s| Target::parse(s, Some(SMTP_PORT)).map_err(|e| format!("smarthost: {e}")))
             .transpose()?;
-        let dns = Dns::new(&config.nameservers, config.dns_timeout)?;
         Ok(Router {
             routes,
             smarthost,
@@ -190,8 +175,8 @@ impl Router {
     fn mx(&self, domain: &str) -> Result<Vec<NextHop>, Outcome> {
         let mut records = match self.dns.mx(domain) {
             Ok(records) => records,
-            Err(LookupError::NoRecords) => return self.implicit_mx(domain),
-            Err(e @ (LookupError::NoSuchName | LookupError::InvalidName(_))) => {
+            Err(LookupError::NoRecords { .. }) => return self.implicit_mx(domain),
+            Err(e @ (LookupError::NoSuchName { .. } | LookupError::InvalidName(_))) => {
                 return Err(failed(format!(
                     "550 5.1.2 Bad destination system address: {domain}: {}",
                     describe(&e)
@@ -258,9 +243,11 @@ impl Router {
                     .collect(),
                 preference: 0,
             }]),
-            Ok(_) | Err(LookupError::NoRecords | LookupError::NoSuchName) => Err(failed(format!(
-                "550 5.4.4 Unable to route: {domain} has no MX or address records"
-            ))),
+            Ok(_) | Err(LookupError::NoRecords { .. } | LookupError::NoSuchName { .. }) => {
+                Err(failed(format!(
+                    "550 5.4.4 Unable to route: {domain} has no MX or address records"
+                )))
+            }
             Err(LookupError::InvalidName(e)) => Err(failed(format!(
                 "550 5.1.2 Bad destination system address: {e}"
             ))),
@@ -379,8 +366,8 @@ fn shuffle_equal_preferences(records: &mut [(u16, String)]) {
 
 fn describe(error: &LookupError) -> String {
     match error {
-        LookupError::NoSuchName => "no such domain (NXDOMAIN)".to_owned(),
-        LookupError::NoRecords => "no address records".to_owned(),
+        LookupError::NoSuchName { .. } => "no such domain (NXDOMAIN)".to_owned(),
+        LookupError::NoRecords { .. } => "no address records".to_owned(),
         LookupError::InvalidName(e) | LookupError::Temporary(e) => e.clone(),
     }
 }

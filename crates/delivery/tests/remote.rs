@@ -15,6 +15,7 @@ use sluice_delivery::Outcome;
 use sluice_delivery::outcome::split_remote_reply;
 use sluice_delivery::remote::{Message, Remote, RemoteConfig};
 use sluice_delivery::route::{RouteConfig, Router};
+use sluice_dns::Resolver;
 use sluice_smtp::BodyType;
 use sluice_smtp::server::Extensions;
 
@@ -33,21 +34,23 @@ fn config() -> RemoteConfig {
 fn routed(domain: &str, server: SocketAddr, config: RemoteConfig) -> Remote {
     let mut routes = BTreeMap::new();
     routes.insert(domain.to_owned(), server.to_string());
-    let router = Router::new(RouteConfig {
-        routes,
-        nameservers: vec!["127.0.0.1:9".parse().unwrap()],
-        ..RouteConfig::default()
-    })
+    let router = Router::new(
+        RouteConfig {
+            routes,
+            ..RouteConfig::default()
+        },
+        Resolver::new(&["127.0.0.1:9".parse().unwrap()], Duration::from_secs(5)).unwrap(),
+    )
     .unwrap();
     Remote::new(config, router)
 }
 
 /// A Remote that finds MX hosts through `dns`, on the test servers' port.
 fn through_dns(dns: &Dnsmasq, port: u16) -> Remote {
-    let router = Router::new(RouteConfig {
-        nameservers: vec![dns.addr],
-        ..RouteConfig::default()
-    })
+    let router = Router::new(
+        RouteConfig::default(),
+        Resolver::new(&[dns.addr], Duration::from_secs(5)).unwrap(),
+    )
     .unwrap()
     .with_smtp_port(port);
     Remote::new(config(), router)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use remote_support::Dnsmasq;
 use sluice_delivery::Outcome;
 use sluice_delivery::route::{NextHop, RouteConfig, Router};
+use sluice_dns::Resolver;
 
 fn records(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -25,13 +26,23 @@ fn router_with(
     routes: BTreeMap<String, String>,
     smarthost: Option<&str>,
 ) -> Router {
-    Router::new(RouteConfig {
-        routes,
-        smarthost: smarthost.map(str::to_owned),
-        nameservers: vec![dns],
-        dns_timeout: Duration::from_secs(2),
-    })
+    Router::new(
+        RouteConfig {
+            routes,
+            smarthost: smarthost.map(str::to_owned),
+        },
+        resolver(dns, Duration::from_secs(2)),
+    )
     .expect("router")
+}
+
+fn resolver(dns: SocketAddr, timeout: Duration) -> Resolver {
+    Resolver::new(&[dns], timeout).expect("resolver")
+}
+
+/// A resolver for tests that must never ask DNS: nothing answers there.
+fn no_dns() -> Resolver {
+    resolver(addr("127.0.0.1:9"), Duration::from_secs(5))
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -245,11 +256,7 @@ fn an_unresolvable_route_target_defers() {
 #[test]
 fn address_literals_are_their_own_next_hop() {
     // Nothing is asked of DNS: an address with no server behind it will do.
-    let router = Router::new(RouteConfig {
-        nameservers: vec![addr("127.0.0.1:9")],
-        ..RouteConfig::default()
-    })
-    .unwrap();
+    let router = Router::new(RouteConfig::default(), no_dns()).unwrap();
     let hops = router.next_hops("[192.0.2.1]").unwrap();
     assert_eq!(hops[0].addrs, [addr("192.0.2.1:25")]);
     let hops = router.next_hops("[IPv6:2001:db8::1]").unwrap();
@@ -267,19 +274,23 @@ fn bad_routes_are_refused_at_start() {
     ] {
         let mut routes = BTreeMap::new();
         routes.insert(domain.to_owned(), target.to_owned());
-        let error = Router::new(RouteConfig {
-            routes,
-            nameservers: vec![addr("127.0.0.1:9")],
-            ..RouteConfig::default()
-        })
+        let error = Router::new(
+            RouteConfig {
+                routes,
+                ..RouteConfig::default()
+            },
+            no_dns(),
+        )
         .unwrap_err();
         assert!(error.contains(domain), "{error}");
     }
-    let error = Router::new(RouteConfig {
-        smarthost: Some("relay:port".into()),
-        nameservers: vec![addr("127.0.0.1:9")],
-        ..RouteConfig::default()
-    })
+    let error = Router::new(
+        RouteConfig {
+            smarthost: Some("relay:port".into()),
+            ..RouteConfig::default()
+        },
+        no_dns(),
+    )
     .unwrap_err();
     assert!(error.contains("smarthost"), "{error}");
 }
@@ -329,11 +340,10 @@ fn servfail_and_timeouts_defer() {
 
     // A server that never answers: bound but never read.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let router = Router::new(RouteConfig {
-        nameservers: vec![silent.local_addr().unwrap()],
-        dns_timeout: Duration::from_millis(200),
-        ..RouteConfig::default()
-    })
+    let router = Router::new(
+        RouteConfig::default(),
+        resolver(silent.local_addr().unwrap(), Duration::from_millis(200)),
+    )
     .unwrap();
     let started = Instant::now();
     let outcome = failure(router.next_hops("slow.test"));

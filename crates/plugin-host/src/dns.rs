@@ -1,22 +1,16 @@
-//! The resolver behind `dns_lookup`: hickory, bounded by a timeout, with a
-//! small cache of answers already formatted for plugins.
+//! The resolver behind `dns_lookup`: the server's [`Resolver`], bounded by a
+//! timeout, with a small cache of answers already formatted for plugins.
 //!
-//! hickory is async only and hooks run on plain filter threads, so the
-//! resolver keeps a one-worker tokio runtime and each lookup is a `block_on`
-//! on the calling filter thread. The worker drives the exchanges with the name
-//! servers whatever the callers do, so many filter threads can wait at once.
+//! Lookups block the calling filter thread; the resolver's own runtime
+//! drives the exchanges with the name servers, so many filter threads can
+//! wait at once.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
-use hickory_resolver::{ResolverBuilder, TokioResolver};
+use sluice_dns::{LookupError, Record, RecordType, Resolver};
 
 use crate::spec::DnsConfig;
 
@@ -32,12 +26,12 @@ pub enum DnsAnswer {
     Failed,
 }
 
+type Cache = HashMap<(u16, String), (Instant, DnsAnswer)>;
+
 pub struct DnsResolver {
-    // Dropped before the runtime its tasks live on.
-    resolver: TokioResolver,
-    runtime: tokio::runtime::Runtime,
+    resolver: Resolver,
     timeout: Duration,
-    cache: Mutex<HashMap<(u16, String), (Instant, DnsAnswer)>>,
+    cache: Mutex<Cache>,
     cache_entries: usize,
 }
 
@@ -50,103 +44,60 @@ impl fmt::Debug for DnsResolver {
     }
 }
 
-/// How long a "no such name" or "no data" answer is kept when the server
-/// sent no SOA to say (RFC 2308 would have it from the SOA minimum).
-const NEGATIVE_TTL: u32 = 60;
-const MAX_NEGATIVE_TTL: u32 = 300;
-
 impl DnsResolver {
+    /// A resolver of its own that asks `config.nameservers`: for tools and
+    /// tests that run plugins without a server around them.
     pub fn new(config: &DnsConfig) -> Result<DnsResolver, String> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("sluice-plugin-dns")
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| format!("cannot start the plugin DNS runtime: {e}"))?;
-        let provider = TokioRuntimeProvider::default();
-        let mut builder: ResolverBuilder<TokioRuntimeProvider> = if config.nameservers.is_empty() {
-            TokioResolver::builder(provider)
-                .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
-        } else {
-            let servers = config
-                .nameservers
-                .iter()
-                .map(|addr| {
-                    let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                        .into_iter()
-                        .map(|mut c| {
-                            c.port = addr.port();
-                            c
-                        })
-                        .collect();
-                    NameServerConfig::new(addr.ip(), true, connections)
-                })
-                .collect();
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
-        };
-        let options = builder.options_mut();
-        options.timeout = config.timeout;
-        // DNSBL answers and the like must come from DNS, never a hosts file.
-        options.use_hosts_file = ResolveHosts::Never;
-        let resolver = {
-            let _context = runtime.enter();
-            builder
-                .build()
-                .map_err(|e| format!("cannot build the plugin DNS resolver: {e}"))?
-        };
-        Ok(DnsResolver {
+        let resolver = Resolver::new(&config.nameservers, config.timeout)?;
+        Ok(DnsResolver::with_resolver(
             resolver,
-            runtime,
-            timeout: config.timeout,
+            config.timeout,
+            config.cache_entries,
+        ))
+    }
+
+    /// Plugins' lookups through `resolver`, shared with the rest of the
+    /// server (its name servers, its runtime, its cache); each `dns_lookup`
+    /// is bounded by `timeout`, and up to `cache_entries` formatted answers
+    /// are kept here as well.
+    pub fn with_resolver(resolver: Resolver, timeout: Duration, cache_entries: usize) -> Self {
+        DnsResolver {
+            resolver,
+            timeout,
             cache: Mutex::new(HashMap::new()),
-            cache_entries: config.cache_entries,
-        })
+            cache_entries,
+        }
     }
 
     /// Looks `name` up (`qtype` 1 A, 28 AAAA, 15 MX, 16 TXT, 12 PTR); blocks
     /// the calling thread for at most the configured timeout. For PTR, an IP
     /// address is turned into its `in-addr.arpa`/`ip6.arpa` name.
     pub fn lookup(&self, qtype: u16, name: &str) -> DnsAnswer {
-        let Some(record_type) = record_type(qtype) else {
+        let Some(record_type) = RecordType::from_code(qtype) else {
             return DnsAnswer::Failed;
         };
         let key = (qtype, name.trim_end_matches('.').to_ascii_lowercase());
-        let now = Instant::now();
         if let Some((until, answer)) = self.cache_lock().get(&key)
-            && *until > now
+            && *until > Instant::now()
         {
             return answer.clone();
         }
-        let Some(query) = query_name(record_type, &key.1) else {
-            return DnsAnswer::Failed;
-        };
-        // The timer must be made inside the runtime: hence the async block.
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(self.timeout, self.resolver.lookup(query, record_type)).await
-        });
-        let (answer, ttl) = match result {
-            Err(_elapsed) => return DnsAnswer::Failed,
-            Ok(Ok(lookup)) => {
-                let lines: Vec<String> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| format_record(record_type, &r.data))
-                    .collect();
-                let ttl = lookup.valid_until().saturating_duration_since(now);
-                if lines.is_empty() {
-                    // Only a CNAME came back, say.
-                    (DnsAnswer::NoData, ttl)
-                } else {
-                    (DnsAnswer::Records(lines.join("\n")), ttl)
-                }
+        let (answer, ttl) = match self
+            .resolver
+            .lookup_within(record_type, &key.1, self.timeout)
+        {
+            Ok(answer) => {
+                let lines: Vec<String> = answer.records.iter().map(format_record).collect();
+                (DnsAnswer::Records(lines.join("\n")), answer.ttl)
             }
-            Ok(Err(e)) => match negative(&e) {
-                Some((answer, ttl)) => (answer, Duration::from_secs(ttl.into())),
-                None => return DnsAnswer::Failed,
-            },
+            Err(LookupError::NoSuchName { negative_ttl }) => (DnsAnswer::NxDomain, negative_ttl),
+            Err(LookupError::NoRecords { negative_ttl }) => (DnsAnswer::NoData, negative_ttl),
+            Err(LookupError::InvalidName(_) | LookupError::Temporary(_)) => {
+                return DnsAnswer::Failed;
+            }
         };
         if !ttl.is_zero() && self.cache_entries > 0 {
+            let now = Instant::now();
             let mut cache = self.cache_lock();
             if cache.len() >= self.cache_entries {
                 cache.retain(|_, (until, _)| *until > now);
@@ -161,76 +112,73 @@ impl DnsResolver {
         answer
     }
 
-    fn cache_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(u16, String), (Instant, DnsAnswer)>> {
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         // Entries are inserted whole; a panic elsewhere cannot leave one torn.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn record_type(qtype: u16) -> Option<RecordType> {
-    Some(match qtype {
-        1 => RecordType::A,
-        28 => RecordType::AAAA,
-        15 => RecordType::MX,
-        16 => RecordType::TXT,
-        12 => RecordType::PTR,
-        _ => return None,
-    })
-}
-
-fn query_name(record_type: RecordType, name: &str) -> Option<Name> {
-    let mut name = match (record_type, name.parse::<IpAddr>()) {
-        (RecordType::PTR, Ok(ip)) => Name::from(ip),
-        _ => Name::from_utf8(name).ok()?,
-    };
-    // Absolute: no search domain from resolv.conf is ever appended.
-    name.set_fqdn(true);
-    Some(name)
-}
-
-fn format_record(record_type: RecordType, data: &RData) -> Option<String> {
-    Some(match (record_type, data) {
-        (RecordType::A, RData::A(a)) => a.to_string(),
-        (RecordType::AAAA, RData::AAAA(a)) => a.to_string(),
-        (RecordType::MX, RData::MX(mx)) => format!("{} {}", mx.preference, host(&mx.exchange)),
-        (RecordType::PTR, RData::PTR(ptr)) => host(&ptr.0),
-        (RecordType::TXT, RData::TXT(txt)) => {
+/// One line of a `dns_lookup` answer, as ABI.md has it.
+fn format_record(record: &Record) -> String {
+    match record {
+        Record::A(a) => a.to_string(),
+        Record::Aaaa(a) => a.to_string(),
+        Record::Mx {
+            preference,
+            exchange,
+        } => format!("{preference} {}", abi_host(exchange)),
+        Record::Ptr(host) => abi_host(host).to_owned(),
+        Record::Txt(strings) => {
             // RFC 7208 §3.3: the strings of one record are joined without
             // spaces. A line break inside would split one answer in two.
-            let joined: Vec<u8> = txt
-                .txt_data
-                .iter()
-                .flat_map(|s| s.iter().copied())
-                .collect();
-            String::from_utf8_lossy(&joined).replace(['\r', '\n'], " ")
+            String::from_utf8_lossy(&strings.concat()).replace(['\r', '\n'], " ")
         }
-        _ => return None,
-    })
-}
-
-fn host(name: &Name) -> String {
-    let mut host = name.to_lowercase().to_ascii();
-    if host.ends_with('.') && host.len() > 1 {
-        host.pop();
     }
-    host
 }
 
-/// NXDOMAIN and NODATA, with how long they may be cached.
-fn negative(error: &NetError) -> Option<(DnsAnswer, u32)> {
-    let NetError::Dns(DnsError::NoRecordsFound(no)) = error else {
-        return None;
-    };
-    let ttl = no
-        .negative_ttl
-        .unwrap_or(NEGATIVE_TTL)
-        .min(MAX_NEGATIVE_TTL);
-    let answer = if error.is_nx_domain() {
-        DnsAnswer::NxDomain
-    } else {
-        DnsAnswer::NoData
-    };
-    Some((answer, ttl))
+/// Plugins see the root as "." (a null MX is `0 .`), not as the empty name.
+fn abi_host(host: &str) -> &str {
+    if host.is_empty() { "." } else { host }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_as_plugins_read_them() {
+        assert_eq!(
+            format_record(&Record::A("192.0.2.1".parse().unwrap())),
+            "192.0.2.1"
+        );
+        assert_eq!(
+            format_record(&Record::Aaaa("2001:db8::1".parse().unwrap())),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            format_record(&Record::Mx {
+                preference: 10,
+                exchange: "mx1.example.org".into()
+            }),
+            "10 mx1.example.org"
+        );
+        assert_eq!(
+            format_record(&Record::Mx {
+                preference: 0,
+                exchange: String::new()
+            }),
+            "0 ."
+        );
+        assert_eq!(
+            format_record(&Record::Ptr("mail.example.org".into())),
+            "mail.example.org"
+        );
+        assert_eq!(
+            format_record(&Record::Txt(vec![
+                b"v=spf1 ip4:192.0.2.0/24".to_vec(),
+                b" -all\r\nx".to_vec()
+            ])),
+            "v=spf1 ip4:192.0.2.0/24 -all  x"
+        );
+    }
 }

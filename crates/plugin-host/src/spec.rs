@@ -133,15 +133,17 @@ pub fn local_domain_list(domains: Vec<String>) -> LocalDomainFn {
     })
 }
 
-/// Where the DNS host function sends its queries.
+/// Where the DNS host function sends its queries, for a [`DnsResolver`]
+/// with a resolver of its own ([`DnsResolver::new`]); a server shares its
+/// one resolver instead ([`DnsResolver::with_resolver`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsConfig {
     /// Empty means the system's resolvers (`/etc/resolv.conf`).
     pub nameservers: Vec<SocketAddr>,
     /// Bound on one `dns_lookup`, all retries included.
     pub timeout: Duration,
-    /// Answers kept by the host (beyond hickory's own cache), as text ready
-    /// for plugins.
+    /// Answers kept by the host (beyond the resolver's own cache), as text
+    /// ready for plugins.
     pub cache_entries: usize,
 }
 

@@ -130,7 +130,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            init_logging();
+            let _log = init_logging();
             match load(config.as_deref()).and_then(|c| serve::serve(c, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Test(args),
         } => {
-            init_logging();
+            let _log = init_logging();
             plugin_test::run(args)
         }
         Command::Queue { command } => match queue_command(command) {
@@ -228,14 +228,29 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, String> {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr through one writer thread: the event loops and delivery
+/// threads only queue their lines, and the writer sends whatever has queued
+/// up in one `write(2)` (a `BufWriter` it flushes whenever the queue runs
+/// dry), where each line used to be a `write(2)` of its own on the thread
+/// that logged it. The returned guard flushes what is left when `main`
+/// returns, so it must live until then.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
+    // Not lossy: the per-message lines are the operator's record of what was
+    // accepted and delivered, so when the queue is full (128k lines behind a
+    // stderr that does not keep up) the logging thread waits instead of
+    // dropping one.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+    guard
 }

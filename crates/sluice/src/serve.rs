@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use sluice_delivery::scheduler::Scheduler;
+use sluice_dns::Resolver;
 use sluice_plugin_host::PluginHost;
 use sluice_smtpd::Smtpd;
 use sluice_spool::{Spool, SpoolConfig};
@@ -36,13 +37,15 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
         torn_tail_bytes = report.torn_tail_bytes,
         "spool recovered"
     );
+    // One resolver for routing and plugins: one DNS runtime, one cache.
+    let dns = config.resolver()?;
     let scheduler = Scheduler::start(
         config.scheduler(),
         spool.handle(),
-        Arc::new(config.dispatch()?),
+        Arc::new(config.dispatch(&dns)?),
     )?;
     let control = ControlServer::start(dir, scheduler.handle())?;
-    let plugins = Arc::new(load_plugins(&config)?);
+    let plugins = Arc::new(load_plugins(&config, &dns)?);
 
     let smtpd_config = config.smtpd();
     let hostname = smtpd_config.session.hostname.clone();
@@ -89,8 +92,8 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
     Ok(())
 }
 
-fn load_plugins(config: &Config) -> Result<PluginHost, String> {
-    let mut env = config.host_env()?;
+fn load_plugins(config: &Config, dns: &Resolver) -> Result<PluginHost, String> {
+    let mut env = config.host_env_with(dns);
     // Compiled plugin code is kept beside the queue, so a restart or a SIGHUP
     // with unchanged .wasm files skips Cranelift (seconds in a debug build).
     env.code_cache = Some(config.spool_dir.join("plugin-cache"));

@@ -9,11 +9,19 @@ use sluice_delivery::local::{self, LocalConfig};
 use sluice_delivery::remote::{Remote, RemoteConfig, Timeouts};
 use sluice_delivery::route::{RouteConfig, Router};
 use sluice_delivery::scheduler::SchedulerConfig;
-use sluice_plugin_host::{DnsConfig, DnsResolver, HostEnv, OnError, PluginSpec};
+use sluice_dns::Resolver;
+use sluice_plugin_host::{DnsResolver, HostEnv, OnError, PluginSpec};
 use sluice_smtp::server::{Extensions, ServerConfig};
 use sluice_smtpd::{RecipientPolicy, SmtpdConfig};
 
 use super::{Config, Delivery, OnErrorSetting};
+
+/// How long to wait for one answer from a name server, and the bound on one
+/// plugin `dns_lookup`: DNSBL and sender checks run while a client waits for
+/// its reply.
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Plugins' answers kept as text ready for them (DNSBL results, mostly).
+const PLUGIN_DNS_CACHE_ENTRIES: usize = 10_000;
 
 impl Config {
     /// The plugin host's view of the `[[plugin]]` tables.
@@ -39,19 +47,23 @@ impl Config {
             .collect()
     }
 
-    /// What the plugins' host functions use: our name, our domains, DNS.
+    /// The server's one DNS resolver, for routing and plugins alike: one
+    /// runtime, one cache.
+    pub fn resolver(&self) -> Result<Resolver, String> {
+        Resolver::new(&self.dns.nameservers, DNS_TIMEOUT)
+    }
+
+    /// What the plugins' host functions use, with a resolver of their own
+    /// (`sluice plugin test`, where nothing else needs one).
     pub fn host_env(&self) -> Result<HostEnv, String> {
-        let dns = DnsResolver::new(&DnsConfig {
-            nameservers: self.dns.nameservers.clone(),
-            // DNSBL and sender checks run while a client waits for its reply.
-            timeout: Duration::from_secs(5),
-            cache_entries: 10_000,
-        })?;
-        Ok(HostEnv::new(
-            self.hostname(),
-            self.local.domains.clone(),
-            dns,
-        ))
+        Ok(self.host_env_with(&self.resolver()?))
+    }
+
+    /// What the plugins' host functions use: our name, our domains, and
+    /// lookups through `dns`.
+    pub fn host_env_with(&self, dns: &Resolver) -> HostEnv {
+        let dns = DnsResolver::with_resolver(dns.clone(), DNS_TIMEOUT, PLUGIN_DNS_CACHE_ENTRIES);
+        HostEnv::new(self.hostname(), self.local.domains.clone(), dns)
     }
 
     /// The front end's view of this configuration.
@@ -103,8 +115,9 @@ impl Config {
         }
     }
 
-    /// Local and remote delivery, as the delivery threads run them.
-    pub fn dispatch(&self) -> Result<Dispatch, String> {
+    /// Local and remote delivery, as the delivery threads run them; next
+    /// hops are looked up through `dns`.
+    pub fn dispatch(&self, dns: &Resolver) -> Result<Dispatch, String> {
         let d = &self.delivery;
         let hostname = self.hostname();
         let local = local::Local::new(LocalConfig {
@@ -113,16 +126,17 @@ impl Config {
             aliases: self.local.aliases.clone(),
             hostname: hostname.clone(),
         });
-        let router = Router::new(RouteConfig {
-            routes: d
-                .routes
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                .collect(),
-            smarthost: Some(d.smarthost.clone()).filter(|s| !s.is_empty()),
-            nameservers: self.dns.nameservers.clone(),
-            ..RouteConfig::default()
-        })?
+        let router = Router::new(
+            RouteConfig {
+                routes: d
+                    .routes
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect(),
+                smarthost: Some(d.smarthost.clone()).filter(|s| !s.is_empty()),
+            },
+            dns.clone(),
+        )?
         .with_smtp_port(d.mx_port);
         let remote = Remote::new(
             RemoteConfig {
