@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders};
 use sluice_e2e::{
-    Dnsmasq, HOSTNAME, MaildirMessage, Server, Sink, maildir_messages, received_prefix,
+    Client, Dnsmasq, HOSTNAME, MaildirMessage, Server, Sink, maildir_messages, received_prefix,
     split_received, submit, wait_for_maildir,
 };
 
@@ -113,6 +113,35 @@ fn aliases_and_the_null_reverse_path_are_delivered_locally() {
     assert!(maildir_is_empty(&server, "alice"));
     assert!(!server.maildir_root().join("root").exists());
     assert_eq!(server.all_maildir_messages().len(), 2);
+}
+
+/// Sub-addressing: with `recipient_delimiter = "+"`, `alice+lists` is
+/// accepted at RCPT because alice exists, and lands in her Maildir with the
+/// full address in `Delivered-To:`; an extension of nobody is still refused.
+#[test]
+fn an_address_extension_is_delivered_to_its_mailbox() {
+    let server = Server::start(
+        "[local]\ndomains = [\"example.test\"]\nusers = [\"alice\"]\n\
+         recipient_delimiter = \"+\"\n",
+    );
+    let mut client = Client::connect_ehlo(server.addr());
+    client.command_expect("MAIL FROM:<sender@example.org>", 250);
+    let refused = client.command_expect("RCPT TO:<bob+lists@example.test>", 550);
+    assert!(refused.raw.starts_with("550 5.1.1 "), "{refused:?}");
+    client.command_expect("RCPT TO:<alice+lists@example.test>", 250);
+    client.command_expect("DATA", 354);
+    let content = b"Subject: to a list address\r\n\r\nfiled by the extension\r\n";
+    client.send(content);
+    client.send(".\r\n");
+    let queued = client.read_reply();
+    assert_eq!(queued.code, 250, "{queued:?}");
+    let files = wait_for_maildir(&server.maildir("alice"), 1, DELIVERY_LIMIT);
+    assert_eq!(
+        files[0].delivered().delivered_to,
+        "alice+lists@example.test"
+    );
+    assert!(files[0].bytes.ends_with(content));
+    assert!(!server.maildir_root().join("alice+lists").exists());
 }
 
 #[test]

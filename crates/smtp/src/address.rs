@@ -336,3 +336,18 @@ impl fmt::Display for AddressError {
 }
 
 impl std::error::Error for AddressError {}
+
+/// Sub-addressing (RFC 5233): the mailbox part of a local part with an
+/// extension, `alice` for `alice+lists` when `+` is among `delimiters`; the
+/// text before the first delimiter, when there is one and something
+/// precedes it. Callers look the whole local part up first, so a name that
+/// contains a delimiter itself still matches exactly.
+pub fn without_extension<'a>(local_part: &'a str, delimiters: &str) -> Option<&'a str> {
+    if delimiters.is_empty() {
+        return None;
+    }
+    match local_part.find(|c| delimiters.contains(c)) {
+        Some(at) if at > 0 => Some(&local_part[..at]),
+        _ => None,
+    }
+}

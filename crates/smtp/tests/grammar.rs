@@ -426,3 +426,16 @@ fn standalone_parsers() {
         ])
     );
 }
+
+#[test]
+fn an_extension_is_cut_at_the_first_delimiter_with_a_name_before_it() {
+    use sluice_smtp::address::without_extension;
+    assert_eq!(without_extension("alice+lists", "+"), Some("alice"));
+    assert_eq!(without_extension("alice+a+b", "+"), Some("alice"));
+    assert_eq!(without_extension("alice-x+y", "+-"), Some("alice"));
+    assert_eq!(without_extension("björn+x", "+"), Some("björn"));
+    // Nothing before the delimiter, no delimiter, or sub-addressing off.
+    assert_eq!(without_extension("+alice", "+"), None);
+    assert_eq!(without_extension("alice", "+"), None);
+    assert_eq!(without_extension("alice+lists", ""), None);
+}

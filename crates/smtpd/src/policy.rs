@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use sluice_smtp::address::without_extension;
 use sluice_smtp::{Domain, EnhancedCode, ForwardPath, Reply};
 
 /// The domains and mailboxes this server owns, and the networks it trusts.
@@ -20,6 +21,9 @@ pub struct RecipientPolicy {
     /// Lower-cased alias → target (a user, another alias, or a remote address).
     aliases: HashMap<String, String>,
     trusted_networks: Vec<IpNet>,
+    /// Characters that start an address extension (`alice+lists`); empty:
+    /// no sub-addressing. See [`RecipientPolicy::with_recipient_delimiter`].
+    recipient_delimiter: String,
 }
 
 /// What the policy says about one RCPT.
@@ -51,7 +55,17 @@ impl RecipientPolicy {
                 .map(|(k, v)| (k.to_lowercase(), v))
                 .collect(),
             trusted_networks: trusted_networks.into_iter().collect(),
+            recipient_delimiter: String::new(),
         }
+    }
+
+    /// Sub-addressing (RFC 5233), as Postfix's `recipient_delimiter`: a
+    /// local part that names no mailbox itself, like `alice+lists`, is
+    /// `alice`'s when `+` is one of `delimiters`. An exact name always wins,
+    /// so a user or alias that contains the delimiter keeps working.
+    pub fn with_recipient_delimiter(mut self, delimiters: &str) -> Self {
+        self.recipient_delimiter = delimiters.to_owned();
+        self
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -72,9 +86,11 @@ impl RecipientPolicy {
     /// (RFC 5321 §4.5.1), whatever the user list says.
     pub fn mailbox_exists(&self, local_part: &str) -> bool {
         let local_part = local_part.to_lowercase();
-        local_part == "postmaster"
-            || self.users.contains(&local_part)
-            || self.aliases.contains_key(&local_part)
+        let exists = |name: &str| {
+            name == "postmaster" || self.users.contains(name) || self.aliases.contains_key(name)
+        };
+        exists(&local_part)
+            || without_extension(&local_part, &self.recipient_delimiter).is_some_and(exists)
     }
 
     /// Decides one recipient for a client at `client_ip`.
@@ -176,6 +192,41 @@ mod tests {
             check("RCPT TO:<\"alice\"@example.test>", STRANGER),
             RcptVerdict::Local
         );
+    }
+
+    #[test]
+    fn an_address_extension_reaches_the_mailbox_only_with_a_delimiter() {
+        let ip = STRANGER.parse().unwrap();
+        let plus = policy().with_recipient_delimiter("+-");
+        for line in [
+            "RCPT TO:<alice+lists@example.test>",
+            "RCPT TO:<Alice-x+y@example.test>",
+            "RCPT TO:<root+cron@example.test>",
+            "RCPT TO:<postmaster+abuse@example.test>",
+        ] {
+            assert_eq!(
+                plus.check_rcpt(&rcpt(line), ip),
+                RcptVerdict::Local,
+                "{line}"
+            );
+            // Off by default, as Postfix's recipient_delimiter.
+            assert_eq!(
+                code(policy().check_rcpt(&rcpt(line), ip)).as_deref(),
+                Some("550 5.1.1"),
+                "{line}"
+            );
+        }
+        for line in [
+            "RCPT TO:<bob+lists@example.test>",
+            "RCPT TO:<+alice@example.test>",
+            "RCPT TO:<alice.lists@example.test>",
+        ] {
+            assert_eq!(
+                code(plus.check_rcpt(&rcpt(line), ip)).as_deref(),
+                Some("550 5.1.1"),
+                "{line}"
+            );
+        }
     }
 
     #[test]

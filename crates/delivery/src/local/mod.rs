@@ -26,6 +26,7 @@ pub mod maildir;
 
 pub use aliases::{MAX_ALIAS_DEPTH, MAX_TARGETS};
 
+use sluice_smtp::address::without_extension;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
@@ -43,6 +44,9 @@ pub struct LocalConfig {
     pub aliases: BTreeMap<String, String>,
     /// This host's name, for Maildir file names.
     pub hostname: String,
+    /// Characters that start an address extension (`alice+lists` is
+    /// `alice`'s); empty: no sub-addressing.
+    pub recipient_delimiter: String,
 }
 
 /// Where one local recipient's copy goes after alias expansion.
@@ -64,6 +68,7 @@ pub struct Local {
     aliases: HashMap<String, Vec<String>>,
     /// The hostname with `/` and `:` escaped, ready for file names.
     file_host: String,
+    recipient_delimiter: String,
 }
 
 /// Local parts compare case-insensitively. Full Unicode folding so that a
@@ -93,6 +98,7 @@ impl Local {
             users,
             aliases,
             file_host: maildir::escape_hostname(&config.hostname),
+            recipient_delimiter: config.recipient_delimiter,
         }
     }
 
@@ -105,8 +111,22 @@ impl Local {
     /// neither a name nor a valid address, or that expands past
     /// [`MAX_TARGETS`], is a configuration mistake the operator can fix, so
     /// `Deferred` (`451 4.3.5`).
+    ///
+    /// A local part that names nothing itself but has an address extension
+    /// (`alice+lists`, with `+` a configured delimiter) resolves as its
+    /// mailbox part (`alice`), like the front end's RCPT check.
     pub fn resolve(&self, local_part: &str) -> Result<Vec<Target>, Outcome> {
-        aliases::Expansion::new(self).run(local_part)
+        let name = match without_extension(local_part, &self.recipient_delimiter) {
+            Some(base) if !self.knows(local_part) => base,
+            _ => local_part,
+        };
+        aliases::Expansion::new(self).run(name)
+    }
+
+    /// Whether `name` is a user, an alias or `postmaster` as it stands.
+    fn knows(&self, name: &str) -> bool {
+        let name = fold(name);
+        name == "postmaster" || self.users.contains_key(&name) || self.aliases.contains_key(&name)
     }
 
     /// Writes one copy of the message into `user`'s Maildir; see [`maildir`]

@@ -17,6 +17,7 @@ fn config(root: &Path) -> LocalConfig {
         users: vec!["alice".into(), "Bob".into(), "carol".into()],
         aliases: BTreeMap::new(),
         hostname: "mx.example.test".into(),
+        recipient_delimiter: String::new(),
     }
 }
 
@@ -396,4 +397,38 @@ fn broken_alias_targets_are_deferred_as_misconfiguration() {
     let local = with_aliases(&[("sales", "nobody-here")]);
     let err = reply_of(local.resolve("sales"));
     assert!(err.reply().starts_with("550 5.1.1 sales"), "{err:?}");
+}
+
+#[test]
+fn an_address_extension_resolves_to_its_mailbox_when_delimiters_are_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.recipient_delimiter = "+".into();
+    c.users.push("dev+ops".into());
+    c.aliases.insert("sales".into(), "carol".into());
+    let local = Local::new(c);
+    assert_eq!(local.resolve("alice+lists"), Ok(vec![mailbox("alice")]));
+    assert_eq!(local.resolve("BOB+x+y"), Ok(vec![mailbox("Bob")]));
+    // Aliases see the mailbox part too.
+    assert_eq!(local.resolve("sales+eu"), Ok(vec![mailbox("carol")]));
+    // A name that contains the delimiter matches exactly first.
+    assert_eq!(local.resolve("dev+ops"), Ok(vec![mailbox("dev+ops")]));
+    assert!(
+        reply_of(local.resolve("dave+x"))
+            .reply()
+            .starts_with("550 5.1.1")
+    );
+    assert!(
+        reply_of(local.resolve("+alice"))
+            .reply()
+            .starts_with("550 5.1.1")
+    );
+
+    // Off by default.
+    let plain = Local::new(config(dir.path()));
+    assert!(
+        reply_of(plain.resolve("alice+lists"))
+            .reply()
+            .starts_with("550 5.1.1")
+    );
 }

@@ -135,6 +135,9 @@ pub struct Local {
     pub maildir_root: PathBuf,
     pub users: Vec<String>,
     pub aliases: BTreeMap<String, String>,
+    /// Sub-addressing: each character starts an address extension
+    /// (`"+"`: `alice+lists` is delivered to `alice`); empty: off.
+    pub recipient_delimiter: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +247,7 @@ impl Default for Local {
             maildir_root: "var/mail".into(),
             users,
             aliases: BTreeMap::new(),
+            recipient_delimiter: String::new(),
         }
     }
 }

@@ -64,6 +64,20 @@ fn the_shipped_example_config_is_valid() {
         c.local.aliases.get("abuse").map(String::as_str),
         Some("postmaster")
     );
+    assert_eq!(c.local.recipient_delimiter, "+");
+}
+
+#[test]
+fn a_recipient_delimiter_must_be_visible_ascii_and_not_address_syntax() {
+    for good in ["+", "+-", "_="] {
+        let text = format!("[local]\nrecipient_delimiter = \"{good}\"\n");
+        assert!(parse(&text).is_ok(), "{good:?} refused");
+    }
+    for bad in ["@", "+.", " ", "é", "\\\"", "\\\\"] {
+        let text = format!("[local]\nrecipient_delimiter = \"{bad}\"\n");
+        let err = parse(&text).expect_err(bad);
+        assert!(err.contains("local.recipient_delimiter"), "{bad:?}: {err}");
+    }
 }
 
 #[test]

@@ -67,6 +67,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(c) = self
+            .local
+            .recipient_delimiter
+            .chars()
+            .find(|c| !c.is_ascii_graphic() || matches!(c, '@' | '"' | '\\' | '.'))
+        {
+            problems.push(format!(
+                "local.recipient_delimiter: {c:?} cannot start an address extension \
+                 (use visible ASCII such as \"+\" or \"-\", not '@', '.', quotes or spaces)"
+            ));
+        }
         for (alias, target) in &self.local.aliases {
             if alias.is_empty() || alias.contains('@') {
                 problems.push(format!(

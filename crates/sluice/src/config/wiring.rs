@@ -84,7 +84,8 @@ impl Config {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
             self.relay.trusted_networks.iter().copied(),
-        );
+        )
+        .with_recipient_delimiter(&self.local.recipient_delimiter);
         let mut smtpd = SmtpdConfig::new(
             session,
             self.listen.iter().map(|l| l.addr).collect(),
@@ -125,6 +126,7 @@ impl Config {
             users: self.local.users.clone(),
             aliases: self.local.aliases.clone(),
             hostname: hostname.clone(),
+            recipient_delimiter: self.local.recipient_delimiter.clone(),
         });
         let router = Router::new(
             RouteConfig {
