@@ -5,15 +5,16 @@
 //! jobs in flight per destination. Everything else talks to it through one
 //! channel of events (new messages from the front end, job results from the
 //! delivery threads, durability notices from the spool, operator commands),
-//! and it sleeps in `recv_deadline(next due time)`: an idle queue costs no
+//! and it sleeps until the next event or due time: an idle queue costs no
 //! CPU and there is no polling interval.
 //!
 //! A due message is split into jobs, one per destination (the key
-//! [`Transport::destination`] gives a recipient), and each job goes to the
-//! pool of delivery threads only while its destination has fewer than
+//! [`Transport::destination`] gives a recipient), and each job goes to an
+//! idle delivery thread only while its destination has fewer than
 //! [`SchedulerConfig::max_connections_per_destination`] jobs in flight;
 //! otherwise the message waits in that destination's line until a job for
-//! it comes back (no retry timer, no busy loop).
+//! it comes back (no retry timer, no busy loop). A job wakes the one thread
+//! it is for, and waiting threads are parked, not spinning (`pool.rs`).
 //!
 //! Every outcome is journaled to the spool before the in-memory state
 //! follows it, so after a crash the spool tells the truth and a restart
@@ -164,9 +165,14 @@ pub(crate) enum Event {
     Delete(QueueId),
     Bounce(QueueId),
     Status(QueueId, Sender<Option<MessageStatus>>),
-    /// A job came back from a delivery thread (boxed: it is the largest
-    /// event by far, and the channel's slots are as large as the largest).
-    Done(Box<Job>, Vec<Outcome>),
+    /// A job came back from delivery thread number `thread`, which is idle
+    /// now (boxed: it is the largest event by far, and the channel's slots
+    /// are as large as the largest).
+    Done {
+        thread: usize,
+        job: Box<Job>,
+        outcomes: Vec<Outcome>,
+    },
     /// A journal batch is durable (or failed).
     Journaled(u64, Result<(), sluice_spool::SpoolError>),
     Marked(
@@ -229,29 +235,27 @@ impl Scheduler {
             return Err("the retry schedule needs at least one interval".into());
         }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
-        // Two jobs per thread: one running, one ready to be taken the moment
-        // the first returns, so a thread never idles waiting for the
-        // scheduler to notice. More would only commit messages to attempts
-        // early (a hold or a delete could no longer stop them).
-        let pool_limit = config.threads * 2;
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(pool_limit);
+        // One job per thread, handed only to an idle thread: a job queued
+        // behind a running one could wait out a slow delivery while other
+        // threads sleep, and would commit its message to an attempt early
+        // (a hold or a delete could no longer stop it).
+        let (pool, job_receivers) = pool::Pool::new(config.threads);
         let core = core::Core::new(
             config.clone(),
             spool,
             transport.clone(),
             events_tx.clone(),
-            jobs_tx,
-            jobs_rx.clone(),
-            pool_limit,
+            pool,
         )
         .map_err(|e| format!("cannot read the queue from the spool: {e}"))?;
 
         let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
         let mut workers = Vec::with_capacity(config.threads);
-        for n in 0..config.threads {
+        for (n, jobs) in job_receivers.into_iter().enumerate() {
             let w = pool::Worker {
+                n,
                 transport: transport.clone(),
-                jobs: jobs_rx.clone(),
+                jobs,
                 events: events_tx.clone(),
                 _alive: alive_tx.clone(),
             };
@@ -264,7 +268,6 @@ impl Scheduler {
             }
         }
         drop(alive_tx);
-        drop(jobs_rx);
         let thread = std::thread::Builder::new()
             .name("scheduler".into())
             .spawn(move || core.run(events_rx))
@@ -307,7 +310,7 @@ impl Scheduler {
         if thread.join().is_err() {
             tracing::error!("scheduler thread panicked");
         }
-        // The scheduler dropped the job sender on its way out, so idle
+        // The scheduler dropped the job senders on its way out, so idle
         // threads end at once; only one stuck in a transport call keeps the
         // channel open past the deadline.
         let all_ended = loop {

@@ -1,16 +1,104 @@
-//! The delivery threads: take a job, run the transport, send the outcomes
-//! back to the scheduler.
+//! The delivery threads, and the scheduler's side of handing them jobs.
+//!
+//! Each thread has a job channel of its own (capacity 1), and the scheduler
+//! keeps a stack of the threads that are idle. A job goes into one idle
+//! thread's channel, so it wakes that thread and no other, and no thread is
+//! handed a job while it still runs one. The thread that became idle last
+//! gets the next job: under light load a few threads do all the work (their
+//! caches warm) and the rest stay parked instead of taking turns.
+//!
+//! A thread waits with [`Select::select`], not `Receiver::recv`: crossbeam's
+//! `recv` spins and calls `sched_yield` four times before it parks, which
+//! with 32 delivery threads sharing one channel on two cores was 9 % of
+//! Sluice's CPU. `select` tries once, registers and parks; the scheduler's
+//! send unparks it. That is a futex wake and wait per job instead of the
+//! yields (docs/benchmarks.md, hot spot 1, has the numbers), and only the
+//! thread that has work runs.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 
 use super::{Event, Job, Transport};
 use crate::Outcome;
 
+/// The scheduler's side: the threads' job channels, and which threads are idle.
+pub(super) struct Pool {
+    /// Per thread, by number. Emptied at shutdown: the threads end when
+    /// their sender drops.
+    jobs: Vec<Sender<Job>>,
+    /// The other ends, to take back at shutdown the jobs no thread has
+    /// started.
+    pending: Vec<Receiver<Job>>,
+    /// Threads with nothing to do, the one that became idle last on top.
+    /// A thread found gone is not put back.
+    idle: Vec<usize>,
+}
+
+impl Pool {
+    /// Channels for `threads` threads, all idle; the receivers go to the
+    /// threads, in order.
+    pub(super) fn new(threads: usize) -> (Pool, Vec<Receiver<Job>>) {
+        let (jobs, receivers): (Vec<_>, Vec<_>) =
+            (0..threads).map(|_| crossbeam_channel::bounded(1)).unzip();
+        let pool = Pool {
+            jobs,
+            pending: receivers.clone(),
+            // Thread 0 on top, so the first jobs go to the low numbers.
+            idle: (0..threads).rev().collect(),
+        };
+        (pool, receivers)
+    }
+
+    /// Some thread can take a job now.
+    pub(super) fn has_idle(&self) -> bool {
+        !self.idle.is_empty()
+    }
+
+    /// Gives the job to an idle thread; returns it if none can take it
+    /// (none idle, or shut down).
+    pub(super) fn hand(&mut self, mut job: Job) -> Option<Job> {
+        while let Some(n) = self.idle.pop() {
+            match self.jobs[n].try_send(job) {
+                Ok(()) => return None,
+                // An idle thread has taken its last job out of its channel,
+                // so there is room: the thread has ended. It stays out.
+                Err(TrySendError::Full(j) | TrySendError::Disconnected(j)) => {
+                    tracing::error!(thread = n, "a delivery thread has ended");
+                    job = j;
+                }
+            }
+        }
+        Some(job)
+    }
+
+    /// Thread `n` has finished its job (its result is in).
+    pub(super) fn idle_again(&mut self, n: usize) {
+        if n < self.jobs.len() {
+            debug_assert!(!self.idle.contains(&n), "thread {n} idle twice");
+            self.idle.push(n);
+        }
+    }
+
+    /// Stops handing out jobs and lets the threads end (busy ones after
+    /// their job); returns the jobs that no thread had started.
+    pub(super) fn close(&mut self) -> Vec<Job> {
+        self.idle.clear();
+        self.jobs.clear();
+        std::mem::take(&mut self.pending)
+            .iter()
+            .filter_map(|rx| rx.try_recv().ok())
+            .collect()
+    }
+}
+
+/// One delivery thread.
 pub(super) struct Worker {
+    /// Its number: its place in [`Pool`], sent back with every result.
+    pub(super) n: usize,
     pub(super) transport: Arc<dyn Transport>,
+    /// Its own channel: a job in it is for this thread alone.
     pub(super) jobs: Receiver<Job>,
     pub(super) events: Sender<Event>,
     /// Dropped when the thread ends: shutdown waits for all of them.
@@ -19,14 +107,22 @@ pub(super) struct Worker {
 
 impl Worker {
     pub(super) fn run(self) {
-        // Ends when the scheduler drops the job sender (shutdown).
-        for job in self.jobs.iter() {
+        let mut wait = Select::new_biased();
+        wait.recv(&self.jobs);
+        loop {
+            // Parks at once when there is no job (see the module comment).
+            let ready = wait.select();
+            // Ends when the scheduler drops the sender (shutdown).
+            let Ok(job) = ready.recv(&self.jobs) else {
+                break;
+            };
             let outcomes = deliver(&*self.transport, &job);
-            if self
-                .events
-                .send(Event::Done(Box::new(job), outcomes))
-                .is_err()
-            {
+            let done = Event::Done {
+                thread: self.n,
+                job: Box::new(job),
+                outcomes,
+            };
+            if self.events.send(done).is_err() {
                 break;
             }
         }

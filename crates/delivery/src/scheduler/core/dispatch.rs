@@ -28,7 +28,7 @@ impl Core {
             self.freed.clear();
             return;
         }
-        while self.in_flight < self.pool_limit {
+        while self.pool.has_idle() {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
@@ -44,7 +44,7 @@ impl Core {
                 if self.busy.get(&dest).copied().unwrap_or(0) >= max {
                     break;
                 }
-                if self.in_flight >= self.pool_limit {
+                if !self.pool.has_idle() {
                     // The destination has room but the pool has none: look
                     // again next round, or its line would wait for a job of
                     // its own that may never come.
@@ -130,7 +130,7 @@ impl Core {
             // Whoever is already waiting goes first: a newcomer that took a
             // slot freed this round could starve them under steady load.
             let pool_waits = !self.ready.is_empty() && !matches!(via, Via::Ready);
-            if self.in_flight >= self.pool_limit || pool_waits {
+            if !self.pool.has_idle() || pool_waits {
                 self.block(id, &rcpts, None);
                 continue;
             }
@@ -200,9 +200,6 @@ impl Core {
     }
 
     pub(super) fn send_job(&mut self, job: Job) {
-        let Some(tx) = &self.jobs_tx else {
-            return;
-        };
         let Some(msg) = self.msgs.get_mut(&job.id) else {
             return;
         };
@@ -211,11 +208,11 @@ impl Core {
         }
         *self.busy.entry(job.destination.clone()).or_default() += 1;
         self.in_flight += 1;
-        // Never full: the channel holds `pool_limit` jobs and no more are in
-        // flight. Disconnected only if every delivery thread is gone.
-        if let Err(e) = tx.try_send(job) {
-            tracing::error!("no delivery thread takes jobs: {e}");
-            self.take_back(e.into_inner());
+        // Callers checked that a thread is idle; this fails only if every
+        // idle thread has ended.
+        if let Some(job) = self.pool.hand(job) {
+            tracing::error!("no delivery thread takes jobs");
+            self.take_back(job);
         }
     }
 

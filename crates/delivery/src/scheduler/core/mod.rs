@@ -5,16 +5,17 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
 use sluice_spool::{JournalEntry, MessageMark, QueueId, SpoolError, SpoolHandle};
 
 mod commands;
 mod dispatch;
 mod outcomes;
 
+use super::pool::Pool;
 use super::retry::Policy;
 use super::state::Msg;
-use super::{Event, Job, SchedulerConfig, Transport};
+use super::{Event, SchedulerConfig, Transport};
 
 /// Events handled before the scheduler looks at its timers and writes the
 /// journal batch: large enough to batch a burst, small enough that due
@@ -27,13 +28,10 @@ pub(super) struct Core {
     transport: Arc<dyn Transport>,
     /// For the completions of spool requests.
     events: Sender<Event>,
-    /// `None` once shutting down: the delivery threads end when it drops.
-    jobs_tx: Option<Sender<Job>>,
-    /// To take back, at shutdown, the jobs no thread has started.
-    jobs_rx: Receiver<Job>,
-    /// Jobs in flight at most (also the job channel's capacity, so sending
-    /// never blocks).
-    pool_limit: usize,
+    /// The delivery threads' channels and which of them are idle: a job is
+    /// dispatched only when one is.
+    pool: Pool,
+    /// Jobs handed to the pool whose results have not come back.
     in_flight: usize,
     msgs: HashMap<QueueId, Msg>,
     /// `(due ms, id)`: the earliest first. A message has at most one entry,
@@ -65,6 +63,25 @@ pub(super) struct Core {
     now: u64,
 }
 
+/// The next event, waiting until `deadline` at most. Parks at once when
+/// there is none, as the delivery threads do (`pool.rs`): `recv` would spin
+/// and `sched_yield` first. `wait` selects on `events` alone.
+fn next_event(
+    wait: &mut Select<'_>,
+    events: &Receiver<Event>,
+    deadline: Option<Instant>,
+) -> Result<Event, RecvTimeoutError> {
+    let ready = match deadline {
+        Some(deadline) => wait
+            .select_deadline(deadline)
+            .map_err(|_| RecvTimeoutError::Timeout)?,
+        None => wait.select(),
+    };
+    ready
+        .recv(events)
+        .map_err(|_| RecvTimeoutError::Disconnected)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -77,9 +94,7 @@ impl Core {
         spool: SpoolHandle,
         transport: Arc<dyn Transport>,
         events: Sender<Event>,
-        jobs_tx: Sender<Job>,
-        jobs_rx: Receiver<Job>,
-        pool_limit: usize,
+        pool: Pool,
     ) -> Result<Core, SpoolError> {
         let now = now_ms();
         let mut core = Core {
@@ -87,9 +102,7 @@ impl Core {
             spool,
             transport,
             events,
-            jobs_tx: Some(jobs_tx),
-            jobs_rx,
-            pool_limit,
+            pool,
             in_flight: 0,
             msgs: HashMap::new(),
             timers: BTreeSet::new(),
@@ -137,6 +150,8 @@ impl Core {
     }
 
     pub(super) fn run(mut self, events: Receiver<Event>) {
+        let mut wait = Select::new_biased();
+        wait.recv(&events);
         loop {
             self.now = now_ms();
             let wake = match self.stopping {
@@ -150,10 +165,7 @@ impl Core {
                     Instant::now() + Duration::from_millis(due.saturating_sub(self.now))
                 }),
             };
-            let first = match wake {
-                Some(deadline) => events.recv_deadline(deadline),
-                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
+            let first = next_event(&mut wait, &events, wake);
             match first {
                 Ok(event) => {
                     self.now = now_ms();
@@ -192,7 +204,14 @@ impl Core {
             Event::Status(id, reply) => {
                 let _ = reply.send(self.status(id));
             }
-            Event::Done(job, outcomes) => self.job_done(*job, outcomes),
+            Event::Done {
+                thread,
+                job,
+                outcomes,
+            } => {
+                self.pool.idle_again(thread);
+                self.job_done(*job, outcomes);
+            }
             Event::Journaled(batch, result) => self.journaled(batch, result),
             Event::Marked(id, mark, result) => self.marked(id, mark, result),
             Event::BounceQueued(id, result) => self.bounce_queued(id, result),
@@ -238,12 +257,11 @@ impl Core {
         }
         self.stopping = Some(deadline);
         // Jobs no thread has taken yet are abandoned: their recipients are
-        // still pending or deferred in the spool.
-        while let Ok(job) = self.jobs_rx.try_recv() {
+        // still pending or deferred in the spool. Idle threads end; busy
+        // ones end after their job.
+        for job in self.pool.close() {
             self.take_back(job);
         }
-        // Idle threads end; busy ones end after their job.
-        self.jobs_tx = None;
         tracing::info!(jobs = self.in_flight, "scheduler stopping");
     }
 }

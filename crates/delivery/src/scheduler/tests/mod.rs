@@ -3,6 +3,7 @@
 
 mod control;
 mod delivery;
+mod idle;
 mod restart;
 
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ struct Call {
     at: Instant,
     reverse_path: String,
     body: Vec<u8>,
+    /// The name of the delivery thread that ran the job.
+    thread: String,
 }
 
 #[derive(Default)]
@@ -125,6 +128,7 @@ impl Transport for Fake {
                 at: Instant::now(),
                 reverse_path: job.message.envelope.reverse_path.clone(),
                 body: job.message.body().to_vec(),
+                thread: std::thread::current().name().unwrap_or("").to_owned(),
             });
             outcomes.push(outcome);
         }

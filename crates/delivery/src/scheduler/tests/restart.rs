@@ -100,7 +100,8 @@ fn after_a_crash_only_what_was_in_flight_is_sent_again() {
     assert!(again.values().all(|&n| n == 1));
     let first = first.attempts();
     let twice = again.keys().filter(|k| first.contains_key(*k)).count();
-    // At most the jobs in flight (two per thread) repeat, one recipient each.
+    // At most what was in flight repeats, one recipient each: a job per
+    // thread, and results whose journal batch was not yet durable.
     assert!(twice <= 2 * config.threads, "{twice} sent twice");
     let mut union: HashSet<_> = first.into_keys().collect();
     union.extend(again.into_keys());
