@@ -9,31 +9,12 @@ use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders};
 use sluice_e2e::{
-    Client, Dnsmasq, HOSTNAME, MaildirMessage, Server, Sink, maildir_messages, received_prefix,
-    split_received, submit, wait_for_maildir,
+    Client, Dnsmasq, HOSTNAME, MaildirMessage, Server, Sink, TRICKY, maildir_messages,
+    received_prefix, split_received, submit, wait_for_maildir,
 };
 
 /// How long any one delivery may take to show up.
 const DELIVERY_LIMIT: Duration = Duration::from_secs(15);
-
-/// Content with everything a careless transport breaks: lines that start
-/// with a dot (one that is only a dot), 8-bit octets (UTF-8 and not), a
-/// long line, and an empty line inside the body.
-const TRICKY: &[u8] = b"From: Sender <sender@example.org>\r\n\
-To: alice@example.test\r\n\
-Subject: dots and octets\r\n\
-MIME-Version: 1.0\r\n\
-Content-Type: text/plain; charset=utf-8\r\n\
-Content-Transfer-Encoding: 8bit\r\n\
-\r\n\
-.leading dot\r\n\
-.\r\n\
-..two dots\r\n\
-Gr\xc3\xbc\xc3\x9fe, na\xc3\xafve caf\xc3\xa9\r\n\
-raw \xff\xfe\x80 octets\r\n\
-\r\n\
-. \r\n\
-last line ends the content\r\n";
 
 #[test]
 fn local_delivery_is_byte_exact_with_dots_and_8bit() {

@@ -8,29 +8,12 @@ use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders};
 use sluice_e2e::dovecot::{Dovecot, Fetched};
-use sluice_e2e::{Server, received_prefix, split_received, submit, wait_for, wait_for_maildir};
+use sluice_e2e::{
+    Server, TRICKY, received_prefix, split_received, submit, wait_for, wait_for_maildir,
+};
 
 /// How long any one delivery may take to show up.
 const DELIVERY_LIMIT: Duration = Duration::from_secs(20);
-
-/// Content with what a careless transport breaks: lines that start with a
-/// dot (one that is only a dot, which would end the data if not stuffed),
-/// 8-bit octets (UTF-8 and not), and an empty line inside the body.
-const TRICKY: &[u8] = b"From: Dave <dave@example.test>\r\n\
-To: alice@example.test\r\n\
-Subject: dots and octets\r\n\
-MIME-Version: 1.0\r\n\
-Content-Type: text/plain; charset=utf-8\r\n\
-Content-Transfer-Encoding: 8bit\r\n\
-\r\n\
-.leading dot\r\n\
-.\r\n\
-..two dots\r\n\
-Gr\xc3\xbc\xc3\x9fe, na\xc3\xafve caf\xc3\xa9\r\n\
-raw \xff\xfe\x80 octets\r\n\
-\r\n\
-. \r\n\
-last line ends the content\r\n";
 
 /// `[local]` for the users Sluice accepts mail for: bob is one of them but
 /// unknown to Dovecot, so only LMTP can refuse him.

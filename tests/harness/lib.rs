@@ -23,7 +23,7 @@ pub use dnsmasq::Dnsmasq;
 pub use mailbox::{
     Delivered, MaildirMessage, maildir_messages, received_prefix, split_received, wait_for_maildir,
 };
-pub use outcome::{dot_stuff, submit};
+pub use outcome::{TRICKY, dot_stuff, submit};
 pub use process::run;
 pub use queue::{QueuedMessage, queue_by_id, read_queue};
 pub use server::{HOSTNAME, Server, ServerBuilder};

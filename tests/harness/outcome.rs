@@ -101,3 +101,22 @@ impl Server {
         });
     }
 }
+
+/// Content with everything a careless transport breaks: lines that start
+/// with a dot (one that is only a dot), 8-bit octets (UTF-8 and not), a
+/// long line, and an empty line inside the body.
+pub const TRICKY: &[u8] = b"From: Sender <sender@example.org>\r\n\
+To: alice@example.test\r\n\
+Subject: dots and octets\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: 8bit\r\n\
+\r\n\
+.leading dot\r\n\
+.\r\n\
+..two dots\r\n\
+Gr\xc3\xbc\xc3\x9fe, na\xc3\xafve caf\xc3\xa9\r\n\
+raw \xff\xfe\x80 octets\r\n\
+\r\n\
+. \r\n\
+last line ends the content\r\n";

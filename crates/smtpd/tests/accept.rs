@@ -2,8 +2,10 @@
 //! sockets: every loop polls the one listener, so without care the loop that
 //! wakes first takes the whole burst and the other cores sit idle.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+use common::Client;
+
+use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -13,43 +15,6 @@ use sluice_spool::{Spool, SpoolConfig};
 
 const BURST: usize = 20;
 const LOOPS: usize = 2;
-
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        }
-    }
-
-    /// Reads one whole reply, multi-line or not; returns its last line.
-    fn reply(&mut self) -> String {
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).unwrap();
-            assert!(line.len() >= 4, "connection closed or short line: {line:?}");
-            if line.as_bytes()[3] == b' ' {
-                return line;
-            }
-        }
-    }
-
-    fn command(&mut self, line: &str) -> String {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .unwrap();
-        self.reply()
-    }
-}
 
 fn start(dir: &std::path::Path) -> (Smtpd, Spool) {
     let (spool, _) = Spool::open(dir, SpoolConfig::default()).unwrap();
@@ -76,7 +41,7 @@ fn burst(addr: SocketAddr) -> Vec<Client> {
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 barrier.wait();
-                Client::connect(addr)
+                Client::open(addr)
             })
         })
         .collect();
@@ -120,8 +85,8 @@ fn a_burst_of_connections_is_spread_over_the_event_loops_and_each_is_served() {
     // Half leave; the counts follow, so the next burst goes where there is room.
     for mut c in clients.drain(..BURST / 2) {
         assert!(c.command("QUIT").starts_with("221 "));
-        let mut rest = String::new();
-        assert_eq!(c.reader.read_line(&mut rest).unwrap(), 0, "{rest:?}");
+        let rest = c.read_to_close();
+        assert!(rest.is_empty(), "{rest:?}");
     }
     let settled = (0..500).find_map(|_| {
         let n: usize = smtpd.connections_per_loop().iter().sum();

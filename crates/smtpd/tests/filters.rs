@@ -1,8 +1,10 @@
 //! The filter hook points, driven over real loopback sockets: a filter that
 //! answers later must hold up only its own connection.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+use common::Client;
+
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,50 +143,11 @@ impl Drop for Harness {
     }
 }
 
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut client = Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-        };
-        assert!(client.reply().starts_with("220 "));
-        client
-    }
-
-    /// Reads one whole reply, multi-line or not; returns its last line.
-    fn reply(&mut self) -> String {
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).unwrap();
-            assert!(line.len() >= 4, "connection closed or short line: {line:?}");
-            if line.as_bytes()[3] == b' ' {
-                return line;
-            }
-        }
-    }
-
-    fn command(&mut self, line: &str) -> String {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .unwrap();
-        self.reply()
-    }
-}
-
 #[test]
 fn a_filter_answering_later_holds_up_only_its_own_connection() {
     let h = Harness::start(Duration::from_secs(2));
     let mut slow = Client::connect(h.addr);
-    slow.writer.write_all(b"EHLO slow.example\r\n").unwrap();
+    slow.send(b"EHLO slow.example\r\n");
 
     // While the slow HELO waits for its filter, another client on the same
     // event loop runs a whole transaction.
