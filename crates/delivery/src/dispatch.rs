@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_smtp::address::unquote_local_part as unquote;
+
 use crate::Outcome;
 use crate::local::{Local, Target};
 use crate::remote::{Message, Remote};
@@ -294,29 +296,6 @@ fn combine(outcomes: Vec<Outcome>) -> Outcome {
     })
 }
 
-/// `"john smith"` → `john smith`: the spool keeps the wire form of the local
-/// part, the mailbox lookup wants its content.
-fn unquote(local_part: &str) -> std::borrow::Cow<'_, str> {
-    match local_part
-        .strip_prefix('"')
-        .and_then(|l| l.strip_suffix('"'))
-    {
-        None => local_part.into(),
-        Some(inner) => {
-            let mut out = String::with_capacity(inner.len());
-            let mut chars = inner.chars();
-            while let Some(c) = chars.next() {
-                out.push(if c == '\\' {
-                    chars.next().unwrap_or('\\')
-                } else {
-                    c
-                });
-            }
-            out.into()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,12 +309,5 @@ mod tests {
         assert_eq!(combine(vec![d("a"), f("c")]), f("c"));
         assert_eq!(combine(vec![d("a"), d("b")]), d("a"));
         assert!(matches!(combine(vec![]), Outcome::Failed { .. }));
-    }
-
-    #[test]
-    fn quoted_local_parts_are_unquoted_for_lookup() {
-        assert_eq!(unquote("alice"), "alice");
-        assert_eq!(unquote("\"john smith\""), "john smith");
-        assert_eq!(unquote("\"a\\\"b\""), "a\"b");
     }
 }

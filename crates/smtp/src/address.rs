@@ -98,23 +98,29 @@ impl LocalPart {
 
     /// The local part with quoting removed: what a mailbox lookup compares.
     pub fn unquoted(&self) -> std::borrow::Cow<'_, str> {
-        if !self.is_quoted() {
-            return std::borrow::Cow::Borrowed(&self.0);
-        }
-        let inner = &self.0[1..self.0.len() - 1];
-        let mut out = String::with_capacity(inner.len());
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            if c == '\\' {
-                if let Some(escaped) = chars.next() {
-                    out.push(escaped);
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        std::borrow::Cow::Owned(out)
+        unquote_local_part(&self.0)
     }
+}
+
+/// `"john smith"` → `john smith`, `"a\"b"` → `a"b`; an unquoted local part as
+/// it is. For local parts kept in their wire form (the spool's envelopes)
+/// that a mailbox lookup needs the content of.
+pub fn unquote_local_part(wire: &str) -> std::borrow::Cow<'_, str> {
+    let Some(inner) = wire.strip_prefix('"').and_then(|w| w.strip_suffix('"')) else {
+        return std::borrow::Cow::Borrowed(wire);
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(escaped) = chars.next() {
+                out.push(escaped);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl fmt::Display for LocalPart {

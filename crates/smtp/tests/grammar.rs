@@ -439,3 +439,14 @@ fn an_extension_is_cut_at_the_first_delimiter_with_a_name_before_it() {
     assert_eq!(without_extension("alice", "+"), None);
     assert_eq!(without_extension("alice+lists", ""), None);
 }
+
+#[test]
+fn quoted_local_parts_in_wire_form_are_unquoted_for_lookup() {
+    use sluice_smtp::address::unquote_local_part;
+    assert_eq!(unquote_local_part("alice"), "alice");
+    assert_eq!(unquote_local_part("\"john smith\""), "john smith");
+    assert_eq!(unquote_local_part("\"a\\\"b\""), "a\"b");
+    assert_eq!(unquote_local_part("\"a\\\\b\""), "a\\b");
+    // Not a quoted string: left alone.
+    assert_eq!(unquote_local_part("\"half"), "\"half");
+}
