@@ -14,6 +14,10 @@ command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 [ -x /usr/sbin/dovecot ] || missing_pkgs+=(dovecot-core)
 [ -x /usr/lib/dovecot/lmtp ] || missing_pkgs+=(dovecot-lmtpd)
 [ -x /usr/lib/dovecot/imap ] || missing_pkgs+=(dovecot-imapd)
+# A real Redis for the shared key-value store's tests (crates/plugin-host,
+# tests/kv.rs), which run private instances on free ports; as with Dovecot,
+# the system service the package ships must not run.
+{ [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1; } || missing_pkgs+=(redis-server)
 
 if ((${#missing_pkgs[@]} == 0)); then
   exit 0
@@ -31,14 +35,17 @@ fi
 apt_get=("${as_root[@]}" apt-get)
 echo "installing ${missing_pkgs[*]}" >&2
 
-# dovecot-core's maintainer scripts start the system Dovecot unless
-# policy-rc.d forbids it (exit 101): it would take ports 143 and 993, and in
-# a container its start can fail the whole install. Forbid it for the
+# dovecot-core's and redis-server's maintainer scripts start the system
+# service unless policy-rc.d forbids it (exit 101): it would take ports 143
+# and 993 (or 6379), and in a container its start can fail the whole install. Forbid it for the
 # length of the install, unless the machine has a policy of its own.
 policy=/usr/sbin/policy-rc.d
 dovecot_pid=/run/dovecot/master.pid
 dovecot_was_running=
 [[ -e $dovecot_pid ]] && dovecot_was_running=1
+redis_pid=/run/redis/redis-server.pid
+redis_was_running=
+[[ -e $redis_pid ]] && redis_was_running=1
 own_policy=
 if [[ ! -e $policy ]]; then
   own_policy=1
@@ -64,5 +71,14 @@ if [[ -z $dovecot_was_running && -e $dovecot_pid ]]; then
   fi
   if [[ -e $dovecot_pid ]]; then
     "${as_root[@]}" kill "$(cat "$dovecot_pid")" 2>/dev/null || true
+  fi
+fi
+# The same for a system Redis this install started.
+if [[ -z $redis_was_running && -e $redis_pid ]]; then
+  if [[ -d /run/systemd/system ]]; then
+    "${as_root[@]}" systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+  fi
+  if [[ -e $redis_pid ]]; then
+    "${as_root[@]}" kill "$(cat "$redis_pid")" 2>/dev/null || true
   fi
 fi

@@ -1,4 +1,5 @@
-//! Test support shared by the workspace: a real name server for tests.
+//! Test support shared by the workspace: a real name server for tests, and
+//! a real Redis ([`RedisServer`], in its own module) for the key-value store.
 //!
 //! Routing, DNSBL and plugin `dns_lookup` tests need answers from a real DNS
 //! server over real UDP, including NXDOMAIN, NODATA and timeouts, which a mock
@@ -7,6 +8,10 @@
 //! (bounded) until it answers a DNS query, and stops it by its PID — SIGKILL,
 //! then reaped — when dropped, so that no test leaves a server behind even
 //! when it panics. The binary comes from the Debian package `dnsmasq-base`.
+
+mod redis_server;
+
+pub use redis_server::RedisServer;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -21,6 +21,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use sluice_delivery::remote::Timeouts;
 use sluice_delivery::route::SMTP_PORT;
+use sluice_plugin_host::RedisKv;
 use sluice_smtp::Domain;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +38,8 @@ pub struct Config {
     pub server: Server,
     pub delivery: Delivery,
     pub dns: Dns,
+    /// Where plugins keep shared state (greylisting, rate limits).
+    pub kv: Kv,
     /// The filter chain, in order. Absent: the shipped relay-refusal and
     /// antispam plugins. `plugin = []` runs none (the built-in relay check
     /// still refuses plain relay attempts).
@@ -192,6 +195,30 @@ pub struct Dns {
     pub nameservers: Vec<SocketAddr>,
 }
 
+/// `[kv]`: the store behind the plugins' `kv_get`, `kv_set` and `kv_incr`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kv {
+    pub backend: KvBackend,
+    /// `redis://[user:password@]host[:port][/db]` or `redis+unix:///path?db=N`.
+    pub redis_url: String,
+    /// Put before every key, so that one Redis can serve others too.
+    pub key_prefix: String,
+    /// For connecting to Redis and for each command: a hook waits no longer
+    /// than this before the store counts as failed.
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvBackend {
+    /// In this process's memory: lost on restart, not shared.
+    #[default]
+    Memory,
+    /// In Redis: shared by every server that uses it, kept across restarts.
+    Redis,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
@@ -216,6 +243,7 @@ impl Default for Config {
             server: Server::default(),
             delivery: Delivery::default(),
             dns: Dns::default(),
+            kv: Kv::default(),
             plugins: shipped_plugins(),
         }
     }
@@ -283,6 +311,18 @@ impl Default for Delivery {
             data_init_timeout_secs: rfc.data_init.as_secs(),
             data_block_timeout_secs: rfc.data_block.as_secs(),
             data_end_timeout_secs: rfc.data_end.as_secs(),
+        }
+    }
+}
+
+impl Default for Kv {
+    fn default() -> Self {
+        Kv {
+            backend: KvBackend::Memory,
+            redis_url: RedisKv::DEFAULT_URL.into(),
+            key_prefix: RedisKv::DEFAULT_PREFIX.into(),
+            timeout_ms: u64::try_from(RedisKv::DEFAULT_TIMEOUT.as_millis())
+                .expect("a timeout of a few hundred ms"),
         }
     }
 }

@@ -223,3 +223,45 @@ fn delivery_client_settings_are_taken_and_zero_is_refused() {
     let e = parse("[delivery]\nmx_port = 65536\n").unwrap_err();
     assert!(e.contains("mx_port"), "{e}");
 }
+
+#[test]
+fn the_kv_table_picks_the_store_and_explains_mistakes() {
+    let c = parse("").unwrap();
+    assert_eq!(c.kv.backend, KvBackend::Memory);
+    assert_eq!(c.kv.redis_url, "redis://127.0.0.1:6379/0");
+    assert_eq!(
+        (c.kv.key_prefix.as_str(), c.kv.timeout_ms),
+        ("sluice:", 200)
+    );
+    let memory = c.kv_store().unwrap();
+    memory.set(b"k", b"v", None).unwrap();
+    assert_eq!(memory.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+
+    // Nothing listens on port 1: the store is Redis if using it fails there.
+    let c = parse(
+        "[kv]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1/3\"\n\
+         key_prefix = \"mx1:\"\ntimeout_ms = 50\n",
+    )
+    .unwrap();
+    assert_eq!(c.kv.key_prefix, "mx1:");
+    assert_eq!(c.kv.timeout_ms, 50);
+    assert!(c.notes().is_empty(), "{:?}", c.notes());
+    let error = c.kv_store().unwrap().get(b"k").unwrap_err();
+    assert!(error.0.starts_with("redis 127.0.0.1:1: "), "{error}");
+
+    let e = parse("[kv]\nbackend = \"redis\"\nredis_url = \"http://127.0.0.1/\"\ntimeout_ms = 0\n")
+        .unwrap_err();
+    assert!(e.contains("kv.redis_url \"http://127.0.0.1/\""), "{e}");
+    assert!(e.contains("kv.timeout_ms must be at least 1"), "{e}");
+    let e = parse("[kv]\nbackend = \"mongodb\"\n").unwrap_err();
+    assert!(e.contains("unknown variant `mongodb`"), "{e}");
+    assert!(e.contains("`memory`") && e.contains("`redis`"), "{e}");
+    let e = parse("[kv]\nredis_host = \"127.0.0.1\"\n").unwrap_err();
+    assert!(e.contains("redis_host"), "{e}");
+
+    // A URL given without the backend that uses it is probably a mistake.
+    let c = parse("[kv]\nredis_url = \"redis://10.0.0.5:6379/0\"\n").unwrap();
+    let notes = c.notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("kv.backend is \"memory\""), "{notes:?}");
+}

@@ -2,10 +2,13 @@
 //! once (`sluice check-config` and `serve` both refuse a file that has any),
 //! and notes on values that are allowed but unwise.
 
+use std::time::Duration;
+
 use sluice_delivery::remote::Timeouts;
+use sluice_plugin_host::RedisKv;
 use sluice_smtp::Domain;
 
-use super::{Config, Delivery, ListenMode};
+use super::{Config, Delivery, Kv, KvBackend, ListenMode};
 
 impl Config {
     /// Checks what the types cannot: every problem, not just the first.
@@ -90,6 +93,7 @@ impl Config {
         }
         self.validate_delivery(&mut problems);
         self.validate_plugins(&mut problems);
+        self.validate_kv(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -100,7 +104,16 @@ impl Config {
     /// Values that are valid but that an operator should know about, for
     /// `check-config` to print.
     pub fn notes(&self) -> Vec<String> {
-        self.delivery
+        let kv = &self.kv;
+        let kv_unused = (kv.backend == KvBackend::Memory
+            && kv.redis_url != Kv::default().redis_url)
+            .then(|| {
+                "kv.redis_url is set but kv.backend is \"memory\": Redis is not used \
+                 (add backend = \"redis\" to share plugin state between servers)"
+                    .to_owned()
+            });
+        let delivery = self
+            .delivery
             .client_timeouts()
             .filter(|&(_, secs, rfc)| rfc.is_some_and(|rfc| secs < rfc))
             .map(|(key, secs, rfc)| {
@@ -109,8 +122,30 @@ impl Config {
                      next hop may be cut off and the message tried again later",
                     rfc.unwrap_or_default()
                 )
-            })
-            .collect()
+            });
+        kv_unused.into_iter().chain(delivery).collect()
+    }
+
+    fn validate_kv(&self, problems: &mut Vec<String>) {
+        let kv = &self.kv;
+        if kv.timeout_ms == 0 {
+            problems.push(
+                "kv.timeout_ms must be at least 1 (a Redis that does not answer must not \
+                 hold a connection forever)"
+                    .into(),
+            );
+        }
+        if kv.backend != KvBackend::Redis {
+            return;
+        }
+        // Parsing only: Redis may well be down while the file is checked.
+        if let Err(e) = RedisKv::new(&kv.redis_url, &kv.key_prefix, Duration::from_millis(1)) {
+            problems.push(format!(
+                "kv.redis_url {:?}: {e} (expected \"redis://host:port/db\" or \
+                 \"redis+unix:///path/to/socket\")",
+                kv.redis_url
+            ));
+        }
     }
 
     fn validate_plugins(&self, problems: &mut Vec<String>) {

@@ -2,6 +2,7 @@
 //! the plugin host, the delivery scheduler and the transports. Nothing here
 //! judges a value; `validate` has done that.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_delivery::dispatch::Dispatch;
@@ -10,11 +11,11 @@ use sluice_delivery::remote::{Remote, RemoteConfig, Timeouts};
 use sluice_delivery::route::{RouteConfig, Router};
 use sluice_delivery::scheduler::SchedulerConfig;
 use sluice_dns::Resolver;
-use sluice_plugin_host::{DnsResolver, HostEnv, OnError, PluginSpec};
+use sluice_plugin_host::{DnsResolver, HostEnv, KvStore, MemoryKv, OnError, PluginSpec, RedisKv};
 use sluice_smtp::server::{Extensions, ServerConfig};
 use sluice_smtpd::{RecipientPolicy, SmtpdConfig};
 
-use super::{Config, Delivery, OnErrorSetting};
+use super::{Config, Delivery, KvBackend, OnErrorSetting};
 
 /// How long to wait for one answer from a name server, and the bound on one
 /// plugin `dns_lookup`: DNSBL and sender checks run while a client waits for
@@ -54,16 +55,40 @@ impl Config {
     }
 
     /// What the plugins' host functions use, with a resolver of their own
-    /// (`sluice plugin test`, where nothing else needs one).
+    /// (`sluice plugin test`, where nothing else needs one). Its key-value
+    /// store is always a fresh embedded one: a trial run must not write
+    /// greylisting or rate-limit entries into the servers' shared Redis.
     pub fn host_env(&self) -> Result<HostEnv, String> {
         Ok(self.host_env_with(&self.resolver()?))
     }
 
     /// What the plugins' host functions use: our name, our domains, and
-    /// lookups through `dns`.
+    /// lookups through `dns`; an embedded key-value store, which a server
+    /// replaces with [`Config::kv_store`].
     pub fn host_env_with(&self, dns: &Resolver) -> HostEnv {
         let dns = DnsResolver::with_resolver(dns.clone(), DNS_TIMEOUT, PLUGIN_DNS_CACHE_ENTRIES);
         HostEnv::new(self.hostname(), self.local.domains.clone(), dns)
+    }
+
+    /// The plugins' shared key-value store as `[kv]` says.
+    pub fn kv_store(&self) -> Result<Arc<dyn KvStore>, String> {
+        Ok(match self.kv.backend {
+            KvBackend::Memory => Arc::new(MemoryKv::new()),
+            KvBackend::Redis => Arc::new(self.redis_kv()?),
+        })
+    }
+
+    /// The Redis store `[kv]` describes, whatever the backend. It does not
+    /// connect here: connections are made on first use, and again after a
+    /// failure.
+    pub fn redis_kv(&self) -> Result<RedisKv, String> {
+        let kv = &self.kv;
+        RedisKv::new(
+            &kv.redis_url,
+            &kv.key_prefix,
+            Duration::from_millis(kv.timeout_ms),
+        )
+        .map_err(|e| format!("kv.redis_url: {e}"))
     }
 
     /// The front end's view of this configuration.
