@@ -13,7 +13,7 @@ use std::time::Duration;
 use remote_support::{Dnsmasq, LmtpServer, Script, SmtpServer, reply};
 use sluice_delivery::Outcome;
 use sluice_delivery::outcome::split_remote_reply;
-use sluice_delivery::remote::{Message, Remote, RemoteConfig};
+use sluice_delivery::remote::{Message, Remote, RemoteConfig, Timeouts};
 use sluice_delivery::route::{RouteConfig, Router};
 use sluice_dns::Resolver;
 use sluice_smtp::BodyType;
@@ -24,7 +24,10 @@ const BODY: &[u8] = b"Subject: test\r\n\r\nHello.\r\n";
 fn config() -> RemoteConfig {
     RemoteConfig {
         helo_name: "sluice.example.org".into(),
-        connect_timeout: Duration::from_secs(2),
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            ..Timeouts::default()
+        },
         idle_close: Duration::from_secs(5),
         max_messages_per_connection: 100,
     }

@@ -128,13 +128,12 @@ impl Connection {
     pub(super) fn open(
         endpoint: &Endpoint,
         label: String,
-        connect_timeout: Duration,
         timeouts: Timeouts,
         config: ClientConfig,
     ) -> io::Result<Connection> {
         let stream = match endpoint {
             Endpoint::Tcp(addr) => {
-                let stream = TcpStream::connect_timeout(addr, connect_timeout)?;
+                let stream = TcpStream::connect_timeout(addr, timeouts.connect)?;
                 // Commands and the body go out in whole writes already;
                 // Nagle would only hold back the last piece of each.
                 stream.set_nodelay(true)?;
@@ -434,14 +433,8 @@ mod tests {
     fn timeout_sets_for_two_messages(timeouts: Timeouts) -> usize {
         let (addr, server) = one_connection_server();
         let config = ClientConfig::new(Domain::Name("client.test".into()));
-        let mut connection = Connection::open(
-            &Endpoint::Tcp(addr),
-            addr.to_string(),
-            Duration::from_secs(5),
-            timeouts,
-            config,
-        )
-        .unwrap();
+        let mut connection =
+            Connection::open(&Endpoint::Tcp(addr), addr.to_string(), timeouts, config).unwrap();
         let recipients = [("bob@example.net", "")];
         let body = b"Subject: x\r\n\r\nhello\r\n";
         let message = Message {
@@ -476,6 +469,7 @@ mod tests {
         // One value for everything: set once for the connection.
         let same = Duration::from_secs(30);
         let flat = Timeouts {
+            connect: same,
             greeting: same,
             command: same,
             data_init: same,

@@ -46,7 +46,8 @@ pub struct RemoteConfig {
     /// Our name in EHLO and LHLO: this host's FQDN (RFC 5321 §4.1.1.1), or
     /// an address literal.
     pub helo_name: String,
-    pub connect_timeout: Duration,
+    /// The waits for the connection, replies and writes.
+    pub timeouts: Timeouts,
     /// Cached connections idle this long are closed (e.g. 5 s; servers drop
     /// idle clients themselves after a while).
     pub idle_close: Duration,
@@ -79,7 +80,6 @@ pub struct Remote {
     helo_name: Domain,
     router: Router,
     pool: Pool,
-    timeouts: Timeouts,
 }
 
 /// One place to try: a host's name for texts, and one of its addresses.
@@ -99,14 +99,7 @@ impl Remote {
             config,
             helo_name,
             router,
-            timeouts: Timeouts::default(),
         }
-    }
-
-    /// The waits for replies and writes, instead of RFC 5321's minimums.
-    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Remote {
-        self.timeouts = timeouts;
-        self
     }
 
     pub fn router(&self) -> &Router {
@@ -271,8 +264,7 @@ impl Remote {
         Connection::open(
             &attempt.endpoint,
             label.clone(),
-            self.config.connect_timeout,
-            self.timeouts,
+            self.config.timeouts,
             config,
         )
         .map_err(|e| {

@@ -9,6 +9,9 @@ use sluice_smtp::client::TimeoutClass;
 /// was about to say yes, and then sends the message again later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
+    /// Establishing the TCP connection (RFC 5321 names no minimum; 30 s,
+    /// after which the next address is tried).
+    pub connect: Duration,
     /// The `220` greeting (§4.5.3.2.1: 5 minutes).
     pub greeting: Duration,
     /// The reply to EHLO/HELO/LHLO, MAIL, RCPT and RSET (§4.5.3.2.2–3:
@@ -28,6 +31,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
+            connect: Duration::from_secs(30),
             greeting: TimeoutClass::Greeting.rfc5321_minimum(),
             command: TimeoutClass::Mail.rfc5321_minimum(),
             data_init: TimeoutClass::DataInit.rfc5321_minimum(),
@@ -72,6 +76,7 @@ mod tests {
     fn each_class_gets_its_own_setting() {
         let secs = Duration::from_secs;
         let t = Timeouts {
+            connect: secs(9),
             greeting: secs(1),
             command: secs(2),
             data_init: secs(3),

@@ -168,15 +168,14 @@ impl Config {
         let remote = Remote::new(
             RemoteConfig {
                 helo_name: hostname,
-                connect_timeout: Duration::from_secs(d.connect_timeout_secs),
+                timeouts: d.timeouts(),
                 idle_close: Duration::from_secs(5),
                 // Postfix sets no count limit at all (only 300 s); a high one
                 // still retires a connection now and then.
                 max_messages_per_connection: 1000,
             },
             router,
-        )
-        .with_timeouts(d.timeouts());
+        );
         Ok(Dispatch::new(
             self.local.domains.iter().cloned(),
             local,
@@ -187,10 +186,11 @@ impl Config {
 }
 
 impl Delivery {
-    /// The SMTP and LMTP client's waits for replies and writes.
+    /// The SMTP and LMTP client's waits for the connection, replies and writes.
     pub fn timeouts(&self) -> Timeouts {
         let secs = Duration::from_secs;
         Timeouts {
+            connect: secs(self.connect_timeout_secs),
             greeting: secs(self.greeting_timeout_secs),
             command: secs(self.command_timeout_secs),
             data_init: secs(self.data_init_timeout_secs),
