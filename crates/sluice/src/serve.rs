@@ -16,7 +16,7 @@ use sluice_plugin_host::PluginHost;
 use sluice_smtpd::Smtpd;
 use sluice_spool::{Spool, SpoolConfig};
 
-use crate::config::{Config, KvBackend};
+use crate::config::Config;
 use crate::control::ControlServer;
 
 pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
@@ -97,27 +97,7 @@ fn load_plugins(config: &Config, dns: &Resolver) -> Result<PluginHost, String> {
     // Compiled plugin code is kept beside the queue, so a restart or a SIGHUP
     // with unchanged .wasm files skips Cranelift (seconds in a debug build).
     env.code_cache = Some(config.spool_dir.join("plugin-cache"));
-    env.kv = match config.kv.backend {
-        KvBackend::Memory => config.kv_store()?,
-        KvBackend::Redis => {
-            let redis = config.redis_kv()?;
-            // A Redis that is down must not keep mail from being served:
-            // hooks that use it fail by their plugin's on_error until it is
-            // back. Said at start, so the operator need not learn it from 451s.
-            match redis.ping() {
-                Ok(()) => tracing::info!(
-                    server = redis.server(),
-                    prefix = %config.kv.key_prefix,
-                    "key-value store: redis"
-                ),
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "key-value store: redis does not answer; hooks that use it fail until it does"
-                ),
-            }
-            Arc::new(redis)
-        }
-    };
+    env.kv = config.kv_store()?;
     let host = PluginHost::load(config.plugin_specs()?, env).map_err(|e| {
         format!("{e}\n(the shipped plugins are built by plugins/build.sh; `plugin = []` in the config runs none)")
     })?;

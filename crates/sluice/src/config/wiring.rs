@@ -70,25 +70,37 @@ impl Config {
         HostEnv::new(self.hostname(), self.local.domains.clone(), dns)
     }
 
-    /// The plugins' shared key-value store as `[kv]` says.
+    /// The plugins' shared key-value store as `[kv]` says. A Redis store is
+    /// asked once whether it answers, and the answer logged; one that does
+    /// not is still returned: a Redis that is down must not keep mail from
+    /// being served, and hooks that use it fail by their plugin's on_error
+    /// until it is back (connections are made on use, and again after a
+    /// failure).
     pub fn kv_store(&self) -> Result<Arc<dyn KvStore>, String> {
-        Ok(match self.kv.backend {
-            KvBackend::Memory => Arc::new(MemoryKv::new()),
-            KvBackend::Redis => Arc::new(self.redis_kv()?),
-        })
-    }
-
-    /// The Redis store `[kv]` describes, whatever the backend. It does not
-    /// connect here: connections are made on first use, and again after a
-    /// failure.
-    pub fn redis_kv(&self) -> Result<RedisKv, String> {
         let kv = &self.kv;
-        RedisKv::new(
-            &kv.redis_url,
-            &kv.key_prefix,
-            Duration::from_millis(kv.timeout_ms),
-        )
-        .map_err(|e| format!("kv.redis_url: {e}"))
+        Ok(match kv.backend {
+            KvBackend::Memory => Arc::new(MemoryKv::new()),
+            KvBackend::Redis => {
+                let redis = RedisKv::new(
+                    &kv.redis_url,
+                    &kv.key_prefix,
+                    Duration::from_millis(kv.timeout_ms),
+                )
+                .map_err(|e| format!("kv.redis_url: {e}"))?;
+                match redis.ping() {
+                    Ok(()) => tracing::info!(
+                        server = redis.server(),
+                        prefix = %kv.key_prefix,
+                        "key-value store: redis"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "key-value store: redis does not answer; hooks that use it fail until it does"
+                    ),
+                }
+                Arc::new(redis)
+            }
+        })
     }
 
     /// The front end's view of this configuration.
