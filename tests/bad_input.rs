@@ -313,3 +313,31 @@ fn the_per_ip_connection_limit_refuses_the_third_connection() {
         b"Subject: slot\r\n\r\nfree\r\n"
     );
 }
+
+#[test]
+fn a_bdat_size_that_cannot_be_skipped_closes_the_connection() {
+    let server = Server::start_receiving("");
+    // 2^64 does not parse: where the chunk ends is unknowable, so what
+    // follows must never be read as commands (SMTP smuggling).
+    let mut c = Client::connect_ehlo(server.addr());
+    c.command_expect("MAIL FROM:<a@example.org>", 250);
+    c.command_expect("RCPT TO:<alice@example.test>", 250);
+    c.send(b"BDAT 18446744073709551616 LAST\r\nRSET\r\nMAIL FROM:<b@example.org>\r\n");
+    c.expect_raw(
+        "501 5.5.4 Syntax error, expected BDAT <chunk size> [LAST]; closing the connection\r\n",
+    );
+    c.expect_closed();
+
+    // 2^63 parses but is far past the size limit: refused before a byte of
+    // it is read (it used to be streamed to the end), and the connection ends.
+    let mut c = Client::connect_ehlo(server.addr());
+    c.command_expect("MAIL FROM:<a@example.org>", 250);
+    c.command_expect("RCPT TO:<alice@example.test>", 250);
+    c.send(b"BDAT 9223372036854775808 LAST\r\nRSET\r\n");
+    c.expect_raw(
+        "552 5.3.4 Message size exceeds fixed maximum message size; closing the connection\r\n",
+    );
+    c.expect_closed();
+    assert!(read_queue(server.spool_dir()).is_empty());
+    assert_still_serves(&server);
+}

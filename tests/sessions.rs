@@ -70,6 +70,35 @@ fn python_smtplib_transaction_is_queued_intact() {
 }
 
 #[test]
+fn smtplib_with_smtputf8_for_a_utf8_address_is_queued() {
+    // smtplib adds SMTPUTF8 for the UTF-8 address on top of the caller's
+    // own, so the server sees `SMTPUTF8 SMTPUTF8`: an identical repeat,
+    // which Postfix and aiosmtpd accept, and so must we.
+    let server = Server::start_receiving("");
+    let content = "From: py@example.org\r\nSubject: utf-8\r\n\r\nhello\r\n".as_bytes();
+    let mut cmd = Command::new("python3");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/smtplib_options.py"))
+        .arg("127.0.0.1")
+        .arg(server.port().to_string())
+        .args([
+            "jöran@example.org",
+            "alice@example.test",
+            "SMTPUTF8,BODY=8BITMIME",
+        ]);
+    let out = run(cmd, content, CLIENT_LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "smtplib failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = only_message(&server);
+    assert_eq!(m.reverse_path, "jöran@example.org");
+    assert_eq!(m.recipients, ["alice@example.test"]);
+    assert_eq!(m.content(), content);
+}
+
+#[test]
 fn swaks_transaction_is_queued_intact() {
     let server = Server::start_receiving("");
     let mut cmd = Command::new("swaks");

@@ -488,10 +488,13 @@ impl CommandError {
                     (5, 4),
                     format!("Syntax error in parameter {keyword}, expected {expected}").into(),
                 ),
-                ParamError::Duplicate { keyword } => (
+                ParamError::Conflicting { keyword } => (
                     501,
                     (5, 4),
-                    format!("Syntax error in parameters, {keyword} given more than once").into(),
+                    format!(
+                        "Syntax error in parameters, {keyword} given twice with different values"
+                    )
+                    .into(),
                 ),
                 ParamError::Unsupported { keyword } => (
                     555,

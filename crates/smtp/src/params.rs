@@ -73,17 +73,15 @@ pub enum ParamError {
         /// The accepted form, for the reply text.
         expected: &'static str,
     },
-    Duplicate {
-        keyword: &'static str,
-    },
+    /// The same keyword twice with different values (`BODY=7BIT
+    /// BODY=8BITMIME`). An identical repeat is accepted, as Postfix does:
+    /// Python's `smtplib` sends `SMTPUTF8` twice when the caller asked for it
+    /// and an address needs it too.
+    Conflicting { keyword: &'static str },
     /// A keyword this server does not implement (RFC 5321 §4.1.1.11: 555).
-    Unsupported {
-        keyword: String,
-    },
+    Unsupported { keyword: String },
     /// A MAIL parameter on RCPT or the other way round.
-    WrongCommand {
-        keyword: &'static str,
-    },
+    WrongCommand { keyword: &'static str },
 }
 
 /// Keywords are echoed in replies; an absurdly long one is cut short there.
@@ -205,12 +203,15 @@ fn each_param(
         })
 }
 
-fn set_once<T>(slot: &mut Option<T>, k: Keyword, value: T) -> Result<(), ParamError> {
-    if slot.is_some() {
-        return Err(ParamError::Duplicate { keyword: k.name() });
+/// Sets a parameter's value; a repeat must say the same thing.
+fn set_once<T: PartialEq>(slot: &mut Option<T>, k: Keyword, value: T) -> Result<(), ParamError> {
+    match slot {
+        Some(old) if *old != value => Err(ParamError::Conflicting { keyword: k.name() }),
+        _ => {
+            *slot = Some(value);
+            Ok(())
+        }
     }
-    *slot = Some(value);
-    Ok(())
 }
 
 /// One of `choices`, compared without regard to case.
@@ -263,9 +264,6 @@ impl MailParams {
                 Keyword::SmtpUtf8 => {
                     if value.is_some() {
                         return Err(k.invalid());
-                    }
-                    if p.smtputf8 {
-                        return Err(ParamError::Duplicate { keyword: k.name() });
                     }
                     p.smtputf8 = true;
                 }

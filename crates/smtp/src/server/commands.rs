@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::{CODE_OK, Chunk, Event, Greeting, PendingKind, ServerConfig, ServerSession};
+use super::{CODE_OK, Chunk, Event, Greeting, Notice, PendingKind, ServerConfig, ServerSession};
 use crate::address::{Domain, ForwardPath, ReversePath};
 use crate::command::{Command, Verb};
 use crate::params::{BodyType, MailParams, RcptParams};
@@ -13,6 +13,19 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
     pub(super) fn command_line(&mut self, line: &[u8]) {
         let command = match Command::parse(line) {
             Ok(command) => command,
+            // The octets of a BDAT chunk follow its command line; without a
+            // size we cannot tell where they end, and reading them as
+            // commands is how SMTP smuggling starts. Postfix closes too.
+            Err(e) if e.verb() == Some(Verb::Bdat) => {
+                let reply = e.reply();
+                self.notices.push(Notice::Refused {
+                    verb: e.verb(),
+                    reply: reply.clone(),
+                });
+                let text = format!("{}; closing the connection", reply.text());
+                self.close_with(Reply::new(reply.code(), reply.enhanced(), text));
+                return;
+            }
             Err(e) => {
                 self.error(e.verb(), e.reply());
                 return;

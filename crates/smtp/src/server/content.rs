@@ -3,7 +3,8 @@
 //! offered to the front end.
 
 use super::{
-    CODE_BAD_SEQUENCE, CODE_OK, Chunk, Event, PendingKind, Phase, ServerConfig, ServerSession,
+    CODE_BAD_SEQUENCE, CODE_OK, Chunk, Event, Notice, PendingKind, Phase, ServerConfig,
+    ServerSession,
 };
 use crate::command::Verb;
 use crate::params::BodyType;
@@ -30,6 +31,21 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
     }
 
     pub(super) fn bdat(&mut self, chunk: Chunk) {
+        // A chunk that would take the message past its limit is refused
+        // before a byte of it is read, and the session ends: skipping that
+        // many octets would keep the connection busy (and a 2^63-octet chunk
+        // forever), and the client would not expect them discarded anyway.
+        let limit = self.config().max_message_size;
+        if self.content_size.saturating_add(chunk.size) > limit {
+            let reply = size_exceeded();
+            self.notices.push(Notice::Refused {
+                verb: Some(Verb::Bdat),
+                reply: reply.clone(),
+            });
+            let text = format!("{}; closing the connection", reply.text());
+            self.close_with(Reply::new(reply.code(), reply.enhanced(), text));
+            return;
+        }
         let refusal = if !self.config().extensions.chunking {
             Some(Reply::new(
                 502,
@@ -73,7 +89,6 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
 
     /// Takes octets of the current BDAT chunk.
     pub(super) fn chunk_bytes(&mut self, input: &[u8]) -> usize {
-        let max_size = self.config().max_message_size;
         let binary = self
             .transaction
             .as_ref()
@@ -96,9 +111,8 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             if !binary {
                 self.bdat_check.feed(bytes);
             }
-            if self.content_size <= max_size {
-                self.message.extend_from_slice(bytes);
-            }
+            // Within the size limit: `bdat` refused any chunk that would pass it.
+            self.message.extend_from_slice(bytes);
         }
         if *remaining == 0 {
             let last = *last;
@@ -117,10 +131,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             }
             return;
         }
-        if self.content_size > self.config().max_message_size {
-            self.reply(size_exceeded());
-            self.reset_transaction();
-        } else if !last {
+        if !last {
             let text = format!("{} octets received", self.content_size);
             self.reply(Reply::new(250, Some(CODE_OK), text));
         } else {

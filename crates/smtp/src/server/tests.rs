@@ -433,13 +433,76 @@ fn bdat_content_with_a_bare_lf_is_refused_like_data() {
 }
 
 #[test]
-fn bdat_over_the_size_limit_is_read_then_refused() {
+fn a_bdat_chunk_over_the_size_limit_ends_the_session_unread() {
     let mut d = Driver::new(ServerConfig {
-        max_message_size: 4,
+        hostname: "mx.example.test".into(),
+        max_message_size: 8,
         ..ServerConfig::default()
     });
-    let out =
-        d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 6 LAST\r\n123456NOOP\r\n");
-    assert_eq!(codes(&out), ["250", "250", "250", "552", "250"]);
+    // The second chunk would take the message to 9 octets: refused before a
+    // byte of it is read, and the connection closes, so "NOOP" after it is
+    // never taken for a command (nor its octets for content).
+    let out = d.send(
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 4\r\n1234BDAT 5 LAST\r\nNOOP\r\n",
+    );
+    assert!(
+        out.ends_with(
+            "250 2.0.0 4 octets received\r\n\
+             552 5.3.4 Message size exceeds fixed maximum message size; closing the connection\r\n"
+        ),
+        "{out}"
+    );
+    assert!(d.session.is_closed());
     assert!(d.messages.is_empty());
+    assert_eq!(d.pending_input, b"NOOP\r\n");
+}
+
+#[test]
+fn a_bdat_size_that_cannot_be_skipped_ends_the_session() {
+    // 2^64 does not parse; 2^63 parses but is far over any limit. Either way
+    // the client's idea of where the chunk ends is not ours, so nothing after
+    // the command may be read as a command (SMTP smuggling).
+    for (command, reply) in [
+        (
+            "BDAT 18446744073709551616 LAST",
+            "501 5.5.4 Syntax error, expected BDAT <chunk size> [LAST]; closing the connection",
+        ),
+        (
+            "BDAT 9223372036854775808 LAST",
+            "552 5.3.4 Message size exceeds fixed maximum message size; closing the connection",
+        ),
+        (
+            "BDAT",
+            "501 5.5.4 Syntax error, argument missing: BDAT <chunk size> [LAST]; closing the connection",
+        ),
+        (
+            "BDAT 12 LAST NOW",
+            "501 5.5.4 Syntax error, expected BDAT <chunk size> [LAST]; closing the connection",
+        ),
+    ] {
+        let mut d = Driver::default();
+        let input = format!("EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n{command}\r\nRSET\r\n");
+        let out = d.send(input.as_bytes());
+        assert!(
+            out.ends_with(&format!("250 2.1.5 Ok\r\n{reply}\r\n")),
+            "{command}: {out}"
+        );
+        assert!(d.session.is_closed(), "{command}");
+        let notices: Vec<Notice> = d.session.take_notices().collect();
+        assert!(
+            notices.iter().any(|n| matches!(
+                n,
+                Notice::Refused {
+                    verb: Some(Verb::Bdat),
+                    ..
+                }
+            )),
+            "{command}: {notices:?}"
+        );
+    }
+    // Without a transaction too: the octets still follow the command.
+    let mut d = Driver::default();
+    let out = d.send(b"EHLO c\r\nBDAT x\r\nNOOP\r\n");
+    assert!(out.ends_with("closing the connection\r\n"), "{out}");
+    assert!(d.session.is_closed());
 }
