@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::abi::Hook;
 use crate::chain::{Outcome, StageCall, run_stage};
-use crate::context::{ConnInfo, ConnRecord, TxView};
+use sluice_smtp::{ForwardPath, Path};
+
+use crate::context::{ConnInfo, ConnRecord, RcptView, TxView};
 use crate::engine::{Chain, Services, Ticker};
 use crate::spec::{HostEnv, PluginSpec};
 
@@ -48,11 +50,19 @@ impl HookBench {
     }
 
     /// One RCPT stage: every plugin's `sluice_on_rcpt`, on reused instances.
+    /// `forward_path` is what stands between the brackets, and must parse.
     pub fn rcpt(&self, forward_path: &str) -> Outcome {
+        let path = if forward_path.eq_ignore_ascii_case("postmaster") {
+            ForwardPath::Postmaster
+        } else {
+            let bracketed = format!("<{forward_path}>");
+            ForwardPath::Path(Path::parse(bracketed.as_bytes()).expect("a valid forward-path"))
+        };
         let call = StageCall {
             hook: Hook::Rcpt,
             arg: forward_path.to_owned(),
             tx: Some(self.tx.clone()),
+            rcpt: Some(Arc::new(RcptView::of(&path))),
             message: None,
         };
         run_stage(&self.chain, &self.conn, &call, &self.hostname, false).outcome

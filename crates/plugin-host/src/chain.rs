@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sluice_smtp::{EnhancedCode, Reply};
 
 use crate::abi::{Hook, RawVerdict};
-use crate::context::{CallCtx, ConnRecord, LogLine, MessageView, TxView, format_score};
+use crate::context::{CallCtx, ConnRecord, LogLine, MessageView, RcptView, TxView, format_score};
 use crate::engine::Chain;
 use crate::spec::OnError;
 
@@ -18,6 +18,8 @@ pub(crate) struct StageCall {
     /// The string hooks' argument (HELO name, reverse-path, forward-path).
     pub arg: String,
     pub tx: Option<Arc<TxView>>,
+    /// The recipient of the RCPT hook, as the front end parsed it.
+    pub rcpt: Option<Arc<RcptView>>,
     pub message: Option<Arc<MessageView>>,
 }
 
@@ -85,13 +87,14 @@ pub(crate) fn run_stage(
     let mut changes = Changes::default();
     let mut runs = Vec::new();
     for plugin in chain.plugins.iter().filter(|p| p.has(hook)) {
-        let ctx = CallCtx::new(
+        let mut ctx = CallCtx::new(
             conn.clone(),
             hook,
             call.tx.clone(),
             call.message.clone(),
             capture,
         );
+        ctx.rcpt = call.rcpt.clone();
         let (result, ctx) = plugin.call(hook, &call.arg, ctx);
         let result = result.map_err(|e| e.0).and_then(|raw| match raw {
             None => Ok(None),

@@ -179,6 +179,33 @@ pub(crate) struct TxView {
     pub rcpts: String,
 }
 
+/// The forward-path of the RCPT hook in parts, as the front end's parser
+/// read it, so that a plugin judges exactly the address the server took
+/// (`rcpt.local_part`, `rcpt.domain`) instead of parsing the text again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RcptView {
+    /// The local part, unquoted (`john doe`, `user%remote.test`).
+    pub local_part: String,
+    /// The domain, or an address literal in brackets; `None` for
+    /// `<Postmaster>`, which has none.
+    pub domain: Option<String>,
+}
+
+impl RcptView {
+    pub fn of(path: &sluice_smtp::ForwardPath) -> RcptView {
+        match path {
+            sluice_smtp::ForwardPath::Postmaster => RcptView {
+                local_part: "postmaster".into(),
+                domain: None,
+            },
+            sluice_smtp::ForwardPath::Path(p) => RcptView {
+                local_part: p.mailbox.local_part.unquoted().into_owned(),
+                domain: Some(p.mailbox.domain.to_string()),
+            },
+        }
+    }
+}
+
 /// The message at end of data, shared by every plugin of the chain.
 #[derive(Debug)]
 pub(crate) struct MessageView {
@@ -227,6 +254,8 @@ pub(crate) struct CallCtx {
     pub conn: Arc<ConnRecord>,
     pub hook: Hook,
     pub tx: Option<Arc<TxView>>,
+    /// Set for the RCPT hook only.
+    pub rcpt: Option<Arc<RcptView>>,
     pub message: Option<Arc<MessageView>>,
     /// Read on the first `now_ms` of the call, then frozen for the rest of
     /// it (most hooks never ask, and a clock read is not free).
@@ -257,6 +286,7 @@ impl CallCtx {
             conn,
             hook,
             tx,
+            rcpt: None,
             message,
             now_ms: None,
             capture_logs,
@@ -285,6 +315,8 @@ impl CallCtx {
             "tx.id" => return self.message.as_ref()?.queue_id.clone(),
             "tx.mail_from" => self.tx.as_ref()?.mail_from.clone(),
             "tx.rcpts" => self.tx.as_ref()?.rcpts.clone(),
+            "rcpt.local_part" => self.rcpt.as_ref()?.local_part.clone(),
+            "rcpt.domain" => return self.rcpt.as_ref()?.domain.clone(),
             "tx.score" => {
                 let state = self.conn.state();
                 let total = state.score_total() + self.scores.iter().map(|(_, s)| s).sum::<f64>();

@@ -15,7 +15,7 @@ use sluice_smtpd::{Connection, Defer, Filter, Later, MessageChanges, Stage, Verd
 use crate::abi::Hook;
 use crate::chain::{Outcome, StageCall, StageResult, run_stage};
 use crate::code_cache::CodeCacheStats;
-use crate::context::{ConnInfo, ConnRecord, MessageView, TxView};
+use crate::context::{ConnInfo, ConnRecord, MessageView, RcptView, TxView};
 use crate::engine::{Chain, Services, Ticker};
 use crate::message;
 use crate::spec::{HostEnv, PluginSpec};
@@ -186,6 +186,7 @@ fn run_job(inner: &Inner, job: Job) {
                 hook: Hook::Close,
                 arg: String::new(),
                 tx: None,
+                rcpt: None,
                 message: None,
             };
             run_stage(&chain, &job.conn, &call, hostname, false);
@@ -200,6 +201,7 @@ pub(crate) fn finish_transaction(chain: &Chain, conn: &Arc<ConnRecord>, hostname
             hook: Hook::Reset,
             arg: String::new(),
             tx: None,
+            rcpt: None,
             message: None,
         };
         run_stage(chain, conn, &call, hostname, false);
@@ -279,6 +281,7 @@ impl Filter for PluginHost {
                 hook,
                 arg,
                 tx: None,
+                rcpt: None,
                 message: None,
             };
             let hostname = &self.inner.services.hostname;
@@ -304,12 +307,14 @@ impl Filter for PluginHost {
                 hook,
                 arg: String::new(),
                 tx: None,
+                rcpt: None,
                 message: None,
             },
             Stage::Hello { name, .. } => StageCall {
                 hook,
                 arg: name.to_string(),
                 tx: None,
+                rcpt: None,
                 message: None,
             },
             Stage::Mail { reverse_path, .. } => StageCall {
@@ -319,6 +324,7 @@ impl Filter for PluginHost {
                     mail_from: reverse_path_arg(reverse_path),
                     rcpts: String::new(),
                 })),
+                rcpt: None,
                 message: None,
             },
             Stage::Rcpt {
@@ -329,6 +335,7 @@ impl Filter for PluginHost {
                 hook,
                 arg: forward_path_arg(forward_path),
                 tx: Some(Arc::new(tx_view(transaction))),
+                rcpt: Some(Arc::new(RcptView::of(forward_path))),
                 message: None,
             },
             Stage::Message {
@@ -338,6 +345,7 @@ impl Filter for PluginHost {
                 hook,
                 arg: String::new(),
                 tx: Some(Arc::new(tx_view(transaction))),
+                rcpt: None,
                 message: Some(Arc::new(MessageView::new(
                     message.to_vec(),
                     message::queue_id(message),

@@ -42,4 +42,6 @@ pub use host::PluginHost;
 pub use kv::{KvError, KvStore, MemoryKv};
 pub use kv_redis::RedisKv;
 pub use spec::{DnsConfig, HostEnv, LocalDomainFn, OnError, PluginSpec, local_domain_list};
-pub use test_run::{StageReport, TEST_QUEUE_ID, TestEnvelope, TestReport, TestResult, test_run};
+pub use test_run::{
+    StageReport, TEST_QUEUE_ID, TestEnvelope, TestReport, TestResult, Tester, test_run,
+};

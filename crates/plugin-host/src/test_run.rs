@@ -12,7 +12,7 @@ use sluice_smtpd::trace::{TraceFields, received_header};
 
 use crate::abi::Hook;
 use crate::chain::{Changes, Outcome, PluginRun, StageCall, run_stage};
-use crate::context::{ConnInfo, ConnRecord, MessageView, TxView, format_score};
+use crate::context::{ConnInfo, ConnRecord, MessageView, RcptView, TxView, format_score};
 use crate::engine::{Chain, Services, Ticker};
 use crate::host::{finish_transaction, forward_path_arg, reverse_path_arg};
 use crate::spec::{HostEnv, PluginSpec};
@@ -81,42 +81,76 @@ pub fn test_run(
     envelope: TestEnvelope,
     eml: &[u8],
 ) -> Result<TestReport, String> {
-    let reverse_path = parse_reverse_path(&envelope.mail_from)?;
-    let forward_paths = envelope
-        .rcpts
-        .iter()
-        .map(|r| parse_forward_path(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let ticker = Ticker::start()?;
-    let services = Arc::new(Services::new(&env, ticker.clock()));
-    let chain = Chain::build(specs, &services, 1, &ticker)?;
-    let mut run = Run {
-        chain: &chain,
-        conn: Arc::new(ConnRecord::new(ConnInfo {
-            id: 0,
-            ip: envelope.client_ip,
-            trusted: envelope.trusted,
-        })),
-        hostname: &env.hostname,
-        stages: Vec::new(),
-    };
-    let result = run.transaction(&envelope, &reverse_path, &forward_paths, eml);
-    finish_transaction(&chain, &run.conn, &env.hostname);
-    run.stage(Hook::Close, String::new(), None, None);
-    let scores = {
-        // What the close hook may have added is not part of any transaction.
-        run.stages
+    Tester::new(specs, env)?.run(&envelope, eml)
+}
+
+/// A loaded chain that runs test transactions one after another, each on a
+/// connection of its own: [`test_run`] for many envelopes without compiling
+/// the plugins again for each.
+pub struct Tester {
+    chain: Chain,
+    hostname: String,
+    // Last: the engines' epochs must advance while a call may still run.
+    _ticker: Ticker,
+}
+
+impl Tester {
+    /// Compiles and checks the plugins, as the server would load them.
+    pub fn new(specs: Vec<PluginSpec>, env: HostEnv) -> Result<Tester, String> {
+        let ticker = Ticker::start()?;
+        let services = Arc::new(Services::new(&env, ticker.clock()));
+        let chain = Chain::build(specs, &services, 1, &ticker)?;
+        Ok(Tester {
+            chain,
+            hostname: env.hostname,
+            _ticker: ticker,
+        })
+    }
+
+    /// Runs every hook of one transaction; see [`test_run`].
+    pub fn run(&self, envelope: &TestEnvelope, eml: &[u8]) -> Result<TestReport, String> {
+        let reverse_path = parse_reverse_path(&envelope.mail_from)?;
+        let forward_paths = envelope
+            .rcpts
             .iter()
-            .flat_map(|s| s.runs.iter())
-            .filter(|r| matches!(r.result, Ok(Some(_))))
-            .flat_map(|r| r.scores.iter().cloned())
-            .collect()
-    };
-    Ok(TestReport {
-        stages: run.stages,
-        result,
-        scores,
-    })
+            .map(|r| parse_forward_path(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut run = Run {
+            chain: &self.chain,
+            conn: Arc::new(ConnRecord::new(ConnInfo {
+                id: 0,
+                ip: envelope.client_ip,
+                trusted: envelope.trusted,
+            })),
+            hostname: &self.hostname,
+            stages: Vec::new(),
+        };
+        let result = run.transaction(envelope, &reverse_path, &forward_paths, eml);
+        finish_transaction(&self.chain, &run.conn, &self.hostname);
+        run.stage(Hook::Close, String::new(), None, None, None);
+        let scores = {
+            // What the close hook may have added is not part of any transaction.
+            run.stages
+                .iter()
+                .flat_map(|s| s.runs.iter())
+                .filter(|r| matches!(r.result, Ok(Some(_))))
+                .flat_map(|r| r.scores.iter().cloned())
+                .collect()
+        };
+        Ok(TestReport {
+            stages: run.stages,
+            result,
+            scores,
+        })
+    }
+}
+
+impl fmt::Debug for Tester {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tester")
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Run<'a> {
@@ -132,12 +166,14 @@ impl Run<'_> {
         hook: Hook,
         arg: String,
         tx: Option<TxView>,
+        rcpt: Option<RcptView>,
         message: Option<MessageView>,
     ) -> (Outcome, Changes) {
         let call = StageCall {
             hook,
             arg,
             tx: tx.map(Arc::new),
+            rcpt: rcpt.map(Arc::new),
             message: message.map(Arc::new),
         };
         let result = run_stage(self.chain, &self.conn, &call, self.hostname, true);
@@ -164,11 +200,11 @@ impl Run<'_> {
             Outcome::Disconnect(reply) => Some(TestResult::Disconnected { hook, reply }),
             Outcome::Continue | Outcome::Accept => None,
         };
-        let (outcome, _) = self.stage(Hook::Connect, String::new(), None, None);
+        let (outcome, _) = self.stage(Hook::Connect, String::new(), None, None, None);
         if let Some(r) = refused(Hook::Connect, outcome) {
             return r;
         }
-        let (outcome, _) = self.stage(Hook::Helo, envelope.helo.clone(), None, None);
+        let (outcome, _) = self.stage(Hook::Helo, envelope.helo.clone(), None, None, None);
         if let Some(r) = refused(Hook::Helo, outcome) {
             return r;
         }
@@ -176,14 +212,25 @@ impl Run<'_> {
             mail_from: reverse_path_arg(reverse_path),
             rcpts: String::new(),
         };
-        let (outcome, _) = self.stage(Hook::Mail, tx.mail_from.clone(), Some(tx.clone()), None);
+        let (outcome, _) = self.stage(
+            Hook::Mail,
+            tx.mail_from.clone(),
+            Some(tx.clone()),
+            None,
+            None,
+        );
         if let Some(r) = refused(Hook::Mail, outcome) {
             return r;
         }
         let mut accepted = Vec::new();
         for path in forward_paths {
-            let (outcome, _) =
-                self.stage(Hook::Rcpt, forward_path_arg(path), Some(tx.clone()), None);
+            let (outcome, _) = self.stage(
+                Hook::Rcpt,
+                forward_path_arg(path),
+                Some(tx.clone()),
+                Some(RcptView::of(path)),
+                None,
+            );
             match outcome {
                 Outcome::Disconnect(reply) => {
                     return TestResult::Disconnected {
@@ -208,7 +255,8 @@ impl Run<'_> {
             with_trace(envelope, self.hostname, &accepted, eml),
             Some(TEST_QUEUE_ID.to_owned()),
         );
-        let (outcome, changes) = self.stage(Hook::Data, String::new(), Some(tx), Some(message));
+        let (outcome, changes) =
+            self.stage(Hook::Data, String::new(), Some(tx), None, Some(message));
         refused(Hook::Data, outcome).unwrap_or(TestResult::Accepted(changes))
     }
 }

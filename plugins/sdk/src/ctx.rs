@@ -111,6 +111,27 @@ fn clamp_i32<T: TryInto<i32>>(v: T) -> i32 {
     v.try_into().unwrap_or(i32::MAX)
 }
 
+/// A forward-path in parts: see [`Ctx::recipient`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// The local part, unquoted: `"john doe"@x` gives `john doe`, and a
+    /// `%`-hack or bang path stays in it (`user%remote`, `remote!user`).
+    pub local_part: String,
+    /// Where the mailbox is.
+    pub domain: RecipientDomain,
+}
+
+/// The domain part of a [`Recipient`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecipientDomain {
+    /// A domain name, as the client wrote it.
+    Name(String),
+    /// An address literal with its brackets: `[192.0.2.1]`, `[IPv6:2001:db8::1]`.
+    Literal(String),
+    /// `<Postmaster>` without a domain (RFC 5321 §4.1.1.3): always ours.
+    None,
+}
+
 impl<'a> Ctx<'a> {
     pub(crate) fn new(host: Backend<'a>) -> Self {
         Self { host }
@@ -180,6 +201,20 @@ impl<'a> Ctx<'a> {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The recipient of the RCPT hook as the server's own parser read it
+    /// (`rcpt.local_part`, `rcpt.domain`), so a filter judges exactly the
+    /// address the server accepted and never parses the forward-path again.
+    /// `None` outside the RCPT hook (or from a host that does not say).
+    pub fn recipient(&self) -> Option<Recipient> {
+        let local_part = self.property("rcpt.local_part")?;
+        let domain = match self.property("rcpt.domain") {
+            None => RecipientDomain::None,
+            Some(d) if d.starts_with('[') => RecipientDomain::Literal(d),
+            Some(d) => RecipientDomain::Name(d),
+        };
+        Some(Recipient { local_part, domain })
     }
 
     /// `tx.score`: the transaction's spam score so far, summed over every

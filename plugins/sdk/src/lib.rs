@@ -95,7 +95,7 @@ mod verdict;
 #[doc(hidden)]
 pub mod __private;
 
-pub use ctx::{Ctx, Level, Scope};
+pub use ctx::{Ctx, Level, Recipient, RecipientDomain, Scope};
 pub use dns::{DnsResult, MxRecord, Qtype};
 pub use filter::{Filter, InitError};
 pub use verdict::Verdict;

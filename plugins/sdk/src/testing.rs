@@ -212,6 +212,17 @@ impl MockHost {
         self.state.borrow_mut().properties.remove(name);
     }
 
+    /// Sets the RCPT hook's recipient in parts, as the host gives it
+    /// (`rcpt.local_part` unquoted; `rcpt.domain` a name, a `[literal]`, or
+    /// `None` for `<Postmaster>`): see [`Ctx::recipient`].
+    pub fn set_recipient(&self, local_part: &str, domain: Option<&str>) {
+        self.set_property("rcpt.local_part", local_part);
+        match domain {
+            Some(domain) => self.set_property("rcpt.domain", domain),
+            None => self.remove_property("rcpt.domain"),
+        }
+    }
+
     /// Moves the clock forward.
     pub fn advance_ms(&self, ms: i64) {
         self.state.borrow_mut().now_ms += ms;
