@@ -142,6 +142,146 @@ fn check_config_accepts_a_good_file_and_explains_a_bad_one() {
 }
 
 #[test]
+fn a_spool_path_longer_than_a_socket_address_starts_and_answers_the_queue_commands() {
+    // Container volumes and per-instance directories give spool paths of
+    // 100+ octets; the control socket in them used to stop the start.
+    let server = Server::builder().deep_spool().keep_queued().start();
+    let socket = server.spool_dir().join("control.sock");
+    assert!(
+        socket.as_os_str().len() > 107,
+        "{} is not longer than sun_path",
+        socket.display()
+    );
+    assert!(socket.exists(), "no control socket at {}", socket.display());
+    let id = send_message(
+        server.addr(),
+        "deep@example.org",
+        &["alice@example.test"],
+        b"Subject: deep\r\n\r\nx\r\n",
+    );
+    let spool = server.spool_dir().to_str().unwrap().to_string();
+    let held = sluice(&["queue", "hold", &id, "--spool", &spool]);
+    assert!(
+        held.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&held.stdout),
+        String::from_utf8_lossy(&held.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&held.stdout).trim(),
+        format!("{id} is held")
+    );
+    let checked = sluice(&["check-config", server.config_path().to_str().unwrap()]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+/// An installed copy of the binary, `<prefix>/bin/sluice`, with the shipped
+/// plugins in `<prefix>/share/sluice/plugins/`, as `make install` or a
+/// package lays them out.
+fn install(prefix: &std::path::Path) -> std::path::PathBuf {
+    let bin = prefix.join("bin/sluice");
+    let share = prefix.join("share/sluice/plugins");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::copy(sluice_bin(), &bin).expect("install the binary");
+    for plugin in ["relay-refusal", "antispam"] {
+        let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../plugins/dist/{plugin}.wasm"));
+        std::fs::copy(&built, share.join(format!("{plugin}.wasm")))
+            .unwrap_or_else(|e| panic!("{}: {e} (run plugins/build.sh)", built.display()));
+    }
+    bin
+}
+
+#[test]
+fn an_installed_binary_finds_its_shipped_plugins_from_any_directory() {
+    let prefix = tempfile::Builder::new()
+        .prefix("sluice-prefix-")
+        .tempdir()
+        .unwrap();
+    let bin = install(prefix.path());
+    let share = prefix.path().join("share/sluice/plugins");
+    // No [[plugin]] table: the default chain, relay refusal first. Started
+    // from `/`, where there is no plugins/dist to stumble upon.
+    let server = Server::builder()
+        .binary(&bin)
+        .working_dir(std::path::Path::new("/"))
+        .config("[relay]\ntrusted_networks = []\n")
+        .default_plugins()
+        .start();
+    for plugin in ["relay-refusal", "antispam"] {
+        let path = share.join(format!("{plugin}.wasm"));
+        assert!(
+            server
+                .logs()
+                .iter()
+                .any(|l| l.contains(&format!("plugin={plugin}"))
+                    && l.contains(&format!("path={}", path.display()))),
+            "{plugin} not loaded from {}:\n{}",
+            path.display(),
+            server.logs().join("\n")
+        );
+    }
+    // Relay refusal is on: a stranger cannot relay. (The null reverse-path:
+    // antispam would look a sender's domain up in DNS.)
+    let mut c = Client::connect_ehlo(server.addr());
+    c.command_expect("MAIL FROM:<>", 250);
+    c.send("RCPT TO:<x@remote.test>\r\n");
+    c.expect_raw("554 5.7.1 <x@remote.test>: Relay access denied\r\n");
+
+    let mut cmd = Command::new(&bin);
+    cmd.current_dir("/")
+        .args(["check-config", server.config_path().to_str().unwrap()]);
+    let checked = run(cmd, b"", CLI_LIMIT);
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "relay-refusal ({})",
+            share.join("relay-refusal.wasm").display()
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_shipped_plugin_that_is_not_installed_stops_check_config_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "spool_dir = \"{}\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n[[plugin]]\nname = \"no-such-plugin\"\n",
+            dir.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let checked = sluice(&["check-config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot start here"), "{stderr}");
+    assert!(
+        stderr.contains("the shipped plugin \"no-such-plugin\" (no-such-plugin.wasm) is not installed; looked in"),
+        "{stderr}"
+    );
+    let served = sluice(&["serve", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&served.stderr);
+    assert_eq!(served.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no-such-plugin.wasm) is not installed"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn queue_list_shows_accepted_messages_live_and_stopped() {
     let mut server = Server::start_receiving("");
     let id = send_message(
@@ -177,6 +317,18 @@ fn queue_list_shows_accepted_messages_live_and_stopped() {
     );
 }
 
+/// The login of the user the tests run as, from the user database.
+fn current_login() -> String {
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("run id -un");
+    String::from_utf8(out.stdout)
+        .expect("a UTF-8 login")
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn with_no_config_it_serves_localhost_on_port_2525() {
     // Only this test uses the fixed port; it must be free.
@@ -184,36 +336,47 @@ fn with_no_config_it_serves_localhost_on_port_2525() {
         Ok(probe) => drop(probe),
         Err(e) => panic!("127.0.0.1:2525 is not free ({e}): stop whatever listens there and rerun"),
     }
+    // As systemd, cron and a container's init start it: no $USER, no
+    // $LOGNAME. The login's mailbox comes from the user database, and the
+    // working directory is a temp dir outside the source tree.
     let server = Server::builder()
         .default_config()
-        .env("USER", "tester")
+        .env_remove("USER")
+        .env_remove("LOGNAME")
         .start();
     assert_eq!(
         server.addr(),
         "127.0.0.1:2525".parse::<SocketAddr>().unwrap()
     );
+    let login = current_login();
     let to_postmaster = send_message(
         server.addr(),
         "me@example.org",
         &["postmaster@localhost"],
         b"Subject: hi\r\n\r\npm\r\n",
     );
-    let to_user = send_message(
-        server.addr(),
-        "me@example.org",
-        &["tester@localhost"],
-        b"Subject: hi\r\n\r\nuser\r\n",
-    );
+    // The README's first example, word for word, from a shell without $USER.
+    let readme = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"swaks --server 127.0.0.1:2525 --to "$(id -un)@localhost" --body "hello""#)
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .output()
+        .expect("run swaks");
+    let said = String::from_utf8_lossy(&readme.stdout);
+    assert!(readme.status.success(), "swaks failed:\n{said}");
+    let to_user = said
+        .lines()
+        .find_map(|l| l.split("Ok: queued as ").nth(1))
+        .unwrap_or_else(|| panic!("no queue id in swaks' output:\n{said}"))
+        .trim()
+        .to_string();
 
-    // Delivered, as the README says, to ./var/mail/<user>/new/ in the
+    // Delivered, as the README says, to ./var/mail/<login>/new/ in the
     // working directory (the queue is ./var/spool).
-    for (user, id, content) in [
-        (
-            "postmaster",
-            &to_postmaster,
-            &b"Subject: hi\r\n\r\npm\r\n"[..],
-        ),
-        ("tester", &to_user, &b"Subject: hi\r\n\r\nuser\r\n"[..]),
+    for (user, id, body) in [
+        ("postmaster", &to_postmaster, "pm"),
+        (login.as_str(), &to_user, "hello"),
     ] {
         let mail = wait_for_maildir(
             &server.dir().join("var/mail").join(user),
@@ -227,7 +390,8 @@ fn with_no_config_it_serves_localhost_on_port_2525() {
             delivered.received.is_some_and(|r| r.contains(id.as_str())),
             "{user}: {delivered:?}"
         );
-        assert_eq!(delivered.content, content, "{user}");
+        let content = String::from_utf8_lossy(delivered.content);
+        assert!(content.contains(body), "{user}: {content}");
     }
 
     // Not an open relay by default... except for loopback, which is trusted;

@@ -26,6 +26,11 @@ pub struct ServerBuilder {
     ignore_sigxfsz: bool,
     keep_queued: bool,
     env: Vec<(String, String)>,
+    env_removed: Vec<String>,
+    deep_spool: bool,
+    binary: Option<PathBuf>,
+    working_dir: Option<PathBuf>,
+    default_plugins: bool,
 }
 
 /// Delivery that can never succeed: local mail goes to an LMTP server and
@@ -81,6 +86,41 @@ impl ServerBuilder {
         self
     }
 
+    /// Starts the server without `key` in its environment (as systemd and
+    /// container runtimes start it without `$USER`).
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env_removed.push(key.to_string());
+        self
+    }
+
+    /// Leaves the filter chain to the defaults (the shipped plugins) when
+    /// the config has no `[[plugin]]`, instead of `plugin = []`.
+    pub fn default_plugins(mut self) -> Self {
+        self.default_plugins = true;
+        self
+    }
+
+    /// Runs this executable instead of the one cargo built (an installed
+    /// copy, say).
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.binary = Some(path.to_path_buf());
+        self
+    }
+
+    /// Runs the server in this working directory instead of its temp dir.
+    pub fn working_dir(mut self, dir: &Path) -> Self {
+        self.working_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Puts the spool several directories deep, so that its path alone is
+    /// longer than a Unix socket address holds (107 octets), as
+    /// per-instance and container-volume paths often are.
+    pub fn deep_spool(mut self) -> Self {
+        self.deep_spool = true;
+        self
+    }
+
     pub fn start(self) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("sluice-e2e-")
@@ -88,19 +128,25 @@ impl ServerBuilder {
             .expect("a temp dir");
         let config_path = dir.path().join("sluice.toml");
         let spool_dir = if self.default_config {
-            // The defaults load the shipped plugins from ./plugins/dist, as
-            // they do when the README's command runs in a checkout.
-            let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-            std::os::unix::fs::symlink(&plugins, dir.path().join("plugins"))
-                .expect("link the plugins into the working directory");
+            // The working directory is a fresh temp dir, outside the source
+            // tree: the shipped plugins must be found from the executable.
             dir.path().join("var/spool")
         } else {
-            let spool = dir.path().join("spool");
+            let mut spool = dir.path().join("spool");
+            if self.deep_spool {
+                while spool.as_os_str().len() <= 140 {
+                    spool.push("per-instance-volume-directory");
+                }
+            }
             let mut extra = self.extra.clone();
             if self.keep_queued {
                 extra.push_str(KEEP_QUEUED);
             }
-            std::fs::write(&config_path, base_config(&spool, &extra)).expect("write the config");
+            std::fs::write(
+                &config_path,
+                base_config(&spool, &extra, self.default_plugins),
+            )
+            .expect("write the config");
             spool
         };
         let mut server = Server {
@@ -118,14 +164,14 @@ impl ServerBuilder {
     }
 }
 
-fn base_config(spool: &Path, extra: &str) -> String {
+fn base_config(spool: &Path, extra: &str, default_plugins: bool) -> String {
     let mut text = format!(
         "hostname = \"{HOSTNAME}\"\nspool_dir = \"{}\"\n",
         spool.display()
     );
     // No filter plugins unless the test asks for them: most tests are about
     // other parts, and the plugins have tests of their own (tests/plugins.rs).
-    if !extra.contains("[[plugin]]") && !extra.contains("plugin =") {
+    if !default_plugins && !extra.contains("[[plugin]]") && !extra.contains("plugin =") {
         text.push_str("plugin = []\n");
     }
     text.push('\n');
@@ -309,7 +355,11 @@ impl Server {
     }
 
     fn launch(&mut self) {
-        let bin = sluice_bin();
+        let bin = self
+            .builder
+            .binary
+            .clone()
+            .unwrap_or_else(|| sluice_bin().to_path_buf());
         let mut cmd = match self.builder.fsize_limit {
             Some(limit) => {
                 // `exec` all the way down, so the PID we hold is the server's.
@@ -331,13 +381,21 @@ impl Server {
         if !self.builder.default_config {
             cmd.arg("--config").arg(&self.config_path);
         }
-        cmd.current_dir(self.dir.path())
-            .env("SLUICE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .envs(self.builder.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        for key in &self.builder.env_removed {
+            cmd.env_remove(key);
+        }
+        cmd.current_dir(
+            self.builder
+                .working_dir
+                .as_deref()
+                .unwrap_or(self.dir.path()),
+        )
+        .env("SLUICE_LOG", "info")
+        .env("NO_COLOR", "1")
+        .envs(self.builder.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start sluice serve");
         let logs = Arc::new(Logs::default());
         spawn_log_reader(

@@ -1,7 +1,9 @@
 //! The queue control socket: how `sluice queue flush|hold|release|delete|bounce`
 //! reaches a running server.
 //!
-//! A Unix socket `control.sock` in the spool directory, mode 0600. Only the
+//! A Unix socket `control.sock` in the spool directory, mode 0600, reachable
+//! however long the spool directory's path is ([`sluice_sys::unix_socket`]).
+//! Only the
 //! user the server runs as (and root) can connect, which is the "local
 //! administrator" of the queue, and nothing listens on the network. The
 //! protocol is one request line per connection and a reply that starts with
@@ -11,7 +13,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use sluice_delivery::scheduler::SchedulerHandle;
 use sluice_spool::QueueId;
+use sluice_sys::unix_socket;
 
 /// The socket's name inside the spool directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -36,10 +39,10 @@ impl ControlServer {
     pub fn start(spool_dir: &Path, scheduler: SchedulerHandle) -> Result<ControlServer, String> {
         let path = spool_dir.join(SOCKET_NAME);
         // A file left by a server that was killed: nobody answers on it.
-        if path.exists() && UnixStream::connect(&path).is_err() {
+        if path.exists() && unix_socket::connect(&path).is_err() {
             let _ = std::fs::remove_file(&path);
         }
-        let listener = UnixListener::bind(&path)
+        let listener = unix_socket::bind(&path)
             .map_err(|e| format!("cannot create the control socket {}: {e}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
@@ -70,7 +73,7 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         // Wake the accept call so the thread sees the flag.
-        let woken = UnixStream::connect(&self.path).is_ok();
+        let woken = unix_socket::connect(&self.path).is_ok();
         if let Some(thread) = self.thread.take() {
             if woken {
                 let _ = thread.join();
@@ -166,7 +169,7 @@ fn execute(line: &str, scheduler: &SchedulerHandle) -> String {
 /// Sends one command to the server that owns `spool_dir`; returns its reply.
 pub fn request(spool_dir: &Path, command: &str) -> Result<String, String> {
     let path = spool_dir.join(SOCKET_NAME);
-    let mut stream = UnixStream::connect(&path).map_err(|e| {
+    let mut stream = unix_socket::connect(&path).map_err(|e| {
         format!(
             "no running server answers on {} ({e}); start `sluice serve` for this spool",
             path.display()

@@ -140,7 +140,16 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { file } => match Config::load(&file) {
+        Command::CheckConfig { file } => match Config::load(&file).and_then(|c| {
+            c.preflight().map(|()| c).map_err(|problems| {
+                let mut msg = format!("{}: the configuration cannot start here:", file.display());
+                for p in problems {
+                    msg.push_str("\n  - ");
+                    msg.push_str(&p);
+                }
+                msg
+            })
+        }) {
             Ok(config) => {
                 println!("{}: ok", file.display());
                 println!("  hostname      {}", config.hostname());
@@ -150,6 +159,11 @@ fn main() -> ExitCode {
                 println!("  spool_dir     {}", config.spool_dir.display());
                 println!("  local domains {}", config.local.domains.join(", "));
                 println!("  local users   {}", config.local.users.join(", "));
+                for p in &config.plugins {
+                    // preflight found every file.
+                    let path = p.wasm_path().unwrap_or_default();
+                    println!("  plugin        {} ({})", p.name, path.display());
+                }
                 let nets: Vec<String> = config
                     .relay
                     .trusted_networks

@@ -26,6 +26,9 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
     // "storage full", and the client gets 452 4.3.1 while we keep serving.
     signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
         .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
+    config
+        .preflight()
+        .map_err(|problems| format!("cannot start: {}", problems.join("; ")))?;
     let dir = &config.spool_dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create spool directory {}: {e}", dir.display()))?;
@@ -98,9 +101,11 @@ fn load_plugins(config: &Config, dns: &Resolver) -> Result<PluginHost, String> {
     // with unchanged .wasm files skips Cranelift (seconds in a debug build).
     env.code_cache = Some(config.spool_dir.join("plugin-cache"));
     env.kv = config.kv_store()?;
-    let host = PluginHost::load(config.plugin_specs()?, env).map_err(|e| {
-        format!("{e}\n(the shipped plugins are built by plugins/build.sh; `plugin = []` in the config runs none)")
-    })?;
+    let specs = config.plugin_specs()?;
+    for spec in &specs {
+        tracing::info!(plugin = %spec.name, path = %spec.path.display(), "filter");
+    }
+    let host = PluginHost::load(specs, env)?;
     let names = host.plugin_names();
     tracing::info!(plugins = %names.join(","), "filters loaded");
     Ok(host)

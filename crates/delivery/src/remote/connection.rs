@@ -139,7 +139,7 @@ impl Connection {
                 stream.set_nodelay(true)?;
                 Stream::Tcp(stream)
             }
-            Endpoint::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
+            Endpoint::Unix(path) => Stream::Unix(sluice_sys::unix_socket::connect(path)?),
         };
         // Every write must make progress within the data-block timeout
         // (RFC 5321 §4.5.3.2.5), commands included. Set once: it never

@@ -9,6 +9,7 @@
 //! cannot and explains it; [`wiring`] turns a valid configuration into the
 //! settings of each part (front end, plugins, scheduler, transports).
 
+pub mod shipped;
 mod validate;
 mod wiring;
 
@@ -41,8 +42,8 @@ pub struct Config {
     /// Where plugins keep shared state (greylisting, rate limits).
     pub kv: Kv,
     /// The filter chain, in order. Absent: the shipped relay-refusal and
-    /// antispam plugins. `plugin = []` runs none (the built-in relay check
-    /// still refuses plain relay attempts).
+    /// antispam plugins ([`shipped`]). `plugin = []` runs none (the built-in
+    /// relay check still refuses plain relay attempts).
     #[serde(rename = "plugin")]
     pub plugins: Vec<Plugin>,
 }
@@ -52,8 +53,10 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct Plugin {
     pub name: String,
-    /// The `.wasm` file. A relative path is relative to the working directory.
-    pub path: PathBuf,
+    /// The `.wasm` file. A relative path is relative to the working
+    /// directory. Absent: the shipped plugin of this name ([`shipped`]).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     /// `"tempfail"` (451 4.3.0 when the plugin fails: fail closed) or `"continue"`.
     #[serde(default)]
     pub on_error: OnErrorSetting,
@@ -84,18 +87,30 @@ fn default_memory_limit_mb() -> u32 {
     64
 }
 
-/// The plugins that ship with Sluice and are on by default, where
-/// `plugins/build.sh` puts them.
+impl Plugin {
+    /// The `.wasm` file to load: the configured path, or where the shipped
+    /// plugin of this name is installed.
+    pub fn wasm_path(&self) -> Result<PathBuf, String> {
+        match &self.path {
+            Some(path) => Ok(path.clone()),
+            None => shipped::find(&self.name).map_err(|e| format!("plugin {:?}: {e}", self.name)),
+        }
+    }
+}
+
+/// The plugins that ship with Sluice and are on by default.
 fn shipped_plugins() -> Vec<Plugin> {
-    let plugin = |name: &str| Plugin {
-        name: name.into(),
-        path: format!("plugins/dist/{name}.wasm").into(),
-        on_error: OnErrorSetting::Tempfail,
-        cpu_budget_ms: default_cpu_budget_ms(),
-        memory_limit_mb: default_memory_limit_mb(),
-        config: toml::Table::new(),
-    };
-    vec![plugin("relay-refusal"), plugin("antispam")]
+    shipped::DEFAULT_CHAIN
+        .iter()
+        .map(|name| Plugin {
+            name: (*name).into(),
+            path: None,
+            on_error: OnErrorSetting::Tempfail,
+            cpu_budget_ms: default_cpu_budget_ms(),
+            memory_limit_mb: default_memory_limit_mb(),
+            config: toml::Table::new(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -368,10 +383,7 @@ fn system_hostname() -> String {
 }
 
 fn current_login() -> Option<String> {
-    ["USER", "LOGNAME"]
-        .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .find(|s| !s.is_empty())
+    sluice_sys::user::current_login()
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //! once (`sluice check-config` and `serve` both refuse a file that has any),
 //! and notes on values that are allowed but unwise.
 
+use std::path::Path;
 use std::time::Duration;
 
 use sluice_delivery::remote::Timeouts;
 use sluice_plugin_host::RedisKv;
 use sluice_smtp::Domain;
+use sluice_sys::unix_socket;
 
 use super::{Config, Delivery, Kv, KvBackend, ListenMode};
 
@@ -101,6 +103,50 @@ impl Config {
         }
     }
 
+    /// What a valid configuration needs of this machine to start: the
+    /// plugin files, and a way to reach its Unix sockets. `check-config`
+    /// reports these with the other problems; `serve` checks them before it
+    /// opens anything, so that it fails with every reason at once.
+    pub fn preflight(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        for p in &self.plugins {
+            match p.wasm_path() {
+                Err(e) => problems.push(e),
+                Ok(path) if !path.is_file() => problems.push(format!(
+                    "plugin {:?}: {} is not a file",
+                    p.name,
+                    path.display()
+                )),
+                Ok(_) => {}
+            }
+        }
+        // Longer socket paths than a socket address holds are reached
+        // through /proc/self/fd (sluice_sys::unix_socket).
+        let control = self.spool_dir.join(crate::control::SOCKET_NAME);
+        let lmtp = self.delivery.lmtp.strip_prefix("unix:").map(Path::new);
+        let too_long = [
+            ("spool_dir", Some(control.as_path())),
+            ("delivery.lmtp", lmtp),
+        ]
+        .into_iter()
+        .filter_map(|(what, path)| path.filter(|p| !unix_socket::fits(p)).map(|p| (what, p)));
+        for (what, path) in too_long {
+            if !unix_socket::long_paths_supported() {
+                problems.push(format!(
+                    "{what}: the socket path {} is longer than {} octets, which needs \
+                     /proc/self/fd (mount /proc, or choose a shorter path)",
+                    path.display(),
+                    unix_socket::MAX_PATH
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
     /// Values that are valid but that an operator should know about, for
     /// `check-config` to print.
     pub fn notes(&self) -> Vec<String> {
@@ -137,6 +183,18 @@ impl Config {
         }
         if kv.backend != KvBackend::Redis {
             return;
+        }
+        // The Redis client takes the path as it is: no /proc route there.
+        let socket = kv
+            .redis_url
+            .strip_prefix("redis+unix://")
+            .map(|rest| rest.split('?').next().unwrap_or(rest));
+        if let Some(path) = socket.filter(|p| !unix_socket::fits(Path::new(p))) {
+            problems.push(format!(
+                "kv.redis_url: the socket path {path} is longer than {} octets, which the \
+                 Redis client cannot reach (use a shorter path, a symlink, or TCP)",
+                unix_socket::MAX_PATH
+            ));
         }
         // Parsing only: Redis may well be down while the file is checked.
         if let Err(e) = RedisKv::new(&kv.redis_url, &kv.key_prefix, Duration::from_millis(1)) {

@@ -35,7 +35,7 @@ impl Config {
                 })?;
                 Ok(PluginSpec {
                     name: p.name.clone(),
-                    path: p.path.clone(),
+                    path: p.wasm_path()?,
                     on_error: match p.on_error {
                         OnErrorSetting::Tempfail => OnError::Tempfail,
                         OnErrorSetting::Continue => OnError::Continue,

@@ -1,0 +1,11 @@
+//! What Sluice asks of the operating system beyond `std`, in one place.
+//!
+//! - [`unix_socket`]: Unix-domain sockets at paths of any length (the
+//!   control socket in a deep spool directory, an LMTP server's socket).
+//! - [`user`]: the user the process runs as, from the system's user
+//!   database.
+//!
+//! Nothing here is `unsafe`: the system calls go through `nix`.
+
+pub mod unix_socket;
+pub mod user;
