@@ -79,6 +79,13 @@ fn tempfail_then_accept(at_rcpt: bool) {
     );
     let first = server.wait_delivery(&id, "bob@remote.test", "deferred", DELIVERY_LIMIT);
     assert!(first.contains("451 4.3.2 Not now"), "{first}");
+    // Who said it, and when, as fields of their own.
+    let stage = if at_rcpt { "rcpt" } else { "end of data" };
+    let (ip, port) = (sink.addr().ip(), sink.addr().port());
+    assert!(
+        first.contains(&format!(" remote_mta=[{ip}]:{port} stage=\"{stage}\" ")),
+        "{first}"
+    );
 
     let list = server.queue_ok(&["list"]);
     assert!(list.contains(&id), "{list}");
@@ -476,4 +483,125 @@ fn commands_for_a_message_not_in_the_queue_say_no_such_message() {
     server.wait_queue_empty(DELIVERY_LIMIT);
     assert!(server.all_maildir_messages().is_empty());
     assert_eq!(sink.accepted().len(), 1);
+}
+
+/// The `forwarded_as=` id of the line that logs the forward of `id`.
+fn forwarded_as(server: &Server, id: &str) -> String {
+    let needle = format!("queue_id={id} ");
+    let line = wait_for(DELIVERY_LIMIT, || {
+        server.logs().into_iter().find(|l| {
+            l.contains(" forwarded as ")
+                && l.contains(&needle)
+                && l.contains("recipient=team@example.test")
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{id} was not forwarded; logs:\n{}",
+            server.logs().join("\n")
+        )
+    });
+    line.split_once("forwarded_as=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no forwarded_as field: {line}"))
+        .to_owned()
+}
+
+/// docs/delivery.md: an alias that points off-site is queued again as a
+/// message of its own ("forwarded as <id>"), like Postfix's local(8). The
+/// original is done once its Maildir copy is written and the forward is
+/// queued; the forward then has retries of its own, so a next hop that
+/// says 451 never writes alice's copy a second time.
+#[test]
+fn an_offsite_alias_is_queued_again_and_retried_on_its_own() {
+    let deferred_seen = Latch::default();
+    let latch = deferred_seen.clone();
+    let sink = Sink::builder()
+        .rcpt_reply(move |_, seen| {
+            if seen == 0 {
+                "451 4.3.2 Not now, try again later".to_string()
+            } else {
+                latch.wait();
+                "250 2.1.5 Ok".to_string()
+            }
+        })
+        .start();
+    let server = Server::start(&format!(
+        "[local]\ndomains = [\"example.test\"]\nusers = [\"postmaster\", \"alice\"]\n\
+         aliases = {{ team = \"alice, ext@remote.test\" }}\n{}",
+        route_to(&sink, "")
+    ));
+    let content = b"Subject: to the team\r\n\r\nhere and elsewhere\r\n";
+    let id = submit(
+        server.addr(),
+        "sender@example.org",
+        "",
+        &["team@example.test"],
+        content,
+    );
+    server.wait_delivery(&id, "team@example.test", "delivered", DELIVERY_LIMIT);
+    let forward = forwarded_as(&server, &id);
+    assert_ne!(forward, id);
+    let first = server.wait_delivery(&forward, "ext@remote.test", "deferred", DELIVERY_LIMIT);
+    assert!(first.contains("451 4.3.2 Not now"), "{first}");
+
+    // Only the forward waits in the queue; the original is gone.
+    let list = server.queue_ok(&["list"]);
+    assert!(list.contains(&forward), "{list}");
+    assert!(!list.contains(&id), "{list}");
+    assert!(
+        list.contains("<ext@remote.test>  deferred after 1 attempt(s)"),
+        "{list}"
+    );
+    deferred_seen.open();
+
+    server.wait_delivery(&forward, "ext@remote.test", "delivered", DELIVERY_LIMIT);
+    server.wait_queue_empty(DELIVERY_LIMIT);
+    let accepted = sink.accepted();
+    assert_eq!(accepted.len(), 1, "{accepted:#?}");
+    let sent = &accepted[0];
+    // Bounces of the forward go to whoever wrote to the alias.
+    assert_eq!(sent.reverse_path, "sender@example.org");
+    assert_eq!(sent.recipients, ["ext@remote.test"]);
+    let text = String::from_utf8_lossy(&sent.data);
+    assert!(
+        text.starts_with("Delivered-To: team@example.test\r\nReceived: "),
+        "{text}"
+    );
+    assert!(sent.data.ends_with(content));
+    // One copy for alice, written once although the forward was retried.
+    let files = wait_for_maildir(&server.maildir("alice"), 1, DELIVERY_LIMIT);
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].received_content(&id), content);
+}
+
+/// A message that already went through an alias (its header says
+/// `Delivered-To:` that alias) is not forwarded again: the loop is cut with
+/// `550 5.4.6` and the sender hears of it.
+#[test]
+fn a_message_that_was_forwarded_before_is_not_forwarded_again() {
+    let sink = Sink::start();
+    let server = Server::start(&format!(
+        "[local]\ndomains = [\"example.test\"]\nusers = [\"postmaster\", \"alice\"]\n\
+         aliases = {{ team = \"ext@remote.test\" }}\n{}",
+        route_to(&sink, "")
+    ));
+    let content = b"Delivered-To: team@example.test\r\nSubject: back again\r\n\r\nloop\r\n";
+    let id = submit(
+        server.addr(),
+        "alice@example.test",
+        "",
+        &["team@example.test"],
+        content,
+    );
+    let failed = server.wait_delivery(&id, "team@example.test", "failed", DELIVERY_LIMIT);
+    assert!(
+        failed.contains("550 5.4.6 Mail forwarding loop for team@example.test"),
+        "{failed}"
+    );
+    // The bounce reaches the sender; nothing left for the next hop.
+    let bounces = wait_for_maildir(&server.maildir("alice"), 1, DELIVERY_LIMIT);
+    assert!(bounces[0].text().contains("5.4.6"), "{}", bounces[0].text());
+    server.wait_queue_empty(DELIVERY_LIMIT);
+    assert!(sink.transactions().is_empty());
 }

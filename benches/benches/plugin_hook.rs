@@ -54,7 +54,11 @@ fn plugin_hook(c: &mut Criterion) {
         cache_entries: 0,
     })
     .unwrap();
-    let env = HostEnv::new("mx.example.test", vec!["example.test".into()], dns);
+    let directory = sluice_directory::Directory::new(sluice_directory::DirectoryConfig {
+        domains: vec!["example.test".into()],
+        ..Default::default()
+    });
+    let env = HostEnv::new("mx.example.test", std::sync::Arc::new(directory), dns);
     let bench = HookBench::new(
         vec![PluginSpec::new("relay", &path)],
         &env,

@@ -11,25 +11,35 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluice_benches::corpus;
-use sluice_spool::{Envelope, Recipient, Spool, SpoolConfig, SpoolHandle};
+use sluice_smtp::{BodyType, Envelope, ForwardPath, MailParams, Path, Recipient, ReversePath};
+use sluice_spool::{Entry, Spool, SpoolConfig, SpoolHandle, Submission};
 
-fn envelope(handle: &SpoolHandle) -> Envelope {
-    Envelope {
+fn path(text: &str) -> Path {
+    Path::parse(text.as_bytes()).expect("a valid path")
+}
+
+fn submission(handle: &SpoolHandle, body: &[u8]) -> Submission {
+    let entry = Entry {
         id: handle.new_id(),
-        reverse_path: "sender@example.org".into(),
-        mail_params: "BODY=8BITMIME SIZE=4096".into(),
-        recipients: vec![Recipient {
-            address: "rcpt@example.net".into(),
-            params: String::new(),
-        }],
         arrival_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         client_ip: "192.0.2.7".parse().expect("a valid address"),
         helo: "client.example.org".into(),
-        body_type: 1,
-        smtputf8: false,
-    }
+        envelope: Envelope {
+            reverse_path: ReversePath::Path(path("<sender@example.org>")),
+            params: MailParams {
+                body: Some(BodyType::EightBitMime),
+                size: Some(4096),
+                ..MailParams::default()
+            },
+            recipients: vec![Recipient {
+                forward_path: ForwardPath::Path(path("<rcpt@example.net>")),
+                params: Default::default(),
+            }],
+        },
+    };
+    Submission::new(entry, body.to_vec())
 }
 
 /// `messages` submits spread over `submitters` threads, each waiting for
@@ -42,9 +52,8 @@ fn submit_all(handle: &SpoolHandle, body: &[u8], messages: u64, submitters: u64)
             let handle = handle.clone();
             s.spawn(move || {
                 for _ in 0..share {
-                    let env = envelope(&handle);
                     handle
-                        .submit_wait(env, body.to_vec())
+                        .submit_wait(submission(&handle, body))
                         .expect("the spool accepts the message");
                 }
             });
@@ -68,7 +77,7 @@ fn spool_append(c: &mut Criterion) {
         let handle = spool.handle();
         // The bench is only meaningful if what it stores can be read back.
         let id = handle
-            .submit_wait(envelope(&handle), body.clone())
+            .submit_wait(submission(&handle, &body))
             .expect("a first submit");
         let stored = handle.get(id).expect("readable").expect("queued");
         assert_eq!(stored.body(), &body[..]);

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
+use sluice_smtp::{ForwardPath, ReversePath};
 use sluice_spool::Spool;
 
 /// One queued message: its envelope and the stored body (the `Received:`
@@ -63,17 +64,24 @@ pub fn read_queue(spool_dir: &Path) -> Vec<QueuedMessage> {
             .get(s.id)
             .expect("read a queued message")
             .unwrap_or_else(|| panic!("message {} listed but not readable", s.id));
+        let entry = &m.entry;
         out.push(QueuedMessage {
-            id: m.envelope.id.to_string(),
-            reverse_path: m.envelope.reverse_path.clone(),
-            recipients: m
+            id: entry.id.to_string(),
+            reverse_path: match &entry.envelope.reverse_path {
+                ReversePath::Null => String::new(),
+                ReversePath::Path(p) => p.mailbox.to_string(),
+            },
+            recipients: entry
                 .envelope
                 .recipients
                 .iter()
-                .map(|r| r.address.clone())
+                .map(|r| match &r.forward_path {
+                    ForwardPath::Postmaster => "postmaster".to_owned(),
+                    ForwardPath::Path(p) => p.mailbox.to_string(),
+                })
                 .collect(),
-            helo: m.envelope.helo.clone(),
-            client_ip: m.envelope.client_ip,
+            helo: entry.helo.clone(),
+            client_ip: entry.client_ip,
             body: m.body().to_vec(),
         });
     }

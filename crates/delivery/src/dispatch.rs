@@ -1,33 +1,31 @@
 //! The transport the delivery threads run: the local domains go to Maildirs
-//! (or to an LMTP server), everything else to the next hop over SMTP.
+//! (or to an LMTP server), everything else to the next hop over SMTP, and an
+//! alias that points elsewhere is queued again as a message of its own.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_smtp::address::unquote_local_part as unquote;
+use sluice_directory::{Directory, ResolveError, Target};
+use sluice_smtp::{Envelope, ForwardPath, Mailbox, OriginalRecipient, Path, RcptParams, Recipient};
+use sluice_spool::{Entry, Reason, SpoolHandle, Submission};
 
 use crate::Outcome;
-use crate::local::{Local, Target};
-use crate::remote::{Message, Remote};
-use crate::scheduler::{Job, Transport};
-
-/// The destination key of the local domains (when they go to Maildirs).
-pub const LOCAL: &str = "local";
-/// The destination key of the local domains when an LMTP server takes them.
-pub const LMTP: &str = "lmtp";
+use crate::local::Local;
+use crate::remote::Remote;
+use crate::scheduler::{Destination, Job, Transport};
 
 /// Local and remote delivery behind the scheduler's [`Transport`].
 #[derive(Debug)]
 pub struct Dispatch {
-    local_domains: HashSet<String>,
-    /// The first configured local domain: what a bare `postmaster` is
-    /// qualified with when it goes to an LMTP server, which wants a domain.
-    primary_domain: String,
+    directory: Arc<Directory>,
     local: Local,
     remote: Arc<Remote>,
     /// `unix:/path` or `host:port`: the local domains' mail goes there.
     lmtp: Option<String>,
+    /// Where forwarded copies are queued.
+    spool: SpoolHandle,
+    /// Our name, as the HELO of forwarded copies.
+    hostname: String,
     /// Closes cached connections nobody came back for; stops when dropped.
     reaper: Option<Reaper>,
 }
@@ -71,60 +69,83 @@ impl Drop for Dispatch {
     }
 }
 
+/// The transport's parts, as the binary wires them.
+#[derive(Debug)]
+pub struct DispatchConfig {
+    pub directory: Arc<Directory>,
+    pub local: Local,
+    pub remote: Remote,
+    /// `unix:/path` or `host:port` of an LMTP server for the local domains.
+    pub lmtp: Option<String>,
+    /// Where a forward is queued.
+    pub spool: SpoolHandle,
+    /// Our name.
+    pub hostname: String,
+}
+
+/// One recipient's copies, after alias expansion.
+struct Copies {
+    mailboxes: Vec<String>,
+    forwards: Vec<Mailbox>,
+}
+
 impl Dispatch {
-    pub fn new(
-        local_domains: impl IntoIterator<Item = String>,
-        local: Local,
-        remote: Remote,
-        lmtp: Option<String>,
-    ) -> Self {
-        let remote = Arc::new(remote);
-        let local_domains: Vec<String> = local_domains
-            .into_iter()
-            .map(|d| d.to_ascii_lowercase())
-            .collect();
+    pub fn new(config: DispatchConfig) -> Self {
+        let remote = Arc::new(config.remote);
         Dispatch {
-            primary_domain: local_domains.first().cloned().unwrap_or_default(),
-            local_domains: local_domains.into_iter().collect(),
-            local,
+            directory: config.directory,
+            local: config.local,
             reaper: Reaper::start(remote.clone()),
             remote,
-            lmtp: lmtp.filter(|l| !l.is_empty()),
+            lmtp: config.lmtp.filter(|l| !l.is_empty()),
+            spool: config.spool,
+            hostname: config.hostname,
         }
     }
 
-    /// `postmaster` without a domain (RFC 5321 §4.1.1.3) is ours too.
-    fn is_local(&self, address: &str) -> bool {
-        match address.rsplit_once('@') {
-            None => true,
-            Some((_, domain)) => self.local_domains.contains(&domain.to_ascii_lowercase()),
+    /// A local recipient's copies: its mailboxes and the addresses its
+    /// aliases forward to.
+    fn copies(&self, forward_path: &ForwardPath) -> Result<Copies, Outcome> {
+        let local_part = match forward_path {
+            ForwardPath::Postmaster => std::borrow::Cow::Borrowed("postmaster"),
+            ForwardPath::Path(p) => p.mailbox.local_part.unquoted(),
+        };
+        let targets = self.directory.resolve(&local_part).map_err(resolve_error)?;
+        let mut copies = Copies {
+            mailboxes: Vec::new(),
+            forwards: Vec::new(),
+        };
+        for target in targets {
+            match target {
+                Target::Mailbox(user) => copies.mailboxes.push(user),
+                Target::Forward(mailbox) => copies.forwards.push(mailbox),
+            }
         }
+        Ok(copies)
     }
 
     fn deliver_local(&self, job: &Job) -> Vec<Outcome> {
-        let envelope = &job.message.envelope;
-        job.forward_paths()
-            .map(|address| {
-                let local_part = address.rsplit_once('@').map_or(address, |(l, _)| l);
-                let local_part = unquote(local_part);
-                match self.local.resolve(&local_part) {
-                    Err(outcome) => outcome,
-                    Ok(targets) => {
-                        let outcomes: Vec<Outcome> = targets
-                            .iter()
-                            .map(|target| match target {
-                                Target::Mailbox(user) => self.local.deliver(
-                                    user,
-                                    &envelope.reverse_path,
-                                    address,
-                                    job.message.body(),
-                                ),
-                                Target::Remote(forward) => self.forward(job, forward),
-                            })
-                            .collect();
-                        combine(outcomes)
-                    }
-                }
+        let entry = &job.message.entry;
+        job.recipients()
+            .map(|rcpt| {
+                let copies = match self.copies(&rcpt.forward_path) {
+                    Ok(copies) => copies,
+                    Err(outcome) => return outcome,
+                };
+                let mut outcomes: Vec<Outcome> = copies
+                    .mailboxes
+                    .iter()
+                    .map(|user| {
+                        self.local.deliver(
+                            user,
+                            &entry.envelope.reverse_path,
+                            &rcpt.forward_path,
+                            job.message.body(),
+                        )
+                    })
+                    .collect();
+                outcomes.extend(self.forward(job, rcpt, &copies.forwards, &outcomes));
+                combine(outcomes)
             })
             .collect()
     }
@@ -133,144 +154,231 @@ impl Dispatch {
     /// (the server knows only mailboxes), so each forward-path first becomes
     /// its copies; every mailbox copy then goes in one LMTP transaction, whose
     /// per-recipient replies are folded back onto the forward-paths.
-    fn deliver_lmtp(&self, job: &Job, recipients: &[(&str, &str)]) -> Vec<Outcome> {
-        enum Copy {
-            /// Index into the LMTP transaction's recipients.
-            Lmtp(usize),
-            Done(Outcome),
-        }
-        let mut mailboxes: Vec<(String, &str)> = Vec::new();
-        let plans: Vec<Result<Vec<Copy>, Outcome>> = recipients
-            .iter()
-            .map(|&(address, params)| {
-                let (local_part, domain) = match address.rsplit_once('@') {
-                    Some((l, d)) => (l, d),
-                    None => (address, self.primary_domain.as_str()),
+    fn deliver_lmtp(&self, job: &Job) -> Vec<Outcome> {
+        let target = self.lmtp.as_deref().unwrap_or_default();
+        let mut envelope = job.envelope();
+        envelope.recipients.clear();
+        // Per recipient of the job: the indices of its copies in the LMTP
+        // transaction, or why it has none.
+        let plans: Vec<Result<(Vec<usize>, Copies), Outcome>> = job
+            .recipients()
+            .map(|rcpt| {
+                let copies = self.copies(&rcpt.forward_path)?;
+                let domain = match &rcpt.forward_path {
+                    ForwardPath::Postmaster => self.directory.primary_domain().to_owned(),
+                    ForwardPath::Path(p) => p.mailbox.domain.to_string(),
                 };
-                let targets = self.local.resolve(&unquote(local_part))?;
-                Ok(targets
-                    .iter()
-                    .map(|target| match target {
-                        Target::Mailbox(user) => {
-                            let mailbox = format!("{user}@{domain}");
-                            // ORCPT and NOTIFY were given for this forward-path;
-                            // they still describe it when no alias rewrote it.
-                            let params = if mailbox.eq_ignore_ascii_case(address) {
-                                params
-                            } else {
-                                ""
-                            };
-                            // Two forward-paths that reach one mailbox get one copy.
-                            let at = match mailboxes
-                                .iter()
-                                .position(|(m, _)| m.eq_ignore_ascii_case(&mailbox))
-                            {
-                                Some(at) => at,
-                                None => {
-                                    mailboxes.push((mailbox, params));
-                                    mailboxes.len() - 1
-                                }
-                            };
-                            Copy::Lmtp(at)
-                        }
-                        Target::Remote(forward) => Copy::Done(self.forward(job, forward)),
-                    })
-                    .collect())
+                let mut at = Vec::with_capacity(copies.mailboxes.len());
+                for user in &copies.mailboxes {
+                    let mailbox = Mailbox::parse(format!("{user}@{domain}").as_bytes())
+                        .map_err(|_| {
+                            Outcome::local(
+                                451,
+                                (4, 3, 5),
+                                format!("Local delivery misconfigured: {user}@{domain} is no address"),
+                            )
+                        })?;
+                    // ORCPT and NOTIFY were given for this forward-path; they
+                    // still describe it when no alias rewrote it.
+                    let unchanged = matches!(&rcpt.forward_path,
+                        ForwardPath::Path(p) if p.mailbox.to_string().eq_ignore_ascii_case(&mailbox.to_string()));
+                    let params = if unchanged {
+                        rcpt.params.clone()
+                    } else {
+                        RcptParams::default()
+                    };
+                    // Two forward-paths that reach one mailbox get one copy.
+                    let existing = envelope.recipients.iter().position(|r| {
+                        matches!(&r.forward_path, ForwardPath::Path(p)
+                            if p.mailbox.to_string().eq_ignore_ascii_case(&mailbox.to_string()))
+                    });
+                    at.push(existing.unwrap_or_else(|| {
+                        envelope.recipients.push(Recipient {
+                            forward_path: ForwardPath::Path(Path {
+                                source_route: Vec::new(),
+                                mailbox,
+                            }),
+                            params,
+                        });
+                        envelope.recipients.len() - 1
+                    }));
+                }
+                Ok((at, copies))
             })
             .collect();
-
-        let mut replies = if mailboxes.is_empty() {
+        let mut replies = if envelope.recipients.is_empty() {
             Vec::new()
         } else {
-            let target = self.lmtp.as_deref().unwrap_or_default();
-            let wire: Vec<(&str, &str)> = mailboxes.iter().map(|(m, p)| (m.as_str(), *p)).collect();
-            self.remote.deliver_lmtp(target, &Self::message(job, &wire))
+            self.remote
+                .deliver_lmtp(target, &envelope, job.message.body())
         };
-        replies.resize_with(mailboxes.len(), || Outcome::Deferred {
-            reply: "451 4.3.0 No reply from the LMTP server for this recipient".into(),
+        replies.resize_with(envelope.recipients.len(), || {
+            Outcome::local(
+                451,
+                (4, 3, 0),
+                "No reply from the LMTP server for this recipient",
+            )
         });
         plans
             .into_iter()
-            .map(|plan| match plan {
+            .zip(job.recipients())
+            .map(|(plan, rcpt)| match plan {
                 Err(outcome) => outcome,
-                Ok(copies) => combine(
-                    copies
-                        .into_iter()
-                        .map(|copy| match copy {
-                            Copy::Lmtp(at) => replies[at].clone(),
-                            Copy::Done(outcome) => outcome,
-                        })
-                        .collect(),
-                ),
+                Ok((at, copies)) => {
+                    let mut outcomes: Vec<Outcome> =
+                        at.iter().map(|&i| replies[i].clone()).collect();
+                    outcomes.extend(self.forward(job, rcpt, &copies.forwards, &outcomes));
+                    combine(outcomes)
+                }
             })
             .collect()
     }
 
-    /// An alias that points elsewhere: relay one copy there.
-    fn forward(&self, job: &Job, to: &str) -> Outcome {
-        let envelope = &job.message.envelope;
-        let domain = to.rsplit_once('@').map_or("", |(_, d)| d);
-        let recipients = [(to, "")];
-        let message = Message {
-            reverse_path: &envelope.reverse_path,
-            mail_params: &envelope.mail_params,
-            recipients: &recipients,
-            body: job.message.body(),
-            body_type: envelope.body_type,
-            smtputf8: envelope.smtputf8,
-        };
-        self.remote
-            .deliver(domain, &message)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| Outcome::Deferred {
-                reply: "451 4.3.0 No result from the next hop".into(),
-            })
-    }
-
-    fn message<'a>(job: &'a Job, recipients: &'a [(&'a str, &'a str)]) -> Message<'a> {
-        let envelope = &job.message.envelope;
-        Message {
-            reverse_path: &envelope.reverse_path,
-            mail_params: &envelope.mail_params,
-            recipients,
-            body: job.message.body(),
-            body_type: envelope.body_type,
-            smtputf8: envelope.smtputf8,
+    /// Queues the copies for `forwards` as one new message, once every
+    /// mailbox copy of this recipient is delivered or failed: a mailbox copy
+    /// that waits would make the recipient retry, and the forward would be
+    /// queued twice. Postfix's local(8) re-injects the same way
+    /// ("forwarded as"), so the forward gets its own retries, per-destination
+    /// limits and bounces, and a slow next hop never holds a local job.
+    fn forward(
+        &self,
+        job: &Job,
+        rcpt: &Recipient,
+        forwards: &[Mailbox],
+        mailbox_outcomes: &[Outcome],
+    ) -> Option<Outcome> {
+        if forwards.is_empty() {
+            return None;
         }
+        if mailbox_outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Deferred(_)))
+        {
+            return Some(Outcome::local(
+                451,
+                (4, 3, 0),
+                "Forwarding waits for this recipient's other copies",
+            ));
+        }
+        let entry = &job.message.entry;
+        let original = match &rcpt.forward_path {
+            ForwardPath::Postmaster => format!("postmaster@{}", self.directory.primary_domain()),
+            ForwardPath::Path(p) => p.mailbox.to_string(),
+        };
+        // Postfix's loop defence: a message that already went through this
+        // recipient once is not forwarded again.
+        if delivered_to(job.message.body(), &original) {
+            return Some(Outcome::local(
+                550,
+                (5, 4, 6),
+                format!("Mail forwarding loop for {original}"),
+            ));
+        }
+        let mut header = format!("Delivered-To: {original}\r\n").into_bytes();
+        header.extend_from_slice(job.message.body());
+        let id = self.spool.new_id();
+        let submission = Submission::new(
+            Entry {
+                id,
+                arrival_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                client_ip: entry.client_ip,
+                helo: self.hostname.clone(),
+                envelope: Envelope {
+                    // The original sender: bounces of the forward go back
+                    // to whoever wrote to the alias.
+                    reverse_path: entry.envelope.reverse_path.clone(),
+                    params: entry.envelope.params.clone(),
+                    recipients: forwards
+                        .iter()
+                        .map(|mailbox| Recipient {
+                            forward_path: ForwardPath::Path(Path {
+                                source_route: Vec::new(),
+                                mailbox: mailbox.clone(),
+                            }),
+                            params: RcptParams {
+                                notify: rcpt.params.notify,
+                                orcpt: Some(rcpt.params.orcpt.clone().unwrap_or(
+                                    OriginalRecipient {
+                                        addr_type: "rfc822".into(),
+                                        address: original.clone(),
+                                    },
+                                )),
+                            },
+                        })
+                        .collect(),
+                },
+            },
+            header,
+        );
+        Some(match self.spool.submit_wait(submission) {
+            Ok(forwarded) => {
+                tracing::info!(queue_id = %job.id, recipient = %original,
+                    forwarded_as = %forwarded, "forwarded as {forwarded}");
+                Outcome::Delivered(Reason::local(sluice_smtp::Reply::new(
+                    250,
+                    Some(sluice_smtp::EnhancedCode::new(2, 1, 5)),
+                    format!("Forwarded as {forwarded}"),
+                )))
+            }
+            Err(e) => Outcome::local(451, (4, 3, 0), format!("Cannot queue the forward: {e}")),
+        })
     }
 }
 
+/// Whether the header section holds `Delivered-To: <address>`.
+fn delivered_to(message: &[u8], address: &str) -> bool {
+    let end = memchr::memmem::find(message, b"\r\n\r\n").map_or(message.len(), |i| i + 2);
+    message[..end]
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
+            name.eq_ignore_ascii_case(b"Delivered-To")
+                .then_some(&value[1..])
+        })
+        .any(|value| {
+            String::from_utf8_lossy(value)
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .eq_ignore_ascii_case(address)
+        })
+}
+
+fn resolve_error(e: ResolveError) -> Outcome {
+    Outcome::of(Reason::local(e.reply()))
+}
+
 impl Transport for Dispatch {
-    fn destination(&self, recipient: &str) -> String {
-        if self.is_local(recipient) {
-            return if self.lmtp.is_some() { LMTP } else { LOCAL }.to_string();
+    fn destination(&self, recipient: &ForwardPath) -> Destination {
+        if self.directory.is_local(recipient) {
+            return if self.lmtp.is_some() {
+                Destination::Lmtp
+            } else {
+                Destination::Local
+            };
         }
-        let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
-        self.remote.router().destination_key(domain)
+        let domain = match recipient {
+            ForwardPath::Postmaster => String::new(),
+            ForwardPath::Path(p) => p.mailbox.domain.to_string(),
+        };
+        Destination::Remote(self.remote.router().destination_key(&domain))
     }
 
     fn deliver(&self, job: &Job) -> Vec<Outcome> {
-        let envelope = &job.message.envelope;
-        let recipients: Vec<(&str, &str)> = job
-            .recipients
-            .iter()
-            .map(|&i| {
-                let r = &envelope.recipients[i as usize];
-                (r.address.as_str(), r.params.as_str())
-            })
-            .collect();
-        match job.destination.as_str() {
-            LOCAL => self.deliver_local(job),
-            LMTP => self.deliver_lmtp(job, &recipients),
-            _ => {
+        match &job.destination {
+            Destination::Local => self.deliver_local(job),
+            Destination::Lmtp => self.deliver_lmtp(job),
+            Destination::Remote(_) => {
                 // Every recipient of a remote job shares the domain the key came from.
-                let domain = recipients
-                    .first()
-                    .and_then(|(a, _)| a.rsplit_once('@'))
-                    .map_or("", |(_, d)| d);
-                self.remote
-                    .deliver(domain, &Self::message(job, &recipients))
+                let envelope = job.envelope();
+                let domain = match envelope.recipients.first().map(|r| &r.forward_path) {
+                    Some(ForwardPath::Path(p)) => p.mailbox.domain.to_string(),
+                    _ => String::new(),
+                };
+                self.remote.deliver(&domain, &envelope, job.message.body())
             }
         }
     }
@@ -286,14 +394,14 @@ fn combine(outcomes: Vec<Outcome>) -> Outcome {
     let mut failed = None;
     for outcome in outcomes {
         match outcome {
-            Outcome::Deferred { .. } => return outcome,
-            Outcome::Failed { .. } => failed = failed.or(Some(outcome)),
-            Outcome::Delivered { .. } => delivered = delivered.or(Some(outcome)),
+            Outcome::Deferred(_) => return outcome,
+            Outcome::Failed(_) => failed = failed.or(Some(outcome)),
+            Outcome::Delivered(_) => delivered = delivered.or(Some(outcome)),
         }
     }
-    failed.or(delivered).unwrap_or_else(|| Outcome::Failed {
-        reply: "550 5.1.1 The alias expands to nobody".into(),
-    })
+    failed
+        .or(delivered)
+        .unwrap_or_else(|| Outcome::local(550, (5, 1, 1), "The alias expands to nobody"))
 }
 
 #[cfg(test)]
@@ -302,12 +410,20 @@ mod tests {
 
     #[test]
     fn one_deferred_copy_retries_the_recipient() {
-        let d = |r: &str| Outcome::Delivered { reply: r.into() };
-        let t = |r: &str| Outcome::Deferred { reply: r.into() };
-        let f = |r: &str| Outcome::Failed { reply: r.into() };
-        assert_eq!(combine(vec![d("a"), t("b"), f("c")]), t("b"));
-        assert_eq!(combine(vec![d("a"), f("c")]), f("c"));
-        assert_eq!(combine(vec![d("a"), d("b")]), d("a"));
-        assert!(matches!(combine(vec![]), Outcome::Failed { .. }));
+        let d = || Outcome::local(250, (2, 0, 0), "a");
+        let t = || Outcome::local(451, (4, 0, 0), "b");
+        let f = || Outcome::local(550, (5, 0, 0), "c");
+        assert_eq!(combine(vec![d(), t(), f()]), t());
+        assert_eq!(combine(vec![d(), f()]), f());
+        assert_eq!(combine(vec![d(), d()]), d());
+        assert!(matches!(combine(vec![]), Outcome::Failed(_)));
+    }
+
+    #[test]
+    fn delivered_to_finds_the_address_in_the_header_only() {
+        let message = b"Received: x\r\nDelivered-To: Alias@Example.test\r\nSubject: s\r\n\r\nDelivered-To: body@example.test\r\n";
+        assert!(delivered_to(message, "alias@example.test"));
+        assert!(!delivered_to(message, "body@example.test"));
+        assert!(!delivered_to(message, "other@example.test"));
     }
 }

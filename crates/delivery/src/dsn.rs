@@ -50,8 +50,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_smtp::date::rfc5322_date;
-use sluice_smtp::{MailParams, Notify, RcptParams, Reply, Ret};
-use sluice_spool::Envelope;
+use sluice_smtp::{ForwardPath, Notify, Path, Reply, Ret, ReversePath};
+use sluice_spool::{Entry, Reason};
 
 use encode::{
     ascii_text, header_section, is_7bit_clean, push_address_field, push_folded, text_part,
@@ -73,18 +73,15 @@ pub enum Action {
 /// One recipient to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedRecipient {
-    /// The forward-path as in the envelope; it also finds the recipient's
-    /// RCPT parameters (NOTIFY, ORCPT) in [`BounceInput::envelope`].
-    pub address: String,
+    /// Its place in the entry's `envelope.recipients`, where its
+    /// forward-path and RCPT parameters (NOTIFY, ORCPT) are.
+    pub index: u32,
     /// The original recipient (decoded ORCPT address, type `rfc822`) when
     /// the caller knows it; else the ORCPT of the envelope's RCPT is used.
     pub original: Option<String>,
-    /// The reply that decided it, e.g. `550 5.1.1 <bob@remote.test>: no such
-    /// user`: the next hop's own reply, or our description in that form.
-    pub reply: String,
-    /// The next hop that gave [`reply`](Self::reply); `None` when the reply
-    /// is our own (local delivery, no answer, DNS).
-    pub remote_mta: Option<String>,
+    /// What decided it: the reply (the next hop's own, or our description in
+    /// that form), the host that gave it, and the stage.
+    pub reason: Reason,
     pub action: Action,
 }
 
@@ -94,7 +91,8 @@ pub struct BounceInput<'a> {
     /// Our hostname: `Reporting-MTA`, and the domain of `From:` and
     /// `Message-ID:`.
     pub reporting_mta: &'a str,
-    pub envelope: &'a Envelope,
+    /// The message's envelope and the facts of its arrival.
+    pub entry: &'a Entry,
     /// The stored message (starting with our `Received:`).
     pub body: &'a [u8],
     pub failed: &'a [FailedRecipient],
@@ -108,7 +106,7 @@ pub struct BounceInput<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bounce {
     /// The envelope reverse-path of the original (never its `From:`).
-    pub recipient: String,
+    pub recipient: Path,
     /// The complete message, CRLF line endings, headers first.
     pub message: Vec<u8>,
 }
@@ -116,6 +114,8 @@ pub struct Bounce {
 /// One recipient that will appear in the notification.
 struct Reported<'a> {
     failed: &'a FailedRecipient,
+    /// The forward-path as the envelope has it, without brackets.
+    address: String,
     /// (address type, address).
     original: Option<(String, String)>,
     status: String,
@@ -124,24 +124,19 @@ struct Reported<'a> {
 /// Builds the notification for `input.failed`, or `None` when none may be
 /// sent: the reverse-path is `<>`, or NOTIFY leaves nobody to report.
 pub fn bounce(input: &BounceInput<'_>) -> Option<Bounce> {
-    let envelope = input.envelope;
-    if envelope.reverse_path.is_empty() {
+    let entry = input.entry;
+    let ReversePath::Path(sender) = &entry.envelope.reverse_path else {
         return None;
-    }
+    };
     let reported: Vec<Reported<'_>> = input
         .failed
         .iter()
-        .filter_map(|f| reported(f, envelope))
+        .filter_map(|f| reported(f, entry))
         .collect();
     if reported.is_empty() {
         return None;
     }
-    // The spool holds what the SMTP server parsed and wrote back, so this
-    // cannot fail; if it ever did, a bounce without ENVID beats none.
-    let mail = MailParams::parse(&envelope.mail_params).unwrap_or_else(|e| {
-        tracing::warn!(id = %envelope.id, error = ?e, "unparsable MAIL parameters in the spool");
-        MailParams::default()
-    });
+    let mail = &entry.envelope.params;
     let any_failed = reported.iter().any(|r| r.failed.action == Action::Failed);
     let want_full = any_failed && !input.ret_headers_only && mail.ret != Some(Ret::Hdrs);
     let full = want_full && input.body.len() <= FULL_RETURN_LIMIT && is_7bit_clean(input.body);
@@ -161,14 +156,17 @@ pub fn bounce(input: &BounceInput<'_>) -> Option<Bounce> {
         part
     };
     let parts = [human.as_slice(), status.as_slice(), original.as_slice()];
-    let boundary = boundary(envelope, input.now, &parts);
+    let boundary = boundary(entry, input.now, &parts);
 
     let subject = if any_failed {
         "Undelivered Mail Returned to Sender"
     } else {
         "Delayed Mail (still being retried)"
     };
-    let reverse_path = envelope.reverse_path.replace(|c: char| c.is_control(), "?");
+    let reverse_path = sender
+        .mailbox
+        .to_string()
+        .replace(|c: char| c.is_control(), "?");
     let mut message = String::with_capacity(1024);
     // Writing to a String cannot fail.
     let _ = write!(
@@ -185,7 +183,7 @@ pub fn bounce(input: &BounceInput<'_>) -> Option<Bounce> {
          \r\n\
          This is a MIME-encapsulated message.\r\n",
         rfc5322_date(input.now),
-        message_id_left(envelope, input.now),
+        message_id_left(entry, input.now),
     );
     let mut message = message.into_bytes();
     let total: usize = parts.iter().map(|p| p.len() + boundary.len() + 8).sum();
@@ -200,26 +198,22 @@ pub fn bounce(input: &BounceInput<'_>) -> Option<Bounce> {
     message.extend_from_slice(boundary.as_bytes());
     message.extend_from_slice(b"--\r\n");
     Some(Bounce {
-        recipient: envelope.reverse_path.clone(),
+        recipient: Path {
+            source_route: Vec::new(),
+            mailbox: sender.mailbox.clone(),
+        },
         message,
     })
 }
 
 /// Applies NOTIFY and gathers what the report says about one recipient.
-fn reported<'a>(failed: &'a FailedRecipient, envelope: &Envelope) -> Option<Reported<'a>> {
-    let rcpt = envelope
-        .recipients
-        .iter()
-        .find(|r| r.address == failed.address)
-        .or_else(|| {
-            envelope
-                .recipients
-                .iter()
-                .find(|r| r.address.eq_ignore_ascii_case(&failed.address))
-        });
-    let params = rcpt
-        .and_then(|r| RcptParams::parse(&r.params).ok())
-        .unwrap_or_default();
+fn reported<'a>(failed: &'a FailedRecipient, entry: &Entry) -> Option<Reported<'a>> {
+    let rcpt = entry.envelope.recipients.get(failed.index as usize)?;
+    let params = rcpt.params.clone();
+    let address = match &rcpt.forward_path {
+        ForwardPath::Postmaster => "postmaster".to_owned(),
+        ForwardPath::Path(p) => p.mailbox.to_string(),
+    };
     let wanted = match params.notify {
         Some(Notify::Never) => false,
         Some(Notify::On { failure, delay, .. }) => match failed.action {
@@ -237,8 +231,9 @@ fn reported<'a>(failed: &'a FailedRecipient, envelope: &Envelope) -> Option<Repo
     };
     Some(Reported {
         failed,
+        address,
         original,
-        status: status_code(&failed.reply, failed.action),
+        status: status_code(&failed.reason.reply, failed.action),
     })
 }
 
@@ -248,20 +243,15 @@ fn reported<'a>(failed: &'a FailedRecipient, envelope: &Envelope) -> Option<Repo
 /// that the condition was temporary but outlasted our retries, which is
 /// what RFC 3463 describes persistent transient failures to mean in a
 /// failure report.
-fn status_code(reply: &str, action: Action) -> String {
+fn status_code(reply: &Reply, action: Action) -> String {
     let fallback = match action {
         Action::Failed => "5.0.0",
         Action::Delayed => "4.0.0",
     };
-    let first_line = reply.lines().next().unwrap_or_default();
-    let wire = format!("{first_line}\r\n");
-    match Reply::parse(wire.as_bytes()) {
-        Ok(Some((reply, _))) => match (reply.enhanced(), reply.code() / 100) {
-            (Some(e), 4 | 5) => e.to_string(),
-            (None, 4) => "4.0.0".to_owned(),
-            (None, 5) => "5.0.0".to_owned(),
-            _ => fallback.to_owned(),
-        },
+    match (reply.enhanced(), reply.code() / 100) {
+        (Some(e), 4 | 5) => e.to_string(),
+        (None, 4) => "4.0.0".to_owned(),
+        (None, 5) => "5.0.0".to_owned(),
         _ => fallback.to_owned(),
     }
 }
@@ -299,21 +289,22 @@ fn human_text(host: &str, reported: &[Reported<'_>], full: bool) -> String {
 }
 
 fn recipient_paragraph(text: &mut String, r: &Reported<'_>) {
-    let f = r.failed;
+    let reason = &r.failed.reason;
     let clean = |s: &str| s.replace(|c: char| c.is_control(), " ");
-    let _ = match &f.remote_mta {
+    let reply = reason.reply.to_string();
+    let _ = match &reason.remote_mta {
         Some(mta) => write!(
             text,
             "<{}>: host {} said:\r\n    {}\r\n\r\n",
-            clean(&f.address),
-            clean(mta),
-            clean(&f.reply)
+            clean(&r.address),
+            clean(&mta.name),
+            clean(&reply)
         ),
         None => write!(
             text,
             "<{}>:\r\n    {}\r\n\r\n",
-            clean(&f.address),
-            clean(&f.reply)
+            clean(&r.address),
+            clean(&reply)
         ),
     };
 }
@@ -326,7 +317,7 @@ fn delivery_status(
     envid: Option<&str>,
     reported: &[Reported<'_>],
 ) -> Vec<u8> {
-    let envelope = input.envelope;
+    let entry = input.entry;
     let mut out = b"Content-Description: Delivery report\r\n\
                     Content-Type: message/delivery-status\r\n\r\n"
         .to_vec();
@@ -338,31 +329,32 @@ fn delivery_status(
     push_folded(
         &mut out,
         "Received-From-MTA",
-        &format!(
-            "dns; {} ([{}])",
-            ascii_text(&envelope.helo),
-            envelope.client_ip
-        ),
+        &format!("dns; {} ([{}])", ascii_text(&entry.helo), entry.client_ip),
     );
-    let arrival = UNIX_EPOCH + Duration::from_millis(envelope.arrival_unix_ms);
+    let arrival = UNIX_EPOCH + Duration::from_millis(entry.arrival_unix_ms);
     push_folded(&mut out, "Arrival-Date", &rfc5322_date(arrival));
-    push_folded(&mut out, "X-Sluice-Queue-ID", &envelope.id.to_string());
+    push_folded(&mut out, "X-Sluice-Queue-ID", &entry.id.to_string());
     for r in reported {
         out.extend_from_slice(b"\r\n");
         let f = r.failed;
         if let Some((addr_type, address)) = &r.original {
             push_address_field(&mut out, "Original-Recipient", addr_type, address);
         }
-        push_address_field(&mut out, "Final-Recipient", "rfc822", &f.address);
+        push_address_field(&mut out, "Final-Recipient", "rfc822", &r.address);
         let action = match f.action {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
         };
         push_folded(&mut out, "Action", action);
         push_folded(&mut out, "Status", &r.status);
-        let diagnostic_type = match &f.remote_mta {
+        let reason = &f.reason;
+        let diagnostic_type = match &reason.remote_mta {
             Some(mta) => {
-                push_folded(&mut out, "Remote-MTA", &format!("dns; {}", ascii_text(mta)));
+                push_folded(
+                    &mut out,
+                    "Remote-MTA",
+                    &format!("dns; {}", ascii_text(&mta.name)),
+                );
                 "smtp"
             }
             // Our own words, not a reply some SMTP server sent.
@@ -371,7 +363,10 @@ fn delivery_status(
         push_folded(
             &mut out,
             "Diagnostic-Code",
-            &format!("{diagnostic_type}; {}", ascii_text(&f.reply)),
+            &format!(
+                "{diagnostic_type}; {}",
+                ascii_text(&reason.reply.to_string())
+            ),
         );
     }
     out
@@ -381,24 +376,24 @@ fn delivery_status(
 /// instant for the same message still get distinct ids and boundaries.
 static SERIAL: AtomicU64 = AtomicU64::new(0);
 
-fn message_id_left(envelope: &Envelope, now: SystemTime) -> String {
+fn message_id_left(entry: &Entry, now: SystemTime) -> String {
     let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let n = SERIAL.fetch_add(1, Ordering::Relaxed);
-    format!("{secs}.{}.{n}.dsn", envelope.id)
+    format!("{secs}.{}.{n}.dsn", entry.id)
 }
 
 /// A boundary found in none of the parts (RFC 2046 §5.1.1). It starts with
 /// `=_`, which quoted-printable text never contains, so in practice only
 /// the raw original can collide, and then a new serial is tried: each
 /// candidate differs, and finite content can hold only so many.
-fn boundary(envelope: &Envelope, now: SystemTime, parts: &[&[u8]]) -> String {
+fn boundary(entry: &Entry, now: SystemTime, parts: &[&[u8]]) -> String {
     let nanos = now
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
     loop {
         let n = SERIAL.fetch_add(1, Ordering::Relaxed);
-        let candidate = format!("=_sluice_{}_{nanos:x}_{n}", envelope.id);
+        let candidate = format!("=_sluice_{}_{nanos:x}_{n}", entry.id);
         let finder = memchr::memmem::Finder::new(candidate.as_bytes());
         if parts.iter().all(|p| finder.find(p).is_none()) {
             return candidate;

@@ -1,53 +1,53 @@
 //! What happened to one recipient in one delivery attempt.
 
-/// The result of one attempt for one recipient. The text is the reply to
-/// quote in logs and bounces: the next hop's own reply when it gave one,
-/// after the name of the host that said it, as Postfix writes it
-/// (`mx.remote.test[192.0.2.1]:25 said: 550 5.1.1 <bob@remote.test>: no such
-/// user`, see [`remote_reply`]); else our own description in the form of a
-/// reply (`451 4.4.1 Connection refused by 127.0.0.1:2626`).
+use sluice_smtp::{EnhancedCode, Reply};
+pub use sluice_spool::{Reason, RemoteMta};
+
+/// The result of one attempt for one recipient, with the [`Reason`] that
+/// decided it: the next hop's own reply (with the host that gave it and the
+/// stage it answered at), or our own words in the form of a reply
+/// (`451 4.4.1 Connection refused by 127.0.0.1:2626`). The spool journals the
+/// reason as it is, so a bounce built days later names the host and quotes
+/// the reply from typed fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Accepted by the next hop, or written to the mailbox: final.
-    Delivered { reply: String },
+    Delivered(Reason),
     /// Failed for now: try again later.
-    Deferred { reply: String },
+    Deferred(Reason),
     /// Failed for good: the reverse-path gets a bounce.
-    Failed { reply: String },
+    Failed(Reason),
 }
 
 impl Outcome {
-    pub fn reply(&self) -> &str {
-        match self {
-            Outcome::Delivered { reply }
-            | Outcome::Deferred { reply }
-            | Outcome::Failed { reply } => reply,
+    /// An outcome in our own words: `2xx` delivered, `4xx` deferred,
+    /// anything else failed.
+    pub fn local(code: u16, enhanced: (u8, u16, u16), text: impl Into<String>) -> Outcome {
+        let (class, subject, detail) = enhanced;
+        Outcome::of(Reason::local(Reply::new(
+            code,
+            Some(EnhancedCode::new(class, subject, detail)),
+            text.into(),
+        )))
+    }
+
+    /// The outcome a reason's reply code says.
+    pub fn of(reason: Reason) -> Outcome {
+        match reason.reply.code() / 100 {
+            2 => Outcome::Delivered(reason),
+            4 => Outcome::Deferred(reason),
+            _ => Outcome::Failed(reason),
         }
     }
-}
 
-/// The text of an outcome whose reply came from the next hop `host`
-/// (`name[ip]:port`). The host is part of the text because the text is what
-/// the spool journals, and a bounce built days later must still name the
-/// server that refused the message (RFC 3464 `Remote-MTA`).
-pub fn remote_reply(host: &str, reply: &str) -> String {
-    format!("{host} said: {reply}")
-}
-
-/// Splits an outcome's text into the host that gave the reply (its DNS name,
-/// without address and port) and the reply itself; `None` when the reply is
-/// our own.
-pub fn split_remote_reply(text: &str) -> (Option<&str>, &str) {
-    match text.split_once(" said: ") {
-        Some((host, reply)) if !host.is_empty() && !host.contains(' ') => {
-            // `name[ip]:port` → `name`; an address literal `[ip]:port` → `[ip]`.
-            let name = match host.find(']') {
-                Some(end) if host.starts_with('[') => &host[..=end],
-                _ => host.split(['[', ':']).next().unwrap_or(host),
-            };
-            (Some(name), reply)
+    pub fn reason(&self) -> &Reason {
+        match self {
+            Outcome::Delivered(r) | Outcome::Deferred(r) | Outcome::Failed(r) => r,
         }
-        _ => (None, text),
+    }
+
+    pub fn reply(&self) -> &Reply {
+        &self.reason().reply
     }
 }
 
@@ -56,28 +56,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remote_replies_keep_the_host_that_said_them() {
-        let text = remote_reply(
-            "mx1.remote.test[192.0.2.1]:25",
-            "550 5.1.1 <b@remote.test>: no such user",
-        );
+    fn local_outcomes_follow_the_reply_class() {
+        assert!(matches!(
+            Outcome::local(250, (2, 0, 0), "ok"),
+            Outcome::Delivered(_)
+        ));
+        let deferred = Outcome::local(451, (4, 4, 1), "Connection refused by [127.0.0.1]:9");
+        assert!(matches!(deferred, Outcome::Deferred(_)));
+        assert_eq!(deferred.reason().remote_mta, None);
         assert_eq!(
-            text,
-            "mx1.remote.test[192.0.2.1]:25 said: 550 5.1.1 <b@remote.test>: no such user"
+            deferred.reply().to_string(),
+            "451 4.4.1 Connection refused by [127.0.0.1]:9"
         );
-        assert_eq!(
-            split_remote_reply(&text),
-            (
-                Some("mx1.remote.test"),
-                "550 5.1.1 <b@remote.test>: no such user"
-            )
-        );
-        // Our own words have no host, even when they quote someone.
-        let own = "451 4.4.7 message expired after 5 days; last error: x said: 451 busy";
-        assert_eq!(split_remote_reply(own), (None, own));
-        assert_eq!(
-            split_remote_reply("451 4.4.1 Connection refused"),
-            (None, "451 4.4.1 Connection refused")
-        );
+        assert!(matches!(
+            Outcome::local(550, (5, 1, 1), "no"),
+            Outcome::Failed(_)
+        ));
     }
 }

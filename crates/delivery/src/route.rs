@@ -17,6 +17,104 @@ use sluice_smtp::{AddressLiteral, Domain};
 
 use crate::Outcome;
 
+/// Why a domain (or a configured next hop) has no next hop to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// A configured route, smarthost or LMTP target does not parse: our
+    /// configuration, so the mail waits for the operator.
+    InvalidTarget { target: String, problem: String },
+    /// A configured next hop does not resolve (no address, or DNS failed):
+    /// also ours to fix, so the mail waits.
+    UnresolvedTarget { target: String, problem: String },
+    /// The domain or address literal cannot be a destination (NXDOMAIN, a
+    /// malformed name, a general address literal).
+    BadDestination { domain: String, problem: String },
+    /// RFC 7505: the domain publishes a null MX, it accepts no mail.
+    NullMx { domain: String },
+    /// Neither the MX hosts nor the domain itself have an address.
+    NoAddress { domain: String, via_mx: bool },
+    /// DNS did not answer, or answered SERVFAIL: try again later.
+    Dns {
+        domain: String,
+        /// What was being looked up: "MX records", "MX hosts", "addresses".
+        lookup: &'static str,
+        problem: String,
+    },
+}
+
+impl RouteError {
+    /// The outcome for every recipient of the domain: what the domain's
+    /// own DNS says is permanent, anything of ours or temporary defers.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            RouteError::InvalidTarget { target, problem } => Outcome::local(
+                451,
+                (4, 3, 5),
+                format!("Invalid next hop {target:?} in the configuration: {problem}"),
+            ),
+            RouteError::UnresolvedTarget { target, problem } => Outcome::local(
+                451,
+                (4, 4, 3),
+                format!("Cannot resolve the configured next hop {target}: {problem}"),
+            ),
+            RouteError::BadDestination { domain, problem } => Outcome::local(
+                550,
+                (5, 1, 2),
+                format!("Bad destination system address: {domain}: {problem}"),
+            ),
+            RouteError::NullMx { domain } => Outcome::local(
+                556,
+                (5, 1, 10),
+                format!("Recipient address rejected: {domain} does not accept mail (null MX)"),
+            ),
+            RouteError::NoAddress {
+                domain,
+                via_mx: true,
+            } => Outcome::local(
+                550,
+                (5, 4, 4),
+                format!("Unable to route: no MX host of {domain} has an address"),
+            ),
+            RouteError::NoAddress {
+                domain,
+                via_mx: false,
+            } => Outcome::local(
+                550,
+                (5, 4, 4),
+                format!("Unable to route: {domain} has no MX or address records"),
+            ),
+            RouteError::Dns {
+                domain,
+                lookup,
+                problem,
+            } => Outcome::local(
+                451,
+                (4, 4, 3),
+                format!("DNS lookup of the {lookup} of {domain} failed: {problem}"),
+            ),
+        }
+    }
+
+    /// Whether the condition may pass (the mail waits) rather than being
+    /// the destination's final word.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            RouteError::InvalidTarget { .. }
+                | RouteError::UnresolvedTarget { .. }
+                | RouteError::Dns { .. }
+        )
+    }
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.outcome().reply())
+    }
+}
+
+impl std::error::Error for RouteError {}
+
 /// The SMTP port (RFC 5321 §4.5.4.2 names no other for relaying).
 pub const SMTP_PORT: u16 = 25;
 
@@ -57,21 +155,19 @@ pub struct Router {
 impl Router {
     /// Checks every route and the smarthost; names are looked up through
     /// `dns`.
-    pub fn new(config: RouteConfig, dns: Resolver) -> Result<Router, String> {
+    pub fn new(config: RouteConfig, dns: Resolver) -> Result<Router, RouteError> {
+        let parse = |target: &str| {
+            Target::parse(target, Some(SMTP_PORT)).map_err(|e| RouteError::InvalidTarget {
+                target: target.to_owned(),
+                problem: e.to_string(),
+            })
+        };
         let routes = config
             .routes
             .iter()
-            .map(|(domain, target)| {
-                let target = Target::parse(target, Some(SMTP_PORT))
-                    .map_err(|e| format!("route for {domain}: {e}"))?;
-                Ok((normalize(domain), target))
-            })
-            .collect::<Result<_, String>>()?;
-        let smarthost = config
-            .smarthost
-            .as_deref()
-            .map(|s| Target::parse(s, Some(SMTP_PORT)).map_err(|e| format!("smarthost: {e}")))
-            .transpose()?;
+            .map(|(domain, target)| Ok((normalize(domain), parse(target)?)))
+            .collect::<Result<_, RouteError>>()?;
+        let smarthost = config.smarthost.as_deref().map(parse).transpose()?;
         Ok(Router {
             routes,
             smarthost,
@@ -94,10 +190,11 @@ impl Router {
     /// resolved to its addresses; no MX means the domain's own addresses
     /// (implicit MX). An address literal (`[192.0.2.1]`) is its own next hop.
     ///
-    /// Errors are the outcome for every recipient of the domain: a null MX
-    /// (RFC 7505) fails with `556 5.1.10`, a domain that does not exist with
-    /// `550 5.1.2`, a DNS failure or timeout defers with `451 4.4.3`.
-    pub fn next_hops(&self, domain: &str) -> Result<Vec<NextHop>, Outcome> {
+    /// Errors say why there is nothing to try ([`RouteError::outcome`] is
+    /// what every recipient of the domain gets): a null MX (RFC 7505) fails
+    /// with `556 5.1.10`, a domain that does not exist with `550 5.1.2`, a
+    /// DNS failure or timeout defers with `451 4.4.3`.
+    pub fn next_hops(&self, domain: &str) -> Result<Vec<NextHop>, RouteError> {
         let domain = normalize(domain);
         if let Some(target) = self.routes.get(&domain).or(self.smarthost.as_ref()) {
             return self.resolve(target);
@@ -125,16 +222,16 @@ impl Router {
         &self,
         target: &str,
         default_port: Option<u16>,
-    ) -> Result<Vec<NextHop>, Outcome> {
-        let target = Target::parse(target, default_port).map_err(|e| {
-            deferred(format!(
-                "451 4.3.5 Invalid next hop {target:?} in the configuration: {e}"
-            ))
-        })?;
+    ) -> Result<Vec<NextHop>, RouteError> {
+        let target =
+            Target::parse(target, default_port).map_err(|e| RouteError::InvalidTarget {
+                target: target.to_owned(),
+                problem: e.to_string(),
+            })?;
         self.resolve(&target)
     }
 
-    fn resolve(&self, target: &Target) -> Result<Vec<NextHop>, Outcome> {
+    fn resolve(&self, target: &Target) -> Result<Vec<NextHop>, RouteError> {
         let ips = match &target.host {
             TargetHost::Ip(ip) => vec![*ip],
             // Our own configuration: whatever goes wrong here, an operator
@@ -155,14 +252,15 @@ impl Router {
         }])
     }
 
-    fn literal(&self, domain: &str) -> Result<Vec<NextHop>, Outcome> {
+    fn literal(&self, domain: &str) -> Result<Vec<NextHop>, RouteError> {
         let ip = match Domain::parse(domain) {
             Some(Domain::Literal(AddressLiteral::Ipv4(ip))) => IpAddr::V4(ip),
             Some(Domain::Literal(AddressLiteral::Ipv6(ip))) => IpAddr::V6(ip),
             _ => {
-                return Err(failed(format!(
-                    "550 5.1.2 Bad destination system address: cannot route to {domain}"
-                )));
+                return Err(RouteError::BadDestination {
+                    domain: domain.to_owned(),
+                    problem: "cannot route to this address literal".to_owned(),
+                });
             }
         };
         Ok(vec![NextHop {
@@ -172,29 +270,31 @@ impl Router {
         }])
     }
 
-    fn mx(&self, domain: &str) -> Result<Vec<NextHop>, Outcome> {
+    fn mx(&self, domain: &str) -> Result<Vec<NextHop>, RouteError> {
         let mut records = match self.dns.mx(domain) {
             Ok(records) => records,
             Err(LookupError::NoRecords { .. }) => return self.implicit_mx(domain),
             Err(e @ (LookupError::NoSuchName { .. } | LookupError::InvalidName(_))) => {
-                return Err(failed(format!(
-                    "550 5.1.2 Bad destination system address: {domain}: {}",
-                    describe(&e)
-                )));
+                return Err(RouteError::BadDestination {
+                    domain: domain.to_owned(),
+                    problem: describe(&e),
+                });
             }
             Err(LookupError::Temporary(e)) => {
-                return Err(deferred(format!(
-                    "451 4.4.3 DNS lookup of the MX records of {domain} failed: {e}"
-                )));
+                return Err(RouteError::Dns {
+                    domain: domain.to_owned(),
+                    lookup: "MX records",
+                    problem: e,
+                });
             }
         };
         // RFC 7505 §3: MX "." says the domain takes no mail at all. Should it
         // stand beside real MX records (which §3 forbids), those are used.
         records.retain(|(_, host)| !host.is_empty());
         if records.is_empty() {
-            return Err(failed(format!(
-                "556 5.1.10 Recipient address rejected: {domain} does not accept mail (null MX)"
-            )));
+            return Err(RouteError::NullMx {
+                domain: domain.to_owned(),
+            });
         }
         records.sort_by_key(|&(preference, _)| preference);
         shuffle_equal_preferences(&mut records);
@@ -223,17 +323,20 @@ impl Router {
             return Ok(hops);
         }
         Err(match temporary {
-            Some(e) => deferred(format!(
-                "451 4.4.3 DNS lookup of the MX hosts of {domain} failed: {e}"
-            )),
-            None => failed(format!(
-                "550 5.4.4 Unable to route: no MX host of {domain} has an address"
-            )),
+            Some(problem) => RouteError::Dns {
+                domain: domain.to_owned(),
+                lookup: "MX hosts",
+                problem,
+            },
+            None => RouteError::NoAddress {
+                domain: domain.to_owned(),
+                via_mx: true,
+            },
         })
     }
 
     /// RFC 5321 §5.1: without MX records the domain itself is the mail host.
-    fn implicit_mx(&self, domain: &str) -> Result<Vec<NextHop>, Outcome> {
+    fn implicit_mx(&self, domain: &str) -> Result<Vec<NextHop>, RouteError> {
         match self.dns.addresses(&[domain]).remove(0) {
             Ok(ips) if !ips.is_empty() => Ok(vec![NextHop {
                 host: domain.to_owned(),
@@ -244,16 +347,20 @@ impl Router {
                 preference: 0,
             }]),
             Ok(_) | Err(LookupError::NoRecords { .. } | LookupError::NoSuchName { .. }) => {
-                Err(failed(format!(
-                    "550 5.4.4 Unable to route: {domain} has no MX or address records"
-                )))
+                Err(RouteError::NoAddress {
+                    domain: domain.to_owned(),
+                    via_mx: false,
+                })
             }
-            Err(LookupError::InvalidName(e)) => Err(failed(format!(
-                "550 5.1.2 Bad destination system address: {e}"
-            ))),
-            Err(LookupError::Temporary(e)) => Err(deferred(format!(
-                "451 4.4.3 DNS lookup of the addresses of {domain} failed: {e}"
-            ))),
+            Err(LookupError::InvalidName(problem)) => Err(RouteError::BadDestination {
+                domain: domain.to_owned(),
+                problem,
+            }),
+            Err(LookupError::Temporary(problem)) => Err(RouteError::Dns {
+                domain: domain.to_owned(),
+                lookup: "addresses",
+                problem,
+            }),
         }
     }
 }
@@ -372,19 +479,11 @@ fn describe(error: &LookupError) -> String {
     }
 }
 
-fn target_error(target: &Target, problem: &str) -> Outcome {
-    deferred(format!(
-        "451 4.4.3 Cannot resolve the configured next hop {}: {problem}",
-        target.text
-    ))
-}
-
-fn failed(reply: String) -> Outcome {
-    Outcome::Failed { reply }
-}
-
-fn deferred(reply: String) -> Outcome {
-    Outcome::Deferred { reply }
+fn target_error(target: &Target, problem: &str) -> RouteError {
+    RouteError::UnresolvedTarget {
+        target: target.text.clone(),
+        problem: problem.to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use remote_support::{Dnsmasq, LmtpServer, Script, SmtpServer, reply};
 use sluice_delivery::Outcome;
-use sluice_delivery::outcome::split_remote_reply;
-use sluice_delivery::remote::{Message, Remote, RemoteConfig, Timeouts};
+use sluice_delivery::outcome::RemoteMta;
+use sluice_delivery::remote::{Remote, RemoteConfig, Timeouts};
 use sluice_delivery::route::{RouteConfig, Router};
 use sluice_dns::Resolver;
-use sluice_smtp::BodyType;
 use sluice_smtp::server::Extensions;
+use sluice_smtp::{
+    BodyType, Envelope, ForwardPath, MailParams, Path, RcptParams, Recipient, ReversePath, Stage,
+};
 
 const BODY: &[u8] = b"Subject: test\r\n\r\nHello.\r\n";
 
@@ -63,6 +65,19 @@ fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// One message as the tests write it: addresses and parameters as on the
+/// wire, turned into the typed envelope the transport takes by [`send`].
+#[derive(Debug, Clone, Copy)]
+struct Message<'a> {
+    /// Without brackets; `""` for `<>`.
+    reverse_path: &'a str,
+    mail_params: &'a str,
+    recipients: &'a [(&'a str, &'a str)],
+    body: &'a [u8],
+    /// 0 7bit, 1 8BITMIME, 2 BINARYMIME.
+    body_type: u8,
+}
+
 fn message<'a>(recipients: &'a [(&'a str, &'a str)], body: &'a [u8]) -> Message<'a> {
     Message {
         reverse_path: "sender@example.org",
@@ -70,28 +85,82 @@ fn message<'a>(recipients: &'a [(&'a str, &'a str)], body: &'a [u8]) -> Message<
         recipients,
         body,
         body_type: 0,
-        smtputf8: false,
     }
 }
 
-/// The outcomes with the "host said: " prefix of remote replies taken off,
-/// for tests about the replies themselves.
-fn replies_only(outcomes: &[Outcome]) -> Vec<Outcome> {
+fn path(mailbox: &str) -> Path {
+    Path::parse(format!("<{mailbox}>").as_bytes()).unwrap()
+}
+
+fn envelope(m: &Message<'_>) -> Envelope {
+    let mut params = MailParams::parse(m.mail_params).unwrap();
+    params.body = [
+        None,
+        Some(BodyType::EightBitMime),
+        Some(BodyType::BinaryMime),
+    ][usize::from(m.body_type)];
+    Envelope {
+        reverse_path: if m.reverse_path.is_empty() {
+            ReversePath::Null
+        } else {
+            ReversePath::Path(path(m.reverse_path))
+        },
+        params,
+        recipients: m
+            .recipients
+            .iter()
+            .map(|&(address, params)| Recipient {
+                forward_path: ForwardPath::Path(path(address)),
+                params: RcptParams::parse(params).unwrap(),
+            })
+            .collect(),
+    }
+}
+
+fn send(remote: &Remote, domain: &str, m: &Message<'_>) -> Vec<Outcome> {
+    remote.deliver(domain, &envelope(m), m.body)
+}
+
+fn send_lmtp(remote: &Remote, target: &str, m: &Message<'_>) -> Vec<Outcome> {
+    remote.deliver_lmtp(target, &envelope(m), m.body)
+}
+
+/// An outcome as one line of text, as a log would show it: the host that
+/// said the reply first, when a host said it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Said {
+    Delivered(String),
+    Deferred(String),
+    Failed(String),
+}
+
+fn said(o: &Outcome) -> Said {
+    let reason = o.reason();
+    let text = match &reason.remote_mta {
+        Some(remote) => format!("{remote} said: {}", reason.reply),
+        None => reason.reply.to_string(),
+    };
+    kind(o, text)
+}
+
+fn kind(o: &Outcome, text: String) -> Said {
+    match o {
+        Outcome::Delivered(_) => Said::Delivered(text),
+        Outcome::Deferred(_) => Said::Deferred(text),
+        Outcome::Failed(_) => Said::Failed(text),
+    }
+}
+
+/// The outcomes' replies alone, for tests about the replies themselves.
+fn replies_only(outcomes: &[Outcome]) -> Vec<Said> {
     outcomes
         .iter()
-        .map(|o| {
-            let reply = split_remote_reply(o.reply()).1.to_string();
-            match o {
-                Outcome::Delivered { .. } => Outcome::Delivered { reply },
-                Outcome::Deferred { .. } => Outcome::Deferred { reply },
-                Outcome::Failed { .. } => Outcome::Failed { reply },
-            }
-        })
+        .map(|o| kind(o, o.reply().to_string()))
         .collect()
 }
 
 fn delivered(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Delivered { .. })
+    matches!(outcome, Outcome::Delivered(_))
 }
 
 fn records(list: &[String]) -> Dnsmasq {
@@ -120,15 +189,10 @@ fn several_recipients_go_in_one_transaction() {
         ("bob@one.test", ""),
         ("carol@one.test", ""),
     ];
-    let outcomes = remote.deliver("one.test", &message(&recipients, BODY));
+    let outcomes = send(&remote, "one.test", &message(&recipients, BODY));
     assert_eq!(
         replies_only(&outcomes),
-        vec![
-            Outcome::Delivered {
-                reply: "250 2.0.0 Ok: queued as M0".into()
-            };
-            3
-        ]
+        vec![Said::Delivered("250 2.0.0 Ok: queued as M0".into()); 3]
     );
     let received = server.received();
     assert_eq!(received.len(), 1, "one message for three recipients");
@@ -155,27 +219,38 @@ fn each_recipient_gets_its_own_reply() {
     let recipients = [
         ("alice@one.test", ""),
         ("bob@one.test", ""),
-        ("not an address", ""),
         ("carol@one.test", ""),
     ];
-    let outcomes = remote.deliver("one.test", &message(&recipients, BODY));
+    let outcomes = send(&remote, "one.test", &message(&recipients, BODY));
     assert!(delivered(&outcomes[0]), "{outcomes:?}");
-    // The reply names the host that gave it, for logs and for the bounce's
-    // Remote-MTA field.
+    // The reason names the host that gave the reply (the bounce's Remote-MTA)
+    // and the command it answered, as fields.
+    let Outcome::Failed(reason) = &outcomes[1] else {
+        panic!("{outcomes:?}");
+    };
     assert_eq!(
-        outcomes[1],
-        Outcome::Failed {
-            reply: format!(
-                "[127.0.0.1]:{} said: 550 5.1.1 <bob@one.test>: no such user",
-                server.addr.port()
-            )
-        }
+        reason.reply.to_string(),
+        "550 5.1.1 <bob@one.test>: no such user"
     );
-    assert!(
-        matches!(&outcomes[2], Outcome::Failed { reply } if reply.starts_with("553 5.1.3")),
-        "{outcomes:?}"
+    assert_eq!(
+        reason.remote_mta,
+        Some(RemoteMta {
+            name: "[127.0.0.1]".into(),
+            addr: Some(server.addr),
+        })
     );
-    assert!(delivered(&outcomes[3]), "{outcomes:?}");
+    assert_eq!(reason.stage, Some(Stage::Rcpt));
+    assert_eq!(
+        said(&outcomes[1]),
+        Said::Failed(format!(
+            "[127.0.0.1]:{} said: 550 5.1.1 <bob@one.test>: no such user",
+            server.addr.port()
+        ))
+    );
+    let Outcome::Delivered(ok) = &outcomes[2] else {
+        panic!("{outcomes:?}");
+    };
+    assert_eq!(ok.stage, Some(Stage::EndOfData));
     let received = server.received();
     assert_eq!(
         received[0].recipients,
@@ -192,17 +267,12 @@ fn a_transient_refusal_then_success_on_the_same_connection() {
     let server = SmtpServer::start(local(0), script).unwrap();
     let remote = routed("one.test", server.addr, config());
     let recipients = [("alice@one.test", ""), ("bob@one.test", "")];
-    let first = remote.deliver("one.test", &message(&recipients, BODY));
+    let first = send(&remote, "one.test", &message(&recipients, BODY));
     assert_eq!(
         replies_only(&first),
-        vec![
-            Outcome::Deferred {
-                reply: "451 4.3.0 Try again later".into()
-            };
-            2
-        ]
+        vec![Said::Deferred("451 4.3.0 Try again later".into()); 2]
     );
-    let second = remote.deliver("one.test", &message(&recipients, BODY));
+    let second = send(&remote, "one.test", &message(&recipients, BODY));
     assert!(second.iter().all(delivered), "{second:?}");
     assert_eq!(server.received().len(), 1);
     assert_eq!(server.accepts(), 1);
@@ -221,7 +291,7 @@ fn connections_are_reused_up_to_the_limit() {
     );
     let recipients = [("alice@one.test", "")];
     for _ in 0..3 {
-        let outcomes = remote.deliver("one.test", &message(&recipients, BODY));
+        let outcomes = send(&remote, "one.test", &message(&recipients, BODY));
         assert!(delivered(&outcomes[0]), "{outcomes:?}");
     }
     let connections: Vec<usize> = server.received().iter().map(|r| r.connection).collect();
@@ -246,7 +316,7 @@ fn idle_connections_are_closed() {
         },
     );
     let recipients = [("alice@one.test", "")];
-    remote.deliver("one.test", &message(&recipients, BODY));
+    send(&remote, "one.test", &message(&recipients, BODY));
     assert_eq!(remote.close_idle(), 0, "not idle long enough yet");
     assert_eq!(remote.idle_connections(), 1);
     std::thread::sleep(Duration::from_millis(600));
@@ -256,9 +326,9 @@ fn idle_connections_are_closed() {
 
     // Expired connections found at checkout are closed too, and a new one
     // carries the message.
-    remote.deliver("one.test", &message(&recipients, BODY));
+    send(&remote, "one.test", &message(&recipients, BODY));
     std::thread::sleep(Duration::from_millis(600));
-    let outcomes = remote.deliver("one.test", &message(&recipients, BODY));
+    let outcomes = send(&remote, "one.test", &message(&recipients, BODY));
     assert!(delivered(&outcomes[0]));
     assert_eq!(server.accepts(), 3);
     server.wait_for("the second QUIT", |s| s.quits() == 2);
@@ -271,13 +341,13 @@ fn a_cached_connection_the_server_dropped_is_replaced() {
     let remote = routed("one.test", addr, config());
     let recipients = [("alice@one.test", "")];
     assert!(delivered(
-        &remote.deliver("one.test", &message(&recipients, BODY))[0]
+        &send(&remote, "one.test", &message(&recipients, BODY))[0]
     ));
     assert_eq!(remote.idle_connections(), 1);
     // The server goes away (closing its end) and comes back on the same port.
     drop(server);
     let server = SmtpServer::start(addr, Script::default()).unwrap();
-    let outcomes = remote.deliver("one.test", &message(&recipients, BODY));
+    let outcomes = send(&remote, "one.test", &message(&recipients, BODY));
     assert!(delivered(&outcomes[0]), "{outcomes:?}");
     assert_eq!(server.received().len(), 1);
 }
@@ -295,14 +365,15 @@ fn eight_bit_body_needs_8bitmime() {
     let remote = routed("one.test", server.addr, config());
     let recipients = [("alice@one.test", "")];
     let body = "Subject: café\r\n\r\nnaïve\r\n".as_bytes();
-    let outcomes = remote.deliver(
+    let outcomes = send(
+        &remote,
         "one.test",
         &Message {
             body_type: 1,
             ..message(&recipients, body)
         },
     );
-    let Outcome::Failed { reply } = &outcomes[0] else {
+    let Said::Failed(reply) = said(&outcomes[0]) else {
         panic!("{outcomes:?}");
     };
     assert!(reply.starts_with("554 5.6.3 "), "{reply}");
@@ -326,7 +397,8 @@ fn bodies_arrive_byte_exact() {
     for i in 0..3000 {
         body.extend_from_slice(format!(".line {i}\r\n").as_bytes());
     }
-    let outcomes = remote.deliver(
+    let outcomes = send(
+        &remote,
         "one.test",
         &Message {
             body_type: 1,
@@ -350,7 +422,8 @@ fn bodies_arrive_byte_exact() {
     let server = SmtpServer::start(local(0), script).unwrap();
     let remote = routed("one.test", server.addr, config());
     let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    let outcomes = remote.deliver(
+    let outcomes = send(
+        &remote,
         "one.test",
         &Message {
             body_type: 2,
@@ -378,7 +451,8 @@ fn null_reverse_path_and_parameters_pass_through() {
     let server = SmtpServer::start(local(0), script).unwrap();
     let remote = routed("one.test", server.addr, config());
     let recipients = [("alice@one.test", "NOTIFY=FAILURE")];
-    let outcomes = remote.deliver(
+    let outcomes = send(
+        &remote,
         "one.test",
         &Message {
             reverse_path: "",
@@ -416,24 +490,24 @@ fn unreachable_preferred_mx_falls_through_to_the_next() {
     ]);
     let remote = through_dns(&dns, port);
     let recipients = [("alice@two.test", ""), ("bob@two.test", "")];
-    let outcomes = remote.deliver("two.test", &message(&recipients, BODY));
+    let outcomes = send(&remote, "two.test", &message(&recipients, BODY));
     assert!(outcomes.iter().all(delivered), "{outcomes:?}");
     assert_eq!(server.received().len(), 1);
 
     // Nowhere to go: the mail waits, and the reply names the host.
-    let outcomes = remote.deliver("dead.test", &message(&recipients[..1], BODY));
+    let outcomes = send(&remote, "dead.test", &message(&recipients[..1], BODY));
     assert_eq!(
-        outcomes,
-        [Outcome::Deferred {
-            reply: format!("451 4.4.1 Connection refused by mx1.two.test[127.0.0.2]:{port}")
-        }]
+        outcomes.iter().map(said).collect::<Vec<_>>(),
+        [Said::Deferred(format!(
+            "451 4.4.1 Connection refused by mx1.two.test[127.0.0.2]:{port}"
+        ))]
     );
     // And a domain that does not exist fails every recipient.
-    let outcomes = remote.deliver("nope.test", &message(&recipients, BODY));
+    let outcomes = send(&remote, "nope.test", &message(&recipients, BODY));
     assert!(
         outcomes
             .iter()
-            .all(|o| matches!(o, Outcome::Failed { reply } if reply.starts_with("550 5.1.2"))),
+            .all(|o| matches!(said(o), Said::Failed(reply) if reply.starts_with("550 5.1.2"))),
         "{outcomes:?}"
     );
 }
@@ -453,7 +527,7 @@ fn a_4xx_greeting_sends_the_message_to_the_next_mx() {
     ]);
     let remote = through_dns(&dns, second.addr.port());
     let recipients = [("alice@busy.test", "")];
-    let outcomes = remote.deliver("busy.test", &message(&recipients, BODY));
+    let outcomes = send(&remote, "busy.test", &message(&recipients, BODY));
     assert!(delivered(&outcomes[0]), "{outcomes:?}");
     assert_eq!(first.accepts(), 1, "mx1 was tried first");
     assert!(first.received().is_empty());
@@ -476,17 +550,15 @@ fn a_5xx_greeting_is_final_only_from_the_last_mx() {
     ]);
     let remote = through_dns(&dns, second.addr.port());
     let recipients = [("alice@mixed.test", "")];
-    let outcomes = remote.deliver("mixed.test", &message(&recipients, BODY));
+    let outcomes = send(&remote, "mixed.test", &message(&recipients, BODY));
     assert!(delivered(&outcomes[0]), "{outcomes:?}");
     assert_eq!(first.accepts(), 1);
     assert_eq!(second.received().len(), 1);
 
-    let outcomes = remote.deliver("closed.test", &message(&recipients, BODY));
+    let outcomes = send(&remote, "closed.test", &message(&recipients, BODY));
     assert_eq!(
         replies_only(&outcomes),
-        [Outcome::Failed {
-            reply: "554 5.7.1 No SMTP service here".into()
-        }]
+        [Said::Failed("554 5.7.1 No SMTP service here".into())]
     );
 }
 
@@ -502,7 +574,7 @@ fn delivery_threads_share_one_remote() {
                 for i in 0..5 {
                     let address = format!("user{t}.{i}@one.test");
                     let recipients = [(address.as_str(), "")];
-                    let outcomes = remote.deliver("one.test", &message(&recipients, BODY));
+                    let outcomes = send(remote, "one.test", &message(&recipients, BODY));
                     assert!(delivered(&outcomes[0]), "{outcomes:?}");
                     done.fetch_add(1, Ordering::SeqCst);
                 }
@@ -538,7 +610,8 @@ fn lmtp_over_a_unix_socket_with_a_reply_per_recipient() {
     ];
     let mut body = b"Subject: lmtp\r\n\r\n.dot first\r\n".to_vec();
     body.extend_from_slice("\u{e9}t\u{e9}\r\n".as_bytes());
-    let outcomes = remote.deliver_lmtp(
+    let outcomes = send_lmtp(
+        &remote,
         &target,
         &Message {
             body_type: 1,
@@ -548,18 +621,10 @@ fn lmtp_over_a_unix_socket_with_a_reply_per_recipient() {
     assert_eq!(
         replies_only(&outcomes),
         vec![
-            Outcome::Delivered {
-                reply: "250 2.0.0 <alice@mail.test> Saved".into()
-            },
-            Outcome::Failed {
-                reply: "550 5.1.1 No such user".into()
-            },
-            Outcome::Deferred {
-                reply: "452 4.2.2 <full@mail.test> Mailbox full".into()
-            },
-            Outcome::Delivered {
-                reply: "250 2.0.0 <bob@mail.test> Saved".into()
-            },
+            Said::Delivered("250 2.0.0 <alice@mail.test> Saved".into()),
+            Said::Failed("550 5.1.1 No such user".into()),
+            Said::Deferred("452 4.2.2 <full@mail.test> Mailbox full".into()),
+            Said::Delivered("250 2.0.0 <bob@mail.test> Saved".into()),
         ]
     );
     let received = server.received();
@@ -570,15 +635,15 @@ fn lmtp_over_a_unix_socket_with_a_reply_per_recipient() {
     assert!(received[0].body == body, "the body changed on the way");
 
     // The connection stays for the next message.
-    let outcomes = remote.deliver_lmtp(&target, &message(&recipients[..1], BODY));
+    let outcomes = send_lmtp(&remote, &target, &message(&recipients[..1], BODY));
     assert!(delivered(&outcomes[0]), "{outcomes:?}");
     assert_eq!(server.accepts(), 1);
 
     // No server there: the mail waits.
     let missing = format!("{target}.missing");
-    let outcomes = remote.deliver_lmtp(&missing, &message(&recipients[..1], BODY));
+    let outcomes = send_lmtp(&remote, &missing, &message(&recipients[..1], BODY));
     assert!(
-        matches!(&outcomes[0], Outcome::Deferred { reply } if reply.starts_with("451 4.4.1")),
+        matches!(said(&outcomes[0]), Said::Deferred(reply) if reply.starts_with("451 4.4.1")),
         "{outcomes:?}"
     );
 }
@@ -588,15 +653,15 @@ fn lmtp_over_tcp() {
     let server = LmtpServer::start_tcp(Arc::new(|_| None), Arc::new(|_| None));
     let remote = routed("unused.test", local(9), config());
     let recipients = [("alice@mail.test", ""), ("bob@mail.test", "")];
-    let outcomes = remote.deliver_lmtp(&server.target, &message(&recipients, BODY));
+    let outcomes = send_lmtp(&remote, &server.target, &message(&recipients, BODY));
     assert!(outcomes.iter().all(delivered), "{outcomes:?}");
     assert_eq!(server.received()[0].body, BODY);
     // LMTP has no default port to fall back on.
-    let outcomes = remote.deliver_lmtp("127.0.0.1", &message(&recipients, BODY));
+    let outcomes = send_lmtp(&remote, "127.0.0.1", &message(&recipients, BODY));
     assert!(
         outcomes
             .iter()
-            .all(|o| matches!(o, Outcome::Deferred { reply } if reply.contains("no port"))),
+            .all(|o| matches!(said(o), Said::Deferred(reply) if reply.contains("no port"))),
         "{outcomes:?}"
     );
 }

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use remote_support::Dnsmasq;
-use sluice_delivery::Outcome;
-use sluice_delivery::route::{NextHop, RouteConfig, Router};
+use sluice_delivery::route::{NextHop, RouteConfig, RouteError, Router};
 use sluice_dns::Resolver;
 
 fn records(list: &[&str]) -> Vec<String> {
@@ -55,11 +54,16 @@ fn hosts(hops: &[NextHop]) -> Vec<(&str, u16)> {
         .collect()
 }
 
-fn failure(result: Result<Vec<NextHop>, Outcome>) -> Outcome {
+fn failure(result: Result<Vec<NextHop>, RouteError>) -> RouteError {
     match result {
         Ok(hops) => panic!("expected a failure, got {hops:?}"),
-        Err(outcome) => outcome,
+        Err(e) => e,
     }
+}
+
+/// What every recipient of the domain would get, as a reply line.
+fn reply(e: &RouteError) -> String {
+    e.outcome().reply().to_string()
 }
 
 #[test]
@@ -138,11 +142,15 @@ fn no_mx_means_the_domain_itself() {
         }]
     );
     // The name exists, but with neither MX nor address records.
-    let outcome = failure(router.next_hops("textonly.test"));
-    assert!(
-        matches!(&outcome, Outcome::Failed { reply } if reply.starts_with("550 5.4.4")),
-        "{outcome:?}"
+    let e = failure(router.next_hops("textonly.test"));
+    assert_eq!(
+        e,
+        RouteError::NoAddress {
+            domain: "textonly.test".into(),
+            via_mx: false
+        }
     );
+    assert!(reply(&e).starts_with("550 5.4.4 "), "{e:?}");
 }
 
 #[test]
@@ -150,14 +158,17 @@ fn null_mx_fails_with_556() {
     // dnsmasq writes MX "." with preference 0 as RFC 7505 has it: the
     // exchange is the root name.
     let dns = Dnsmasq::start(&records(&["--mx-host=nullmx.test,.,0"]));
-    let outcome = failure(router(dns.addr).next_hops("nullmx.test"));
-    let Outcome::Failed { reply } = &outcome else {
-        panic!("{outcome:?}");
-    };
-    assert!(reply.starts_with("556 5.1.10 "), "{reply}");
-    assert!(
-        reply.contains("nullmx.test does not accept mail"),
-        "{reply}"
+    let e = failure(router(dns.addr).next_hops("nullmx.test"));
+    assert_eq!(
+        e,
+        RouteError::NullMx {
+            domain: "nullmx.test".into()
+        }
+    );
+    assert!(!e.is_temporary());
+    assert_eq!(
+        reply(&e),
+        "556 5.1.10 Recipient address rejected: nullmx.test does not accept mail (null MX)"
     );
 }
 
@@ -172,10 +183,13 @@ fn mx_hosts_without_addresses_are_skipped() {
     let router = router(dns.addr);
     let hops = router.next_hops("half.test").unwrap();
     assert_eq!(hosts(&hops), [("real.half.test", 10)]);
-    let outcome = failure(router.next_hops("ghosts.test"));
-    assert!(
-        matches!(&outcome, Outcome::Failed { reply } if reply.starts_with("550 5.4.4")),
-        "{outcome:?}"
+    let e = failure(router.next_hops("ghosts.test"));
+    assert_eq!(
+        e,
+        RouteError::NoAddress {
+            domain: "ghosts.test".into(),
+            via_mx: true
+        }
     );
 }
 
@@ -183,19 +197,21 @@ fn mx_hosts_without_addresses_are_skipped() {
 fn nxdomain_fails_and_a_refusing_server_defers() {
     let dns = Dnsmasq::start(&records(&["--host-record=exists.test,127.0.0.8"]));
     let router = router(dns.addr);
-    let outcome = failure(router.next_hops("nope.test"));
+    let e = failure(router.next_hops("nope.test"));
     assert!(
-        matches!(&outcome, Outcome::Failed { reply }
-            if reply.starts_with("550 5.1.2 ") && reply.contains("nope.test")),
-        "{outcome:?}"
+        matches!(&e, RouteError::BadDestination { domain, .. } if domain == "nope.test"),
+        "{e:?}"
     );
+    assert!(reply(&e).starts_with("550 5.1.2 "), "{e:?}");
     // Outside its local zone, with no upstream, dnsmasq answers REFUSED:
     // the name server failed, not the domain, so the mail waits.
-    let outcome = failure(router.next_hops("elsewhere.example"));
+    let e = failure(router.next_hops("elsewhere.example"));
     assert!(
-        matches!(&outcome, Outcome::Deferred { reply } if reply.starts_with("451 4.4.3 ")),
-        "{outcome:?}"
+        matches!(&e, RouteError::Dns { domain, lookup: "MX records", .. } if domain == "elsewhere.example"),
+        "{e:?}"
     );
+    assert!(e.is_temporary());
+    assert!(reply(&e).starts_with("451 4.4.3 "), "{e:?}");
 }
 
 #[test]
@@ -244,13 +260,14 @@ fn routes_and_the_smarthost_come_before_dns() {
 fn an_unresolvable_route_target_defers() {
     let dns = Dnsmasq::start(&records(&["--host-record=exists.test,127.0.0.8"]));
     let router = router_with(dns.addr, BTreeMap::new(), Some("missing.test:25"));
-    let outcome = failure(router.next_hops("any.example"));
+    let e = failure(router.next_hops("any.example"));
     // A mistake in our own configuration never bounces mail.
     assert!(
-        matches!(&outcome, Outcome::Deferred { reply }
-            if reply.starts_with("451 4.4.3 ") && reply.contains("missing.test:25")),
-        "{outcome:?}"
+        matches!(&e, RouteError::UnresolvedTarget { target, .. } if target == "missing.test:25"),
+        "{e:?}"
     );
+    assert!(e.is_temporary());
+    assert!(reply(&e).starts_with("451 4.4.3 "), "{e:?}");
 }
 
 #[test]
@@ -261,8 +278,9 @@ fn address_literals_are_their_own_next_hop() {
     assert_eq!(hops[0].addrs, [addr("192.0.2.1:25")]);
     let hops = router.next_hops("[IPv6:2001:db8::1]").unwrap();
     assert_eq!(hops[0].addrs, [addr("[2001:db8::1]:25")]);
-    let outcome = failure(router.next_hops("[x-tag:whatever]"));
-    assert!(matches!(&outcome, Outcome::Failed { reply } if reply.starts_with("550 5.1.2")));
+    let e = failure(router.next_hops("[x-tag:whatever]"));
+    assert!(matches!(&e, RouteError::BadDestination { .. }), "{e:?}");
+    assert!(reply(&e).starts_with("550 5.1.2 "), "{e:?}");
 }
 
 #[test]
@@ -282,7 +300,10 @@ fn bad_routes_are_refused_at_start() {
             no_dns(),
         )
         .unwrap_err();
-        assert!(error.contains(domain), "{error}");
+        assert!(
+            matches!(&error, RouteError::InvalidTarget { target: t, .. } if t == target),
+            "{domain}: {error:?}"
+        );
     }
     let error = Router::new(
         RouteConfig {
@@ -292,7 +313,10 @@ fn bad_routes_are_refused_at_start() {
         no_dns(),
     )
     .unwrap_err();
-    assert!(error.contains("smarthost"), "{error}");
+    assert!(
+        matches!(&error, RouteError::InvalidTarget { target, .. } if target == "relay:port"),
+        "{error:?}"
+    );
 }
 
 /// A name server that answers every query with SERVFAIL.
@@ -330,11 +354,8 @@ fn servfail_server() -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<()
 #[test]
 fn servfail_and_timeouts_defer() {
     let (addr, stop, thread) = servfail_server();
-    let outcome = failure(router(addr).next_hops("broken.test"));
-    assert!(
-        matches!(&outcome, Outcome::Deferred { reply } if reply.starts_with("451 4.4.3 ")),
-        "{outcome:?}"
-    );
+    let e = failure(router(addr).next_hops("broken.test"));
+    assert!(matches!(&e, RouteError::Dns { .. }), "{e:?}");
     stop.store(true, Ordering::SeqCst);
     thread.join().unwrap();
 
@@ -346,11 +367,8 @@ fn servfail_and_timeouts_defer() {
     )
     .unwrap();
     let started = Instant::now();
-    let outcome = failure(router.next_hops("slow.test"));
-    assert!(
-        matches!(&outcome, Outcome::Deferred { reply } if reply.starts_with("451 4.4.3 ")),
-        "{outcome:?}"
-    );
+    let e = failure(router.next_hops("slow.test"));
+    assert!(matches!(&e, RouteError::Dns { .. }), "{e:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use sluice_filter::MessageChanges;
 use sluice_smtp::{EnhancedCode, Reply};
 
 use crate::abi::{Hook, RawVerdict};
@@ -34,21 +35,6 @@ pub enum Outcome {
     Disconnect(Reply),
 }
 
-/// What the end of data does to the message, when it is accepted.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Changes {
-    /// Fields to prepend, in the order the plugins added them.
-    pub headers: Vec<(String, String)>,
-    pub discard: bool,
-    pub quarantine: bool,
-}
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.headers.is_empty() && !self.discard && !self.quarantine
-    }
-}
-
 /// One plugin's part in a stage, as a test report shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginRun {
@@ -65,7 +51,7 @@ pub struct PluginRun {
 #[derive(Debug, Clone)]
 pub(crate) struct StageResult {
     pub outcome: Outcome,
-    pub changes: Changes,
+    pub changes: MessageChanges,
     /// Filled only when the caller asked to capture (test runs).
     pub runs: Vec<PluginRun>,
 }
@@ -84,7 +70,7 @@ pub(crate) fn run_stage(
         conn.state().helo = Some(call.arg.clone());
     }
     let mut outcome = Outcome::Continue;
-    let mut changes = Changes::default();
+    let mut changes = MessageChanges::default();
     let mut runs = Vec::new();
     for plugin in chain.plugins.iter().filter(|p| p.has(hook)) {
         let mut ctx = CallCtx::new(
@@ -181,7 +167,7 @@ pub(crate) fn run_stage(
     }
 }
 
-fn commit(conn: &ConnRecord, hook: Hook, ctx: &CallCtx, changes: &mut Changes) {
+fn commit(conn: &ConnRecord, hook: Hook, ctx: &CallCtx, changes: &mut MessageChanges) {
     if !ctx.scores.is_empty() {
         let mut state = conn.state();
         let scores = match hook {

@@ -40,6 +40,10 @@ struct Order {
 #[derive(Debug, Default)]
 pub(crate) struct ConnState {
     pub helo: Option<String>,
+    /// The TLS session and the login, as of the last hook called: both can
+    /// start in the middle of a connection (STARTTLS, AUTH).
+    pub tls: Option<sluice_filter::TlsInfo>,
+    pub login: Option<String>,
     pub conn_notes: Notes,
     pub tx_notes: Notes,
     /// Scores from connect and HELO count for every transaction.
@@ -120,6 +124,17 @@ impl ConnRecord {
             state: Mutex::default(),
             order: Mutex::default(),
             turn: Condvar::new(),
+        }
+    }
+
+    /// Keeps the TLS session and the login as the front end knows them now.
+    pub fn follow(&self, client: &sluice_filter::ClientInfo) {
+        let mut state = self.state();
+        if state.tls != client.tls {
+            state.tls.clone_from(&client.tls);
+        }
+        if state.login != client.login {
+            state.login.clone_from(&client.login);
         }
     }
 
@@ -206,16 +221,17 @@ impl RcptView {
     }
 }
 
-/// The message at end of data, shared by every plugin of the chain.
+/// The message at end of data, shared by every plugin of the chain (and
+/// with the front end, which owns it: nothing is copied for the plugins).
 #[derive(Debug)]
 pub(crate) struct MessageView {
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<Vec<u8>>,
     pub queue_id: Option<String>,
     headers: OnceLock<Vec<(String, String)>>,
 }
 
 impl MessageView {
-    pub fn new(bytes: Vec<u8>, queue_id: Option<String>) -> Self {
+    pub fn new(bytes: Arc<Vec<u8>>, queue_id: Option<String>) -> Self {
         MessageView {
             bytes,
             queue_id,
@@ -307,9 +323,11 @@ impl CallCtx {
         Some(match name {
             "conn.ip" => info.ip.to_string(),
             "conn.trusted" => flag(info.trusted),
-            // The front end has neither AUTH nor TLS yet.
-            "conn.auth" => return None,
-            "conn.tls" => flag(false),
+            "conn.auth" => return self.conn.state().login.clone(),
+            "conn.tls" => flag(self.conn.state().tls.is_some()),
+            "conn.tls_version" => return self.conn.state().tls.as_ref().map(|t| t.version.clone()),
+            "conn.tls_cipher" => return self.conn.state().tls.as_ref().map(|t| t.cipher.clone()),
+            "conn.tls_sni" => return self.conn.state().tls.as_ref()?.sni.clone(),
             "conn.helo" => return self.conn.state().helo.clone(),
             "server.hostname" => services.hostname.clone(),
             "tx.id" => return self.message.as_ref()?.queue_id.clone(),

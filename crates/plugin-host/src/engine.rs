@@ -28,7 +28,7 @@ use crate::context::HostState;
 use crate::dns::DnsResolver;
 use crate::instance::Plugin;
 use crate::kv::KvStore;
-use crate::spec::{HostEnv, LocalDomainFn, PluginSpec};
+use crate::spec::{HostEnv, PluginSpec};
 
 /// One epoch tick. A 50 ms budget is then 10–11 ticks; a shorter tick would
 /// wake the ticker thread more often for no gain (gVisor makes every wake-up
@@ -38,7 +38,7 @@ pub(crate) const TICK: Duration = Duration::from_millis(5);
 /// What host functions use, shared by every plugin of every chain.
 pub(crate) struct Services {
     pub hostname: String,
-    pub is_local_domain: LocalDomainFn,
+    pub directory: std::sync::Arc<sluice_directory::Directory>,
     pub dns: Arc<DnsResolver>,
     pub kv: Arc<dyn KvStore>,
     pub blocking_budget: Duration,
@@ -50,7 +50,7 @@ impl Services {
     pub fn new(env: &HostEnv, clock: Clock) -> Self {
         Services {
             hostname: env.hostname.clone(),
-            is_local_domain: env.is_local_domain.clone(),
+            directory: env.directory.clone(),
             dns: env.dns.clone(),
             kv: env.kv.clone(),
             blocking_budget: env.blocking_budget,

@@ -8,16 +8,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use sluice_smtp::server::Transaction;
-use sluice_smtp::{ForwardPath, ReversePath};
-use sluice_smtpd::{Connection, Defer, Filter, Later, MessageChanges, Stage, Verdict};
+use sluice_filter::{ClientInfo, Defer, Filter, Later, Stage, Verdict};
+use sluice_smtp::{Envelope, ForwardPath, ReversePath};
 
 use crate::abi::Hook;
 use crate::chain::{Outcome, StageCall, StageResult, run_stage};
 use crate::code_cache::CodeCacheStats;
 use crate::context::{ConnInfo, ConnRecord, MessageView, RcptView, TxView};
 use crate::engine::{Chain, Services, Ticker};
-use crate::message;
 use crate::spec::{HostEnv, PluginSpec};
 
 /// The loaded plugin chain, callable from the front end's event loops.
@@ -140,17 +138,20 @@ impl Inner {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self, conn: &Connection) -> Arc<ConnRecord> {
-        self.conns()
-            .entry(conn.id)
+    fn record(&self, client: &ClientInfo) -> Arc<ConnRecord> {
+        let record = self
+            .conns()
+            .entry(client.id)
             .or_insert_with(|| {
                 Arc::new(ConnRecord::new(ConnInfo {
-                    id: conn.id,
-                    ip: conn.peer.ip(),
-                    trusted: conn.trusted,
+                    id: client.id,
+                    ip: client.ip(),
+                    trusted: client.trusted,
                 }))
             })
-            .clone()
+            .clone();
+        record.follow(client);
+        record
     }
 }
 
@@ -214,12 +215,7 @@ pub(crate) fn verdict(hook: Hook, result: StageResult) -> Verdict {
         Outcome::Reject(reply) => Verdict::Reject(reply),
         Outcome::Disconnect(reply) => Verdict::Disconnect(reply),
         Outcome::Continue | Outcome::Accept if hook == Hook::Data && !result.changes.is_empty() => {
-            let changes = result.changes;
-            Verdict::Modify(MessageChanges {
-                headers: changes.headers,
-                discard: changes.discard,
-                quarantine: changes.quarantine,
-            })
+            Verdict::Modify(result.changes)
         }
         Outcome::Continue | Outcome::Accept => Verdict::Continue,
     }
@@ -243,11 +239,11 @@ pub(crate) fn forward_path_arg(path: &ForwardPath) -> String {
     }
 }
 
-fn tx_view(tx: &Transaction) -> TxView {
+fn tx_view(tx: &Envelope) -> TxView {
     let rcpts: Vec<String> = tx
         .recipients
         .iter()
-        .map(|(path, _)| match path {
+        .map(|r| match &r.forward_path {
             ForwardPath::Postmaster => "postmaster".to_owned(),
             ForwardPath::Path(p) => p.mailbox.to_string(),
         })
@@ -259,7 +255,7 @@ fn tx_view(tx: &Transaction) -> TxView {
 }
 
 impl Filter for PluginHost {
-    fn check(&self, conn: &Connection, stage: Stage<'_>, defer: Defer<'_>) -> Option<Verdict> {
+    fn check(&self, conn: &ClientInfo, stage: Stage<'_>, defer: Defer<'_>) -> Option<Verdict> {
         let chain = self.inner.current();
         let record = self.inner.record(conn);
         let hook = match &stage {
@@ -328,27 +324,29 @@ impl Filter for PluginHost {
                 message: None,
             },
             Stage::Rcpt {
-                transaction,
+                envelope,
                 forward_path,
                 ..
             } => StageCall {
                 hook,
                 arg: forward_path_arg(forward_path),
-                tx: Some(Arc::new(tx_view(transaction))),
+                tx: Some(Arc::new(tx_view(envelope))),
                 rcpt: Some(Arc::new(RcptView::of(forward_path))),
                 message: None,
             },
             Stage::Message {
-                transaction,
+                envelope,
+                queue_id,
                 message,
             } => StageCall {
                 hook,
                 arg: String::new(),
-                tx: Some(Arc::new(tx_view(transaction))),
+                tx: Some(Arc::new(tx_view(envelope))),
                 rcpt: None,
+                // Shared with the front end, not copied.
                 message: Some(Arc::new(MessageView::new(
-                    message.to_vec(),
-                    message::queue_id(message),
+                    message.clone(),
+                    Some(queue_id.to_owned()),
                 ))),
             },
         };
@@ -361,7 +359,7 @@ impl Filter for PluginHost {
         None
     }
 
-    fn reset(&self, conn: &Connection) {
+    fn reset(&self, conn: &ClientInfo) {
         // No record: no hook has run for this connection, nothing to reset
         // (and a record made here could outlive the connection).
         let Some(record) = self.inner.conns().get(&conn.id).cloned() else {
@@ -387,7 +385,7 @@ impl Filter for PluginHost {
         });
     }
 
-    fn close(&self, conn: &Connection) {
+    fn close(&self, conn: &ClientInfo) {
         let Some(record) = self.inner.conns().remove(&conn.id) else {
             return;
         };
@@ -428,9 +426,9 @@ impl fmt::Debug for PluginHost {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Changes;
+    use sluice_filter::MessageChanges;
 
-    fn result(outcome: Outcome, changes: Changes) -> StageResult {
+    fn result(outcome: Outcome, changes: MessageChanges) -> StageResult {
         StageResult {
             outcome,
             changes,
@@ -440,7 +438,7 @@ mod tests {
 
     #[test]
     fn changes_become_modify_at_end_of_data_only() {
-        let marked = Changes {
+        let marked = MessageChanges {
             headers: vec![("X-Spam-Score".into(), "3".into())],
             discard: false,
             quarantine: true,
@@ -454,7 +452,10 @@ mod tests {
             })
         );
         assert_eq!(
-            verdict(Hook::Data, result(Outcome::Continue, Changes::default())),
+            verdict(
+                Hook::Data,
+                result(Outcome::Continue, MessageChanges::default())
+            ),
             Verdict::Continue
         );
         assert_eq!(

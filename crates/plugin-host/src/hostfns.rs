@@ -17,7 +17,6 @@ use crate::context::{
 };
 use crate::dns::DnsAnswer;
 use crate::engine::{Services, TICK};
-use crate::message::valid_field_name;
 
 type Result<T> = wasmtime::Result<T>;
 type C<'a> = Caller<'a, HostState>;
@@ -138,7 +137,7 @@ fn is_local_domain(mut caller: C<'_>, ptr: i32, len: i32) -> Result<i32> {
     let local = match std::str::from_utf8(domain) {
         // Address literals are never ours: relaying to [192.0.2.1] is relaying.
         Ok(domain) if !domain.starts_with('[') && !domain.is_empty() => {
-            (state.services.is_local_domain)(domain)
+            state.services.directory.is_local_domain_name(domain)
         }
         _ => false,
     };
@@ -214,9 +213,9 @@ fn add_header(
     };
     let why = if call.hook != Hook::Data {
         Some("add_header outside the data hook".to_owned())
-    } else if !valid_field_name(&name) {
+    } else if !sluice_filter::valid_header_field(&name, "") {
         Some(format!("add_header: invalid field name {name:?}"))
-    } else if value.contains(['\r', '\n']) {
+    } else if !sluice_filter::valid_header_field(&name, &value) {
         Some(format!("add_header: CR or LF in the value of {name}"))
     } else if name.len() + 2 + value.len() > MAX_FIELD_LINE {
         Some(format!(

@@ -3,7 +3,7 @@
 //! Plugins are WebAssembly core modules speaking the ABI in
 //! `plugins/ABI.md`. The host compiles them with wasmtime, keeps a pool of
 //! ready instances per plugin, and runs their hooks for the SMTP front end
-//! ([`PluginHost`] implements [`sluice_smtpd::Filter`]) on its own filter
+//! ([`PluginHost`] implements [`sluice_filter::Filter`]) on its own filter
 //! threads. Each hook call is bounded in CPU time (epoch interruption) and
 //! memory (a per-instance limit); a plugin that traps, loops or runs out of
 //! memory fails that hook by its `on_error` policy and its instance is
@@ -34,14 +34,15 @@ mod test_run;
 pub use abi::{Hook, RawVerdict};
 #[doc(hidden)]
 pub use bench::HookBench;
-pub use chain::{Changes, Outcome, PluginRun};
+pub use chain::{Outcome, PluginRun};
 pub use code_cache::CodeCacheStats;
 pub use context::LogLine;
 pub use dns::{DnsAnswer, DnsResolver};
 pub use host::PluginHost;
 pub use kv::{KvError, KvStore, MemoryKv};
 pub use kv_redis::RedisKv;
-pub use spec::{DnsConfig, HostEnv, LocalDomainFn, OnError, PluginSpec, local_domain_list};
+pub use sluice_filter::MessageChanges;
+pub use spec::{DnsConfig, HostEnv, OnError, PluginSpec};
 pub use test_run::{
     StageReport, TEST_QUEUE_ID, TestEnvelope, TestReport, TestResult, Tester, test_run,
 };

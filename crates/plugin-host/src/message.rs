@@ -49,27 +49,6 @@ fn lines(message: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// The queue id from the trace header the front end put on top of the
-/// message (`... with ESMTP id <id> ...`): the filter interface does not
-/// carry it otherwise.
-pub(crate) fn queue_id(message: &[u8]) -> Option<String> {
-    let headers = parse_headers(message);
-    let (name, value) = headers.first()?;
-    if !name.eq_ignore_ascii_case("Received") {
-        return None;
-    }
-    let mut words = value.split_ascii_whitespace();
-    words.find(|w| *w == "id")?;
-    let id = words.next()?.trim_end_matches(';');
-    (!id.is_empty()).then(|| id.to_owned())
-}
-
-/// Whether `name` may be a header field name (RFC 5322 §3.6.8: printable
-/// ASCII except the colon).
-pub(crate) fn valid_field_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,20 +62,5 @@ mod tests {
         assert_eq!(names, ["Received", "Subject", "subject", "X-Empty"]);
         assert_eq!(h[1].1, "Hello world");
         assert_eq!(h[3].1, "");
-    }
-
-    #[test]
-    fn queue_id_comes_from_the_top_trace_header() {
-        assert_eq!(queue_id(MSG).as_deref(), Some("0123ABCD"));
-        assert_eq!(queue_id(b"Subject: id 5\r\n\r\n"), None);
-    }
-
-    #[test]
-    fn field_names_refuse_colon_space_and_controls() {
-        assert!(valid_field_name("X-Spam-Score"));
-        assert!(!valid_field_name("X Spam"));
-        assert!(!valid_field_name("X:Spam"));
-        assert!(!valid_field_name(""));
-        assert!(!valid_field_name("X-\u{e9}"));
     }
 }

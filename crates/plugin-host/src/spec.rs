@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use sluice_directory::Directory;
 use std::time::Duration;
 
 use crate::dns::DnsResolver;
@@ -56,16 +58,13 @@ impl PluginSpec {
     }
 }
 
-/// Decides whether a domain is one of ours. Given the domain as the plugin
-/// passed it; address literals never reach it.
-pub type LocalDomainFn = Arc<dyn Fn(&str) -> bool + Send + Sync>;
-
 /// The services behind the host functions, shared by every plugin.
 #[derive(Clone)]
 pub struct HostEnv {
     /// `server.hostname`, and the name in `421` replies.
     pub hostname: String,
-    pub is_local_domain: LocalDomainFn,
+    /// Who is local: `is_local_domain` asks it.
+    pub directory: Arc<Directory>,
     pub dns: Arc<DnsResolver>,
     pub kv: Arc<dyn KvStore>,
     /// Threads that run hooks; 0 means 2 × cores, and never fewer than 4,
@@ -85,10 +84,12 @@ impl HostEnv {
     pub const DEFAULT_BLOCKING_BUDGET: Duration = Duration::from_secs(10);
 
     /// An environment with the embedded key-value store and default thread count.
-    pub fn new(hostname: impl Into<String>, local_domains: Vec<String>, dns: DnsResolver) -> Self {
+    /// `directory` answers the plugins' `is_local_domain`: the same answer
+    /// the front end's RCPT check and local delivery get.
+    pub fn new(hostname: impl Into<String>, directory: Arc<Directory>, dns: DnsResolver) -> Self {
         HostEnv {
             hostname: hostname.into(),
-            is_local_domain: local_domain_list(local_domains),
+            directory,
             dns: Arc::new(dns),
             kv: Arc::new(MemoryKv::new()),
             filter_threads: 0,
@@ -118,19 +119,6 @@ impl fmt::Debug for HostEnv {
             .field("code_cache", &self.code_cache)
             .finish_non_exhaustive()
     }
-}
-
-/// The `is_local_domain` predicate for a list of domains: exact names,
-/// compared without regard to ASCII case or a final dot.
-pub fn local_domain_list(domains: Vec<String>) -> LocalDomainFn {
-    let domains: Vec<String> = domains
-        .into_iter()
-        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-        .collect();
-    Arc::new(move |domain: &str| {
-        let domain = domain.trim_end_matches('.');
-        domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
-    })
 }
 
 /// Where the DNS host function sends its queries, for a [`DnsResolver`]

@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use sluice_smtp::server::Greeting;
+use sluice_smtp::trace::{TraceFields, received_header};
 use sluice_smtp::{ForwardPath, Path, Reply, ReversePath};
-use sluice_smtpd::trace::{TraceFields, received_header};
 
 use crate::abi::Hook;
-use crate::chain::{Changes, Outcome, PluginRun, StageCall, run_stage};
+use crate::chain::{Outcome, PluginRun, StageCall, run_stage};
 use crate::context::{ConnInfo, ConnRecord, MessageView, RcptView, TxView, format_score};
 use crate::engine::{Chain, Services, Ticker};
 use crate::host::{finish_transaction, forward_path_arg, reverse_path_arg};
 use crate::spec::{HostEnv, PluginSpec};
+use sluice_filter::MessageChanges;
 
 /// The SMTP side of a test run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +58,7 @@ pub struct StageReport {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TestResult {
     /// Queued (or discarded or quarantined, per the changes).
-    Accepted(Changes),
+    Accepted(MessageChanges),
     /// A stage was refused; recipients refused one by one do not end the run.
     Refused {
         hook: Hook,
@@ -168,7 +169,7 @@ impl Run<'_> {
         tx: Option<TxView>,
         rcpt: Option<RcptView>,
         message: Option<MessageView>,
-    ) -> (Outcome, Changes) {
+    ) -> (Outcome, MessageChanges) {
         let call = StageCall {
             hook,
             arg,
@@ -252,7 +253,7 @@ impl Run<'_> {
             return TestResult::NoRecipients;
         }
         let message = MessageView::new(
-            with_trace(envelope, self.hostname, &accepted, eml),
+            Arc::new(with_trace(envelope, self.hostname, &accepted, eml)),
             Some(TEST_QUEUE_ID.to_owned()),
         );
         let (outcome, changes) =
@@ -298,6 +299,8 @@ fn with_trace(envelope: &TestEnvelope, hostname: &str, rcpts: &[String], eml: &[
             client_ip: envelope.client_ip,
             hostname,
             greeting: Greeting::Ehlo,
+            tls: None,
+            authenticated: false,
             queue_id: TEST_QUEUE_ID,
             single_recipient: (rcpts.len() == 1).then(|| rcpts[0].as_str()),
             time: SystemTime::now(),

@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use sluice_plugin_host::{Changes, Hook, Outcome, RawVerdict, TestEnvelope, TestResult, test_run};
+use sluice_plugin_host::{
+    Hook, MessageChanges, Outcome, RawVerdict, TestEnvelope, TestResult, test_run,
+};
 
 fn envelope(rcpts: &[&str]) -> TestEnvelope {
     TestEnvelope {
@@ -109,7 +111,10 @@ fn accept_skips_the_rest_of_the_stage_only() {
     assert_eq!(mail.runs.len(), 1);
     assert_eq!(mail.runs[0].result, Ok(Some(RawVerdict::Accept)));
     assert_eq!(mail.outcome, Outcome::Accept);
-    assert_eq!(report.result, TestResult::Accepted(Changes::default()));
+    assert_eq!(
+        report.result,
+        TestResult::Accepted(MessageChanges::default())
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sluice_smtp::ForwardPath;
 use sluice_spool::{MessageSummary, QueueId, RecipientState, Spool};
 
 /// Which messages `queue list` shows.
@@ -31,13 +32,14 @@ pub enum StateFilter {
 
 impl Filter {
     fn matches(&self, m: &MessageSummary) -> bool {
-        let in_domain = |address: &str| {
+        let in_domain = |forward_path: &ForwardPath| {
             let domain = self.domain.as_deref().unwrap_or_default();
-            address
-                .rsplit_once('@')
-                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+            let domain = domain.strip_suffix('.').unwrap_or(domain);
+            matches!(forward_path, ForwardPath::Path(p)
+                if p.mailbox.domain.to_string().eq_ignore_ascii_case(domain))
         };
-        let domain_ok = self.domain.is_none() || m.recipients.iter().any(|r| in_domain(&r.address));
+        let domain_ok =
+            self.domain.is_none() || m.recipients.iter().any(|r| in_domain(&r.forward_path));
         let state_ok = match self.state {
             None => true,
             Some(StateFilter::Held) => m.held,
@@ -69,14 +71,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn sender(reverse_path: &str) -> String {
-    if reverse_path.is_empty() {
-        "<>".to_string()
-    } else {
-        format!("<{reverse_path}>")
-    }
-}
-
 /// Prints the queued messages, oldest first: id, age, size, sender, and each
 /// recipient with its state.
 pub fn list(dir: &Path, filter: &Filter, out: &mut impl Write) -> Result<(), String> {
@@ -93,12 +87,10 @@ pub fn list(dir: &Path, filter: &Filter, out: &mut impl Write) -> Result<(), Str
         let age = age(now.saturating_sub(m.arrival_unix_ms));
         text += &format!(
             "{}  {age:>6}  {:>9}  {}{held}\n",
-            m.id,
-            m.size,
-            sender(&m.reverse_path)
+            m.id, m.size, m.reverse_path
         );
         for r in &m.recipients {
-            text += &format!("    <{}>  {}\n", r.address, state(&r.state, now));
+            text += &format!("    {}  {}\n", r.forward_path, state(&r.state, now));
         }
     }
     let total: u64 = messages.iter().map(|m| m.size).sum();
@@ -117,18 +109,22 @@ pub fn show(dir: &Path, id: &str, out: &mut impl Write) -> Result<(), String> {
         .get(id)
         .map_err(|e| format!("cannot read {id}: {e}"))?
         .ok_or_else(|| format!("{id} is not in the queue (delivered, bounced or deleted)"))?;
-    let e = &message.envelope;
+    let entry = &message.entry;
+    let e = &entry.envelope;
     let now = now_ms();
     let held = if message.held { "  (held)" } else { "" };
     let mut text = format!("id:       {id}{held}\n");
-    text += &format!("age:      {}\n", age(now.saturating_sub(e.arrival_unix_ms)));
-    text += &format!("client:   [{}] helo={}\n", e.client_ip, e.helo);
-    text += &format!("sender:   {} {}\n", sender(&e.reverse_path), e.mail_params);
+    text += &format!(
+        "age:      {}\n",
+        age(now.saturating_sub(entry.arrival_unix_ms))
+    );
+    text += &format!("client:   [{}] helo={}\n", entry.client_ip, entry.helo);
+    text += &format!("sender:   {} {}\n", e.reverse_path, e.params);
     text += &format!("size:     {} bytes\n", message.body().len());
     for (r, s) in e.recipients.iter().zip(&message.states) {
         text += &format!(
-            "rcpt:     <{}> {}  {}\n",
-            r.address,
+            "rcpt:     {} {}  {}\n",
+            r.forward_path,
             r.params,
             state(s, now)
         );
@@ -149,13 +145,13 @@ fn state(state: &RecipientState, now: u64) -> String {
     match state {
         RecipientState::Pending => "queued".into(),
         RecipientState::Delivered => "delivered".into(),
-        RecipientState::Failed { reply } => format!("failed: {reply}"),
+        RecipientState::Failed(reason) => format!("failed: {reason}"),
         RecipientState::Deferred {
             attempts,
-            reply,
+            last,
             until_unix_ms,
         } => format!(
-            "deferred after {attempts} attempt(s), next in {}: {reply}",
+            "deferred after {attempts} attempt(s), next in {}: {last}",
             age(until_unix_ms.saturating_sub(now))
         ),
     }
@@ -175,7 +171,8 @@ fn age(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_spool::{Envelope, Recipient, SpoolConfig};
+    use sluice_smtp::{Envelope, MailParams, Recipient, ReversePath};
+    use sluice_spool::{Entry, SpoolConfig, Submission};
 
     #[test]
     fn lists_a_queued_message_with_its_recipients() {
@@ -183,31 +180,29 @@ mod tests {
         let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
         let handle = spool.handle();
         let id = handle.new_id();
-        let envelope = Envelope {
+        let path = |s: &str| sluice_smtp::Path::parse(s.as_bytes()).unwrap();
+        let entry = Entry {
             id,
-            reverse_path: "alice@example.org".into(),
-            mail_params: String::new(),
-            recipients: vec![
-                Recipient {
-                    address: "bob@example.test".into(),
-                    params: String::new(),
-                },
-                Recipient {
-                    address: "carol@example.test".into(),
-                    params: String::new(),
-                },
-            ],
             arrival_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap()
                 .as_millis() as u64,
             client_ip: "192.0.2.1".parse().unwrap(),
             helo: "client.example".into(),
-            body_type: 0,
-            smtputf8: false,
+            envelope: Envelope {
+                reverse_path: ReversePath::Path(path("<alice@example.org>")),
+                params: MailParams::default(),
+                recipients: vec![
+                    Recipient::new(ForwardPath::Path(path("<bob@example.test>"))),
+                    Recipient::new(ForwardPath::Path(path("<carol@example.test>"))),
+                ],
+            },
         };
         handle
-            .submit_wait(envelope, b"Subject: x\r\n\r\nhello\r\n".to_vec())
+            .submit_wait(Submission::new(
+                entry,
+                b"Subject: x\r\n\r\nhello\r\n".to_vec(),
+            ))
             .unwrap();
         let mut out = Vec::new();
         list(dir.path(), &Filter::default(), &mut out).unwrap();

@@ -42,24 +42,22 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
     );
     // One resolver for routing and plugins: one DNS runtime, one cache.
     let dns = config.resolver()?;
+    // One directory for the RCPT check, local delivery and the plugins.
+    let directory = config.directory();
+    // The scheduler hears of every new message from the spool itself.
     let scheduler = Scheduler::start(
         config.scheduler(),
         spool.handle(),
-        Arc::new(config.dispatch(&dns)?),
-    )?;
-    let control = ControlServer::start(dir, scheduler.handle())?;
-    let plugins = Arc::new(load_plugins(&config, &dns)?);
-
-    let smtpd_config = config.smtpd();
-    let hostname = smtpd_config.session.hostname.clone();
-    let to_scheduler = scheduler.handle();
-    let smtpd = Smtpd::start(
-        smtpd_config,
-        spool.handle(),
-        plugins.clone(),
-        Arc::new(move |id| to_scheduler.queued(id)),
+        Arc::new(config.dispatch(&dns, directory.clone(), spool.handle())?),
     )
-    .map_err(|e| format!("cannot listen: {e}"))?;
+    .map_err(|e| e.to_string())?;
+    let control = ControlServer::start(dir, scheduler.handle())?;
+    let plugins = Arc::new(load_plugins(&config, &dns, directory.clone())?);
+
+    let smtpd_config = config.smtpd(directory);
+    let hostname = smtpd_config.session.hostname.clone();
+    let smtpd = Smtpd::start(smtpd_config, spool.handle(), plugins.clone())
+        .map_err(|e| format!("cannot listen: {e}"))?;
     for addr in smtpd.local_addrs() {
         // Tests and scripts read this line to learn the port (addr may say port 0).
         tracing::info!("listening on {addr} as {hostname}");
@@ -95,8 +93,12 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
     Ok(())
 }
 
-fn load_plugins(config: &Config, dns: &Resolver) -> Result<PluginHost, String> {
-    let mut env = config.host_env_with(dns);
+fn load_plugins(
+    config: &Config,
+    dns: &Resolver,
+    directory: Arc<sluice_directory::Directory>,
+) -> Result<PluginHost, String> {
+    let mut env = config.host_env_with(dns, directory);
     // Compiled plugin code is kept beside the queue, so a restart or a SIGHUP
     // with unchanged .wasm files skips Cranelift (seconds in a debug build).
     env.code_cache = Some(config.spool_dir.join("plugin-cache"));
@@ -105,7 +107,7 @@ fn load_plugins(config: &Config, dns: &Resolver) -> Result<PluginHost, String> {
     for spec in &specs {
         tracing::info!(plugin = %spec.name, path = %spec.path.display(), "filter");
     }
-    let host = PluginHost::load(specs, env)?;
+    let host = PluginHost::load(specs, env).map_err(|e| e.to_string())?;
     let names = host.plugin_names();
     tracing::info!(plugins = %names.join(","), "filters loaded");
     Ok(host)

@@ -38,7 +38,7 @@ fn size_over_the_advertised_limit_is_refused_before_sending() {
 fn eight_bit_body_needs_8bitmime() {
     let mut s = ready(EHLO_LOCKSTEP);
     let mut env = envelope(&["<a@example.net>"]);
-    env.body_type = BodyType::EightBitMime;
+    env.envelope.params.body = Some(BodyType::EightBitMime);
     s.send_message(env.clone()).unwrap();
     assert_eq!(sent(&mut s), "");
     let results = done(events(&mut s));
@@ -58,7 +58,7 @@ fn eight_bit_body_needs_8bitmime() {
 fn smtputf8_message_needs_smtputf8() {
     let mut s = ready(EHLO_PIPELINING);
     let mut env = envelope(&["<a@example.net>"]);
-    env.smtputf8 = true;
+    env.envelope.params.smtputf8 = true;
     s.send_message(env.clone()).unwrap();
     assert_eq!(sent(&mut s), "");
     let results = done(events(&mut s));
@@ -75,7 +75,7 @@ fn smtputf8_message_needs_smtputf8() {
 #[test]
 fn binary_body_goes_by_bdat_or_not_at_all() {
     let mut env = envelope(&["<a@example.net>"]);
-    env.body_type = BodyType::BinaryMime;
+    env.envelope.params.body = Some(BodyType::BinaryMime);
     let mut s = ready(b"250-mx.example.net\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
     s.send_message(env.clone()).unwrap();
     assert!(matches!(
@@ -173,9 +173,13 @@ fn data_refused_with_452_is_transient_for_the_accepted() {
     assert_eq!(
         done(events(&mut s)),
         vec![
-            remote(0, full.clone()),
-            remote(1, Outcome::Permanent(reply(550, (5, 1, 1), "No"))),
-            remote(2, full),
+            remote(0, Stage::Data, full.clone()),
+            remote(
+                1,
+                Stage::Rcpt,
+                Outcome::Permanent(reply(550, (5, 1, 1), "No"))
+            ),
+            remote(2, Stage::Data, full),
         ]
     );
     assert_eq!(sent(&mut s), "RSET\r\n");
@@ -194,6 +198,7 @@ fn data_refused_with_452_is_transient_for_the_accepted() {
         done(ev),
         vec![remote(
             0,
+            Stage::EndOfData,
             Outcome::Transient(reply(452, (4, 3, 1), "Insufficient system storage"))
         )]
     );

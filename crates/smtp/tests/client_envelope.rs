@@ -51,9 +51,13 @@ fn pipelined_transaction_with_one_refused_recipient() {
     assert_eq!(
         done(ev),
         vec![
-            remote(0, delivered.clone()),
-            remote(1, Outcome::Permanent(reply(550, (5, 1, 1), "No such user"))),
-            remote(2, delivered),
+            remote(0, Stage::EndOfData, delivered.clone()),
+            remote(
+                1,
+                Stage::Rcpt,
+                Outcome::Permanent(reply(550, (5, 1, 1), "No such user"))
+            ),
+            remote(2, Stage::EndOfData, delivered),
         ]
     );
 
@@ -121,7 +125,10 @@ fn mail_refused_fails_every_recipient() {
     let refusal = Outcome::Permanent(reply(550, (5, 7, 1), "Sender rejected"));
     assert_eq!(
         done(events(&mut s)),
-        vec![remote(0, refusal.clone()), remote(1, refusal)]
+        vec![
+            remote(0, Stage::Mail, refusal.clone()),
+            remote(1, Stage::Mail, refusal)
+        ]
     );
     assert_eq!(sent(&mut s), "RSET\r\n");
     assert_eq!(s.timeout_class(), Some(TimeoutClass::Rset));
@@ -155,8 +162,16 @@ fn no_recipient_accepted_means_no_data() {
     assert_eq!(
         done(ev),
         vec![
-            remote(0, Outcome::Permanent(reply(550, (5, 1, 1), "No"))),
-            remote(1, Outcome::Transient(reply(450, (4, 2, 1), "Later"))),
+            remote(
+                0,
+                Stage::Rcpt,
+                Outcome::Permanent(reply(550, (5, 1, 1), "No"))
+            ),
+            remote(
+                1,
+                Stage::Rcpt,
+                Outcome::Transient(reply(450, (4, 2, 1), "Later"))
+            ),
         ]
     );
     assert_eq!(sent(&mut s), "RSET\r\n");
@@ -174,13 +189,13 @@ fn no_recipient_accepted_means_no_data() {
 #[test]
 fn dsn_and_auth_parameters_only_to_a_server_that_offers_them() {
     let mut env = envelope(&["<a@example.net>"]);
-    env.recipients[0].1 = RcptParams {
+    env.envelope.recipients[0].params = RcptParams {
         notify: Some(Notify::Never),
         orcpt: None,
     };
-    env.ret = Some(Ret::Hdrs);
-    env.envid = Some("q1".into());
-    env.auth = Some("<>".into());
+    env.envelope.params.ret = Some(Ret::Hdrs);
+    env.envelope.params.envid = Some("q1".into());
+    env.envelope.params.auth = Some("<>".into());
     let mut s = ready(EHLO_PIPELINING);
     s.send_message(env.clone()).unwrap();
     assert_eq!(

@@ -35,7 +35,7 @@ fn helo_refused_too_ends_the_session() {
     let refusal = reply(550, (5, 7, 1), "Go away");
     assert_eq!(
         done(events(&mut s)),
-        vec![remote(0, Outcome::Permanent(refusal.clone()))]
+        vec![remote(0, Stage::Hello, Outcome::Permanent(refusal.clone()))]
     );
     s.receive(b"221 Bye\r\n");
     assert_eq!(
@@ -57,8 +57,8 @@ fn transient_greeting_fails_the_waiting_message_and_quits() {
     assert_eq!(
         done(ev),
         vec![
-            remote(0, Outcome::Transient(greeting.clone())),
-            remote(1, Outcome::Transient(greeting.clone())),
+            remote(0, Stage::Greeting, Outcome::Transient(greeting.clone())),
+            remote(1, Stage::Greeting, Outcome::Transient(greeting.clone())),
         ]
     );
     assert_eq!(sent(&mut s), "QUIT\r\n");
@@ -87,7 +87,11 @@ fn greeting_421_closes_without_quit_and_554_is_permanent() {
     assert_eq!(
         ev,
         vec![
-            ClientEvent::MessageDone(vec![remote(0, Outcome::Transient(r.clone()))]),
+            ClientEvent::MessageDone(vec![remote(
+                0,
+                Stage::Greeting,
+                Outcome::Transient(r.clone())
+            )]),
             ClientEvent::Closed(CloseReason::GreetingRefused(r)),
         ]
     );

@@ -52,7 +52,7 @@ proptest! {
         let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
         let mut first = envelope(&rcpts);
         if binary {
-            first.body_type = BodyType::BinaryMime;
+            first.envelope.params.body = Some(BodyType::BinaryMime);
         }
         let mut s = ClientSession::new(config());
         s.send_message(first).unwrap();
@@ -302,7 +302,7 @@ proptest! {
         let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
         let mut env = envelope(&rcpts);
         if binary {
-            env.body_type = BodyType::BinaryMime;
+            env.envelope.params.body = Some(BodyType::BinaryMime);
         }
         let mut s = ClientSession::new(cfg);
         let mut server = ModelServer {

@@ -68,9 +68,10 @@ fn whole_conversation_and_multiline_replies() {
         vec![
             ClientEvent::SendBody(BodyFraming::DotStuffed),
             ClientEvent::MessageDone(vec![
-                remote(0, Outcome::Permanent(missing)),
+                remote(0, Stage::Rcpt, Outcome::Permanent(missing)),
                 remote(
                     1,
+                    Stage::EndOfData,
                     Outcome::Delivered(reply(250, (2, 0, 0), "OK 1712345678 x1si"))
                 ),
             ]),
@@ -108,9 +109,13 @@ fn service_closing_in_the_middle() {
         events(&mut s),
         vec![
             ClientEvent::MessageDone(vec![
-                remote(0, Outcome::Permanent(reply(550, (5, 1, 1), "No such user"))),
-                remote(1, Outcome::Transient(closing.clone())),
-                remote(2, Outcome::Transient(closing.clone())),
+                remote(
+                    0,
+                    Stage::Rcpt,
+                    Outcome::Permanent(reply(550, (5, 1, 1), "No such user"))
+                ),
+                remote(1, Stage::Rcpt, Outcome::Transient(closing.clone())),
+                remote(2, Stage::Rcpt, Outcome::Transient(closing.clone())),
             ]),
             ClientEvent::Closed(CloseReason::ServiceClosing(closing)),
         ]

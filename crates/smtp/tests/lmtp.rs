@@ -2,10 +2,10 @@
 //! exact bytes both ways.
 
 use sluice_smtp::client::{
-    BdatPolicy, BodyFraming, ClientConfig, ClientEvent, ClientSession, CloseReason, Envelope,
+    BdatPolicy, BodyFraming, ClientConfig, ClientEvent, ClientSession, CloseReason, Message,
     Outcome, RecipientResult, ReplyOrigin, TimeoutClass,
 };
-use sluice_smtp::{Domain, EnhancedCode, ForwardPath, Path, Reply, ReversePath};
+use sluice_smtp::{Domain, EnhancedCode, ForwardPath, Path, Reply, ReversePath, Stage};
 
 const GREETING: &[u8] = b"220 imap.example.org Dovecot ready.\r\n";
 const LHLO: &str = "LHLO mx.example.org\r\n";
@@ -17,8 +17,8 @@ fn path(s: &str) -> Path {
     Path::parse(s.as_bytes()).unwrap_or_else(|e| panic!("{s}: {e:?}"))
 }
 
-fn envelope(recipients: &[&str]) -> Envelope {
-    Envelope::new(
+fn envelope(recipients: &[&str]) -> Message {
+    Message::new(
         ReversePath::Path(path("<sender@example.net>")),
         recipients
             .iter()
@@ -46,10 +46,11 @@ fn reply(code: u16, e: (u8, u16, u16), text: &'static str) -> Reply {
     Reply::new(code, Some(EnhancedCode::new(e.0, e.1, e.2)), text)
 }
 
-fn remote(index: usize, outcome: Outcome) -> RecipientResult {
+fn remote(index: usize, stage: Stage, outcome: Outcome) -> RecipientResult {
     RecipientResult {
         index,
         outcome,
+        stage,
         origin: ReplyOrigin::Remote,
     }
 }
@@ -107,14 +108,17 @@ fn one_reply_per_accepted_recipient_in_rcpt_order() {
             ClientEvent::MessageDone(vec![
                 remote(
                     0,
+                    Stage::EndOfData,
                     Outcome::Delivered(reply(250, (2, 0, 0), "<a@example.org> Saved"))
                 ),
                 remote(
                     1,
+                    Stage::Rcpt,
                     Outcome::Permanent(reply(550, (5, 1, 1), "<b@example.org> User doesn't exist"))
                 ),
                 remote(
                     2,
+                    Stage::EndOfData,
                     Outcome::Transient(reply(452, (4, 2, 2), "<c@example.org> Quota exceeded"))
                 ),
             ]),
@@ -143,10 +147,12 @@ fn replies_for_several_recipients_in_one_read() {
             ClientEvent::MessageDone(vec![
                 remote(
                     0,
+                    Stage::EndOfData,
                     Outcome::Permanent(reply(554, (5, 6, 0), "<a@example.org> Sieve rejected"))
                 ),
                 remote(
                     1,
+                    Stage::EndOfData,
                     Outcome::Delivered(reply(250, (2, 0, 0), "<b@example.org> Saved"))
                 ),
             ]),
@@ -211,6 +217,7 @@ fn lhlo_refused_has_no_helo_fallback() {
         events(&mut s),
         vec![ClientEvent::MessageDone(vec![remote(
             0,
+            Stage::Hello,
             Outcome::Permanent(refusal.clone())
         )])]
     );
@@ -239,9 +246,10 @@ fn service_closing_between_recipient_replies() {
             ClientEvent::MessageDone(vec![
                 remote(
                     0,
+                    Stage::EndOfData,
                     Outcome::Delivered(reply(250, (2, 0, 0), "<a@example.org> Saved"))
                 ),
-                remote(1, Outcome::Transient(closing.clone())),
+                remote(1, Stage::EndOfData, Outcome::Transient(closing.clone())),
             ]),
             ClientEvent::Closed(CloseReason::ServiceClosing(closing)),
         ]
@@ -285,6 +293,7 @@ fn data_accepted_with_no_recipient_is_a_protocol_error() {
         ev[0],
         ClientEvent::MessageDone(vec![remote(
             0,
+            Stage::Rcpt,
             Outcome::Permanent(reply(550, (5, 1, 1), "No such user"))
         )])
     );

@@ -6,18 +6,17 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpStream;
-use sluice_smtp::server::{Notice, ServerConfig, ServerSession, Transaction};
-use sluice_smtp::{BodyType, ForwardPath, ReversePath};
-use sluice_spool::{Envelope, QueueId, Recipient};
-
-use crate::event_loop::FilterStage;
-use crate::filter::{Connection, Filter};
-use crate::trace::{TraceFields, received_header};
+use sluice_filter::{ClientInfo, Filter, MessageChanges, valid_header_field};
+use sluice_smtp::server::{Greeting, Notice, ServerConfig, ServerSession};
+use sluice_smtp::trace::{TraceFields, received_header};
+use sluice_smtp::{ForwardPath, Stage};
+use sluice_spool::{BodyPart, Entry, QueueId, Submission};
 
 /// What a connection is waiting for, besides its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Waiting {
-    Filter(FilterStage),
+    /// A filter's verdict on this stage.
+    Filter(Stage),
     /// The spool has the message; the reply waits for fdatasync.
     Spool,
 }
@@ -25,7 +24,7 @@ pub(crate) enum Waiting {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
-    pub(crate) info: Connection,
+    pub(crate) info: ClientInfo,
     /// The client's address as policy sees it (IPv4-mapped IPv6 unmapped).
     pub(crate) ip: IpAddr,
     pub(crate) session: ServerSession<Arc<ServerConfig>>,
@@ -46,16 +45,17 @@ pub(crate) struct Conn {
     /// Length of our `Received:` header at the start of the message, where
     /// filters' headers go after.
     trace_len: usize,
-    /// Size of the message last handed to the spool, for the log line.
+    /// The finished message (our trace header, then the content), between
+    /// the session and the spool; shared with the filters that read it.
+    pub(crate) message: Option<Arc<Vec<u8>>>,
+    /// Size of the message last handed on, for the log line.
     message_size: usize,
-    /// The finished message, between the session and the spool.
-    pub(crate) message: Option<(Transaction, Vec<u8>)>,
 }
 
 impl Conn {
     pub(crate) fn new(
         stream: TcpStream,
-        info: Connection,
+        info: ClientInfo,
         ip: IpAddr,
         session: ServerSession<Arc<ServerConfig>>,
     ) -> Self {
@@ -73,8 +73,8 @@ impl Conn {
             last_activity: Instant::now(),
             queue_id: None,
             trace_len: 0,
-            message_size: 0,
             message: None,
+            message_size: 0,
         }
     }
 
@@ -117,28 +117,45 @@ impl Conn {
         }
     }
 
+    /// The queue id of the message in progress (known from DATA on).
+    pub(crate) fn queue_id(&self) -> Option<QueueId> {
+        self.queue_id
+    }
+
     /// Names the message about to be received and writes its trace header.
-    pub(crate) fn start_message(&mut self, id: QueueId, hostname: &str) {
+    /// DATA must be pending (the caller is answering `Event::StartData`).
+    pub(crate) fn start_message(
+        &mut self,
+        id: QueueId,
+        hostname: &str,
+    ) -> Result<(), sluice_smtp::server::ApiMisuse> {
         self.queue_id = Some(id);
-        let helo = self
+        let (greeting, helo) = self
             .session
             .greeting_name()
             .map(|(g, name)| (g, name.to_string()))
-            .unwrap_or((sluice_smtp::server::Greeting::Helo, String::new()));
+            .unwrap_or((Greeting::Helo, String::new()));
         let single = self
             .session
             .transaction()
             .and_then(|tx| match tx.recipients.as_slice() {
-                [(path, _)] => Some(forward_path_address(path)),
+                [r] => Some(forward_path_address(&r.forward_path)),
                 _ => None,
             });
+        let tls = self
+            .info
+            .tls
+            .as_ref()
+            .map(|t| format!("{} {}", t.version, t.cipher));
         let mut header = Vec::with_capacity(256);
         received_header(
             &TraceFields {
-                helo: &helo.1,
+                helo: &helo,
                 client_ip: self.ip,
                 hostname,
-                greeting: helo.0,
+                greeting,
+                tls: tls.as_deref(),
+                authenticated: self.info.login.is_some(),
                 queue_id: &id.to_string(),
                 single_recipient: single.as_deref(),
                 time: SystemTime::now(),
@@ -146,20 +163,21 @@ impl Conn {
             &mut header,
         );
         self.trace_len = header.len();
-        self.session.set_trace_header(&header);
+        self.session.set_trace_header(&header)
     }
 
-    /// Inserts filters' header fields after our trace header. Invalid ones
-    /// are dropped (see [`MessageChanges::headers`](crate::MessageChanges)).
-    pub(crate) fn add_headers(&mut self, headers: &[(String, String)]) {
-        let Some((_, body)) = self.message.as_mut() else {
-            return;
-        };
+    /// The spool's submission for the finished message: our trace header,
+    /// the filters' header fields, then the content, as parts of the one
+    /// shared buffer (nothing is copied or moved to make room). Invalid
+    /// fields are dropped (see [`valid_header_field`]). `None` when there is
+    /// no message or no transaction, which the caller must refuse.
+    pub(crate) fn submission(&mut self, changes: &MessageChanges) -> Option<Submission> {
+        let id = self.queue_id?;
+        let envelope = self.session.transaction()?.clone();
+        let message = self.message.take()?;
         let mut fields = Vec::new();
-        for (name, value) in headers {
-            let name_ok =
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-            if !name_ok || value.contains(['\r', '\n']) {
+        for (name, value) in &changes.headers {
+            if !valid_header_field(name, value) {
                 tracing::warn!(
                     conn = self.info.id,
                     name,
@@ -167,65 +185,50 @@ impl Conn {
                 );
                 continue;
             }
-            fields.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            fields.extend_from_slice(name.as_bytes());
+            fields.extend_from_slice(b": ");
+            fields.extend_from_slice(value.as_bytes());
+            fields.extend_from_slice(b"\r\n");
         }
-        let at = self.trace_len.min(body.len());
-        body.splice(at..at, fields);
-    }
-
-    /// The spool's view of the finished message.
-    pub(crate) fn envelope(&mut self) -> Option<(Envelope, Vec<u8>)> {
-        let id = self.queue_id?;
-        let (tx, body) = self.message.take()?;
-        let envelope = Envelope {
-            id,
-            reverse_path: match &tx.reverse_path {
-                ReversePath::Null => String::new(),
-                ReversePath::Path(p) => p.mailbox.to_string(),
+        let at = self.trace_len.min(message.len());
+        self.message_size = message.len() + fields.len();
+        let mut body = Vec::with_capacity(3);
+        body.push(BodyPart::Shared(message.clone(), 0..at));
+        if !fields.is_empty() {
+            body.push(BodyPart::Owned(fields));
+        }
+        body.push(BodyPart::Shared(message.clone(), at..message.len()));
+        Some(Submission {
+            entry: Entry {
+                id,
+                arrival_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                client_ip: self.ip,
+                helo: self
+                    .session
+                    .greeting_name()
+                    .map(|(_, name)| name.to_string())
+                    .unwrap_or_default(),
+                envelope,
             },
-            mail_params: tx.params.to_string(),
-            recipients: tx
-                .recipients
-                .iter()
-                .map(|(path, params)| Recipient {
-                    address: forward_path_address(path),
-                    params: params.to_string(),
-                })
-                .collect(),
-            arrival_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            client_ip: self.ip,
-            helo: self
-                .session
-                .greeting_name()
-                .map(|(_, name)| name.to_string())
-                .unwrap_or_default(),
-            body_type: match tx.body_type() {
-                BodyType::SevenBit => 0,
-                BodyType::EightBitMime => 1,
-                BodyType::BinaryMime => 2,
-            },
-            smtputf8: tx.params.smtputf8,
-        };
-        // Keep what the log line needs.
-        self.message_size = body.len();
-        self.message = Some((tx, Vec::new()));
-        Some((envelope, body))
+            body,
+            held: changes.quarantine,
+        })
     }
 
     /// One line per transaction: what an operator greps for.
     pub(crate) fn log_transaction(&mut self, result: &str) {
-        let Some((tx, body)) = &self.message else {
+        let Some(tx) = self.session.transaction() else {
             return;
         };
         let id = self.queue_id.map(|id| id.to_string()).unwrap_or_default();
-        let recipients: Vec<String> = tx.recipients.iter().map(|(p, _)| p.to_string()).collect();
-        let size = if body.is_empty() {
-            self.message_size
-        } else {
-            body.len()
-        };
+        let recipients: Vec<String> = tx
+            .recipients
+            .iter()
+            .map(|r| r.forward_path.to_string())
+            .collect();
+        let size = self.message.as_ref().map_or(self.message_size, |m| m.len());
         tracing::info!(
             queue_id = %id,
             client = %self.ip,

@@ -11,10 +11,8 @@
 
 mod conn;
 mod event_loop;
-pub mod filter;
 mod limits;
 pub mod policy;
-pub mod trace;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -23,15 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use sluice_filter::Filter;
 use sluice_smtp::server::ServerConfig;
-use sluice_spool::{QueueId, SpoolHandle};
+use sluice_spool::SpoolHandle;
 
-/// Told about every message the spool has made durable (the delivery
-/// scheduler). Runs on the spool's writer thread, so it must be quick: a
-/// channel send.
-pub type OnQueued = Arc<dyn Fn(QueueId) + Send + Sync>;
-
-pub use filter::{Connection, Defer, Filter, Later, MessageChanges, NoFilter, Stage, Verdict};
 pub use policy::RecipientPolicy;
 
 use event_loop::{EventLoop, Inbox, Inlet};
@@ -78,7 +71,6 @@ pub(crate) struct Shared {
     pub(crate) policy: RecipientPolicy,
     pub(crate) spool: SpoolHandle,
     pub(crate) filter: Arc<dyn Filter>,
-    pub(crate) on_queued: OnQueued,
     pub(crate) limits: ConnectionLimits,
     pub(crate) command_timeout: Duration,
     pub(crate) data_timeout: Duration,
@@ -154,12 +146,12 @@ impl Stopper {
 }
 
 impl Smtpd {
-    /// Binds the listeners and starts the event loops.
+    /// Binds the listeners and starts the event loops. Accepted messages go
+    /// to `spool`, which tells the delivery side of each one itself.
     pub fn start(
         config: SmtpdConfig,
         spool: SpoolHandle,
         filter: Arc<dyn Filter>,
-        on_queued: OnQueued,
     ) -> io::Result<Smtpd> {
         let listeners = config
             .listen
@@ -189,7 +181,6 @@ impl Smtpd {
             policy: config.policy,
             spool,
             filter,
-            on_queued,
             limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
             command_timeout: config.command_timeout,
             data_timeout: config.data_timeout,

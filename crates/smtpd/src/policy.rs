@@ -4,26 +4,19 @@
 //! `reject_unauth_destination`. It runs on the event loop because it is pure
 //! memory lookups; anything slower belongs in a filter.
 
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
-use sluice_smtp::address::without_extension;
-use sluice_smtp::{Domain, EnhancedCode, ForwardPath, Reply};
+use sluice_directory::Directory;
+use sluice_smtp::{EnhancedCode, ForwardPath, Reply};
 
-/// The domains and mailboxes this server owns, and the networks it trusts.
-#[derive(Debug, Clone, Default)]
+/// Which mailboxes are ours (the [`Directory`] delivery uses too), and the
+/// networks that may relay.
+#[derive(Debug, Clone)]
 pub struct RecipientPolicy {
-    /// Lower-cased local domain names.
-    local_domains: HashSet<String>,
-    /// Lower-cased user names with a mailbox.
-    users: HashSet<String>,
-    /// Lower-cased alias → target (a user, another alias, or a remote address).
-    aliases: HashMap<String, String>,
+    directory: Arc<Directory>,
     trusted_networks: Vec<IpNet>,
-    /// Characters that start an address extension (`alice+lists`); empty:
-    /// no sub-addressing. See [`RecipientPolicy::with_recipient_delimiter`].
-    recipient_delimiter: String,
 }
 
 /// What the policy says about one RCPT.
@@ -37,60 +30,19 @@ pub enum RcptVerdict {
 }
 
 impl RecipientPolicy {
-    pub fn new<D, U, A, N>(domains: D, users: U, aliases: A, trusted_networks: N) -> Self
-    where
-        D: IntoIterator<Item = String>,
-        U: IntoIterator<Item = String>,
-        A: IntoIterator<Item = (String, String)>,
-        N: IntoIterator<Item = IpNet>,
-    {
+    pub fn new(
+        directory: Arc<Directory>,
+        trusted_networks: impl IntoIterator<Item = IpNet>,
+    ) -> Self {
         RecipientPolicy {
-            local_domains: domains
-                .into_iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
-            users: users.into_iter().map(|u| u.to_lowercase()).collect(),
-            aliases: aliases
-                .into_iter()
-                .map(|(k, v)| (k.to_lowercase(), v))
-                .collect(),
+            directory,
             trusted_networks: trusted_networks.into_iter().collect(),
-            recipient_delimiter: String::new(),
         }
-    }
-
-    /// Sub-addressing (RFC 5233), as Postfix's `recipient_delimiter`: a
-    /// local part that names no mailbox itself, like `alice+lists`, is
-    /// `alice`'s when `+` is one of `delimiters`. An exact name always wins,
-    /// so a user or alias that contains the delimiter keeps working.
-    pub fn with_recipient_delimiter(mut self, delimiters: &str) -> Self {
-        self.recipient_delimiter = delimiters.to_owned();
-        self
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
         self.trusted_networks.iter().any(|net| net.contains(&ip))
-    }
-
-    pub fn is_local_domain(&self, domain: &Domain) -> bool {
-        match domain {
-            Domain::Name(name) => self.local_domains.contains(&name.to_ascii_lowercase()),
-            // Mail to `user@[ip]` is relayed like any other domain; claiming it
-            // would need the list of our own addresses, which we do not keep.
-            Domain::Literal(_) => false,
-        }
-    }
-
-    /// Whether a local part names a mailbox here. `postmaster` always does
-    /// (RFC 5321 §4.5.1), whatever the user list says.
-    pub fn mailbox_exists(&self, local_part: &str) -> bool {
-        let local_part = local_part.to_lowercase();
-        let exists = |name: &str| {
-            name == "postmaster" || self.users.contains(name) || self.aliases.contains_key(name)
-        };
-        exists(&local_part)
-            || without_extension(&local_part, &self.recipient_delimiter).is_some_and(exists)
     }
 
     /// Decides one recipient for a client at `client_ip`.
@@ -103,8 +55,11 @@ impl RecipientPolicy {
             ForwardPath::Postmaster => return RcptVerdict::Local,
             ForwardPath::Path(path) => &path.mailbox,
         };
-        if self.is_local_domain(&mailbox.domain) {
-            if self.mailbox_exists(&mailbox.local_part.unquoted()) {
+        if self.directory.is_local_domain(&mailbox.domain) {
+            if self
+                .directory
+                .mailbox_exists(&mailbox.local_part.unquoted())
+            {
                 RcptVerdict::Local
             } else {
                 RcptVerdict::Refuse(Reply::new(
@@ -137,15 +92,23 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_directory::DirectoryConfig;
     use sluice_smtp::Command;
 
-    fn policy() -> RecipientPolicy {
+    fn policy_with(delimiters: &str) -> RecipientPolicy {
         RecipientPolicy::new(
-            ["Example.test".to_string()],
-            ["alice".to_string()],
-            [("root".to_string(), "postmaster".to_string())],
+            Arc::new(Directory::new(DirectoryConfig {
+                domains: vec!["Example.test".into()],
+                users: vec!["alice".into()],
+                aliases: [("root".to_string(), "postmaster".to_string())].into(),
+                recipient_delimiter: delimiters.into(),
+            })),
             ["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
         )
+    }
+
+    fn policy() -> RecipientPolicy {
+        policy_with("")
     }
 
     fn rcpt(line: &str) -> ForwardPath {
@@ -197,7 +160,7 @@ mod tests {
     #[test]
     fn an_address_extension_reaches_the_mailbox_only_with_a_delimiter() {
         let ip = STRANGER.parse().unwrap();
-        let plus = policy().with_recipient_delimiter("+-");
+        let plus = policy_with("+-");
         for line in [
             "RCPT TO:<alice+lists@example.test>",
             "RCPT TO:<Alice-x+y@example.test>",

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use sluice_filter::NoFilter;
 use sluice_smtp::server::ServerConfig;
-use sluice_smtpd::{NoFilter, RecipientPolicy, Smtpd, SmtpdConfig};
+use sluice_smtpd::{RecipientPolicy, Smtpd, SmtpdConfig};
 use sluice_spool::{Spool, SpoolConfig};
 
 const BURST: usize = 20;
@@ -18,7 +19,12 @@ const LOOPS: usize = 2;
 
 fn start(dir: &std::path::Path) -> (Smtpd, Spool) {
     let (spool, _) = Spool::open(dir, SpoolConfig::default()).unwrap();
-    let policy = RecipientPolicy::new(["example.test".to_string()], ["alice".to_string()], [], []);
+    let directory = sluice_directory::Directory::new(sluice_directory::DirectoryConfig {
+        domains: vec!["example.test".into()],
+        users: vec!["alice".into()],
+        ..Default::default()
+    });
+    let policy = RecipientPolicy::new(Arc::new(directory), []);
     let mut config = SmtpdConfig::new(
         ServerConfig {
             hostname: "mx.example.test".into(),
@@ -29,7 +35,7 @@ fn start(dir: &std::path::Path) -> (Smtpd, Spool) {
     );
     config.event_loops = LOOPS;
     config.shutdown_grace = Duration::from_secs(2);
-    let smtpd = Smtpd::start(config, spool.handle(), Arc::new(NoFilter), Arc::new(|_| {})).unwrap();
+    let smtpd = Smtpd::start(config, spool.handle(), Arc::new(NoFilter)).unwrap();
     (smtpd, spool)
 }
 

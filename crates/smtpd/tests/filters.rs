@@ -8,11 +8,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sluice_filter::{ClientInfo, Defer, Filter, MessageChanges, Stage, Verdict};
 use sluice_smtp::server::ServerConfig;
 use sluice_smtp::{Domain, EnhancedCode, Reply};
-use sluice_smtpd::{
-    Connection, Defer, Filter, MessageChanges, RecipientPolicy, Smtpd, SmtpdConfig, Stage, Verdict,
-};
+use sluice_smtpd::{RecipientPolicy, Smtpd, SmtpdConfig};
 use sluice_spool::{Spool, SpoolConfig};
 
 /// Answers HELO `slow.example` after `delay`, from another thread; refuses
@@ -24,7 +23,7 @@ struct TestFilter {
 }
 
 impl Filter for TestFilter {
-    fn check(&self, conn: &Connection, stage: Stage<'_>, defer: Defer<'_>) -> Option<Verdict> {
+    fn check(&self, conn: &ClientInfo, stage: Stage<'_>, defer: Defer<'_>) -> Option<Verdict> {
         let name = match &stage {
             Stage::Connect => format!("connect {}", conn.peer.ip()),
             Stage::Hello { name, .. } => format!("hello {name}"),
@@ -54,8 +53,8 @@ impl Filter for TestFilter {
                 drop(defer.later());
                 None
             }
-            Stage::Message { transaction, .. } => {
-                let sender = transaction.reverse_path.to_string();
+            Stage::Message { envelope, .. } => {
+                let sender = envelope.reverse_path.to_string();
                 let changes = MessageChanges {
                     headers: vec![
                         ("X-Spam-Score".into(), "1.5".into()),
@@ -84,7 +83,9 @@ struct Harness {
     smtpd: Option<Smtpd>,
     spool: Option<Spool>,
     filter: Arc<TestFilter>,
-    queued: Arc<Mutex<Vec<String>>>,
+    /// What the spool announced, and whether a crash at that instant would
+    /// have left the message held: the spool's on-disk state, read back.
+    queued: Arc<Mutex<Vec<(String, bool)>>>,
     spool_handle: sluice_spool::SpoolHandle,
     _dir: tempfile::TempDir,
 }
@@ -94,9 +95,13 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
         let policy = RecipientPolicy::new(
-            ["example.test".to_string()],
-            ["alice".to_string()],
-            [],
+            Arc::new(sluice_directory::Directory::new(
+                sluice_directory::DirectoryConfig {
+                    domains: vec!["example.test".into()],
+                    users: vec!["alice".into()],
+                    ..Default::default()
+                },
+            )),
             ["127.0.0.0/8".parse().unwrap()],
         );
         let mut config = SmtpdConfig::new(
@@ -115,10 +120,18 @@ impl Harness {
         });
         let queued = Arc::new(Mutex::new(Vec::new()));
         let record = queued.clone();
-        let on_queued =
-            Arc::new(move |id: sluice_spool::QueueId| record.lock().unwrap().push(id.to_string()));
+        let spool_dir = dir.path().to_path_buf();
+        // The moment a message is durable, a crash would leave the spool
+        // as it is on disk now: replay it, as a restart would.
+        spool
+            .handle()
+            .on_arrival(Arc::new(move |id: sluice_spool::QueueId| {
+                let (on_disk, _) = Spool::open_read_only(&spool_dir).unwrap();
+                let held = on_disk.get(id).unwrap().expect("durable").held;
+                record.lock().unwrap().push((id.to_string(), held));
+            }));
         let spool_handle = spool.handle();
-        let smtpd = Smtpd::start(config, spool.handle(), filter.clone(), on_queued).unwrap();
+        let smtpd = Smtpd::start(config, spool.handle(), filter.clone()).unwrap();
         Harness {
             addr: smtpd.local_addrs()[0],
             smtpd: Some(smtpd),
@@ -200,8 +213,8 @@ fn filters_see_every_stage_and_can_refuse() {
     let reply = c.command("x\r\n.");
     let id = reply.trim_end().rsplit(' ').next().unwrap().to_string();
     assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
-    // The scheduler hook heard of exactly this message, no later than the client.
-    assert_eq!(*h.queued.lock().unwrap(), [id]);
+    // The spool announced exactly this message, no later than the client heard.
+    assert_eq!(*h.queued.lock().unwrap(), [(id, false)]);
     let seen = h.filter.seen.lock().unwrap().clone();
     assert_eq!(seen[0], "connect 127.0.0.1");
     assert_eq!(seen[1], "hello c.example");
@@ -281,6 +294,7 @@ fn filters_add_headers_discard_and_quarantine() {
         .unwrap()
         .expect("quarantined messages are queued");
     assert!(stored.held, "quarantined but not held");
-    // The scheduler hears of the two queued messages only, the held one after it is held.
-    assert_eq!(*h.queued.lock().unwrap(), [kept, held]);
+    // Two messages arrived; the quarantined one was held in the very record
+    // that made it durable, so no crash can leave it deliverable.
+    assert_eq!(*h.queued.lock().unwrap(), [(kept, false), (held, true)]);
 }

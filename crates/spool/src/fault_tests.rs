@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::storage::{SegmentFile, Storage};
-use crate::{Envelope, QueueId, Recipient, Spool, SpoolConfig, SpoolError, SpoolHandle};
+use crate::{Entry, QueueId, Spool, SpoolConfig, SpoolError, SpoolHandle, Submission};
 
 #[derive(Default)]
 struct Faults {
@@ -93,20 +93,23 @@ impl Storage for FaultyStorage {
     }
 }
 
-fn envelope(id: QueueId) -> Envelope {
-    Envelope {
+fn entry(id: QueueId) -> Entry {
+    let path = |s: &str| sluice_smtp::Path::parse(s.as_bytes()).unwrap();
+    let mut envelope = sluice_smtp::Envelope::new(
+        sluice_smtp::ReversePath::Path(path("<a@example.org>")),
+        sluice_smtp::MailParams::default(),
+    );
+    envelope
+        .recipients
+        .push(sluice_smtp::Recipient::new(sluice_smtp::ForwardPath::Path(
+            path("<b@example.net>"),
+        )));
+    Entry {
         id,
-        reverse_path: "a@example.org".into(),
-        mail_params: String::new(),
-        recipients: vec![Recipient {
-            address: "b@example.net".into(),
-            params: String::new(),
-        }],
         arrival_unix_ms: 1,
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         helo: "h".into(),
-        body_type: 0,
-        smtputf8: false,
+        envelope,
     }
 }
 
@@ -137,8 +140,7 @@ fn gate(h: &SpoolHandle) -> (QueueId, mpsc::Sender<()>) {
     let (in_tx, in_rx) = mpsc::channel::<()>();
     let id = h.new_id();
     h.submit(
-        envelope(id),
-        body(0),
+        Submission::new(entry(id), body(0)),
         Box::new(move |r| {
             r.unwrap();
             in_tx.send(()).unwrap();
@@ -155,7 +157,13 @@ fn disk_full_fails_the_whole_batch_then_service_resumes() {
     let (spool, faults) = open(dir.path(), SpoolConfig::default());
     let h = spool.handle();
     let mut acked: Vec<(QueueId, u8)> = (1..4)
-        .map(|i| (h.submit_wait(envelope(h.new_id()), body(i)).unwrap(), i))
+        .map(|i| {
+            (
+                h.submit_wait(Submission::new(entry(h.new_id()), body(i)))
+                    .unwrap(),
+                i,
+            )
+        })
         .collect();
     let (gated, release) = gate(&h);
     acked.push((gated, 0));
@@ -168,8 +176,7 @@ fn disk_full_fails_the_whole_batch_then_service_resumes() {
         let id = h.new_id();
         failed_ids.push(id);
         h.submit(
-            envelope(id),
-            body(9),
+            Submission::new(entry(id), body(9)),
             Box::new(move |r| tx.send(r).unwrap()),
         );
     }
@@ -197,7 +204,11 @@ fn disk_full_fails_the_whole_batch_then_service_resumes() {
     faults.set_budget(None);
     let segments = spool.stats().segments_created;
     for i in 10..12 {
-        acked.push((h.submit_wait(envelope(h.new_id()), body(i)).unwrap(), i));
+        acked.push((
+            h.submit_wait(Submission::new(entry(h.new_id()), body(i)))
+                .unwrap(),
+            i,
+        ));
     }
     assert_eq!(spool.stats().segments_created, segments);
     spool.shutdown();
@@ -216,15 +227,21 @@ fn failed_fdatasync_is_an_io_error_and_seals_the_segment() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, faults) = open(dir.path(), SpoolConfig::default());
     let h = spool.handle();
-    let first = h.submit_wait(envelope(h.new_id()), body(1)).unwrap();
+    let first = h
+        .submit_wait(Submission::new(entry(h.new_id()), body(1)))
+        .unwrap();
     faults.fail_sync.store(true, Ordering::SeqCst);
     let lost = h.new_id();
-    let e = h.submit_wait(envelope(lost), body(2)).unwrap_err();
+    let e = h
+        .submit_wait(Submission::new(entry(lost), body(2)))
+        .unwrap_err();
     assert!(matches!(e, SpoolError::Io(_)), "{e}");
     assert!(!e.is_storage_full());
     faults.fail_sync.store(false, Ordering::SeqCst);
     let before = spool.stats().segments_created;
-    let second = h.submit_wait(envelope(h.new_id()), body(3)).unwrap();
+    let second = h
+        .submit_wait(Submission::new(entry(h.new_id()), body(3)))
+        .unwrap();
     assert_eq!(
         spool.stats().segments_created,
         before + 1,
@@ -255,15 +272,25 @@ fn disk_full_while_starting_a_segment() {
     let h = spool.handle();
     let mut acked = Vec::new();
     for i in 0..3 {
-        acked.push((h.submit_wait(envelope(h.new_id()), body(i)).unwrap(), i));
+        acked.push((
+            h.submit_wait(Submission::new(entry(h.new_id()), body(i)))
+                .unwrap(),
+            i,
+        ));
     }
     // The next message needs a new segment, which cannot be created.
     faults.fail_create.store(true, Ordering::SeqCst);
-    let e = h.submit_wait(envelope(h.new_id()), body(7)).unwrap_err();
+    let e = h
+        .submit_wait(Submission::new(entry(h.new_id()), body(7)))
+        .unwrap_err();
     assert!(e.is_storage_full());
     faults.fail_create.store(false, Ordering::SeqCst);
     for i in 3..8 {
-        acked.push((h.submit_wait(envelope(h.new_id()), body(i)).unwrap(), i));
+        acked.push((
+            h.submit_wait(Submission::new(entry(h.new_id()), body(i)))
+                .unwrap(),
+            i,
+        ));
     }
     spool.shutdown();
     let leftovers = std::fs::read_dir(dir.path())

@@ -3,7 +3,7 @@
 //! layout in prose).
 
 use crate::codec::{Reader, put_u8, put_u32, put_u64};
-use crate::{Envelope, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
+use crate::{Entry, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
 
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"SLUICESG";
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -165,7 +165,7 @@ impl MessageHead {
 /// A decoded message record.
 #[derive(Debug)]
 pub(crate) struct MessageRecord {
-    pub(crate) envelope: Envelope,
+    pub(crate) entry: Entry,
     pub(crate) held: bool,
     /// Empty: every recipient pending; otherwise one state per recipient.
     pub(crate) states: Vec<RecipientState>,
@@ -184,7 +184,7 @@ pub(crate) fn message_envelope_bytes(payload: &[u8]) -> Result<&[u8], SpoolError
 pub(crate) fn decode_message(payload: &[u8]) -> Result<MessageRecord, SpoolError> {
     let mut r = Reader::new(payload);
     let env_len = r.u32()? as usize;
-    let envelope = Envelope::decode(r.take(env_len)?)?;
+    let entry = Entry::decode(r.take(env_len)?)?;
     let state_len = r.u32()? as usize;
     let mut s = Reader::new(r.take(state_len)?);
     let held = match s.u8()? {
@@ -193,7 +193,7 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<MessageRecord, SpoolError
         _ => return Err(SpoolError::Corrupt("bad hold flag")),
     };
     let n = s.count(1)?;
-    if n != 0 && n != envelope.recipients.len() {
+    if n != 0 && n != entry.envelope.recipients.len() {
         return Err(SpoolError::Corrupt(
             "state snapshot does not match the recipients",
         ));
@@ -205,7 +205,7 @@ pub(crate) fn decode_message(payload: &[u8]) -> Result<MessageRecord, SpoolError
     s.finish()?;
     let body_offset = payload.len() - r.remaining();
     Ok(MessageRecord {
-        envelope,
+        entry,
         held,
         states,
         body_offset,
@@ -511,7 +511,7 @@ mod tests {
                 state: RecipientState::Deferred {
                     until_unix_ms: 9,
                     attempts: 3,
-                    reply: "451 later".into(),
+                    last: crate::Reason::local(sluice_smtp::Reply::new(451, None, "later")),
                 },
             }),
             JournalOp::Held(QueueId(6)),

@@ -4,8 +4,11 @@
 //! A `250` after DATA is a promise: the SMTP front end answers only when the
 //! spool's completion says the message is on disk (`fdatasync` returned), and
 //! `kill -9` or a power cut at any moment loses nothing acknowledged. The
-//! spool stores envelopes as plain data ([`Envelope`]) and knows nothing about
-//! SMTP sessions.
+//! spool stores the typed SMTP envelope ([`sluice_smtp::Envelope`], inside an
+//! [`Entry`]) field by field, and typed delivery reasons ([`Reason`]); it
+//! knows the protocol's data types but nothing about SMTP sessions. It tells
+//! whoever listens ([`SpoolHandle::on_arrival`]) of every new message as soon
+//! as it is durable.
 //!
 //! # How it works
 //!
@@ -82,8 +85,8 @@
 //!
 //! | field | encoding |
 //! |-------|----------|
-//! | envelope length | u32 |
-//! | envelope | see below |
+//! | entry length | u32 |
+//! | entry | see below |
 //! | state length | u32 |
 //! | state snapshot | u8 held (0/1), u32 count, `count` × recipient state |
 //! | body | the rest of the payload, exactly as submitted |
@@ -92,13 +95,37 @@
 //! number of recipients in a compaction copy. A message record whose queue id
 //! is already live replaces the earlier one (latest wins, with its snapshot).
 //!
-//! Envelope: u8 version (`1`), u64 queue id, u64 arrival (ms since the Unix
-//! epoch), u8 address family (4 or 6) + 4 or 16 address bytes, u8 body type,
-//! u8 SMTPUTF8 (0/1), str reverse-path, str MAIL parameters, str HELO, u32
-//! recipient count, then per recipient: str forward-path, str RCPT parameters.
+//! Entry (version 2, written since the typed envelope): u8 version (`2`), u64
+//! queue id, u64 arrival (ms since the Unix epoch), address (u8 family 4 or
+//! 6 + 4 or 16 bytes), str HELO, reverse-path (u8 0 null, or 1 + path), MAIL
+//! parameters, u32 recipient count, then per recipient: forward-path (u8 0
+//! `<Postmaster>`, or 1 + path) and RCPT parameters.
 //!
-//! Recipient state: u8 tag, then: `0` pending; `1` delivered; `2` failed:
-//! str reply; `3` deferred: u64 retry-not-before (ms), u32 attempts, str reply.
+//! - path: u32 source-route length + that many domains, str local part
+//!   (unquoted), domain;
+//! - domain: u8 tag, then `0` str name, `1` 4 IPv4 bytes, `2` 16 IPv6
+//!   bytes, `3` str tag + str content (a general address literal);
+//! - MAIL parameters: SIZE (u8 0, or 1 + u64), u8 BODY (0 none, 1 7BIT,
+//!   2 8BITMIME, 3 BINARYMIME), u8 SMTPUTF8, u8 RET (0 none, 1 FULL, 2 HDRS),
+//!   ENVID and AUTH (each u8 0, or 1 + str, decoded from xtext);
+//! - RCPT parameters: u8 NOTIFY (0 none, 1 NEVER, else bit 1 set and bits
+//!   2, 3, 4 for SUCCESS, FAILURE, DELAY), ORCPT (u8 0, or 1 + str type +
+//!   str address).
+//!
+//! Version 1 entries (u8 version `1`, u64 id, u64 arrival, address, u8 body
+//! type, u8 SMTPUTF8, str reverse-path, str MAIL parameters as text, str
+//! HELO, u32 count, per recipient str forward-path and str RCPT parameters
+//! as text) are still read, and parsed with the SMTP grammar.
+//!
+//! Recipient state: u8 tag, then: `0` pending; `1` delivered; `4` failed:
+//! reason; `5` deferred: u64 retry-not-before (ms), u32 attempts, reason.
+//! Tags `2` (failed: str reply) and `3` (deferred: u64, u32, str reply) are
+//! the text forms of version 1, read and never written.
+//!
+//! Reason: u16 reply code, enhanced code (u8 0, or 1 + u8 class, u16
+//! subject, u16 detail), u32 line count + that many str lines, remote MTA (u8
+//! 0, or 1 + str name + address (u8 0, or 1 + address + u16 port)), u8
+//! stage (0 unknown, else 1 + the index in [`sluice_smtp::Stage::ALL`]).
 //!
 //! ## Type 2: journal
 //!
@@ -115,22 +142,23 @@
 //! # Usage
 //!
 //! ```no_run
-//! use sluice_spool::{Envelope, Recipient, Spool, SpoolConfig};
+//! use sluice_smtp::{Envelope, ForwardPath, MailParams, Path, Recipient, ReversePath};
+//! use sluice_spool::{Entry, Spool, SpoolConfig, Submission};
 //! # fn main() -> Result<(), sluice_spool::SpoolError> {
 //! let (spool, _report) = Spool::open("/var/spool/sluice", SpoolConfig::default())?;
 //! let handle = spool.handle();
-//! let envelope = Envelope {
+//! let path = |s: &str| Path::parse(s.as_bytes()).unwrap();
+//! let mut envelope = Envelope::new(ReversePath::Path(path("<alice@example.org>")), MailParams::default());
+//! envelope.recipients.push(Recipient::new(ForwardPath::Path(path("<bob@example.net>"))));
+//! let entry = Entry {
 //!     id: handle.new_id(),
-//!     reverse_path: "alice@example.org".into(),
-//!     mail_params: "BODY=8BITMIME".into(),
-//!     recipients: vec![Recipient { address: "bob@example.net".into(), params: String::new() }],
 //!     arrival_unix_ms: 0,
 //!     client_ip: "192.0.2.1".parse().unwrap(),
 //!     helo: "mail.example.org".into(),
-//!     body_type: 1,
-//!     smtputf8: false,
+//!     envelope,
 //! };
-//! handle.submit(envelope, b"Subject: hi\r\n\r\nhello\r\n".to_vec(), Box::new(|result| {
+//! let body = b"Subject: hi\r\n\r\nhello\r\n".to_vec();
+//! handle.submit(Submission::new(entry, body), Box::new(|result| {
 //!     // On the writer thread: hand the outcome to the connection's event loop.
 //!     let _ = result;
 //! }));
@@ -142,15 +170,17 @@
 
 mod codec;
 mod compaction;
-mod envelope;
+mod entry;
 mod error;
 mod format;
 mod id;
 mod index;
+mod legacy;
 mod mmap;
 mod recovery;
 mod request;
 mod spool;
+mod state;
 mod stats;
 mod storage;
 mod writer;
@@ -158,12 +188,13 @@ mod writer;
 #[cfg(test)]
 mod fault_tests;
 
-pub use envelope::{Envelope, JournalEntry, MessageMark, Recipient, RecipientState};
+pub use entry::Entry;
 pub use error::SpoolError;
 pub use id::{ParseQueueIdError, QUEUE_ID_LEN, QueueId};
 pub use recovery::RecoveryReport;
 pub use spool::{
-    Completion, JournalCompletion, MessageSummary, RecipientStatus, Spool, SpoolConfig,
-    SpoolHandle, StoredMessage,
+    Arrivals, BodyPart, Completion, JournalCompletion, MessageSummary, RecipientStatus, Spool,
+    SpoolConfig, SpoolHandle, StoredMessage, Submission,
 };
+pub use state::{JournalEntry, MessageMark, Reason, RecipientState, RemoteMta};
 pub use stats::SpoolStats;

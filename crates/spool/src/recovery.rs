@@ -220,8 +220,8 @@ fn replay(
     match kind {
         KIND_MESSAGE => {
             let m = format::decode_message(payload)?;
-            let env = &m.envelope;
-            *max_id = (*max_id).max(env.id.0);
+            let entry = &m.entry;
+            *max_id = (*max_id).max(entry.id.0);
             let env_len = format::message_envelope_bytes(payload)?.len() as u64;
             let loc = Location {
                 seg,
@@ -233,10 +233,10 @@ fn replay(
                 body_len: (payload.len() - m.body_offset) as u64,
             };
             index.insert(
-                env.id,
+                entry.id,
                 loc,
-                env.arrival_unix_ms,
-                env.recipients.len(),
+                entry.arrival_unix_ms,
+                entry.envelope.recipients.len(),
                 m.states,
                 m.held,
             );

@@ -12,7 +12,8 @@ use memmap2::Mmap;
 
 use crate::format::{self, JournalOp, MessageHead};
 use crate::index::{Index, Location};
-use crate::{Envelope, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
+use crate::spool::{BodyPart, Submission};
+use crate::{JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
 
 pub(crate) type Callback<T> = Box<dyn FnOnce(Result<T, SpoolError>) + Send>;
 
@@ -45,8 +46,9 @@ impl<T> Drop for Pending<T> {
 
 pub(crate) enum Request {
     Submit {
-        envelope: Envelope,
-        body: Vec<Vec<u8>>,
+        // Boxed: the envelope makes this variant several times the size of
+        // the others, and every request travels through the channel.
+        submission: Box<Submission>,
         done: Pending<QueueId>,
     },
     Journal {
@@ -67,16 +69,23 @@ pub(crate) enum Request {
 /// Bytes a request adds to the batch (to bound one batch's size).
 pub(crate) fn weight(req: &Request) -> usize {
     match req {
-        Request::Submit { body, .. } => 256 + body.iter().map(Vec::len).sum::<usize>(),
+        Request::Submit { submission, .. } => {
+            256 + submission
+                .body
+                .iter()
+                .map(|p| p.bytes().len())
+                .sum::<usize>()
+        }
         Request::Journal { entries, .. } => 64 * entries.len(),
         _ => 64,
     }
 }
 
-/// A slice of bytes to write: owned (from a submitter) or borrowed from a
-/// mapping (compaction copies bodies straight from the old segment's pages).
+/// A slice of bytes to write: a submitter's, or borrowed from a mapping
+/// (compaction copies bodies straight from the old segment's pages).
 pub(crate) enum Part {
     Owned(Vec<u8>),
+    Body(BodyPart),
     Mapped(Arc<Mmap>, Range<usize>),
 }
 
@@ -84,6 +93,7 @@ impl Part {
     pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Part::Owned(v) => v,
+            Part::Body(b) => b.bytes(),
             Part::Mapped(m, r) => &m[r.clone()],
         }
     }
@@ -152,20 +162,19 @@ pub(crate) fn journal_item(ops: Vec<JournalOp>, reply: Reply) -> Item {
 /// nothing to write (or it is invalid).
 pub(crate) fn plan(req: Request, index: &Index, seen: &mut HashSet<QueueId>) -> Option<Item> {
     match req {
-        Request::Submit {
-            envelope,
-            body,
-            done,
-        } => {
-            let id = envelope.id;
+        Request::Submit { submission, done } => {
+            let Submission { entry, body, held } = *submission;
+            let id = entry.id;
             if index.messages.contains_key(&id) || !seen.insert(id) {
                 done.complete(Err(SpoolError::DuplicateId(id)));
                 return None;
             }
-            let mut env_bytes = Vec::with_capacity(128);
-            envelope.encode(&mut env_bytes);
-            let slices: Vec<&[u8]> = body.iter().map(Vec::as_slice).collect();
-            let head = match MessageHead::encode(&env_bytes, false, &[], &slices) {
+            let mut entry_bytes = Vec::with_capacity(128);
+            entry.encode(&mut entry_bytes);
+            let slices: Vec<&[u8]> = body.iter().map(BodyPart::bytes).collect();
+            // `held` goes in with the message, in the same record: a
+            // quarantined message is never durable without its hold.
+            let head = match MessageHead::encode(&entry_bytes, held, &[], &slices) {
                 Ok(h) => h,
                 Err(e) => {
                     done.complete(Err(e));
@@ -173,21 +182,25 @@ pub(crate) fn plan(req: Request, index: &Index, seen: &mut HashSet<QueueId>) -> 
                 }
             };
             let body_offset = head.bytes.len() as u64;
-            let body_len: u64 = body.iter().map(|b| b.len() as u64).sum();
+            let body_len: u64 = slices.iter().map(|b| b.len() as u64).sum();
             let mut parts = Vec::with_capacity(1 + body.len());
             parts.push(Part::Owned(head.bytes));
-            parts.extend(body.into_iter().filter(|b| !b.is_empty()).map(Part::Owned));
+            parts.extend(
+                body.into_iter()
+                    .filter(|b| !b.bytes().is_empty())
+                    .map(Part::Body),
+            );
             Some(Item {
                 parts,
                 len: body_offset + body_len,
                 effect: Effect::Message {
                     id,
-                    arrival_unix_ms: envelope.arrival_unix_ms,
-                    recipients: envelope.recipients.len(),
-                    envelope_len: env_bytes.len() as u64,
+                    arrival_unix_ms: entry.arrival_unix_ms,
+                    recipients: entry.envelope.recipients.len(),
+                    envelope_len: entry_bytes.len() as u64,
                     body_offset,
                     states: Vec::new(),
-                    held: false,
+                    held,
                     submitted: true,
                 },
                 reply: Reply::Id(done, id),

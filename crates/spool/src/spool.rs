@@ -9,7 +9,6 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 use memmap2::Mmap;
 
-use crate::envelope::Recipient;
 use crate::id::IdGenerator;
 use crate::index::Index;
 use crate::recovery::{self, RecoveryReport};
@@ -17,7 +16,7 @@ use crate::request::{Pending, Request};
 use crate::stats::{SpoolStats, StatCounters};
 use crate::storage::{RealStorage, Storage};
 use crate::writer::Writer;
-use crate::{Envelope, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
+use crate::{Entry, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
 
 /// Called once, on the writer thread, when a submitted message is durable
 /// (`Ok(id)`) or has failed. Keep it cheap: push to a channel, wake a poller.
@@ -26,6 +25,64 @@ pub type Completion = Box<dyn FnOnce(Result<QueueId, SpoolError>) + Send>;
 /// Called once, on the writer thread, when journal entries or a mark are
 /// durable or have failed.
 pub type JournalCompletion = Box<dyn FnOnce(Result<(), SpoolError>) + Send>;
+
+/// Told, on the writer thread, of every new message the moment it is
+/// durable: from the front end, a bounce, a forward, whoever submitted it
+/// (not compaction's copies). The delivery scheduler listens here, so it
+/// needs no word from the submitter. Keep it cheap: a channel send.
+pub type Arrivals = Arc<dyn Fn(QueueId) + Send + Sync>;
+
+/// A piece of a message's body: the submitter's own bytes, or a range of
+/// bytes it shares (the front end shares the received message with its
+/// filters, and the spool writes the range without copying it).
+#[derive(Debug, Clone)]
+pub enum BodyPart {
+    /// Bytes the spool owns from now on.
+    Owned(Vec<u8>),
+    /// A range of bytes shared with others; out of range counts as empty.
+    Shared(Arc<Vec<u8>>, std::ops::Range<usize>),
+}
+
+impl BodyPart {
+    /// The bytes this part stands for.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            BodyPart::Owned(v) => v,
+            BodyPart::Shared(v, range) => v.get(range.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for BodyPart {
+    fn from(bytes: Vec<u8>) -> Self {
+        BodyPart::Owned(bytes)
+    }
+}
+
+/// A message to queue: its entry, its body in parts written in order, and
+/// whether it is held from the start (quarantine). The hold is in the same
+/// record as the message: there is no moment at which it is durable and
+/// deliverable before the hold is.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The envelope and the facts of its arrival.
+    pub entry: Entry,
+    /// The message content (trace headers first), written in this order.
+    pub body: Vec<BodyPart>,
+    /// Keep it queued but undelivered until the operator releases it.
+    pub held: bool,
+}
+
+impl Submission {
+    /// A message with its whole body in one piece, not held.
+    pub fn new(entry: Entry, body: Vec<u8>) -> Submission {
+        Submission {
+            entry,
+            body: vec![BodyPart::Owned(body)],
+            held: false,
+        }
+    }
+}
 
 /// Tuning of a spool. `SpoolConfig::default()` suits production.
 #[derive(Debug, Clone)]
@@ -55,12 +112,21 @@ impl Default for SpoolConfig {
 }
 
 /// State shared by the writer thread and every reader.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) index: Mutex<Index>,
+    /// Who hears of new durable messages ([`SpoolHandle::on_arrival`]).
+    pub(crate) arrivals: Mutex<Vec<Arrivals>>,
     pub(crate) ids: IdGenerator,
     pub(crate) stats: StatCounters,
     pub(crate) dir: PathBuf,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -102,8 +168,8 @@ pub struct MessageSummary {
     pub arrival_unix_ms: u64,
     /// Body size in bytes.
     pub size: u64,
-    /// `""` for the null reverse-path.
-    pub reverse_path: String,
+    /// The reverse-path (null for bounces).
+    pub reverse_path: sluice_smtp::ReversePath,
     /// Held by the operator.
     pub held: bool,
     /// Forward-paths with their delivery state, in RCPT order.
@@ -114,7 +180,7 @@ pub struct MessageSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientStatus {
     /// The forward-path.
-    pub address: String,
+    pub forward_path: sluice_smtp::ForwardPath,
     /// Its delivery state.
     pub state: RecipientState,
 }
@@ -124,8 +190,8 @@ pub struct RecipientStatus {
 /// if compaction deletes the segment file meanwhile).
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
-    /// The envelope as submitted.
-    pub envelope: Envelope,
+    /// The envelope and arrival facts as submitted.
+    pub entry: Entry,
     /// One state per recipient of `envelope.recipients`.
     pub states: Vec<RecipientState>,
     /// Held by the operator.
@@ -176,6 +242,7 @@ impl Spool {
         let mut report = rec.report;
         let shared = Arc::new(Shared {
             index: Mutex::new(rec.index),
+            arrivals: Mutex::default(),
             ids: IdGenerator::new(rec.max_id),
             stats: StatCounters::default(),
             dir: dir.to_path_buf(),
@@ -213,6 +280,7 @@ impl Spool {
         let rec = recovery::recover(dir, false, 0)?;
         let shared = Arc::new(Shared {
             index: Mutex::new(rec.index),
+            arrivals: Mutex::default(),
             ids: IdGenerator::new(rec.max_id),
             stats: StatCounters::default(),
             dir: dir.to_path_buf(),
@@ -303,26 +371,27 @@ impl SpoolHandle {
 
     /// A fresh queue id: cheap, thread-safe, unique across restarts and
     /// clock steps. Call it when the transaction starts (the id goes into the
-    /// `Received:` header) and put it into [`Envelope::id`].
+    /// `Received:` header) and put it into [`Entry::id`].
     pub fn new_id(&self) -> QueueId {
         self.shared.ids.next()
     }
 
-    /// Queues a message; `done` runs once the message is durable (`Ok(id)`,
-    /// the moment to answer `250`) or has failed (see
-    /// [`SpoolError::is_storage_full`]). `body` is the message content with
-    /// the `Received:` header already prepended.
-    pub fn submit(&self, envelope: Envelope, body: Vec<u8>, done: Completion) {
-        self.submit_parts(envelope, vec![body], done);
+    /// Calls `f` with the queue id of every new message as soon as it is
+    /// durable, on the writer thread, from now on.
+    pub fn on_arrival(&self, f: Arrivals) {
+        self.shared
+            .arrivals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(f);
     }
 
-    /// Like [`submit`](Self::submit), with the body in pieces (e.g. the
-    /// `Received:` header and the received content), written in order
-    /// without being joined first.
-    pub fn submit_parts(&self, envelope: Envelope, body: Vec<Vec<u8>>, done: Completion) {
+    /// Queues a message; `done` runs once the message is durable (`Ok(id)`,
+    /// the moment to answer `250`) or has failed (see
+    /// [`SpoolError::is_storage_full`]).
+    pub fn submit(&self, submission: Submission, done: Completion) {
         self.send(Request::Submit {
-            envelope,
-            body,
+            submission: Box::new(submission),
             done: Pending::new(done),
         });
     }
@@ -348,13 +417,13 @@ impl SpoolHandle {
         });
     }
 
-    /// [`submit`](Self::submit), waiting for the outcome (for tools and tests;
-    /// the front end uses the callback form).
-    pub fn submit_wait(&self, envelope: Envelope, body: Vec<u8>) -> Result<QueueId, SpoolError> {
+    /// [`submit`](Self::submit), waiting for the outcome: for a thread that
+    /// may block (a delivery thread queueing a forward, tools, tests); the
+    /// front end uses the callback form.
+    pub fn submit_wait(&self, submission: Submission) -> Result<QueueId, SpoolError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.submit(
-            envelope,
-            body,
+            submission,
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -407,13 +476,13 @@ impl SpoolHandle {
                 m.held,
             )
         };
-        let envelope = decode_at(&map, loc.envelope_start, loc.envelope_len)?;
+        let entry = decode_at(&map, loc.envelope_start, loc.envelope_len)?;
         let body = loc.body_start as usize..(loc.body_start + loc.body_len) as usize;
         if map.get(body.clone()).is_none() {
             return Err(SpoolError::Corrupt("body outside its segment"));
         }
         Ok(Some(StoredMessage {
-            envelope,
+            entry,
             states,
             held,
             map,
@@ -431,18 +500,22 @@ impl SpoolHandle {
                 .get_mut(&m.loc.seg)
                 .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
             let map = seg.map_covering(m.loc.end())?;
-            let env = decode_at(&map, m.loc.envelope_start, m.loc.envelope_len)?;
+            let entry = decode_at(&map, m.loc.envelope_start, m.loc.envelope_len)?;
             out.push(MessageSummary {
                 id: *id,
                 arrival_unix_ms: m.arrival_unix_ms,
                 size: m.loc.body_len,
-                reverse_path: env.reverse_path,
+                reverse_path: entry.envelope.reverse_path,
                 held: m.held,
-                recipients: env
+                recipients: entry
+                    .envelope
                     .recipients
                     .into_iter()
                     .zip(m.states.iter().cloned())
-                    .map(|(Recipient { address, .. }, state)| RecipientStatus { address, state })
+                    .map(|(r, state)| RecipientStatus {
+                        forward_path: r.forward_path,
+                        state,
+                    })
                     .collect(),
             });
         }
@@ -457,11 +530,11 @@ impl SpoolHandle {
     }
 }
 
-fn decode_at(map: &Mmap, start: u64, len: u64) -> Result<Envelope, SpoolError> {
+fn decode_at(map: &Mmap, start: u64, len: u64) -> Result<Entry, SpoolError> {
     let bytes = map
         .get(start as usize..(start + len) as usize)
         .ok_or(SpoolError::Corrupt("envelope outside its segment"))?;
-    Envelope::decode(bytes)
+    Entry::decode(bytes)
 }
 
 fn fail_read_only(req: Request) {

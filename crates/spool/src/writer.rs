@@ -274,10 +274,12 @@ impl Writer {
         }
     }
 
-    /// Makes a durable group visible in the index, then answers its submitters.
+    /// Makes a durable group visible in the index, announces its new
+    /// messages, then answers its submitters.
     fn apply(&mut self, start: u64, group: Vec<Item>) {
         let seq = self.head_seq;
         let mut replies = Vec::with_capacity(group.len());
+        let mut arrived = Vec::new();
         {
             let mut index = self.shared.lock();
             let mut offset = start;
@@ -304,6 +306,9 @@ impl Writer {
                         };
                         index.insert(id, loc, arrival_unix_ms, recipients, states, held);
                         self.shared.ids.observe(id.0);
+                        if submitted {
+                            arrived.push(id);
+                        }
                         let counter = if submitted {
                             &self.shared.stats.messages
                         } else {
@@ -325,6 +330,19 @@ impl Writer {
             }
             if let Some(seg) = index.segments.get_mut(&seq) {
                 seg.len = offset;
+            }
+        }
+        if !arrived.is_empty() {
+            let listeners = self
+                .shared
+                .arrivals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            for id in arrived {
+                for listener in &listeners {
+                    listener(id);
+                }
             }
         }
         for r in replies {

@@ -24,8 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{body, body_len, envelope, small_segments};
-use sluice_spool::{JournalEntry, QueueId, RecipientState, Spool, SpoolConfig};
+use common::{body, body_len, entry, reason, small_segments};
+use sluice_spool::{JournalEntry, QueueId, RecipientState, Spool, SpoolConfig, Submission};
 
 const CHILD_ENV: &str = "SPOOL_CHILD";
 const DIR_ENV: &str = "SPOOL_CHILD_DIR";
@@ -66,7 +66,7 @@ fn deferred(n: u64) -> RecipientState {
     RecipientState::Deferred {
         until_unix_ms: n,
         attempts: 1,
-        reply: format!("451 4.4.1 later {n}"),
+        last: reason(451, &format!("4.4.1 later {n}")),
     }
 }
 
@@ -106,12 +106,11 @@ fn child_writer(dir: &Path, round: u64) {
                     let (h2, out2, tx2) = (h.clone(), out.clone(), tx.clone());
                     in_flight += 1;
                     h.submit(
-                        envelope(id, seed),
-                        body(seed, body_len(seed)),
+                        Submission::new(entry(id, seed), body(seed, body_len(seed))),
                         Box::new(move |r| {
                             let id = r.unwrap();
                             say(&out2, format!("ACK {id} {seed}"));
-                            let entry = |state| {
+                            let journal_entry = |state| {
                                 vec![JournalEntry {
                                     id,
                                     recipient: 0,
@@ -124,7 +123,7 @@ fn child_writer(dir: &Path, round: u64) {
                             if n % 5 == 0 {
                                 let out3 = out2.clone();
                                 h2.journal(
-                                    entry(deferred(seed)),
+                                    journal_entry(deferred(seed)),
                                     Box::new(move |r| {
                                         r.unwrap();
                                         say(&out3, format!("DEF {id}"));
@@ -132,7 +131,7 @@ fn child_writer(dir: &Path, round: u64) {
                                 );
                             } else {
                                 // Every recipient final: the message leaves.
-                                let rcpts = envelope(id, seed).recipients.len() as u32;
+                                let rcpts = entry(id, seed).envelope.recipients.len() as u32;
                                 // Durable but unacknowledged, the journal may
                                 // or may not survive a kill: say it is coming.
                                 say(&out2, format!("FINISHING {id}"));
@@ -216,7 +215,7 @@ impl Expected {
                 continue;
             }
             let m = got.unwrap_or_else(|| panic!("{when}: acknowledged message {id} lost"));
-            assert_eq!(m.envelope, envelope(*id, *seed), "{when}: envelope of {id}");
+            assert_eq!(m.entry, entry(*id, *seed), "{when}: envelope of {id}");
             assert!(
                 m.body() == body(*seed, body_len(*seed)).as_slice(),
                 "{when}: body of {id}"
@@ -334,7 +333,7 @@ fn child_fsize(dir: &Path) {
     let mut submit = |len: usize| {
         seed += 1;
         let id = h.new_id();
-        match h.submit_wait(envelope(id, seed), body(seed, len)) {
+        match h.submit_wait(Submission::new(entry(id, seed), body(seed, len))) {
             Ok(id) => println!("ACK {id} {seed} {len}"),
             Err(e) => println!("ERR full={} {e}", e.is_storage_full()),
         }

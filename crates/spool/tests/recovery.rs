@@ -4,8 +4,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{body, envelope, record_ends, segment_files};
-use sluice_spool::{QueueId, Spool, SpoolConfig};
+use common::{body, entry, record_ends, segment_files};
+use sluice_spool::{QueueId, Spool, SpoolConfig, Submission};
 
 /// Writes `n` messages (seed i, body length 200 + 37 i) in order, one batch
 /// each, and returns their ids in record order.
@@ -15,10 +15,10 @@ fn fill(dir: &Path, n: u64) -> Vec<(u64, QueueId)> {
     let ids = (0..n)
         .map(|seed| {
             let id = h
-                .submit_wait(
-                    envelope(h.new_id(), seed),
+                .submit_wait(Submission::new(
+                    entry(h.new_id(), seed),
                     body(seed, 200 + 37 * seed as usize),
-                )
+                ))
                 .unwrap();
             (seed, id)
         })
@@ -96,7 +96,7 @@ fn torn_tail_is_cut_at_every_cut_point_and_appending_continues() {
             // Appending after the repair works and survives another reopen.
             let h = spool.handle();
             let new = h
-                .submit_wait(envelope(h.new_id(), 99), body(99, 777))
+                .submit_wait(Submission::new(entry(h.new_id(), 99), body(99, 777)))
                 .unwrap();
             spool.shutdown();
             let (spool, report) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
@@ -186,7 +186,7 @@ fn read_only_open_never_modifies_and_rejects_writes() {
     );
     let h = ro.handle();
     assert!(matches!(
-        h.submit_wait(envelope(h.new_id(), 1), vec![]),
+        h.submit_wait(Submission::new(entry(h.new_id(), 1), vec![])),
         Err(sluice_spool::SpoolError::ReadOnly)
     ));
 
@@ -212,7 +212,9 @@ fn damaged_segment_header_is_set_aside() {
     assert!(spool.get(ids[0].1).unwrap().is_none());
     // A fresh segment with a new name takes over; ids stay unique.
     let h = spool.handle();
-    let id = h.submit_wait(envelope(h.new_id(), 7), body(7, 10)).unwrap();
+    let id = h
+        .submit_wait(Submission::new(entry(h.new_id(), 7), body(7, 10)))
+        .unwrap();
     assert!(ids.iter().all(|(_, old)| *old < id));
     assert_ne!(segment_files(dir.path()).pop().unwrap(), seg);
 }

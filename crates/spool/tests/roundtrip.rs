@@ -5,8 +5,8 @@ mod common;
 use std::collections::HashSet;
 use std::sync::mpsc;
 
-use common::{body, body_len, envelope, small_segments};
-use sluice_spool::{QueueId, Spool, SpoolConfig, SpoolError};
+use common::{body, body_len, entry, small_segments};
+use sluice_spool::{BodyPart, QueueId, Spool, SpoolConfig, SpoolError, Submission};
 
 #[test]
 fn concurrent_submits_survive_reopen_identically() {
@@ -27,8 +27,7 @@ fn concurrent_submits_survive_reopen_identically() {
                     let tx = tx.clone();
                     let id = handle.new_id();
                     handle.submit(
-                        envelope(id, seed),
-                        body(seed, body_len(seed)),
+                        Submission::new(entry(id, seed), body(seed, body_len(seed))),
                         Box::new(move |r| tx.send((seed, r)).unwrap()),
                     );
                 }
@@ -67,7 +66,7 @@ fn concurrent_submits_survive_reopen_identically() {
     assert_eq!(report.corrupt_regions, 0);
     for (seed, id) in &results {
         let m = spool.get(*id).unwrap().expect("message survives reopen");
-        assert_eq!(m.envelope, envelope(*id, *seed));
+        assert_eq!(m.entry, entry(*id, *seed));
         assert_eq!(m.body(), body(*seed, body_len(*seed)).as_slice());
         assert!(
             m.states
@@ -98,8 +97,7 @@ fn queued_submits_share_one_fdatasync() {
     let (entered_tx, entered_rx) = mpsc::channel::<()>();
     let (done_tx, done_rx) = mpsc::channel::<Result<QueueId, SpoolError>>();
     handle.submit(
-        envelope(handle.new_id(), 1),
-        body(1, 100),
+        Submission::new(entry(handle.new_id(), 1), body(1, 100)),
         Box::new(move |r| {
             r.unwrap();
             entered_tx.send(()).unwrap();
@@ -117,8 +115,7 @@ fn queued_submits_share_one_fdatasync() {
                     let done_tx = done_tx.clone();
                     let seed = 100 + t * 25 + i;
                     handle.submit(
-                        envelope(handle.new_id(), seed),
-                        body(seed, 500),
+                        Submission::new(entry(handle.new_id(), seed), body(seed, 500)),
                         Box::new(move |r| done_tx.send(r).unwrap()),
                     );
                 }
@@ -155,11 +152,13 @@ fn duplicate_ids_and_shutdown_are_reported_through_the_completion() {
     let handle = spool.handle();
     let id = handle.new_id();
     assert_eq!(
-        handle.submit_wait(envelope(id, 3), body(3, 10)).unwrap(),
+        handle
+            .submit_wait(Submission::new(entry(id, 3), body(3, 10)))
+            .unwrap(),
         id
     );
     assert!(matches!(
-        handle.submit_wait(envelope(id, 4), body(4, 10)),
+        handle.submit_wait(Submission::new(entry(id, 4), body(4, 10))),
         Err(SpoolError::DuplicateId(d)) if d == id
     ));
     assert_eq!(
@@ -174,7 +173,7 @@ fn duplicate_ids_and_shutdown_are_reported_through_the_completion() {
     ));
     spool.shutdown();
     let err = handle
-        .submit_wait(envelope(handle.new_id(), 5), body(5, 10))
+        .submit_wait(Submission::new(entry(handle.new_id(), 5), body(5, 10)))
         .unwrap_err();
     assert!(matches!(err, SpoolError::ShutDown));
     assert!(!err.is_storage_full());
@@ -193,8 +192,7 @@ fn shutdown_flushes_queued_submits() {
         ids.push((seed, id));
         let tx = tx.clone();
         handle.submit(
-            envelope(id, seed),
-            body(seed, 64),
+            Submission::new(entry(id, seed), body(seed, 64)),
             Box::new(move |r| tx.send(r).unwrap()),
         );
     }
@@ -220,18 +218,66 @@ fn parts_are_stored_as_one_body() {
     let handle = spool.handle();
     let id = handle.new_id();
     let (tx, rx) = mpsc::channel();
-    handle.submit_parts(
-        envelope(id, 9),
-        vec![
-            b"Received: from x\r\n".to_vec(),
-            Vec::new(),
-            b"Subject: y\r\n\r\nz\r\n".to_vec(),
-        ],
+    // As the front end submits: ranges of the received message it shares
+    // with its filters, around the header fields the filters added.
+    let received = std::sync::Arc::new(b"Received: from x\r\nSubject: y\r\n\r\nz\r\n".to_vec());
+    let trace_end = b"Received: from x\r\n".len();
+    handle.submit(
+        Submission {
+            entry: entry(id, 9),
+            body: vec![
+                BodyPart::Shared(received.clone(), 0..trace_end),
+                BodyPart::Owned(b"X-Spam: no\r\n".to_vec()),
+                BodyPart::Owned(Vec::new()),
+                BodyPart::Shared(received.clone(), trace_end..received.len()),
+            ],
+            held: true,
+        },
         Box::new(move |r| tx.send(r).unwrap()),
     );
     assert_eq!(rx.recv().unwrap().unwrap(), id);
+    let stored = spool.get(id).unwrap().unwrap();
     assert_eq!(
-        spool.get(id).unwrap().unwrap().body(),
-        b"Received: from x\r\nSubject: y\r\n\r\nz\r\n"
+        stored.body(),
+        b"Received: from x\r\nX-Spam: no\r\nSubject: y\r\n\r\nz\r\n"
     );
+    assert!(stored.held, "held from the first write");
+    spool.shutdown();
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    assert!(
+        spool.get(id).unwrap().unwrap().held,
+        "held after a restart too"
+    );
+}
+
+#[test]
+fn every_durable_new_message_is_announced_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), small_segments(64 << 10)).unwrap();
+    let handle = spool.handle();
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    handle.on_arrival(std::sync::Arc::new(move |id| {
+        tx.lock().unwrap().send(id).unwrap();
+    }));
+    let mut submitted = Vec::new();
+    for seed in 0..40 {
+        submitted.push(
+            handle
+                .submit_wait(Submission::new(
+                    entry(handle.new_id(), seed),
+                    body(seed, 4000),
+                ))
+                .unwrap(),
+        );
+    }
+    // Compaction copies are not arrivals.
+    spool.maintain().unwrap();
+    let mut announced: Vec<QueueId> = rx.try_iter().collect();
+    assert_eq!(
+        announced, submitted,
+        "each once, in the order they were made durable"
+    );
+    announced.dedup();
+    assert_eq!(announced.len(), 40);
 }

@@ -4,7 +4,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders};
-use sluice_spool::{QueueId, Recipient};
+use sluice_smtp::{Envelope, MailParams, RcptParams, Recipient};
+use sluice_spool::{QueueId, RemoteMta};
 
 use super::*;
 
@@ -14,49 +15,93 @@ From: The Boss <boss@elsewhere.test>\r\nReply-To: replies@elsewhere.test\r\nSubj
 const NOW_SECS: u64 = 1_795_380_397;
 const ARRIVAL_MS: u64 = 1_795_380_000_123;
 
-fn envelope(reverse_path: &str, mail_params: &str, rcpts: &[(&str, &str)]) -> Envelope {
-    Envelope {
+fn path(mailbox: &str) -> Path {
+    Path::parse(format!("<{mailbox}>").as_bytes()).unwrap()
+}
+
+/// An entry as the spool holds it; the parameters are written as on the
+/// wire, for the tests to read easily.
+fn envelope(reverse_path: &str, mail_params: &str, rcpts: &[(&str, &str)]) -> Entry {
+    Entry {
         id: QueueId(0x0123_4567_89ab_cdef),
-        reverse_path: reverse_path.into(),
-        mail_params: mail_params.into(),
-        recipients: rcpts
-            .iter()
-            .map(|&(address, params)| Recipient {
-                address: address.into(),
-                params: params.into(),
-            })
-            .collect(),
         arrival_unix_ms: ARRIVAL_MS,
         client_ip: "192.0.2.7".parse().unwrap(),
         helo: "client.example".into(),
-        body_type: 0,
-        smtputf8: false,
+        envelope: Envelope {
+            reverse_path: if reverse_path.is_empty() {
+                ReversePath::Null
+            } else {
+                ReversePath::Path(path(reverse_path))
+            },
+            params: MailParams::parse(mail_params).unwrap(),
+            recipients: rcpts
+                .iter()
+                .map(|&(address, params)| Recipient {
+                    forward_path: ForwardPath::Path(path(address)),
+                    params: RcptParams::parse(params).unwrap(),
+                })
+                .collect(),
+        },
     }
 }
 
-fn failed(address: &str, reply: &str, action: Action) -> FailedRecipient {
-    FailedRecipient {
+/// A failed recipient by its address, with the reply as a server wrote it.
+#[derive(Debug, Clone)]
+struct Fail {
+    address: String,
+    reply: String,
+    remote_mta: Option<String>,
+    original: Option<String>,
+    action: Action,
+}
+
+fn failed(address: &str, reply: &str, action: Action) -> Fail {
+    Fail {
         address: address.into(),
-        original: None,
         reply: reply.into(),
         remote_mta: Some("mx.remote.test".into()),
+        original: None,
         action,
+    }
+}
+
+fn reason(reply: &str, remote_mta: Option<&str>) -> Reason {
+    let reply = Reply::parse(format!("{reply}\r\n").as_bytes())
+        .unwrap()
+        .unwrap()
+        .0;
+    Reason {
+        reply,
+        remote_mta: remote_mta.map(|name| RemoteMta {
+            name: name.into(),
+            addr: None,
+        }),
+        stage: None,
     }
 }
 
 const BOB_REPLY: &str = "550 5.1.1 <bob@remote.test>: no such user";
 
-fn make(
-    envelope: &Envelope,
-    body: &[u8],
-    failed: &[FailedRecipient],
-    hdrs: bool,
-) -> Option<Bounce> {
+fn make(entry: &Entry, body: &[u8], failed: &[Fail], hdrs: bool) -> Option<Bounce> {
+    let failed: Vec<FailedRecipient> = failed
+        .iter()
+        .map(|f| FailedRecipient {
+            index: entry
+                .envelope
+                .recipients
+                .iter()
+                .position(|r| r.forward_path == ForwardPath::Path(path(&f.address)))
+                .expect("a recipient of the envelope") as u32,
+            original: f.original.clone(),
+            reason: reason(&f.reply, f.remote_mta.as_deref()),
+            action: f.action,
+        })
+        .collect();
     bounce(&BounceInput {
         reporting_mta: "mx.example.test",
-        envelope,
+        entry,
         body,
-        failed,
+        failed: &failed,
         now: UNIX_EPOCH + Duration::from_secs(NOW_SECS),
         ret_headers_only: hdrs,
     })
@@ -111,7 +156,7 @@ fn has_line(text: &str, line: &str) -> bool {
 #[test]
 fn bounce_is_a_multipart_report_to_the_reverse_path() {
     let bounce = simple("", "", ORIGINAL);
-    assert_eq!(bounce.recipient, "alice@example.org");
+    assert_eq!(bounce.recipient, path("alice@example.org"));
     let msg = parse(&bounce);
 
     let to = msg.to().unwrap().first().unwrap();
@@ -194,7 +239,6 @@ fn status_comes_from_the_basic_code_when_there_is_no_enhanced_one() {
         ("550 mailbox unavailable", Action::Failed, "5.0.0"),
         ("554 5.7.1 <x>: relay denied", Action::Failed, "5.7.1"),
         ("421 4.4.2 timeout", Action::Failed, "4.4.2"),
-        ("connection reset by peer", Action::Failed, "5.0.0"),
         ("451 try later", Action::Delayed, "4.0.0"),
         (
             "451 4.4.1 Connection refused by 192.0.2.9",

@@ -47,7 +47,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::aliases::printable;
 use crate::Outcome;
 
 /// Deliveries made by this process: the `Q` part of the name. Process-wide
@@ -79,15 +78,15 @@ fn is_safe_user(user: &str) -> bool {
 /// The result for an I/O error at any step; every one is temporary, since
 /// the operator can free space or fix permissions and the retry succeeds.
 pub fn io_error_outcome(err: &io::Error) -> Outcome {
-    let reply = match err.kind() {
-        ErrorKind::QuotaExceeded => "452 4.2.2 Mailbox full".to_owned(),
-        ErrorKind::StorageFull => "452 4.3.1 Mail system full".to_owned(),
-        _ => format!(
-            "451 4.3.0 Local delivery failed: {}",
-            printable(&err.to_string())
+    match err.kind() {
+        ErrorKind::QuotaExceeded => Outcome::local(452, (4, 2, 2), "Mailbox full"),
+        ErrorKind::StorageFull => Outcome::local(452, (4, 3, 1), "Mail system full"),
+        _ => Outcome::local(
+            451,
+            (4, 3, 0),
+            format!("Local delivery failed: {}", printable(&err.to_string())),
         ),
-    };
-    Outcome::Deferred { reply }
+    }
 }
 
 pub(super) fn deliver(
@@ -99,9 +98,11 @@ pub(super) fn deliver(
     body: &[u8],
 ) -> Outcome {
     if !is_safe_user(user) {
-        return Outcome::Failed {
-            reply: format!("550 5.1.1 {}: no such mailbox", printable(user)),
-        };
+        return Outcome::local(
+            550,
+            (5, 1, 1),
+            format!("{}: no such mailbox", printable(user)),
+        );
     }
     // Addresses passed the SMTP grammar, which refuses CR and LF; a header
     // is still no place to trust that.
@@ -111,11 +112,21 @@ pub(super) fn deliver(
         printable(original_recipient)
     );
     match write_message(&root.join(user), file_host, header.as_bytes(), body) {
-        Ok(name) => Outcome::Delivered {
-            reply: format!("250 2.0.0 Delivered to Maildir of {user} as {name}"),
-        },
+        Ok(name) => Outcome::local(
+            250,
+            (2, 0, 0),
+            format!("Delivered to Maildir of {user} as {name}"),
+        ),
         Err(err) => io_error_outcome(&err),
     }
+}
+
+/// Text from the envelope or an error goes into headers, replies and logs:
+/// one line, no controls.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn unique_name(file_host: &str, size: usize) -> String {

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sluice_smtp::client::{
-    BodyFraming, ClientConfig, ClientEvent, ClientSession, CloseReason, DotStuffed, Envelope,
+    BodyFraming, ClientConfig, ClientEvent, ClientSession, CloseReason, DotStuffed, Message,
     Outcome, RecipientResult, ReplyOrigin, TimeoutClass, dot_stuffed,
 };
-use sluice_smtp::{EnhancedCode, Reply};
+use sluice_smtp::{EnhancedCode, Reply, Stage};
 
 use super::Timeouts;
 
@@ -175,8 +175,8 @@ impl Connection {
     /// Sends one message and waits for its results, blocking. The body is
     /// written straight from `body` (no copy: vectored writes of the
     /// dot-stuffed slices, or the octets as they are for BDAT).
-    pub(super) fn send(&mut self, envelope: Envelope, body: &[u8]) -> Sent {
-        if let Err(refused) = self.session.send_message(envelope) {
+    pub(super) fn send(&mut self, message: Message, body: &[u8]) -> Sent {
+        if let Err(refused) = self.session.send_message(message) {
             // Only a closed or busy session refuses, and callers hand over
             // ready ones: report it as the connection being gone.
             let reply = Reply::new(
@@ -184,10 +184,11 @@ impl Connection {
                 Some(EnhancedCode::new(4, 4, 2)),
                 "Connection no longer usable",
             );
-            let results = (0..refused.envelope.recipients.len())
+            let results = (0..refused.message.envelope.recipients.len())
                 .map(|index| RecipientResult {
                     index,
                     outcome: Outcome::Transient(reply.clone()),
+                    stage: Stage::Connect,
                     origin: ReplyOrigin::Local,
                 })
                 .collect();
@@ -377,9 +378,8 @@ mod tests {
 
     use sluice_smtp::Domain;
 
-    use super::super::Message;
-    use super::super::message::Prepared;
     use super::*;
+    use sluice_smtp::{ForwardPath, Path, ReversePath};
 
     /// A next hop without PIPELINING, so that every reply is read on its
     /// own and the reads per message do not depend on timing. Serves one
@@ -435,19 +435,15 @@ mod tests {
         let config = ClientConfig::new(Domain::Name("client.test".into()));
         let mut connection =
             Connection::open(&Endpoint::Tcp(addr), addr.to_string(), timeouts, config).unwrap();
-        let recipients = [("bob@example.net", "")];
         let body = b"Subject: x\r\n\r\nhello\r\n";
-        let message = Message {
-            reverse_path: "alice@example.org",
-            mail_params: "",
-            recipients: &recipients,
-            body,
-            body_type: 0,
-            smtputf8: false,
-        };
-        let prepared = Prepared::new(&message).unwrap();
+        let path = |s: &str| Path::parse(s.as_bytes()).unwrap();
+        let message = Message::new(
+            ReversePath::Path(path("<alice@example.org>")),
+            vec![ForwardPath::Path(path("<bob@example.net>"))],
+            body.len() as u64,
+        );
         for _ in 0..2 {
-            let sent = connection.send(prepared.envelope(&[0]), body);
+            let sent = connection.send(message.clone(), body);
             assert!(sent.closed.is_none(), "{sent:?}");
             assert!(
                 matches!(sent.results[0].outcome, Outcome::Delivered(_)),

@@ -19,20 +19,21 @@
 //! each and until idle for too long.
 
 mod connection;
-mod message;
 mod pool;
 mod timeouts;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sluice_smtp::Domain;
-use sluice_smtp::client::{ClientConfig, CloseReason, Outcome as ClientOutcome, ReplyOrigin};
+use sluice_smtp::client::{
+    ClientConfig, CloseReason, Message, Outcome as ClientOutcome, RecipientResult, ReplyOrigin,
+};
+use sluice_smtp::{Domain, Envelope};
 
 use crate::Outcome;
+use crate::outcome::{Reason, RemoteMta};
 use crate::route::{NextHop, Router};
 use connection::{Connection, Endpoint, Sent};
-use message::Prepared;
 use pool::{Key, Pool};
 pub use timeouts::Timeouts;
 
@@ -56,23 +57,6 @@ pub struct RemoteConfig {
     pub max_messages_per_connection: usize,
 }
 
-/// One message to send, as the spool holds it.
-#[derive(Debug, Clone, Copy)]
-pub struct Message<'a> {
-    /// The reverse-path without angle brackets; "" for the null path `<>`.
-    pub reverse_path: &'a str,
-    /// The MAIL parameters as the spool stores them (RET, ENVID, AUTH are
-    /// passed on; SIZE, BODY and SMTPUTF8 are worked out afresh).
-    pub mail_params: &'a str,
-    /// Forward-paths (without angle brackets) and their RCPT parameters.
-    pub recipients: &'a [(&'a str, &'a str)],
-    /// The content with CRLF line ends, not dot-stuffed.
-    pub body: &'a [u8],
-    /// 0 7bit, 1 8BITMIME, 2 BINARYMIME.
-    pub body_type: u8,
-    pub smtputf8: bool,
-}
-
 /// The client transport; share one between all delivery threads (`Send + Sync`).
 #[derive(Debug)]
 pub struct Remote {
@@ -86,6 +70,23 @@ pub struct Remote {
 struct Attempt {
     host: String,
     endpoint: Endpoint,
+}
+
+impl Attempt {
+    /// The next hop as a bounce names it; `None` for an LMTP socket, which
+    /// is our own delivery agent rather than another MTA.
+    fn remote_mta(&self) -> Option<RemoteMta> {
+        match &self.endpoint {
+            Endpoint::Tcp(addr) => Some(RemoteMta {
+                name: self.host.clone(),
+                addr: Some(*addr),
+            }),
+            Endpoint::Unix(_) => Some(RemoteMta {
+                name: self.host.clone(),
+                addr: None,
+            }),
+        }
+    }
 }
 
 impl Remote {
@@ -107,24 +108,34 @@ impl Remote {
     }
 
     /// Delivers one message to recipients that all share `domain`, blocking
-    /// on the calling thread, to the domain's next hops in turn. Returns one
-    /// outcome per recipient, in the order of `message.recipients`.
-    pub fn deliver(&self, domain: &str, message: &Message<'_>) -> Vec<Outcome> {
-        let hops = self.router.next_hops(domain).map(attempts);
-        self.deliver_to(hops, false, message)
+    /// on the calling thread, to the domain's next hops in turn. `envelope`
+    /// holds exactly the recipients to deliver to; `body` is the content
+    /// (CRLF line ends, not dot-stuffed). Returns one outcome per recipient,
+    /// in the order of `envelope.recipients`.
+    pub fn deliver(&self, domain: &str, envelope: &Envelope, body: &[u8]) -> Vec<Outcome> {
+        let hops = self
+            .router
+            .next_hops(domain)
+            .map(attempts)
+            .map_err(|e| e.outcome());
+        self.deliver_to(hops, false, envelope, body)
     }
 
     /// The same over LMTP (RFC 2033) to a final delivery agent: `target` is
     /// `unix:/path` or `host:port` (what Dovecot's LMTP listens on).
-    pub fn deliver_lmtp(&self, target: &str, message: &Message<'_>) -> Vec<Outcome> {
+    pub fn deliver_lmtp(&self, target: &str, envelope: &Envelope, body: &[u8]) -> Vec<Outcome> {
         let hops = match target.strip_prefix("unix:") {
             Some(path) => Ok(vec![Attempt {
                 host: target.to_owned(),
                 endpoint: Endpoint::Unix(PathBuf::from(path)),
             }]),
-            None => self.router.resolve_target(target, None).map(attempts),
+            None => self
+                .router
+                .resolve_target(target, None)
+                .map(attempts)
+                .map_err(|e| e.outcome()),
         };
-        self.deliver_to(hops, true, message)
+        self.deliver_to(hops, true, envelope, body)
     }
 
     /// Closes cached connections that have been idle for longer than
@@ -148,21 +159,14 @@ impl Remote {
         &self,
         hops: Result<Vec<Attempt>, Outcome>,
         lmtp: bool,
-        message: &Message<'_>,
+        envelope: &Envelope,
+        body: &[u8],
     ) -> Vec<Outcome> {
-        let n = message.recipients.len();
-        let prepared = match Prepared::new(message) {
-            Ok(prepared) => prepared,
-            Err(outcome) => return vec![outcome; n],
-        };
-        let mut outcomes: Vec<Option<Outcome>> = prepared
-            .recipients
-            .iter()
-            .map(|r| r.as_ref().err().cloned())
-            .collect();
-        let mut pending: Vec<usize> = (0..n).filter(|&i| outcomes[i].is_none()).collect();
+        let n = envelope.recipients.len();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+        let mut pending: Vec<usize> = (0..n).collect();
         if pending.is_empty() {
-            return outcomes.into_iter().flatten().collect();
+            return Vec::new();
         }
         let attempts = match hops {
             Ok(attempts) => attempts,
@@ -176,15 +180,7 @@ impl Remote {
         let total = attempts.len().min(MAX_ADDRESSES);
         for (number, attempt) in attempts.into_iter().take(MAX_ADDRESSES).enumerate() {
             let last = number + 1 == total;
-            pending = self.attempt(
-                &attempt,
-                lmtp,
-                &prepared,
-                message.body,
-                pending,
-                last,
-                &mut outcomes,
-            );
+            pending = self.attempt(&attempt, lmtp, envelope, body, pending, last, &mut outcomes);
             if pending.is_empty() {
                 break;
             }
@@ -193,9 +189,7 @@ impl Remote {
         outcomes
             .into_iter()
             .map(|o| {
-                o.unwrap_or_else(|| Outcome::Deferred {
-                    reply: "451 4.4.4 No next hop could be tried".to_owned(),
-                })
+                o.unwrap_or_else(|| Outcome::local(451, (4, 4, 4), "No next hop could be tried"))
             })
             .collect()
     }
@@ -207,7 +201,7 @@ impl Remote {
         &self,
         attempt: &Attempt,
         lmtp: bool,
-        prepared: &Prepared,
+        envelope: &Envelope,
         body: &[u8],
         pending: Vec<usize>,
         last: bool,
@@ -232,7 +226,18 @@ impl Remote {
                     }
                 },
             };
-            let sent = connection.send(prepared.envelope(&pending), body);
+            let message = Message {
+                envelope: Envelope {
+                    reverse_path: envelope.reverse_path.clone(),
+                    params: envelope.params.clone(),
+                    recipients: pending
+                        .iter()
+                        .map(|&i| envelope.recipients[i].clone())
+                        .collect(),
+                },
+                body_size: body.len() as u64,
+            };
+            let sent = connection.send(message, body);
             // A cached connection the server had already given up on: no
             // reply of this transaction decided anything, so try once more
             // on a fresh one before blaming the host.
@@ -243,7 +248,7 @@ impl Remote {
                 );
                 continue;
             }
-            let next = self.record(&connection, &sent, &pending, last, outcomes);
+            let next = self.record(attempt, &connection, &sent, &pending, last, outcomes);
             self.release(key, connection, &sent);
             return next;
         }
@@ -276,9 +281,7 @@ impl Remote {
                 }
                 _ => format!("Cannot connect ({e}) to"),
             };
-            Outcome::Deferred {
-                reply: format!("451 4.4.1 {what} {label}"),
-            }
+            Outcome::local(451, (4, 4, 1), format!("{what} {label}"))
         })
     }
 
@@ -286,6 +289,7 @@ impl Remote {
     /// go on to the next address.
     fn record(
         &self,
+        attempt: &Attempt,
         connection: &Connection,
         sent: &Sent,
         pending: &[usize],
@@ -305,20 +309,14 @@ impl Remote {
             let Some(&index) = pending.get(result.index) else {
                 continue;
             };
-            let reply = result.outcome.reply();
-            let text = match result.origin {
-                ReplyOrigin::Remote => {
-                    crate::outcome::remote_reply(connection.label(), &reply.to_string())
-                }
-                ReplyOrigin::Local => format!("{reply} ({})", connection.label()),
-            };
+            let reason = reason(attempt, connection, result);
             let (outcome, cut_off) = match &result.outcome {
-                ClientOutcome::Delivered(_) => (Outcome::Delivered { reply: text }, false),
+                ClientOutcome::Delivered(_) => (Outcome::Delivered(reason), false),
                 ClientOutcome::Transient(_) => (
-                    Outcome::Deferred { reply: text },
+                    Outcome::Deferred(reason),
                     refused || (session_ended && is_session_failure(result.origin, &sent.closed)),
                 ),
-                ClientOutcome::Permanent(_) => (Outcome::Failed { reply: text }, refused),
+                ClientOutcome::Permanent(_) => (Outcome::Failed(reason), refused),
             };
             outcomes[index] = Some(outcome);
             if cut_off && !last {
@@ -338,6 +336,29 @@ impl Remote {
         } else {
             self.pool.checkin(key, connection);
         }
+    }
+}
+
+/// Who said what: the next hop's reply with its name, address and stage;
+/// or our own, about this host (a capability it lacks, a timeout), with the
+/// host named in the text instead, since the host did not say it.
+fn reason(attempt: &Attempt, connection: &Connection, result: &RecipientResult) -> Reason {
+    let reply = result.outcome.reply();
+    match result.origin {
+        ReplyOrigin::Remote => Reason {
+            reply: reply.clone(),
+            remote_mta: attempt.remote_mta(),
+            stage: Some(result.stage),
+        },
+        ReplyOrigin::Local => Reason {
+            reply: sluice_smtp::Reply::new(
+                reply.code(),
+                reply.enhanced(),
+                format!("{} ({})", reply.text(), connection.label()),
+            ),
+            remote_mta: None,
+            stage: Some(result.stage),
+        },
     }
 }
 

@@ -3,38 +3,33 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, UNIX_EPOCH};
 
-use sluice_spool::{Envelope, QueueId, Recipient, StoredMessage};
+use sluice_smtp::{Envelope, ForwardPath, MailParams, Recipient, ReversePath};
+use sluice_spool::{Entry, QueueId, Reason, StoredMessage, Submission};
 
 use crate::dsn::{self, Action, BounceInput, FailedRecipient};
-use crate::outcome::split_remote_reply;
 
-/// The bounce for the `failed` recipients (index, failure reply) of
-/// `message`, as an envelope with queue id `id` and the message to submit;
-/// `None` when nobody is to be told (null reverse-path, or NOTIFY).
+/// The bounce for the `failed` recipients (index, why) of `message`, with
+/// queue id `id`, ready to submit; `None` when nobody is to be told (null
+/// reverse-path, or NOTIFY).
 pub(super) fn build(
     hostname: &str,
     message: &StoredMessage,
-    failed: &[(u32, String)],
+    failed: &[(u32, Reason)],
     now_ms: u64,
     id: QueueId,
-) -> Option<(Envelope, Vec<u8>)> {
-    let original = &message.envelope;
+) -> Option<Submission> {
     let failed: Vec<FailedRecipient> = failed
         .iter()
-        .filter_map(|(r, text)| {
-            let (remote_mta, reply) = split_remote_reply(text);
-            Some(FailedRecipient {
-                address: original.recipients.get(*r as usize)?.address.clone(),
-                original: None,
-                reply: reply.to_string(),
-                remote_mta: remote_mta.map(str::to_string),
-                action: Action::Failed,
-            })
+        .map(|(index, reason)| FailedRecipient {
+            index: *index,
+            original: None,
+            reason: reason.clone(),
+            action: Action::Failed,
         })
         .collect();
     let bounce = dsn::bounce(&BounceInput {
         reporting_mta: hostname,
-        envelope: original,
+        entry: &message.entry,
         body: message.body(),
         failed: &failed,
         now: UNIX_EPOCH + Duration::from_millis(now_ms),
@@ -43,20 +38,20 @@ pub(super) fn build(
     // The notification is 7-bit (see `dsn`); only a non-ASCII reverse-path
     // (which the original got through SMTPUTF8) needs SMTPUTF8 again.
     let smtputf8 = !bounce.recipient.is_ascii();
-    let envelope = Envelope {
+    let entry = Entry {
         id,
-        reverse_path: String::new(),
-        mail_params: if smtputf8 { "SMTPUTF8" } else { "" }.into(),
-        recipients: vec![Recipient {
-            address: bounce.recipient,
-            params: String::new(),
-        }],
         arrival_unix_ms: now_ms,
         // Generated here, not received: no client.
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         helo: hostname.to_owned(),
-        body_type: 0,
-        smtputf8,
+        envelope: Envelope {
+            reverse_path: ReversePath::Null,
+            params: MailParams {
+                smtputf8,
+                ..MailParams::default()
+            },
+            recipients: vec![Recipient::new(ForwardPath::Path(bounce.recipient))],
+        },
     };
-    Some((envelope, bounce.message))
+    Some(Submission::new(entry, bounce.message))
 }

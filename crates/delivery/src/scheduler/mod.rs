@@ -36,7 +36,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use sluice_spool::{QueueId, RecipientState, SpoolHandle, StoredMessage};
+use sluice_smtp::ForwardPath;
+use sluice_spool::{QueueId, Reason, RecipientState, SpoolHandle, StoredMessage};
 
 use crate::Outcome;
 
@@ -82,15 +83,37 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// Where a recipient's mail goes, as far as grouping and concurrency go:
+/// recipients of one message with the same destination go in one job, and
+/// jobs in flight are limited per destination.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Destination {
+    /// The local domains, written to Maildirs here.
+    Local,
+    /// The local domains, handed to an LMTP server.
+    Lmtp,
+    /// A next hop elsewhere: the recipient domain, or the route or
+    /// smarthost every domain routed there shares.
+    Remote(String),
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Local => f.write_str("local"),
+            Destination::Lmtp => f.write_str("lmtp"),
+            Destination::Remote(key) => f.write_str(key),
+        }
+    }
+}
+
 /// What the delivery threads run: local delivery and the SMTP client behind
 /// one interface.
 pub trait Transport: Send + Sync + 'static {
-    /// The destination bucket of a forward-path (e.g. `"local"`, or the
-    /// domain or next-hop key). Recipients of one message with the same key
-    /// go in one job, and concurrency is limited per key. Called on the
-    /// scheduler thread for every dispatch: it must be cheap and must never
-    /// block (no DNS here; resolve the next hop inside [`deliver`](Self::deliver)).
-    fn destination(&self, recipient: &str) -> String;
+    /// The destination of a forward-path. Called on the scheduler thread for
+    /// every dispatch: it must be cheap and must never block (no DNS here;
+    /// resolve the next hop inside [`deliver`](Self::deliver)).
+    fn destination(&self, recipient: &ForwardPath) -> Destination;
 
     /// Delivers one job, blocking; returns one outcome per entry of
     /// [`Job::recipients`], in order. Missing outcomes count as temporary
@@ -103,22 +126,30 @@ pub trait Transport: Send + Sync + 'static {
 pub struct Job {
     /// The message's queue id.
     pub id: QueueId,
-    /// The destination key all [`recipients`](Self::recipients) share.
-    pub destination: String,
+    /// The destination all [`recipients`](Self::recipients) share.
+    pub destination: Destination,
     /// The message; its body is borrowed from the spool's memory map.
     pub message: StoredMessage,
-    /// Indexes into `message.envelope.recipients`.
+    /// Indexes into `message.entry.envelope.recipients`.
     pub recipients: Vec<u32>,
 }
 
 impl Job {
-    /// The forward-paths of this job, in the order of [`recipients`](Self::recipients).
-    pub fn forward_paths(&self) -> impl Iterator<Item = &str> {
-        self.recipients.iter().map(|&r| {
-            self.message.envelope.recipients[r as usize]
-                .address
-                .as_str()
-        })
+    /// The recipients of this job, in the order of [`recipients`](Self::recipients).
+    pub fn recipients(&self) -> impl Iterator<Item = &sluice_smtp::Recipient> {
+        let all = &self.message.entry.envelope.recipients;
+        self.recipients.iter().map(move |&r| &all[r as usize])
+    }
+
+    /// The envelope of this job alone: the message's reverse-path and
+    /// parameters, with only this job's recipients.
+    pub fn envelope(&self) -> sluice_smtp::Envelope {
+        let envelope = &self.message.entry.envelope;
+        sluice_smtp::Envelope {
+            reverse_path: envelope.reverse_path.clone(),
+            params: envelope.params.clone(),
+            recipients: self.recipients().cloned().collect(),
+        }
     }
 }
 
@@ -146,14 +177,15 @@ pub struct MessageStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientStatus {
     /// The forward-path.
-    pub address: String,
+    pub forward_path: ForwardPath,
     /// Its state as journaled in the spool.
     pub state: RecipientState,
     /// In a job right now, or its outcome is being journaled.
     pub in_flight: bool,
-    /// The reply of the last attempt, if there was one since the message was
-    /// loaded (or the one the spool kept for a deferred or failed recipient).
-    pub last_reply: Option<String>,
+    /// Why the last attempt ended as it did, if there was one since the
+    /// message was loaded (or the reason the spool kept for a deferred or
+    /// failed recipient).
+    pub last: Option<Reason>,
 }
 
 /// What reaches the scheduler thread.
@@ -218,8 +250,9 @@ impl Scheduler {
     /// release) and starts the scheduler thread and the delivery pool.
     ///
     /// Start it before the front end accepts mail: a message queued earlier
-    /// is found here, one queued later is announced through
-    /// [`SchedulerHandle::queued`].
+    /// is found here, and from now on the spool announces every new one
+    /// ([`SpoolHandle::on_arrival`]), whoever queued it: the front end, a
+    /// bounce, a forward.
     pub fn start(
         config: SchedulerConfig,
         spool: SpoolHandle,
@@ -235,6 +268,11 @@ impl Scheduler {
             return Err("the retry schedule needs at least one interval".into());
         }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let arrivals = events_tx.clone();
+        spool.on_arrival(Arc::new(move |id| {
+            // After shutdown nobody listens; the spool still has the message.
+            let _ = arrivals.send(Event::Queued(id));
+        }));
         // One job per thread, handed only to an idle thread: a job queued
         // behind a running one could wait out a slow delivery while other
         // threads sleep, and would commit its message to an attempt early
@@ -349,7 +387,10 @@ impl SchedulerHandle {
         let _ = self.events.send(event);
     }
 
-    /// A new message is durable in the spool: schedule it now.
+    /// A new message is durable in the spool: schedule it now. The spool
+    /// says so by itself; this is for a message it could not have announced
+    /// (one queued while the scheduler was not listening). Announcing a
+    /// message twice is harmless.
     pub fn queued(&self, id: QueueId) {
         self.send(Event::Queued(id));
     }

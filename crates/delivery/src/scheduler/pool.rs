@@ -149,9 +149,11 @@ fn deliver(transport: &dyn Transport, job: &Job) -> Vec<Outcome> {
         }
         outcomes.resize(
             job.recipients.len(),
-            Outcome::Deferred {
-                reply: "451 4.3.0 local error in delivery: no outcome for this recipient".into(),
-            },
+            Outcome::local(
+                451,
+                (4, 3, 0),
+                "local error in delivery: no outcome for this recipient",
+            ),
         );
     }
     outcomes

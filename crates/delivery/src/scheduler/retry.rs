@@ -3,12 +3,19 @@
 
 use std::time::Duration;
 
-use sluice_spool::RecipientState;
+use sluice_smtp::{EnhancedCode, Reply};
+use sluice_spool::{Reason, RecipientState};
 
 use crate::Outcome;
 
-/// The failure reply of recipients bounced by `sluice queue bounce`.
-pub(super) const ADMIN_BOUNCE_REPLY: &str = "550 5.0.0 message bounced by the administrator";
+/// Why recipients bounced by `sluice queue bounce` failed.
+pub(super) fn admin_bounce_reason() -> Reason {
+    Reason::local(Reply::new(
+        550,
+        Some(EnhancedCode::new(5, 0, 0)),
+        "message bounced by the administrator",
+    ))
+}
 
 /// What the scheduler needs to know to judge one outcome.
 #[derive(Debug, Clone, Copy)]
@@ -40,19 +47,13 @@ impl Policy<'_> {
         admin_bounce: bool,
     ) -> RecipientState {
         match outcome {
-            Outcome::Delivered { .. } => RecipientState::Delivered,
-            Outcome::Failed { reply } => RecipientState::Failed {
-                reply: reply.clone(),
-            },
-            Outcome::Deferred { .. } if admin_bounce => RecipientState::Failed {
-                reply: ADMIN_BOUNCE_REPLY.into(),
-            },
-            Outcome::Deferred { reply } => {
+            Outcome::Delivered(_) => RecipientState::Delivered,
+            Outcome::Failed(reason) => RecipientState::Failed(reason.clone()),
+            Outcome::Deferred(_) if admin_bounce => RecipientState::Failed(admin_bounce_reason()),
+            Outcome::Deferred(reason) => {
                 let expires = arrival_ms.saturating_add(millis(self.max_queue_lifetime));
                 if now_ms >= expires {
-                    return RecipientState::Failed {
-                        reply: expired_reply(self.max_queue_lifetime, reply),
-                    };
+                    return RecipientState::Failed(expired(self.max_queue_lifetime, reason));
                 }
                 let attempts = match previous {
                     RecipientState::Deferred { attempts, .. } => *attempts,
@@ -61,7 +62,7 @@ impl Policy<'_> {
                 RecipientState::Deferred {
                     until_unix_ms: now_ms.saturating_add(millis(self.retry_delay(attempts))),
                     attempts: attempts.saturating_add(1),
-                    reply: reply.clone(),
+                    last: reason.clone(),
                 }
             }
         }
@@ -70,12 +71,22 @@ impl Policy<'_> {
 
 /// RFC 3463 X.4.7 "delivery time expired". The class stays 4 (as Postfix
 /// does): every attempt failed temporarily, and the reply a bounce quotes
-/// should say so; the last reply explains what kept failing.
-fn expired_reply(lifetime: Duration, last: &str) -> String {
-    format!(
-        "451 4.4.7 message expired after {}; last error: {last}",
-        human(lifetime)
-    )
+/// should say so; the last reply explains what kept failing, and the host
+/// that gave it stays named.
+fn expired(lifetime: Duration, last: &Reason) -> Reason {
+    Reason {
+        reply: Reply::new(
+            451,
+            Some(EnhancedCode::new(4, 4, 7)),
+            format!(
+                "message expired after {}; last error: {}",
+                human(lifetime),
+                last.reply
+            ),
+        ),
+        remote_mta: last.remote_mta.clone(),
+        stage: last.stage,
+    }
 }
 
 /// `5 days`, `1 day`, `6 hours`, `90 seconds`, `200 ms`: the largest unit
@@ -114,10 +125,15 @@ mod tests {
         }
     }
 
-    fn deferred(reply: &str) -> Outcome {
-        Outcome::Deferred {
-            reply: reply.into(),
-        }
+    fn deferred() -> Outcome {
+        Outcome::local(451, (4, 4, 1), "refused")
+    }
+
+    fn text(state: &RecipientState) -> String {
+        state
+            .reason()
+            .map(|r| r.reply.to_string())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -129,16 +145,16 @@ mod tests {
         let mut now = arrival;
         let mut delays = Vec::new();
         for _ in 0..5 {
-            state = p.next_state(&deferred("451 4.4.1 refused"), &state, arrival, now, false);
+            state = p.next_state(&deferred(), &state, arrival, now, false);
             let RecipientState::Deferred {
                 until_unix_ms,
                 attempts,
-                ref reply,
+                ref last,
             } = state
             else {
                 panic!("expected deferred, got {state:?}");
             };
-            assert_eq!(reply, "451 4.4.1 refused");
+            assert_eq!(last.reply.to_string(), "451 4.4.1 refused");
             assert_eq!(attempts as usize, delays.len() + 1);
             delays.push(until_unix_ms - now);
             now = until_unix_ms;
@@ -156,33 +172,25 @@ mod tests {
         let prev = RecipientState::Deferred {
             until_unix_ms: 5,
             attempts: 3,
-            reply: "451 x".into(),
+            last: deferred().reason().clone(),
         };
         assert_eq!(
-            p.next_state(
-                &Outcome::Delivered {
-                    reply: "250 ok".into()
-                },
-                &prev,
-                0,
-                10,
-                false
-            ),
+            p.next_state(&Outcome::local(250, (2, 0, 0), "ok"), &prev, 0, 10, false),
             RecipientState::Delivered
         );
         assert_eq!(
             p.next_state(
-                &Outcome::Failed {
-                    reply: "550 5.1.1 no such user".into()
-                },
+                &Outcome::local(550, (5, 1, 1), "no such user"),
                 &prev,
                 0,
                 10,
                 false
             ),
-            RecipientState::Failed {
-                reply: "550 5.1.1 no such user".into()
-            }
+            RecipientState::Failed(
+                Outcome::local(550, (5, 1, 1), "no such user")
+                    .reason()
+                    .clone()
+            )
         );
     }
 
@@ -193,7 +201,7 @@ mod tests {
         let arrival = 1_000_000;
         let lifetime = 5 * 86_400_000;
         let before = p.next_state(
-            &deferred("451 4.4.1 refused"),
+            &deferred(),
             &RecipientState::Pending,
             arrival,
             arrival + lifetime - 1,
@@ -204,34 +212,26 @@ mod tests {
             "{before:?}"
         );
         let after = p.next_state(
-            &deferred("451 4.4.1 refused"),
+            &deferred(),
             &RecipientState::Pending,
             arrival,
             arrival + lifetime,
             false,
         );
+        assert!(matches!(after, RecipientState::Failed(_)), "{after:?}");
         assert_eq!(
-            after,
-            RecipientState::Failed {
-                reply: "451 4.4.7 message expired after 5 days; last error: 451 4.4.1 refused"
-                    .into()
-            }
+            text(&after),
+            "451 4.4.7 message expired after 5 days; last error: 451 4.4.1 refused"
         );
     }
 
     #[test]
     fn an_administrator_bounce_turns_deferral_into_failure_but_not_delivery() {
         let p = policy(&[MIN]);
-        let s = p.next_state(&deferred("451 busy"), &RecipientState::Pending, 0, 1, true);
-        assert_eq!(
-            s,
-            RecipientState::Failed {
-                reply: ADMIN_BOUNCE_REPLY.into()
-            }
-        );
-        let d = Outcome::Delivered {
-            reply: "250 ok".into(),
-        };
+        let s = p.next_state(&deferred(), &RecipientState::Pending, 0, 1, true);
+        assert_eq!(s, RecipientState::Failed(admin_bounce_reason()));
+        assert_eq!(text(&s), "550 5.0.0 message bounced by the administrator");
+        let d = Outcome::local(250, (2, 0, 0), "ok");
         assert_eq!(
             p.next_state(&d, &RecipientState::Pending, 0, 1, true),
             RecipientState::Delivered

@@ -1,6 +1,9 @@
 //! The scheduler's view of one queued message.
 
-use sluice_spool::{MessageSummary, RecipientState, StoredMessage};
+use sluice_smtp::{ForwardPath, ReversePath};
+use sluice_spool::{MessageSummary, Reason, RecipientState, StoredMessage};
+
+use crate::scheduler::Destination;
 
 /// Where a recipient stands between the spool and the delivery threads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +21,7 @@ pub(super) enum Phase {
 
 #[derive(Debug)]
 pub(super) struct Rcpt {
-    pub(super) address: String,
+    pub(super) forward_path: ForwardPath,
     /// As journaled: the in-memory state follows the spool, never leads it.
     pub(super) state: RecipientState,
     pub(super) phase: Phase,
@@ -28,27 +31,24 @@ pub(super) struct Rcpt {
     /// Due, but its destination (or the pool) is full: it waits in a line
     /// rather than on the timer.
     pub(super) blocked: bool,
-    pub(super) last_reply: Option<String>,
+    pub(super) last: Option<Reason>,
 }
 
 impl Rcpt {
-    fn new(address: String, state: RecipientState, now_ms: u64) -> Rcpt {
-        let (due_ms, last_reply) = match &state {
-            RecipientState::Deferred {
-                until_unix_ms,
-                reply,
-                ..
-            } => (*until_unix_ms, Some(reply.clone())),
-            RecipientState::Failed { reply } => (now_ms, Some(reply.clone())),
-            RecipientState::Pending | RecipientState::Delivered => (now_ms, None),
+    fn new(forward_path: ForwardPath, state: RecipientState, now_ms: u64) -> Rcpt {
+        let due_ms = match &state {
+            RecipientState::Deferred { until_unix_ms, .. } => *until_unix_ms,
+            RecipientState::Failed(_) | RecipientState::Pending | RecipientState::Delivered => {
+                now_ms
+            }
         };
         Rcpt {
-            address,
+            forward_path,
+            last: state.reason().cloned(),
             state,
             phase: Phase::Idle,
             due_ms,
             blocked: false,
-            last_reply,
         }
     }
 
@@ -66,14 +66,14 @@ impl Rcpt {
         }
     }
 
-    /// The failure reply of a recipient that is (or is about to be) failed.
-    pub(super) fn failure(&self) -> Option<&str> {
+    /// Why a recipient that is (or is about to be) failed failed.
+    pub(super) fn failure(&self) -> Option<&Reason> {
         let state = match &self.phase {
             Phase::Decided(s) | Phase::Journaling(s) => s,
             Phase::Idle | Phase::Dispatched => &self.state,
         };
         match state {
-            RecipientState::Failed { reply } => Some(reply),
+            RecipientState::Failed(reason) => Some(reason),
             _ => None,
         }
     }
@@ -89,7 +89,7 @@ pub(super) struct Msg {
     /// Its key in the timer set, if it has one.
     pub(super) timer: Option<u64>,
     /// Destinations whose line holds this message.
-    pub(super) blocked_on: Vec<String>,
+    pub(super) blocked_on: Vec<Destination>,
     /// In the line for a free delivery thread.
     pub(super) in_ready: bool,
     /// The operator bounced it: what is not delivered now fails.
@@ -120,22 +120,28 @@ impl Msg {
         let rcpts = m
             .recipients
             .iter()
-            .map(|r| Rcpt::new(r.address.clone(), r.state.clone(), now_ms))
+            .map(|r| Rcpt::new(r.forward_path.clone(), r.state.clone(), now_ms))
             .collect();
-        Msg::new(m.arrival_unix_ms, m.reverse_path.is_empty(), m.held, rcpts)
+        Msg::new(
+            m.arrival_unix_ms,
+            m.reverse_path == ReversePath::Null,
+            m.held,
+            rcpts,
+        )
     }
 
     pub(super) fn from_stored(m: &StoredMessage, now_ms: u64) -> Msg {
         let rcpts = m
+            .entry
             .envelope
             .recipients
             .iter()
             .zip(&m.states)
-            .map(|(r, s)| Rcpt::new(r.address.clone(), s.clone(), now_ms))
+            .map(|(r, s)| Rcpt::new(r.forward_path.clone(), s.clone(), now_ms))
             .collect();
         Msg::new(
-            m.envelope.arrival_unix_ms,
-            m.envelope.reverse_path.is_empty(),
+            m.entry.arrival_unix_ms,
+            m.entry.envelope.reverse_path == ReversePath::Null,
             m.held,
             rcpts,
         )

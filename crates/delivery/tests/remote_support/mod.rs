@@ -205,7 +205,7 @@ fn serve_smtp(mut stream: TcpStream, connection: usize, script: &Script, shared:
         }
         if let Some(event) = session.event().cloned() {
             let decision = decide(&mut session, event, connection, script, shared);
-            session.decide(decision);
+            session.decide(decision).expect("an event is pending");
             let used = session.receive(&input);
             input.drain(..used);
             continue;
@@ -244,7 +244,8 @@ fn decide(
         },
         Event::Message => {
             let number = shared.messages.fetch_add(1, Ordering::SeqCst);
-            let (transaction, body) = session.take_message().expect("a finished message");
+            let transaction = session.transaction().cloned().expect("an envelope");
+            let body = session.take_message().expect("a finished message");
             if let Some(reply) = (script.message)(number) {
                 return Decision::Reject(reply);
             }
@@ -255,12 +256,12 @@ fn decide(
                 recipients: transaction
                     .recipients
                     .iter()
-                    .map(|(r, _)| r.to_string())
+                    .map(|r| r.forward_path.to_string())
                     .collect(),
                 rcpt_params: transaction
                     .recipients
                     .iter()
-                    .map(|(_, p)| p.to_string())
+                    .map(|r| r.params.to_string())
                     .collect(),
                 body_type: transaction.body_type(),
                 body,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sluice_smtp::Domain;
 use sluice_smtp::client::{
-    BodyFraming, ClientConfig, ClientEvent, ClientSession, Envelope, Outcome, RecipientResult,
+    BodyFraming, ClientConfig, ClientEvent, ClientSession, Message, Outcome, RecipientResult,
 };
 
 use crate::message::MessageFactory;
@@ -85,7 +85,7 @@ impl Connection {
     /// Sends message `seq` with `envelope` and waits for its outcome.
     pub(super) fn send(
         &mut self,
-        envelope: &Envelope,
+        envelope: &Message,
         factory: &MessageFactory,
         seq: u64,
     ) -> io::Result<Sent> {
@@ -192,6 +192,7 @@ mod tests {
             index: 0,
             outcome,
             origin: ReplyOrigin::Remote,
+            stage: sluice_smtp::Stage::EndOfData,
         }
     }
 

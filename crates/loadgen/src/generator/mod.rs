@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sluice_smtp::client::Envelope;
+use sluice_smtp::client::Message;
 use sluice_smtp::{Domain, ForwardPath, Mailbox, Path, ReversePath};
 
 use crate::latency::{Latency, LatencySummary};
@@ -138,7 +138,7 @@ struct Plan<'a> {
     config: &'a GeneratorConfig,
     dispenser: Dispenser,
     factory: MessageFactory,
-    envelope: Envelope,
+    envelope: Message,
     helo: Domain,
     progress: &'a Progress,
 }
@@ -282,7 +282,7 @@ pub fn run(config: &GeneratorConfig, progress: &Progress) -> io::Result<RunResul
     })
 }
 
-fn envelope(from: &str, to: &[String], size: usize) -> Result<Envelope, String> {
+fn envelope(from: &str, to: &[String], size: usize) -> Result<Message, String> {
     let path = |s: &str| {
         Mailbox::parse(s.as_bytes())
             .map(|mailbox| Path {
@@ -297,7 +297,7 @@ fn envelope(from: &str, to: &[String], size: usize) -> Result<Envelope, String> 
         .collect::<Result<_, _>>()?;
     // The SIZE parameter is a declaration (RFC 1870), not a promise to the
     // octet; the header block's length varies by a few digits.
-    Ok(Envelope::new(
+    Ok(Message::new(
         ReversePath::Path(path(from)?),
         recipients,
         size as u64,

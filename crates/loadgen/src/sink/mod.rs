@@ -324,7 +324,8 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
             start += used;
             if let Some(event) = session.event().cloned() {
                 let decision = decide(&mut session, event, shared);
-                session.decide(decision);
+                // The event was just raised: it is pending.
+                let _ = session.decide(decision);
                 continue;
             }
             if used == 0 {
@@ -367,7 +368,10 @@ fn decide(
     if event != Event::Message {
         return Decision::Accept;
     }
-    let Some((transaction, message)) = session.take_message() else {
+    let Some(recipients) = session.transaction().map(|tx| tx.recipients.len()) else {
+        return Decision::Accept;
+    };
+    let Ok(message) = session.take_message() else {
         return Decision::Accept;
     };
     let now = SystemTime::now();
@@ -400,8 +404,7 @@ fn decide(
             c.missing_timestamp.fetch_add(1, Ordering::Relaxed);
         }
     }
-    c.recipients
-        .fetch_add(transaction.recipients.len() as u64, Ordering::Relaxed);
+    c.recipients.fetch_add(recipients as u64, Ordering::Relaxed);
     c.bytes.fetch_add(message.len() as u64, Ordering::Relaxed);
     let now_ns = u64::try_from(now_ns).unwrap_or(u64::MAX);
     let _ = c

@@ -291,7 +291,18 @@ pub fn env_with_dns(nameserver: SocketAddr, timeout: Duration) -> HostEnv {
         cache_entries: 64,
     })
     .unwrap();
-    HostEnv::new("mx.example.test", vec!["example.test".into()], dns)
+    HostEnv::new("mx.example.test", directory(), dns)
+}
+
+/// Our domain is example.test, with alice's mailbox.
+pub fn directory() -> Arc<sluice_directory::Directory> {
+    Arc::new(sluice_directory::Directory::new(
+        sluice_directory::DirectoryConfig {
+            domains: vec!["example.test".into()],
+            users: vec!["alice".into()],
+            ..Default::default()
+        },
+    ))
 }
 
 pub fn env() -> HostEnv {
@@ -351,12 +362,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path().join("spool"), SpoolConfig::default()).unwrap();
         // Loopback is trusted, so any recipient reaches the filters.
-        let policy = RecipientPolicy::new(
-            ["example.test".to_string()],
-            ["alice".to_string()],
-            [],
-            ["127.0.0.0/8".parse().unwrap()],
-        );
+        let policy = RecipientPolicy::new(directory(), ["127.0.0.0/8".parse().unwrap()]);
         let mut config = SmtpdConfig::new(
             ServerConfig {
                 hostname: "mx.example.test".into(),
@@ -368,7 +374,7 @@ impl Server {
         // One loop: a slow plugin must not stall even the loop it shares.
         config.event_loops = 1;
         let host = Arc::new(host);
-        let smtpd = Smtpd::start(config, spool.handle(), host.clone(), Arc::new(|_| {})).unwrap();
+        let smtpd = Smtpd::start(config, spool.handle(), host.clone()).unwrap();
         Server {
             addr: smtpd.local_addrs()[0],
             host,

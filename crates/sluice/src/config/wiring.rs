@@ -5,15 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_delivery::dispatch::Dispatch;
+use sluice_delivery::dispatch::{Dispatch, DispatchConfig};
 use sluice_delivery::local::{self, LocalConfig};
 use sluice_delivery::remote::{Remote, RemoteConfig, Timeouts};
 use sluice_delivery::route::{RouteConfig, Router};
 use sluice_delivery::scheduler::SchedulerConfig;
+use sluice_directory::{Directory, DirectoryConfig};
 use sluice_dns::Resolver;
 use sluice_plugin_host::{DnsResolver, HostEnv, KvStore, MemoryKv, OnError, PluginSpec, RedisKv};
 use sluice_smtp::server::{Extensions, ServerConfig};
 use sluice_smtpd::{RecipientPolicy, SmtpdConfig};
+use sluice_spool::SpoolHandle;
 
 use super::{Config, Delivery, KvBackend, OnErrorSetting};
 
@@ -54,20 +56,31 @@ impl Config {
         Resolver::new(&self.dns.nameservers, DNS_TIMEOUT)
     }
 
+    /// Who is local: the one answer the RCPT check, local delivery and the
+    /// plugins' `is_local_domain` share. Build it once and hand it to each.
+    pub fn directory(&self) -> Arc<Directory> {
+        Arc::new(Directory::new(DirectoryConfig {
+            domains: self.local.domains.clone(),
+            users: self.local.users.clone(),
+            aliases: self.local.aliases.clone(),
+            recipient_delimiter: self.local.recipient_delimiter.clone(),
+        }))
+    }
+
     /// What the plugins' host functions use, with a resolver of their own
     /// (`sluice plugin test`, where nothing else needs one). Its key-value
     /// store is always a fresh embedded one: a trial run must not write
     /// greylisting or rate-limit entries into the servers' shared Redis.
     pub fn host_env(&self) -> Result<HostEnv, String> {
-        Ok(self.host_env_with(&self.resolver()?))
+        Ok(self.host_env_with(&self.resolver()?, self.directory()))
     }
 
-    /// What the plugins' host functions use: our name, our domains, and
+    /// What the plugins' host functions use: our name, our directory, and
     /// lookups through `dns`; an embedded key-value store, which a server
     /// replaces with [`Config::kv_store`].
-    pub fn host_env_with(&self, dns: &Resolver) -> HostEnv {
+    pub fn host_env_with(&self, dns: &Resolver, directory: Arc<Directory>) -> HostEnv {
         let dns = DnsResolver::with_resolver(dns.clone(), DNS_TIMEOUT, PLUGIN_DNS_CACHE_ENTRIES);
-        HostEnv::new(self.hostname(), self.local.domains.clone(), dns)
+        HostEnv::new(self.hostname(), directory, dns)
     }
 
     /// The plugins' shared key-value store as `[kv]` says. A Redis store is
@@ -104,7 +117,7 @@ impl Config {
     }
 
     /// The front end's view of this configuration.
-    pub fn smtpd(&self) -> SmtpdConfig {
+    pub fn smtpd(&self, directory: Arc<Directory>) -> SmtpdConfig {
         let session = ServerConfig {
             hostname: self.hostname(),
             max_line_length: self.limits.max_line_length,
@@ -113,16 +126,7 @@ impl Config {
             max_errors: self.limits.max_errors,
             extensions: Extensions::default(),
         };
-        let policy = RecipientPolicy::new(
-            self.local.domains.iter().cloned(),
-            self.local.users.iter().cloned(),
-            self.local
-                .aliases
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-            self.relay.trusted_networks.iter().copied(),
-        )
-        .with_recipient_delimiter(&self.local.recipient_delimiter);
+        let policy = RecipientPolicy::new(directory, self.relay.trusted_networks.iter().copied());
         let mut smtpd = SmtpdConfig::new(
             session,
             self.listen.iter().map(|l| l.addr).collect(),
@@ -154,16 +158,18 @@ impl Config {
     }
 
     /// Local and remote delivery, as the delivery threads run them; next
-    /// hops are looked up through `dns`.
-    pub fn dispatch(&self, dns: &Resolver) -> Result<Dispatch, String> {
+    /// hops are looked up through `dns`, and forwards are queued in `spool`.
+    pub fn dispatch(
+        &self,
+        dns: &Resolver,
+        directory: Arc<Directory>,
+        spool: SpoolHandle,
+    ) -> Result<Dispatch, String> {
         let d = &self.delivery;
         let hostname = self.hostname();
         let local = local::Local::new(LocalConfig {
             maildir_root: self.local.maildir_root.clone(),
-            users: self.local.users.clone(),
-            aliases: self.local.aliases.clone(),
             hostname: hostname.clone(),
-            recipient_delimiter: self.local.recipient_delimiter.clone(),
         });
         let router = Router::new(
             RouteConfig {
@@ -175,11 +181,12 @@ impl Config {
                 smarthost: Some(d.smarthost.clone()).filter(|s| !s.is_empty()),
             },
             dns.clone(),
-        )?
+        )
+        .map_err(|e| format!("delivery: {e:?}"))?
         .with_smtp_port(d.mx_port);
         let remote = Remote::new(
             RemoteConfig {
-                helo_name: hostname,
+                helo_name: hostname.clone(),
                 timeouts: d.timeouts(),
                 idle_close: Duration::from_secs(5),
                 // Postfix sets no count limit at all (only 300 s); a high one
@@ -188,12 +195,14 @@ impl Config {
             },
             router,
         );
-        Ok(Dispatch::new(
-            self.local.domains.iter().cloned(),
+        Ok(Dispatch::new(DispatchConfig {
+            directory,
             local,
             remote,
-            Some(d.lmtp.clone()),
-        ))
+            lmtp: Some(d.lmtp.clone()),
+            spool,
+            hostname,
+        }))
     }
 }
 

@@ -7,7 +7,7 @@ use crate::reply::Reply;
 
 #[cfg(doc)]
 use super::{ClientSession, DotStuffer, dot_stuffed};
-use super::{Envelope, RecipientResult};
+use super::{Message, RecipientResult};
 
 /// How the caller must put the body on the wire after
 /// [`ClientEvent::SendBody`].
@@ -138,7 +138,7 @@ impl fmt::Display for TimeoutClass {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendError {
     pub kind: SendErrorKind,
-    pub envelope: Box<Envelope>,
+    pub message: Box<Message>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +157,7 @@ pub enum SendErrorKind {
 pub enum BodyError {
     /// No [`ClientEvent::SendBody`] is outstanding.
     NotExpected,
-    /// A BDAT body of another length than [`Envelope::body_size`]: nothing
+    /// A BDAT body of another length than [`Message::body_size`]: nothing
     /// was written and the session is closed, since the server expects the
     /// declared number of octets.
     SizeMismatch { declared: u64, actual: u64 },

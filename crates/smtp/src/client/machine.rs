@@ -8,9 +8,10 @@ use crate::params::BodyType;
 use crate::reply::{EnhancedCode, Reply};
 
 use super::{
-    BdatPolicy, BodyFraming, Capabilities, ClientEvent, ClientSession, CloseReason, Envelope,
+    BdatPolicy, BodyFraming, Capabilities, ClientEvent, ClientSession, CloseReason, Message,
     Outcome, RecipientResult, ReplyOrigin, TimeoutClass, capabilities,
 };
+use crate::stage::Stage;
 
 /// How much a server may send while the caller is writing the body (when
 /// nothing is expected from it) before the session gives up on it.
@@ -44,7 +45,7 @@ pub(super) enum Cleanup {
 
 #[derive(Debug)]
 pub(super) struct Transaction {
-    envelope: Envelope,
+    message: Message,
     pub(super) framing: BodyFraming,
     recipients: Vec<Rcpt>,
     pub(super) phase: Phase,
@@ -54,7 +55,7 @@ pub(super) struct Transaction {
 pub(super) enum Rcpt {
     Pending,
     Accepted,
-    Done(Outcome, ReplyOrigin),
+    Done(Outcome, ReplyOrigin, Stage),
 }
 
 #[derive(Debug)]
@@ -222,7 +223,7 @@ impl ClientSession {
                 };
                 for rcpt in &mut t.recipients {
                     if matches!(rcpt, Rcpt::Accepted) {
-                        *rcpt = Rcpt::Done(outcome.clone(), ReplyOrigin::Remote);
+                        *rcpt = Rcpt::Done(outcome.clone(), ReplyOrigin::Remote, Stage::EndOfData);
                     }
                 }
                 self.finish(*t);
@@ -250,7 +251,7 @@ impl ClientSession {
         else {
             return self.unexpected(State::Transaction(t), outcome.reply());
         };
-        *next = Rcpt::Done(outcome, ReplyOrigin::Remote);
+        *next = Rcpt::Done(outcome, ReplyOrigin::Remote, Stage::EndOfData);
         if any_accepted(&t.recipients) {
             return State::Transaction(t);
         }
@@ -261,7 +262,7 @@ impl ClientSession {
     fn on_envelope_reply(&mut self, mut t: Box<Transaction>, reply: Reply) -> State {
         let class = class(&reply);
         let Transaction {
-            envelope,
+            message,
             framing,
             recipients,
             phase,
@@ -286,7 +287,11 @@ impl ClientSession {
                 unsent.clear();
                 for rcpt in recipients.iter_mut() {
                     if matches!(rcpt, Rcpt::Pending) {
-                        *rcpt = Rcpt::Done(Outcome::failure(reply.clone()), ReplyOrigin::Remote);
+                        *rcpt = Rcpt::Done(
+                            Outcome::failure(reply.clone()),
+                            ReplyOrigin::Remote,
+                            Stage::Mail,
+                        );
                     }
                 }
             }
@@ -295,7 +300,8 @@ impl ClientSession {
             (Step::Rcpt(_), 2 | 4 | 5) if *mail_refused => {}
             (Step::Rcpt(i), 2) => recipients[i] = Rcpt::Accepted,
             (Step::Rcpt(i), 4 | 5) => {
-                recipients[i] = Rcpt::Done(Outcome::failure(reply), ReplyOrigin::Remote);
+                recipients[i] =
+                    Rcpt::Done(Outcome::failure(reply), ReplyOrigin::Remote, Stage::Rcpt);
             }
             (Step::Data, _) if reply.code() == 354 => {
                 if any_accepted(recipients) {
@@ -319,7 +325,7 @@ impl ClientSession {
                 let outcome = Outcome::failure(reply);
                 for rcpt in recipients.iter_mut() {
                     if matches!(rcpt, Rcpt::Accepted) {
-                        *rcpt = Rcpt::Done(outcome.clone(), ReplyOrigin::Remote);
+                        *rcpt = Rcpt::Done(outcome.clone(), ReplyOrigin::Remote, Stage::Data);
                     }
                 }
                 return self.end_early(*t);
@@ -332,7 +338,7 @@ impl ClientSession {
         }
         if let Some(step) = unsent.pop_front() {
             awaiting.push_back(step);
-            let command = command(envelope, step, &self.capabilities);
+            let command = command(message, step, &self.capabilities);
             self.write(&command);
             return State::Transaction(t);
         }
@@ -373,8 +379,8 @@ impl ClientSession {
             .into_iter()
             .enumerate()
             .map(|(index, rcpt)| {
-                let (outcome, origin) = match rcpt {
-                    Rcpt::Done(outcome, origin) => (outcome, origin),
+                let (outcome, origin, stage) = match rcpt {
+                    Rcpt::Done(outcome, origin, stage) => (outcome, origin, stage),
                     Rcpt::Pending | Rcpt::Accepted => (
                         Outcome::Transient(local_reply(
                             451,
@@ -382,11 +388,13 @@ impl ClientSession {
                             "Transaction ended without a reply for this recipient",
                         )),
                         ReplyOrigin::Local,
+                        Stage::EndOfData,
                     ),
                 };
                 RecipientResult {
                     index,
                     outcome,
+                    stage,
                     origin,
                 }
             })
@@ -396,8 +404,8 @@ impl ClientSession {
 
     /// Nothing is outstanding: the next queued message, QUIT, or Ready.
     fn idle(&mut self) -> State {
-        if let Some(envelope) = self.queued.take() {
-            return self.start(envelope);
+        if let Some(message) = self.queued.take() {
+            return self.start(message);
         }
         if self.quit_requested {
             self.write(&Command::Quit);
@@ -407,29 +415,31 @@ impl ClientSession {
         State::Ready
     }
 
-    pub(super) fn start(&mut self, envelope: Envelope) -> State {
+    pub(super) fn start(&mut self, message: Message) -> State {
         let caps = &self.capabilities;
-        if let Some(refusal) = envelope.refusal(caps) {
-            let results = (0..envelope.recipients.len())
+        if let Some(refusal) = message.refusal(caps) {
+            // What MAIL would have been refused for, decided before it.
+            let results = (0..message.envelope.recipients.len())
                 .map(|index| RecipientResult {
                     index,
                     outcome: Outcome::Permanent(refusal.clone()),
+                    stage: Stage::Mail,
                     origin: ReplyOrigin::Local,
                 })
                 .collect();
             self.events.push_back(ClientEvent::MessageDone(results));
             return self.idle();
         }
-        let bdat = envelope.body_type == BodyType::BinaryMime
+        let bdat = message.envelope.body_type() == BodyType::BinaryMime
             || (self.config.bdat == BdatPolicy::WhenOffered && caps.chunking);
         let framing = if bdat {
             BodyFraming::Raw {
-                size: envelope.body_size,
+                size: message.body_size,
             }
         } else {
             BodyFraming::DotStuffed
         };
-        let n = envelope.recipients.len();
+        let n = message.envelope.recipients.len();
         let mut steps: VecDeque<Step> = std::iter::once(Step::Mail)
             .chain((0..n).map(Step::Rcpt))
             .collect();
@@ -446,10 +456,10 @@ impl ClientSession {
             (first, steps)
         };
         for &step in &awaiting {
-            self.write(&command(&envelope, step, &self.capabilities));
+            self.write(&command(&message, step, &self.capabilities));
         }
         State::Transaction(Box::new(Transaction {
-            envelope,
+            message,
             framing,
             recipients: (0..n).map(|_| Rcpt::Pending).collect(),
             phase: Phase::Envelope {
@@ -529,19 +539,21 @@ impl ClientSession {
     }
 
     fn fail_recipients(&mut self, state: State, reply: Reply, origin: ReplyOrigin) {
+        let stage = stage_of(&state);
         if let State::Transaction(mut t) = state {
             for rcpt in &mut t.recipients {
                 if matches!(rcpt, Rcpt::Pending | Rcpt::Accepted) {
-                    *rcpt = Rcpt::Done(Outcome::failure(reply.clone()), origin);
+                    *rcpt = Rcpt::Done(Outcome::failure(reply.clone()), origin, stage);
                 }
             }
             self.finish(*t);
         }
-        if let Some(envelope) = self.queued.take() {
-            let results = (0..envelope.recipients.len())
+        if let Some(message) = self.queued.take() {
+            let results = (0..message.envelope.recipients.len())
                 .map(|index| RecipientResult {
                     index,
                     outcome: Outcome::failure(reply.clone()),
+                    stage,
                     origin,
                 })
                 .collect();
@@ -554,11 +566,32 @@ fn any_accepted(recipients: &[Rcpt]) -> bool {
     recipients.iter().any(|r| matches!(r, Rcpt::Accepted))
 }
 
-fn command(envelope: &Envelope, step: Step, caps: &Capabilities) -> Command {
+fn command(message: &Message, step: Step, caps: &Capabilities) -> Command {
     match step {
-        Step::Mail => envelope.mail_command(caps),
-        Step::Rcpt(i) => envelope.rcpt_command(i, caps),
+        Step::Mail => message.mail_command(caps),
+        Step::Rcpt(i) => message.rcpt_command(i, caps),
         Step::Data => Command::Data,
+    }
+}
+
+/// What the session was waiting for in `state`, as a stage: where a failure
+/// of the session itself (a timeout, a lost connection, a 421) happened.
+fn stage_of(state: &State) -> Stage {
+    match state {
+        State::Greeting => Stage::Greeting,
+        State::Ehlo | State::Helo => Stage::Hello,
+        State::Transaction(t) => match &t.phase {
+            Phase::Envelope { awaiting, .. } => match awaiting.front() {
+                Some(Step::Mail) => Stage::Mail,
+                Some(Step::Rcpt(_)) => Stage::Rcpt,
+                Some(Step::Data) | None => Stage::Data,
+            },
+            Phase::Body => Stage::Data,
+            Phase::EndOfData => Stage::EndOfData,
+        },
+        // Between messages: a queued message waits for the server to be
+        // ready for it, as at the greeting.
+        State::Ready | State::Cleanup(_) | State::Quitting(_) | State::Closed => Stage::Connect,
     }
 }
 

@@ -36,16 +36,16 @@
 
 mod body;
 mod capabilities;
-mod envelope;
 mod events;
 mod machine;
+mod message;
 
 pub use body::{DotStuffed, dot_stuffed};
 pub use capabilities::{Capabilities, Extension};
-pub use envelope::{Envelope, Outcome, RecipientResult, ReplyOrigin};
 pub use events::{
     BodyError, BodyFraming, ClientEvent, CloseReason, SendError, SendErrorKind, TimeoutClass,
 };
+pub use message::{Message, Outcome, RecipientResult, ReplyOrigin};
 
 use std::collections::VecDeque;
 
@@ -97,7 +97,7 @@ pub enum BdatPolicy {
     WhenRequired,
     /// Whenever the server offers CHUNKING: one `BDAT <size> LAST` and the
     /// body as it is, with no scan for dots. Needs an exact
-    /// [`Envelope::body_size`].
+    /// [`Message::body_size`].
     WhenOffered,
 }
 
@@ -116,7 +116,7 @@ pub struct ClientSession {
     capabilities: Capabilities,
     /// A message given before the session was ready for it (during the
     /// greeting, EHLO, or the clean-up after the previous message).
-    queued: Option<Envelope>,
+    queued: Option<Message>,
     /// [`ClientSession::quit`] was called while busy: QUIT once idle.
     quit_requested: bool,
 }
@@ -169,26 +169,26 @@ impl ClientSession {
 
     /// Starts a message now if the session is idle, or as soon as it is
     /// (after the greeting and EHLO, or after the previous message's clean-up).
-    pub fn send_message(&mut self, envelope: Envelope) -> Result<(), SendError> {
-        let refuse = |kind, envelope| {
+    pub fn send_message(&mut self, message: Message) -> Result<(), SendError> {
+        let refuse = |kind, message| {
             Err(SendError {
                 kind,
-                envelope: Box::new(envelope),
+                message: Box::new(message),
             })
         };
-        if envelope.recipients.is_empty() {
-            return refuse(SendErrorKind::NoRecipients, envelope);
+        if message.envelope.recipients.is_empty() {
+            return refuse(SendErrorKind::NoRecipients, message);
         }
         if self.quit_requested || matches!(self.state, State::Quitting(_) | State::Closed) {
-            return refuse(SendErrorKind::Closed, envelope);
+            return refuse(SendErrorKind::Closed, message);
         }
         if self.queued.is_some() || matches!(self.state, State::Transaction(_)) {
-            return refuse(SendErrorKind::Busy, envelope);
+            return refuse(SendErrorKind::Busy, message);
         }
         if matches!(self.state, State::Ready) {
-            self.state = self.start(envelope);
+            self.state = self.start(message);
         } else {
-            self.queued = Some(envelope);
+            self.queued = Some(message);
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::{CODE_OK, Chunk, Event, Greeting, Notice, PendingKind, ServerConfig, ServerSession};
+use super::{CODE_OK, Chunk, Event, Greeting, Notice, ServerConfig, ServerSession};
 use crate::address::{Domain, ForwardPath, ReversePath};
 use crate::command::{Command, Verb};
 use crate::params::{BodyType, MailParams, RcptParams};
@@ -34,18 +34,18 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         let verb = command.verb();
         match command {
             Command::Helo(name) => self.raise(
-                PendingKind::Hello(Greeting::Helo),
                 Event::Hello {
                     greeting: Greeting::Helo,
                     name,
                 },
+                None,
             ),
             Command::Ehlo(name) => self.raise(
-                PendingKind::Hello(Greeting::Ehlo),
                 Event::Hello {
                     greeting: Greeting::Ehlo,
                     name,
                 },
+                None,
             ),
             Command::Mail {
                 reverse_path,
@@ -143,11 +143,11 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         match refusal {
             Some(reply) => self.error(Some(Verb::Mail), reply),
             None => self.raise(
-                PendingKind::Mail,
                 Event::Mail {
                     reverse_path,
                     params,
                 },
+                None,
             ),
         }
     }
@@ -180,11 +180,11 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         match refusal {
             Some(reply) => self.error(Some(Verb::Rcpt), reply),
             None => self.raise(
-                PendingKind::Rcpt,
                 Event::Rcpt {
                     forward_path,
                     params,
                 },
+                None,
             ),
         }
     }

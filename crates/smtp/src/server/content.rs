@@ -2,10 +2,7 @@
 //! (counted, RFC 3030), and the checks every message must pass before it is
 //! offered to the front end.
 
-use super::{
-    CODE_BAD_SEQUENCE, CODE_OK, Chunk, Event, Notice, PendingKind, Phase, ServerConfig,
-    ServerSession,
-};
+use super::{CODE_BAD_SEQUENCE, CODE_OK, Chunk, Event, Notice, Phase, ServerConfig, ServerSession};
 use crate::command::Verb;
 use crate::params::BodyType;
 use crate::reply::{EnhancedCode, Reply};
@@ -26,7 +23,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             Some(tx) if tx.body_type() == BodyType::BinaryMime => {
                 self.bad_sequence(Verb::Data, "BODY=BINARYMIME requires BDAT")
             }
-            Some(_) => self.raise(PendingKind::StartData(None), Event::StartData),
+            Some(_) => self.raise(Event::StartData, None),
         }
     }
 
@@ -83,7 +80,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                 discard: None,
             };
         } else {
-            self.raise(PendingKind::StartData(Some(chunk)), Event::StartData);
+            self.raise(Event::StartData, Some(chunk));
         }
     }
 
@@ -144,7 +141,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                 self.reply(bare_line_ending_refusal());
                 self.reset_transaction();
             } else {
-                self.raise(PendingKind::Message, Event::Message);
+                self.raise(Event::Message, None);
             }
         }
     }
@@ -163,7 +160,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             self.reply(bare_line_ending_refusal());
             self.reset_transaction();
         } else {
-            self.raise(PendingKind::Message, Event::Message);
+            self.raise(Event::Message, None);
         }
     }
 

@@ -25,12 +25,16 @@ mod tests;
 
 pub use ehlo::Extensions;
 
+use std::fmt;
+
 use crate::address::{Domain, ForwardPath, ReversePath};
 use crate::command::Verb;
 use crate::data::{DataDecoder, LineEndingCheck};
+use crate::envelope::{Envelope, Recipient};
 use crate::line::{Line, LineReader};
-use crate::params::{BodyType, MailParams, RcptParams};
+use crate::params::{MailParams, RcptParams};
 use crate::reply::{EnhancedCode, Reply};
+use crate::stage::Stage;
 
 /// What the session needs to know about the server it speaks for.
 #[derive(Debug, Clone)]
@@ -71,21 +75,6 @@ pub enum Greeting {
     Ehlo,
 }
 
-/// The envelope of the transaction in progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transaction {
-    pub reverse_path: ReversePath,
-    pub params: MailParams,
-    /// Accepted recipients only, in the order they were accepted.
-    pub recipients: Vec<(ForwardPath, RcptParams)>,
-}
-
-impl Transaction {
-    pub fn body_type(&self) -> BodyType {
-        self.params.body.unwrap_or_default()
-    }
-}
-
 /// A point where the session waits for the front end (its policy, its
 /// filters, its spool). Answer with [`ServerSession::decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +99,34 @@ pub enum Event {
     /// with [`ServerSession::take_message`]; accepting means "it is on disk".
     Message,
 }
+
+impl Event {
+    /// The stage this event stands at.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Event::Hello { .. } => Stage::Hello,
+            Event::Mail { .. } => Stage::Mail,
+            Event::Rcpt { .. } => Stage::Rcpt,
+            Event::StartData => Stage::Data,
+            Event::Message => Stage::EndOfData,
+        }
+    }
+}
+
+/// A call that the session's state does not allow: answering when no event
+/// is pending, setting the trace header outside DATA, taking a message that
+/// is not there. It is the caller's bug; the session is unchanged, and the
+/// caller should refuse (or close) rather than go on as if it had worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiMisuse(&'static str);
+
+impl fmt::Display for ApiMisuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server session misused: {}", self.0)
+    }
+}
+
+impl std::error::Error for ApiMisuse {}
 
 /// Notices that need no answer: the front end tells its filters, logs, counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,16 +155,6 @@ pub enum Decision {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PendingKind {
-    Hello(Greeting),
-    Mail,
-    Rcpt,
-    /// DATA or the first BDAT; for BDAT, the chunk that follows the command.
-    StartData(Option<Chunk>),
-    Message,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Chunk {
     size: u64,
     last: bool,
@@ -161,8 +168,9 @@ enum Phase {
     Connected,
     /// Reading command lines.
     Command,
-    /// A decision is pending; no input is consumed until it arrives.
-    Pending(PendingKind),
+    /// A decision on this event is pending; no input is consumed until it
+    /// arrives. For the first BDAT, the chunk that follows the command.
+    Pending(Event, Option<Chunk>),
     /// Reading DATA content up to CRLF.CRLF.
     Data(DataDecoder),
     /// Reading the octets of a BDAT chunk. `discard`: the chunk must be read
@@ -196,7 +204,7 @@ pub struct ServerSession<C = ServerConfig> {
     phase: Phase,
     lines: LineReader,
     greeting: Option<(Greeting, Domain)>,
-    transaction: Option<Transaction>,
+    transaction: Option<Envelope>,
     /// Set once content of this transaction is being read through BDAT, so
     /// that DATA cannot be mixed in (RFC 3030 §3).
     bdat_in_progress: bool,
@@ -209,7 +217,6 @@ pub struct ServerSession<C = ServerConfig> {
     errors: u32,
     out: Vec<u8>,
     notices: Vec<Notice>,
-    event: Option<Event>,
 }
 
 const CODE_OK: EnhancedCode = EnhancedCode::new(2, 0, 0);
@@ -232,7 +239,6 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             errors: 0,
             out: Vec::with_capacity(256),
             notices: Vec::new(),
-            event: None,
         }
     }
 
@@ -269,7 +275,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         while consumed < input.len() {
             let rest = &input[consumed..];
             let used = match &mut self.phase {
-                Phase::Connected | Phase::Pending(_) | Phase::Closed => break,
+                Phase::Connected | Phase::Pending(..) | Phase::Closed => break,
                 Phase::Command => {
                     let (used, line) = self.lines.next_line(rest);
                     match line {
@@ -306,7 +312,10 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
 
     /// The event waiting for a decision, if any. It stays until decided.
     pub fn event(&self) -> Option<&Event> {
-        self.event.as_ref()
+        match &self.phase {
+            Phase::Pending(event, _) => Some(event),
+            _ => None,
+        }
     }
 
     /// Notices raised since the last call.
@@ -327,7 +336,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
     /// Which timeout applies now.
     pub fn waiting(&self) -> Waiting {
         match self.phase {
-            Phase::Connected | Phase::Pending(_) => Waiting::Decision,
+            Phase::Connected | Phase::Pending(..) => Waiting::Decision,
             Phase::Command => Waiting::Command,
             Phase::Data(_) | Phase::Chunk { .. } => Waiting::Data,
             Phase::Closed => Waiting::Closed,
@@ -339,8 +348,9 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         self.greeting.as_ref().map(|(g, d)| (*g, d))
     }
 
-    /// The transaction in progress (its accepted recipients so far).
-    pub fn transaction(&self) -> Option<&Transaction> {
+    /// The envelope of the transaction in progress (its accepted recipients
+    /// so far).
+    pub fn transaction(&self) -> Option<&Envelope> {
         self.transaction.as_ref()
     }
 
@@ -351,94 +361,86 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             return;
         }
         self.reply(reply);
-        self.event = None;
         self.enter_closed();
     }
 
     /// Sets the trace (`Received:`) header that will precede the content.
     /// Call it while [`Event::StartData`] is pending, before accepting.
-    pub fn set_trace_header(&mut self, header: &[u8]) {
-        if matches!(self.phase, Phase::Pending(PendingKind::StartData(_))) {
-            self.message.clear();
-            self.message.extend_from_slice(header);
+    pub fn set_trace_header(&mut self, header: &[u8]) -> Result<(), ApiMisuse> {
+        if !matches!(self.phase, Phase::Pending(Event::StartData, _)) {
+            return Err(ApiMisuse("the trace header is set while DATA is pending"));
         }
+        self.message.clear();
+        self.message.extend_from_slice(header);
+        Ok(())
     }
 
-    /// Takes the finished message (trace header + content) and its envelope
-    /// while [`Event::Message`] is pending. The transaction stays until the
-    /// decision, so the front end can still read it.
-    pub fn take_message(&mut self) -> Option<(Transaction, Vec<u8>)> {
-        if !matches!(self.phase, Phase::Pending(PendingKind::Message)) {
-            return None;
+    /// Takes the finished message (trace header + content) while
+    /// [`Event::Message`] is pending. The envelope stays until the decision
+    /// ([`ServerSession::transaction`]), so the front end can still read it.
+    pub fn take_message(&mut self) -> Result<Vec<u8>, ApiMisuse> {
+        if !matches!(self.phase, Phase::Pending(Event::Message, _)) {
+            return Err(ApiMisuse("the message is taken while it is pending"));
         }
-        let transaction = self.transaction.clone()?;
-        Some((transaction, std::mem::take(&mut self.message)))
+        Ok(std::mem::take(&mut self.message))
     }
 
     /// Answers the pending event. Afterwards call [`ServerSession::receive`]
-    /// again with the input left over.
-    pub fn decide(&mut self, decision: Decision) {
-        let Phase::Pending(kind) = self.phase else {
-            return;
+    /// again with the input left over. With no event pending, nothing
+    /// changes and the call is an error.
+    pub fn decide(&mut self, decision: Decision) -> Result<(), ApiMisuse> {
+        let Phase::Pending(event, chunk) = std::mem::replace(&mut self.phase, Phase::Command)
+        else {
+            return Err(ApiMisuse("a decision is given with no event pending"));
         };
-        let Some(event) = self.event.take() else {
-            return;
-        };
-        self.phase = Phase::Command;
-        let refusal = match decision {
-            Decision::Disconnect(reply) => {
-                self.close_with(reply);
-                return;
-            }
-            Decision::Reject(reply) => Some(reply),
-            Decision::Accept => None,
-            Decision::AcceptWith(reply) => {
-                self.accepted(kind, event, Some(reply));
-                return;
-            }
-        };
-        match refusal {
-            None => self.accepted(kind, event, None),
-            Some(reply) => self.refused(kind, reply),
+        match decision {
+            Decision::Disconnect(reply) => self.close_with(reply),
+            Decision::Reject(reply) => self.refused(event, chunk, reply),
+            Decision::Accept => self.accepted(event, chunk, None),
+            Decision::AcceptWith(reply) => self.accepted(event, chunk, Some(reply)),
         }
+        Ok(())
     }
 
-    fn accepted(&mut self, kind: PendingKind, event: Event, reply: Option<Reply>) {
+    fn accepted(&mut self, event: Event, chunk: Option<Chunk>, reply: Option<Reply>) {
         let ok = |code: u16, e: EnhancedCode, text: &'static str| Reply::new(code, Some(e), text);
-        match (kind, event) {
-            (PendingKind::Hello(greeting), Event::Hello { name, .. }) => {
+        match event {
+            Event::Hello { greeting, name } => {
                 self.reset_transaction();
                 let reply = reply.unwrap_or_else(|| self.hello_reply(greeting, &name));
                 self.greeting = Some((greeting, name));
                 self.reply(reply);
             }
-            (
-                PendingKind::Mail,
-                Event::Mail {
-                    reverse_path,
-                    params,
-                },
-            ) => {
-                self.transaction = Some(Transaction {
-                    reverse_path,
-                    params,
-                    recipients: Vec::new(),
-                });
+            Event::Mail {
+                reverse_path,
+                params,
+            } => {
+                self.transaction = Some(Envelope::new(reverse_path, params));
                 self.reply(reply.unwrap_or_else(|| ok(250, EnhancedCode::new(2, 1, 0), "Ok")));
             }
-            (
-                PendingKind::Rcpt,
-                Event::Rcpt {
-                    forward_path,
-                    params,
-                },
-            ) => {
+            Event::Rcpt {
+                forward_path,
+                params,
+            } => {
                 if let Some(tx) = &mut self.transaction {
-                    tx.recipients.push((forward_path, params));
+                    tx.recipients.push(Recipient {
+                        forward_path,
+                        params,
+                    });
                 }
                 self.reply(reply.unwrap_or_else(|| ok(250, EnhancedCode::new(2, 1, 5), "Ok")));
             }
-            (PendingKind::StartData(None), _) => {
+            Event::StartData => self.start_content(chunk, reply),
+            Event::Message => {
+                self.reply(reply.unwrap_or_else(|| ok(250, CODE_OK, "Ok: queued")));
+                self.reset_transaction();
+            }
+        }
+    }
+
+    fn start_content(&mut self, chunk: Option<Chunk>, reply: Option<Reply>) {
+        match chunk {
+            None => {
                 self.content_size = 0;
                 self.reply(
                     reply.unwrap_or_else(|| {
@@ -448,7 +450,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                 let limit = self.limit_for_decoder();
                 self.phase = Phase::Data(DataDecoder::new(limit));
             }
-            (PendingKind::StartData(Some(chunk)), _) => {
+            Some(chunk) => {
                 self.content_size = 0;
                 self.bdat_in_progress = true;
                 self.bdat_check = LineEndingCheck::new();
@@ -458,37 +460,29 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                     discard: None,
                 };
             }
-            (PendingKind::Message, _) => {
-                self.reply(reply.unwrap_or_else(|| ok(250, CODE_OK, "Ok: queued")));
-                self.reset_transaction();
-            }
-            // `event` is always the one `kind` was raised with.
-            _ => {}
         }
     }
 
-    fn refused(&mut self, kind: PendingKind, reply: Reply) {
-        match kind {
-            PendingKind::Hello(_) | PendingKind::Mail | PendingKind::Rcpt => self.reply(reply),
-            PendingKind::StartData(None) => self.reply(reply),
+    fn refused(&mut self, event: Event, chunk: Option<Chunk>, reply: Reply) {
+        match (event, chunk) {
             // The chunk's octets follow the BDAT command and must still be read.
-            PendingKind::StartData(Some(chunk)) => {
+            (Event::StartData, Some(chunk)) => {
                 self.phase = Phase::Chunk {
                     remaining: chunk.size,
                     last: chunk.last,
                     discard: Some(reply),
                 };
             }
-            PendingKind::Message => {
+            (Event::Message, _) => {
                 self.reply(reply);
                 self.reset_transaction();
             }
+            _ => self.reply(reply),
         }
     }
 
-    fn raise(&mut self, kind: PendingKind, event: Event) {
-        self.phase = Phase::Pending(kind);
-        self.event = Some(event);
+    fn raise(&mut self, event: Event, chunk: Option<Chunk>) {
+        self.phase = Phase::Pending(event, chunk);
     }
 
     fn bad_sequence(&mut self, verb: Verb, text: &'static str) {

@@ -8,7 +8,7 @@ use super::*;
 struct Driver {
     session: ServerSession,
     pending_input: Vec<u8>,
-    messages: Vec<(Transaction, Vec<u8>)>,
+    messages: Vec<(Envelope, Vec<u8>)>,
     events: Vec<Event>,
 }
 
@@ -43,15 +43,18 @@ impl Driver {
                 break;
             };
             if event == Event::StartData {
-                self.session.set_trace_header(b"Received: test\r\n");
+                self.session
+                    .set_trace_header(b"Received: test\r\n")
+                    .expect("DATA is pending");
             }
             let decision = policy(&event);
             if event == Event::Message && !matches!(decision, Decision::Reject(_)) {
-                self.messages
-                    .push(self.session.take_message().expect("message pending"));
+                let envelope = self.session.transaction().cloned().expect("an envelope");
+                let message = self.session.take_message().expect("message pending");
+                self.messages.push((envelope, message));
             }
             self.events.push(event);
-            self.session.decide(decision);
+            self.session.decide(decision).expect("an event is pending");
         }
         String::from_utf8(std::mem::take(self.session.output())).expect("replies are ASCII")
     }
@@ -150,7 +153,7 @@ fn no_command_is_consumed_while_a_decision_is_pending() {
         0,
         "pending: nothing more is read"
     );
-    session.decide(Decision::Accept);
+    session.decide(Decision::Accept).unwrap();
     assert_eq!(session.receive(&input[used..]), input.len() - used);
     assert!(matches!(session.event(), Some(Event::Mail { .. })));
 }

@@ -5,10 +5,11 @@
 
 pub use sluice_smtp::client::{
     BdatPolicy, BodyError, BodyFraming, Capabilities, ClientConfig, ClientEvent, ClientSession,
-    CloseReason, Envelope, Outcome, RecipientResult, ReplyOrigin, SendErrorKind, TimeoutClass,
+    CloseReason, Message, Outcome, RecipientResult, ReplyOrigin, SendErrorKind, TimeoutClass,
 };
 pub use sluice_smtp::{
     BodyType, Domain, EnhancedCode, ForwardPath, Notify, Path, RcptParams, Reply, Ret, ReversePath,
+    Stage,
 };
 
 pub const GREETING: &[u8] = b"220 mx.example.net ESMTP ready\r\n";
@@ -22,8 +23,8 @@ pub fn path(s: &str) -> Path {
     Path::parse(s.as_bytes()).unwrap_or_else(|e| panic!("{s}: {e:?}"))
 }
 
-pub fn envelope(recipients: &[&str]) -> Envelope {
-    Envelope::new(
+pub fn envelope(recipients: &[&str]) -> Message {
+    Message::new(
         ReversePath::Path(path("<sender@example.org>")),
         recipients
             .iter()
@@ -66,10 +67,11 @@ pub fn reply(code: u16, e: (u8, u16, u16), text: &'static str) -> Reply {
     Reply::new(code, Some(EnhancedCode::new(e.0, e.1, e.2)), text)
 }
 
-pub fn remote(index: usize, outcome: Outcome) -> RecipientResult {
+pub fn remote(index: usize, stage: Stage, outcome: Outcome) -> RecipientResult {
     RecipientResult {
         index,
         outcome,
+        stage,
         origin: ReplyOrigin::Remote,
     }
 }

@@ -2,13 +2,22 @@
 //! (answered at once or later through the inbox), and the hand-off to the
 //! spool whose completion carries the `250`.
 
+use std::sync::Arc;
+
+use sluice_filter::{Defer, Later, MessageChanges, Stage as FilterStage, Ticket, Verdict};
 use sluice_smtp::server::{Decision, Event};
-use sluice_smtp::{EnhancedCode, Reply};
-use sluice_spool::{MessageMark, QueueId, SpoolError};
+use sluice_smtp::{EnhancedCode, Reply, Stage};
+use sluice_spool::{QueueId, SpoolError};
 
 use super::{Completion, CompletionKind, EventLoop, conn_mut};
 use crate::conn::Waiting as Wait;
-use crate::filter::{Defer, Later, MessageChanges, Stage, Verdict};
+
+/// `451 4.3.0` for a state the front end should never be in: refusing is
+/// always safe, accepting is not (the relay backstop must not be skipped).
+fn impossible(what: &str) -> Reply {
+    tracing::error!("front end in an impossible state: {what}; refusing");
+    sluice_filter::tempfail("Local error in processing; try again later")
+}
 
 impl EventLoop {
     pub(super) fn on_event(&mut self, slot: usize) {
@@ -19,71 +28,101 @@ impl EventLoop {
             return;
         };
         match event {
-            Event::Hello { .. } => self.call_filter(slot, FilterStage::Hello),
-            Event::Mail { .. } => self.call_filter(slot, FilterStage::Mail),
-            // Filters first: the relay-refusal plugin must see a disguised
-            // relay attempt (`user%remote.test@local`) before the mailbox
-            // check calls it an unknown local user.
-            Event::Rcpt { .. } => self.call_filter(slot, FilterStage::Rcpt),
+            // Filters first at RCPT: the relay-refusal plugin must see a
+            // disguised relay attempt (`user%remote.test@local`) before the
+            // mailbox check calls it an unknown local user.
+            Event::Hello { .. } | Event::Mail { .. } | Event::Rcpt { .. } => {
+                let stage = event.stage();
+                self.call_filter(slot, stage);
+            }
             Event::StartData => {
                 let id = self.shared.spool.new_id();
-                conn.start_message(id, &self.shared.session.hostname);
-                conn.session.decide(Decision::Accept);
+                let decision = match conn.start_message(id, &self.shared.session.hostname) {
+                    Ok(()) => Decision::Accept,
+                    Err(e) => Decision::Reject(impossible(&e.to_string())),
+                };
+                let _ = conn.session.decide(decision);
             }
-            Event::Message => {
-                conn.message = conn.session.take_message();
-                self.call_filter(slot, FilterStage::Message);
-            }
+            Event::Message => match conn.session.take_message() {
+                Ok(message) => {
+                    conn.message = Some(Arc::new(message));
+                    self.call_filter(slot, Stage::EndOfData);
+                }
+                Err(e) => {
+                    let _ = conn
+                        .session
+                        .decide(Decision::Reject(impossible(&e.to_string())));
+                }
+            },
         }
     }
 
-    pub(super) fn call_filter(&mut self, slot: usize, stage: FilterStage) {
+    /// Calls the filters at `stage`, with what the pending event (or, at
+    /// the end of data, the message) says.
+    pub(super) fn call_filter(&mut self, slot: usize, stage: Stage) {
         self.next_serial += 1;
         let conn = self.conns[slot].as_mut().expect("caller checked");
         conn.serial = self.next_serial;
-        let mut later = Some(Later::new(self.inbox.clone(), slot, conn.serial));
-        let event = conn.session.event();
+        let ticket = Ticket {
+            slot,
+            serial: conn.serial,
+        };
+        let mut later = Some(Later::new(self.inbox.clone(), ticket));
+        let queue_id = conn.queue_id().map(|id| id.to_string());
         let verdict = {
-            let stage_ref = match (stage, event) {
-                (FilterStage::Connect, _) => Some(Stage::Connect),
-                (FilterStage::Hello, Some(Event::Hello { greeting, name })) => Some(Stage::Hello {
+            let event = conn.session.event();
+            let filter_stage = match (stage, event) {
+                (Stage::Connect, _) => Some(FilterStage::Connect),
+                (Stage::Hello, Some(Event::Hello { greeting, name })) => Some(FilterStage::Hello {
                     greeting: *greeting,
                     name,
                 }),
                 (
-                    FilterStage::Mail,
+                    Stage::Mail,
                     Some(Event::Mail {
                         reverse_path,
                         params,
                     }),
-                ) => Some(Stage::Mail {
+                ) => Some(FilterStage::Mail {
                     reverse_path,
                     params,
                 }),
                 (
-                    FilterStage::Rcpt,
+                    Stage::Rcpt,
                     Some(Event::Rcpt {
                         forward_path,
                         params,
                     }),
-                ) => conn.session.transaction().map(|transaction| Stage::Rcpt {
-                    transaction,
-                    forward_path,
-                    params,
-                }),
-                (FilterStage::Message, _) => {
-                    conn.message
-                        .as_ref()
-                        .map(|(transaction, message)| Stage::Message {
-                            transaction,
-                            message,
-                        })
+                ) => conn
+                    .session
+                    .transaction()
+                    .map(|envelope| FilterStage::Rcpt {
+                        envelope,
+                        forward_path,
+                        params,
+                    }),
+                (Stage::EndOfData, Some(Event::Message)) => {
+                    match (conn.session.transaction(), &conn.message, &queue_id) {
+                        (Some(envelope), Some(message), Some(queue_id)) => {
+                            Some(FilterStage::Message {
+                                envelope,
+                                queue_id,
+                                message,
+                            })
+                        }
+                        _ => None,
+                    }
                 }
                 _ => None,
             };
-            match stage_ref {
-                Some(s) => self.shared.filter.check(&conn.info, s, Defer(&mut later)),
-                None => Some(Verdict::Continue),
+            match filter_stage {
+                Some(s) => self
+                    .shared
+                    .filter
+                    .check(&conn.info, s, Defer::new(&mut later)),
+                None => Some(Verdict::Reject(impossible(&format!(
+                    "no event to filter at {stage}"
+                )))),
             }
         };
         match (verdict, later) {
@@ -97,31 +136,29 @@ impl EventLoop {
                 // The filter neither answered nor kept the handle: a bug in
                 // the filter, and never a reason to accept.
                 later.disarm();
-                let reply = Reply::new(
-                    451,
-                    Some(EnhancedCode::new(4, 3, 0)),
-                    "Filter failed; try again later",
-                );
+                let reply = sluice_filter::tempfail("Filter failed; try again later");
                 self.filter_answered(slot, stage, Verdict::Reject(reply));
             }
             (None, None) => conn_mut(&mut self.conns, slot).waiting = Some(Wait::Filter(stage)),
         }
     }
 
-    pub(super) fn filter_answered(&mut self, slot: usize, stage: FilterStage, verdict: Verdict) {
+    pub(super) fn filter_answered(&mut self, slot: usize, stage: Stage, verdict: Verdict) {
         let conn = conn_mut(&mut self.conns, slot);
-        match (stage, verdict) {
-            (FilterStage::Connect, Verdict::Continue | Verdict::Modify(_)) => {
-                conn.session.greet(None)
+        let decision = match (stage, verdict) {
+            (Stage::Connect, Verdict::Continue | Verdict::Modify(_)) => {
+                conn.session.greet(None);
+                return;
             }
-            (FilterStage::Connect, Verdict::Reject(reply) | Verdict::Disconnect(reply)) => {
+            (Stage::Connect, Verdict::Reject(reply) | Verdict::Disconnect(reply)) => {
                 conn.session.greet(Some(reply));
+                return;
             }
-            (FilterStage::Message, Verdict::Continue) => {
-                self.submit(slot, MessageChanges::default())
+            (Stage::EndOfData, Verdict::Continue) => {
+                return self.submit(slot, MessageChanges::default());
             }
-            (FilterStage::Message, Verdict::Modify(changes)) => self.submit(slot, changes),
-            (FilterStage::Message, refusal) => {
+            (Stage::EndOfData, Verdict::Modify(changes)) => return self.submit(slot, changes),
+            (Stage::EndOfData, refusal) => {
                 let decision = match refusal {
                     Verdict::Disconnect(reply) => Decision::Disconnect(reply),
                     Verdict::Reject(reply) => Decision::Reject(reply),
@@ -129,15 +166,14 @@ impl EventLoop {
                 };
                 conn.log_transaction(&decision_reply(&decision));
                 conn.message = None;
-                conn.session.decide(decision);
+                decision
             }
-            (FilterStage::Rcpt, Verdict::Continue | Verdict::Modify(_)) => {
-                let decision = match conn.session.event() {
+            (Stage::Rcpt, Verdict::Continue | Verdict::Modify(_)) => {
+                // The built-in policy: the mailbox must exist, and relaying
+                // needs a trusted client. It stays behind the filters so
+                // that no configuration of plugins can make an open relay.
+                match conn.session.event() {
                     Some(Event::Rcpt { forward_path, .. }) => {
-                        // The built-in policy: the mailbox must exist, and
-                        // relaying needs a trusted client. It stays behind
-                        // the filters so that no configuration of plugins
-                        // can make an open relay.
                         match self.shared.policy.check_rcpt(forward_path, conn.ip) {
                             crate::policy::RcptVerdict::Refuse(reply) => {
                                 // Postfix's "NOQUEUE: reject" line: what an
@@ -155,31 +191,31 @@ impl EventLoop {
                             _ => Decision::Accept,
                         }
                     }
-                    _ => Decision::Accept,
-                };
-                conn.session.decide(decision);
+                    _ => Decision::Reject(impossible("RCPT answered without a pending RCPT")),
+                }
             }
-            (_, Verdict::Continue | Verdict::Modify(_)) => conn.session.decide(Decision::Accept),
+            (_, Verdict::Continue | Verdict::Modify(_)) => Decision::Accept,
             (stage, Verdict::Reject(reply)) => {
-                tracing::info!(conn = conn.info.id, client = %conn.ip, ?stage, result = %reply, "refused by filter");
-                conn.session.decide(Decision::Reject(reply));
+                tracing::info!(conn = conn.info.id, client = %conn.ip, %stage, result = %reply, "refused by filter");
+                Decision::Reject(reply)
             }
             (stage, Verdict::Disconnect(reply)) => {
-                tracing::info!(conn = conn.info.id, client = %conn.ip, ?stage, result = %reply, "disconnected by filter");
-                conn.session.decide(Decision::Disconnect(reply));
+                tracing::info!(conn = conn.info.id, client = %conn.ip, %stage, result = %reply, "disconnected by filter");
+                Decision::Disconnect(reply)
             }
+        };
+        if let Err(e) = conn.session.decide(decision) {
+            // Nothing was pending: refusing is all that is left.
+            conn.session.close_with(impossible(&e.to_string()));
         }
     }
 
     pub(super) fn submit(&mut self, slot: usize, changes: MessageChanges) {
         let conn = conn_mut(&mut self.conns, slot);
-        conn.add_headers(&changes.headers);
-        let Some((envelope, body)) = conn.envelope() else {
-            conn.session.decide(Decision::Reject(Reply::new(
-                451,
-                Some(EnhancedCode::new(4, 3, 0)),
-                "Local error in processing",
-            )));
+        let Some(submission) = conn.submission(&changes) else {
+            let _ = conn
+                .session
+                .decide(Decision::Reject(impossible("no message to submit")));
             return;
         };
         if changes.discard {
@@ -187,45 +223,28 @@ impl EventLoop {
             let reply = Reply::new(
                 250,
                 Some(EnhancedCode::new(2, 0, 0)),
-                format!("Ok: queued as {}", envelope.id),
+                format!("Ok: queued as {}", submission.entry.id),
             );
             conn.log_transaction("discarded by filter");
-            conn.message = None;
-            conn.session.decide(Decision::AcceptWith(reply));
+            let _ = conn.session.decide(Decision::AcceptWith(reply));
             return;
         }
         self.next_serial += 1;
         conn.serial = self.next_serial;
         conn.waiting = Some(Wait::Spool);
         let (inbox, serial) = (self.inbox.clone(), conn.serial);
-        let on_queued = self.shared.on_queued.clone();
-        let spool = self.shared.spool.clone();
-        let done = move |result: Result<QueueId, SpoolError>| {
-            // Delivery may start before the client has its 250: the
-            // message is durable, and that is what matters.
-            if let Ok(id) = &result {
-                on_queued(*id);
-            }
-            inbox.push(Completion {
-                slot,
-                serial,
-                kind: CompletionKind::Spool(result),
-            })
-        };
-        let done: sluice_spool::Completion = if changes.quarantine {
-            // Held before anyone hears of it, so that no delivery can start.
-            Box::new(move |result| match result {
-                Ok(id) => spool.mark(
-                    id,
-                    MessageMark::Held,
-                    Box::new(move |marked| done(marked.map(|()| id))),
-                ),
-                Err(e) => done(Err(e)),
-            })
-        } else {
-            Box::new(done)
-        };
-        self.shared.spool.submit(envelope, body, done);
+        // The spool tells the scheduler itself once the message is durable;
+        // delivery may start before the client has its 250, which is fine.
+        self.shared.spool.submit(
+            submission,
+            Box::new(move |result: Result<QueueId, SpoolError>| {
+                inbox.push(Completion {
+                    slot,
+                    serial,
+                    kind: CompletionKind::Spool(result),
+                })
+            }),
+        );
     }
 
     pub(super) fn spool_answered(&mut self, slot: usize, result: Result<QueueId, SpoolError>) {
@@ -246,16 +265,13 @@ impl EventLoop {
             }
             Err(e) => {
                 tracing::error!(error = %e, "spool write failed");
-                Decision::Reject(Reply::new(
-                    451,
-                    Some(EnhancedCode::new(4, 3, 0)),
+                Decision::Reject(sluice_filter::tempfail(
                     "Local error in processing; try again later",
                 ))
             }
         };
         conn.log_transaction(&decision_reply(&decision));
-        conn.message = None;
-        conn.session.decide(decision);
+        let _ = conn.session.decide(decision);
     }
 }
 
@@ -264,14 +280,4 @@ fn decision_reply(decision: &Decision) -> String {
         Decision::Accept => "accepted".into(),
         Decision::AcceptWith(r) | Decision::Reject(r) | Decision::Disconnect(r) => r.to_string(),
     }
-}
-
-/// Which filter stage a connection waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FilterStage {
-    Connect,
-    Hello,
-    Mail,
-    Rcpt,
-    Message,
 }

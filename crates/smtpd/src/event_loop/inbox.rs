@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use mio::{Poll, Waker};
 use sluice_spool::{QueueId, SpoolError};
 
-use crate::filter::Verdict;
+use sluice_filter::{Answers, Ticket, Verdict};
 
 /// Something that finished elsewhere and concerns one connection.
 #[derive(Debug)]
@@ -28,13 +28,14 @@ pub(crate) enum CompletionKind {
     Spool(Result<QueueId, SpoolError>),
 }
 
-impl Completion {
-    pub(crate) fn filter(slot: usize, serial: u64, verdict: Verdict) -> Self {
-        Completion {
-            slot,
-            serial,
+/// Filters answer through the inbox of the loop that called them.
+impl Answers for Inbox {
+    fn answer(&self, ticket: Ticket, verdict: Verdict) {
+        self.push(Completion {
+            slot: ticket.slot,
+            serial: ticket.serial,
             kind: CompletionKind::Filter(verdict),
-        }
+        });
     }
 }
 

@@ -32,10 +32,10 @@ mod decide;
 mod inbox;
 
 use crate::conn::{Conn, Waiting as Wait};
-use crate::filter::Connection;
-pub(crate) use decide::FilterStage;
 use inbox::{Arrival, Item};
 pub(crate) use inbox::{Completion, CompletionKind, Inbox, Inlet};
+use sluice_filter::ClientInfo;
+use sluice_smtp::Stage;
 
 const WAKER: Token = Token(0);
 const FIRST_LISTENER: usize = 1;
@@ -232,11 +232,13 @@ impl EventLoop {
             return;
         }
         let local = stream.local_addr().unwrap_or(peer);
-        let info = Connection {
+        let info = ClientInfo {
             id: self.shared.next_connection_id(),
             peer,
             local,
             trusted: self.shared.policy.is_trusted(ip),
+            tls: None,
+            login: None,
         };
         tracing::debug!(conn = info.id, client = %peer, "connected");
         let session = ServerSession::new(self.shared.session.clone());
@@ -245,7 +247,7 @@ impl EventLoop {
             let conn = self.conns[slot].as_mut().expect("just stored");
             conn.session.close_with(shutdown_reply(&self.shared));
         } else {
-            self.call_filter(slot, FilterStage::Connect);
+            self.call_filter(slot, Stage::Connect);
         }
         self.service(slot);
     }

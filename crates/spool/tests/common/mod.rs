@@ -7,7 +7,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use sluice_spool::{Envelope, QueueId, Recipient, SpoolConfig};
+use sluice_smtp::{
+    BodyType, Envelope, ForwardPath, MailParams, Notify, RcptParams, Recipient, ReversePath,
+};
+use sluice_spool::{Entry, QueueId, SpoolConfig};
 
 /// Pseudo-random bytes from a seed (xorshift64*), shaped like mail: printable
 /// text in CRLF lines, with some 8-bit bytes.
@@ -38,30 +41,19 @@ pub fn body_len(seed: u64) -> usize {
     [0usize, 1, 17, 300, 1500, 4096, 9000][(seed % 7) as usize] + (seed as usize % 13)
 }
 
-pub fn envelope(id: QueueId, seed: u64) -> Envelope {
+fn path(text: &str) -> sluice_smtp::Path {
+    sluice_smtp::Path::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e:?}"))
+}
+
+/// A reason of our own with this reply code and text.
+pub fn reason(code: u16, text: &str) -> sluice_spool::Reason {
+    sluice_spool::Reason::local(sluice_smtp::Reply::new(code, None, text.to_owned()))
+}
+
+pub fn entry(id: QueueId, seed: u64) -> Entry {
     let n_rcpt = 1 + (seed % 4) as usize;
-    Envelope {
+    Entry {
         id,
-        reverse_path: if seed.is_multiple_of(5) {
-            String::new()
-        } else {
-            format!("sender{seed}@example.org")
-        },
-        mail_params: if seed.is_multiple_of(2) {
-            "BODY=8BITMIME".into()
-        } else {
-            String::new()
-        },
-        recipients: (0..n_rcpt)
-            .map(|i| Recipient {
-                address: format!("rcpt{i}.{seed}@example.net"),
-                params: if i == 0 {
-                    "NOTIFY=FAILURE".into()
-                } else {
-                    String::new()
-                },
-            })
-            .collect(),
         arrival_unix_ms: 1_700_000_000_000 + seed,
         client_ip: if seed.is_multiple_of(3) {
             IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, seed as u16))
@@ -69,8 +61,39 @@ pub fn envelope(id: QueueId, seed: u64) -> Envelope {
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, seed as u8))
         },
         helo: format!("client{seed}.example.org"),
-        body_type: (seed % 3) as u8,
-        smtputf8: seed.is_multiple_of(4),
+        envelope: Envelope {
+            reverse_path: if seed.is_multiple_of(5) {
+                ReversePath::Null
+            } else {
+                ReversePath::Path(path(&format!("<sender{seed}@example.org>")))
+            },
+            params: MailParams {
+                body: [
+                    None,
+                    Some(BodyType::EightBitMime),
+                    Some(BodyType::BinaryMime),
+                ][(seed % 3) as usize],
+                smtputf8: seed.is_multiple_of(4),
+                ..MailParams::default()
+            },
+            recipients: (0..n_rcpt)
+                .map(|i| Recipient {
+                    forward_path: ForwardPath::Path(path(&format!("<rcpt{i}.{seed}@example.net>"))),
+                    params: if i == 0 {
+                        RcptParams {
+                            notify: Some(Notify::On {
+                                success: false,
+                                failure: true,
+                                delay: false,
+                            }),
+                            orcpt: None,
+                        }
+                    } else {
+                        RcptParams::default()
+                    },
+                })
+                .collect(),
+        },
     }
 }
 

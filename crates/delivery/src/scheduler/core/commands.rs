@@ -4,7 +4,7 @@ use sluice_spool::{MessageMark, QueueId, RecipientState, SpoolError};
 
 use super::Core;
 use super::dispatch::Via;
-use crate::scheduler::retry::ADMIN_BOUNCE_REPLY;
+use crate::scheduler::retry::admin_bounce_reason;
 use crate::scheduler::state::{Msg, Phase};
 use crate::scheduler::{Event, MessageStatus, RecipientStatus};
 
@@ -15,8 +15,9 @@ impl Core {
         }
         match self.spool.get(id) {
             Ok(Some(stored)) => {
-                let mut msg = Msg::from_stored(&stored, self.now);
-                msg.held |= self.holding.contains(&id);
+                // A quarantined message arrives held: the hold is in the
+                // record that made it durable.
+                let msg = Msg::from_stored(&stored, self.now);
                 self.msgs.insert(id, msg);
                 self.dispatch(id, Some(stored), Via::New);
             }
@@ -58,7 +59,6 @@ impl Core {
     pub(super) fn hold(&mut self, id: QueueId) {
         // Takes effect at once (nothing new is dispatched); the mark makes
         // it survive a restart.
-        self.holding.insert(id);
         if let Some(msg) = self.msgs.get_mut(&id) {
             msg.held = true;
         }
@@ -94,12 +94,11 @@ impl Core {
         };
         for r in &mut msg.rcpts {
             if r.waits() {
-                tracing::info!(queue_id = %id, recipient = %r.address, outcome = "failed",
-                    reply = ADMIN_BOUNCE_REPLY, "bounced by the administrator");
-                r.phase = Phase::Decided(RecipientState::Failed {
-                    reply: ADMIN_BOUNCE_REPLY.into(),
-                });
-                r.last_reply = Some(ADMIN_BOUNCE_REPLY.into());
+                let reason = admin_bounce_reason();
+                tracing::info!(queue_id = %id, recipient = %r.forward_path, outcome = "failed",
+                    reply = %reason, "bounced by the administrator");
+                r.last = Some(reason.clone());
+                r.phase = Phase::Decided(RecipientState::Failed(reason));
             }
         }
     }
@@ -116,7 +115,6 @@ impl Core {
         }
         match (mark, result.is_ok()) {
             (MessageMark::Held, ok) => {
-                self.holding.remove(&id);
                 if ok {
                     tracing::info!(queue_id = %id, "held");
                 }
@@ -180,10 +178,10 @@ impl Core {
                 .rcpts
                 .iter()
                 .map(|r| RecipientStatus {
-                    address: r.address.clone(),
+                    forward_path: r.forward_path.clone(),
                     state: r.state.clone(),
                     in_flight: r.phase != Phase::Idle,
-                    last_reply: r.last_reply.clone(),
+                    last: r.last.clone(),
                 })
                 .collect(),
         })

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use sluice_spool::{QueueId, StoredMessage};
 
 use super::Core;
-use crate::scheduler::Job;
 use crate::scheduler::state::Phase;
+use crate::scheduler::{Destination, Job};
 
 /// Who asks for a dispatch: the lines it came out of may be passed.
 #[derive(Debug, Clone, Copy)]
@@ -17,7 +17,7 @@ pub(super) enum Via<'a> {
     /// Just taken from the pool's line.
     Ready,
     /// Just taken from this destination's line.
-    Line(&'a str),
+    Line(&'a Destination),
 }
 
 impl Core {
@@ -113,12 +113,12 @@ impl Core {
             self.settle(id, stored.as_ref());
             return;
         }
-        let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
+        let mut groups: Vec<(Destination, Vec<u32>)> = Vec::new();
         for (i, r) in msg.rcpts.iter().enumerate() {
             if !r.waits() || r.due_ms > now {
                 continue;
             }
-            let dest = self.transport.destination(&r.address);
+            let dest = self.transport.destination(&r.forward_path);
             match groups.iter_mut().find(|(d, _)| *d == dest) {
                 Some((_, v)) => v.push(i as u32),
                 None => groups.push((dest, vec![i as u32])),
@@ -135,7 +135,7 @@ impl Core {
                 continue;
             }
             let line_waits = self.lines.get(&dest).is_some_and(|l| !l.is_empty())
-                && !matches!(via, Via::Line(d) if d == dest);
+                && !matches!(via, Via::Line(d) if *d == dest);
             if self.busy.get(&dest).copied().unwrap_or(0) >= max || line_waits {
                 self.block(id, &rcpts, Some(&dest));
                 continue;
@@ -179,7 +179,7 @@ impl Core {
     }
 
     /// Puts a message in line for a destination (`Some`) or the pool.
-    pub(super) fn block(&mut self, id: QueueId, rcpts: &[u32], on: Option<&str>) {
+    pub(super) fn block(&mut self, id: QueueId, rcpts: &[u32], on: Option<&Destination>) {
         let Some(msg) = self.msgs.get_mut(&id) else {
             return;
         };
@@ -192,8 +192,8 @@ impl Core {
                 self.ready.push_back(id);
             }
             Some(dest) if !msg.blocked_on.iter().any(|d| d == dest) => {
-                msg.blocked_on.push(dest.to_owned());
-                self.lines.entry(dest.to_owned()).or_default().push_back(id);
+                msg.blocked_on.push(dest.clone());
+                self.lines.entry(dest.clone()).or_default().push_back(id);
             }
             _ => {}
         }
@@ -227,7 +227,7 @@ impl Core {
         self.reschedule(job.id);
     }
 
-    pub(super) fn release_slot(&mut self, dest: &str) {
+    pub(super) fn release_slot(&mut self, dest: &Destination) {
         self.in_flight -= 1;
         if let Some(n) = self.busy.get_mut(dest) {
             *n -= 1;
@@ -235,6 +235,6 @@ impl Core {
                 self.busy.remove(dest);
             }
         }
-        self.freed.push(dest.to_owned());
+        self.freed.push(dest.clone());
     }
 }

@@ -1,7 +1,7 @@
 //! The scheduler thread: owns the in-memory queue, turns due messages into
 //! jobs, and turns outcomes into journal entries and bounces.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +15,7 @@ mod outcomes;
 use super::pool::Pool;
 use super::retry::Policy;
 use super::state::Msg;
-use super::{Event, SchedulerConfig, Transport};
+use super::{Destination, Event, SchedulerConfig, Transport};
 
 /// Events handled before the scheduler looks at its timers and writes the
 /// journal batch: large enough to batch a burst, small enough that due
@@ -38,23 +38,20 @@ pub(super) struct Core {
     /// the one `Msg::timer` names.
     timers: BTreeSet<(u64, QueueId)>,
     /// Jobs in flight per destination.
-    busy: HashMap<String, usize>,
+    busy: HashMap<Destination, usize>,
     /// Per destination, messages with due recipients waiting for a slot.
     /// Entries go stale (the message was delivered meanwhile, or is gone)
     /// and are skipped when they come up.
-    lines: HashMap<String, VecDeque<QueueId>>,
+    lines: HashMap<Destination, VecDeque<QueueId>>,
     /// Messages with due recipients waiting for the pool to have room.
     ready: VecDeque<QueueId>,
     /// Destinations whose line may be able to move.
-    freed: Vec<String>,
+    freed: Vec<Destination>,
     /// Entries to write at the end of this round, as one batch.
     journal: Vec<JournalEntry>,
     /// Per batch in flight, which recipients it settles.
     batches: HashMap<u64, Vec<(QueueId, u32)>>,
     next_batch: u64,
-    /// Ids whose hold is on its way to the spool, so a `queued` that
-    /// overtakes it still finds the message held.
-    holding: HashSet<QueueId>,
     /// Spool requests not yet answered.
     outstanding: usize,
     /// Set by shutdown: no more dispatching; exit once quiet or at this time.
@@ -113,7 +110,6 @@ impl Core {
             journal: Vec::new(),
             batches: HashMap::new(),
             next_batch: 0,
-            holding: HashSet::new(),
             outstanding: 0,
             stopping: None,
             now,

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use sluice_spool::{JournalEntry, MessageMark, QueueId, RecipientState, SpoolError, StoredMessage};
+use sluice_smtp::ForwardPath;
+use sluice_spool::{
+    JournalEntry, MessageMark, QueueId, Reason, RecipientState, SpoolError, StoredMessage,
+};
 
 use super::Core;
 use crate::Outcome;
@@ -32,19 +35,26 @@ impl Core {
                 self.policy()
                     .next_state(outcome, &rcpt.state, arrival, now, admin)
             });
-            log_outcome(&job, &rcpt.address, outcome, next.as_ref(), arrival, now);
-            decided.push((r as usize, next, outcome.reply().to_owned()));
+            log_outcome(
+                &job,
+                &rcpt.forward_path,
+                outcome,
+                next.as_ref(),
+                arrival,
+                now,
+            );
+            decided.push((r as usize, next, outcome.reason().clone()));
         }
         let Some(msg) = self.msgs.get_mut(&job.id) else {
             return;
         };
-        for (r, next, reply) in decided {
+        for (r, next, reason) in decided {
             let rcpt = &mut msg.rcpts[r];
             rcpt.phase = match next {
                 Some(state) => {
-                    rcpt.last_reply = Some(match &state {
-                        RecipientState::Failed { reply } => reply.clone(),
-                        _ => reply,
+                    rcpt.last = Some(match &state {
+                        RecipientState::Failed(failure) => failure.clone(),
+                        _ => reason,
                     });
                     Phase::Decided(state)
                 }
@@ -68,11 +78,11 @@ impl Core {
             self.journal_decided(id, false);
             return;
         }
-        let failed: Vec<(u32, String)> = msg
+        let failed: Vec<(u32, Reason)> = msg
             .rcpts
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| r.failure().map(|reply| (i as u32, reply.to_owned())))
+            .filter_map(|(i, r)| r.failure().map(|reason| (i as u32, reason.clone())))
             .collect();
         if failed.is_empty() {
             self.journal_decided(id, false);
@@ -98,7 +108,7 @@ impl Core {
                 }
             },
         };
-        let Some((envelope, body)) = bounce::build(
+        let Some(submission) = bounce::build(
             &self.config.hostname,
             stored,
             &failed,
@@ -121,7 +131,7 @@ impl Core {
         let holds_failure = msg
             .rcpts
             .iter()
-            .any(|r| matches!(r.phase, Phase::Decided(RecipientState::Failed { .. })));
+            .any(|r| matches!(r.phase, Phase::Decided(RecipientState::Failed(_))));
         if holds_failure {
             self.journal_decided(id, true);
         }
@@ -129,8 +139,7 @@ impl Core {
         self.outstanding += 1;
         let events = self.events.clone();
         self.spool.submit(
-            envelope,
-            body,
+            submission,
             Box::new(move |r| {
                 let _ = events.send(Event::BounceQueued(id, r));
             }),
@@ -159,7 +168,7 @@ impl Core {
         };
         for (i, r) in msg.rcpts.iter_mut().enumerate() {
             if let Phase::Decided(state) = &r.phase
-                && !(all_but_failures && matches!(state, RecipientState::Failed { .. }))
+                && !(all_but_failures && matches!(state, RecipientState::Failed(_)))
             {
                 self.journal.push(JournalEntry {
                     id,
@@ -252,9 +261,9 @@ impl Core {
         self.outstanding -= 1;
         match result {
             Ok(bounce_id) => {
+                // The spool announces the bounce itself, like any message.
                 tracing::info!(queue_id = %id, bounce = %bounce_id, "bounce queued");
                 self.mark(id, MessageMark::Done);
-                self.queued(bounce_id);
             }
             Err(e) => {
                 tracing::error!(queue_id = %id, error = %e,
@@ -267,20 +276,24 @@ impl Core {
 
 fn log_outcome(
     job: &Job,
-    recipient: &str,
+    recipient: &ForwardPath,
     outcome: &Outcome,
     next: Option<&RecipientState>,
     arrival_ms: u64,
     now_ms: u64,
 ) {
     let delay = Duration::from_millis(now_ms.saturating_sub(arrival_ms));
-    let (kind, reply) = match next {
-        None => ("dropped (message deleted)", outcome.reply()),
-        Some(RecipientState::Delivered) => ("delivered", outcome.reply()),
-        Some(RecipientState::Failed { reply }) => ("failed", reply.as_str()),
+    let (kind, reason) = match next {
+        None => ("dropped (message deleted)", outcome.reason()),
+        Some(RecipientState::Delivered) => ("delivered", outcome.reason()),
+        Some(RecipientState::Failed(reason)) => ("failed", reason),
         Some(RecipientState::Deferred { .. } | RecipientState::Pending) => {
-            ("deferred", outcome.reply())
+            ("deferred", outcome.reason())
         }
+    };
+    let recipient = match recipient {
+        ForwardPath::Postmaster => "postmaster".to_owned(),
+        ForwardPath::Path(p) => p.mailbox.to_string(),
     };
     let retry = match next {
         Some(RecipientState::Deferred {
@@ -298,7 +311,11 @@ fn log_outcome(
         recipient,
         destination = %job.destination,
         outcome = kind,
-        reply,
+        reply = %reason,
+        // The same facts as fields of their own, for log processors: which
+        // host answered, and at which stage of the transaction.
+        remote_mta = reason.remote_mta.as_ref().map(tracing::field::display),
+        stage = reason.stage.map(|s| s.name()),
         delay = ?delay,
         retry,
         "delivery"

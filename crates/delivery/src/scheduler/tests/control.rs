@@ -15,15 +15,12 @@ fn a_held_message_waits_for_its_release() {
     let fake = Arc::new(Fake::delivering(ms(0)));
     let sched = start(config(50), &h, &fake);
     let handle = sched.handle();
-    let id = submit(&h, "alice@a.test", &["bob@x.test"]);
-    // The hold overtakes the announcement, as a quick operator might.
-    handle.hold(id);
-    handle.queued(id);
-
-    assert!(wait_until(Duration::from_secs(5), || h
-        .get(id)
-        .unwrap()
-        .is_some_and(|m| m.held)));
+    // Held in the record that made it durable (a quarantine): the spool's
+    // announcement finds it held, and nothing is tried.
+    let id = submit_held(&h, "alice@a.test", &["bob@x.test"]);
+    assert!(wait_until(Duration::from_secs(5), || handle
+        .status(id)
+        .is_some_and(|s| s.held)));
     std::thread::sleep(ms(200));
     assert!(fake.calls().is_empty(), "held, yet tried");
     let status = handle.status(id).unwrap();
@@ -115,9 +112,10 @@ fn an_administrator_bounce_fails_what_is_left_and_tells_the_sender() {
     let fake = Arc::new(Fake::delivering(ms(0)));
     let sched = start(config(50), &h, &fake);
     let handle = sched.handle();
-    let id = submit(&h, "alice@a.test", &["bob@x.test", "carol@y.test"]);
-    handle.hold(id);
-    handle.queued(id);
+    let id = submit_held(&h, "alice@a.test", &["bob@x.test", "carol@y.test"]);
+    assert!(wait_until(Duration::from_secs(5), || handle
+        .status(id)
+        .is_some()));
     handle.bounce(id);
 
     assert!(wait_until(Duration::from_secs(5), || {

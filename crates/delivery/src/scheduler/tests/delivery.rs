@@ -56,13 +56,13 @@ fn queued_messages_are_delivered_at_once_grouped_by_destination() {
     let RecipientState::Deferred {
         until_unix_ms,
         attempts,
-        reply,
+        last,
     } = &m.states[1]
     else {
         panic!("expected deferred: {:?}", m.states);
     };
     assert_eq!(
-        (*attempts, reply.as_str()),
+        (*attempts, last.reply.to_string().as_str()),
         (1, "451 4.4.1 try again later")
     );
     assert!(
@@ -73,7 +73,11 @@ fn queued_messages_are_delivered_at_once_grouped_by_destination() {
     assert!(!status.held && !status.in_flight);
     assert_eq!(status.next_attempt_unix_ms, Some(*until_unix_ms));
     assert_eq!(
-        status.recipients[1].last_reply.as_deref(),
+        status.recipients[1]
+            .last
+            .as_ref()
+            .map(|r| r.reply.to_string())
+            .as_deref(),
         Some("451 4.4.1 try again later")
     );
     assert_eq!(status.recipients[0].state, RecipientState::Delivered);
@@ -224,7 +228,7 @@ fn a_recipient_deferred_past_the_queue_lifetime_fails_and_bounces() {
     };
     let sched = start(config, &h, &fake);
     let id = submit(&h, "alice@a.test", &["bob@x.test"]);
-    let arrival = h.get(id).unwrap().unwrap().envelope.arrival_unix_ms;
+    let arrival = h.get(id).unwrap().unwrap().entry.arrival_unix_ms;
     sched.handle().queued(id);
 
     assert!(wait_until(Duration::from_secs(10), || {
@@ -269,11 +273,14 @@ fn jobs_in_flight_per_destination_stay_within_the_limit() {
     let r = fake.record();
     assert_eq!(r.calls.len(), 24);
     assert_eq!(
-        r.max_active.get("x.test"),
+        r.max_active.get(&Destination::Remote("x.test".into())),
         Some(&2),
         "limit reached, never passed"
     );
-    assert_eq!(r.max_active.get("y.test"), Some(&2));
+    assert_eq!(
+        r.max_active.get(&Destination::Remote("y.test".into())),
+        Some(&2)
+    );
     assert!(
         r.max_active_total >= 3,
         "a full destination does not hold up another: at most {} at once",
@@ -305,7 +312,12 @@ fn messages_waiting_for_a_destination_go_in_arrival_order() {
     assert!(wait_until(Duration::from_secs(10), || spool_is_empty(&h)));
     let order: Vec<QueueId> = fake.calls().iter().map(|c| c.id).collect();
     assert_eq!(order, ids);
-    assert_eq!(fake.record().max_active.get("x.test"), Some(&1));
+    assert_eq!(
+        fake.record()
+            .max_active
+            .get(&Destination::Remote("x.test".into())),
+        Some(&1)
+    );
     sched.shutdown();
 }
 
@@ -321,22 +333,21 @@ fn a_thousand_messages_through_a_slow_transport_are_all_delivered_once() {
         ..config(50)
     };
     let sched = start(config, &h, &fake);
-    let handle = sched.handle();
-    // Like the front end: announce each message once the spool has it.
+    // As from the front end: the spool announces each message once it is
+    // durable.
     let (tx, rx) = crossbeam_channel::unbounded();
     for i in 0..1000 {
-        let env = envelope(&h, "alice@a.test", &[&format!("u{i}@d{}.test", i % 5)]);
+        let entry = entry(&h, "alice@a.test", &[&format!("u{i}@d{}.test", i % 5)]);
         let tx = tx.clone();
         h.submit(
-            env,
-            b"Subject: load\r\n\r\nx\r\n".to_vec(),
+            Submission::new(entry, b"Subject: load\r\n\r\nx\r\n".to_vec()),
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
         );
     }
     for _ in 0..1000 {
-        handle.queued(rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap());
+        rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
     }
     assert!(
         wait_until(Duration::from_secs(90), || spool_is_empty(&h)),

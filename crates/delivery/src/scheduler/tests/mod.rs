@@ -11,9 +11,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use sluice_spool::{Envelope, QueueId, Recipient, Spool, SpoolConfig, SpoolHandle};
+use sluice_smtp::{Envelope, ForwardPath, MailParams, Path, Recipient, ReversePath};
+use sluice_spool::{Entry, QueueId, Spool, SpoolConfig, SpoolHandle, Submission};
 
-use super::{Job, Scheduler, SchedulerConfig, Transport};
+use super::{Destination, Job, Scheduler, SchedulerConfig, Transport};
 use crate::Outcome;
 
 /// Decides one recipient's outcome from its forward-path and how many
@@ -40,8 +41,8 @@ struct Record {
     calls: Vec<Call>,
     attempts: HashMap<(QueueId, String), u32>,
     jobs: usize,
-    active: HashMap<String, usize>,
-    max_active: HashMap<String, usize>,
+    active: HashMap<Destination, usize>,
+    max_active: HashMap<Destination, usize>,
     active_total: usize,
     max_active_total: usize,
 }
@@ -91,12 +92,23 @@ impl Fake {
     }
 }
 
+/// A forward-path as the tests name recipients: `local@domain`, or
+/// `postmaster`.
+fn address(forward_path: &ForwardPath) -> String {
+    match forward_path {
+        ForwardPath::Postmaster => "postmaster".into(),
+        ForwardPath::Path(p) => p.mailbox.to_string(),
+    }
+}
+
 impl Transport for Fake {
-    fn destination(&self, recipient: &str) -> String {
-        recipient
-            .rsplit_once('@')
-            .map_or("local", |(_, d)| d)
-            .to_ascii_lowercase()
+    fn destination(&self, recipient: &ForwardPath) -> Destination {
+        match recipient {
+            ForwardPath::Postmaster => Destination::Local,
+            ForwardPath::Path(p) => {
+                Destination::Remote(p.mailbox.domain.to_string().to_ascii_lowercase())
+            }
+        }
     }
 
     fn deliver(&self, job: &Job) -> Vec<Outcome> {
@@ -115,18 +127,22 @@ impl Transport for Fake {
         std::thread::sleep(self.delay);
         let mut r = self.record();
         let mut outcomes = Vec::new();
-        for rcpt in job.forward_paths() {
-            let key = (job.id, rcpt.to_owned());
+        for rcpt in job.recipients() {
+            let rcpt = address(&rcpt.forward_path);
+            let key = (job.id, rcpt.clone());
             let before = r.attempts.get(&key).copied().unwrap_or(0);
-            let outcome = (self.rule)(rcpt, before);
+            let outcome = (self.rule)(&rcpt, before);
             r.attempts.insert(key, before + 1);
             r.calls.push(Call {
                 id: job.id,
-                recipient: rcpt.to_owned(),
+                recipient: rcpt,
                 job: job_no,
                 outcome: outcome.clone(),
                 at: Instant::now(),
-                reverse_path: job.message.envelope.reverse_path.clone(),
+                reverse_path: match &job.message.entry.envelope.reverse_path {
+                    ReversePath::Null => String::new(),
+                    ReversePath::Path(p) => p.mailbox.to_string(),
+                },
                 body: job.message.body().to_vec(),
                 thread: std::thread::current().name().unwrap_or("").to_owned(),
             });
@@ -139,21 +155,15 @@ impl Transport for Fake {
 }
 
 fn delivered() -> Outcome {
-    Outcome::Delivered {
-        reply: "250 2.0.0 Ok".into(),
-    }
+    Outcome::local(250, (2, 0, 0), "Ok")
 }
 
 fn deferred() -> Outcome {
-    Outcome::Deferred {
-        reply: "451 4.4.1 try again later".into(),
-    }
+    Outcome::local(451, (4, 4, 1), "try again later")
 }
 
 fn failed() -> Outcome {
-    Outcome::Failed {
-        reply: "550 5.1.1 no such user".into(),
-    }
+    Outcome::local(550, (5, 1, 1), "no such user")
 }
 
 fn ms(n: u64) -> Duration {
@@ -175,34 +185,56 @@ fn open(dir: &std::path::Path) -> Spool {
     Spool::open(dir, SpoolConfig::default()).unwrap().0
 }
 
-fn envelope(h: &SpoolHandle, from: &str, to: &[&str]) -> Envelope {
-    Envelope {
+fn path(mailbox: &str) -> Path {
+    Path::parse(format!("<{mailbox}>").as_bytes()).unwrap()
+}
+
+/// `from` `""` is the null reverse-path; `to` `postmaster` has no domain.
+fn entry(h: &SpoolHandle, from: &str, to: &[&str]) -> Entry {
+    Entry {
         id: h.new_id(),
-        reverse_path: from.into(),
-        mail_params: String::new(),
-        recipients: to
-            .iter()
-            .map(|a| Recipient {
-                address: (*a).into(),
-                params: String::new(),
-            })
-            .collect(),
         arrival_unix_ms: now_ms(),
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         helo: "client.test".into(),
-        body_type: 0,
-        smtputf8: false,
+        envelope: Envelope {
+            reverse_path: if from.is_empty() {
+                ReversePath::Null
+            } else {
+                ReversePath::Path(path(from))
+            },
+            params: MailParams::default(),
+            recipients: to
+                .iter()
+                .map(|a| {
+                    Recipient::new(if a.eq_ignore_ascii_case("postmaster") {
+                        ForwardPath::Postmaster
+                    } else {
+                        ForwardPath::Path(path(a))
+                    })
+                })
+                .collect(),
+        },
     }
 }
 
-/// Queues a message in the spool (not yet announced to any scheduler).
+/// Queues a message in the spool (a running scheduler hears of it from the
+/// spool).
 fn submit(h: &SpoolHandle, from: &str, to: &[&str]) -> QueueId {
-    let env = envelope(h, from, to);
+    let entry = entry(h, from, to);
     let body = format!(
         "From: <{from}>\r\nSubject: test {}\r\n\r\nHello.\r\n",
-        env.id
+        entry.id
     );
-    h.submit_wait(env, body.into_bytes()).unwrap()
+    h.submit_wait(Submission::new(entry, body.into_bytes()))
+        .unwrap()
+}
+
+/// Queues a message held from the start, as a quarantine does.
+fn submit_held(h: &SpoolHandle, from: &str, to: &[&str]) -> QueueId {
+    let mut submission =
+        Submission::new(entry(h, from, to), b"Subject: held\r\n\r\nx\r\n".to_vec());
+    submission.held = true;
+    h.submit_wait(submission).unwrap()
 }
 
 fn now_ms() -> u64 {

@@ -80,7 +80,7 @@ fn after_a_crash_only_what_was_in_flight_is_sent_again() {
     for m in h.messages().unwrap() {
         for r in m.recipients {
             if !r.state.is_final() {
-                open_before.insert((m.id, r.address));
+                open_before.insert((m.id, address(&r.forward_path)));
             }
         }
     }
@@ -120,7 +120,7 @@ fn the_queue_is_rebuilt_from_the_journaled_states() {
     let deferred_until = |ms_from_now: u64| RecipientState::Deferred {
         until_unix_ms: now_ms() + ms_from_now,
         attempts: 2,
-        reply: "451 4.4.1 busy".into(),
+        last: Outcome::local(451, (4, 4, 1), "busy").reason().clone(),
     };
     h.journal_wait(vec![
         JournalEntry {
@@ -157,7 +157,11 @@ fn the_queue_is_rebuilt_from_the_journaled_states() {
     assert!(fake.calls_to("held@x.test").is_empty(), "held");
     let status = sched.handle().status(later).unwrap();
     assert_eq!(
-        status.recipients[0].last_reply.as_deref(),
+        status.recipients[0]
+            .last
+            .as_ref()
+            .map(|r| r.reply.to_string())
+            .as_deref(),
         Some("451 4.4.1 busy")
     );
     assert!(sched.handle().status(held).unwrap().held);

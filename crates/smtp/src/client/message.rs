@@ -3,65 +3,46 @@
 
 use crate::address::{ForwardPath, ReversePath};
 use crate::command::Command;
-use crate::params::{BodyType, MailParams, RcptParams, Ret};
+use crate::envelope::{Envelope, Recipient};
+use crate::params::{BodyType, MailParams, RcptParams};
 use crate::reply::{EnhancedCode, Reply};
+use crate::stage::Stage;
 
 use super::Capabilities;
 
-/// One message to send: the envelope (RFC 5321 §2.3.1) and what the client
-/// must know about the body to choose parameters and framing.
+/// One message to send: its envelope (RFC 5321 §2.3.1), the same type the
+/// server collected and the spool stored, and the size of its body.
 ///
-/// The SIZE, BODY and SMTPUTF8 parameters are not given here: the session
-/// derives them from these fields and the server's EHLO reply, so they
-/// cannot disagree with the body or with what the server offers.
+/// SIZE, BODY and SMTPUTF8 go out as the session derives them from the
+/// envelope, the body size and the server's EHLO reply, so they cannot
+/// disagree with the body or with what the server offers; RET, ENVID and
+/// AUTH are passed on from the envelope's MAIL parameters when the server
+/// offers their extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
-    pub reverse_path: ReversePath,
-    /// In order; [`RecipientResult::index`] refers to this list.
-    pub recipients: Vec<(ForwardPath, RcptParams)>,
+pub struct Message {
+    /// The recipients to send to, in order; [`RecipientResult::index`]
+    /// refers to `envelope.recipients`.
+    pub envelope: Envelope,
     /// The body in octets, as it will be sent (CRLF line ends, before
     /// dot-stuffing). With BDAT this is the exact chunk size, so it must match.
     pub body_size: u64,
-    /// 7bit, 8bit (RFC 6152) or binary (RFC 3030).
-    pub body_type: BodyType,
-    /// The message needs SMTPUTF8 (RFC 6531) even if every address is ASCII
-    /// (UTF-8 in the header). Non-ASCII addresses imply it anyway.
-    pub smtputf8: bool,
-    /// RFC 3461 `RET=`; sent only to a server that offers DSN.
-    pub ret: Option<Ret>,
-    /// RFC 3461 `ENVID=` (unencoded); sent only to a server that offers DSN.
-    pub envid: Option<String>,
-    /// RFC 4954 `AUTH=` (unencoded, `<>` for none); sent only to a server that offers AUTH.
-    pub auth: Option<String>,
 }
 
-impl Envelope {
-    /// An envelope with a 7bit body and no optional parameters.
-    pub fn new(
-        reverse_path: ReversePath,
-        recipients: Vec<ForwardPath>,
-        body_size: u64,
-    ) -> Envelope {
-        Envelope {
-            reverse_path,
-            recipients: recipients
-                .into_iter()
-                .map(|r| (r, RcptParams::default()))
-                .collect(),
+impl Message {
+    /// A message with a 7bit body and no optional parameters.
+    pub fn new(reverse_path: ReversePath, recipients: Vec<ForwardPath>, body_size: u64) -> Message {
+        Message {
+            envelope: Envelope {
+                reverse_path,
+                params: MailParams::default(),
+                recipients: recipients.into_iter().map(Recipient::new).collect(),
+            },
             body_size,
-            body_type: BodyType::SevenBit,
-            smtputf8: false,
-            ret: None,
-            envid: None,
-            auth: None,
         }
     }
 
-    /// Whether the transaction needs the SMTPUTF8 extension.
-    pub fn needs_smtputf8(&self) -> bool {
-        self.smtputf8
-            || !self.reverse_path.is_ascii()
-            || self.recipients.iter().any(|(r, _)| !r.is_ascii())
+    fn body_type(&self) -> BodyType {
+        self.envelope.body_type()
     }
 
     /// Why this message cannot be sent to a server with `caps` at all, as the
@@ -82,7 +63,7 @@ impl Envelope {
                 ),
             ));
         }
-        match self.body_type {
+        match self.body_type() {
             BodyType::SevenBit => {}
             BodyType::EightBitMime if caps.eight_bit_mime => {}
             BodyType::EightBitMime => {
@@ -101,7 +82,7 @@ impl Envelope {
                 ));
             }
         }
-        if self.needs_smtputf8() && !caps.smtputf8 {
+        if self.envelope.needs_smtputf8() && !caps.smtputf8 {
             return Some(Reply::new(
                 553,
                 Some(EnhancedCode::new(5, 6, 7)),
@@ -115,26 +96,30 @@ impl Envelope {
     /// an extension the server did not advertise are left out: sending them
     /// would earn a `555` for the whole message.
     pub(crate) fn mail_command(&self, caps: &Capabilities) -> Command {
+        let given = &self.envelope.params;
         let params = MailParams {
             size: caps.size.map(|_| self.body_size),
-            body: match self.body_type {
+            body: match self.body_type() {
                 BodyType::SevenBit => None,
                 other => Some(other),
             },
-            smtputf8: self.needs_smtputf8(),
-            ret: self.ret.filter(|_| caps.dsn),
-            envid: self.envid.clone().filter(|_| caps.dsn),
-            auth: self.auth.clone().filter(|_| !caps.auth.is_empty()),
+            smtputf8: self.envelope.needs_smtputf8(),
+            ret: given.ret.filter(|_| caps.dsn),
+            envid: given.envid.clone().filter(|_| caps.dsn),
+            auth: given.auth.clone().filter(|_| !caps.auth.is_empty()),
         };
         Command::Mail {
-            reverse_path: self.reverse_path.clone(),
+            reverse_path: self.envelope.reverse_path.clone(),
             params,
         }
     }
 
     /// RCPT TO for recipient `index`; the DSN parameters only when offered.
     pub(crate) fn rcpt_command(&self, index: usize, caps: &Capabilities) -> Command {
-        let (forward_path, params) = &self.recipients[index];
+        let Recipient {
+            forward_path,
+            params,
+        } = &self.envelope.recipients[index];
         Command::Rcpt {
             forward_path: forward_path.clone(),
             params: if caps.dsn {
@@ -149,9 +134,13 @@ impl Envelope {
 /// What happened to one recipient of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientResult {
-    /// Position in [`Envelope::recipients`].
+    /// Position in the message's `envelope.recipients`.
     pub index: usize,
     pub outcome: Outcome,
+    /// Where the session was when the reply came (or, for a reply made up
+    /// here, what it was waiting for): RCPT for a refused recipient, end of
+    /// data for the final word, the greeting for a refusing server...
+    pub stage: Stage,
     /// Whether [`Outcome::reply`] came from the server or was made up here
     /// (a refusal before sending, a timeout, a lost connection, a broken
     /// reply). A DSN quotes a remote reply as its Diagnostic-Code; a local

@@ -3,9 +3,8 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use sluice_smtp::date::rfc5322_date;
-
-use sluice_smtp::server::Greeting;
+use crate::date::rfc5322_date;
+use crate::server::Greeting;
 
 /// What a trace header says about one transaction.
 #[derive(Debug)]
@@ -15,6 +14,12 @@ pub struct TraceFields<'a> {
     pub client_ip: IpAddr,
     pub hostname: &'a str,
     pub greeting: Greeting,
+    /// The TLS protocol and cipher suite when the session was encrypted
+    /// (`TLSv1.3 TLS_AES_256_GCM_SHA384`): named in the header, and the
+    /// protocol becomes `ESMTPS` (RFC 3848).
+    pub tls: Option<&'a str>,
+    /// The client authenticated (SMTP AUTH): `ESMTPA` / `ESMTPSA`.
+    pub authenticated: bool,
     pub queue_id: &'a str,
     /// Named only when there is exactly one recipient: naming several would
     /// disclose Bcc recipients to each other (RFC 5321 §7.2).
@@ -24,26 +29,33 @@ pub struct TraceFields<'a> {
 
 /// Formats the header, folded over lines of at most 78 octets where it can be.
 ///
-/// `Received: from <helo> ([<ip>]) by <hostname> with ESMTP id <id> for <rcpt>; <date>`
+/// `Received: from <helo> ([<ip>]) by <hostname> with ESMTP id <id> for <rcpt>; <date>`,
+/// with `(using <tls>)` after the client when the session was encrypted, as
+/// RFC 8314 §4.3 suggests.
 pub fn received_header(f: &TraceFields<'_>, out: &mut Vec<u8>) {
     use std::io::Write as _;
-    let protocol = match f.greeting {
-        Greeting::Helo => "SMTP",
-        Greeting::Ehlo => "ESMTP",
+    // RFC 3848's registered values: SMTP for HELO, ESMTP for EHLO, with S
+    // for TLS and A for AUTH.
+    let protocol = match (f.greeting, f.tls.is_some(), f.authenticated) {
+        (Greeting::Helo, _, _) => "SMTP",
+        (Greeting::Ehlo, false, false) => "ESMTP",
+        (Greeting::Ehlo, true, false) => "ESMTPS",
+        (Greeting::Ehlo, false, true) => "ESMTPA",
+        (Greeting::Ehlo, true, true) => "ESMTPSA",
     };
     let ip = match f.client_ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("IPv6:{v6}"),
     };
     // Writing to a Vec cannot fail.
+    let _ = write!(out, "Received: from {} ([{}])", sanitize(f.helo), ip);
+    if let Some(tls) = f.tls {
+        let _ = write!(out, "\r\n\t(using {})", sanitize(tls));
+    }
     let _ = write!(
         out,
-        "Received: from {} ([{}])\r\n\tby {} (Sluice) with {} id {}",
-        sanitize(f.helo),
-        ip,
-        f.hostname,
-        protocol,
-        f.queue_id
+        "\r\n\tby {} (Sluice) with {} id {}",
+        f.hostname, protocol, f.queue_id
     );
     if let Some(rcpt) = f.single_recipient {
         let _ = write!(out, "\r\n\tfor <{}>", sanitize(rcpt));
@@ -78,6 +90,8 @@ mod tests {
                 client_ip: "192.0.2.7".parse().unwrap(),
                 hostname: "mx.example.test",
                 greeting: Greeting::Ehlo,
+                tls: None,
+                authenticated: false,
                 queue_id: "ABC123",
                 single_recipient: Some("alice@example.test"),
                 time: UNIX_EPOCH,
@@ -100,6 +114,8 @@ mod tests {
                 client_ip: "::1".parse().unwrap(),
                 hostname: "h",
                 greeting: Greeting::Helo,
+                tls: None,
+                authenticated: false,
                 queue_id: "Q",
                 single_recipient: None,
                 time: UNIX_EPOCH,
@@ -114,5 +130,36 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("for <"));
+    }
+
+    #[test]
+    fn tls_and_auth_name_the_protocol_and_the_cipher() {
+        let header = |tls, authenticated| {
+            let mut out = Vec::new();
+            received_header(
+                &TraceFields {
+                    helo: "c",
+                    client_ip: "192.0.2.7".parse().unwrap(),
+                    hostname: "h",
+                    greeting: Greeting::Ehlo,
+                    tls,
+                    authenticated,
+                    queue_id: "Q",
+                    single_recipient: None,
+                    time: UNIX_EPOCH,
+                },
+                &mut out,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        let tls = Some("TLSv1.3 TLS_AES_256_GCM_SHA384");
+        assert_eq!(
+            header(tls, false),
+            "Received: from c ([192.0.2.7])\r\n\t(using TLSv1.3 TLS_AES_256_GCM_SHA384)\r\n\
+             \tby h (Sluice) with ESMTPS id Q;\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\n"
+        );
+        assert!(header(tls, true).contains("with ESMTPSA id"));
+        assert!(header(None, true).contains("with ESMTPA id"));
+        assert!(header(None, false).contains("with ESMTP id"));
     }
 }
