@@ -106,11 +106,11 @@ fn an_address_extension_is_delivered_to_its_mailbox() {
          recipient_delimiter = \"+\"\n",
     );
     let mut client = Client::connect_ehlo(server.addr());
-    client.command_expect("MAIL FROM:<sender@example.org>", 250);
-    let refused = client.command_expect("RCPT TO:<bob+lists@example.test>", 550);
+    client.command_expect("MAIL FROM:<sender@example.org>", "250 2.1.0");
+    let refused = client.command_expect("RCPT TO:<bob+lists@example.test>", "550 5.1.1");
     assert!(refused.raw.starts_with("550 5.1.1 "), "{refused:?}");
-    client.command_expect("RCPT TO:<alice+lists@example.test>", 250);
-    client.command_expect("DATA", 354);
+    client.command_expect("RCPT TO:<alice+lists@example.test>", "250 2.1.5");
+    client.command_expect("DATA", "354");
     let content = b"Subject: to a list address\r\n\r\nfiled by the extension\r\n";
     client.send(content);
     client.send(".\r\n");

@@ -53,7 +53,7 @@ fn config(redis_url: &str) -> String {
 fn attempt(server: &Server) -> String {
     let mut c = Client::connect_ehlo(server.addr());
     let reply = c.transaction("sender@example.org", &["alice@example.test"], CONTENT);
-    c.command_expect("QUIT", 221);
+    c.command_expect("QUIT", "221 2.0.0");
     reply.raw
 }
 

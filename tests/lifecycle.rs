@@ -24,9 +24,9 @@ fn sigterm_lets_the_transaction_in_flight_finish_and_closes_idle_clients() {
     let addr = server.addr();
     let mut idle = Client::connect_ehlo(addr);
     let mut busy = Client::connect_ehlo(addr);
-    busy.command_expect("MAIL FROM:<busy@example.org>", 250);
-    busy.command_expect("RCPT TO:<alice@example.test>", 250);
-    busy.command_expect("DATA", 354);
+    busy.command_expect("MAIL FROM:<busy@example.org>", "250 2.1.0");
+    busy.command_expect("RCPT TO:<alice@example.test>", "250 2.1.5");
+    busy.command_expect("DATA", "354");
     busy.send("Subject: in flight\r\n\r\nfirst half\r\n");
 
     server.send_sigterm();
@@ -50,7 +50,7 @@ fn sigterm_lets_the_transaction_in_flight_finish_and_closes_idle_clients() {
     );
 
     busy.send("second half\r\n.\r\n");
-    let id = busy.expect(250).queue_id().expect("a queue id");
+    let id = busy.expect("250 2.0.0").queue_id().expect("a queue id");
     // After its transaction the busy client is idle too: a 421 or a close.
     if let Ok(r) = busy.try_read_reply() {
         assert!(r.raw.starts_with("421 4.3.2 "), "{r:?}");
@@ -73,9 +73,9 @@ fn sigterm_lets_the_transaction_in_flight_finish_and_closes_idle_clients() {
 fn the_shutdown_grace_period_bounds_a_stalled_transaction() {
     let mut server = Server::start_receiving("[server]\nshutdown_grace_secs = 1\n");
     let mut stalled = Client::connect_ehlo(server.addr());
-    stalled.command_expect("MAIL FROM:<stall@example.org>", 250);
-    stalled.command_expect("RCPT TO:<alice@example.test>", 250);
-    stalled.command_expect("DATA", 354);
+    stalled.command_expect("MAIL FROM:<stall@example.org>", "250 2.1.0");
+    stalled.command_expect("RCPT TO:<alice@example.test>", "250 2.1.5");
+    stalled.command_expect("DATA", "354");
     stalled.send("Subject: never finished\r\n\r\nhalf");
     server.send_signal("INT");
     // The grace period is 1 s: the client is told, then the server exits.
@@ -229,7 +229,7 @@ fn an_installed_binary_finds_its_shipped_plugins_from_any_directory() {
     // Relay refusal is on: a stranger cannot relay. (The null reverse-path:
     // antispam would look a sender's domain up in DNS.)
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<>", 250);
+    c.command_expect("MAIL FROM:<>", "250 2.1.0");
     c.send("RCPT TO:<x@remote.test>\r\n");
     c.expect_raw("554 5.7.1 <x@remote.test>: Relay access denied\r\n");
 
@@ -397,7 +397,7 @@ fn with_no_config_it_serves_localhost_on_port_2525() {
     // Not an open relay by default... except for loopback, which is trusted;
     // an unknown local user is refused.
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<me@example.org>", 250);
+    c.command_expect("MAIL FROM:<me@example.org>", "250 2.1.0");
     let r = c.command("RCPT TO:<nobody@localhost>");
     assert!(r.raw.starts_with("550 5.1.1 "), "{r:?}");
 }
@@ -456,11 +456,11 @@ fn a_full_disk_refuses_with_452_keeps_serving_and_loses_nothing_acknowledged() {
     );
 
     // Still serving: on this session and on a new one.
-    c.command_expect("NOOP", 250);
-    c.command_expect("QUIT", 221);
+    c.command_expect("NOOP", "250 2.0.0");
+    c.command_expect("QUIT", "221 2.0.0");
     let mut fresh = Client::connect_ehlo(server.addr());
-    fresh.command_expect("NOOP", 250);
-    fresh.command_expect("QUIT", 221);
+    fresh.command_expect("NOOP", "250 2.0.0");
+    fresh.command_expect("QUIT", "221 2.0.0");
 
     // Room again: every acknowledged message is there, intact.
     assert!(server.terminate(Duration::from_secs(15)).success());
@@ -504,7 +504,7 @@ fn a_file_size_limit_refuses_mail_rather_than_killing_the_server() {
         r.raw.starts_with("452 4.3.1 ") || r.raw.starts_with("451 4.3.0 "),
         "{r:?}"
     );
-    c.command_expect("NOOP", 250);
+    c.command_expect("NOOP", "250 2.0.0");
     assert!(server.terminate(Duration::from_secs(15)).success());
     server.restart_unlimited();
     assert_all_queued(&server, &acked);

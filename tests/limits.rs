@@ -31,10 +31,10 @@ fn the_fourth_connection_is_refused_until_one_of_three_leaves() {
 
     expect_refused(server.addr(), ip("127.0.0.1"), OVERALL_REFUSAL);
     // The refusal cost none of the three their session.
-    second.command_expect("NOOP", 250);
-    third.command_expect("NOOP", 250);
+    second.command_expect("NOOP", "250 2.0.0");
+    third.command_expect("NOOP", "250 2.0.0");
 
-    first.command_expect("QUIT", 221);
+    first.command_expect("QUIT", "221 2.0.0");
     first.expect_closed();
     // The server frees the slot as it closes its side, which may be just
     // after our EOF: connections refused before that are retried, for at
@@ -44,7 +44,7 @@ fn the_fourth_connection_is_refused_until_one_of_three_leaves() {
         (c.try_read_reply().ok()?.code == 220).then_some(c)
     });
     let mut fourth = admitted.expect("no connection admitted within 5 s after one of three left");
-    fourth.command_expect("EHLO client.example", 250);
+    fourth.command_expect("EHLO client.example", "250");
     let r = fourth.transaction(
         "s@example.org",
         &["alice@example.test"],
@@ -58,7 +58,7 @@ fn the_fourth_connection_is_refused_until_one_of_three_leaves() {
 
     // Three are open again, so the next one is refused as before.
     expect_refused(server.addr(), ip("127.0.0.1"), OVERALL_REFUSAL);
-    second.command_expect("QUIT", 221);
+    second.command_expect("QUIT", "221 2.0.0");
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn each_address_has_its_own_limit_and_all_share_the_overall_one() {
 
     // 127.0.0.1 being at its limit does not hold back another address.
     let mut b = Client::connect_from(ip("127.0.0.2"), addr);
-    let r = b.command_expect("EHLO client.example", 250);
+    let r = b.command_expect("EHLO client.example", "250");
     assert_eq!(r.text(), format!("{HOSTNAME} Hello client.example"));
 
     // Three in all, from two addresses: a third address, under its own

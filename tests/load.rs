@@ -43,7 +43,7 @@ fn a_hundred_concurrent_clients_each_get_every_message_queued_once() {
                         .unwrap_or_else(|| panic!("client {client} message {seq}: {r:?}"));
                     ids.push((id, client, seq));
                 }
-                c.command_expect("QUIT", 221);
+                c.command_expect("QUIT", "221 2.0.0");
                 ids
             })
         })
@@ -144,7 +144,7 @@ fn a_client_that_never_reads_does_not_stall_the_others() {
         let id = r
             .queue_id()
             .unwrap_or_else(|| panic!("transaction {i}: {r:?}"));
-        c.command_expect("QUIT", 221);
+        c.command_expect("QUIT", "221 2.0.0");
         let took = start.elapsed();
         assert!(
             took < Duration::from_secs(5),

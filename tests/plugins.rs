@@ -79,7 +79,7 @@ fn untrusted_clients_cannot_relay_even_through_disguises() {
         plugin_table("relay-refusal", &shipped("relay-refusal"), "")
     ));
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<sender@example.org>", 250);
+    c.command_expect("MAIL FROM:<sender@example.org>", "250 2.1.0");
     let disguises = [
         "x@remote.test",
         "@example.test:x@remote.test",
@@ -106,12 +106,12 @@ fn untrusted_clients_cannot_relay_even_through_disguises() {
     // The same route to a local mailbox is local mail, as with Postfix.
     c.send("RCPT TO:<@[127.0.0.1]:alice@example.test>\r\n");
     c.expect_raw("250 2.1.5 Ok\r\n");
-    c.command_expect("DATA", 354);
+    c.command_expect("DATA", "354");
     let mut wire = CONTENT.to_vec();
     wire.extend_from_slice(b".\r\n");
     c.send(wire);
-    let id = c.expect(250).queue_id().expect("a queue id");
-    c.command_expect("QUIT", 221);
+    let id = c.expect("250 2.0.0").queue_id().expect("a queue id");
+    c.command_expect("QUIT", "221 2.0.0");
 
     let files = wait_for_maildir(&server.maildir("alice"), 1, LIMIT);
     assert_eq!(files[0].received_content(&id), CONTENT);
@@ -134,12 +134,12 @@ fn trusted_clients_may_relay_through_the_relay_refusal_plugin() {
         "",
     ));
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<alice@example.test>", 250);
-    c.command_expect("RCPT TO:<x@remote.test>", 250);
-    c.command_expect("RCPT TO:<bob@example.test>", 250);
+    c.command_expect("MAIL FROM:<alice@example.test>", "250 2.1.0");
+    c.command_expect("RCPT TO:<x@remote.test>", "250 2.1.5");
+    c.command_expect("RCPT TO:<bob@example.test>", "250 2.1.5");
     // Nothing is queued: no delivery to a remote.test that does not exist.
-    c.command_expect("RSET", 250);
-    c.command_expect("QUIT", 221);
+    c.command_expect("RSET", "250 2.0.0");
+    c.command_expect("QUIT", "221 2.0.0");
     assert!(
         !server
             .logs()
@@ -176,20 +176,20 @@ fn a_client_listed_in_a_dnsbl_is_refused_at_rcpt() {
 
     let listed = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let mut c = Client::connect_from(listed, server.addr());
-    c.command_expect("EHLO client.example", 250);
-    c.command_expect("MAIL FROM:<sender@example.org>", 250);
+    c.command_expect("EHLO client.example", "250");
+    c.command_expect("MAIL FROM:<sender@example.org>", "250 2.1.0");
     let r = c.command("RCPT TO:<alice@example.test>");
     assert_eq!(
         r.raw,
         format!("554 5.7.1 Service unavailable; client [127.0.0.2] listed by {zone}\r\n")
     );
-    c.command_expect("QUIT", 221);
+    c.command_expect("QUIT", "221 2.0.0");
 
     let mut c = Client::connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), server.addr());
-    c.command_expect("EHLO client.example", 250);
-    c.command_expect("MAIL FROM:<sender@example.org>", 250);
-    c.command_expect("RCPT TO:<alice@example.test>", 250);
-    c.command_expect("QUIT", 221);
+    c.command_expect("EHLO client.example", "250");
+    c.command_expect("MAIL FROM:<sender@example.org>", "250 2.1.0");
+    c.command_expect("RCPT TO:<alice@example.test>", "250 2.1.5");
+    c.command_expect("QUIT", "221 2.0.0");
 }
 
 // ---------------------------------------------------------------- faults
@@ -234,18 +234,18 @@ fn assert_fails_closed(server: &mut Server, plugin: &str, first: &mut Client, wh
         });
     assert!(line.contains(&format!("plugin={plugin}")), "{line}");
 
-    first.command_expect("RSET", 250);
-    first.command_expect("MAIL FROM:<sender@example.org>", 250);
+    first.command_expect("RSET", "250 2.0.0");
+    first.command_expect("MAIL FROM:<sender@example.org>", "250 2.1.0");
     let r = first.command("RCPT TO:<alice@example.test>");
     assert_eq!(r.raw, tempfail_reply(plugin), "the next transaction");
-    first.command_expect("QUIT", 221);
+    first.command_expect("QUIT", "221 2.0.0");
 
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<sender@example.org>", 250);
+    c.command_expect("MAIL FROM:<sender@example.org>", "250 2.1.0");
     let r = c.command("RCPT TO:<bob@example.test>");
     assert_eq!(r.raw, tempfail_reply(plugin), "a new connection");
-    c.command_expect("NOOP", 250);
-    c.command_expect("QUIT", 221);
+    c.command_expect("NOOP", "250 2.0.0");
+    c.command_expect("QUIT", "221 2.0.0");
     assert!(!server.has_exited(), "the server exited");
     let plugin_field = format!("plugin={plugin}");
     let failures = count_logs(server, &["hook failed", &plugin_field], 3);
@@ -256,7 +256,7 @@ fn assert_fails_closed(server: &mut Server, plugin: &str, first: &mut Client, wh
 fn start_and_fail_first_rcpt(dir: &Path, name: &str, body: &str, cpu_ms: u32) -> (Server, Client) {
     let server = Server::start(&faulty_table(dir, name, body, "tempfail", cpu_ms));
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<sender@example.org>", 250);
+    c.command_expect("MAIL FROM:<sender@example.org>", "250 2.1.0");
     let r = c.command("RCPT TO:<alice@example.test>");
     assert_eq!(r.raw, tempfail_reply(name));
     (server, c)
@@ -294,10 +294,10 @@ fn a_plugin_that_loops_is_stopped_by_its_budget_while_others_are_served() {
     ));
     let mut other = Client::connect_ehlo(server.addr());
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<sender@example.org>", 250);
+    c.command_expect("MAIL FROM:<sender@example.org>", "250 2.1.0");
     let sent = Instant::now();
     c.send("RCPT TO:<alice@example.test>\r\n");
-    other.command_expect("NOOP", 250);
+    other.command_expect("NOOP", "250 2.0.0");
     // The NOOP was answered while the RCPT still waits for the plugin.
     let stream = c.stream();
     stream.set_nonblocking(true).expect("non-blocking");
@@ -314,7 +314,7 @@ fn a_plugin_that_loops_is_stopped_by_its_budget_while_others_are_served() {
         took >= Duration::from_millis(BUDGET_MS.into()) && took < LIMIT,
         "the loop was stopped after {took:?}"
     );
-    other.command_expect("QUIT", 221);
+    other.command_expect("QUIT", "221 2.0.0");
     assert_fails_closed(
         &mut server,
         "looper",
@@ -506,13 +506,13 @@ fn blocker_wat() -> (String, String) {
 /// gets `blocked`, a relay attempt the relay plugin's 554, bob a 250.
 fn assert_chain(server: &Server, blocked: &str) {
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<sender@example.org>", 250);
+    c.command_expect("MAIL FROM:<sender@example.org>", "250 2.1.0");
     let r = c.command("RCPT TO:<blocked@example.test>");
     assert_eq!(r.raw, blocked);
     let r = c.command("RCPT TO:<x@remote.test>");
     assert_eq!(r.raw, "554 5.7.1 <x@remote.test>: Relay access denied\r\n");
-    c.command_expect("RCPT TO:<bob@example.test>", 250);
-    c.command_expect("QUIT", 221);
+    c.command_expect("RCPT TO:<bob@example.test>", "250 2.1.5");
+    c.command_expect("QUIT", "221 2.0.0");
 }
 
 #[test]
@@ -530,7 +530,7 @@ fn sighup_reloads_the_chain_and_keeps_it_when_the_new_one_fails() {
     );
 
     let mut before = Client::connect_ehlo(server.addr());
-    before.command_expect("MAIL FROM:<sender@example.org>", 250);
+    before.command_expect("MAIL FROM:<sender@example.org>", "250 2.1.0");
 
     let (wat, blocked) = blocker_wat();
     let blocker_path = write_wat(dir.path(), "blocker", &wat);
@@ -545,13 +545,13 @@ fn sighup_reloads_the_chain_and_keeps_it_when_the_new_one_fails() {
     assert_chain(&server, &blocked);
 
     // The connection from before the reload goes on with its transaction.
-    before.command_expect("RCPT TO:<alice@example.test>", 250);
-    before.command_expect("DATA", 354);
+    before.command_expect("RCPT TO:<alice@example.test>", "250 2.1.5");
+    before.command_expect("DATA", "354");
     let mut wire = CONTENT.to_vec();
     wire.extend_from_slice(b".\r\n");
     before.send(wire);
-    let id = before.expect(250).queue_id().expect("a queue id");
-    before.command_expect("QUIT", 221);
+    let id = before.expect("250 2.0.0").queue_id().expect("a queue id");
+    before.command_expect("QUIT", "221 2.0.0");
     let files = wait_for_maildir(&server.maildir("alice"), 1, LIMIT);
     assert_eq!(files[0].received_content(&id), CONTENT);
 

@@ -170,7 +170,7 @@ fn a_transaction_pipelined_in_one_write_gets_every_reply_in_order() {
     c.expect_raw("250 2.1.5 Ok\r\n");
     c.expect_raw("250 2.1.5 Ok\r\n");
     c.expect_raw("354 End data with <CR><LF>.<CR><LF>\r\n");
-    let queued = c.expect(250);
+    let queued = c.expect("250 2.0.0");
     let id = queued.queue_id().expect("a queue id");
     assert_eq!(queued.raw, format!("250 2.0.0 Ok: queued as {id}\r\n"));
     c.expect_raw(&format!("221 2.0.0 {HOSTNAME} closing connection\r\n"));
@@ -225,7 +225,7 @@ fn a_helo_only_rfc821_client_is_served_and_traced_as_smtp() {
         b"Subject: 1982\r\n\r\nhello\r\n",
     );
     let id = r.queue_id().unwrap_or_else(|| panic!("refused: {r:?}"));
-    c.command_expect("QUIT", 221);
+    c.command_expect("QUIT", "221 2.0.0");
 
     let m = only_message(&server);
     assert_eq!(m.id, id);
@@ -238,12 +238,12 @@ fn a_helo_only_rfc821_client_is_served_and_traced_as_smtp() {
 fn source_routes_are_accepted_and_routed_by_the_mailbox() {
     let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<@host2,user1@host1>", 250);
-    c.command_expect("RCPT TO:<@host3:alice@example.test>", 250);
-    c.command_expect("DATA", 354);
+    c.command_expect("MAIL FROM:<@host2,user1@host1>", "250 2.1.0");
+    c.command_expect("RCPT TO:<@host3:alice@example.test>", "250 2.1.5");
+    c.command_expect("DATA", "354");
     c.send("Subject: routed\r\n\r\nvia host3\r\n.\r\n");
-    let id = c.expect(250).queue_id().expect("a queue id");
-    c.command_expect("QUIT", 221);
+    let id = c.expect("250 2.0.0").queue_id().expect("a queue id");
+    c.command_expect("QUIT", "221 2.0.0");
 
     let m = only_message(&server);
     assert_eq!(m.id, id);
@@ -255,13 +255,13 @@ fn source_routes_are_accepted_and_routed_by_the_mailbox() {
 fn verbs_are_case_insensitive() {
     let server = Server::start_receiving("");
     let mut c = Client::connect(server.addr());
-    c.command_expect("ehlo client.example", 250);
-    c.command_expect("mail from:<lower@example.org>", 250);
-    c.command_expect("rcpt to:<alice@example.test>", 250);
-    c.command_expect("data", 354);
+    c.command_expect("ehlo client.example", "250");
+    c.command_expect("mail from:<lower@example.org>", "250 2.1.0");
+    c.command_expect("rcpt to:<alice@example.test>", "250 2.1.5");
+    c.command_expect("data", "354");
     c.send("Subject: lower\r\n\r\nquiet\r\n.\r\n");
-    let id = c.expect(250).queue_id().expect("a queue id");
-    c.command_expect("quit", 221);
+    let id = c.expect("250 2.0.0").queue_id().expect("a queue id");
+    c.command_expect("quit", "221 2.0.0");
 
     let m = only_message(&server);
     assert_eq!(m.id, id);
@@ -279,7 +279,7 @@ fn the_null_reverse_path_and_the_postmaster_alias_are_accepted() {
         b"Subject: bounce\r\n\r\nDSN\r\n",
     );
     let id = r.queue_id().unwrap_or_else(|| panic!("refused: {r:?}"));
-    c.command_expect("QUIT", 221);
+    c.command_expect("QUIT", "221 2.0.0");
 
     let m = only_message(&server);
     assert_eq!(m.id, id);
@@ -291,16 +291,16 @@ fn the_null_reverse_path_and_the_postmaster_alias_are_accepted() {
 fn a_message_sent_one_byte_at_a_time_is_queued_intact() {
     let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<slow@example.org>", 250);
-    c.command_expect("RCPT TO:<alice@example.test>", 250);
-    c.command_expect("DATA", 354);
+    c.command_expect("MAIL FROM:<slow@example.org>", "250 2.1.0");
+    c.command_expect("RCPT TO:<alice@example.test>", "250 2.1.5");
+    c.command_expect("DATA", "354");
     // Every CRLF, the stuffed dot and the end-of-data line cross write
     // boundaries (TCP_NODELAY is on, so most writes are segments of their own).
     for b in b"Subject: slow\r\n\r\n..one\r\n.\r\n" {
         c.send([*b]);
     }
-    let id = c.expect(250).queue_id().expect("a queue id");
-    c.command_expect("QUIT", 221);
+    let id = c.expect("250 2.0.0").queue_id().expect("a queue id");
+    c.command_expect("QUIT", "221 2.0.0");
     let m = only_message(&server);
     assert_eq!(m.id, id);
     assert_eq!(m.content(), b"Subject: slow\r\n\r\n.one\r\n");
@@ -310,20 +310,42 @@ fn a_message_sent_one_byte_at_a_time_is_queued_intact() {
 fn a_chunked_bdat_transaction_is_queued_exactly_as_sent() {
     let server = Server::start_receiving("");
     let mut c = Client::connect_ehlo(server.addr());
-    c.command_expect("MAIL FROM:<chunks@example.org>", 250);
-    c.command_expect("RCPT TO:<alice@example.test>", 250);
+    c.command_expect("MAIL FROM:<chunks@example.org>", "250 2.1.0");
+    c.command_expect("RCPT TO:<alice@example.test>", "250 2.1.5");
     // BDAT carries octets as they are: no dot-stuffing, and a chunk may end
     // mid-line.
     let first = b"Subject: chunked\r\n\r\n..not unstuffed\r\nsplit ";
     let second = b"line\r\n";
     c.send([format!("BDAT {}\r\n", first.len()).as_bytes(), first].concat());
-    c.expect(250);
+    c.expect("250 2.0.0");
     c.send([format!("BDAT {} LAST\r\n", second.len()).as_bytes(), second].concat());
-    let id = c.expect(250).queue_id().expect("a queue id");
-    c.command_expect("QUIT", 221);
+    let id = c.expect("250 2.0.0").queue_id().expect("a queue id");
+    c.command_expect("QUIT", "221 2.0.0");
     let m = only_message(&server);
     assert_eq!(m.id, id);
     assert_eq!(m.content(), [&first[..], &second[..]].concat());
+}
+
+/// RFC 3030 §2: a last chunk may be empty. Nothing follows `BDAT 0 LAST`,
+/// so the server must answer it without waiting for more bytes.
+#[test]
+fn an_empty_last_bdat_chunk_ends_the_message_at_once() {
+    let server = Server::start_receiving("");
+    let mut c = Client::connect_ehlo(server.addr());
+    c.command_expect("MAIL FROM:<chunks@example.org>", "250 2.1.0");
+    c.command_expect("RCPT TO:<alice@example.test>", "250 2.1.5");
+    let content = b"Subject: ends empty\r\n\r\nbody\r\n";
+    c.send([format!("BDAT {}\r\n", content.len()).as_bytes(), content].concat());
+    assert!(c.expect("250 2.0.0").raw.starts_with("250 2.0.0 "));
+    c.send("BDAT 0 LAST\r\n");
+    let queued = c.expect("250 2.0.0");
+    assert!(
+        queued.raw.starts_with("250 2.0.0 Ok: queued as "),
+        "{queued:?}"
+    );
+    let m = only_message(&server);
+    assert_eq!(Some(m.id.clone()), queued.queue_id());
+    assert_eq!(m.content(), content);
 }
 
 #[test]
@@ -338,7 +360,7 @@ fn an_ipv6_loopback_client_is_served_and_traced_with_an_ipv6_literal() {
         b"Subject: v6\r\n\r\nhi\r\n",
     );
     let id = r.queue_id().unwrap_or_else(|| panic!("refused: {r:?}"));
-    c.command_expect("QUIT", 221);
+    c.command_expect("QUIT", "221 2.0.0");
     let m = only_message(&server);
     assert_eq!(m.id, id);
     assert_eq!(m.client_ip, "::1".parse::<IpAddr>().unwrap());

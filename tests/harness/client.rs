@@ -25,6 +25,20 @@ impl Reply {
         self.lines.first().map_or("", String::as_str)
     }
 
+    /// Whether the reply is `status`: a code and an RFC 3463 enhanced code
+    /// (`"250 2.1.5"`), which every line of the reply must carry (RFC 2034
+    /// §4), or a code alone (`"354"`, `"220"`) for the replies that carry
+    /// none.
+    pub fn has_status(&self, status: &str) -> bool {
+        let (code, enhanced) = match status.split_once(' ') {
+            Some((code, enhanced)) => (code, Some(enhanced)),
+            None => (status, None),
+        };
+        let code_matches = code.parse::<u16>().is_ok_and(|c| c == self.code);
+        code_matches
+            && enhanced.is_none_or(|e| self.lines.iter().all(|l| l.split(' ').next() == Some(e)))
+    }
+
     /// The queue id of a `250 2.0.0 Ok: queued as <id>` reply.
     pub fn queue_id(&self) -> Option<String> {
         if self.code != 250 {
@@ -80,21 +94,21 @@ impl Client {
     pub fn connect_from(local_ip: IpAddr, addr: SocketAddr) -> Client {
         let mut c = Client::connect_raw_from(local_ip, addr)
             .unwrap_or_else(|e| panic!("connect from {local_ip} to {addr}: {e}"));
-        c.expect(220);
+        c.expect("220");
         c
     }
 
     /// Connects and checks the `220` greeting.
     pub fn connect(addr: SocketAddr) -> Client {
         let mut c = Client::connect_raw(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        c.expect(220);
+        c.expect("220");
         c
     }
 
     /// Connects, checks the greeting and says `EHLO client.example`.
     pub fn connect_ehlo(addr: SocketAddr) -> Client {
         let mut c = Client::connect(addr);
-        c.command_expect("EHLO client.example", 250);
+        c.command_expect("EHLO client.example", "250");
         c
     }
 
@@ -127,10 +141,15 @@ impl Client {
         self.read_reply()
     }
 
-    /// Sends one command line and panics unless the reply has `code`.
-    pub fn command_expect(&mut self, line: &str, code: u16) -> Reply {
+    /// Sends one command line and panics unless the reply has `status`
+    /// (see [`Reply::has_status`]).
+    #[track_caller]
+    pub fn command_expect(&mut self, line: &str, status: &str) -> Reply {
         let r = self.command(line);
-        assert_eq!(r.code, code, "{line:?} got {r:?}");
+        assert!(
+            r.has_status(status),
+            "{line:?}: expected {status}, got {r:?}"
+        );
         r
     }
 
@@ -182,10 +201,12 @@ impl Client {
         }
     }
 
-    /// Reads a reply and panics unless it has `code`.
-    pub fn expect(&mut self, code: u16) -> Reply {
+    /// Reads a reply and panics unless it has `status` (see
+    /// [`Reply::has_status`]).
+    #[track_caller]
+    pub fn expect(&mut self, status: &str) -> Reply {
         let r = self.read_reply();
-        assert_eq!(r.code, code, "expected {code}, got {r:?}");
+        assert!(r.has_status(status), "expected {status}, got {r:?}");
         r
     }
 
@@ -215,11 +236,11 @@ impl Client {
     /// reply to the end of DATA. `content` is sent as is, then `.` CRLF: it
     /// must end with CRLF and be dot-stuffed already.
     pub fn transaction(&mut self, from: &str, rcpts: &[&str], content: &[u8]) -> Reply {
-        self.command_expect(&format!("MAIL FROM:<{from}>"), 250);
+        self.command_expect(&format!("MAIL FROM:<{from}>"), "250 2.1.0");
         for r in rcpts {
-            self.command_expect(&format!("RCPT TO:<{r}>"), 250);
+            self.command_expect(&format!("RCPT TO:<{r}>"), "250 2.1.5");
         }
-        self.command_expect("DATA", 354);
+        self.command_expect("DATA", "354");
         let mut buf = content.to_vec();
         buf.extend_from_slice(b".\r\n");
         self.send(buf);
@@ -271,6 +292,33 @@ pub fn try_send_message(
     let mut c = Client::connect_ehlo(addr);
     let r = c.transaction(from, rcpts, content);
     let id = r.queue_id().ok_or(r)?;
-    c.command_expect("QUIT", 221);
+    c.command_expect("QUIT", "221 2.0.0");
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reply;
+
+    fn reply(raw: &str) -> Reply {
+        let lines: Vec<&str> = raw.split_terminator("\r\n").collect();
+        Reply {
+            code: lines[0][..3].parse().unwrap(),
+            lines: lines.iter().map(|l| l[4..].to_string()).collect(),
+            raw: raw.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_status_names_the_code_and_the_enhanced_code_of_every_line() {
+        let ok = reply("250 2.1.5 Ok\r\n");
+        assert!(ok.has_status("250 2.1.5"));
+        assert!(ok.has_status("250"));
+        assert!(!ok.has_status("250 2.1.0"));
+        assert!(!ok.has_status("251 2.1.5"));
+        let ragged = reply("550-5.7.1 Refused\r\n550 see the policy\r\n");
+        assert!(ragged.has_status("550"));
+        assert!(!ragged.has_status("550 5.7.1"), "RFC 2034: on every line");
+        assert!(!reply("354 End data\r\n").has_status("354 2.0.0"));
+    }
 }

@@ -39,11 +39,11 @@ pub fn submit(
     } else {
         format!(" {mail_params}")
     };
-    c.command_expect(&format!("MAIL FROM:<{from}>{params}"), 250);
+    c.command_expect(&format!("MAIL FROM:<{from}>{params}"), "250 2.1.0");
     for r in rcpts {
-        c.command_expect(&format!("RCPT TO:<{r}>"), 250);
+        c.command_expect(&format!("RCPT TO:<{r}>"), "250 2.1.5");
     }
-    c.command_expect("DATA", 354);
+    c.command_expect("DATA", "354");
     let mut wire = dot_stuff(content);
     wire.extend_from_slice(b".\r\n");
     c.send(wire);
@@ -51,7 +51,7 @@ pub fn submit(
     let id = reply
         .queue_id()
         .unwrap_or_else(|| panic!("message refused: {reply:?}"));
-    c.command_expect("QUIT", 221);
+    c.command_expect("QUIT", "221 2.0.0");
     id
 }
 

@@ -1,6 +1,8 @@
 //! Sluice's delivery side: from the spool to mailboxes and next hops.
 //!
-//! - [`local`]: Maildir delivery for the local domains, and alias expansion.
+//! - [`local`]: Maildir delivery for the local domains.
+//! - [`dispatch`]: the transport the delivery threads run: local, LMTP or
+//!   remote by destination, and aliases that point elsewhere queued again.
 //! - [`dsn`]: RFC 3464 delivery status notifications (bounces).
 //! - [`route`]: the next hop for a domain: configured routes, the smarthost,
 //!   or MX records through DNS.

@@ -60,22 +60,46 @@ impl fmt::Debug for Resolver {
     }
 }
 
+/// Why a [`Resolver`] could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolverError {
+    /// Its runtime (one thread) could not start.
+    Runtime(String),
+    /// No name servers were given, and `/etc/resolv.conf` could not be read.
+    SystemConfig(String),
+    Build(String),
+}
+
+impl fmt::Display for ResolverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolverError::Runtime(e) => write!(f, "cannot start the DNS runtime: {e}"),
+            ResolverError::SystemConfig(e) => {
+                write!(f, "cannot read the system resolver configuration: {e}")
+            }
+            ResolverError::Build(e) => write!(f, "cannot build the DNS resolver: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ResolverError {}
+
 impl Resolver {
     /// A resolver that asks `nameservers` (UDP, then TCP for truncated
     /// answers), or the system's (`/etc/resolv.conf`) when there are none,
     /// waiting `timeout` for each answer from a name server.
-    pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> Result<Resolver, String> {
+    pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> Result<Resolver, ResolverError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sluice-dns")
             .enable_io()
             .enable_time()
             .build()
-            .map_err(|e| format!("cannot start the DNS runtime: {e}"))?;
+            .map_err(|e| ResolverError::Runtime(e.to_string()))?;
         let provider = TokioRuntimeProvider::default();
         let mut builder: ResolverBuilder<TokioRuntimeProvider> = if nameservers.is_empty() {
             TokioResolver::builder(provider)
-                .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
+                .map_err(|e| ResolverError::SystemConfig(e.to_string()))?
         } else {
             let servers = nameservers.iter().map(name_server).collect();
             TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
@@ -90,7 +114,7 @@ impl Resolver {
             let _context = runtime.enter();
             builder
                 .build()
-                .map_err(|e| format!("cannot build the DNS resolver: {e}"))?
+                .map_err(|e| ResolverError::Build(e.to_string()))?
         };
         Ok(Resolver {
             inner: Arc::new(Inner { resolver, runtime }),

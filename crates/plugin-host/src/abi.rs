@@ -3,6 +3,8 @@
 
 use wasmtime::{ExternType, FuncType, Module, ValType};
 
+use crate::error::AbiError;
+
 /// Module name of the host functions.
 pub(crate) const IMPORT_MODULE: &str = "sluice";
 pub(crate) const MEMORY: &str = "memory";
@@ -136,7 +138,7 @@ impl Exports {
 }
 
 /// Checks the module's exports against ABI v1; the error says what is wrong.
-pub(crate) fn validate(module: &Module) -> Result<Exports, String> {
+pub(crate) fn validate(module: &Module) -> Result<Exports, AbiError> {
     let mut exports = Exports::default();
     let mut memory = false;
     let mut marker = false;
@@ -146,12 +148,10 @@ pub(crate) fn validate(module: &Module) -> Result<Exports, String> {
         match name {
             MEMORY => match ty {
                 ExternType::Memory(m) if m.is_64() => {
-                    return Err(
-                        "export `memory` is a 64-bit memory; ABI v1 needs a 32-bit one".into(),
-                    );
+                    return Err(AbiError::BadMemory { memory64: true });
                 }
                 ExternType::Memory(_) => memory = true,
-                _ => return Err("export `memory` is not a memory".into()),
+                _ => return Err(AbiError::BadMemory { memory64: false }),
             },
             MARKER => {
                 check_func(name, &ty, (0, 0))?;
@@ -174,21 +174,17 @@ pub(crate) fn validate(module: &Module) -> Result<Exports, String> {
         }
     }
     if !marker {
-        return Err(format!(
-            "no `{MARKER}` export: not a Sluice plugin, or built for another ABI version"
-        ));
+        return Err(AbiError::NoMarker);
     }
     if !memory {
-        return Err("no `memory` export".into());
+        return Err(AbiError::NoMemory);
     }
     let needs_alloc = exports.init
         || Hook::ALL
             .into_iter()
             .any(|h| h.takes_string() && exports.has(h));
     if needs_alloc && !exports.alloc {
-        return Err(format!(
-            "no `{ALLOC}` export, needed to pass the configuration and hook arguments"
-        ));
+        return Err(AbiError::NoAlloc);
     }
     Ok(exports)
 }
@@ -198,9 +194,11 @@ fn check_func(
     name: &str,
     ty: &ExternType,
     (params, results): (usize, usize),
-) -> Result<(), String> {
+) -> Result<(), AbiError> {
     let ExternType::Func(func) = ty else {
-        return Err(format!("export `{name}` is not a function"));
+        return Err(AbiError::NotAFunction {
+            export: name.to_owned(),
+        });
     };
     fn all_i32(types: impl ExactSizeIterator<Item = ValType>, n: usize) -> bool {
         types.len() == n && { types }.all(|t| matches!(t, ValType::I32))
@@ -209,12 +207,11 @@ fn check_func(
         return Ok(());
     }
     let i32s = |n: usize| vec!["i32"; n].join(", ");
-    Err(format!(
-        "export `{name}` has type {}, ABI v1 wants ({}) -> ({})",
-        show(func),
-        i32s(params),
-        i32s(results),
-    ))
+    Err(AbiError::WrongSignature {
+        export: name.to_owned(),
+        found: show(func),
+        wanted: format!("({}) -> ({})", i32s(params), i32s(results)),
+    })
 }
 
 fn show(func: &FuncType) -> String {

@@ -29,7 +29,7 @@ impl HookBench {
         specs: Vec<PluginSpec>,
         env: &HostEnv,
         client_ip: IpAddr,
-    ) -> Result<HookBench, String> {
+    ) -> Result<HookBench, crate::LoadError> {
         let ticker = Ticker::start()?;
         let services = Arc::new(Services::new(env, ticker.clock()));
         let chain = Chain::build(specs, &services, 1, &ticker)?;

@@ -10,6 +10,7 @@ use sluice_smtp::{EnhancedCode, Reply};
 use crate::abi::{Hook, RawVerdict};
 use crate::context::{CallCtx, ConnRecord, LogLine, MessageView, RcptView, TxView, format_score};
 use crate::engine::Chain;
+use crate::error::HookError;
 use crate::spec::OnError;
 
 /// The arguments of one stage.
@@ -40,7 +41,7 @@ pub enum Outcome {
 pub struct PluginRun {
     pub plugin: String,
     /// The verdict, or why the hook failed.
-    pub result: Result<Option<RawVerdict>, String>,
+    pub result: Result<Option<RawVerdict>, HookError>,
     /// The reply `set_reply` chose, as given.
     pub reply: Option<(i32, String)>,
     pub scores: Vec<(String, f64)>,
@@ -82,11 +83,11 @@ pub(crate) fn run_stage(
         );
         ctx.rcpt = call.rcpt.clone();
         let (result, ctx) = plugin.call(hook, &call.arg, ctx);
-        let result = result.map_err(|e| e.0).and_then(|raw| match raw {
+        let result = result.and_then(|raw| match raw {
             None => Ok(None),
             Some(v) => RawVerdict::from_i32(v)
                 .map(Some)
-                .ok_or_else(|| format!("returned {v}, which is not a verdict")),
+                .ok_or(HookError::NotAVerdict(v)),
         });
         if capture {
             runs.push(PluginRun {

@@ -47,7 +47,7 @@ impl fmt::Debug for DnsResolver {
 impl DnsResolver {
     /// A resolver of its own that asks `config.nameservers`: for tools and
     /// tests that run plugins without a server around them.
-    pub fn new(config: &DnsConfig) -> Result<DnsResolver, String> {
+    pub fn new(config: &DnsConfig) -> Result<DnsResolver, sluice_dns::ResolverError> {
         let resolver = Resolver::new(&config.nameservers, config.timeout)?;
         Ok(DnsResolver::with_resolver(
             resolver,

@@ -26,6 +26,7 @@ use crate::abi::{self, Hook};
 use crate::code_cache::CodeCache;
 use crate::context::HostState;
 use crate::dns::DnsResolver;
+use crate::error::{LoadError, LoadErrorKind};
 use crate::instance::Plugin;
 use crate::kv::KvStore;
 use crate::spec::{HostEnv, PluginSpec};
@@ -89,7 +90,7 @@ pub(crate) struct Ticker {
 }
 
 impl Ticker {
-    pub fn start() -> Result<Ticker, String> {
+    pub fn start() -> Result<Ticker, LoadError> {
         let engines: Arc<Mutex<Vec<EngineWeak>>> = Arc::default();
         let clock = Clock::default();
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
@@ -98,7 +99,7 @@ impl Ticker {
             std::thread::Builder::new()
                 .name("sluice-plugin-epoch".into())
                 .spawn(move || tick(&engines, &clock, &stopped))
-                .map_err(|e| format!("cannot start the plugin epoch thread: {e}"))?
+                .map_err(|e| LoadError::host(LoadErrorKind::Thread(e.to_string())))?
         };
         Ok(Ticker {
             engines,
@@ -175,32 +176,31 @@ impl Chain {
         services: &Arc<Services>,
         concurrency: usize,
         ticker: &Ticker,
-    ) -> Result<Chain, String> {
+    ) -> Result<Chain, LoadError> {
         let mut names = HashSet::new();
         for spec in &specs {
+            let error = |kind| Err(LoadError::of(&spec.name, kind));
             if !names.insert(spec.name.as_str()) {
-                return Err(format!("plugin {}: the name is used twice", spec.name));
+                return error(LoadErrorKind::DuplicateName);
             }
             if spec.memory_limit_mb == 0 || spec.memory_limit_mb > 4095 {
-                return Err(format!(
-                    "plugin {}: memory_limit_mb must be between 1 and 4095",
-                    spec.name
-                ));
+                return error(LoadErrorKind::MemoryLimitOutOfRange(spec.memory_limit_mb));
             }
             if spec.cpu_budget.is_zero() {
-                return Err(format!("plugin {}: cpu_budget must not be zero", spec.name));
+                return error(LoadErrorKind::ZeroCpuBudget);
             }
         }
-        let engine = new_engine(&specs, concurrency, services.code_cache.as_ref())?;
+        let engine = new_engine(&specs, concurrency, services.code_cache.as_ref())
+            .map_err(LoadError::host)?;
         ticker.register(&engine);
         let mut linker = Linker::<HostState>::new(&engine);
         crate::hostfns::define(&mut linker)
-            .map_err(|e| format!("cannot define host functions: {e}"))?;
+            .map_err(|e| LoadError::host(LoadErrorKind::Link(format!("{e:#}"))))?;
         let mut plugins = Vec::with_capacity(specs.len());
         for spec in specs {
             let name = spec.name.clone();
             let plugin = load_one(&engine, &linker, spec, services)
-                .map_err(|why| format!("plugin {name}: {why}"))?;
+                .map_err(|kind| LoadError::of(&name, kind))?;
             plugins.push(plugin);
         }
         let mut has_hook = [false; 7];
@@ -220,31 +220,31 @@ fn load_one(
     linker: &Linker<HostState>,
     spec: PluginSpec,
     services: &Arc<Services>,
-) -> Result<Plugin, String> {
-    let wasm = std::fs::read(&spec.path)
-        .map_err(|e| format!("cannot read {}: {e}", spec.path.display()))?;
+) -> Result<Plugin, LoadErrorKind> {
+    let wasm = std::fs::read(&spec.path).map_err(|e| LoadErrorKind::Read {
+        path: spec.path.clone(),
+        error: e.to_string(),
+    })?;
     let module = match &services.code_cache {
         Some(cache) => cache.module(engine, &wasm, &spec.name),
         None => Module::new(engine, &wasm),
     };
-    let module = module.map_err(|e| {
-        format!(
-            "{} is not a valid WebAssembly module: {e:#}",
-            spec.path.display()
-        )
+    let module = module.map_err(|e| LoadErrorKind::Compile {
+        path: spec.path.clone(),
+        error: format!("{e:#}"),
     })?;
-    let exports = abi::validate(&module)?;
+    let exports = abi::validate(&module).map_err(LoadErrorKind::Abi)?;
     let pre = linker
         .instantiate_pre(&module)
-        .map_err(|e| format!("cannot link: {e:#}"))?;
-    Plugin::new(spec, exports, pre, services.clone())
+        .map_err(|e| LoadErrorKind::Link(format!("{e:#}")))?;
+    Plugin::new(spec, exports, pre, services.clone()).map_err(LoadErrorKind::Start)
 }
 
 fn new_engine(
     specs: &[PluginSpec],
     concurrency: usize,
     code_cache: Option<&CodeCache>,
-) -> Result<Engine, String> {
+) -> Result<Engine, LoadErrorKind> {
     let largest_memory = specs.iter().map(|s| s.memory_limit_mb).max().unwrap_or(1) as usize;
     // At most one instance per plugin per concurrent call, plus the one a
     // recycled instance is being replaced by.
@@ -267,5 +267,5 @@ fn new_engine(
         .max_wasm_stack(256 << 10)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .cache(code_cache.map(CodeCache::wasmtime_cache));
-    Engine::new(&config).map_err(|e| format!("cannot create the WebAssembly engine: {e:#}"))
+    Engine::new(&config).map_err(|e| LoadErrorKind::Engine(format!("{e:#}")))
 }

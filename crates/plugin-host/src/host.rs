@@ -16,6 +16,7 @@ use crate::chain::{Outcome, StageCall, StageResult, run_stage};
 use crate::code_cache::CodeCacheStats;
 use crate::context::{ConnInfo, ConnRecord, MessageView, RcptView, TxView};
 use crate::engine::{Chain, Services, Ticker};
+use crate::error::{LoadError, LoadErrorKind};
 use crate::spec::{HostEnv, PluginSpec};
 
 /// The loaded plugin chain, callable from the front end's event loops.
@@ -54,7 +55,7 @@ impl PluginHost {
     /// Compiles and checks every plugin (exports, signatures, imports,
     /// `sluice_init`), then starts the filter threads. An error names the
     /// plugin and says why.
-    pub fn load(specs: Vec<PluginSpec>, env: HostEnv) -> Result<PluginHost, String> {
+    pub fn load(specs: Vec<PluginSpec>, env: HostEnv) -> Result<PluginHost, LoadError> {
         let ticker = Ticker::start()?;
         let services = Arc::new(Services::new(&env, ticker.clock()));
         let threads = env.thread_count();
@@ -75,9 +76,9 @@ impl PluginHost {
                 std::thread::Builder::new()
                     .name(format!("sluice-filter-{i}"))
                     .spawn(move || work(&inner, &queue))
-                    .map_err(|e| format!("cannot start filter threads: {e}"))
+                    .map_err(|e| LoadError::host(LoadErrorKind::Thread(e.to_string())))
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(PluginHost {
             inner,
             jobs: Some(jobs),
@@ -88,7 +89,7 @@ impl PluginHost {
     /// Loads `specs` as a new chain and swaps it in; calls already running
     /// finish on the old one, and connections stay open. On error the old
     /// chain stays in place and the error says which plugin failed and why.
-    pub fn reload(&self, specs: Vec<PluginSpec>) -> Result<(), String> {
+    pub fn reload(&self, specs: Vec<PluginSpec>) -> Result<(), LoadError> {
         let chain = Chain::build(
             specs,
             &self.inner.services,

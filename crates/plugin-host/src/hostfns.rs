@@ -17,6 +17,7 @@ use crate::context::{
 };
 use crate::dns::DnsAnswer;
 use crate::engine::{Services, TICK};
+use crate::error::HostCallError;
 
 type Result<T> = wasmtime::Result<T>;
 type C<'a> = Caller<'a, HostState>;
@@ -388,11 +389,11 @@ fn ttl(secs: i32) -> Option<Duration> {
 }
 
 fn kv_failed(e: crate::kv::KvError) -> wasmtime::Error {
-    wasmtime::Error::msg(format!("key-value store: {e}"))
+    wasmtime::Error::new(HostCallError::Kv(e))
 }
 
 fn budget_spent() -> wasmtime::Error {
-    wasmtime::Error::msg("key-value store: the hook's blocking budget is spent")
+    wasmtime::Error::new(HostCallError::BlockingBudget)
 }
 
 fn kv_get(

@@ -14,6 +14,7 @@ use wasmtime::{InstancePre, Store, Trap, TypedFunc};
 use crate::abi::{self, Exports, Hook};
 use crate::context::{CallCtx, HostState};
 use crate::engine::{Services, TICK};
+use crate::error::{HookError, HostCallError, Phase};
 use crate::spec::{OnError, PluginSpec};
 
 /// KumoMTA's Lua context pool defaults (research §3.3, §6.2).
@@ -48,10 +49,6 @@ struct Funcs {
     no_verdict: [Option<TypedFunc<(), ()>>; 7],
 }
 
-/// Why a hook call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HookError(pub String);
-
 impl Plugin {
     /// Checks that an instance can be made and initialized, and keeps it.
     pub fn new(
@@ -59,7 +56,7 @@ impl Plugin {
         exports: Exports,
         pre: InstancePre<HostState>,
         services: Arc<Services>,
-    ) -> Result<Plugin, String> {
+    ) -> Result<Plugin, HookError> {
         // The deadline trips between (n-1) and n ticks after it is set: one
         // more tick makes the budget a floor, never a ceiling.
         let budget_ticks = spec.cpu_budget.as_nanos().div_ceil(TICK.as_nanos()) as u64 + 1;
@@ -75,7 +72,7 @@ impl Plugin {
             services,
             idle: Mutex::default(),
         };
-        let first = plugin.instantiate().map_err(|e| e.0)?;
+        let first = plugin.instantiate()?;
         plugin.idle().push(first);
         Ok(plugin)
     }
@@ -108,10 +105,13 @@ impl Plugin {
         let instance = self
             .pre
             .instantiate(&mut store)
-            .map_err(|e| self.describe(&e, store.data(), "cannot instantiate"))?;
+            .map_err(|e| self.describe(&e, store.data(), Phase::Instantiate))?;
         let memory = instance
             .get_memory(&mut store, abi::MEMORY)
-            .ok_or_else(|| HookError("no `memory` export".into()))?;
+            .ok_or_else(|| HookError::Trap {
+                during: Phase::Instantiate,
+                detail: "no `memory` export".into(),
+            })?;
         store.data_mut().memory = Some(memory);
         let mut funcs = Funcs::default();
         let typed = "export checked at load";
@@ -148,12 +148,12 @@ impl Plugin {
             let init: TypedFunc<(i32, i32), i32> =
                 instance.get_typed_func(&mut store, abi::INIT).expect(typed);
             let (ptr, len) = pass(&mut store, &funcs, self.config_json.as_bytes())
-                .map_err(|e| self.describe(&e, store.data(), "sluice_alloc failed"))?;
+                .map_err(|e| self.describe(&e, store.data(), Phase::Alloc))?;
             let rc = init
                 .call(&mut store, (ptr, len))
-                .map_err(|e| self.describe(&e, store.data(), "sluice_init failed"))?;
+                .map_err(|e| self.describe(&e, store.data(), Phase::Init))?;
             if rc != 0 {
-                return Err(HookError(format!("sluice_init returned {rc}")));
+                return Err(HookError::InitRefused(rc));
             }
         }
         Ok(Ready {
@@ -207,7 +207,7 @@ impl Plugin {
                 .expect("caller checked the hook");
             f.call(&mut *store, ()).map(|()| None)
         };
-        let result = result.map_err(|e| self.describe(&e, store.data(), "trap"));
+        let result = result.map_err(|e| self.describe(&e, store.data(), Phase::Hook));
         let ctx = store.data_mut().call.take().expect("set above");
         ready.uses += 1;
         let memory_size = store.data().memory.map_or(0, |m| m.data_size(&*store));
@@ -221,20 +221,30 @@ impl Plugin {
         (result, ctx)
     }
 
-    fn describe(&self, error: &wasmtime::Error, state: &HostState, what: &str) -> HookError {
+    fn describe(&self, error: &wasmtime::Error, state: &HostState, during: Phase) -> HookError {
         if state.memory_exceeded {
-            return HookError(format!(
-                "memory limit of {} MiB exceeded",
-                self.memory_limit >> 20
-            ));
+            return HookError::MemoryLimit {
+                limit_mib: self.memory_limit >> 20,
+            };
+        }
+        if let Some(host) = error.downcast_ref::<HostCallError>() {
+            return match host {
+                HostCallError::BlockingBudget => HookError::BlockingBudget,
+                HostCallError::Kv(e) => HookError::Kv(e.clone()),
+            };
         }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => HookError(format!(
-                "CPU budget of {} ms exceeded",
-                self.cpu_budget.as_millis()
-            )),
-            Some(trap) => HookError(format!("{what}: {trap}")),
-            None => HookError(format!("{what}: {error:#}")),
+            Some(Trap::Interrupt) => HookError::CpuBudget {
+                budget: self.cpu_budget,
+            },
+            Some(trap) => HookError::Trap {
+                during,
+                detail: trap.to_string(),
+            },
+            None => HookError::Trap {
+                during,
+                detail: format!("{error:#}"),
+            },
         }
     }
 }

@@ -22,6 +22,7 @@ mod code_cache;
 mod context;
 mod dns;
 mod engine;
+mod error;
 mod host;
 mod hostfns;
 mod instance;
@@ -38,11 +39,13 @@ pub use chain::{Outcome, PluginRun};
 pub use code_cache::CodeCacheStats;
 pub use context::LogLine;
 pub use dns::{DnsAnswer, DnsResolver};
+pub use error::{AbiError, HookError, LoadError, LoadErrorKind, Phase};
 pub use host::PluginHost;
 pub use kv::{KvError, KvStore, MemoryKv};
 pub use kv_redis::RedisKv;
 pub use sluice_filter::MessageChanges;
 pub use spec::{DnsConfig, HostEnv, OnError, PluginSpec};
 pub use test_run::{
-    StageReport, TEST_QUEUE_ID, TestEnvelope, TestReport, TestResult, Tester, test_run,
+    StageReport, TEST_QUEUE_ID, TestEnvelope, TestReport, TestResult, TestRunError, Tester,
+    test_run,
 };

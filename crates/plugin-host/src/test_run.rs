@@ -14,6 +14,7 @@ use crate::abi::Hook;
 use crate::chain::{Outcome, PluginRun, StageCall, run_stage};
 use crate::context::{ConnInfo, ConnRecord, MessageView, RcptView, TxView, format_score};
 use crate::engine::{Chain, Services, Ticker};
+use crate::error::LoadError;
 use crate::host::{finish_transaction, forward_path_arg, reverse_path_arg};
 use crate::spec::{HostEnv, PluginSpec};
 use sluice_filter::MessageChanges;
@@ -72,6 +73,43 @@ pub enum TestResult {
     NoRecipients,
 }
 
+/// Why a test run could not run: the chain did not load, or a path of the
+/// test envelope does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestRunError {
+    Load(LoadError),
+    ReversePath {
+        given: String,
+        error: sluice_smtp::AddressError,
+    },
+    ForwardPath {
+        given: String,
+        error: sluice_smtp::AddressError,
+    },
+}
+
+impl fmt::Display for TestRunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TestRunError::Load(e) => e.fmt(f),
+            TestRunError::ReversePath { given, error } => {
+                write!(f, "invalid reverse-path {given:?}: {error}")
+            }
+            TestRunError::ForwardPath { given, error } => {
+                write!(f, "invalid forward-path {given:?}: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TestRunError {}
+
+impl From<LoadError> for TestRunError {
+    fn from(e: LoadError) -> Self {
+        TestRunError::Load(e)
+    }
+}
+
 /// Loads `specs` and runs every hook against `envelope` and `eml` (the
 /// message as in a file; bare LF line ends are made CRLF, and a trace header
 /// is put on top as the server would). Errors are load errors or an
@@ -81,7 +119,7 @@ pub fn test_run(
     env: HostEnv,
     envelope: TestEnvelope,
     eml: &[u8],
-) -> Result<TestReport, String> {
+) -> Result<TestReport, TestRunError> {
     Tester::new(specs, env)?.run(&envelope, eml)
 }
 
@@ -97,7 +135,7 @@ pub struct Tester {
 
 impl Tester {
     /// Compiles and checks the plugins, as the server would load them.
-    pub fn new(specs: Vec<PluginSpec>, env: HostEnv) -> Result<Tester, String> {
+    pub fn new(specs: Vec<PluginSpec>, env: HostEnv) -> Result<Tester, LoadError> {
         let ticker = Ticker::start()?;
         let services = Arc::new(Services::new(&env, ticker.clock()));
         let chain = Chain::build(specs, &services, 1, &ticker)?;
@@ -109,7 +147,7 @@ impl Tester {
     }
 
     /// Runs every hook of one transaction; see [`test_run`].
-    pub fn run(&self, envelope: &TestEnvelope, eml: &[u8]) -> Result<TestReport, String> {
+    pub fn run(&self, envelope: &TestEnvelope, eml: &[u8]) -> Result<TestReport, TestRunError> {
         let reverse_path = parse_reverse_path(&envelope.mail_from)?;
         let forward_paths = envelope
             .rcpts
@@ -269,24 +307,30 @@ fn strip_brackets(s: &str) -> &str {
         .unwrap_or(s)
 }
 
-fn parse_reverse_path(s: &str) -> Result<ReversePath, String> {
+fn parse_reverse_path(s: &str) -> Result<ReversePath, TestRunError> {
     let inner = strip_brackets(s);
     if inner.is_empty() {
         return Ok(ReversePath::Null);
     }
     Path::parse(format!("<{inner}>").as_bytes())
         .map(ReversePath::Path)
-        .map_err(|e| format!("invalid reverse-path {s:?}: {e}"))
+        .map_err(|error| TestRunError::ReversePath {
+            given: s.to_owned(),
+            error,
+        })
 }
 
-fn parse_forward_path(s: &str) -> Result<ForwardPath, String> {
+fn parse_forward_path(s: &str) -> Result<ForwardPath, TestRunError> {
     let inner = strip_brackets(s);
     if inner.eq_ignore_ascii_case("postmaster") {
         return Ok(ForwardPath::Postmaster);
     }
     Path::parse(format!("<{inner}>").as_bytes())
         .map(ForwardPath::Path)
-        .map_err(|e| format!("invalid forward-path {s:?}: {e}"))
+        .map_err(|error| TestRunError::ForwardPath {
+            given: s.to_owned(),
+            error,
+        })
 }
 
 /// The message as the data hook would see it on the server: our trace

@@ -6,7 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sluice_plugin_host::{Hook, OnError, Outcome, RawVerdict, TestEnvelope, TestReport, test_run};
+use sluice_plugin_host::{
+    Hook, HookError, KvError, KvStore, OnError, Outcome, Phase, RawVerdict, TestEnvelope,
+    TestReport, test_run,
+};
 
 fn envelope(rcpts: &[&str]) -> TestEnvelope {
     TestEnvelope {
@@ -44,12 +47,12 @@ fn run_fault(fault: &str, on_error: OnError) -> (TestReport, Duration) {
     (report, started.elapsed())
 }
 
-fn assert_fault_then_fresh(fault: &str, why: &str) -> Duration {
+fn assert_fault_then_fresh(fault: &str, why: fn(&HookError) -> bool) -> Duration {
     let (report, took) = run_fault(fault, OnError::Tempfail);
     let rcpts = rcpt_stages(&report);
     assert_eq!(rcpts.len(), 3, "{report}");
     let failed = rcpts[0].runs[0].result.as_ref().unwrap_err();
-    assert!(failed.contains(why), "expected {why:?}, got {failed:?}");
+    assert!(why(failed), "unexpected failure: {failed:?}");
     match &rcpts[0].outcome {
         Outcome::Reject(reply) => assert_eq!(
             reply.to_string().trim_end(),
@@ -71,12 +74,19 @@ fn assert_fault_then_fresh(fault: &str, why: &str) -> Duration {
 
 #[test]
 fn a_trap_fails_the_hook_and_the_instance_is_replaced() {
-    assert_fault_then_fresh(TRAP, "unreachable");
+    assert_fault_then_fresh(
+        TRAP,
+        |e| matches!(e, HookError::Trap { during: Phase::Hook, detail } if detail.contains("unreachable")),
+    );
 }
 
 #[test]
 fn an_endless_loop_is_cut_by_the_cpu_budget() {
-    let took = assert_fault_then_fresh(SPIN, "CPU budget of 50 ms exceeded");
+    let took = assert_fault_then_fresh(SPIN, |e| {
+        *e == HookError::CpuBudget {
+            budget: Duration::from_millis(50),
+        }
+    });
     // Compiling, three hooks and the 50 ms budget: under a second (the
     // server test times the failing call alone).
     assert!(took < Duration::from_secs(1), "took {took:?}");
@@ -84,7 +94,7 @@ fn an_endless_loop_is_cut_by_the_cpu_budget() {
 
 #[test]
 fn endless_allocation_hits_the_memory_limit() {
-    assert_fault_then_fresh(GROW, "memory limit of 8 MiB exceeded");
+    assert_fault_then_fresh(GROW, |e| *e == HookError::MemoryLimit { limit_mib: 8 });
 }
 
 #[test]
@@ -111,7 +121,90 @@ fn a_longer_budget_is_honoured_before_the_cut() {
     let report = test_run(vec![spec], env(), envelope(&["bad@x.test"]), MESSAGE).unwrap();
     let took = started.elapsed();
     let failed = rcpt_stages(&report)[0].runs[0].result.clone().unwrap_err();
-    assert!(failed.contains("CPU budget of 300 ms exceeded"), "{failed}");
+    assert_eq!(
+        failed,
+        HookError::CpuBudget {
+            budget: Duration::from_millis(300)
+        }
+    );
+    assert_eq!(failed.to_string(), "CPU budget of 300 ms exceeded");
     assert!(took >= Duration::from_millis(300), "cut early: {took:?}");
     assert!(took < Duration::from_millis(1000), "cut late: {took:?}");
+}
+
+/// A key-value store that takes `delay` for every call, then fails if
+/// `broken`: a networked store that is slow, or gone.
+struct Store {
+    delay: Duration,
+    broken: bool,
+}
+
+impl Store {
+    fn answer<T>(&self, value: T) -> Result<T, KvError> {
+        std::thread::sleep(self.delay);
+        if self.broken {
+            Err(KvError("connection refused".into()))
+        } else {
+            Ok(value)
+        }
+    }
+}
+
+impl KvStore for Store {
+    fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.answer(None)
+    }
+    fn set(&self, _: &[u8], _: &[u8], _: Option<Duration>) -> Result<(), KvError> {
+        self.answer(())
+    }
+    fn incr(&self, _: &[u8], delta: i64, _: Option<Duration>) -> Result<i64, KvError> {
+        self.answer(delta)
+    }
+}
+
+/// How the RCPT hook of a plugin that reads the store in a loop fails.
+fn store_failure(store: Store) -> HookError {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = module(
+        &[("key", "greylist:k")],
+        r#"
+  (func (export "sluice_on_rcpt") (param i32 i32) (result i32)
+    (loop $again
+      (drop (call $kv_get $$key (i32.const 16384) (i32.const 64)))
+      (br $again))
+    (i32.const 0))
+"#,
+    );
+    let mut env = env();
+    env.kv = std::sync::Arc::new(store);
+    env.blocking_budget = Duration::from_millis(100);
+    let report = test_run(
+        vec![spec(dir.path(), "greylist", &wasm)],
+        env,
+        envelope(&["a@x.test"]),
+        MESSAGE,
+    )
+    .unwrap();
+    rcpt_stages(&report)[0].runs[0].result.clone().unwrap_err()
+}
+
+#[test]
+fn a_failing_store_fails_the_hook_and_says_so() {
+    let failure = store_failure(Store {
+        delay: Duration::ZERO,
+        broken: true,
+    });
+    assert_eq!(failure, HookError::Kv(KvError("connection refused".into())));
+    assert_eq!(failure.to_string(), "key-value store: connection refused");
+}
+
+/// A slow store does not eat the CPU budget, but the blocking budget
+/// bounds the time one hook may spend waiting on it.
+#[test]
+fn a_slow_store_spends_the_blocking_budget_not_the_cpu_budget() {
+    let failure = store_failure(Store {
+        delay: Duration::from_millis(30),
+        broken: false,
+    });
+    assert_eq!(failure, HookError::BlockingBudget);
 }

@@ -4,9 +4,11 @@
 mod common;
 
 use common::*;
-use sluice_plugin_host::{PluginHost, PluginSpec};
+use sluice_plugin_host::{
+    AbiError, HookError, LoadError, LoadErrorKind, Phase, PluginHost, PluginSpec,
+};
 
-fn load_error(spec: PluginSpec) -> String {
+fn load_error(spec: PluginSpec) -> LoadError {
     let name = spec.name.clone();
     match PluginHost::load(vec![spec], env()) {
         Ok(_) => panic!("plugin {name} loaded"),
@@ -22,21 +24,28 @@ fn raw(dir: &std::path::Path, name: &str, text: &str) -> PluginSpec {
 fn errors_name_the_plugin_and_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cases: Vec<(PluginSpec, &str)> = vec![
+    // Each case: the module, the kind of error it must give, and what the
+    // operator reads.
+    type Kind = fn(&LoadErrorKind) -> bool;
+    let cases: Vec<(PluginSpec, Kind, &str)> = vec![
         (
             PluginSpec::new("ghost", d.join("missing.wasm")),
+            |k| matches!(k, LoadErrorKind::Read { path, .. } if path.ends_with("missing.wasm")),
             "cannot read",
         ),
         (
             spec(d, "junk", b"not wasm at all"),
+            |k| matches!(k, LoadErrorKind::Compile { .. }),
             "is not a valid WebAssembly module",
         ),
         (
             raw(d, "nomarker", r#"(module (memory (export "memory") 1))"#),
+            |k| *k == LoadErrorKind::Abi(AbiError::NoMarker),
             "no `sluice_abi_v1` export",
         ),
         (
             raw(d, "nomemory", r#"(module (func (export "sluice_abi_v1")))"#),
+            |k| *k == LoadErrorKind::Abi(AbiError::NoMemory),
             "no `memory` export",
         ),
         (
@@ -47,6 +56,13 @@ fn errors_name_the_plugin_and_the_reason() {
                    (func (export "sluice_alloc") (param i32) (result i32) (i32.const 0))
                    (func (export "sluice_on_rcpt") (param i32) (result i32) (i32.const 0)))"#,
             ),
+            |k| {
+                *k == LoadErrorKind::Abi(AbiError::WrongSignature {
+                    export: "sluice_on_rcpt".into(),
+                    found: "(i32) -> (i32)".into(),
+                    wanted: "(i32, i32) -> (i32)".into(),
+                })
+            },
             "export `sluice_on_rcpt` has type (i32) -> (i32), ABI v1 wants (i32, i32) -> (i32)",
         ),
         (
@@ -56,6 +72,7 @@ fn errors_name_the_plugin_and_the_reason() {
                 r#"(module (memory (export "memory") 1) (func (export "sluice_abi_v1"))
                    (func (export "sluice_on_helo") (param i32 i32) (result i32) (i32.const 0)))"#,
             ),
+            |k| *k == LoadErrorKind::Abi(AbiError::NoAlloc),
             "no `sluice_alloc` export",
         ),
         (
@@ -65,6 +82,7 @@ fn errors_name_the_plugin_and_the_reason() {
                 r#"(module (import "sluice" "launch_missiles" (func))
                    (memory (export "memory") 1) (func (export "sluice_abi_v1")))"#,
             ),
+            |k| matches!(k, LoadErrorKind::Link(why) if why.contains("launch_missiles")),
             "cannot link",
         ),
         (
@@ -75,6 +93,7 @@ fn errors_name_the_plugin_and_the_reason() {
                    (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
                    (func (export "sluice_init") (param i32 i32) (result i32) (i32.const 7)))"#,
             ),
+            |k| *k == LoadErrorKind::Start(HookError::InitRefused(7)),
             "sluice_init returned 7",
         ),
         (
@@ -85,6 +104,11 @@ fn errors_name_the_plugin_and_the_reason() {
                    (func (export "sluice_alloc") (param i32) (result i32) (i32.const 1024))
                    (func (export "sluice_init") (param i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))"#,
             ),
+            |k| {
+                *k == LoadErrorKind::Start(HookError::CpuBudget {
+                    budget: std::time::Duration::from_millis(50),
+                })
+            },
             "CPU budget of 50 ms exceeded",
         ),
         (
@@ -95,14 +119,21 @@ fn errors_name_the_plugin_and_the_reason() {
                    (func (export "sluice_alloc") (param i32) (result i32) (i32.const 65535))
                    (func (export "sluice_init") (param i32 i32) (result i32) (i32.const 0)))"#,
             ),
+            |k| {
+                matches!(k, LoadErrorKind::Start(HookError::Trap { during: Phase::Alloc, detail })
+                    if detail.contains("out of bounds"))
+            },
             "out of bounds",
         ),
     ];
-    for (spec, why) in cases {
+    for (spec, kind, why) in cases {
         let name = spec.name.clone();
         let err = load_error(spec);
-        assert!(err.starts_with(&format!("plugin {name}: ")), "{err}");
-        assert!(err.contains(why), "{name}: expected {why:?} in {err:?}");
+        assert_eq!(err.plugin.as_deref(), Some(name.as_str()));
+        assert!(kind(&err.kind), "{name}: unexpected {:?}", err.kind);
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("plugin {name}: ")), "{text}");
+        assert!(text.contains(why), "{name}: expected {why:?} in {text:?}");
     }
 }
 
@@ -125,7 +156,10 @@ fn init_gets_the_configuration() {
     drop(host);
     let mut bad = good;
     bad.config_json = r#"{"threshold":6}"#.into();
-    assert!(load_error(bad).contains("sluice_init returned 1"));
+    assert_eq!(
+        load_error(bad).kind,
+        LoadErrorKind::Start(HookError::InitRefused(1))
+    );
 }
 
 #[test]
@@ -137,16 +171,28 @@ fn limits_and_names_are_checked() {
         spec(dir.path(), "relay", &wasm),
     ];
     let err = PluginHost::load(twice, env()).unwrap_err();
-    assert_eq!(err, "plugin relay: the name is used twice");
+    assert_eq!(
+        (err.plugin.as_deref(), &err.kind),
+        (Some("relay"), &LoadErrorKind::DuplicateName)
+    );
+    assert_eq!(err.to_string(), "plugin relay: the name is used twice");
     let mut zero = spec(dir.path(), "relay", &wasm);
     zero.memory_limit_mb = 0;
-    assert!(load_error(zero).contains("memory_limit_mb"));
+    assert_eq!(
+        load_error(zero).kind,
+        LoadErrorKind::MemoryLimitOutOfRange(0)
+    );
     // A module whose initial memory is beyond its limit cannot start.
     let big = r#"(module (memory (export "memory") 200) (func (export "sluice_abi_v1")))"#;
     let mut spec = raw(dir.path(), "big", big);
     spec.memory_limit_mb = 4;
     let err = load_error(spec);
-    assert!(err.starts_with("plugin big: "), "{err}");
+    // Refused when compiled for the pooling allocator, before any start.
+    assert!(
+        matches!(&err.kind, LoadErrorKind::Compile { error, .. } if error.contains("minimum byte size")),
+        "{err:?}"
+    );
+    assert!(err.to_string().starts_with("plugin big: "), "{err}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use sluice_plugin_host::{
-    Hook, MessageChanges, Outcome, RawVerdict, TestEnvelope, TestResult, test_run,
+    Hook, MessageChanges, Outcome, RawVerdict, TestEnvelope, TestResult, TestRunError, test_run,
 };
 
 fn envelope(rcpts: &[&str]) -> TestEnvelope {
@@ -199,5 +199,9 @@ fn a_header_with_a_line_break_is_refused() {
 #[test]
 fn a_bad_envelope_is_an_error() {
     let err = test_run(vec![], env(), envelope(&["not an address"]), MESSAGE).unwrap_err();
-    assert!(err.contains("invalid forward-path"), "{err}");
+    assert!(
+        matches!(&err, TestRunError::ForwardPath { given, .. } if given == "not an address"),
+        "{err:?}"
+    );
+    assert!(err.to_string().starts_with("invalid forward-path"), "{err}");
 }

@@ -221,7 +221,11 @@ fn reload_swaps_the_chain_and_a_bad_reload_keeps_the_old_one() {
 
     let broken = spec(dir.path(), "broken", b"\0asm\x01\0\0\0garbage");
     let err = s.host.reload(vec![broken]).unwrap_err();
-    assert!(err.starts_with("plugin broken: "), "{err}");
+    assert_eq!(err.plugin.as_deref(), Some("broken"));
+    assert!(
+        matches!(err.kind, sluice_plugin_host::LoadErrorKind::Compile { .. }),
+        "{err:?}"
+    );
     assert_eq!(s.host.plugin_names(), ["relay-v2"]);
     assert_eq!(c.command("RCPT TO:<two@x.test>"), "554 5.7.1 v2 refuses");
 }

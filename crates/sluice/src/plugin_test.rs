@@ -96,7 +96,8 @@ fn report(args: TestArgs) -> Result<(String, bool), String> {
         rcpts: args.rcpts,
         trusted: args.trusted,
     };
-    let report = test_run(specs, config.host_env()?, envelope, &message)?;
+    let report =
+        test_run(specs, config.host_env()?, envelope, &message).map_err(|e| e.to_string())?;
     let accepted = matches!(report.result, TestResult::Accepted(_));
     Ok((report.to_string(), accepted))
 }

@@ -120,7 +120,7 @@ fn reload_plugins(host: &PluginHost, config_path: Option<&std::path::Path>) {
         Some(path) => Config::load(path).and_then(|c| c.plugin_specs()),
         None => Config::default().plugin_specs(),
     };
-    match specs.and_then(|specs| host.reload(specs)) {
+    match specs.and_then(|specs| host.reload(specs).map_err(|e| e.to_string())) {
         Ok(()) => tracing::info!(plugins = %host.plugin_names().join(","), "filters reloaded"),
         Err(e) => tracing::warn!(error = %e, "filters not reloaded: kept the old version"),
     }

@@ -23,6 +23,7 @@
 //! the two can duplicate a bounce but never lose one.
 
 mod bounce;
+pub mod clock;
 mod core;
 mod pool;
 mod retry;
@@ -37,9 +38,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use sluice_smtp::ForwardPath;
-use sluice_spool::{QueueId, Reason, RecipientState, SpoolHandle, StoredMessage};
+use sluice_spool::{QueueId, Reason, RecipientState, SpoolError, SpoolHandle, StoredMessage};
 
 use crate::Outcome;
+use clock::{Clock, SystemClock};
 
 /// How long [`Scheduler::shutdown`] waits for jobs in flight to come back
 /// and for their outcomes to be journaled.
@@ -215,6 +217,8 @@ pub(crate) enum Event {
     /// The bounce for a message is queued in the spool (or failed to be).
     BounceQueued(QueueId, Result<QueueId, sluice_spool::SpoolError>),
     Shutdown(Instant),
+    /// The clock may have moved: dispatch what is due, then answer.
+    Tick(Sender<()>),
 }
 
 /// The running scheduler: its thread and the delivery pool. Dropping it is
@@ -244,6 +248,40 @@ pub struct SchedulerHandle {
     events: Sender<Event>,
 }
 
+/// Why the scheduler did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// `threads` is 0.
+    NoThreads,
+    /// `max_connections_per_destination` is 0: nothing could be delivered.
+    NoConnectionsPerDestination,
+    EmptyRetrySchedule,
+    /// The queue could not be read from the spool.
+    Spool(SpoolError),
+    /// A delivery thread or the scheduler thread could not be started.
+    Thread(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::NoThreads => {
+                f.write_str("the scheduler needs at least one delivery thread")
+            }
+            StartError::NoConnectionsPerDestination => {
+                f.write_str("max_connections_per_destination must be at least 1")
+            }
+            StartError::EmptyRetrySchedule => {
+                f.write_str("the retry schedule needs at least one interval")
+            }
+            StartError::Spool(e) => write!(f, "cannot read the queue from the spool: {e}"),
+            StartError::Thread(e) => write!(f, "cannot start a delivery thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
 impl Scheduler {
     /// Rebuilds the in-memory queue from the spool (pending recipients are
     /// due now, deferred ones at their retry time, held messages wait for
@@ -257,15 +295,26 @@ impl Scheduler {
         config: SchedulerConfig,
         spool: SpoolHandle,
         transport: Arc<dyn Transport>,
-    ) -> Result<Scheduler, String> {
+    ) -> Result<Scheduler, StartError> {
+        Scheduler::start_with_clock(config, spool, transport, Arc::new(SystemClock))
+    }
+
+    /// [`start`](Self::start) on another clock than the system's (tests on
+    /// virtual time: [`ManualClock`](clock::ManualClock)).
+    pub fn start_with_clock(
+        config: SchedulerConfig,
+        spool: SpoolHandle,
+        transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Scheduler, StartError> {
         if config.threads == 0 {
-            return Err("the scheduler needs at least one delivery thread".into());
+            return Err(StartError::NoThreads);
         }
         if config.max_connections_per_destination == 0 {
-            return Err("max_connections_per_destination must be at least 1".into());
+            return Err(StartError::NoConnectionsPerDestination);
         }
         if config.retry_schedule.is_empty() {
-            return Err("the retry schedule needs at least one interval".into());
+            return Err(StartError::EmptyRetrySchedule);
         }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let arrivals = events_tx.clone();
@@ -284,8 +333,9 @@ impl Scheduler {
             transport.clone(),
             events_tx.clone(),
             pool,
+            clock,
         )
-        .map_err(|e| format!("cannot read the queue from the spool: {e}"))?;
+        .map_err(StartError::Spool)?;
 
         let (alive_tx, alive_rx) = crossbeam_channel::bounded::<()>(0);
         let mut workers = Vec::with_capacity(config.threads);
@@ -302,14 +352,14 @@ impl Scheduler {
                 .spawn(move || w.run())
             {
                 Ok(t) => workers.push(t),
-                Err(e) => return Err(format!("cannot start a delivery thread: {e}")),
+                Err(e) => return Err(StartError::Thread(e.to_string())),
             }
         }
         drop(alive_tx);
         let thread = std::thread::Builder::new()
             .name("scheduler".into())
             .spawn(move || core.run(events_rx))
-            .map_err(|e| format!("cannot start the scheduler thread: {e}"))?;
+            .map_err(|e| StartError::Thread(e.to_string()))?;
         Ok(Scheduler {
             handle: SchedulerHandle { events: events_tx },
             thread: Some(thread),
@@ -421,6 +471,16 @@ impl SchedulerHandle {
     /// attempt does not deliver them.
     pub fn bounce(&self, id: QueueId) {
         self.send(Event::Bounce(id));
+    }
+
+    /// Makes the scheduler read its clock and dispatch whatever is due now;
+    /// returns once those jobs are handed to the delivery threads (not
+    /// delivered). For a clock moved by hand; the system clock needs none.
+    pub fn tick(&self) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.events.send(Event::Tick(tx)).is_ok() {
+            let _ = rx.recv();
+        }
     }
 
     /// Where a queued message stands; `None` if the scheduler does not know

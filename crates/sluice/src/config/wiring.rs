@@ -53,7 +53,7 @@ impl Config {
     /// The server's one DNS resolver, for routing and plugins alike: one
     /// runtime, one cache.
     pub fn resolver(&self) -> Result<Resolver, String> {
-        Resolver::new(&self.dns.nameservers, DNS_TIMEOUT)
+        Resolver::new(&self.dns.nameservers, DNS_TIMEOUT).map_err(|e| e.to_string())
     }
 
     /// Who is local: the one answer the RCPT check, local delivery and the

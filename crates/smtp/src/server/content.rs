@@ -66,21 +66,29 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         };
         if let Some(reply) = refusal {
             self.errors += 1;
-            self.phase = Phase::Chunk {
-                remaining: chunk.size,
-                last: chunk.last,
-                discard: Some(reply),
-            };
+            self.start_chunk(chunk, Some(reply));
             return;
         }
         if self.bdat_in_progress {
+            self.start_chunk(chunk, None);
+        } else {
+            self.raise(Event::StartData, Some(chunk));
+        }
+    }
+
+    /// Enters a BDAT chunk. An empty one (`BDAT 0 LAST`, RFC 3030 §2) is
+    /// over at once: no octets will come to finish it, and waiting for
+    /// some would hang the client.
+    pub(super) fn start_chunk(&mut self, chunk: Chunk, discard: Option<Reply>) {
+        if chunk.size == 0 {
+            self.phase = Phase::Command;
+            self.chunk_done(chunk.last, discard);
+        } else {
             self.phase = Phase::Chunk {
                 remaining: chunk.size,
                 last: chunk.last,
-                discard: None,
+                discard,
             };
-        } else {
-            self.raise(Event::StartData, Some(chunk));
         }
     }
 

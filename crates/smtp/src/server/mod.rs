@@ -454,11 +454,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                 self.content_size = 0;
                 self.bdat_in_progress = true;
                 self.bdat_check = LineEndingCheck::new();
-                self.phase = Phase::Chunk {
-                    remaining: chunk.size,
-                    last: chunk.last,
-                    discard: None,
-                };
+                self.start_chunk(chunk, None);
             }
         }
     }
@@ -467,11 +463,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         match (event, chunk) {
             // The chunk's octets follow the BDAT command and must still be read.
             (Event::StartData, Some(chunk)) => {
-                self.phase = Phase::Chunk {
-                    remaining: chunk.size,
-                    last: chunk.last,
-                    discard: Some(reply),
-                };
+                self.start_chunk(chunk, Some(reply));
             }
             (Event::Message, _) => {
                 self.reply(reply);

@@ -294,6 +294,22 @@ fn bdat_chunks_are_counted_and_joined() {
     assert_eq!(d.messages[0].1, b"Received: test\r\nHello world\r\n");
 }
 
+/// RFC 3030 §2 allows `BDAT 0 LAST`; with no octets to follow, it must be
+/// answered at once, not when the next bytes happen to arrive.
+#[test]
+fn an_empty_last_chunk_is_answered_without_more_input() {
+    let mut d = Driver::default();
+    let out = d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3\r\nabcBDAT 0 LAST\r\n");
+    assert_eq!(codes(&out), ["250", "250", "250", "250", "250"]);
+    assert_eq!(d.messages[0].1, b"Received: test\r\nabc");
+    let out = d.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 0 LAST\r\n");
+    assert_eq!(codes(&out), ["250", "250", "250"]);
+    assert_eq!(d.messages[1].1, b"Received: test\r\n");
+    // Refused (no transaction) just as promptly.
+    let out = d.send(b"BDAT 0 LAST\r\n");
+    assert_eq!(codes(&out), ["503"]);
+}
+
 #[test]
 fn bdat_without_a_transaction_still_consumes_its_chunk() {
     let mut d = Driver::default();

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
 use sluice_spool::{JournalEntry, MessageMark, QueueId, SpoolError, SpoolHandle};
@@ -12,6 +12,7 @@ mod commands;
 mod dispatch;
 mod outcomes;
 
+use super::clock::Clock;
 use super::pool::Pool;
 use super::retry::Policy;
 use super::state::Msg;
@@ -56,6 +57,8 @@ pub(super) struct Core {
     outstanding: usize,
     /// Set by shutdown: no more dispatching; exit once quiet or at this time.
     stopping: Option<Instant>,
+    /// Where `now` comes from.
+    clock: Arc<dyn Clock>,
     /// Now, in ms since the Unix epoch, as of the event being handled.
     now: u64,
 }
@@ -79,12 +82,6 @@ fn next_event(
         .map_err(|_| RecvTimeoutError::Disconnected)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Core {
     pub(super) fn new(
         config: SchedulerConfig,
@@ -92,8 +89,9 @@ impl Core {
         transport: Arc<dyn Transport>,
         events: Sender<Event>,
         pool: Pool,
+        clock: Arc<dyn Clock>,
     ) -> Result<Core, SpoolError> {
-        let now = now_ms();
+        let now = clock.now_unix_ms();
         let mut core = Core {
             config,
             spool,
@@ -112,6 +110,7 @@ impl Core {
             next_batch: 0,
             outstanding: 0,
             stopping: None,
+            clock,
             now,
         };
         let messages = core.spool.messages()?;
@@ -149,7 +148,7 @@ impl Core {
         let mut wait = Select::new_biased();
         wait.recv(&events);
         loop {
-            self.now = now_ms();
+            self.now = self.clock.now_unix_ms();
             let wake = match self.stopping {
                 Some(deadline) => {
                     if self.in_flight == 0 && self.outstanding == 0 {
@@ -164,7 +163,7 @@ impl Core {
             let first = next_event(&mut wait, &events, wake);
             match first {
                 Ok(event) => {
-                    self.now = now_ms();
+                    self.now = self.clock.now_unix_ms();
                     self.handle(event);
                     for event in events.try_iter().take(EVENTS_PER_ROUND) {
                         self.handle(event);
@@ -182,7 +181,7 @@ impl Core {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.now = now_ms();
+            self.now = self.clock.now_unix_ms();
             self.pump();
             self.write_journal();
         }
@@ -212,6 +211,12 @@ impl Core {
             Event::Marked(id, mark, result) => self.marked(id, mark, result),
             Event::BounceQueued(id, result) => self.bounce_queued(id, result),
             Event::Shutdown(deadline) => self.begin_shutdown(deadline),
+            Event::Tick(done) => {
+                // Whatever the clock made due goes to the pool before the
+                // answer, so that the caller can count on it.
+                self.pump();
+                let _ = done.send(());
+            }
         }
     }
 

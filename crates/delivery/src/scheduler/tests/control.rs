@@ -130,3 +130,37 @@ fn an_administrator_bounce_fails_what_is_left_and_tells_the_sender() {
     assert_eq!(fake.calls().len(), 1, "only the bounce was delivered");
     sched.shutdown();
 }
+
+#[test]
+fn a_configuration_that_could_deliver_nothing_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let h = spool.handle();
+    let fake: Arc<dyn Transport> = Arc::new(Fake::delivering(ms(0)));
+    let start = |config| Scheduler::start(config, h.clone(), fake.clone()).map(|_| ());
+    let zero_threads = SchedulerConfig {
+        threads: 0,
+        ..config(50)
+    };
+    assert!(matches!(start(zero_threads), Err(StartError::NoThreads)));
+    let zero_per_destination = SchedulerConfig {
+        max_connections_per_destination: 0,
+        ..config(50)
+    };
+    assert!(matches!(
+        start(zero_per_destination),
+        Err(StartError::NoConnectionsPerDestination)
+    ));
+    let no_retries = SchedulerConfig {
+        retry_schedule: Vec::new(),
+        ..config(50)
+    };
+    let refused = start(no_retries).unwrap_err();
+    assert!(matches!(refused, StartError::EmptyRetrySchedule));
+    assert_eq!(
+        refused.to_string(),
+        "the retry schedule needs at least one interval"
+    );
+    // And a sound one does.
+    assert!(start(config(50)).is_ok());
+}

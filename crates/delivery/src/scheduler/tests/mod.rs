@@ -5,6 +5,7 @@ mod control;
 mod delivery;
 mod idle;
 mod restart;
+mod virtual_time;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use sluice_smtp::{Envelope, ForwardPath, MailParams, Path, Recipient, ReversePath};
 use sluice_spool::{Entry, QueueId, Spool, SpoolConfig, SpoolHandle, Submission};
 
-use super::{Destination, Job, Scheduler, SchedulerConfig, Transport};
+use super::{Destination, Job, Scheduler, SchedulerConfig, StartError, Transport};
 use crate::Outcome;
 
 /// Decides one recipient's outcome from its forward-path and how many
