@@ -391,7 +391,7 @@ impl SpoolHandle {
     /// [`SpoolError::is_storage_full`]).
     pub fn submit(&self, submission: Submission, done: Completion) {
         self.send(Request::Submit {
-            submission: Box::new(submission),
+            submission,
             done: Pending::new(done),
         });
     }
