@@ -6,6 +6,11 @@ set -euo pipefail
 
 missing_pkgs=()
 command -v swaks >/dev/null 2>&1 || missing_pkgs+=(swaks)
+# swaks --tls needs Perl's OpenSSL bindings, which the swaks package only
+# recommends; openssl s_client and genpkey (test RSA keys) are the CLI.
+perl -MNet::SSLeay -MIO::Socket::SSL -e1 >/dev/null 2>&1 ||
+  missing_pkgs+=(libnet-ssleay-perl libio-socket-ssl-perl)
+command -v openssl >/dev/null 2>&1 || missing_pkgs+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 # A real DNS server on a loopback port, for the MX routing tests.
 { [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1; } || missing_pkgs+=(dnsmasq-base)

@@ -161,44 +161,15 @@ impl Client {
 
     /// Reads one whole reply.
     pub fn try_read_reply(&mut self) -> io::Result<Reply> {
-        let mut raw = String::new();
-        let mut lines = Vec::new();
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            let n = self.reader.read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                let what = if raw.is_empty() {
-                    "connection closed"
-                } else {
-                    "connection closed mid-reply"
-                };
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{what} after {raw:?}"),
-                ));
-            }
-            let line = String::from_utf8_lossy(&buf).into_owned();
-            raw.push_str(&line);
-            let malformed = || {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("malformed reply line {line:?}"),
-                )
-            };
-            let body = line.strip_suffix("\r\n").ok_or_else(malformed)?;
-            let code = body
-                .get(..3)
-                .and_then(|c| c.parse::<u16>().ok())
-                .ok_or_else(malformed)?;
-            let sep = body.as_bytes().get(3).copied();
-            lines.push(body.get(4..).unwrap_or("").to_string());
-            match sep {
-                Some(b'-') => continue,
-                Some(b' ') | None => return Ok(Reply { code, lines, raw }),
-                Some(_) => return Err(malformed()),
-            }
-        }
+        read_reply_from(&mut self.reader)
+    }
+
+    /// The socket, and how many bytes were read from it but not yet as a
+    /// reply: after `220` to STARTTLS that must be 0 (what the server said
+    /// in clear after it would otherwise pass for words said inside TLS).
+    pub fn into_parts(self) -> (TcpStream, usize) {
+        let buffered = self.reader.buffer().len();
+        (self.stream, buffered)
     }
 
     /// Reads a reply and panics unless it has `status` (see
@@ -270,6 +241,48 @@ impl Client {
         buf.extend_from_slice(b".\r\n");
         self.try_send(buf)?;
         self.try_read_reply()
+    }
+}
+
+/// Reads one whole (possibly multi-line) reply from `reader`.
+pub(crate) fn read_reply_from(reader: &mut impl BufRead) -> io::Result<Reply> {
+    let mut raw = String::new();
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            let what = if raw.is_empty() {
+                "connection closed"
+            } else {
+                "connection closed mid-reply"
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{what} after {raw:?}"),
+            ));
+        }
+        let line = String::from_utf8_lossy(&buf).into_owned();
+        raw.push_str(&line);
+        let malformed = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("malformed reply line {line:?}"),
+            )
+        };
+        let body = line.strip_suffix("\r\n").ok_or_else(malformed)?;
+        let code = body
+            .get(..3)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(malformed)?;
+        let sep = body.as_bytes().get(3).copied();
+        lines.push(body.get(4..).unwrap_or("").to_string());
+        match sep {
+            Some(b'-') => continue,
+            Some(b' ') | None => return Ok(Reply { code, lines, raw }),
+            Some(_) => return Err(malformed()),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod process;
 mod queue;
 mod server;
 mod sink;
+pub mod tls;
 
 pub use binary::sluice_bin;
 pub use client::{Client, Reply, send_message, try_send_message};

@@ -252,6 +252,29 @@ impl Server {
         all
     }
 
+    /// The addresses of the first `n` listeners, in the order of the
+    /// config's `[[listen]]` tables (each logs `listening on` as it starts).
+    pub fn listen_addrs(&self, n: usize) -> Vec<SocketAddr> {
+        let read = |lines: &[String]| -> Vec<SocketAddr> {
+            lines
+                .iter()
+                .filter_map(|l| l.split("listening on ").nth(1))
+                .filter_map(|rest| rest.split_whitespace().next())
+                .filter_map(|a| a.parse().ok())
+                .collect()
+        };
+        crate::wait_for(Duration::from_secs(10), || {
+            let addrs = read(&self.logs.lines.lock().expect("log lock"));
+            (addrs.len() >= n).then(|| addrs[..n].to_vec())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "fewer than {n} listeners; logs:\n{}",
+                self.logs().join("\n")
+            )
+        })
+    }
+
     /// Waits (at most `limit`) for a log line of the current run that
     /// contains `needle`, and returns it.
     pub fn wait_for_log(&self, needle: &str, limit: Duration) -> Option<String> {

@@ -171,6 +171,18 @@ fn main() -> ExitCode {
                     .map(ToString::to_string)
                     .collect();
                 println!("  may relay     {}", nets.join(", "));
+                if let Ok(Some(tls)) = config.server_tls() {
+                    for c in tls.certificates() {
+                        println!(
+                            "  certificate   {} ({} {}, serial {}, not after {})",
+                            c.cert.display(),
+                            c.key_type,
+                            c.names.join(" "),
+                            c.serial,
+                            sluice_smtp::date::rfc5322_date(c.not_after)
+                        );
+                    }
+                }
                 let d = &config.delivery;
                 println!("  MX port       {}", d.mx_port);
                 println!(

@@ -15,6 +15,7 @@ use sluice_dns::Resolver;
 use sluice_plugin_host::PluginHost;
 use sluice_smtpd::Smtpd;
 use sluice_spool::{Spool, SpoolConfig};
+use sluice_tls::{CertInfo, ServerTls};
 
 use crate::config::Config;
 use crate::control::ControlServer;
@@ -54,7 +55,15 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
     let control = ControlServer::start(dir, scheduler.handle())?;
     let plugins = Arc::new(load_plugins(&config, &dns, directory.clone())?);
 
-    let smtpd_config = config.smtpd(directory);
+    let tls = config.server_tls()?.map(Arc::new);
+    if let Some(tls) = &tls {
+        log_certificates("TLS certificate", &tls.certificates());
+    }
+    let renewals = tls
+        .clone()
+        .map(|tls| watch_certificates(tls, config.tls.reload_check_secs()))
+        .transpose()?;
+    let smtpd_config = config.smtpd(directory, tls.clone());
     let hostname = smtpd_config.session.hostname.clone();
     let smtpd = Smtpd::start(smtpd_config, spool.handle(), plugins.clone())
         .map_err(|e| format!("cannot listen: {e}"))?;
@@ -73,6 +82,15 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
             for signal in signals.forever() {
                 if signal == SIGHUP {
                     reload_plugins(&plugins, config_path.as_deref());
+                    if let Some(tls) = &tls {
+                        match tls.reload() {
+                            Ok(certs) => log_certificates("TLS certificate reloaded", &certs),
+                            Err(e) => tracing::warn!(
+                                error = %e,
+                                "TLS certificates not reloaded: the old ones stay in service"
+                            ),
+                        }
+                    }
                     continue;
                 }
                 tracing::info!(signal, "shutting down: finishing transactions in flight");
@@ -84,6 +102,7 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
 
     smtpd.wait();
     signal_handle.close();
+    drop(renewals);
     // Receiving has stopped; deliveries in flight finish and are journaled
     // before the spool closes.
     drop(control);
@@ -124,4 +143,52 @@ fn reload_plugins(host: &PluginHost, config_path: Option<&std::path::Path>) {
         Ok(()) => tracing::info!(plugins = %host.plugin_names().join(","), "filters reloaded"),
         Err(e) => tracing::warn!(error = %e, "filters not reloaded: kept the old version"),
     }
+}
+
+fn log_certificates(what: &str, certs: &[CertInfo]) {
+    for cert in certs {
+        tracing::info!(
+            file = %cert.cert.display(),
+            names = %cert.names.join(","),
+            serial = %cert.serial,
+            key = cert.key_type,
+            not_after = %sluice_smtp::date::rfc5322_date(cert.not_after),
+            "{what}"
+        );
+        if cert.expired_at(std::time::SystemTime::now()) {
+            tracing::warn!(file = %cert.cert.display(), "TLS certificate is outside its validity");
+        }
+    }
+}
+
+/// Looks at the certificate files every `secs` seconds and puts a renewal
+/// in service (certbot and friends replace them without telling anyone).
+/// Stops when the returned sender is dropped.
+fn watch_certificates(
+    tls: Arc<ServerTls>,
+    secs: u64,
+) -> Result<std::sync::mpsc::SyncSender<()>, String> {
+    let (stop, stopped) = std::sync::mpsc::sync_channel::<()>(0);
+    if secs == 0 {
+        return Ok(stop);
+    }
+    let every = std::time::Duration::from_secs(secs);
+    std::thread::Builder::new()
+        .name("tls-watch".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(every)
+            {
+                match tls.reload_if_changed() {
+                    None => {}
+                    Some(Ok(certs)) => log_certificates("TLS certificate reloaded", &certs),
+                    Some(Err(e)) => tracing::warn!(
+                        error = %e,
+                        "TLS certificate files changed but do not load: the old ones stay in service"
+                    ),
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the certificate watcher: {e}"))?;
+    Ok(stop)
 }

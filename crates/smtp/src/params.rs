@@ -1,7 +1,8 @@
 //! ESMTP parameters of MAIL FROM and RCPT TO.
 //!
 //! SIZE (RFC 1870), BODY (RFC 6152, RFC 3030), SMTPUTF8 (RFC 6531),
-//! RET / ENVID / NOTIFY / ORCPT (RFC 3461, with xtext decoding), AUTH (RFC 4954).
+//! RET / ENVID / NOTIFY / ORCPT (RFC 3461, with xtext decoding), AUTH (RFC 4954),
+//! REQUIRETLS (RFC 8689).
 
 use std::fmt;
 
@@ -52,6 +53,9 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// AUTH=, xtext-decoded; `<>` is kept as the string "<>".
     pub auth: Option<String>,
+    /// RFC 8689: the message may leave only over verified TLS to a server
+    /// that offers REQUIRETLS, all the way to its destination.
+    pub requiretls: bool,
 }
 
 /// Parameters of RCPT TO.
@@ -95,18 +99,20 @@ enum Keyword {
     Ret,
     Envid,
     Auth,
+    RequireTls,
     Notify,
     Orcpt,
 }
 
 impl Keyword {
-    const ALL: [Keyword; 8] = [
+    const ALL: [Keyword; 9] = [
         Keyword::Size,
         Keyword::Body,
         Keyword::SmtpUtf8,
         Keyword::Ret,
         Keyword::Envid,
         Keyword::Auth,
+        Keyword::RequireTls,
         Keyword::Notify,
         Keyword::Orcpt,
     ];
@@ -119,6 +125,7 @@ impl Keyword {
             Keyword::Ret => "RET",
             Keyword::Envid => "ENVID",
             Keyword::Auth => "AUTH",
+            Keyword::RequireTls => "REQUIRETLS",
             Keyword::Notify => "NOTIFY",
             Keyword::Orcpt => "ORCPT",
         }
@@ -132,6 +139,7 @@ impl Keyword {
             Keyword::Ret => "RET=FULL or RET=HDRS",
             Keyword::Envid => "ENVID=<xtext of at most 100 printable ASCII characters>",
             Keyword::Auth => "AUTH=<xtext mailbox> or AUTH=<>",
+            Keyword::RequireTls => "REQUIRETLS without a value",
             Keyword::Notify => "NOTIFY=NEVER or NOTIFY= a comma list of SUCCESS, FAILURE, DELAY",
             Keyword::Orcpt => "ORCPT=<address type>;<xtext address>",
         }
@@ -267,6 +275,12 @@ impl MailParams {
                     }
                     p.smtputf8 = true;
                 }
+                Keyword::RequireTls => {
+                    if value.is_some() {
+                        return Err(k.invalid());
+                    }
+                    p.requiretls = true;
+                }
                 Keyword::Ret => {
                     let ret = choose(value, &[("FULL", Ret::Full), ("HDRS", Ret::Hdrs)])
                         .ok_or(k.invalid())?;
@@ -327,6 +341,9 @@ impl MailParams {
         if let Some(auth) = &self.auth {
             f.write_str(" AUTH=")?;
             crate::xtext::write(f, auth)?;
+        }
+        if self.requiretls {
+            f.write_str(" REQUIRETLS")?;
         }
         Ok(())
     }

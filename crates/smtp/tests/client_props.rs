@@ -19,6 +19,7 @@ fn server_line() -> impl Strategy<Value = Vec<u8>> {
         b"250-mx\r\n250 SIZE 1000\r\n",
         b"250-mx\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-BINARYMIME\r\n250 SIZE 1000\r\n",
         b"250-mx\r\n250-CHUNKING\r\n250 BINARYMIME\r\n",
+        b"250-mx\r\n250-STARTTLS\r\n250 PIPELINING\r\n",
         b"250-mx\r\n250 SIZE 10\r\n",
     ]);
     prop_oneof![
@@ -46,6 +47,7 @@ proptest! {
         lines in proptest::collection::vec(server_line(), 0..16),
         recipients in 1usize..5,
         binary in any::<bool>(),
+        tls in prop_oneof![Just(TlsUse::Off), Just(TlsUse::IfOffered), Just(TlsUse::Required)],
         cut in any::<prop::sample::Index>(),
     ) {
         let rcpts: Vec<String> = (0..recipients).map(|i| format!("<r{i}@example.net>")).collect();
@@ -54,7 +56,7 @@ proptest! {
         if binary {
             first.envelope.params.body = Some(BodyType::BinaryMime);
         }
-        let mut s = ClientSession::new(config());
+        let mut s = ClientSession::new(ClientConfig { tls, ..config() });
         s.send_message(first).unwrap();
         let mut stream: Vec<u8> = if greet { b"220 mx\r\n".to_vec() } else { Vec::new() };
         stream.extend(lines.concat());
@@ -79,6 +81,9 @@ proptest! {
                     }
                     ClientEvent::Ready => s.quit(),
                     ClientEvent::SendBody(_) => s.send_body(BODY).unwrap(),
+                    // The handshake "succeeds"; the server's next lines
+                    // stand for what it says inside TLS.
+                    ClientEvent::StartTls => s.tls_established(),
                     ClientEvent::MessageDone(r) => done.push(r),
                     ClientEvent::Closed(_) => closed += 1,
                 }
@@ -329,6 +334,7 @@ proptest! {
                     }
                     ClientEvent::Ready => s.quit(),
                     ClientEvent::SendBody(_) => s.send_body(BODY).unwrap(),
+                    ClientEvent::StartTls => unreachable!("TLS is off here"),
                     ClientEvent::MessageDone(r) => done.push(r),
                     ClientEvent::Closed(_) => {}
                 }

@@ -90,15 +90,19 @@ fn mail_params() -> impl Strategy<Value = MailParams> {
         option::of(prop_oneof![Just(Ret::Full), Just(Ret::Hdrs)]),
         option::of("[ -~]{1,100}"),
         option::of(prop_oneof![Just("<>".to_owned()), printable()]),
+        any::<bool>(),
     )
-        .prop_map(|(size, body, smtputf8, ret, envid, auth)| MailParams {
-            size,
-            body,
-            smtputf8,
-            ret,
-            envid,
-            auth,
-        })
+        .prop_map(
+            |(size, body, smtputf8, ret, envid, auth, requiretls)| MailParams {
+                size,
+                body,
+                smtputf8,
+                ret,
+                envid,
+                auth,
+                requiretls,
+            },
+        )
 }
 
 fn rcpt_params() -> impl Strategy<Value = RcptParams> {

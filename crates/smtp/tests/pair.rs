@@ -7,7 +7,7 @@
 use proptest::prelude::*;
 use sluice_smtp::client::{
     BdatPolicy, ClientConfig, ClientEvent, ClientSession, CloseReason, Message, Outcome,
-    RecipientResult, ReplyOrigin,
+    RecipientResult, ReplyOrigin, TlsUse,
 };
 use sluice_smtp::server::{Decision, Event, Extensions, ServerConfig, ServerSession};
 use sluice_smtp::{
@@ -61,9 +61,21 @@ impl Pair {
             }
             // Client events.
             while let Some(event) = self.client.poll_event() {
-                if let ClientEvent::SendBody(_) = event {
-                    let body = self.body.clone();
-                    self.client.send_body(&body).expect("the body is expected");
+                match event {
+                    ClientEvent::SendBody(_) => {
+                        let body = self.body.clone();
+                        self.client.send_body(&body).expect("the body is expected");
+                    }
+                    // The "handshake": both sides agree they are inside TLS.
+                    // The server has sent its 220 (the client read it) and
+                    // reads nothing in clear after STARTTLS.
+                    ClientEvent::StartTls => {
+                        assert!(self.server.wants_tls());
+                        self.to_server.clear();
+                        self.server.tls_started();
+                        self.client.tls_established();
+                    }
+                    _ => {}
                 }
                 self.events.push(event);
                 moved = true;
@@ -320,6 +332,39 @@ fn two_messages_and_quit_on_one_connection() {
         pair.events.last(),
         Some(&ClientEvent::Closed(CloseReason::Quit))
     );
+}
+
+/// STARTTLS between our two halves: the client asks because the server
+/// offers it, both start over inside TLS, and a REQUIRETLS message (which
+/// the server accepts only inside TLS) goes through with its flag.
+#[test]
+fn starttls_then_a_requiretls_message() {
+    let mut pair = Pair::new(
+        ClientConfig {
+            tls: TlsUse::Required,
+            ..ClientConfig::new(domain("client.example.org"))
+        },
+        server_config(Extensions {
+            starttls: true,
+            requiretls: true,
+            ..Extensions::default()
+        }),
+        Box::new(|_| None),
+    );
+    let mut message = Message::new(
+        ReversePath::Path(path("<s@example.org>")),
+        vec![forward("<r@example.net>")],
+        3,
+    );
+    message.envelope.params.requiretls = true;
+    let results = pair.send(message, b"x\r\n");
+    assert!(
+        matches!(results[0].outcome, Outcome::Delivered(_)),
+        "{results:?}"
+    );
+    assert!(pair.client.is_tls() && pair.server.is_tls());
+    assert!(pair.events.contains(&ClientEvent::StartTls));
+    assert!(pair.received[0].0.params.requiretls);
 }
 
 /// A body as a message would have it: CRLF lines, some starting with dots,

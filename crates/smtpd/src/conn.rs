@@ -1,6 +1,6 @@
 //! One client connection: its socket, its session and its buffers.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -11,6 +11,9 @@ use sluice_smtp::server::{Greeting, Notice, ServerConfig, ServerSession};
 use sluice_smtp::trace::{TraceFields, received_header};
 use sluice_smtp::{ForwardPath, Stage};
 use sluice_spool::{BodyPart, Entry, QueueId, Submission};
+
+use crate::ListenerMode;
+use crate::transport::Transport;
 
 /// What a connection is waiting for, besides its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +27,11 @@ pub(crate) enum Waiting {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
+    /// Plain, or TLS (after STARTTLS, or from the start on `smtps`).
+    pub(crate) transport: Transport,
+    pub(crate) mode: ListenerMode,
+    /// When the TLS handshake began, while it runs.
+    pub(crate) handshake_started: Option<Instant>,
     pub(crate) info: ClientInfo,
     /// The client's address as policy sees it (IPv4-mapped IPv6 unmapped).
     pub(crate) ip: IpAddr,
@@ -55,12 +63,16 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(
         stream: TcpStream,
+        mode: ListenerMode,
         info: ClientInfo,
         ip: IpAddr,
         session: ServerSession<Arc<ServerConfig>>,
     ) -> Self {
         Conn {
             stream,
+            transport: Transport::Plain,
+            mode,
+            handshake_started: None,
             info,
             ip,
             session,
@@ -86,8 +98,38 @@ impl Conn {
         self.session.output().len() - self.written
     }
 
+    /// Nothing left to send: the session's replies are written, and no TLS
+    /// record waits for the socket.
     pub(crate) fn output_empty(&mut self) -> bool {
-        self.output_len() == 0
+        self.output_len() == 0 && !self.transport.pending()
+    }
+
+    /// Reads what the client sent (decrypted, under TLS) into `buf`.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.transport.read(&mut self.stream, buf)
+    }
+
+    /// Starts TLS on this connection: everything read so far is thrown away
+    /// (after STARTTLS it came in clear, so it cannot be trusted: RFC 3207
+    /// §5, CVE-2011-0411). Returns how many bytes that was.
+    pub(crate) fn start_tls(&mut self, conn: rustls::ServerConnection) -> usize {
+        let discarded = self.input.len();
+        self.input.clear();
+        self.transport = Transport::tls(conn);
+        self.handshake_started = Some(Instant::now());
+        self.touch();
+        discarded
+    }
+
+    /// After a read: whether the TLS handshake has just finished, in which
+    /// case the connection's facts now say so.
+    pub(crate) fn handshake_finished(&mut self) -> bool {
+        if self.handshake_started.is_none() || self.transport.handshaking() {
+            return false;
+        }
+        self.handshake_started = None;
+        self.info.tls = self.transport.info();
+        true
     }
 
     /// Whether to leave the client's bytes in the kernel for now.
@@ -102,9 +144,11 @@ impl Conn {
             if self.written == out.len() {
                 out.clear();
                 self.written = 0;
-                return Ok(());
+                // Handshake messages and buffered records, even with no
+                // reply of ours to send.
+                return self.transport.flush(&mut self.stream);
             }
-            match self.stream.write(&out[self.written..]) {
+            match self.transport.write(&mut self.stream, &out[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.written += n;
@@ -146,7 +190,7 @@ impl Conn {
             .info
             .tls
             .as_ref()
-            .map(|t| format!("{} {}", t.version, t.cipher));
+            .map(|t| format!("{} with cipher {}", t.version, t.cipher));
         let mut header = Vec::with_capacity(256);
         received_header(
             &TraceFields {

@@ -8,11 +8,16 @@
 //!
 //! The `250` after DATA is sent only when the spool reports the message
 //! durable (its group commit's fdatasync has returned).
+//!
+//! TLS (STARTTLS, or implicit on `smtps` listeners) is a byte pump beside
+//! the socket (`transport.rs`); the handshake runs on the event loop,
+//! record by record as the socket allows, like everything else.
 
 mod conn;
 mod event_loop;
 mod limits;
 pub mod policy;
+mod transport;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -24,18 +29,69 @@ use std::time::Duration;
 use sluice_filter::Filter;
 use sluice_smtp::server::ServerConfig;
 use sluice_spool::SpoolHandle;
+use sluice_tls::ServerTls;
 
 pub use policy::RecipientPolicy;
 
 use event_loop::{EventLoop, Inbox, Inlet};
 use limits::ConnectionLimits;
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerMode {
+    /// Relay and final delivery (port 25): STARTTLS offered when a
+    /// certificate is configured, never required.
+    Smtp,
+    /// Message submission (RFC 6409, port 587): STARTTLS offered, and
+    /// required before MAIL (and AUTH).
+    Submission,
+    /// Implicit TLS (RFC 8314, port 465): the handshake first, then the
+    /// greeting.
+    Smtps,
+}
+
+impl ListenerMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerMode::Smtp => "smtp",
+            ListenerMode::Submission => "submission",
+            ListenerMode::Smtps => "smtps",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One address to listen on, and what it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub mode: ListenerMode,
+}
+
+impl Listener {
+    pub fn smtp(addr: SocketAddr) -> Listener {
+        Listener {
+            addr,
+            mode: ListenerMode::Smtp,
+        }
+    }
+}
+
 /// Everything the front end needs to run.
 #[derive(Debug, Clone)]
 pub struct SmtpdConfig {
-    /// Hostname, line and message limits, extensions.
+    /// Hostname, line and message limits, extensions. STARTTLS, REQUIRETLS
+    /// and submission's TLS requirement are set per listener from `tls`.
     pub session: ServerConfig,
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listener>,
+    /// The certificates; `None`: no TLS (and no `submission` or `smtps`
+    /// listener).
+    pub tls: Option<Arc<ServerTls>>,
+    /// How long a client may take over its TLS handshake.
+    pub tls_handshake_timeout: Duration,
     /// 0 means one per available core.
     pub event_loops: usize,
     pub max_connections: usize,
@@ -53,7 +109,9 @@ impl SmtpdConfig {
     pub fn new(session: ServerConfig, listen: Vec<SocketAddr>, policy: RecipientPolicy) -> Self {
         SmtpdConfig {
             session,
-            listen,
+            listen: listen.into_iter().map(Listener::smtp).collect(),
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(30),
             event_loops: 0,
             max_connections: 10_000,
             max_connections_per_ip: 50,
@@ -67,7 +125,14 @@ impl SmtpdConfig {
 
 /// State shared by all event loops.
 pub(crate) struct Shared {
+    /// The session configuration per [`ListenerMode`], in its order.
+    sessions: [Arc<ServerConfig>; 3],
+    /// The base configuration (hostname, limits).
     pub(crate) session: Arc<ServerConfig>,
+    /// Per listener, in the order of `SmtpdConfig::listen`.
+    pub(crate) listener_modes: Vec<ListenerMode>,
+    pub(crate) tls: Option<Arc<ServerTls>>,
+    pub(crate) tls_handshake_timeout: Duration,
     pub(crate) policy: RecipientPolicy,
     pub(crate) spool: SpoolHandle,
     pub(crate) filter: Arc<dyn Filter>,
@@ -101,6 +166,19 @@ impl Shared {
     pub(crate) fn next_connection_id(&self) -> u64 {
         self.connection_ids.fetch_add(1, Ordering::Relaxed)
     }
+
+    pub(crate) fn session_config(&self, mode: ListenerMode) -> Arc<ServerConfig> {
+        self.sessions[mode.index()].clone()
+    }
+}
+
+/// The session configuration a listener in `mode` serves with.
+fn session_for(base: &ServerConfig, mode: ListenerMode, tls: bool) -> ServerConfig {
+    let mut session = base.clone();
+    session.extensions.starttls = tls && mode != ListenerMode::Smtps;
+    session.extensions.requiretls = tls;
+    session.tls_required = mode == ListenerMode::Submission;
+    session
 }
 
 /// A running front end.
@@ -153,10 +231,22 @@ impl Smtpd {
         spool: SpoolHandle,
         filter: Arc<dyn Filter>,
     ) -> io::Result<Smtpd> {
+        if config.tls.is_none()
+            && let Some(l) = config.listen.iter().find(|l| l.mode != ListenerMode::Smtp)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "listener {} in mode {} needs a TLS certificate",
+                    l.addr,
+                    l.mode.name()
+                ),
+            ));
+        }
         let listeners = config
             .listen
             .iter()
-            .map(|addr| bind(*addr))
+            .map(|l| bind(l.addr))
             .collect::<io::Result<Vec<_>>>()?;
         let local_addrs = listeners
             .iter()
@@ -176,8 +266,18 @@ impl Smtpd {
                 connections: AtomicUsize::new(0),
             });
         }
+        let tls = config.tls.is_some();
+        let modes = [
+            ListenerMode::Smtp,
+            ListenerMode::Submission,
+            ListenerMode::Smtps,
+        ];
         let shared = Arc::new(Shared {
+            sessions: modes.map(|mode| Arc::new(session_for(&config.session, mode, tls))),
             session: Arc::new(config.session),
+            listener_modes: config.listen.iter().map(|l| l.mode).collect(),
+            tls: config.tls,
+            tls_handshake_timeout: config.tls_handshake_timeout,
             policy: config.policy,
             spool,
             filter,

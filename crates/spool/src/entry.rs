@@ -260,7 +260,8 @@ fn put_mail_params(out: &mut Vec<u8>, p: &MailParams) {
             Some(BodyType::BinaryMime) => 3,
         },
     );
-    put_u8(out, u8::from(p.smtputf8));
+    // Flags: SMTPUTF8, REQUIRETLS; the other bits must be 0.
+    put_u8(out, u8::from(p.smtputf8) | (u8::from(p.requiretls) << 1));
     put_u8(
         out,
         match p.ret {
@@ -286,11 +287,11 @@ fn mail_params(r: &mut Reader<'_>) -> Result<MailParams, SpoolError> {
         3 => Some(BodyType::BinaryMime),
         _ => return Err(SpoolError::Corrupt("bad BODY value")),
     };
-    let smtputf8 = match r.u8()? {
-        0 => false,
-        1 => true,
-        _ => return Err(SpoolError::Corrupt("bad SMTPUTF8 flag")),
-    };
+    let flags = r.u8()?;
+    if flags & !0b11 != 0 {
+        return Err(SpoolError::Corrupt("bad MAIL flags"));
+    }
+    let (smtputf8, requiretls) = (flags & 1 != 0, flags & 2 != 0);
     let ret = match r.u8()? {
         0 => None,
         1 => Some(Ret::Full),
@@ -304,6 +305,7 @@ fn mail_params(r: &mut Reader<'_>) -> Result<MailParams, SpoolError> {
         ret,
         envid: opt_str(r)?,
         auth: opt_str(r)?,
+        requiretls,
     })
 }
 
@@ -402,15 +404,19 @@ pub(crate) mod tests {
             proptest::option::of(prop_oneof![Just(Ret::Full), Just(Ret::Hdrs)]),
             proptest::option::of("[!-~]{1,20}"),
             proptest::option::of("[!-~]{1,20}"),
+            any::<bool>(),
         )
-            .prop_map(|(size, body, smtputf8, ret, envid, auth)| MailParams {
-                size,
-                body,
-                smtputf8,
-                ret,
-                envid,
-                auth,
-            });
+            .prop_map(
+                |(size, body, smtputf8, ret, envid, auth, requiretls)| MailParams {
+                    size,
+                    body,
+                    smtputf8,
+                    ret,
+                    envid,
+                    auth,
+                    requiretls,
+                },
+            );
         let notify = proptest::option::of(prop_oneof![
             Just(Notify::Never),
             (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(success, failure, delay)| {

@@ -106,7 +106,7 @@
 //! - domain: u8 tag, then `0` str name, `1` 4 IPv4 bytes, `2` 16 IPv6
 //!   bytes, `3` str tag + str content (a general address literal);
 //! - MAIL parameters: SIZE (u8 0, or 1 + u64), u8 BODY (0 none, 1 7BIT,
-//!   2 8BITMIME, 3 BINARYMIME), u8 SMTPUTF8, u8 RET (0 none, 1 FULL, 2 HDRS),
+//!   2 8BITMIME, 3 BINARYMIME), u8 flags (bit 0 SMTPUTF8, bit 1 REQUIRETLS), u8 RET (0 none, 1 FULL, 2 HDRS),
 //!   ENVID and AUTH (each u8 0, or 1 + str, decoded from xtext);
 //! - RCPT parameters: u8 NOTIFY (0 none, 1 NEVER, else bit 1 set and bits
 //!   2, 3, 4 for SUCCESS, FAILURE, DELAY), ORCPT (u8 0, or 1 + str type +

@@ -10,6 +10,7 @@
 //! when it panics. The binary comes from the Debian package `dnsmasq-base`.
 
 mod redis_server;
+pub mod tls;
 
 pub use redis_server::RedisServer;
 

@@ -217,6 +217,8 @@ impl Connection {
                         }
                     }
                     ClientEvent::MessageDone(done) => results = Some(done),
+                    // Not asked for yet (TlsUse::Off).
+                    ClientEvent::StartTls => self.session.connection_lost(),
                     ClientEvent::Closed(reason) => {
                         // A QUIT, say; the connection may already be gone.
                         let _ = self.flush();

@@ -47,6 +47,7 @@ impl Timeouts {
         match class {
             TimeoutClass::Greeting => self.greeting,
             TimeoutClass::Hello
+            | TimeoutClass::StartTls
             | TimeoutClass::Mail
             | TimeoutClass::Rcpt
             | TimeoutClass::Rset

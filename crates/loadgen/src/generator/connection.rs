@@ -99,6 +99,9 @@ impl Connection {
                 ClientEvent::SendBody(BodyFraming::Raw { .. }) => {
                     return Err(io::Error::other("the session asked for BDAT"));
                 }
+                ClientEvent::StartTls => {
+                    return Err(io::Error::other("the session asked for TLS"));
+                }
                 ClientEvent::MessageDone(results) => {
                     return Ok(Sent {
                         outcome: verdict(&results),

@@ -147,6 +147,7 @@ impl Sink {
             max_recipients: 10_000,
             max_errors: 100,
             extensions: Extensions::default(),
+            tls_required: false,
         };
         Ok(Sink {
             listener,

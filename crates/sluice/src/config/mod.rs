@@ -10,6 +10,7 @@
 //! settings of each part (front end, plugins, scheduler, transports).
 
 pub mod shipped;
+pub mod tls;
 mod validate;
 mod wiring;
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub local: Local,
     pub relay: Relay,
     pub server: Server,
+    /// The server's certificates.
+    pub tls: tls::Tls,
     pub delivery: Delivery,
     pub dns: Dns,
     /// Where plugins keep shared state (greylisting, rate limits).
@@ -124,12 +127,13 @@ pub struct Listen {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenMode {
-    /// Port 25 style: mail from anywhere to the local domains, relay for the trusted.
+    /// Port 25 style: mail from anywhere to the local domains, relay for
+    /// the trusted; STARTTLS offered when `[tls]` has a certificate.
     #[default]
     Smtp,
-    /// Port 587 (RFC 6409): needs AUTH, which is not built yet.
+    /// Port 587 (RFC 6409): STARTTLS required before MAIL.
     Submission,
-    /// Port 465 (RFC 8314): implicit TLS, not built yet.
+    /// Port 465 (RFC 8314): implicit TLS, the handshake before the greeting.
     Smtps,
 }
 
@@ -201,6 +205,8 @@ pub struct Delivery {
     pub data_block_timeout_secs: u64,
     /// The reply to the final dot (§4.5.3.2.6: 10 min).
     pub data_end_timeout_secs: u64,
+    /// TLS to next hops.
+    pub tls: tls::DeliveryTls,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -256,6 +262,7 @@ impl Default for Config {
             local: Local::default(),
             relay: Relay::default(),
             server: Server::default(),
+            tls: tls::Tls::default(),
             delivery: Delivery::default(),
             dns: Dns::default(),
             kv: Kv::default(),
@@ -326,6 +333,7 @@ impl Default for Delivery {
             data_init_timeout_secs: rfc.data_init.as_secs(),
             data_block_timeout_secs: rfc.data_block.as_secs(),
             data_end_timeout_secs: rfc.data_end.as_secs(),
+            tls: tls::DeliveryTls::default(),
         }
     }
 }

@@ -41,7 +41,7 @@ fn the_documented_example_parses_with_every_value_taken() {
         c.local.aliases.get("root").map(String::as_str),
         Some("postmaster")
     );
-    let smtpd = c.smtpd(c.directory());
+    let smtpd = c.smtpd(c.directory(), None);
     assert_eq!(smtpd.session.max_message_size, 36_700_160);
     assert_eq!(smtpd.max_connections_per_ip, 50);
     assert!(smtpd.policy.is_trusted("::1".parse().unwrap()));
@@ -161,7 +161,45 @@ fn typos_and_bad_values_are_explained() {
         "{e}"
     );
     let e = parse("[[listen]]\naddr = \"127.0.0.1:587\"\nmode = \"submission\"\n").unwrap_err();
-    assert!(e.contains("not supported yet"), "{e}");
+    assert!(
+        e.contains("listen 127.0.0.1:587: mode Submission needs a certificate"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tls_takes_one_pair_or_a_list_and_says_what_is_missing() {
+    let one = parse("[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nmin_version = \"1.3\"\n").unwrap();
+    let server = one.tls.server_config().unwrap().unwrap();
+    assert_eq!(server.pairs.len(), 1);
+    assert_eq!(server.min_version, sluice_tls::MinVersion::Tls13);
+    let many = parse(
+        "[tls]\ncert = [{ cert = \"/a.pem\", key = \"/a.key\" }, { cert = \"/b.pem\", key = \"/b.key\" }]\n",
+    )
+    .unwrap();
+    let pairs = many.tls.server_config().unwrap().unwrap().pairs;
+    assert_eq!(pairs[1].key, PathBuf::from("/b.key"));
+    for (text, why) in [
+        ("[tls]\ncert = \"/c.pem\"\n", "tls.key must name its key"),
+        ("[tls]\nkey = \"/k.pem\"\n", "tls.cert is not"),
+        ("[tls]\ncert = []\n", "empty list"),
+        (
+            "[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nmin_version = \"1.0\"\n",
+            "\"1.2\" or \"1.3\"",
+        ),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.contains(why), "{text}: {e}");
+    }
+    let levels = parse(
+        "[delivery.tls]\nsecurity_level = \"verify\"\npolicy = { \"bank.example\" = \"secure\" }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        levels.delivery.tls.policy.get("bank.example"),
+        Some(&super::tls::SecurityLevel::Secure)
+    );
+    assert!(parse("[delivery.tls]\nsecurity_level = \"sometimes\"\n").is_err());
 }
 
 #[test]

@@ -26,13 +26,17 @@ impl Config {
         if self.listen.is_empty() {
             problems.push("listen: at least one [[listen]] address is needed".into());
         }
-        for l in &self.listen {
-            if l.mode != ListenMode::Smtp {
-                problems.push(format!(
-                    "listen {}: mode {:?} is not supported yet (only \"smtp\")",
-                    l.addr, l.mode
-                ));
+        match self.tls.server_config() {
+            Err(e) => problems.push(e),
+            Ok(None) => {
+                for l in self.listen.iter().filter(|l| l.mode != ListenMode::Smtp) {
+                    problems.push(format!(
+                        "listen {}: mode {:?} needs a certificate ([tls] cert and key)",
+                        l.addr, l.mode
+                    ));
+                }
             }
+            Ok(Some(_)) => {}
         }
         let lim = &self.limits;
         if lim.max_line_length < 512 {
@@ -140,6 +144,12 @@ impl Config {
                 ));
             }
         }
+        if let Err(e) = self.server_tls() {
+            problems.push(e);
+        }
+        if let Err(e) = self.client_tls() {
+            problems.push(e);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -150,6 +160,40 @@ impl Config {
     /// Values that are valid but that an operator should know about, for
     /// `check-config` to print.
     pub fn notes(&self) -> Vec<String> {
+        let mut notes = self.tls_notes();
+        notes.extend(self.other_notes());
+        notes
+    }
+
+    /// Certificates that load but will not please clients: expired, or not
+    /// valid for our own name.
+    fn tls_notes(&self) -> Vec<String> {
+        let Ok(Some(tls)) = self.server_tls() else {
+            return Vec::new();
+        };
+        let now = std::time::SystemTime::now();
+        let hostname = self.hostname();
+        let mut notes = Vec::new();
+        for cert in tls.certificates() {
+            if cert.expired_at(now) {
+                notes.push(format!(
+                    "warning: the certificate in {} is outside its validity (not after {}): \
+                     clients that verify will refuse it",
+                    cert.cert.display(),
+                    sluice_smtp::date::rfc5322_date(cert.not_after)
+                ));
+            }
+        }
+        if !tls.certificates().iter().any(|c| c.matches(&hostname)) {
+            notes.push(format!(
+                "warning: no certificate is valid for the hostname {hostname:?}: \
+                 clients that verify (and MTA-STS senders) will refuse it"
+            ));
+        }
+        notes
+    }
+
+    fn other_notes(&self) -> Vec<String> {
         let kv = &self.kv;
         let kv_unused = (kv.backend == KvBackend::Memory
             && kv.redis_url != Kv::default().redis_url)

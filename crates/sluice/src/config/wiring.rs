@@ -14,10 +14,11 @@ use sluice_directory::{Directory, DirectoryConfig};
 use sluice_dns::Resolver;
 use sluice_plugin_host::{DnsResolver, HostEnv, KvStore, MemoryKv, OnError, PluginSpec, RedisKv};
 use sluice_smtp::server::{Extensions, ServerConfig};
-use sluice_smtpd::{RecipientPolicy, SmtpdConfig};
+use sluice_smtpd::{Listener, ListenerMode, RecipientPolicy, SmtpdConfig};
 use sluice_spool::SpoolHandle;
+use sluice_tls::{ClientTls, ServerTls};
 
-use super::{Config, Delivery, KvBackend, OnErrorSetting};
+use super::{Config, Delivery, KvBackend, ListenMode, OnErrorSetting};
 
 /// How long to wait for one answer from a name server, and the bound on one
 /// plugin `dns_lookup`: DNSBL and sender checks run while a client waits for
@@ -48,6 +49,32 @@ impl Config {
                 })
             })
             .collect()
+    }
+
+    /// The certificates of `[tls]`, loaded and checked; `None` without.
+    pub fn server_tls(&self) -> Result<Option<ServerTls>, String> {
+        match self.tls.server_config()? {
+            None => Ok(None),
+            Some(config) => ServerTls::load(config)
+                .map(Some)
+                .map_err(|e| format!("tls: {e}")),
+        }
+    }
+
+    /// The trust for next hops' certificates (`[delivery.tls] ca_file`, or
+    /// the system's store); `None` when no destination uses TLS.
+    pub fn client_tls(&self) -> Result<Option<ClientTls>, String> {
+        use super::tls::SecurityLevel;
+        let t = &self.delivery.tls;
+        let used = t.security_level != SecurityLevel::None
+            || t.policy.values().any(|l| *l != SecurityLevel::None);
+        if !used {
+            return Ok(None);
+        }
+        let ca_file = (!t.ca_file.as_os_str().is_empty()).then_some(t.ca_file.as_path());
+        ClientTls::new(ca_file)
+            .map(Some)
+            .map_err(|e| format!("delivery.tls: {e}"))
     }
 
     /// The server's one DNS resolver, for routing and plugins alike: one
@@ -117,7 +144,7 @@ impl Config {
     }
 
     /// The front end's view of this configuration.
-    pub fn smtpd(&self, directory: Arc<Directory>) -> SmtpdConfig {
+    pub fn smtpd(&self, directory: Arc<Directory>, tls: Option<Arc<ServerTls>>) -> SmtpdConfig {
         let session = ServerConfig {
             hostname: self.hostname(),
             max_line_length: self.limits.max_line_length,
@@ -125,13 +152,25 @@ impl Config {
             max_recipients: self.limits.max_recipients,
             max_errors: self.limits.max_errors,
             extensions: Extensions::default(),
+            // Per listener, from its mode (sluice_smtpd::ListenerMode).
+            tls_required: false,
         };
         let policy = RecipientPolicy::new(directory, self.relay.trusted_networks.iter().copied());
-        let mut smtpd = SmtpdConfig::new(
-            session,
-            self.listen.iter().map(|l| l.addr).collect(),
-            policy,
-        );
+        let mut smtpd = SmtpdConfig::new(session, Vec::new(), policy);
+        smtpd.listen = self
+            .listen
+            .iter()
+            .map(|l| Listener {
+                addr: l.addr,
+                mode: match l.mode {
+                    ListenMode::Smtp => ListenerMode::Smtp,
+                    ListenMode::Submission => ListenerMode::Submission,
+                    ListenMode::Smtps => ListenerMode::Smtps,
+                },
+            })
+            .collect();
+        smtpd.tls = tls;
+        smtpd.tls_handshake_timeout = Duration::from_secs(self.tls.handshake_timeout_secs());
         smtpd.event_loops = self.server.event_loops;
         smtpd.max_connections = self.limits.max_connections;
         smtpd.max_connections_per_ip = self.limits.max_connections_per_ip;

@@ -30,6 +30,8 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     /// RFC 3207.
     pub starttls: bool,
+    /// RFC 8689 (offered only inside TLS).
+    pub requiretls: bool,
     /// RFC 4954 SASL mechanisms, upper-cased; empty when AUTH is not offered.
     /// The pre-standard `AUTH=MECH ...` form some servers still send counts too.
     pub auth: Vec<String>,
@@ -79,6 +81,7 @@ impl Capabilities {
                 "DSN" => caps.dsn = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
                 "STARTTLS" => caps.starttls = true,
+                "REQUIRETLS" => caps.requiretls = true,
                 "AUTH" => {
                     for mechanism in params {
                         let mechanism = mechanism.to_ascii_uppercase();

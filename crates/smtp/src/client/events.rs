@@ -45,6 +45,13 @@ pub enum ClientEvent {
     /// A caller that prefers simplicity to copies hands the body to
     /// [`ClientSession::send_body`] instead, which frames it into the output.
     SendBody(BodyFraming),
+    /// The server said 220 to STARTTLS: run the TLS handshake on the
+    /// connection now (nothing is in [`ClientSession::output`]), then call
+    /// [`ClientSession::tls_established`]. A handshake that fails ends the
+    /// connection: say [`ClientSession::connection_lost`]. Whatever the
+    /// server had sent after its 220 was already refused as an injection
+    /// (the session closed with a protocol error instead of this event).
+    StartTls,
     /// The current message is finished: one result per recipient, in
     /// recipient order.
     MessageDone(Vec<RecipientResult>),
@@ -76,6 +83,9 @@ pub enum CloseReason {
     /// The caller broke the contract (a body of another size than declared
     /// for BDAT).
     CallerError(String),
+    /// [`TlsUse::Required`](super::TlsUse::Required), and the server does
+    /// not offer STARTTLS (`None`) or refused it (its reply).
+    TlsUnavailable(Option<Reply>),
 }
 
 /// What the session is waiting for, to pick the timeout (RFC 5321 §4.5.3.2).
@@ -85,6 +95,8 @@ pub enum TimeoutClass {
     Greeting,
     /// The reply to EHLO or HELO.
     Hello,
+    /// The reply to STARTTLS, and the handshake after it.
+    StartTls,
     Mail,
     Rcpt,
     /// The 354 to DATA.
@@ -105,6 +117,7 @@ impl TimeoutClass {
         let minutes = match self {
             TimeoutClass::Greeting
             | TimeoutClass::Hello
+            | TimeoutClass::StartTls
             | TimeoutClass::Mail
             | TimeoutClass::Rcpt
             | TimeoutClass::Rset
@@ -122,6 +135,7 @@ impl fmt::Display for TimeoutClass {
         f.write_str(match self {
             TimeoutClass::Greeting => "the greeting",
             TimeoutClass::Hello => "the reply to EHLO/HELO",
+            TimeoutClass::StartTls => "the reply to STARTTLS and the TLS handshake",
             TimeoutClass::Mail => "the reply to MAIL",
             TimeoutClass::Rcpt => "the reply to RCPT",
             TimeoutClass::DataInit => "the reply to DATA",

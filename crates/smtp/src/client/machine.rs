@@ -9,7 +9,7 @@ use crate::reply::{EnhancedCode, Reply};
 
 use super::{
     BdatPolicy, BodyFraming, Capabilities, ClientEvent, ClientSession, CloseReason, Message,
-    Outcome, RecipientResult, ReplyOrigin, TimeoutClass, capabilities,
+    Outcome, RecipientResult, ReplyOrigin, TimeoutClass, TlsUse, capabilities,
 };
 use crate::stage::Stage;
 
@@ -24,6 +24,11 @@ pub(super) enum State {
     Greeting,
     Ehlo,
     Helo,
+    /// STARTTLS sent; its reply decides.
+    StartTls,
+    /// 220 to STARTTLS: the caller runs the handshake, then
+    /// [`ClientSession::tls_established`]. Nothing is read meanwhile.
+    Handshake,
     Ready,
     Transaction(Box<Transaction>),
     /// The message's results are out; one more reply brings the server back
@@ -99,6 +104,8 @@ impl ClientSession {
                 // it says something anyway, it is read once the body is out,
                 // in step with what was sent.
                 State::Transaction(t) if matches!(t.phase, Phase::Body) => break,
+                // What follows the 220 to STARTTLS belongs to TLS.
+                State::Handshake => break,
                 _ => {}
             }
             let state = std::mem::replace(&mut self.state, State::Closed);
@@ -106,6 +113,22 @@ impl ClientSession {
                 Ok(Some((reply, n))) => {
                     consumed += n;
                     self.state = self.on_reply(state, reply);
+                    // RFC 3207 §5 (CVE-2011-0411 on the client side): bytes
+                    // that came in clear after the 220 would be read as if
+                    // the server had said them inside TLS.
+                    if matches!(self.state, State::Handshake) && consumed < self.input.len() {
+                        consumed = self.input.len();
+                        let state = std::mem::replace(&mut self.state, State::Closed);
+                        self.state = self.protocol_error(
+                            state,
+                            "the server sent more after its 220 to STARTTLS (a STARTTLS injection)"
+                                .to_owned(),
+                        );
+                        break;
+                    }
+                    if matches!(self.state, State::Handshake) {
+                        self.events.push_back(ClientEvent::StartTls);
+                    }
                 }
                 Ok(None) => {
                     self.state = state;
@@ -163,6 +186,9 @@ impl ClientSession {
             State::Ehlo => match class {
                 2 => {
                     self.capabilities = Capabilities::from_ehlo_reply(&reply);
+                    if let Some(next) = self.maybe_starttls() {
+                        return next;
+                    }
                     self.hello_done(&reply)
                 }
                 // RFC 5321 §4.1.4, §3.2: a server that does not know EHLO
@@ -181,6 +207,9 @@ impl ClientSession {
             State::Helo => match class {
                 2 => {
                     self.capabilities = Capabilities::default();
+                    if let Some(next) = self.maybe_starttls() {
+                        return next;
+                    }
                     self.hello_done(&reply)
                 }
                 4 | 5 => {
@@ -189,6 +218,26 @@ impl ClientSession {
                 }
                 _ => self.unexpected(state, &reply),
             },
+            State::StartTls => match class {
+                2 => State::Handshake,
+                4 | 5 if self.config.tls == TlsUse::Required => {
+                    let local = local_reply(
+                        451,
+                        (4, 7, 4),
+                        format!("TLS is required, but the server refused STARTTLS: {reply}"),
+                    );
+                    self.fail(
+                        state,
+                        CloseReason::TlsUnavailable(Some(reply)),
+                        local,
+                        ReplyOrigin::Local,
+                    )
+                }
+                // Opportunistic: go on in clear, with what EHLO offered.
+                4 | 5 => self.idle(),
+                _ => self.unexpected(state, &reply),
+            },
+            State::Handshake => self.unexpected(state, &reply),
             State::Ready => self.unexpected(state, &reply),
             State::Transaction(t) => self.on_transaction_reply(t, reply),
             State::Cleanup(cleanup) => match (cleanup, class) {
@@ -202,6 +251,34 @@ impl ClientSession {
             }
             State::Closed => State::Closed,
         }
+    }
+
+    /// After EHLO (or HELO) in clear: STARTTLS when the policy wants TLS and
+    /// the server offers it; the end of the session when TLS is required and
+    /// not offered. `None`: go on in clear, or already inside TLS.
+    fn maybe_starttls(&mut self) -> Option<State> {
+        if self.tls || self.config.tls == TlsUse::Off {
+            return None;
+        }
+        if self.capabilities.starttls {
+            self.write(&Command::StartTls);
+            return Some(State::StartTls);
+        }
+        if self.config.tls == TlsUse::Required {
+            let reply = local_reply(
+                451,
+                (4, 7, 4),
+                "TLS is required, but the server does not offer STARTTLS",
+            );
+            let state = State::Ready;
+            return Some(self.fail(
+                state,
+                CloseReason::TlsUnavailable(None),
+                reply,
+                ReplyOrigin::Local,
+            ));
+        }
+        None
     }
 
     fn hello_done(&mut self, reply: &Reply) -> State {
@@ -579,7 +656,7 @@ fn command(message: &Message, step: Step, caps: &Capabilities) -> Command {
 fn stage_of(state: &State) -> Stage {
     match state {
         State::Greeting => Stage::Greeting,
-        State::Ehlo | State::Helo => Stage::Hello,
+        State::Ehlo | State::Helo | State::StartTls | State::Handshake => Stage::Hello,
         State::Transaction(t) => match &t.phase {
             Phase::Envelope { awaiting, .. } => match awaiting.front() {
                 Some(Step::Mail) => Stage::Mail,
@@ -611,6 +688,7 @@ pub(super) fn timeout_class_of(state: &State) -> Option<TimeoutClass> {
     match state {
         State::Greeting => Some(TimeoutClass::Greeting),
         State::Ehlo | State::Helo => Some(TimeoutClass::Hello),
+        State::StartTls | State::Handshake => Some(TimeoutClass::StartTls),
         State::Ready | State::Closed => None,
         State::Transaction(t) => match &t.phase {
             Phase::Envelope { awaiting, .. } => awaiting.front().map(|step| match step {

@@ -82,6 +82,16 @@ impl Message {
                 ));
             }
         }
+        // RFC 8689 §4.2.1: a REQUIRETLS message goes only to a server that
+        // promises to keep the promise. (That the connection is TLS, and
+        // verified, is the transport's to check: the session cannot know.)
+        if self.envelope.params.requiretls && !caps.requiretls {
+            return Some(Reply::new(
+                550,
+                Some(EnhancedCode::new(5, 7, 30)),
+                "REQUIRETLS support required: the remote server does not offer REQUIRETLS",
+            ));
+        }
         if self.envelope.needs_smtputf8() && !caps.smtputf8 {
             return Some(Reply::new(
                 553,
@@ -107,6 +117,8 @@ impl Message {
             ret: given.ret.filter(|_| caps.dsn),
             envid: given.envid.clone().filter(|_| caps.dsn),
             auth: given.auth.clone().filter(|_| !caps.auth.is_empty()),
+            // `refusal` already stopped such a message at a server without it.
+            requiretls: given.requiretls && caps.requiretls,
         };
         Command::Mail {
             reverse_path: self.envelope.reverse_path.clone(),

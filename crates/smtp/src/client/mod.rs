@@ -67,6 +67,23 @@ pub struct ClientConfig {
     /// no HELO fallback, and after the end of data one reply per accepted
     /// recipient, in RCPT order, each deciding that recipient alone.
     pub lmtp: bool,
+    /// Whether to ask for TLS with STARTTLS (RFC 3207).
+    pub tls: TlsUse,
+}
+
+/// Whether the session asks for TLS. Which certificate the caller accepts
+/// is the caller's business: the session only speaks the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsUse {
+    /// Never say STARTTLS (LMTP on a local socket; `security_level = none`).
+    #[default]
+    Off,
+    /// STARTTLS when the server offers it; in clear when it does not or
+    /// refuses it.
+    IfOffered,
+    /// STARTTLS, or no mail at all: a server that does not offer it, or
+    /// refuses it, gets QUIT and every recipient a temporary failure.
+    Required,
 }
 
 impl ClientConfig {
@@ -75,6 +92,7 @@ impl ClientConfig {
             hostname,
             bdat: BdatPolicy::default(),
             lmtp: false,
+            tls: TlsUse::Off,
         }
     }
 
@@ -119,6 +137,8 @@ pub struct ClientSession {
     queued: Option<Message>,
     /// [`ClientSession::quit`] was called while busy: QUIT once idle.
     quit_requested: bool,
+    /// The connection is inside TLS.
+    tls: bool,
 }
 
 impl ClientSession {
@@ -137,7 +157,25 @@ impl ClientSession {
             capabilities: Capabilities::default(),
             queued: None,
             quit_requested: false,
+            tls: false,
         }
+    }
+
+    /// The caller finished the TLS handshake that [`ClientEvent::StartTls`]
+    /// asked for: the session says EHLO again, as RFC 3207 §4.2 requires,
+    /// and forgets what the server offered in clear.
+    pub fn tls_established(&mut self) {
+        if matches!(self.state, State::Handshake) {
+            self.tls = true;
+            self.capabilities = Capabilities::default();
+            self.write_hello();
+            self.state = State::Ehlo;
+        }
+    }
+
+    /// Whether the session runs inside TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// Bytes received from the server, in any pieces.

@@ -90,7 +90,11 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                     "See RFC 5321 for their use",
                 ],
             )),
-            Command::StartTls | Command::Auth { .. } => self.error(
+            Command::StartTls => self.starttls(),
+            Command::Auth { .. } if self.config().tls_required && !self.tls => {
+                self.error(Some(verb), must_starttls())
+            }
+            Command::Auth { .. } => self.error(
                 Some(verb),
                 Reply::new(
                     502,
@@ -101,9 +105,35 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         }
     }
 
+    /// RFC 3207. Offered only outside TLS, and only after EHLO (the client
+    /// must have seen it offered).
+    fn starttls(&mut self) {
+        if self.tls {
+            return self.bad_sequence(Verb::StartTls, "TLS is already active");
+        }
+        if !self.config().extensions.starttls {
+            return self.error(
+                Some(Verb::StartTls),
+                Reply::new(
+                    502,
+                    Some(EnhancedCode::new(5, 5, 1)),
+                    "Command not implemented",
+                ),
+            );
+        }
+        if !matches!(self.greeting, Some((Greeting::Ehlo, _))) {
+            return self.bad_sequence(Verb::StartTls, "Send EHLO first");
+        }
+        self.reply(Reply::new(220, Some(CODE_OK), "Ready to start TLS"));
+        self.phase = super::Phase::StartingTls;
+    }
+
     pub(super) fn mail(&mut self, reverse_path: ReversePath, params: MailParams) {
         if self.greeting.is_none() {
             return self.bad_sequence(Verb::Mail, "Send HELO or EHLO first");
+        }
+        if self.config().tls_required && !self.tls {
+            return self.error(Some(Verb::Mail), must_starttls());
         }
         if self.transaction.is_some() {
             return self.bad_sequence(Verb::Mail, "Nested MAIL command; send RSET first");
@@ -126,6 +156,9 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             Some(unsupported("RET/ENVID"))
         } else if params.auth.is_some() && ext.auth.is_empty() {
             Some(unsupported("AUTH"))
+        } else if params.requiretls && !(ext.requiretls && self.tls) {
+            // RFC 8689 §4.1: advertised, and so accepted, only inside TLS.
+            Some(unsupported("REQUIRETLS"))
         } else if params
             .size
             .is_some_and(|size| size > self.config().max_message_size)
@@ -198,12 +231,22 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                 lines.extend(
                     self.config()
                         .extensions
-                        .keywords(self.config().max_message_size),
+                        .keywords(self.config().max_message_size, self.tls),
                 );
                 Reply::multiline(250, None, lines)
             }
         }
     }
+}
+
+/// RFC 3207 §4: "530 Must issue a STARTTLS command first", with RFC
+/// 3463's code for "encryption needed" (X.7.0, as Postfix sends).
+fn must_starttls() -> Reply {
+    Reply::new(
+        530,
+        Some(EnhancedCode::new(5, 7, 0)),
+        "Must issue a STARTTLS command first",
+    )
 }
 
 fn non_ascii_refusal() -> Reply {

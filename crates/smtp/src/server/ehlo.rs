@@ -21,8 +21,11 @@ pub struct Extensions {
     pub binary_mime: bool,
     /// RFC 3461: delivery status notification parameters.
     pub dsn: bool,
-    /// RFC 3207: STARTTLS.
+    /// RFC 3207: STARTTLS, offered until the session is inside TLS.
     pub starttls: bool,
+    /// RFC 8689: REQUIRETLS, offered (and its MAIL parameter accepted) only
+    /// inside TLS.
+    pub requiretls: bool,
     /// RFC 4954: SASL mechanisms; empty means AUTH is not offered.
     pub auth: Vec<String>,
 }
@@ -38,6 +41,7 @@ impl Default for Extensions {
             binary_mime: false,
             dsn: false,
             starttls: false,
+            requiretls: false,
             auth: Vec::new(),
         }
     }
@@ -45,8 +49,9 @@ impl Default for Extensions {
 
 impl Extensions {
     /// The EHLO keyword lines, after the greeting line. `max_size` goes into
-    /// SIZE (RFC 1870 §4: 0 would mean "no fixed limit", which we never say).
-    pub fn keywords(&self, max_size: u64) -> Vec<Cow<'static, str>> {
+    /// SIZE (RFC 1870 §4: 0 would mean "no fixed limit", which we never say);
+    /// `tls`: whether the session is inside TLS already.
+    pub fn keywords(&self, max_size: u64, tls: bool) -> Vec<Cow<'static, str>> {
         let mut lines: Vec<Cow<'static, str>> = Vec::with_capacity(10);
         if self.pipelining {
             lines.push("PIPELINING".into());
@@ -70,8 +75,11 @@ impl Extensions {
         if self.dsn {
             lines.push("DSN".into());
         }
-        if self.starttls {
+        if self.starttls && !tls {
             lines.push("STARTTLS".into());
+        }
+        if self.requiretls && tls {
+            lines.push("REQUIRETLS".into());
         }
         if !self.auth.is_empty() {
             lines.push(format!("AUTH {}", self.auth.join(" ")).into());

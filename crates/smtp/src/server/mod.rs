@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// may make before it is disconnected with `421 4.7.0`.
     pub max_errors: u32,
     pub extensions: Extensions,
+    /// Mail submission (RFC 6409 on port 587): MAIL (and AUTH) only inside
+    /// TLS, `530 5.7.0` before STARTTLS. Needs [`Extensions::starttls`].
+    pub tls_required: bool,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             max_recipients: 100,
             max_errors: 20,
             extensions: Extensions::default(),
+            tls_required: false,
         }
     }
 }
@@ -173,6 +177,11 @@ enum Phase {
     Pending(Event, Option<Chunk>),
     /// Reading DATA content up to CRLF.CRLF.
     Data(DataDecoder),
+    /// `220` to STARTTLS is in the output: the front end sends it in clear,
+    /// throws away whatever the client sent after the command (RFC 3207 §5:
+    /// it was sent before TLS, so it cannot be trusted), runs the handshake,
+    /// then calls [`ServerSession::tls_started`].
+    StartingTls,
     /// Reading the octets of a BDAT chunk. `discard`: the chunk must be read
     /// (RFC 3030 §2) but the transaction is already lost.
     Chunk {
@@ -193,6 +202,9 @@ pub enum Waiting {
     Data,
     /// Waiting for our own front end's decision: no client timeout runs.
     Decision,
+    /// The TLS handshake after STARTTLS (or before the greeting, for
+    /// implicit TLS) is the front end's: its own timeout applies.
+    TlsHandshake,
     /// Nothing more will be read.
     Closed,
 }
@@ -215,6 +227,8 @@ pub struct ServerSession<C = ServerConfig> {
     /// Message content octets without the trace header, for the size limit.
     content_size: u64,
     errors: u32,
+    /// The connection is inside TLS (after STARTTLS, or implicit).
+    tls: bool,
     out: Vec<u8>,
     notices: Vec<Notice>,
 }
@@ -237,6 +251,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             bdat_check: LineEndingCheck::new(),
             content_size: 0,
             errors: 0,
+            tls: false,
             out: Vec::with_capacity(256),
             notices: Vec::new(),
         }
@@ -275,7 +290,9 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         while consumed < input.len() {
             let rest = &input[consumed..];
             let used = match &mut self.phase {
-                Phase::Connected | Phase::Pending(..) | Phase::Closed => break,
+                Phase::Connected | Phase::Pending(..) | Phase::StartingTls | Phase::Closed => {
+                    break;
+                }
                 Phase::Command => {
                     let (used, line) = self.lines.next_line(rest);
                     match line {
@@ -337,9 +354,37 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
     pub fn waiting(&self) -> Waiting {
         match self.phase {
             Phase::Connected | Phase::Pending(..) => Waiting::Decision,
+            Phase::StartingTls => Waiting::TlsHandshake,
             Phase::Command => Waiting::Command,
             Phase::Data(_) | Phase::Chunk { .. } => Waiting::Data,
             Phase::Closed => Waiting::Closed,
+        }
+    }
+
+    /// Whether the front end must now send the output in clear, discard the
+    /// client's unread input and start TLS (the client said STARTTLS).
+    pub fn wants_tls(&self) -> bool {
+        matches!(self.phase, Phase::StartingTls)
+    }
+
+    /// Whether the session runs inside TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The TLS handshake is done: after STARTTLS, the session starts over
+    /// (RFC 3207 §4.2: the client's name, its transaction and what it was
+    /// told are forgotten, and it must say EHLO again); for implicit TLS,
+    /// call it before [`ServerSession::greet`]. STARTTLS is not offered
+    /// again, and what only TLS allows (REQUIRETLS; submission's MAIL) is.
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        if matches!(self.phase, Phase::StartingTls) {
+            self.reset_transaction();
+            self.greeting = None;
+            self.lines = LineReader::new(self.config().max_line_length);
+            self.bdat_check = LineEndingCheck::new();
+            self.phase = Phase::Command;
         }
     }
 

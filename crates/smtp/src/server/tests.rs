@@ -525,3 +525,115 @@ fn a_bdat_size_that_cannot_be_skipped_ends_the_session() {
     assert!(out.ends_with("closing the connection\r\n"), "{out}");
     assert!(d.session.is_closed());
 }
+
+fn tls_config(tls_required: bool) -> ServerConfig {
+    ServerConfig {
+        hostname: "mx.example.test".into(),
+        extensions: Extensions {
+            starttls: true,
+            requiretls: true,
+            ..Extensions::default()
+        },
+        tls_required,
+        ..ServerConfig::default()
+    }
+}
+
+#[test]
+fn starttls_is_refused_where_it_is_not_offered_and_before_ehlo() {
+    let mut d = Driver::default();
+    let out = d.send(b"EHLO c\r\nSTARTTLS\r\n");
+    assert!(!out.contains("STARTTLS"), "{out}");
+    assert!(
+        out.ends_with("502 5.5.1 Command not implemented\r\n"),
+        "{out}"
+    );
+    let mut d = Driver::new(tls_config(false));
+    assert_eq!(d.send(b"STARTTLS\r\n"), "503 5.5.1 Send EHLO first\r\n");
+    assert!(!d.session.wants_tls());
+}
+
+/// RFC 3207 §4.2 and §5: the 220, then nothing more is read in clear (what
+/// followed STARTTLS in the same packet is the front end's to throw away);
+/// after the handshake the client starts again from EHLO, which no longer
+/// offers STARTTLS.
+#[test]
+fn starttls_stops_reading_and_tls_starts_the_session_over() {
+    let mut d = Driver::new(tls_config(false));
+    let out = d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\n");
+    assert!(out.contains("250 STARTTLS\r\n"), "{out}");
+    assert!(!out.contains("REQUIRETLS"), "{out}");
+    let out = d.send(b"STARTTLS\r\nRSET\r\n");
+    assert_eq!(out, "220 2.0.0 Ready to start TLS\r\n");
+    assert!(d.session.wants_tls());
+    assert_eq!(d.session.waiting(), Waiting::TlsHandshake);
+    assert_eq!(
+        d.pending_input, b"RSET\r\n",
+        "the injected command is not read"
+    );
+    d.pending_input.clear();
+    d.session.tls_started();
+    assert!(d.session.is_tls() && !d.session.wants_tls());
+    assert!(
+        d.session.transaction().is_none(),
+        "the transaction is forgotten"
+    );
+    let out = d.send(b"MAIL FROM:<a@b>\r\n");
+    assert_eq!(out, "503 5.5.1 Send HELO or EHLO first\r\n");
+    let out = d.send(b"EHLO c\r\n");
+    assert!(!out.contains("STARTTLS\r\n"), "{out}");
+    assert!(out.ends_with("250 REQUIRETLS\r\n"), "{out}");
+    let out = d.send(b"STARTTLS\r\n");
+    assert_eq!(out, "503 5.5.1 TLS is already active\r\n");
+}
+
+#[test]
+fn submission_wants_tls_before_mail() {
+    let mut d = Driver::new(tls_config(true));
+    let out = d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\n");
+    assert!(
+        out.ends_with("530 5.7.0 Must issue a STARTTLS command first\r\n"),
+        "{out}"
+    );
+    d.send(b"STARTTLS\r\n");
+    d.session.tls_started();
+    let out = d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\n");
+    assert!(out.ends_with("250 2.1.0 Ok\r\n"), "{out}");
+}
+
+#[test]
+fn requiretls_is_accepted_only_inside_tls() {
+    let mut d = Driver::new(tls_config(false));
+    let out = d.send(b"EHLO c\r\nMAIL FROM:<a@b> REQUIRETLS\r\n");
+    assert!(
+        out.ends_with("555 5.5.4 Parameter REQUIRETLS is not supported here\r\n"),
+        "{out}"
+    );
+    d.send(b"STARTTLS\r\n");
+    d.session.tls_started();
+    let out = d.send(b"EHLO c\r\nMAIL FROM:<a@b> REQUIRETLS\r\n");
+    assert!(out.ends_with("250 2.1.0 Ok\r\n"), "{out}");
+    assert!(matches!(
+        d.events.last(),
+        Some(Event::Mail { params, .. }) if params.requiretls
+    ));
+}
+
+/// Implicit TLS (RFC 8314): the handshake comes before the greeting, and
+/// the session is inside TLS from its first command.
+#[test]
+fn implicit_tls_starts_inside_tls() {
+    let mut session = ServerSession::new(tls_config(true));
+    session.tls_started();
+    session.greet(None);
+    let mut d = Driver {
+        session,
+        pending_input: Vec::new(),
+        messages: Vec::new(),
+        events: Vec::new(),
+    };
+    d.session.output().clear();
+    let out = d.send(b"EHLO c\r\nMAIL FROM:<a@b>\r\n");
+    assert!(!out.contains("STARTTLS"), "{out}");
+    assert!(out.ends_with("250 2.1.0 Ok\r\n"), "{out}");
+}

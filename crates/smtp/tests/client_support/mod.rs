@@ -6,6 +6,7 @@
 pub use sluice_smtp::client::{
     BdatPolicy, BodyError, BodyFraming, Capabilities, ClientConfig, ClientEvent, ClientSession,
     CloseReason, Message, Outcome, RecipientResult, ReplyOrigin, SendErrorKind, TimeoutClass,
+    TlsUse,
 };
 pub use sluice_smtp::{
     BodyType, Domain, EnhancedCode, ForwardPath, Notify, Path, RcptParams, Reply, Ret, ReversePath,

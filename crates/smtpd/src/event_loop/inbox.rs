@@ -47,6 +47,7 @@ pub(crate) struct Arrival {
     pub(super) peer: SocketAddr,
     /// The client's address as the limits counted it.
     pub(super) ip: IpAddr,
+    pub(super) mode: crate::ListenerMode,
 }
 
 #[derive(Debug)]

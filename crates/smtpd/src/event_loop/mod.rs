@@ -14,7 +14,7 @@
 //! Reads take everything the socket has, so a pipelined batch of commands is
 //! parsed from one read and answered with one write.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,7 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 use sluice_smtp::server::{ServerSession, Waiting};
 use sluice_smtp::{EnhancedCode, Reply};
 
-use crate::Shared;
+use crate::{ListenerMode, Shared};
 
 mod decide;
 mod inbox;
@@ -158,7 +158,10 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.dispatch(stream, peer),
+                Ok((stream, peer)) => {
+                    let mode = self.shared.listener_modes[index];
+                    self.dispatch(stream, peer, mode);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -172,12 +175,15 @@ impl EventLoop {
 
     /// Counts a new connection against the limits (refusing it here if it
     /// is over them) and gives it to the loop that serves the fewest.
-    fn dispatch(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn dispatch(&mut self, mut stream: TcpStream, peer: SocketAddr, mode: ListenerMode) {
         let ip = crate::policy::canonical_ip(peer.ip());
         if let Err(reply) = self.shared.limits.try_admit(ip) {
             tracing::info!(client = %ip, "connection refused: {reply}");
-            // Best effort: the client may not even read it.
-            let _ = stream.write(&reply.to_bytes());
+            // Best effort: the client may not even read it. A client of an
+            // smtps listener waits for a handshake, not for text.
+            if mode != ListenerMode::Smtps {
+                let _ = stream.write(&reply.to_bytes());
+            }
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
@@ -186,7 +192,12 @@ impl EventLoop {
         loops[target].connections.fetch_add(1, Ordering::SeqCst);
         if target != self.index {
             if !self.shared.shutting_down.load(Ordering::SeqCst) {
-                loops[target].inbox.hand_over(Arrival { stream, peer, ip });
+                loops[target].inbox.hand_over(Arrival {
+                    stream,
+                    peer,
+                    ip,
+                    mode,
+                });
                 return;
             }
             // That loop may already have found itself idle and exited;
@@ -194,7 +205,7 @@ impl EventLoop {
             loops[target].connections.fetch_sub(1, Ordering::SeqCst);
             loops[self.index].connections.fetch_add(1, Ordering::SeqCst);
         }
-        self.adopt(stream, peer, ip);
+        self.adopt(stream, peer, ip, mode);
     }
 
     /// The loop with the fewest connections; this one unless another has
@@ -214,7 +225,7 @@ impl EventLoop {
 
     /// Starts serving a connection already counted against the limits and
     /// in this loop's `connections`.
-    fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr, ip: IpAddr) {
+    fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr, ip: IpAddr, mode: ListenerMode) {
         let _ = stream.set_nodelay(true);
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
@@ -240,16 +251,82 @@ impl EventLoop {
             tls: None,
             login: None,
         };
-        tracing::debug!(conn = info.id, client = %peer, "connected");
-        let session = ServerSession::new(self.shared.session.clone());
-        self.conns[slot] = Some(Conn::new(stream, info, ip, session));
+        tracing::debug!(conn = info.id, client = %peer, mode = mode.name(), "connected");
+        let session = ServerSession::new(self.shared.session_config(mode));
+        self.conns[slot] = Some(Conn::new(stream, mode, info, ip, session));
+        let conn = self.conns[slot].as_mut().expect("just stored");
         if self.shared.shutting_down.load(Ordering::SeqCst) {
-            let conn = self.conns[slot].as_mut().expect("just stored");
             conn.session.close_with(shutdown_reply(&self.shared));
+        } else if mode == ListenerMode::Smtps {
+            // RFC 8314: the handshake first. The filters hear of the client
+            // once it is done (a port scanner costs them nothing), and the
+            // greeting follows their verdict, inside TLS.
+            conn.session.tls_started();
+            let tls = self.shared.tls.as_ref().map(|t| t.config());
+            match tls.map(rustls::ServerConnection::new) {
+                Some(Ok(tls)) => {
+                    conn.start_tls(tls);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(conn = conn.info.id, error = %e, "cannot start TLS");
+                    return self.close(slot);
+                }
+                None => return self.close(slot),
+            }
         } else {
             self.call_filter(slot, Stage::Connect);
         }
         self.service(slot);
+    }
+
+    /// After STARTTLS's `220` is out: TLS from here on. What the client sent
+    /// after STARTTLS in clear is thrown away, never read as commands.
+    fn start_tls(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let tls = self.shared.tls.as_ref().map(|t| t.config());
+        match tls.map(rustls::ServerConnection::new) {
+            Some(Ok(tls)) => {
+                let discarded = conn.start_tls(tls);
+                if discarded > 0 {
+                    // RFC 3207 §5, CVE-2011-0411: pipelined plaintext after
+                    // STARTTLS would otherwise run as if sent inside TLS.
+                    tracing::warn!(
+                        conn = conn.info.id,
+                        client = %conn.ip,
+                        bytes = discarded,
+                        "STARTTLS injection: plaintext after STARTTLS discarded"
+                    );
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(conn = conn.info.id, error = %e, "cannot start TLS");
+                self.close(slot);
+            }
+            None => self.close(slot),
+        }
+    }
+
+    /// The handshake is done: the session starts over inside TLS (after
+    /// STARTTLS), or the filters hear of the client (implicit TLS).
+    fn tls_established(&mut self, slot: usize) {
+        let conn = conn_mut(&mut self.conns, slot);
+        if let Some(tls) = &conn.info.tls {
+            tracing::info!(
+                conn = conn.info.id,
+                client = %conn.ip,
+                version = %tls.version,
+                cipher = %tls.cipher,
+                sni = tls.sni.as_deref().unwrap_or(""),
+                "TLS established"
+            );
+        }
+        if conn.mode == ListenerMode::Smtps {
+            self.call_filter(slot, Stage::Connect);
+        } else {
+            conn.session.tls_started();
+        }
     }
 
     fn drain_inbox(&mut self) {
@@ -257,7 +334,12 @@ impl EventLoop {
         while let Ok(item) = self.rx.try_recv() {
             match item {
                 Item::Completion(completion) => self.complete(completion),
-                Item::Arrival(Arrival { stream, peer, ip }) => self.adopt(stream, peer, ip),
+                Item::Arrival(Arrival {
+                    stream,
+                    peer,
+                    ip,
+                    mode,
+                }) => self.adopt(stream, peer, ip, mode),
             }
         }
     }
@@ -304,6 +386,10 @@ impl EventLoop {
                 tracing::debug!(conn = conn.info.id, error = %e, "write failed");
                 return self.close(slot);
             }
+            if conn.session.wants_tls() && conn.output_empty() && !conn.transport.is_tls() {
+                self.start_tls(slot);
+                continue;
+            }
             if conn.session.is_closed() && conn.output_empty() {
                 return self.close(slot);
             }
@@ -318,7 +404,9 @@ impl EventLoop {
             if !conn.maybe_readable || conn.read_paused(MAX_BUFFERED_INPUT, MAX_BUFFERED_OUTPUT) {
                 return;
             }
-            match conn.stream.read(&mut self.read_buf) {
+            let read = conn.read(&mut self.read_buf);
+            let finished = conn.handshake_finished();
+            match read {
                 Ok(0) => {
                     conn.maybe_readable = false;
                     conn.peer_closed = true;
@@ -329,13 +417,24 @@ impl EventLoop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.maybe_readable = false;
+                    if finished {
+                        self.tls_established(slot);
+                        continue;
+                    }
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    tracing::info!(conn = conn.info.id, client = %conn.ip, error = %e, "TLS failed");
+                    return self.close(slot);
+                }
                 Err(e) => {
                     tracing::debug!(conn = conn.info.id, error = %e, "read failed");
                     return self.close(slot);
                 }
+            }
+            if finished {
+                self.tls_established(slot);
             }
         }
     }
@@ -367,6 +466,7 @@ impl EventLoop {
         let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        conn.transport.close(&mut conn.stream);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let _ = conn.stream.shutdown(Shutdown::Both);
         self.shared.filter.close(&conn.info);
@@ -381,8 +481,17 @@ impl EventLoop {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
             };
+            if let Some(started) = conn.handshake_started
+                && now.duration_since(started) >= self.shared.tls_handshake_timeout
+            {
+                // No reply can reach a client that is not done with its
+                // handshake: it just goes.
+                tracing::info!(conn = conn.info.id, client = %conn.ip, "TLS handshake timeout");
+                self.close(slot);
+                continue;
+            }
             let limit = match conn.session.waiting() {
-                Waiting::Command => self.shared.command_timeout,
+                Waiting::Command | Waiting::TlsHandshake => self.shared.command_timeout,
                 Waiting::Data => self.shared.data_timeout,
                 Waiting::Decision | Waiting::Closed => {
                     // A closed session whose client does not read the last
