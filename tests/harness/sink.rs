@@ -57,6 +57,7 @@ pub struct SinkBuilder {
     delay: Duration,
     gate_open: bool,
     stalls: usize,
+    broken_starttls: bool,
 }
 
 impl std::fmt::Debug for SinkBuilder {
@@ -123,6 +124,14 @@ impl SinkBuilder {
         self
     }
 
+    /// Offers STARTTLS, says 220 to it, then sends garbage instead of a
+    /// handshake and closes: a next hop whose TLS is broken. STARTTLS is
+    /// offered on every connection; mail sent without it is taken.
+    pub fn broken_starttls(mut self) -> Self {
+        self.broken_starttls = true;
+        self
+    }
+
     /// Binds and starts accepting; panics if the address cannot be bound
     /// (naming it, as binding port 25 needs privileges).
     pub fn start(self) -> Sink {
@@ -141,6 +150,7 @@ impl SinkBuilder {
             log: Mutex::new(Log::default()),
             grew: Condvar::new(),
             streams: Mutex::new(Vec::new()),
+            broken_starttls: self.broken_starttls,
         });
         let accepting = Arc::clone(&shared);
         let accept_thread = std::thread::Builder::new()
@@ -180,6 +190,7 @@ struct Shared {
     log: Mutex<Log>,
     grew: Condvar,
     streams: Mutex<Vec<TcpStream>>,
+    broken_starttls: bool,
 }
 
 #[derive(Default)]
@@ -202,6 +213,7 @@ impl Sink {
             delay: Duration::ZERO,
             gate_open: true,
             stalls: 0,
+            broken_starttls: false,
         }
     }
 
@@ -350,13 +362,25 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) -> io::Result<()
                 helo = command[4..].trim().to_string();
                 mail = None;
                 recipients.clear();
-                if verb == "EHLO" {
+                if verb == "EHLO" && shared.broken_starttls {
+                    "250-sink.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n\
+                     250-ENHANCEDSTATUSCODES\r\n250 SIZE 104857600"
+                        .to_string()
+                } else if verb == "EHLO" {
                     "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n\
                      250-ENHANCEDSTATUSCODES\r\n250 SIZE 104857600"
                         .to_string()
                 } else {
                     "250 sink.test".to_string()
                 }
+            }
+            "STARTTLS" if shared.broken_starttls => {
+                out.write_all(b"220 2.0.0 Ready to start TLS\r\n")?;
+                // Whatever the client's ClientHello says, this is no answer.
+                let mut hello = [0u8; 512];
+                let _ = input.read(&mut hello);
+                out.write_all(b"this is not TLS\r\n")?;
+                return Ok(());
             }
             "MAIL" => match path_after(command, "MAIL FROM:") {
                 Some((path, params)) => {

@@ -4,8 +4,10 @@
 //!   control socket in a deep spool directory, an LMTP server's socket).
 //! - [`user`]: the user the process runs as, from the system's user
 //!   database.
+//! - [`socket`]: a non-blocking read of a blocking socket in one call.
 //!
 //! Nothing here is `unsafe`: the system calls go through `nix`.
 
+pub mod socket;
 pub mod unix_socket;
 pub mod user;

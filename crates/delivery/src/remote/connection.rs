@@ -3,9 +3,11 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
 
 use sluice_smtp::client::{
     BodyFraming, ClientConfig, ClientEvent, ClientSession, CloseReason, DotStuffed, Message,
@@ -14,6 +16,7 @@ use sluice_smtp::client::{
 use sluice_smtp::{EnhancedCode, Reply, Stage};
 
 use super::Timeouts;
+use super::stream::Stream;
 
 /// Slices per `writev`: Linux's `IOV_MAX`.
 const IOV_MAX: usize = 1024;
@@ -31,68 +34,27 @@ pub(super) enum Endpoint {
     Unix(PathBuf),
 }
 
-#[derive(Debug)]
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
+/// How to run the handshake when the session asks for it.
+#[derive(Debug, Clone)]
+pub(super) struct TlsSetup {
+    pub config: Arc<rustls::ClientConfig>,
+    /// SNI, and the name a verified certificate must have: the MX host.
+    pub name: ServerName<'static>,
+    /// The certificate was verified in the handshake (else it was only
+    /// looked at afterwards, for the log).
+    pub verify: bool,
+    /// For telling, after an unverified handshake, whether it would have
+    /// passed.
+    pub trust: sluice_tls::ClientTls,
 }
 
-impl Stream {
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(timeout),
-            Stream::Unix(s) => s.set_read_timeout(timeout),
-        }
-    }
-
-    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(timeout),
-            Stream::Unix(s) => s.set_write_timeout(timeout),
-        }
-    }
-
-    /// One non-blocking peek at the next byte (`MSG_PEEK | MSG_DONTWAIT`):
-    /// `WouldBlock` means open and quiet, `Ok(0)` closed, `Ok(1)` the server
-    /// said something. One syscall, where switching the socket to
-    /// non-blocking, reading and switching back took three.
-    fn peek_nonblocking(&self) -> io::Result<usize> {
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
-        match self {
-            Stream::Tcp(s) => socket2::SockRef::from(s).recv_with_flags(&mut byte, flags),
-            Stream::Unix(s) => socket2::SockRef::from(s).recv_with_flags(&mut byte, flags),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write_vectored(bufs),
-            Stream::Unix(s) => s.write_vectored(bufs),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+/// What the handshake came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TlsDone {
+    pub version: String,
+    pub cipher: String,
+    /// The certificate chains to a trusted root and names the host.
+    pub trusted: bool,
 }
 
 /// What one message on a connection came to.
@@ -120,6 +82,9 @@ pub(super) struct Connection {
     #[cfg(test)]
     read_timeout_sets: usize,
     buf: Vec<u8>,
+    tls: Option<TlsSetup>,
+    /// Why the handshake failed, if it did.
+    tls_error: Option<String>,
 }
 
 impl Connection {
@@ -130,6 +95,7 @@ impl Connection {
         label: String,
         timeouts: Timeouts,
         config: ClientConfig,
+        tls: Option<TlsSetup>,
     ) -> io::Result<Connection> {
         let stream = match endpoint {
             Endpoint::Tcp(addr) => {
@@ -155,7 +121,61 @@ impl Connection {
             #[cfg(test)]
             read_timeout_sets: 0,
             buf: vec![0; 16 * 1024],
+            tls,
+            tls_error: None,
         })
+    }
+
+    /// Why the STARTTLS handshake failed, when it did.
+    pub(super) fn tls_error(&self) -> Option<&str> {
+        self.tls_error.as_deref()
+    }
+
+    /// The handshake the session asked for; the session hears how it went.
+    fn start_tls(&mut self) {
+        let Some(setup) = self.tls.clone() else {
+            self.session.tls_failed("no TLS configuration");
+            return;
+        };
+        // The handshake waits as long as a command does.
+        if self.read_timeout != Some(self.timeouts.command) {
+            let _ = self.stream.set_read_timeout(Some(self.timeouts.command));
+            self.read_timeout = Some(self.timeouts.command);
+        }
+        match self.stream.upgrade(setup.config, setup.name.clone()) {
+            Ok(()) => {
+                let conn = self.stream.tls().expect("just upgraded");
+                let trusted = setup.verify || setup.trust.is_trusted(conn, &setup.name).is_ok();
+                let done = TlsDone {
+                    version: conn
+                        .protocol_version()
+                        .map(sluice_tls::version_name)
+                        .unwrap_or_default(),
+                    cipher: conn
+                        .negotiated_cipher_suite()
+                        .map(sluice_tls::cipher_name)
+                        .unwrap_or_default(),
+                    trusted,
+                };
+                tracing::info!(
+                    to = %self.label,
+                    version = %done.version,
+                    cipher = %done.cipher,
+                    "{} TLS connection established",
+                    match (setup.verify, done.trusted) {
+                        (true, _) => "Verified",
+                        (false, true) => "Trusted",
+                        (false, false) => "Untrusted",
+                    }
+                );
+                self.session.tls_established();
+            }
+            Err(why) => {
+                tracing::info!(to = %self.label, error = %why, "TLS handshake failed");
+                self.session.tls_failed(&why);
+                self.tls_error = Some(why);
+            }
+        }
     }
 
     pub(super) fn label(&self) -> &str {
@@ -217,8 +237,7 @@ impl Connection {
                         }
                     }
                     ClientEvent::MessageDone(done) => results = Some(done),
-                    // Not asked for yet (TlsUse::Off).
-                    ClientEvent::StartTls => self.session.connection_lost(),
+                    ClientEvent::StartTls => self.start_tls(),
                     ClientEvent::Closed(reason) => {
                         // A QUIT, say; the connection may already be gone.
                         let _ = self.flush();
@@ -228,6 +247,11 @@ impl Connection {
             }
             if closed.is_some() || (results.is_some() && self.session.is_ready()) {
                 break;
+            }
+            // An event may have left something to say (EHLO after the
+            // handshake): say it before waiting for an answer.
+            if !self.session.output().is_empty() {
+                continue;
             }
             self.read();
         }
@@ -243,11 +267,7 @@ impl Connection {
     /// closed it, or said anything unasked (a 421 on its idle timeout), makes
     /// it useless for the next message.
     pub(super) fn is_alive(&mut self) -> bool {
-        self.session.is_ready()
-            && matches!(
-                self.stream.peek_nonblocking(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock
-            )
+        self.session.is_ready() && self.stream.is_quiet()
     }
 
     /// QUIT, a short wait for its reply, and close.
@@ -293,6 +313,23 @@ impl Connection {
                 BodyFraming::Raw { .. } => Pieces::Raw(Some(body)),
                 BodyFraming::DotStuffed => Pieces::Stuffed(dot_stuffed(body)),
             });
+        if stream.is_tls() {
+            // Records of up to 16 KiB rather than one per slice: encryption
+            // copies the body anyway, so gather it first.
+            let mut record = Vec::with_capacity(16 * 1024);
+            for piece in pieces {
+                if record.len() + piece.len() > 16 * 1024 && !record.is_empty() {
+                    stream.write_all(&record)?;
+                    record.clear();
+                }
+                record.extend_from_slice(piece);
+            }
+            if !record.is_empty() {
+                stream.write_all(&record)?;
+            }
+            session.consume_output(pending_len);
+            return Ok(());
+        }
         let mut batch: Vec<IoSlice<'_>> = Vec::new();
         loop {
             batch.clear();
@@ -435,8 +472,14 @@ mod tests {
     fn timeout_sets_for_two_messages(timeouts: Timeouts) -> usize {
         let (addr, server) = one_connection_server();
         let config = ClientConfig::new(Domain::Name("client.test".into()));
-        let mut connection =
-            Connection::open(&Endpoint::Tcp(addr), addr.to_string(), timeouts, config).unwrap();
+        let mut connection = Connection::open(
+            &Endpoint::Tcp(addr),
+            addr.to_string(),
+            timeouts,
+            config,
+            None,
+        )
+        .unwrap();
         let body = b"Subject: x\r\n\r\nhello\r\n";
         let path = |s: &str| Path::parse(s.as_bytes()).unwrap();
         let message = Message::new(

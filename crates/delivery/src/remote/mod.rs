@@ -17,10 +17,17 @@
 //! Established connections are cached by address and reused for the next
 //! message (no new TCP and EHLO round trips), up to a number of messages
 //! each and until idle for too long.
+//!
+//! TLS ([`tls`]): each destination gets its security level (Postfix's
+//! `none`, `may`, `encrypt`, `verify`); a REQUIRETLS message asks for
+//! `verify` and a next hop that offers REQUIRETLS, and bounces (`5.7.30`)
+//! only when no next hop can give that.
 
 mod connection;
 mod pool;
+mod stream;
 mod timeouts;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,9 +40,10 @@ use sluice_smtp::{Domain, Envelope};
 use crate::Outcome;
 use crate::outcome::{Reason, RemoteMta};
 use crate::route::{NextHop, Router};
-use connection::{Connection, Endpoint, Sent};
+use connection::{Connection, Endpoint, Sent, TlsSetup};
 use pool::{Key, Pool};
 pub use timeouts::Timeouts;
+use tls::{BrokenPeers, Level, TlsPolicy};
 
 /// At most this many addresses are tried for one message, like Postfix's
 /// `smtp_mx_address_limit`: a domain with dozens of unreachable addresses
@@ -64,6 +72,18 @@ pub struct Remote {
     helo_name: Domain,
     router: Router,
     pool: Pool,
+    /// `None`: no TLS to next hops at all (as `security_level = "none"`).
+    tls: Option<TlsPolicy>,
+    broken: BrokenPeers,
+}
+
+/// What one message asks of TLS on its way to one destination.
+#[derive(Debug, Clone, Copy)]
+struct Demand {
+    level: Level,
+    /// RFC 8689: verified TLS to a next hop that offers REQUIRETLS, or a
+    /// bounce once every next hop was tried.
+    requiretls: bool,
 }
 
 /// One place to try: a host's name for texts, and one of its addresses.
@@ -100,7 +120,35 @@ impl Remote {
             config,
             helo_name,
             router,
+            tls: None,
+            broken: BrokenPeers::default(),
         }
+    }
+
+    /// Speaks TLS to next hops as `policy` says.
+    pub fn with_tls(mut self, policy: TlsPolicy) -> Remote {
+        self.tls = Some(policy);
+        self
+    }
+
+    /// What `envelope` (and the header of `body`) asks of TLS to `domain`.
+    fn demand(&self, domain: &str, envelope: &Envelope, body: &[u8]) -> Demand {
+        let configured = self
+            .tls
+            .as_ref()
+            .map_or(Level::None, |t| t.level_for(domain));
+        let requiretls = envelope.params.requiretls;
+        let level = if requiretls {
+            Level::Verify
+        } else if configured > Level::May && tls::tls_optional(body) {
+            // RFC 8689 §5: the sender would rather the message arrive than
+            // wait for a policy to be met (ignored under REQUIRETLS).
+            tracing::info!(domain, "TLS-Required: No: delivering with TLS if offered");
+            Level::May
+        } else {
+            configured
+        };
+        Demand { level, requiretls }
     }
 
     pub fn router(&self) -> &Router {
@@ -118,7 +166,8 @@ impl Remote {
             .next_hops(domain)
             .map(attempts)
             .map_err(|e| e.outcome());
-        self.deliver_to(hops, false, envelope, body)
+        let demand = self.demand(domain, envelope, body);
+        self.deliver_to(hops, false, demand, envelope, body)
     }
 
     /// The same over LMTP (RFC 2033) to a final delivery agent: `target` is
@@ -135,7 +184,12 @@ impl Remote {
                 .map(attempts)
                 .map_err(|e| e.outcome()),
         };
-        self.deliver_to(hops, true, envelope, body)
+        // Our own delivery agent, next door: no TLS.
+        let demand = Demand {
+            level: Level::None,
+            requiretls: false,
+        };
+        self.deliver_to(hops, true, demand, envelope, body)
     }
 
     /// Closes cached connections that have been idle for longer than
@@ -159,6 +213,7 @@ impl Remote {
         &self,
         hops: Result<Vec<Attempt>, Outcome>,
         lmtp: bool,
+        demand: Demand,
         envelope: &Envelope,
         body: &[u8],
     ) -> Vec<Outcome> {
@@ -180,7 +235,16 @@ impl Remote {
         let total = attempts.len().min(MAX_ADDRESSES);
         for (number, attempt) in attempts.into_iter().take(MAX_ADDRESSES).enumerate() {
             let last = number + 1 == total;
-            pending = self.attempt(&attempt, lmtp, envelope, body, pending, last, &mut outcomes);
+            pending = self.attempt(
+                &attempt,
+                lmtp,
+                demand,
+                envelope,
+                body,
+                pending,
+                last,
+                &mut outcomes,
+            );
             if pending.is_empty() {
                 break;
             }
@@ -201,22 +265,31 @@ impl Remote {
         &self,
         attempt: &Attempt,
         lmtp: bool,
+        demand: Demand,
         envelope: &Envelope,
         body: &[u8],
         pending: Vec<usize>,
         last: bool,
         outcomes: &mut [Option<Outcome>],
     ) -> Vec<usize> {
-        let key = Key {
+        let mut level = demand.level;
+        if let Endpoint::Tcp(addr) = attempt.endpoint
+            && level == Level::May
+            && self.broken.is_broken(addr)
+        {
+            level = Level::None;
+        }
+        let mut key = Key {
             lmtp,
             endpoint: attempt.endpoint.clone(),
+            tls: level,
         };
         let mut cached = self.pool.checkout(&key);
         loop {
             let reused = cached.is_some();
             let mut connection = match cached.take() {
                 Some(connection) => connection,
-                None => match self.connect(attempt, lmtp) {
+                None => match self.connect(attempt, lmtp, level) {
                     Ok(connection) => connection,
                     Err(outcome) => {
                         for &i in &pending {
@@ -248,13 +321,40 @@ impl Remote {
                 );
                 continue;
             }
-            let next = self.record(attempt, &connection, &sent, &pending, last, outcomes);
+            // Opportunistic TLS that failed in the handshake: the same host
+            // in clear, now and for a while (Postfix and KumoMTA do the same).
+            if level == Level::May
+                && connection.tls_error().is_some()
+                && let Endpoint::Tcp(addr) = attempt.endpoint
+            {
+                let hold = self
+                    .tls
+                    .as_ref()
+                    .map_or(Duration::from_secs(3600), |t| t.broken_hold);
+                self.broken.mark(addr, hold);
+                tracing::info!(
+                    to = connection.label(),
+                    "STARTTLS failed; delivering in clear, and without TLS to this address for {hold:?}"
+                );
+                level = Level::None;
+                key.tls = level;
+                continue;
+            }
+            let next = record(
+                attempt,
+                &connection,
+                &sent,
+                demand,
+                &pending,
+                last,
+                outcomes,
+            );
             self.release(key, connection, &sent);
             return next;
         }
     }
 
-    fn connect(&self, attempt: &Attempt, lmtp: bool) -> Result<Connection, Outcome> {
+    fn connect(&self, attempt: &Attempt, lmtp: bool, level: Level) -> Result<Connection, Outcome> {
         let label = match &attempt.endpoint {
             Endpoint::Tcp(addr) if attempt.host == format!("[{}]", addr.ip()) => {
                 format!("{}:{}", attempt.host, addr.port())
@@ -262,8 +362,22 @@ impl Remote {
             Endpoint::Tcp(addr) => format!("{}[{}]:{}", attempt.host, addr.ip(), addr.port()),
             Endpoint::Unix(_) => attempt.host.clone(),
         };
+        let setup = match (&self.tls, &attempt.endpoint) {
+            (Some(policy), Endpoint::Tcp(addr)) if level != Level::None => Some(TlsSetup {
+                config: policy.client.config(level == Level::Verify),
+                name: tls::server_name(&attempt.host, *addr),
+                verify: level == Level::Verify,
+                trust: policy.client.clone(),
+            }),
+            _ => None,
+        };
         let config = ClientConfig {
             lmtp,
+            tls: if setup.is_some() {
+                level.tls_use()
+            } else {
+                sluice_smtp::client::TlsUse::Off
+            },
             ..ClientConfig::new(self.helo_name.clone())
         };
         Connection::open(
@@ -271,6 +385,7 @@ impl Remote {
             label.clone(),
             self.config.timeouts,
             config,
+            setup,
         )
         .map_err(|e| {
             tracing::debug!(to = %label, error = %e, "connection failed");
@@ -285,47 +400,6 @@ impl Remote {
         })
     }
 
-    /// Turns the session's results into outcomes, and says which recipients
-    /// go on to the next address.
-    fn record(
-        &self,
-        attempt: &Attempt,
-        connection: &Connection,
-        sent: &Sent,
-        pending: &[usize],
-        last: bool,
-        outcomes: &mut [Option<Outcome>],
-    ) -> Vec<usize> {
-        // The host refused the session itself, before any transaction: its
-        // verdict says nothing about the recipients, so the next host gets
-        // them, even after a 5xx, unless there is none.
-        let refused = matches!(
-            sent.closed,
-            Some(CloseReason::GreetingRefused(_) | CloseReason::HelloRefused(_))
-        );
-        let session_ended = sent.closed.is_some();
-        let mut next = Vec::new();
-        for result in &sent.results {
-            let Some(&index) = pending.get(result.index) else {
-                continue;
-            };
-            let reason = reason(attempt, connection, result);
-            let (outcome, cut_off) = match &result.outcome {
-                ClientOutcome::Delivered(_) => (Outcome::Delivered(reason), false),
-                ClientOutcome::Transient(_) => (
-                    Outcome::Deferred(reason),
-                    refused || (session_ended && is_session_failure(result.origin, &sent.closed)),
-                ),
-                ClientOutcome::Permanent(_) => (Outcome::Failed(reason), refused),
-            };
-            outcomes[index] = Some(outcome);
-            if cut_off && !last {
-                next.push(index);
-            }
-        }
-        next
-    }
-
     /// Back to the cache if another message may follow, else closed.
     fn release(&self, key: Key, connection: Connection, sent: &Sent) {
         if sent.closed.is_some() || !connection.is_ready() {
@@ -337,6 +411,73 @@ impl Remote {
             self.pool.checkin(key, connection);
         }
     }
+}
+
+/// Turns the session's results into outcomes, and says which recipients
+/// go on to the next address.
+fn record(
+    attempt: &Attempt,
+    connection: &Connection,
+    sent: &Sent,
+    demand: Demand,
+    pending: &[usize],
+    last: bool,
+    outcomes: &mut [Option<Outcome>],
+) -> Vec<usize> {
+    // The host refused the session itself, before any transaction: its
+    // verdict says nothing about the recipients, so the next host gets
+    // them, even after a 5xx, unless there is none.
+    let refused = matches!(
+        sent.closed,
+        Some(CloseReason::GreetingRefused(_) | CloseReason::HelloRefused(_))
+    );
+    let session_ended = sent.closed.is_some();
+    let mut next = Vec::new();
+    for result in &sent.results {
+        let Some(&index) = pending.get(result.index) else {
+            continue;
+        };
+        let reason = reason(attempt, connection, result);
+        if demand.requiretls
+            && !matches!(result.outcome, ClientOutcome::Delivered(_))
+            && tls_shortfall(result, &sent.closed)
+        {
+            // RFC 8689 §4.2.1: this host cannot carry it; the next may.
+            // With none left, it bounces.
+            if last {
+                outcomes[index] = Some(Outcome::Failed(Reason {
+                    reply: sluice_smtp::Reply::new(
+                        550,
+                        Some(sluice_smtp::EnhancedCode::new(5, 7, 30)),
+                        format!(
+                            "REQUIRETLS support required: no next hop took the message \
+                             over verified TLS with REQUIRETLS (last: {})",
+                            reason
+                        ),
+                    ),
+                    remote_mta: reason.remote_mta.clone(),
+                    stage: reason.stage,
+                }));
+            } else {
+                outcomes[index] = Some(Outcome::Deferred(reason));
+                next.push(index);
+            }
+            continue;
+        }
+        let (outcome, cut_off) = match &result.outcome {
+            ClientOutcome::Delivered(_) => (Outcome::Delivered(reason), false),
+            ClientOutcome::Transient(_) => (
+                Outcome::Deferred(reason),
+                refused || (session_ended && is_session_failure(result.origin, &sent.closed)),
+            ),
+            ClientOutcome::Permanent(_) => (Outcome::Failed(reason), refused),
+        };
+        outcomes[index] = Some(outcome);
+        if cut_off && !last {
+            next.push(index);
+        }
+    }
+    next
 }
 
 /// Who said what: the next hop's reply with its name, address and stage;
@@ -372,6 +513,18 @@ fn attempts(hops: Vec<NextHop>) -> Vec<Attempt> {
             })
         })
         .collect()
+}
+
+/// Whether a result comes from this host not meeting REQUIRETLS: no
+/// STARTTLS, a failed or unverified handshake, or no REQUIRETLS offered.
+fn tls_shortfall(result: &RecipientResult, closed: &Option<CloseReason>) -> bool {
+    let refused_here = result.origin == ReplyOrigin::Local
+        && result.outcome.reply().enhanced() == Some(sluice_smtp::EnhancedCode::new(5, 7, 30));
+    refused_here
+        || matches!(
+            closed,
+            Some(CloseReason::TlsUnavailable(_) | CloseReason::TlsFailed(_))
+        )
 }
 
 /// Whether any recipient got a final answer (delivered, or refused for good).

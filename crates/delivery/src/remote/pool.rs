@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 use super::connection::{Connection, Endpoint};
 
 /// What a cached connection is good for: the same address, spoken to in the
-/// same protocol.
+/// same protocol, with the same demands on TLS (a connection in clear must
+/// not carry mail that wants TLS).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct Key {
     pub lmtp: bool,
     pub endpoint: Endpoint,
+    pub tls: super::tls::Level,
 }
 
 #[derive(Debug)]

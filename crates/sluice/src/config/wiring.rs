@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sluice_delivery::dispatch::{Dispatch, DispatchConfig};
 use sluice_delivery::local::{self, LocalConfig};
+use sluice_delivery::remote::tls::{Level, TlsPolicy};
 use sluice_delivery::remote::{Remote, RemoteConfig, Timeouts};
 use sluice_delivery::route::{RouteConfig, Router};
 use sluice_delivery::scheduler::SchedulerConfig;
@@ -223,7 +224,7 @@ impl Config {
         )
         .map_err(|e| format!("delivery: {e:?}"))?
         .with_smtp_port(d.mx_port);
-        let remote = Remote::new(
+        let mut remote = Remote::new(
             RemoteConfig {
                 helo_name: hostname.clone(),
                 timeouts: d.timeouts(),
@@ -234,6 +235,16 @@ impl Config {
             },
             router,
         );
+        if let Some(client) = self.client_tls()? {
+            let mut policy = TlsPolicy::new(client, level(d.tls.security_level));
+            policy.per_domain = d
+                .tls
+                .policy
+                .iter()
+                .map(|(domain, l)| (domain.trim_end_matches('.').to_ascii_lowercase(), level(*l)))
+                .collect();
+            remote = remote.with_tls(policy);
+        }
         Ok(Dispatch::new(DispatchConfig {
             directory,
             local,
@@ -257,5 +268,17 @@ impl Delivery {
             data_block: secs(self.data_block_timeout_secs),
             data_end: secs(self.data_end_timeout_secs),
         }
+    }
+}
+
+/// `secure` is `verify` here: both check the MX host name, which is the
+/// name Postfix's `secure` matches by default.
+fn level(l: super::tls::SecurityLevel) -> Level {
+    use super::tls::SecurityLevel as S;
+    match l {
+        S::None => Level::None,
+        S::May => Level::May,
+        S::Encrypt => Level::Encrypt,
+        S::Verify | S::Secure => Level::Verify,
     }
 }

@@ -86,6 +86,8 @@ pub enum CloseReason {
     /// [`TlsUse::Required`](super::TlsUse::Required), and the server does
     /// not offer STARTTLS (`None`) or refused it (its reply).
     TlsUnavailable(Option<Reply>),
+    /// The caller's TLS handshake failed (the reason as the caller gave it).
+    TlsFailed(String),
 }
 
 /// What the session is waiting for, to pick the timeout (RFC 5321 §4.5.3.2).

@@ -571,6 +571,10 @@ impl ClientSession {
     }
 
     pub(super) fn abort(&mut self, reason: CloseReason, text: String) {
+        self.abort_with(reason, local_reply(451, (4, 4, 2), text));
+    }
+
+    pub(super) fn abort_with(&mut self, reason: CloseReason, reply: Reply) {
         let state = std::mem::replace(&mut self.state, State::Closed);
         self.state = match state {
             State::Closed => State::Closed,
@@ -578,12 +582,7 @@ impl ClientSession {
                 self.events.push_back(ClientEvent::Closed(reason));
                 State::Closed
             }
-            state => self.close(
-                state,
-                reason,
-                local_reply(451, (4, 4, 2), text),
-                ReplyOrigin::Local,
-            ),
+            state => self.close(state, reason, reply, ReplyOrigin::Local),
         };
     }
 

@@ -173,6 +173,18 @@ impl ClientSession {
         }
     }
 
+    /// The TLS handshake after [`ClientEvent::StartTls`] failed (`why`, for
+    /// the reply every recipient left gets: `451 4.7.5 TLS handshake
+    /// failed: why`). The connection is unusable; no QUIT is sent.
+    pub fn tls_failed(&mut self, why: &str) {
+        let reply = Reply::new(
+            451,
+            Some(crate::reply::EnhancedCode::new(4, 7, 5)),
+            format!("TLS handshake failed: {why}"),
+        );
+        self.abort_with(CloseReason::TlsFailed(why.to_owned()), reply);
+    }
+
     /// Whether the session runs inside TLS.
     pub fn is_tls(&self) -> bool {
         self.tls
