@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use sluice_e2e::tls::{TestCerts, TlsClient};
-use sluice_e2e::{Client, Server, Sink, queue_by_id, submit, wait_for_maildir};
+use sluice_e2e::tls::{PolicyServer, TestCerts, TlsClient};
+use sluice_e2e::{Client, Dnsmasq, Server, Sink, queue_by_id, submit, wait_for_maildir};
 use sluice_testkit::tls::LeafSpec;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -227,5 +227,97 @@ fn requiretls_goes_only_where_it_is_kept_and_bounces_elsewhere() {
     assert!(
         show.contains("sender:   <alice@example.test>") && show.contains("REQUIRETLS"),
         "{show}"
+    );
+}
+
+/// MTA-STS (RFC 8461): the TXT record from a real name server, the policy
+/// over HTTPS from a loopback server (its port is `mta_sts_port`, a
+/// test-only setting), the MX host from the name server too.
+#[test]
+fn mta_sts_enforce_delivers_to_named_mx_hosts_only() {
+    let certs = TestCerts::new();
+    let mx = certs
+        .ca
+        .leaf(&LeafSpec::new(&["mx.remote.test", "mx.strict.test"], 8));
+    let (cert, key) = mx.write(certs.dir.path(), "mx-hosts", &certs.ca);
+    let hop = Server::start_receiving(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+         [local]\ndomains = [\"remote.test\", \"strict.test\"]\nusers = [\"postmaster\", \"bob\"]\n",
+        cert.display(),
+        key.display()
+    ));
+    let policy =
+        |mx: &str| format!("version: STSv1\r\nmode: enforce\r\nmx: {mx}\r\nmax_age: 86400\r\n");
+    let policies = PolicyServer::start(
+        &certs,
+        &[
+            ("remote.test", &policy("mx.remote.test")),
+            ("strict.test", &policy("*.elsewhere.test")),
+        ],
+    );
+    let dns = Dnsmasq::start(
+        &[
+            "--mx-host=remote.test,mx.remote.test,10",
+            "--mx-host=strict.test,mx.strict.test,10",
+            "--host-record=mx.remote.test,127.0.0.1",
+            "--host-record=mx.strict.test,127.0.0.1",
+            "--host-record=mta-sts.remote.test,127.0.0.1",
+            "--host-record=mta-sts.strict.test,127.0.0.1",
+            "--txt-record=_mta-sts.remote.test,v=STSv1; id=20261206;",
+            "--txt-record=_mta-sts.strict.test,v=STSv1; id=1;",
+        ],
+        "mx.strict.test",
+    );
+    let server = Server::start(&format!(
+        "[dns]\nnameservers = [\"{}\"]\n[delivery]\nmx_port = {}\nretry_schedule_secs = [1]\n\
+         [delivery.tls]\nca_file = \"{}\"\nmta_sts_port = {}\n",
+        dns.addr(),
+        hop.addr().port(),
+        certs.ca_file.display(),
+        policies.addr().port()
+    ));
+    let id = submit(
+        server.addr(),
+        "alice@example.test",
+        "",
+        &["bob@remote.test"],
+        CONTENT,
+    );
+    server.wait_delivery(&id, "bob@remote.test", "delivered", LIMIT);
+    server
+        .wait_for_log("MTA-STS policy fetched", LIMIT)
+        .expect("the policy was fetched");
+    server
+        .wait_for_log("Verified TLS connection established", LIMIT)
+        .expect("enforce means a verified certificate");
+    let kept = server.spool_dir().join("mta-sts/remote.test.policy");
+    let text = std::fs::read_to_string(&kept).expect("the policy is kept on disk");
+    assert!(text.starts_with("sluice-id: 20261206\n"), "{text}");
+
+    // The cached policy serves the next message: no second fetch.
+    let fetched = policies.requests();
+    let again = submit(
+        server.addr(),
+        "alice@example.test",
+        "",
+        &["bob@remote.test"],
+        CONTENT,
+    );
+    server.wait_delivery(&again, "bob@remote.test", "delivered", LIMIT);
+    assert_eq!(policies.requests(), fetched);
+
+    let id = submit(
+        server.addr(),
+        "alice@example.test",
+        "",
+        &["bob@strict.test"],
+        CONTENT,
+    );
+    let line = server.wait_delivery(&id, "bob@strict.test", "deferred", LIMIT);
+    assert!(
+        line.contains(
+            "451 4.7.5 MTA-STS policy of strict.test names none of its MX hosts (mx.strict.test)"
+        ),
+        "{line}"
     );
 }

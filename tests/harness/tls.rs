@@ -222,3 +222,121 @@ impl TlsClient {
         self.read_reply()
     }
 }
+
+/// An HTTPS server on loopback that serves MTA-STS policies by `Host`:
+/// `/.well-known/mta-sts.txt` of `mta-sts.<domain>` is `policies[domain]`.
+/// Stops when dropped.
+pub struct PolicyServer {
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PolicyServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl PolicyServer {
+    /// Serves with a certificate from `certs`' CA for every
+    /// `mta-sts.<domain>` of `policies`.
+    pub fn start(certs: &TestCerts, policies: &[(&str, &str)]) -> PolicyServer {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+        let names: Vec<String> = policies
+            .iter()
+            .map(|(d, _)| format!("mta-sts.{d}"))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (cert, key) =
+            certs
+                .ca
+                .leaf(&LeafSpec::new(&names, 77))
+                .write(certs.dir.path(), "mta-sts", &certs.ca);
+        let tls = sluice_tls::ServerTls::load(sluice_tls::ServerTlsConfig {
+            pairs: vec![sluice_tls::CertPair { cert, key }],
+            min_version: sluice_tls::MinVersion::Tls12,
+        })
+        .expect("the policy server's certificate");
+        let config = tls.config();
+        let policies: std::collections::HashMap<String, String> = policies
+            .iter()
+            .map(|(d, p)| (format!("mta-sts.{d}"), p.to_string()))
+            .collect();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("its address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (stopping, counting) = (stop.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(tcp) = stream else { continue };
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+                let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                    continue;
+                };
+                let mut tls = StreamOwned::new(conn, tcp);
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counting.fetch_add(1, Ordering::SeqCst);
+                let text = String::from_utf8_lossy(&request).into_owned();
+                let host = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Host: "))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                let response = match policies.get(&host) {
+                    Some(policy) if text.starts_with("GET /.well-known/mta-sts.txt ") => format!(
+                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{policy}",
+                        policy.len()
+                    ),
+                    _ => "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
+                };
+                let _ = tls.write_all(response.as_bytes());
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        });
+        PolicyServer {
+            addr,
+            stop,
+            requests,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Requests served so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for PolicyServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -7,13 +7,15 @@
 //! - [`route`]: the next hop for a domain: configured routes, the smarthost,
 //!   or MX records through DNS.
 //! - [`remote`]: the SMTP and LMTP client transport over sockets, with
-//!   connection reuse.
+//!   connection reuse and TLS.
+//! - [`mta_sts`]: MTA-STS policies (RFC 8461), fetched and cached.
 //! - [`scheduler`]: due times, retries, per-destination concurrency, and the
 //!   pool of delivery threads.
 
 pub mod dispatch;
 pub mod dsn;
 pub mod local;
+pub mod mta_sts;
 pub mod outcome;
 pub mod remote;
 pub mod route;

@@ -140,6 +140,9 @@ pub struct NextHop {
     pub addrs: Vec<SocketAddr>,
     /// The MX preference; 0 for routes, the smarthost and implicit MX.
     pub preference: u16,
+    /// Found through the domain's MX records (or its implicit MX), so its
+    /// MTA-STS policy applies; not for routes, the smarthost or literals.
+    pub from_mx: bool,
 }
 
 /// Finds next hops. Cheap to share between delivery threads (`Send + Sync`);
@@ -249,6 +252,7 @@ impl Router {
                 .map(|ip| SocketAddr::new(ip, target.port))
                 .collect(),
             preference: 0,
+            from_mx: false,
         }])
     }
 
@@ -267,6 +271,7 @@ impl Router {
             host: domain.to_owned(),
             addrs: vec![SocketAddr::new(ip, self.smtp_port)],
             preference: 0,
+            from_mx: false,
         }])
     }
 
@@ -313,6 +318,7 @@ impl Router {
                         .map(|ip| SocketAddr::new(ip, self.smtp_port))
                         .collect(),
                     preference: *preference,
+                    from_mx: true,
                 }),
                 Ok(_) => {}
                 Err(LookupError::Temporary(e)) => temporary = Some(format!("{host}: {e}")),
@@ -345,6 +351,7 @@ impl Router {
                     .map(|ip| SocketAddr::new(ip, self.smtp_port))
                     .collect(),
                 preference: 0,
+                from_mx: true,
             }]),
             Ok(_) | Err(LookupError::NoRecords { .. } | LookupError::NoSuchName { .. }) => {
                 Err(RouteError::NoAddress {

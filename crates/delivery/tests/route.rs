@@ -139,6 +139,7 @@ fn no_mx_means_the_domain_itself() {
             host: "plain.test".into(),
             addrs: vec![addr("127.0.0.5:25")],
             preference: 0,
+            from_mx: true,
         }]
     );
     // The name exists, but with neither MX nor address records.
@@ -232,6 +233,7 @@ fn routes_and_the_smarthost_come_before_dns() {
             host: "[127.0.0.20]".into(),
             addrs: vec![addr("127.0.0.20:2526")],
             preference: 0,
+            from_mx: false,
         }]
     );
     let hops = router.next_hops("named.example").unwrap();

@@ -38,12 +38,13 @@ use sluice_smtp::client::{
 use sluice_smtp::{Domain, Envelope};
 
 use crate::Outcome;
+use crate::mta_sts::MtaSts;
 use crate::outcome::{Reason, RemoteMta};
 use crate::route::{NextHop, Router};
 use connection::{Connection, Endpoint, Sent, TlsSetup};
 use pool::{Key, Pool};
 pub use timeouts::Timeouts;
-use tls::{BrokenPeers, Level, TlsPolicy};
+use tls::{BrokenPeers, Demand, Level, TlsPolicy, tls_shortfall};
 
 /// At most this many addresses are tried for one message, like Postfix's
 /// `smtp_mx_address_limit`: a domain with dozens of unreachable addresses
@@ -75,15 +76,7 @@ pub struct Remote {
     /// `None`: no TLS to next hops at all (as `security_level = "none"`).
     tls: Option<TlsPolicy>,
     broken: BrokenPeers,
-}
-
-/// What one message asks of TLS on its way to one destination.
-#[derive(Debug, Clone, Copy)]
-struct Demand {
-    level: Level,
-    /// RFC 8689: verified TLS to a next hop that offers REQUIRETLS, or a
-    /// bounce once every next hop was tried.
-    requiretls: bool,
+    mta_sts: Option<MtaSts>,
 }
 
 /// One place to try: a host's name for texts, and one of its addresses.
@@ -122,33 +115,15 @@ impl Remote {
             router,
             tls: None,
             broken: BrokenPeers::default(),
+            mta_sts: None,
         }
     }
 
-    /// Speaks TLS to next hops as `policy` says.
-    pub fn with_tls(mut self, policy: TlsPolicy) -> Remote {
-        self.tls = Some(policy);
+    /// Honours the MTA-STS policies of the domains mail goes to through
+    /// their MX records.
+    pub fn with_mta_sts(mut self, sts: MtaSts) -> Remote {
+        self.mta_sts = Some(sts);
         self
-    }
-
-    /// What `envelope` (and the header of `body`) asks of TLS to `domain`.
-    fn demand(&self, domain: &str, envelope: &Envelope, body: &[u8]) -> Demand {
-        let configured = self
-            .tls
-            .as_ref()
-            .map_or(Level::None, |t| t.level_for(domain));
-        let requiretls = envelope.params.requiretls;
-        let level = if requiretls {
-            Level::Verify
-        } else if configured > Level::May && tls::tls_optional(body) {
-            // RFC 8689 §5: the sender would rather the message arrive than
-            // wait for a policy to be met (ignored under REQUIRETLS).
-            tracing::info!(domain, "TLS-Required: No: delivering with TLS if offered");
-            Level::May
-        } else {
-            configured
-        };
-        Demand { level, requiretls }
     }
 
     pub fn router(&self) -> &Router {
@@ -161,12 +136,12 @@ impl Remote {
     /// (CRLF line ends, not dot-stuffed). Returns one outcome per recipient,
     /// in the order of `envelope.recipients`.
     pub fn deliver(&self, domain: &str, envelope: &Envelope, body: &[u8]) -> Vec<Outcome> {
-        let hops = self
-            .router
-            .next_hops(domain)
-            .map(attempts)
-            .map_err(|e| e.outcome());
-        let demand = self.demand(domain, envelope, body);
+        let mut demand = self.demand(domain, envelope, body);
+        let hops = match self.router.next_hops(domain) {
+            Ok(hops) => self.apply_mta_sts(domain, hops, &mut demand, body),
+            Err(e) => Err(e.outcome()),
+        }
+        .map(attempts);
         self.deliver_to(hops, false, demand, envelope, body)
     }
 
@@ -369,6 +344,13 @@ impl Remote {
                 verify: level == Level::Verify,
                 trust: policy.client.clone(),
             }),
+            (None, Endpoint::Tcp(_)) if level > Level::May => {
+                return Err(Outcome::local(
+                    451,
+                    (4, 7, 4),
+                    format!("TLS is required to {label}, but no TLS client is configured"),
+                ));
+            }
             _ => None,
         };
         let config = ClientConfig {
@@ -513,18 +495,6 @@ fn attempts(hops: Vec<NextHop>) -> Vec<Attempt> {
             })
         })
         .collect()
-}
-
-/// Whether a result comes from this host not meeting REQUIRETLS: no
-/// STARTTLS, a failed or unverified handshake, or no REQUIRETLS offered.
-fn tls_shortfall(result: &RecipientResult, closed: &Option<CloseReason>) -> bool {
-    let refused_here = result.origin == ReplyOrigin::Local
-        && result.outcome.reply().enhanced() == Some(sluice_smtp::EnhancedCode::new(5, 7, 30));
-    refused_here
-        || matches!(
-            closed,
-            Some(CloseReason::TlsUnavailable(_) | CloseReason::TlsFailed(_))
-        )
 }
 
 /// Whether any recipient got a final answer (delivered, or refused for good).

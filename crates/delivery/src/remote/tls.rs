@@ -9,8 +9,14 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use sluice_smtp::client::TlsUse;
+use sluice_smtp::Envelope;
+use sluice_smtp::client::{CloseReason, RecipientResult, ReplyOrigin, TlsUse};
 use sluice_tls::ClientTls;
+
+use super::Remote;
+use crate::Outcome;
+use crate::mta_sts::Mode;
+use crate::route::NextHop;
 
 /// Postfix's `smtp_tls_security_level`, for one destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -89,6 +95,128 @@ pub(super) fn server_name(host: &str, addr: SocketAddr) -> ServerName<'static> {
     }
     ServerName::try_from(host.trim_end_matches('.').to_owned())
         .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()))
+}
+
+/// What one message asks of TLS on its way to one destination.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Demand {
+    pub(super) level: Level,
+    /// RFC 8689: verified TLS to a next hop that offers REQUIRETLS, or a
+    /// bounce once every next hop was tried.
+    pub(super) requiretls: bool,
+}
+
+impl Remote {
+    /// What `envelope` (and the header of `body`) asks of TLS to `domain`.
+    pub(super) fn demand(&self, domain: &str, envelope: &Envelope, body: &[u8]) -> Demand {
+        let configured = self
+            .tls
+            .as_ref()
+            .map_or(Level::None, |t| t.level_for(domain));
+        let requiretls = envelope.params.requiretls;
+        let level = if requiretls {
+            Level::Verify
+        } else if configured > Level::May && tls_optional(body) {
+            // RFC 8689 §5: the sender would rather the message arrive than
+            // wait for a policy to be met (ignored under REQUIRETLS).
+            tracing::info!(domain, "TLS-Required: No: delivering with TLS if offered");
+            Level::May
+        } else {
+            configured
+        };
+        Demand { level, requiretls }
+    }
+
+    /// RFC 8461 §5: for a domain with a policy in `enforce` mode, only the
+    /// MX hosts it names, and only over verified TLS. `testing` only logs.
+    /// Routes and the smarthost are our own choices, not the domain's MX:
+    /// its policy does not apply to them.
+    pub(super) fn apply_mta_sts(
+        &self,
+        domain: &str,
+        hops: Vec<NextHop>,
+        demand: &mut Demand,
+        body: &[u8],
+    ) -> Result<Vec<NextHop>, Outcome> {
+        let Some(sts) = &self.mta_sts else {
+            return Ok(hops);
+        };
+        if hops.is_empty() || !hops.iter().all(|h| h.from_mx) {
+            return Ok(hops);
+        }
+        let Some(policy) = sts.policy(domain) else {
+            return Ok(hops);
+        };
+        // In preference order: the policy filters, it never reorders.
+        let refused: Vec<String> = hops
+            .iter()
+            .filter(|h| !policy.allows(&h.host))
+            .map(|h| h.host.clone())
+            .collect();
+        match policy.mode {
+            Mode::None => Ok(hops),
+            Mode::Testing => {
+                if !refused.is_empty() {
+                    tracing::info!(
+                        domain,
+                        mx = %refused.join(","),
+                        "MTA-STS testing: these MX hosts would be refused in enforce mode"
+                    );
+                }
+                Ok(hops)
+            }
+            Mode::Enforce if !demand.requiretls && tls_optional(body) => {
+                tracing::info!(
+                    domain,
+                    "TLS-Required: No: the MTA-STS policy is not applied"
+                );
+                Ok(hops)
+            }
+            Mode::Enforce => {
+                if !refused.is_empty() {
+                    tracing::info!(
+                        domain,
+                        mx = %refused.join(","),
+                        "MTA-STS: MX hosts the policy does not name are skipped"
+                    );
+                }
+                let allowed: Vec<NextHop> = hops
+                    .into_iter()
+                    .filter(|h| policy.allows(&h.host))
+                    .collect();
+                if allowed.is_empty() {
+                    return Err(Outcome::local(
+                        451,
+                        (4, 7, 5),
+                        format!(
+                            "MTA-STS policy of {domain} names none of its MX hosts ({})",
+                            refused.join(", ")
+                        ),
+                    ));
+                }
+                demand.level = demand.level.max(Level::Verify);
+                Ok(allowed)
+            }
+        }
+    }
+
+    /// Speaks TLS to next hops as `policy` says.
+    pub fn with_tls(mut self, policy: TlsPolicy) -> Remote {
+        self.tls = Some(policy);
+        self
+    }
+}
+
+/// Whether a result comes from this host not meeting REQUIRETLS: no
+/// STARTTLS, a failed or unverified handshake, or no REQUIRETLS offered.
+pub(super) fn tls_shortfall(result: &RecipientResult, closed: &Option<CloseReason>) -> bool {
+    let refused_here = result.origin == ReplyOrigin::Local
+        && result.outcome.reply().enhanced() == Some(sluice_smtp::EnhancedCode::new(5, 7, 30));
+    refused_here
+        || matches!(
+            closed,
+            Some(CloseReason::TlsUnavailable(_) | CloseReason::TlsFailed(_))
+        )
 }
 
 /// Peers whose handshake failed at `may`, until when they get mail in clear.

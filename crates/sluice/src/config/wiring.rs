@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sluice_delivery::dispatch::{Dispatch, DispatchConfig};
 use sluice_delivery::local::{self, LocalConfig};
+use sluice_delivery::mta_sts::MtaSts;
 use sluice_delivery::remote::tls::{Level, TlsPolicy};
 use sluice_delivery::remote::{Remote, RemoteConfig, Timeouts};
 use sluice_delivery::route::{RouteConfig, Router};
@@ -68,7 +69,8 @@ impl Config {
         use super::tls::SecurityLevel;
         let t = &self.delivery.tls;
         let used = t.security_level != SecurityLevel::None
-            || t.policy.values().any(|l| *l != SecurityLevel::None);
+            || t.policy.values().any(|l| *l != SecurityLevel::None)
+            || t.mta_sts;
         if !used {
             return Ok(None);
         }
@@ -236,6 +238,14 @@ impl Config {
             router,
         );
         if let Some(client) = self.client_tls()? {
+            if d.tls.mta_sts {
+                remote = remote.with_mta_sts(MtaSts::new(
+                    dns.clone(),
+                    client.clone(),
+                    self.spool_dir.join("mta-sts"),
+                    d.tls.mta_sts_port,
+                ));
+            }
             let mut policy = TlsPolicy::new(client, level(d.tls.security_level));
             policy.per_domain = d
                 .tls
