@@ -4,6 +4,7 @@
 #
 #   benches/compare.sh                  # 20,000 messages of 4 KiB over 20 connections
 #   benches/compare.sh -n 5000 -c 50    # other loads; --help for all options
+#   benches/compare.sh --tls            # STARTTLS on every hop, both MTAs
 #
 # For each MTA it measures ingress msg/s (the generator's 250s), end-to-end
 # msg/s (from the start of the load until the sink has counted every
@@ -33,6 +34,8 @@ BUILD=1
 POSTFIX=1
 SMTP_SOURCE=1
 FILTERS=auto
+TLS=0
+PER_CONNECTION=""
 
 usage() {
     cat <<EOF
@@ -49,6 +52,13 @@ usage: benches/compare.sh [options]
                          as with no [[plugin]] in the config; built with plugins/build.sh
                          when missing), "none" (plugin = []; the built-in relay check
                          stays), or "auto" (default: shipped if plugins/dist has them)
+      --per-connection N messages per connection before the generator opens a new one
+                         (default: connections kept for the whole run); with --tls,
+                         1 puts a handshake in front of every message
+      --tls              STARTTLS on every hop: the generator asks for it, both MTAs
+                         offer it (same certificate) and use it to the sink at their
+                         opportunistic level (Sluice: [delivery.tls] may; Postfix:
+                         smtp_tls_security_level = may). smtp-source has no TLS: skipped
 environment: MTA_PORT (default 2525), SINK_PORT (2626), RUN_TIMEOUT per run (240 s),
 CARGO_TARGET_DIR (default target/)
 EOF
@@ -65,6 +75,8 @@ while [ $# -gt 0 ]; do
         --no-postfix) POSTFIX=0; shift ;;
         --no-smtp-source) SMTP_SOURCE=0; shift ;;
         --filters) FILTERS=$2; shift 2 ;;
+        --tls) TLS=1; SMTP_SOURCE=0; shift ;;
+        --per-connection) PER_CONNECTION=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -230,6 +242,22 @@ case "$FILTERS" in
     *) die "--filters takes shipped, none or auto, not $FILTERS" ;;
 esac
 
+# One certificate for every TLS endpoint: the sink, Sluice and Postfix.
+# Self-signed: the generator and both MTAs' opportunistic TLS do not verify.
+TLS_CERT=$WORK/tls/cert.pem
+TLS_KEY=$WORK/tls/key.pem
+if [ "$TLS" = 1 ]; then
+    mkdir -p "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test,IP:127.0.0.1" \
+        -keyout "$TLS_KEY" -out "$TLS_CERT" >/dev/null 2>&1 || die "openssl could not make a certificate"
+    chmod 644 "$TLS_KEY"
+fi
+TLS_SINK=()
+GEN_EXTRA=()
+[ "$TLS" = 0 ] || { TLS_SINK=(--tls-cert "$TLS_CERT" --tls-key "$TLS_KEY"); GEN_EXTRA=(--tls); }
+[ -z "$PER_CONNECTION" ] || GEN_EXTRA+=(--per-connection "$PER_CONNECTION")
+
 CLK_TCK=$(getconf CLK_TCK)
 KERNEL=$(uname -r)
 CPUS=$(nproc)
@@ -244,7 +272,7 @@ start_sink() { # DIR COUNT
     local dir=$1 count=$2
     "$BIN/sluice-sink" --listen "127.0.0.1:$SINK_PORT" --count "$count" \
         --json "$dir/sink.json" --hgrm "$dir/end-to-end.hgrm" \
-        --max-time "$RUN_TIMEOUT" --interval 0 >"$dir/sink.out" 2>&1 &
+        --max-time "$RUN_TIMEOUT" --interval 0 "${TLS_SINK[@]}" >"$dir/sink.out" 2>&1 &
     SINK_PID=$!
     PIDS+=("$SINK_PID")
     wait_port "$SINK_PORT" "$SINK_PID" || die "the sink did not start: $(cat "$dir/sink.out")"
@@ -274,6 +302,10 @@ start_sluice() { # DIR
         echo
         echo '[delivery]'
         echo "smarthost = \"127.0.0.1:$SINK_PORT\""
+        if [ "$TLS" = 1 ]; then
+            printf '\n[tls]\ncert = "%s"\nkey = "%s"\n' "$TLS_CERT" "$TLS_KEY"
+            printf '\n[delivery.tls]\nsecurity_level = "may"\nmta_sts = false\n'
+        fi
         if [ "$FILTERS" = shipped ]; then
             for p in "${SHIPPED_PLUGINS[@]}"; do
                 printf '\n[[plugin]]\nname = "%s"\npath = "%s"\n' "$p" "$ROOT/plugins/dist/$p.wasm"
@@ -311,6 +343,11 @@ start_postfix() { # DIR
         "smtpd_tls_security_level = none" "smtp_tls_security_level = none" \
         "maillog_file_prefixes = /var, /dev/stdout, /tmp" \
         "maillog_file = $dir/postfix/maillog"
+    if [ "$TLS" = 1 ]; then
+        postconf -c "$conf" -e \
+            "smtpd_tls_security_level = may" "smtp_tls_security_level = may" \
+            "smtpd_tls_cert_file = $TLS_CERT" "smtpd_tls_key_file = $TLS_KEY"
+    fi
     postconf -c "$conf" -F '*/*/chroot = n'
     postconf -c "$conf" -M# smtp/inet
     postconf -c "$conf" -M "127.0.0.1:$MTA_PORT/inet = 127.0.0.1:$MTA_PORT inet n - n - - smtpd"
@@ -356,7 +393,7 @@ run() {
             [ -z "$rate" ] || extra=(--rate "$rate" --hgrm-due "$dir/from-due.hgrm")
             run_waited "$dir/loadgen.out" timeout "$RUN_TIMEOUT" "$BIN/sluice-loadgen" \
                 "127.0.0.1:$port" -n "$count" -c "$CONNECTIONS" -s "$SIZE" --quiet \
-                --json "$dir/loadgen.json" --hgrm "$dir/accept.hgrm" "${extra[@]}" \
+                --json "$dir/loadgen.json" --hgrm "$dir/accept.hgrm" "${extra[@]}" "${GEN_EXTRA[@]}" \
                 || say "warning: sluice-loadgen: $(tail -3 "$dir/loadgen.out")"
             ;;
         smtp-source)
@@ -396,7 +433,10 @@ for mta in "${MTAS[@]}"; do
     [ "$SMTP_SOURCE" = 0 ] || run "$mta-smtp-source" "$mta" smtp-source
 done
 
-SUBTITLE="$MESSAGES msgs of $SIZE octets over $CONNECTIONS connections; Sluice filters: $FILTERS; $CPUS cores, Linux $KERNEL; Postfix $POSTFIX_VERSION; $DATE"
+TLS_NOTE=""
+[ "$TLS" = 0 ] || TLS_NOTE=", STARTTLS on every hop"
+[ -z "$PER_CONNECTION" ] || TLS_NOTE+=", $PER_CONNECTION msg(s) per connection"
+SUBTITLE="$MESSAGES msgs of $SIZE octets over $CONNECTIONS connections$TLS_NOTE; Sluice filters: $FILTERS; $CPUS cores, Linux $KERNEL; Postfix $POSTFIX_VERSION; $DATE"
 "$BIN/sluice-bench" report "$OUT" --svg "$OUT/compare.svg" --subtitle "$SUBTITLE" >"$OUT/table.md"
 
 echo
@@ -404,6 +444,7 @@ echo "Sluice vs Postfix relaying to one sink on 127.0.0.1 ($DATE)"
 echo "Load: $MESSAGES messages of $SIZE octets over $CONNECTIONS connections kept open;"
 echo "half rate: open loop for ${HALF_SECS}s at half of each MTA's own end-to-end rate."
 echo "Sluice's filter chain: $FILTERS$( [ "$FILTERS" = shipped ] && echo " (${SHIPPED_PLUGINS[*]})")."
+[ "$TLS" = 0 ] || echo "TLS: STARTTLS generator → MTA → sink (ECDSA P-256; opportunistic, unverified, at both MTAs)."
 echo "Machine: $CPUS cores, Linux $KERNEL; generator, MTA and sink share them."
 echo "Load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Both MTAs fsync before 250: Sluice fdatasyncs its spool (group commit), Postfix"

@@ -17,6 +17,7 @@ pub mod procstat;
 pub mod report;
 pub mod schedule;
 pub mod sink;
+mod stream;
 pub mod svg;
 
 pub use generator::{GeneratorConfig, GeneratorReport, Progress, RunResult};

@@ -168,3 +168,33 @@ fn a_server_that_is_not_there_ends_the_run_with_errors() {
     );
     assert!(r.first_error.is_some());
 }
+
+/// `compare.sh --tls`: the generator says STARTTLS, the sink offers it,
+/// and every message still arrives, each connection inside TLS.
+#[test]
+fn the_generator_and_the_sink_speak_starttls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = sluice_testkit::tls::TestCa::new();
+    let (cert, key) = ca
+        .leaf(&sluice_testkit::tls::LeafSpec::new(&["127.0.0.1"], 1))
+        .write(dir.path(), "sink", &ca);
+    let tls = sluice_tls::ServerTls::load(sluice_tls::ServerTlsConfig {
+        pairs: vec![sluice_tls::CertPair { cert, key }],
+        min_version: sluice_tls::MinVersion::Tls12,
+    })
+    .unwrap();
+    let mut config = SinkConfig::new("127.0.0.1:0".parse().unwrap());
+    config.stop_after = Some(40);
+    config.idle_timeout = Duration::from_secs(20);
+    config.tls = Some(tls.config());
+    let sink = Sink::bind(config).unwrap().start().unwrap();
+    let mut load = load(&sink, 40);
+    load.tls = true;
+    load.per_connection = Some(10);
+    let result = generator::run(&load, &Progress::default()).unwrap();
+    assert!(sink.wait_done(Duration::from_secs(10)));
+    // The generator requires TLS (no STARTTLS, no mail): every message
+    // accepted means every connection was encrypted.
+    assert_eq!((result.report.accepted, result.report.errors), (40, 0));
+    assert!(sink.snapshot().connections >= 4);
+}

@@ -78,6 +78,9 @@ struct Args {
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
+    /// STARTTLS on every connection (the certificate is not verified).
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +121,7 @@ fn run(args: &Args) -> io::Result<ExitCode> {
             .transpose()?,
         io_timeout: seconds(args.timeout, "--timeout")?,
         seed: args.seed,
+        tls: args.tls,
     };
     let progress = Progress::default();
     let bar = progress_bar(args, messages);

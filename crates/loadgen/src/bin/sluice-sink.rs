@@ -53,6 +53,12 @@ struct Args {
     /// Write the end-to-end latency percentiles (.hgrm) to this file.
     #[arg(long, value_name = "FILE")]
     hgrm: Option<PathBuf>,
+    /// Offer STARTTLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +80,17 @@ fn run(args: &Args) -> io::Result<ExitCode> {
     config.policy = policy;
     config.delay = seconds(args.delay_ms / 1000.0, "--delay-ms")?;
     config.stop_after = args.count;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let tls = sluice_tls::ServerTls::load(sluice_tls::ServerTlsConfig {
+            pairs: vec![sluice_tls::CertPair {
+                cert: cert.clone(),
+                key: key.clone(),
+            }],
+            min_version: sluice_tls::MinVersion::Tls12,
+        })
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        config.tls = Some(tls.config());
+    }
     let max_time = args
         .max_time
         .map(|s| seconds(s, "--max-time"))

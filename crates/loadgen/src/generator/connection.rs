@@ -3,14 +3,19 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use rustls::pki_types::ServerName;
 
 use sluice_smtp::Domain;
 use sluice_smtp::client::{
     BodyFraming, ClientConfig, ClientEvent, ClientSession, Message, Outcome, RecipientResult,
+    TlsUse,
 };
 
 use crate::message::MessageFactory;
+use crate::stream::Stream;
 
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +52,11 @@ fn verdict(results: &[RecipientResult]) -> Verdict {
 }
 
 pub(super) struct Connection {
-    stream: TcpStream,
+    stream: Stream,
+    /// STARTTLS with this configuration (certificates not verified: the
+    /// benchmark measures the cost of encryption, not of trust).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    peer: SocketAddr,
     pub(super) session: ClientSession,
     read_buf: Box<[u8]>,
     /// The body write, reused from message to message.
@@ -60,14 +69,25 @@ impl Connection {
         addr: SocketAddr,
         helo: &Domain,
         timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> io::Result<Connection> {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
+        let config = ClientConfig {
+            tls: if tls.is_some() {
+                TlsUse::Required
+            } else {
+                TlsUse::Off
+            },
+            ..ClientConfig::new(helo.clone())
+        };
         let mut c = Connection {
-            stream,
-            session: ClientSession::new(ClientConfig::new(helo.clone())),
+            stream: Stream::Plain(stream),
+            tls,
+            peer: addr,
+            session: ClientSession::new(config),
             read_buf: vec![0; 16 * 1024].into_boxed_slice(),
             wire: Vec::with_capacity(64 * 1024),
         };
@@ -100,7 +120,7 @@ impl Connection {
                     return Err(io::Error::other("the session asked for BDAT"));
                 }
                 ClientEvent::StartTls => {
-                    return Err(io::Error::other("the session asked for TLS"));
+                    return Err(io::Error::other("STARTTLS in the middle of a message"));
                 }
                 ClientEvent::MessageDone(results) => {
                     return Ok(Sent {
@@ -148,6 +168,24 @@ impl Connection {
         }
     }
 
+    fn start_tls(&mut self) -> io::Result<()> {
+        let config = self
+            .tls
+            .clone()
+            .ok_or_else(|| io::Error::other("STARTTLS without a TLS configuration"))?;
+        let name = ServerName::IpAddress(self.peer.ip().into());
+        match self.stream.start_client(config, name) {
+            Ok(()) => {
+                self.session.tls_established();
+                Ok(())
+            }
+            Err(e) => {
+                self.session.tls_failed(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+
     /// Says QUIT and waits (at most the I/O timeout) for the answer.
     pub(super) fn quit(mut self) {
         self.session.quit();
@@ -169,6 +207,10 @@ impl Connection {
                 self.session.consume_output(n);
             }
             if let Some(event) = self.session.poll_event() {
+                if event == ClientEvent::StartTls {
+                    self.start_tls()?;
+                    continue;
+                }
                 return Ok(event);
             }
             if self.session.is_closed() {

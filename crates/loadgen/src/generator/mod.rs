@@ -15,6 +15,7 @@ mod connection;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +59,9 @@ pub struct GeneratorConfig {
     pub io_timeout: Duration,
     /// Seed of the random bodies.
     pub seed: u64,
+    /// STARTTLS on every connection (the server's certificate is not
+    /// verified: encryption is what is measured).
+    pub tls: bool,
 }
 
 impl GeneratorConfig {
@@ -78,6 +82,7 @@ impl GeneratorConfig {
             duration: None,
             io_timeout: Duration::from_secs(30),
             seed: 1,
+            tls: false,
         }
     }
 }
@@ -141,6 +146,7 @@ struct Plan<'a> {
     envelope: Message,
     helo: Domain,
     progress: &'a Progress,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// One thread's tally, merged at the end.
@@ -237,6 +243,15 @@ pub fn run(config: &GeneratorConfig, progress: &Progress) -> io::Result<RunResul
         envelope,
         helo,
         progress,
+        tls: if config.tls {
+            Some(
+                sluice_tls::ClientTls::new(None)
+                    .map_err(|e| io::Error::other(e.to_string()))?
+                    .config(false),
+            )
+        } else {
+            None
+        },
     };
     let tally = std::thread::scope(|s| {
         let threads: Vec<_> = (0..config.connections)
@@ -321,7 +336,12 @@ fn connection_loop(plan: &Plan<'_>) -> Tally {
         }
         let c = match &mut conn {
             Some(c) => c,
-            None => match Connection::open(config.target, &plan.helo, config.io_timeout) {
+            None => match Connection::open(
+                config.target,
+                &plan.helo,
+                config.io_timeout,
+                plan.tls.clone(),
+            ) {
                 Ok(c) => {
                     on_this_connection = 0;
                     conn.insert(c)

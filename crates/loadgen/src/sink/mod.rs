@@ -22,6 +22,7 @@ use sluice_smtp::server::{Decision, Event, Extensions, ServerConfig, ServerSessi
 
 use crate::latency::{Latency, LatencySummary};
 use crate::message::sent_timestamp;
+use crate::stream::Stream;
 pub use policy::{ReplyPolicy, Verdict};
 
 /// How the sink behaves.
@@ -37,6 +38,8 @@ pub struct SinkConfig {
     pub stop_after: Option<u64>,
     /// A connection silent for this long is closed.
     pub idle_timeout: Duration,
+    /// Offer STARTTLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl SinkConfig {
@@ -48,6 +51,7 @@ impl SinkConfig {
             delay: Duration::ZERO,
             stop_after: None,
             idle_timeout: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -146,7 +150,10 @@ impl Sink {
             max_message_size: 1 << 30,
             max_recipients: 10_000,
             max_errors: 100,
-            extensions: Extensions::default(),
+            extensions: Extensions {
+                starttls: config.tls.is_some(),
+                ..Extensions::default()
+            },
             tls_required: false,
         };
         Ok(Sink {
@@ -310,9 +317,10 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
 }
 
 /// One SMTP session, until the client quits or goes away.
-fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(shared.config.idle_timeout))?;
+    let mut stream = Stream::Plain(stream);
     let mut session = ServerSession::new(Arc::clone(&shared.server));
     session.greet(None);
     let mut buf = vec![0u8; 64 * 1024];
@@ -336,11 +344,24 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
         let out = session.output();
         if !out.is_empty() {
             stream.write_all(out)?;
+            stream.flush()?;
             out.clear();
         }
         if session.is_closed() {
-            let _ = stream.shutdown(Shutdown::Write);
+            if let Some(tcp) = stream.tcp() {
+                let _ = tcp.shutdown(Shutdown::Write);
+            }
             return Ok(());
+        }
+        if session.wants_tls() {
+            let Some(config) = shared.config.tls.clone() else {
+                return Err(io::Error::other("STARTTLS without a certificate"));
+            };
+            // Whatever came after STARTTLS in clear is not read (RFC 3207).
+            (start, end) = (0, 0);
+            stream.start_server(config)?;
+            session.tls_started();
+            continue;
         }
         if start == end {
             (start, end) = (0, 0);
