@@ -28,8 +28,8 @@ use crate::context::HostState;
 use crate::dns::DnsResolver;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::instance::Plugin;
-use crate::kv::KvStore;
 use crate::spec::{HostEnv, PluginSpec};
+use sluice_kv::KvStore;
 
 /// One epoch tick. A 50 ms budget is then 10–11 ticks; a shorter tick would
 /// wake the ticker thread more often for no gain (gVisor makes every wake-up

@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::kv::KvError;
+use sluice_kv::KvError;
 
 /// A chain that could not be built: which plugin (`None` for what the whole
 /// chain needs, such as the engine or the filter threads) and why.

@@ -388,7 +388,7 @@ fn ttl(secs: i32) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs as u64))
 }
 
-fn kv_failed(e: crate::kv::KvError) -> wasmtime::Error {
+fn kv_failed(e: sluice_kv::KvError) -> wasmtime::Error {
     wasmtime::Error::new(HostCallError::Kv(e))
 }
 

@@ -26,8 +26,6 @@ mod error;
 mod host;
 mod hostfns;
 mod instance;
-mod kv;
-mod kv_redis;
 mod message;
 mod spec;
 mod test_run;
@@ -41,9 +39,8 @@ pub use context::LogLine;
 pub use dns::{DnsAnswer, DnsResolver};
 pub use error::{AbiError, HookError, LoadError, LoadErrorKind, Phase};
 pub use host::PluginHost;
-pub use kv::{KvError, KvStore, MemoryKv};
-pub use kv_redis::RedisKv;
 pub use sluice_filter::MessageChanges;
+pub use sluice_kv::{KvError, KvStore, MemoryKv, RedisKv};
 pub use spec::{DnsConfig, HostEnv, OnError, PluginSpec};
 pub use test_run::{
     StageReport, TEST_QUEUE_ID, TestEnvelope, TestReport, TestResult, TestRunError, Tester,

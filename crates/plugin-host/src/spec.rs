@@ -10,7 +10,7 @@ use sluice_directory::Directory;
 use std::time::Duration;
 
 use crate::dns::DnsResolver;
-use crate::kv::{KvStore, MemoryKv};
+use sluice_kv::{KvStore, MemoryKv};
 
 /// What a failing hook (trap, CPU deadline, memory limit, bad verdict) means
 /// for the stage.

@@ -35,6 +35,16 @@ enum Command {
     },
     /// Check a configuration file and explain what is wrong with it.
     CheckConfig { file: PathBuf },
+    /// Add a user to an [auth] users_file, or change its password. The
+    /// password is read from standard input (not shown on a terminal) and
+    /// stored as an argon2id hash; the file is replaced atomically.
+    Passwd {
+        /// The login.
+        name: String,
+        /// The password file (Dovecot passwd-file style: name:hash).
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Inspect and control the queue.
     Queue {
         #[command(subcommand)]
@@ -211,6 +221,13 @@ fn main() -> ExitCode {
             let _log = init_logging();
             plugin_test::run(args)
         }
+        Command::Passwd { name, file } => match passwd(&name, &file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice passwd: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Queue { command } => match queue_command(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -219,6 +236,19 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn passwd(name: &str, file: &std::path::Path) -> Result<(), String> {
+    let password = sluice_sys::terminal::read_secret(&format!("Password for {name}: "))
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    if password.is_empty() {
+        return Err("an empty password is not a password".into());
+    }
+    let hash = sluice_auth::hash::hash(&password);
+    sluice_auth::passwd::set_user(file, name, &hash)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    eprintln!("{name}: password set in {}", file.display());
+    Ok(())
 }
 
 fn queue_command(command: QueueCommand) -> Result<(), String> {

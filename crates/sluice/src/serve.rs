@@ -53,7 +53,10 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
     )
     .map_err(|e| e.to_string())?;
     let control = ControlServer::start(dir, scheduler.handle())?;
-    let plugins = Arc::new(load_plugins(&config, &dns, directory.clone())?);
+    // One key-value store for the plugins and the count of failed logins.
+    let kv = config.kv_store()?;
+    let plugins = Arc::new(load_plugins(&config, &dns, directory.clone(), kv.clone())?);
+    let auth = config.auth_setup(kv)?;
 
     let tls = config.server_tls()?.map(Arc::new);
     if let Some(tls) = &tls {
@@ -63,7 +66,7 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
         .clone()
         .map(|tls| watch_certificates(tls, config.tls.reload_check_secs()))
         .transpose()?;
-    let smtpd_config = config.smtpd(directory, tls.clone());
+    let smtpd_config = config.smtpd(directory, tls.clone(), auth);
     let hostname = smtpd_config.session.hostname.clone();
     let smtpd = Smtpd::start(smtpd_config, spool.handle(), plugins.clone())
         .map_err(|e| format!("cannot listen: {e}"))?;
@@ -116,12 +119,13 @@ fn load_plugins(
     config: &Config,
     dns: &Resolver,
     directory: Arc<sluice_directory::Directory>,
+    kv: Arc<dyn sluice_plugin_host::KvStore>,
 ) -> Result<PluginHost, String> {
     let mut env = config.host_env_with(dns, directory);
     // Compiled plugin code is kept beside the queue, so a restart or a SIGHUP
     // with unchanged .wasm files skips Cranelift (seconds in a debug build).
     env.code_cache = Some(config.spool_dir.join("plugin-cache"));
-    env.kv = config.kv_store()?;
+    env.kv = kv;
     let specs = config.plugin_specs()?;
     for spec in &specs {
         tracing::info!(plugin = %spec.name, path = %spec.path.display(), "filter");

@@ -17,6 +17,9 @@ pub enum Stage {
     Greeting,
     /// HELO, EHLO or LHLO.
     Hello,
+    /// AUTH (RFC 4954): the server checking a client's login, or a client
+    /// logging in to its next hop.
+    Auth,
     /// MAIL FROM.
     Mail,
     /// One RCPT TO.
@@ -29,10 +32,11 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in the order a session goes through them.
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Connect,
         Stage::Greeting,
         Stage::Hello,
+        Stage::Auth,
         Stage::Mail,
         Stage::Rcpt,
         Stage::Data,
@@ -45,6 +49,7 @@ impl Stage {
             Stage::Connect => "connect",
             Stage::Greeting => "greeting",
             Stage::Hello => "helo",
+            Stage::Auth => "auth",
             Stage::Mail => "mail",
             Stage::Rcpt => "rcpt",
             Stage::Data => "data",

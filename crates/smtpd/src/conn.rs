@@ -22,6 +22,10 @@ pub(crate) enum Waiting {
     Filter(Stage),
     /// The spool has the message; the reply waits for fdatasync.
     Spool,
+    /// A password is being checked.
+    Auth,
+    /// A failed AUTH's reply waits out its delay.
+    Delay,
 }
 
 #[derive(Debug)]
@@ -58,6 +62,13 @@ pub(crate) struct Conn {
     pub(crate) message: Option<Arc<Vec<u8>>>,
     /// Size of the message last handed on, for the log line.
     message_size: usize,
+    /// Failed AUTH commands so far.
+    pub(crate) auth_failures: u32,
+    /// The decision a delayed reply will carry, and whether the connection
+    /// closes after it (too many failures).
+    pub(crate) delayed: Option<(sluice_smtp::server::Decision, bool)>,
+    /// Header fields submission adds (`Date:`, `Message-ID:`), after ours.
+    pub(crate) added_fields: Vec<u8>,
 }
 
 impl Conn {
@@ -87,6 +98,9 @@ impl Conn {
             trace_len: 0,
             message: None,
             message_size: 0,
+            auth_failures: 0,
+            delayed: None,
+            added_fields: Vec::new(),
         }
     }
 
@@ -174,6 +188,7 @@ impl Conn {
         hostname: &str,
     ) -> Result<(), sluice_smtp::server::ApiMisuse> {
         self.queue_id = Some(id);
+        self.added_fields.clear();
         let (greeting, helo) = self
             .session
             .greeting_name()
@@ -219,7 +234,7 @@ impl Conn {
         let id = self.queue_id?;
         let envelope = self.session.transaction()?.clone();
         let message = self.message.take()?;
-        let mut fields = Vec::new();
+        let mut fields = std::mem::take(&mut self.added_fields);
         for (name, value) in &changes.headers {
             if !valid_header_field(name, value) {
                 tracing::warn!(

@@ -13,6 +13,7 @@
 //! the socket (`transport.rs`); the handshake runs on the event loop,
 //! record by record as the socket allows, like everything else.
 
+pub mod auth;
 mod conn;
 mod event_loop;
 mod limits;
@@ -92,6 +93,9 @@ pub struct SmtpdConfig {
     pub tls: Option<Arc<ServerTls>>,
     /// How long a client may take over its TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// SMTP AUTH on `submission` and `smtps` listeners (which then take
+    /// mail only from clients that logged in); `None`: no AUTH anywhere.
+    pub auth: Option<auth::AuthSetup>,
     /// 0 means one per available core.
     pub event_loops: usize,
     pub max_connections: usize,
@@ -112,6 +116,7 @@ impl SmtpdConfig {
             listen: listen.into_iter().map(Listener::smtp).collect(),
             tls: None,
             tls_handshake_timeout: Duration::from_secs(30),
+            auth: None,
             event_loops: 0,
             max_connections: 10_000,
             max_connections_per_ip: 50,
@@ -133,6 +138,9 @@ pub(crate) struct Shared {
     pub(crate) listener_modes: Vec<ListenerMode>,
     pub(crate) tls: Option<Arc<ServerTls>>,
     pub(crate) tls_handshake_timeout: Duration,
+    pub(crate) auth: Option<auth::AuthSetup>,
+    /// Where passwords go to be checked.
+    pub(crate) auth_jobs: Option<crossbeam_channel::Sender<auth::AuthJob>>,
     pub(crate) policy: RecipientPolicy,
     pub(crate) spool: SpoolHandle,
     pub(crate) filter: Arc<dyn Filter>,
@@ -173,11 +181,18 @@ impl Shared {
 }
 
 /// The session configuration a listener in `mode` serves with.
-fn session_for(base: &ServerConfig, mode: ListenerMode, tls: bool) -> ServerConfig {
+fn session_for(base: &ServerConfig, mode: ListenerMode, tls: bool, auth: bool) -> ServerConfig {
     let mut session = base.clone();
     session.extensions.starttls = tls && mode != ListenerMode::Smtps;
     session.extensions.requiretls = tls;
     session.tls_required = mode == ListenerMode::Submission;
+    // Submission listeners are for users who log in (RFC 6409 §4.3); port
+    // 25 takes mail from other MTAs, who never do.
+    let submission = mode != ListenerMode::Smtp;
+    if auth && submission {
+        session.extensions.auth = vec!["PLAIN".into(), "LOGIN".into()];
+        session.auth_required = true;
+    }
     session
 }
 
@@ -273,11 +288,20 @@ impl Smtpd {
             ListenerMode::Smtps,
         ];
         let shared = Arc::new(Shared {
-            sessions: modes.map(|mode| Arc::new(session_for(&config.session, mode, tls))),
+            sessions: modes.map(|mode| {
+                Arc::new(session_for(
+                    &config.session,
+                    mode,
+                    tls,
+                    config.auth.is_some(),
+                ))
+            }),
             session: Arc::new(config.session),
             listener_modes: config.listen.iter().map(|l| l.mode).collect(),
             tls: config.tls,
             tls_handshake_timeout: config.tls_handshake_timeout,
+            auth_jobs: config.auth.as_ref().map(auth::start_workers).transpose()?,
+            auth: config.auth,
             policy: config.policy,
             spool,
             filter,

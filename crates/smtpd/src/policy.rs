@@ -45,12 +45,19 @@ impl RecipientPolicy {
         self.trusted_networks.iter().any(|net| net.contains(&ip))
     }
 
-    /// Decides one recipient for a client at `client_ip`.
+    /// Decides one recipient for a client at `client_ip`; `authenticated`:
+    /// it logged in (SMTP AUTH, or a local submission), which lets it relay
+    /// as a trusted network does.
     ///
     /// Routing ignores any source route (RFC 5321 Appendix C): only the
     /// mailbox's own domain counts, so `<@local.test:user@elsewhere>` is a
     /// relay attempt, not local mail.
-    pub fn check_rcpt(&self, forward_path: &ForwardPath, client_ip: IpAddr) -> RcptVerdict {
+    pub fn check_rcpt(
+        &self,
+        forward_path: &ForwardPath,
+        client_ip: IpAddr,
+        authenticated: bool,
+    ) -> RcptVerdict {
         let mailbox = match forward_path {
             ForwardPath::Postmaster => return RcptVerdict::Local,
             ForwardPath::Path(path) => &path.mailbox,
@@ -68,7 +75,7 @@ impl RecipientPolicy {
                     format!("<{mailbox}>: Recipient address rejected: no such user here"),
                 ))
             }
-        } else if self.is_trusted(client_ip) {
+        } else if authenticated || self.is_trusted(client_ip) {
             RcptVerdict::Relay
         } else {
             RcptVerdict::Refuse(Reply::new(
@@ -122,7 +129,7 @@ mod tests {
     const LOCALHOST: &str = "127.0.0.1";
 
     fn check(line: &str, ip: &str) -> RcptVerdict {
-        policy().check_rcpt(&rcpt(line), ip.parse().unwrap())
+        policy().check_rcpt(&rcpt(line), ip.parse().unwrap(), false)
     }
 
     fn code(v: RcptVerdict) -> Option<String> {
@@ -168,13 +175,13 @@ mod tests {
             "RCPT TO:<postmaster+abuse@example.test>",
         ] {
             assert_eq!(
-                plus.check_rcpt(&rcpt(line), ip),
+                plus.check_rcpt(&rcpt(line), ip, false),
                 RcptVerdict::Local,
                 "{line}"
             );
             // Off by default, as Postfix's recipient_delimiter.
             assert_eq!(
-                code(policy().check_rcpt(&rcpt(line), ip)).as_deref(),
+                code(policy().check_rcpt(&rcpt(line), ip, false)).as_deref(),
                 Some("550 5.1.1"),
                 "{line}"
             );
@@ -185,7 +192,7 @@ mod tests {
             "RCPT TO:<alice.lists@example.test>",
         ] {
             assert_eq!(
-                code(plus.check_rcpt(&rcpt(line), ip)).as_deref(),
+                code(plus.check_rcpt(&rcpt(line), ip, false)).as_deref(),
                 Some("550 5.1.1"),
                 "{line}"
             );
@@ -236,5 +243,35 @@ mod tests {
             check("RCPT TO:<@remote.test:alice@example.test>", STRANGER),
             RcptVerdict::Local
         );
+    }
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+    use sluice_directory::DirectoryConfig;
+    use sluice_smtp::{ForwardPath, Path};
+
+    #[test]
+    fn a_client_that_logged_in_may_relay_from_anywhere() {
+        let policy = RecipientPolicy::new(
+            Arc::new(Directory::new(DirectoryConfig {
+                domains: vec!["example.test".into()],
+                users: vec!["alice".into()],
+                aliases: Default::default(),
+                recipient_delimiter: String::new(),
+            })),
+            ["127.0.0.0/8".parse().unwrap()],
+        );
+        let remote = ForwardPath::Path(Path::parse(b"<bob@remote.test>").unwrap());
+        let stranger: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!(matches!(
+            policy.check_rcpt(&remote, stranger, false),
+            RcptVerdict::Refuse(_)
+        ));
+        assert!(matches!(
+            policy.check_rcpt(&remote, stranger, true),
+            RcptVerdict::Relay
+        ));
     }
 }

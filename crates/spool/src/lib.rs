@@ -125,7 +125,8 @@
 //! Reason: u16 reply code, enhanced code (u8 0, or 1 + u8 class, u16
 //! subject, u16 detail), u32 line count + that many str lines, remote MTA (u8
 //! 0, or 1 + str name + address (u8 0, or 1 + address + u16 port)), u8
-//! stage (0 unknown, else 1 + the index in [`sluice_smtp::Stage::ALL`]).
+//! stage (0 unknown; 1 connect, 2 greeting, 3 EHLO, 4 MAIL, 5 RCPT, 6 DATA,
+//! 7 end of data, 8 AUTH).
 //!
 //! ## Type 2: journal
 //!

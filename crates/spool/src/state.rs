@@ -120,12 +120,28 @@ impl fmt::Display for Reason {
     }
 }
 
+/// A stage's number on disk. Fixed for good: a new stage takes the next
+/// free number, whatever its place in [`Stage::ALL`].
+fn stage_tag(stage: Stage) -> u8 {
+    match stage {
+        Stage::Connect => 1,
+        Stage::Greeting => 2,
+        Stage::Hello => 3,
+        Stage::Mail => 4,
+        Stage::Rcpt => 5,
+        Stage::Data => 6,
+        Stage::EndOfData => 7,
+        Stage::Auth => 8,
+    }
+}
+
 /// RFC 3464 style: "in reply to RCPT TO command".
 fn stage_words(stage: Stage) -> &'static str {
     match stage {
         Stage::Connect => "our connection",
         Stage::Greeting => "our connection (greeting)",
         Stage::Hello => "EHLO",
+        Stage::Auth => "AUTH",
         Stage::Mail => "MAIL FROM",
         Stage::Rcpt => "RCPT TO",
         Stage::Data => "DATA",
@@ -252,7 +268,7 @@ impl Reason {
             out,
             match self.stage {
                 None => 0,
-                Some(stage) => 1 + Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0) as u8,
+                Some(stage) => stage_tag(stage),
             },
         );
     }
@@ -295,8 +311,9 @@ impl Reason {
         let stage = match r.u8()? {
             0 => None,
             n => Some(
-                *Stage::ALL
-                    .get(usize::from(n) - 1)
+                Stage::ALL
+                    .into_iter()
+                    .find(|s| stage_tag(*s) == n)
                     .ok_or(SpoolError::Corrupt("unknown stage"))?,
             ),
         };

@@ -5,9 +5,11 @@
 //! - [`user`]: the user the process runs as, from the system's user
 //!   database.
 //! - [`socket`]: a non-blocking read of a blocking socket in one call.
+//! - [`terminal`]: a secret read from standard input without echo.
 //!
 //! Nothing here is `unsafe`: the system calls go through `nix`.
 
 pub mod socket;
+pub mod terminal;
 pub mod unix_socket;
 pub mod user;

@@ -155,6 +155,7 @@ impl Sink {
                 ..Extensions::default()
             },
             tls_required: false,
+            auth_required: false,
         };
         Ok(Sink {
             listener,

@@ -9,6 +9,7 @@
 //! cannot and explains it; [`wiring`] turns a valid configuration into the
 //! settings of each part (front end, plugins, scheduler, transports).
 
+pub mod auth;
 pub mod shipped;
 pub mod tls;
 mod validate;
@@ -40,6 +41,8 @@ pub struct Config {
     pub server: Server,
     /// The server's certificates.
     pub tls: tls::Tls,
+    /// SMTP AUTH on submission and smtps listeners.
+    pub auth: auth::Auth,
     pub delivery: Delivery,
     pub dns: Dns,
     /// Where plugins keep shared state (greylisting, rate limits).
@@ -263,6 +266,7 @@ impl Default for Config {
             relay: Relay::default(),
             server: Server::default(),
             tls: tls::Tls::default(),
+            auth: auth::Auth::default(),
             delivery: Delivery::default(),
             dns: Dns::default(),
             kv: Kv::default(),

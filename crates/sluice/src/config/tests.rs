@@ -41,7 +41,7 @@ fn the_documented_example_parses_with_every_value_taken() {
         c.local.aliases.get("root").map(String::as_str),
         Some("postmaster")
     );
-    let smtpd = c.smtpd(c.directory(), None);
+    let smtpd = c.smtpd(c.directory(), None, None);
     assert_eq!(smtpd.session.max_message_size, 36_700_160);
     assert_eq!(smtpd.max_connections_per_ip, 50);
     assert!(smtpd.policy.is_trusted("::1".parse().unwrap()));

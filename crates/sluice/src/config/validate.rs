@@ -38,6 +38,7 @@ impl Config {
             }
             Ok(Some(_)) => {}
         }
+        problems.extend(self.auth.problems());
         let lim = &self.limits;
         if lim.max_line_length < 512 {
             problems.push(format!(

@@ -16,6 +16,7 @@ use sluice_directory::{Directory, DirectoryConfig};
 use sluice_dns::Resolver;
 use sluice_plugin_host::{DnsResolver, HostEnv, KvStore, MemoryKv, OnError, PluginSpec, RedisKv};
 use sluice_smtp::server::{Extensions, ServerConfig};
+use sluice_smtpd::auth::{AuthSetup, SenderPolicy};
 use sluice_smtpd::{Listener, ListenerMode, RecipientPolicy, SmtpdConfig};
 use sluice_spool::SpoolHandle;
 use sluice_tls::{ClientTls, ServerTls};
@@ -147,7 +148,52 @@ impl Config {
     }
 
     /// The front end's view of this configuration.
-    pub fn smtpd(&self, directory: Arc<Directory>, tls: Option<Arc<ServerTls>>) -> SmtpdConfig {
+    /// AUTH as `[auth]` sets it up; `kv` counts failed logins.
+    pub fn auth_setup(&self, kv: Arc<dyn KvStore>) -> Result<Option<AuthSetup>, String> {
+        use super::auth::AuthBackend;
+        let a = &self.auth;
+        let authenticator: Arc<dyn sluice_auth::Authenticator> = match a.backend {
+            None => return Ok(None),
+            Some(AuthBackend::File) => Arc::new(
+                sluice_auth::PasswdFile::open(&a.users_file)
+                    .map_err(|e| format!("auth.users_file: {e}"))?,
+            ),
+            Some(AuthBackend::Dovecot) => {
+                Arc::new(sluice_auth::DovecotSasl::new(a.dovecot_socket.clone()))
+            }
+        };
+        Ok(Some(AuthSetup {
+            authenticator,
+            guard: Some(sluice_auth::Guard::new(
+                kv,
+                a.lockout_failures,
+                Duration::from_secs(a.lockout_secs),
+            )),
+            max_failures: a.max_failures,
+            failure_delay: Duration::from_millis(a.failure_delay_ms),
+            threads: a.threads,
+            senders: SenderPolicy {
+                explicit: a
+                    .senders
+                    .iter()
+                    .map(|(login, list)| {
+                        (
+                            login.to_ascii_lowercase(),
+                            list.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                        )
+                    })
+                    .collect(),
+                local_domains: self.local.domains.clone(),
+            },
+        }))
+    }
+
+    pub fn smtpd(
+        &self,
+        directory: Arc<Directory>,
+        tls: Option<Arc<ServerTls>>,
+        auth: Option<AuthSetup>,
+    ) -> SmtpdConfig {
         let session = ServerConfig {
             hostname: self.hostname(),
             max_line_length: self.limits.max_line_length,
@@ -157,6 +203,7 @@ impl Config {
             extensions: Extensions::default(),
             // Per listener, from its mode (sluice_smtpd::ListenerMode).
             tls_required: false,
+            auth_required: false,
         };
         let policy = RecipientPolicy::new(directory, self.relay.trusted_networks.iter().copied());
         let mut smtpd = SmtpdConfig::new(session, Vec::new(), policy);
@@ -173,6 +220,7 @@ impl Config {
             })
             .collect();
         smtpd.tls = tls;
+        smtpd.auth = auth;
         smtpd.tls_handshake_timeout = Duration::from_secs(self.tls.handshake_timeout_secs());
         smtpd.event_loops = self.server.event_loops;
         smtpd.max_connections = self.limits.max_connections;

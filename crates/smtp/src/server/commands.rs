@@ -11,6 +11,16 @@ use crate::reply::{EnhancedCode, Reply};
 
 impl<C: AsRef<ServerConfig>> ServerSession<C> {
     pub(super) fn command_line(&mut self, line: &[u8]) {
+        // AUTH lines may be long (RFC 4954 §4; the line reader allows for
+        // them when AUTH is offered); every other command keeps to the
+        // command line limit.
+        let auth = line.len() > 5 && line[..5].eq_ignore_ascii_case(b"AUTH ");
+        if !auth && line.len() + 2 > self.config().max_line_length {
+            return self.error(
+                None,
+                Reply::new(500, Some(EnhancedCode::new(5, 5, 2)), "Line too long"),
+            );
+        }
         let command = match Command::parse(line) {
             Ok(command) => command,
             // The octets of a BDAT chunk follow its command line; without a
@@ -91,17 +101,10 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                 ],
             )),
             Command::StartTls => self.starttls(),
-            Command::Auth { .. } if self.config().tls_required && !self.tls => {
-                self.error(Some(verb), must_starttls())
-            }
-            Command::Auth { .. } => self.error(
-                Some(verb),
-                Reply::new(
-                    502,
-                    Some(EnhancedCode::new(5, 5, 1)),
-                    "Command not implemented",
-                ),
-            ),
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response),
         }
     }
 
@@ -134,6 +137,16 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         }
         if self.config().tls_required && !self.tls {
             return self.error(Some(Verb::Mail), must_starttls());
+        }
+        if self.config().auth_required && self.login.is_none() {
+            return self.error(
+                Some(Verb::Mail),
+                Reply::new(
+                    530,
+                    Some(EnhancedCode::new(5, 7, 0)),
+                    "Authentication required",
+                ),
+            );
         }
         if self.transaction.is_some() {
             return self.bad_sequence(Verb::Mail, "Nested MAIL command; send RSET first");
@@ -241,7 +254,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
 
 /// RFC 3207 §4: "530 Must issue a STARTTLS command first", with RFC
 /// 3463's code for "encryption needed" (X.7.0, as Postfix sends).
-fn must_starttls() -> Reply {
+pub(super) fn must_starttls() -> Reply {
     Reply::new(
         530,
         Some(EnhancedCode::new(5, 7, 0)),

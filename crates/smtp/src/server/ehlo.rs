@@ -81,7 +81,8 @@ impl Extensions {
         if self.requiretls && tls {
             lines.push("REQUIRETLS".into());
         }
-        if !self.auth.is_empty() {
+        // PLAIN and LOGIN send the password as it is: only inside TLS.
+        if !self.auth.is_empty() && tls {
             lines.push(format!("AUTH {}", self.auth.join(" ")).into());
         }
         lines

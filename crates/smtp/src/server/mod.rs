@@ -17,12 +17,14 @@
 //!                                              Event::Message ──(Decision)──┘
 //! ```
 
+mod auth;
 mod commands;
 mod content;
 mod ehlo;
 #[cfg(test)]
 mod tests;
 
+pub use auth::{Mechanism, Password};
 pub use ehlo::Extensions;
 
 use std::fmt;
@@ -54,6 +56,9 @@ pub struct ServerConfig {
     /// Mail submission (RFC 6409 on port 587): MAIL (and AUTH) only inside
     /// TLS, `530 5.7.0` before STARTTLS. Needs [`Extensions::starttls`].
     pub tls_required: bool,
+    /// Mail only from clients that logged in (AUTH): `530 5.7.0
+    /// Authentication required` for MAIL otherwise (RFC 6409 §4.3).
+    pub auth_required: bool,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +71,7 @@ impl Default for ServerConfig {
             max_errors: 20,
             extensions: Extensions::default(),
             tls_required: false,
+            auth_required: false,
         }
     }
 }
@@ -102,6 +108,14 @@ pub enum Event {
     /// The content is complete and passed the session's own checks. Take it
     /// with [`ServerSession::take_message`]; accepting means "it is on disk".
     Message,
+    /// AUTH credentials to check (inside TLS only). Accepting logs the
+    /// client in (`235 2.7.0`); refuse with `535 5.7.8` for bad ones,
+    /// `454 4.7.0` when they cannot be checked now.
+    Auth {
+        mechanism: Mechanism,
+        login: String,
+        password: Password,
+    },
 }
 
 impl Event {
@@ -113,6 +127,7 @@ impl Event {
             Event::Rcpt { .. } => Stage::Rcpt,
             Event::StartData => Stage::Data,
             Event::Message => Stage::EndOfData,
+            Event::Auth { .. } => Stage::Auth,
         }
     }
 }
@@ -182,6 +197,8 @@ enum Phase {
     /// it was sent before TLS, so it cannot be trusted), runs the handshake,
     /// then calls [`ServerSession::tls_started`].
     StartingTls,
+    /// A SASL exchange: the next line is the client's response.
+    Auth(auth::AuthStep),
     /// Reading the octets of a BDAT chunk. `discard`: the chunk must be read
     /// (RFC 3030 §2) but the transaction is already lost.
     Chunk {
@@ -229,6 +246,8 @@ pub struct ServerSession<C = ServerConfig> {
     errors: u32,
     /// The connection is inside TLS (after STARTTLS, or implicit).
     tls: bool,
+    /// Who logged in with AUTH.
+    login: Option<String>,
     out: Vec<u8>,
     notices: Vec<Notice>,
 }
@@ -239,7 +258,7 @@ const CODE_BAD_SEQUENCE: EnhancedCode = EnhancedCode::new(5, 5, 1);
 impl<C: AsRef<ServerConfig>> ServerSession<C> {
     /// A new session; nothing is sent until [`ServerSession::greet`].
     pub fn new(config: C) -> Self {
-        let max_line = config.as_ref().max_line_length;
+        let max_line = line_limit(config.as_ref());
         ServerSession {
             config,
             phase: Phase::Connected,
@@ -252,6 +271,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             content_size: 0,
             errors: 0,
             tls: false,
+            login: None,
             out: Vec::with_capacity(256),
             notices: Vec::new(),
         }
@@ -310,6 +330,36 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                     }
                     used
                 }
+                Phase::Auth(_) => {
+                    let (used, line) = self.lines.next_line(rest);
+                    match line {
+                        Some(Line::Complete(line)) => {
+                            let Phase::Auth(step) =
+                                std::mem::replace(&mut self.phase, Phase::Command)
+                            else {
+                                unreachable!("matched above")
+                            };
+                            let line = String::from_utf8_lossy(line).into_owned();
+                            self.auth_response(step, &line);
+                        }
+                        Some(Line::TooLong) => {
+                            self.phase = Phase::Command;
+                            self.error(
+                                Some(Verb::Auth),
+                                Reply::new(
+                                    500,
+                                    Some(EnhancedCode::new(5, 5, 6)),
+                                    "Authentication exchange line is too long",
+                                ),
+                            );
+                        }
+                        None => {}
+                    }
+                    if used == 0 {
+                        break;
+                    }
+                    used
+                }
                 Phase::Data(decoder) => {
                     let progress = decoder.decode(rest, &mut self.message);
                     if progress.done {
@@ -355,7 +405,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         match self.phase {
             Phase::Connected | Phase::Pending(..) => Waiting::Decision,
             Phase::StartingTls => Waiting::TlsHandshake,
-            Phase::Command => Waiting::Command,
+            Phase::Command | Phase::Auth(_) => Waiting::Command,
             Phase::Data(_) | Phase::Chunk { .. } => Waiting::Data,
             Phase::Closed => Waiting::Closed,
         }
@@ -372,6 +422,11 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         self.tls
     }
 
+    /// Who logged in with AUTH, once someone has.
+    pub fn login(&self) -> Option<&str> {
+        self.login.as_deref()
+    }
+
     /// The TLS handshake is done: after STARTTLS, the session starts over
     /// (RFC 3207 §4.2: the client's name, its transaction and what it was
     /// told are forgotten, and it must say EHLO again); for implicit TLS,
@@ -382,7 +437,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         if matches!(self.phase, Phase::StartingTls) {
             self.reset_transaction();
             self.greeting = None;
-            self.lines = LineReader::new(self.config().max_line_length);
+            self.lines = LineReader::new(line_limit(self.config()));
             self.bdat_check = LineEndingCheck::new();
             self.phase = Phase::Command;
         }
@@ -450,6 +505,12 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
     fn accepted(&mut self, event: Event, chunk: Option<Chunk>, reply: Option<Reply>) {
         let ok = |code: u16, e: EnhancedCode, text: &'static str| Reply::new(code, Some(e), text);
         match event {
+            Event::Auth { login, .. } => {
+                self.login = Some(login);
+                self.reply(reply.unwrap_or_else(|| {
+                    ok(235, EnhancedCode::new(2, 7, 0), "Authentication successful")
+                }));
+            }
             Event::Hello { greeting, name } => {
                 self.reset_transaction();
                 let reply = reply.unwrap_or_else(|| self.hello_reply(greeting, &name));
@@ -559,6 +620,17 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
 
     fn reply(&mut self, reply: Reply) {
         reply.write_to(&mut self.out);
+    }
+}
+
+/// The line reader's limit: the command line limit, or AUTH's 12,288
+/// octets when AUTH is offered (other commands are then held to the
+/// command limit as they are parsed).
+fn line_limit(config: &ServerConfig) -> usize {
+    if config.extensions.auth.is_empty() {
+        config.max_line_length
+    } else {
+        config.max_line_length.max(auth::MAX_AUTH_LINE)
     }
 }
 

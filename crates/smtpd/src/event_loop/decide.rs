@@ -31,10 +31,25 @@ impl EventLoop {
             // Filters first at RCPT: the relay-refusal plugin must see a
             // disguised relay attempt (`user%remote.test@local`) before the
             // mailbox check calls it an unknown local user.
-            Event::Hello { .. } | Event::Mail { .. } | Event::Rcpt { .. } => {
+            Event::Mail { reverse_path, .. } => {
+                // RFC 6409 §6.1: a user sends as the addresses it owns.
+                let refusal = match (&conn.info.login, &self.shared.auth) {
+                    (Some(login), Some(auth)) => auth.senders.check_mail(login, reverse_path),
+                    _ => None,
+                };
+                match refusal {
+                    Some(reply) => {
+                        tracing::info!(conn = conn.info.id, client = %conn.ip, login = conn.info.login.as_deref().unwrap_or(""), result = %reply, "sender refused");
+                        let _ = conn.session.decide(Decision::Reject(reply));
+                    }
+                    None => self.call_filter(slot, Stage::Mail),
+                }
+            }
+            Event::Hello { .. } | Event::Rcpt { .. } => {
                 let stage = event.stage();
                 self.call_filter(slot, stage);
             }
+            Event::Auth { .. } => self.check_auth(slot),
             Event::StartData => {
                 let id = self.shared.spool.new_id();
                 let decision = match conn.start_message(id, &self.shared.session.hostname) {
@@ -45,6 +60,26 @@ impl EventLoop {
             }
             Event::Message => match conn.session.take_message() {
                 Ok(message) => {
+                    if let (Some(login), Some(auth), Some(id)) =
+                        (&conn.info.login, &self.shared.auth, conn.queue_id())
+                    {
+                        let fixed = crate::auth::fix_message(
+                            &message,
+                            login,
+                            &auth.senders,
+                            &self.shared.session.hostname,
+                            &id.to_string(),
+                            std::time::SystemTime::now(),
+                        );
+                        match fixed {
+                            Ok(fields) => conn.added_fields = fields,
+                            Err(reply) => {
+                                conn.log_transaction(&reply.to_string());
+                                let _ = conn.session.decide(Decision::Reject(reply));
+                                return;
+                            }
+                        }
+                    }
                     conn.message = Some(Arc::new(message));
                     self.call_filter(slot, Stage::EndOfData);
                 }
@@ -174,7 +209,11 @@ impl EventLoop {
                 // that no configuration of plugins can make an open relay.
                 match conn.session.event() {
                     Some(Event::Rcpt { forward_path, .. }) => {
-                        match self.shared.policy.check_rcpt(forward_path, conn.ip) {
+                        match self.shared.policy.check_rcpt(
+                            forward_path,
+                            conn.ip,
+                            conn.info.login.is_some(),
+                        ) {
                             crate::policy::RcptVerdict::Refuse(reply) => {
                                 // Postfix's "NOQUEUE: reject" line: what an
                                 // operator greps for when a sender says mail
@@ -272,6 +311,122 @@ impl EventLoop {
         };
         conn.log_transaction(&decision_reply(&decision));
         let _ = conn.session.decide(decision);
+    }
+}
+
+impl EventLoop {
+    /// Hands the pending AUTH's credentials to the password workers.
+    fn check_auth(&mut self, slot: usize) {
+        self.next_serial += 1;
+        let conn = conn_mut(&mut self.conns, slot);
+        conn.serial = self.next_serial;
+        let Some(Event::Auth {
+            login, password, ..
+        }) = conn.session.event().cloned()
+        else {
+            return;
+        };
+        let Some(jobs) = &self.shared.auth_jobs else {
+            let _ = conn
+                .session
+                .decide(Decision::Reject(crate::auth::unavailable()));
+            return;
+        };
+        conn.waiting = Some(Wait::Auth);
+        let job = crate::auth::AuthJob {
+            inbox: self.inbox.clone(),
+            slot,
+            serial: conn.serial,
+            login,
+            password,
+            client: conn.ip,
+        };
+        // The workers outlive the loops; a send cannot fail while they run.
+        let _ = jobs.send(job);
+    }
+
+    /// The password workers' answer. A failure's reply waits out the
+    /// delay on a timer; the last one allowed also closes the connection.
+    pub(super) fn auth_answered(&mut self, slot: usize, outcome: crate::auth::AuthOutcome) {
+        use crate::auth::AuthOutcome;
+        let Some(auth) = self.shared.auth.clone() else {
+            return;
+        };
+        let conn = conn_mut(&mut self.conns, slot);
+        let login = match conn.session.event() {
+            Some(Event::Auth { login, .. }) => login.clone(),
+            _ => String::new(),
+        };
+        let mechanism = match conn.session.event() {
+            Some(Event::Auth { mechanism, .. }) => mechanism.name(),
+            _ => "",
+        };
+        match outcome {
+            AuthOutcome::Ok(verified) => {
+                tracing::info!(conn = conn.info.id, client = %conn.ip, login = %verified.user, mechanism, "auth ok");
+                conn.info.login = Some(verified.user);
+                let _ = conn.session.decide(Decision::Accept);
+            }
+            AuthOutcome::Unavailable(why) => {
+                tracing::warn!(conn = conn.info.id, client = %conn.ip, login = %login, error = %why, "auth unavailable");
+                let _ = conn
+                    .session
+                    .decide(Decision::Reject(crate::auth::unavailable()));
+            }
+            AuthOutcome::Bad | AuthOutcome::Blocked => {
+                conn.auth_failures += 1;
+                let blocked = matches!(outcome, AuthOutcome::Blocked);
+                // One line per failure, in a fixed form for fail2ban
+                // (deploy/fail2ban/filter.d/sluice-auth.conf).
+                tracing::warn!(
+                    "auth failed client={} login={:?} mechanism={mechanism} failures={}{}",
+                    conn.ip,
+                    login,
+                    conn.auth_failures,
+                    if blocked { " blocked" } else { "" }
+                );
+                let reply = if blocked {
+                    crate::auth::blocked()
+                } else {
+                    crate::auth::bad_credentials()
+                };
+                let close = conn.auth_failures >= auth.max_failures;
+                conn.delayed = Some((Decision::Reject(reply), close));
+                conn.waiting = Some(Wait::Delay);
+                let serial = conn.serial;
+                self.timers
+                    .push((std::time::Instant::now() + auth.failure_delay, slot, serial));
+            }
+        }
+    }
+
+    /// Replies whose delay is over.
+    pub(super) fn fire_timers(&mut self, now: std::time::Instant) {
+        let mut due = Vec::new();
+        self.timers.retain(|&(at, slot, serial)| {
+            let over = at <= now;
+            if over {
+                due.push((slot, serial));
+            }
+            !over
+        });
+        for (slot, serial) in due {
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.serial != serial || conn.waiting != Some(Wait::Delay) {
+                continue;
+            }
+            conn.waiting = None;
+            if let Some((decision, close)) = conn.delayed.take() {
+                let _ = conn.session.decide(decision);
+                if close {
+                    let reply = crate::auth::too_many(&self.shared.session.hostname);
+                    conn.session.close_with(reply);
+                }
+            }
+            self.service(slot);
+        }
     }
 }
 

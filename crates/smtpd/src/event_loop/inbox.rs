@@ -17,15 +17,16 @@ use sluice_filter::{Answers, Ticket, Verdict};
 /// Something that finished elsewhere and concerns one connection.
 #[derive(Debug)]
 pub(crate) struct Completion {
-    pub(super) slot: usize,
-    pub(super) serial: u64,
-    pub(super) kind: CompletionKind,
+    pub(crate) slot: usize,
+    pub(crate) serial: u64,
+    pub(crate) kind: CompletionKind,
 }
 
 #[derive(Debug)]
 pub(crate) enum CompletionKind {
     Filter(Verdict),
     Spool(Result<QueueId, SpoolError>),
+    Auth(crate::auth::AuthOutcome),
 }
 
 /// Filters answer through the inbox of the loop that called them.

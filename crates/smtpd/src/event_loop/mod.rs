@@ -67,6 +67,8 @@ pub(crate) struct EventLoop {
     shared: Arc<Shared>,
     next_serial: u64,
     shutdown_deadline: Option<Instant>,
+    /// Delayed replies: when, and the connection (slot, serial) they are for.
+    timers: Vec<(Instant, usize, u64)>,
 }
 
 impl EventLoop {
@@ -102,6 +104,7 @@ impl EventLoop {
             shared,
             next_serial: 0,
             shutdown_deadline: None,
+            timers: Vec::new(),
         };
         Ok(event_loop)
     }
@@ -111,7 +114,14 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(SWEEP_INTERVAL)) {
+            // The next delayed reply, if it comes before the next sweep.
+            let wait = self
+                .timers
+                .iter()
+                .map(|&(at, _, _)| at.saturating_duration_since(Instant::now()))
+                .min()
+                .map_or(SWEEP_INTERVAL, |d| d.min(SWEEP_INTERVAL));
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -138,6 +148,9 @@ impl EventLoop {
             // Completions can arrive without their own wake-up (armed was
             // already set); draining here as well costs one try_recv.
             self.drain_inbox();
+            if !self.timers.is_empty() {
+                self.fire_timers(Instant::now());
+            }
             if self.shared.shutting_down.load(Ordering::SeqCst) && self.begin_or_continue_shutdown()
             {
                 return;
@@ -364,6 +377,9 @@ impl EventLoop {
             }
             (Some(Wait::Spool), CompletionKind::Spool(result)) => {
                 self.spool_answered(completion.slot, result);
+            }
+            (Some(Wait::Auth), CompletionKind::Auth(outcome)) => {
+                self.auth_answered(completion.slot, outcome);
             }
             (waiting, _) => {
                 // Not what this connection waits for (a late answer after a

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_plugin_host::{KvStore, MemoryKv, RedisKv};
+use sluice_kv::{KvStore, MemoryKv, RedisKv};
 use sluice_testkit::RedisServer;
 
 /// Long enough that a key is surely still there when read at once, even on a
@@ -25,7 +25,7 @@ macro_rules! for_each_backend {
         mod memory {
             $(#[test]
             fn $name() {
-                super::$name(&sluice_plugin_host::MemoryKv::new());
+                super::$name(&sluice_kv::MemoryKv::new());
             })*
         }
         mod redis {

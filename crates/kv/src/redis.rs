@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use redis::{Client, Connection, ConnectionLike, RedisError, RedisResult};
 
-use crate::kv::{KvError, KvStore};
+use crate::memory::{KvError, KvStore};
 
 /// Idle connections kept for reuse; more than the filter threads a server
 /// usually runs. Connections beyond it are closed after their command.
