@@ -11,6 +11,8 @@ command -v swaks >/dev/null 2>&1 || missing_pkgs+=(swaks)
 perl -MNet::SSLeay -MIO::Socket::SSL -e1 >/dev/null 2>&1 ||
   missing_pkgs+=(libnet-ssleay-perl libio-socket-ssl-perl)
 command -v openssl >/dev/null 2>&1 || missing_pkgs+=(openssl)
+# The shipped fail2ban filter is checked with fail2ban's own tool.
+command -v fail2ban-regex >/dev/null 2>&1 || missing_pkgs+=(fail2ban)
 command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 # A real DNS server on a loopback port, for the MX routing tests.
 { [ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null 2>&1; } || missing_pkgs+=(dnsmasq-base)

@@ -107,6 +107,12 @@ impl Dovecot {
     }
 
     /// Its LMTP service on 127.0.0.1.
+    /// The auth-client socket (what Postfix's `smtpd_sasl_path` names):
+    /// every user's password is [`PASSWORD`].
+    pub fn auth_socket(&self) -> PathBuf {
+        self.dir.path().join("auth-client")
+    }
+
     pub fn lmtp_addr(&self) -> SocketAddr {
         self.lmtp_addr
     }
@@ -353,6 +359,11 @@ userdb {{
   driver = passwd-file
   args = {d}/users
   default_fields = home={d}/mail/%n
+}}
+service auth {{
+  unix_listener {d}/auth-client {{
+    mode = 0666
+  }}
 }}
 service lmtp {{
   unix_listener {d}/lmtp {{

@@ -24,8 +24,8 @@ pub struct AuthSetup {
     pub authenticator: Arc<dyn Authenticator>,
     /// Failed logins counted per address and login; `None`: not counted.
     pub guard: Option<Guard>,
-    /// Failed AUTH commands on one connection before it is closed with
-    /// `421 4.7.0`.
+    /// Failed AUTH commands one connection may make; the next failure
+    /// also closes it with `421 4.7.0`.
     pub max_failures: u32,
     /// How long the reply to a failed AUTH waits.
     pub failure_delay: Duration,

@@ -22,7 +22,8 @@ pub struct Auth {
     pub backend: Option<AuthBackend>,
     pub users_file: PathBuf,
     pub dovecot_socket: PathBuf,
-    /// Failed AUTH commands on one connection before it is closed.
+    /// Failed AUTH commands one connection may make; the next failure
+    /// closes it (421 4.7.0).
     pub max_failures: u32,
     /// How long the reply to a failed AUTH waits.
     pub failure_delay_ms: u64,

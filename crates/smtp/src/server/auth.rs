@@ -86,16 +86,14 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             );
         }
         if !self.tls {
-            let reply = if config.tls_required {
-                super::commands::must_starttls()
-            } else {
+            return self.error(
+                Some(Verb::Auth),
                 Reply::new(
                     538,
                     code(5, 7, 11),
                     "Encryption required for requested authentication mechanism",
-                )
-            };
-            return self.error(Some(Verb::Auth), reply);
+                ),
+            );
         }
         if self.greeting.is_none() {
             return self.bad_sequence(Verb::Auth, "Send EHLO first");

@@ -678,7 +678,10 @@ fn auth_is_offered_and_taken_only_inside_tls() {
     let mut d = Driver::new(auth_config(true));
     d.send(b"EHLO c\r\n");
     let out = d.send(b"AUTH LOGIN\r\n");
-    assert_eq!(out, "530 5.7.0 Must issue a STARTTLS command first\r\n");
+    assert_eq!(
+        out,
+        "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+    );
 }
 
 #[test]

@@ -390,7 +390,8 @@ impl EventLoop {
                 } else {
                     crate::auth::bad_credentials()
                 };
-                let close = conn.auth_failures >= auth.max_failures;
+                // max_failures are forgiven; the next one ends it.
+                let close = conn.auth_failures > auth.max_failures;
                 conn.delayed = Some((Decision::Reject(reply), close));
                 conn.waiting = Some(Wait::Delay);
                 let serial = conn.serial;
