@@ -356,3 +356,68 @@ fn too_many_failures_lock_the_login_out_for_a_while() {
         "454 4.7.0 Too many failed logins; try again later\r\n"
     );
 }
+
+/// Relaying through a provider that wants a login: the next hop is another
+/// Sluice taking mail only from users who log in over STARTTLS.
+#[test]
+fn a_smarthost_login_is_sent_inside_tls_and_a_refusal_defers() {
+    let certs = TestCerts::new();
+    let file = certs.dir.path().join("relay-users");
+    passwd(&file, "acct", "provider-pass");
+    let relay = Server::start_receiving(&format!(
+        "{}\n[[listen]]\naddr = \"127.0.0.1:0\"\nmode = \"submission\"\n\
+         [local]\ndomains = [\"remote.test\"]\nusers = [\"postmaster\", \"bob\"]\n\
+         [auth]\nbackend = \"file\"\nusers_file = \"{}\"\nfailure_delay_ms = 10\n\
+         [auth.senders]\nacct = [\"alice@example.test\"]\n",
+        certs.config(),
+        file.display()
+    ));
+    let relay_addr = relay.addr();
+    let sender = |password: &str| {
+        let pass = certs.dir.path().join(format!("{password}.pass"));
+        std::fs::write(&pass, format!("{password}\n")).unwrap();
+        Server::start(&format!(
+            "[delivery]\nroutes = {{ \"remote.test\" = \"{relay_addr}\" }}\n\
+             retry_schedule_secs = [60]\n\
+             [delivery.tls]\nca_file = \"{}\"\n\
+             [delivery.credentials]\n\"{relay_addr}\" = {{ username = \"acct\", password_file = \"{}\" }}\n",
+            certs.ca_file.display(),
+            pass.display()
+        ))
+    };
+    let server = sender("provider-pass");
+    let id = sluice_e2e::submit(
+        server.addr(),
+        "alice@example.test",
+        "",
+        &["bob@remote.test"],
+        CONTENT,
+    );
+    server.wait_delivery(&id, "bob@remote.test", "delivered", LIMIT);
+    let queued = sluice_e2e::queue_by_id(relay.spool_dir());
+    let m = queued.values().next().expect("the relay took it");
+    assert!(
+        m.received().contains(" with ESMTPSA id "),
+        "{}",
+        m.received()
+    );
+
+    let wrong = sender("not-the-password");
+    let id = sluice_e2e::submit(
+        wrong.addr(),
+        "alice@example.test",
+        "",
+        &["bob@remote.test"],
+        CONTENT,
+    );
+    let line = wrong.wait_delivery(&id, "bob@remote.test", "deferred", LIMIT);
+    assert!(
+        line.contains("451 4.7.0 Login to the next hop refused: 535 5.7.8"),
+        "{line}"
+    );
+    let show = wrong.queue_ok(&["show", &id]);
+    assert!(
+        show.contains("Login to the next hop refused: 535 5.7.8"),
+        "{show}"
+    );
+}

@@ -6,8 +6,8 @@
 
 use proptest::prelude::*;
 use sluice_smtp::client::{
-    BdatPolicy, ClientConfig, ClientEvent, ClientSession, CloseReason, Message, Outcome,
-    RecipientResult, ReplyOrigin, TlsUse,
+    BdatPolicy, ClientConfig, ClientEvent, ClientSession, CloseReason, Credentials, Message,
+    Outcome, RecipientResult, ReplyOrigin, TlsUse,
 };
 use sluice_smtp::server::{Decision, Event, Extensions, ServerConfig, ServerSession};
 use sluice_smtp::{
@@ -365,6 +365,117 @@ fn starttls_then_a_requiretls_message() {
     assert!(pair.client.is_tls() && pair.server.is_tls());
     assert!(pair.events.contains(&ClientEvent::StartTls));
     assert!(pair.received[0].0.params.requiretls);
+}
+
+fn auth_server() -> ServerConfig {
+    ServerConfig {
+        tls_required: true,
+        auth_required: true,
+        ..server_config(Extensions {
+            starttls: true,
+            auth: vec!["PLAIN".into(), "LOGIN".into()],
+            ..Extensions::default()
+        })
+    }
+}
+
+/// Accepts alice with `s3cret`, and no one else.
+fn check_password() -> Policy {
+    Box::new(|event| match event {
+        Event::Auth {
+            login, password, ..
+        } if login == "alice" && password.expose() == "s3cret" => None,
+        Event::Auth { .. } => Some(Decision::Reject(Reply::new(
+            535,
+            Some(EnhancedCode::new(5, 7, 8)),
+            "Authentication credentials invalid",
+        ))),
+        _ => None,
+    })
+}
+
+fn client_with(password: &str, tls: TlsUse) -> ClientConfig {
+    ClientConfig {
+        tls,
+        credentials: Some(Credentials {
+            login: "alice".into(),
+            password: password.into(),
+            in_clear: false,
+        }),
+        ..ClientConfig::new(domain("client.example.org"))
+    }
+}
+
+/// Our client logs in to our server (a provider's relay, say): after
+/// STARTTLS, AUTH PLAIN, then the message.
+#[test]
+fn the_client_logs_in_inside_tls() {
+    let mut pair = Pair::new(
+        client_with("s3cret", TlsUse::Required),
+        auth_server(),
+        check_password(),
+    );
+    let message = Message::new(
+        ReversePath::Path(path("<alice@example.org>")),
+        vec![forward("<r@example.net>")],
+        3,
+    );
+    let results = pair.send(message, b"x\r\n");
+    assert!(
+        matches!(results[0].outcome, Outcome::Delivered(_)),
+        "{results:?}"
+    );
+    assert_eq!(pair.server.login(), Some("alice"));
+}
+
+#[test]
+fn a_refused_login_defers_every_recipient_at_the_auth_stage() {
+    let mut pair = Pair::new(
+        client_with("wrong", TlsUse::Required),
+        auth_server(),
+        check_password(),
+    );
+    let message = Message::new(
+        ReversePath::Path(path("<alice@example.org>")),
+        vec![forward("<r@example.net>")],
+        3,
+    );
+    let results = pair.send(message, b"x\r\n");
+    match &results[0].outcome {
+        Outcome::Transient(reply) => assert_eq!(
+            reply.to_string().trim_end(),
+            "451 4.7.0 Login to the next hop refused: 535 5.7.8 Authentication credentials invalid"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(results[0].stage, Stage::Auth);
+    assert!(pair.received.is_empty());
+    assert!(pair.events.iter().any(|e| matches!(
+        e,
+        ClientEvent::Closed(CloseReason::AuthFailed(Some(r))) if r.code() == 535
+    )));
+}
+
+/// Without TLS the password stays home, and the message waits.
+#[test]
+fn credentials_are_not_sent_in_clear() {
+    let mut server = auth_server();
+    server.tls_required = false;
+    server.extensions.starttls = false;
+    let mut pair = Pair::new(client_with("s3cret", TlsUse::Off), server, check_password());
+    let message = Message::new(
+        ReversePath::Path(path("<alice@example.org>")),
+        vec![forward("<r@example.net>")],
+        3,
+    );
+    let results = pair.send(message, b"x\r\n");
+    assert!(matches!(&results[0].outcome, Outcome::Transient(r) if r.code() == 451));
+    assert!(
+        pair.events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Closed(CloseReason::AuthFailed(None))))
+    );
+    assert!(pair.server.login().is_none());
 }
 
 /// A body as a message would have it: CRLF lines, some starting with dots,

@@ -77,6 +77,8 @@ pub struct Remote {
     tls: Option<TlsPolicy>,
     broken: BrokenPeers,
     mta_sts: Option<MtaSts>,
+    /// Next hop (`host:port`, or `host`) → the login there.
+    credentials: std::collections::HashMap<String, sluice_smtp::client::Credentials>,
 }
 
 /// One place to try: a host's name for texts, and one of its addresses.
@@ -116,7 +118,40 @@ impl Remote {
             tls: None,
             broken: BrokenPeers::default(),
             mta_sts: None,
+            credentials: std::collections::HashMap::new(),
         }
+    }
+
+    /// Logs in to these next hops (`host:port` as routes and the smarthost
+    /// name them, or `host` for every port): AUTH after EHLO, inside TLS
+    /// unless a login says it may go in clear.
+    pub fn with_credentials(
+        mut self,
+        credentials: std::collections::HashMap<String, sluice_smtp::client::Credentials>,
+    ) -> Remote {
+        self.credentials = credentials
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        self
+    }
+
+    fn credentials_for(&self, attempt: &Attempt) -> Option<sluice_smtp::client::Credentials> {
+        let Endpoint::Tcp(addr) = attempt.endpoint else {
+            return None;
+        };
+        let host = attempt.host.to_ascii_lowercase();
+        // An address as the route wrote it: `[192.0.2.1]:587` or `192.0.2.1:587`.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        [
+            format!("{host}:{}", addr.port()),
+            format!("{bare}:{}", addr.port()),
+            host.clone(),
+            bare.to_owned(),
+        ]
+        .iter()
+        .find_map(|key| self.credentials.get(key))
+        .cloned()
     }
 
     /// Honours the MTA-STS policies of the domains mail goes to through
@@ -330,6 +365,16 @@ impl Remote {
     }
 
     fn connect(&self, attempt: &Attempt, lmtp: bool, level: Level) -> Result<Connection, Outcome> {
+        let credentials = if lmtp {
+            None
+        } else {
+            self.credentials_for(attempt)
+        };
+        // A login goes inside TLS: ask for it even where the level would not.
+        let level = match &credentials {
+            Some(c) if !c.in_clear => level.max(Level::May),
+            _ => level,
+        };
         let label = match &attempt.endpoint {
             Endpoint::Tcp(addr) if attempt.host == format!("[{}]", addr.ip()) => {
                 format!("{}:{}", attempt.host, addr.port())
@@ -355,6 +400,7 @@ impl Remote {
         };
         let config = ClientConfig {
             lmtp,
+            credentials,
             tls: if setup.is_some() {
                 level.tls_use()
             } else {

@@ -48,6 +48,7 @@ impl Timeouts {
             TimeoutClass::Greeting => self.greeting,
             TimeoutClass::Hello
             | TimeoutClass::StartTls
+            | TimeoutClass::Auth
             | TimeoutClass::Mail
             | TimeoutClass::Rcpt
             | TimeoutClass::Rset

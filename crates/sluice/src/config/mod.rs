@@ -210,6 +210,22 @@ pub struct Delivery {
     pub data_end_timeout_secs: u64,
     /// TLS to next hops.
     pub tls: tls::DeliveryTls,
+    /// Next hop (`host:port` as a route or the smarthost names it, or
+    /// `host`) → the login there.
+    pub credentials: BTreeMap<String, NextHopLogin>,
+}
+
+/// A login at a next hop (a provider's relay).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NextHopLogin {
+    pub username: String,
+    /// A file holding the password alone (a final newline is ignored);
+    /// keep it readable by the service user only.
+    pub password_file: PathBuf,
+    /// Send the login on a connection without TLS too. Default: never.
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -338,6 +354,7 @@ impl Default for Delivery {
             data_block_timeout_secs: rfc.data_block.as_secs(),
             data_end_timeout_secs: rfc.data_end.as_secs(),
             tls: tls::DeliveryTls::default(),
+            credentials: BTreeMap::new(),
         }
     }
 }

@@ -285,6 +285,11 @@ impl Config {
             },
             router,
         );
+        let mut logins = std::collections::HashMap::new();
+        for (hop, login) in &d.credentials {
+            logins.insert(hop.clone(), read_login(hop, login)?);
+        }
+        remote = remote.with_credentials(logins);
         if let Some(client) = self.client_tls()? {
             if d.tls.mta_sts {
                 remote = remote.with_mta_sts(MtaSts::new(
@@ -339,4 +344,31 @@ fn level(l: super::tls::SecurityLevel) -> Level {
         S::Encrypt => Level::Encrypt,
         S::Verify | S::Secure => Level::Verify,
     }
+}
+
+/// The password of a next-hop login, from its file; a warning when others
+/// than the service user can read it.
+fn read_login(
+    hop: &str,
+    login: &super::NextHopLogin,
+) -> Result<sluice_smtp::client::Credentials, String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = &login.password_file;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("delivery.credentials.{hop}: {}: {e}", path.display()))?;
+    if std::fs::metadata(path).is_ok_and(|m| m.mode() & 0o077 != 0) {
+        tracing::warn!(file = %path.display(), "password file is readable by others than its owner (chmod 600)");
+    }
+    let password = text.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err(format!(
+            "delivery.credentials.{hop}: {} is empty",
+            path.display()
+        ));
+    }
+    Ok(sluice_smtp::client::Credentials {
+        login: login.username.clone(),
+        password,
+        in_clear: login.allow_plaintext,
+    })
 }

@@ -88,6 +88,9 @@ pub enum CloseReason {
     TlsUnavailable(Option<Reply>),
     /// The caller's TLS handshake failed (the reason as the caller gave it).
     TlsFailed(String),
+    /// The server refused our login (its reply), or we would not send the
+    /// password in clear (`None`).
+    AuthFailed(Option<Reply>),
 }
 
 /// What the session is waiting for, to pick the timeout (RFC 5321 §4.5.3.2).
@@ -99,6 +102,8 @@ pub enum TimeoutClass {
     Hello,
     /// The reply to STARTTLS, and the handshake after it.
     StartTls,
+    /// The replies to AUTH.
+    Auth,
     Mail,
     Rcpt,
     /// The 354 to DATA.
@@ -120,6 +125,7 @@ impl TimeoutClass {
             TimeoutClass::Greeting
             | TimeoutClass::Hello
             | TimeoutClass::StartTls
+            | TimeoutClass::Auth
             | TimeoutClass::Mail
             | TimeoutClass::Rcpt
             | TimeoutClass::Rset
@@ -138,6 +144,7 @@ impl fmt::Display for TimeoutClass {
             TimeoutClass::Greeting => "the greeting",
             TimeoutClass::Hello => "the reply to EHLO/HELO",
             TimeoutClass::StartTls => "the reply to STARTTLS and the TLS handshake",
+            TimeoutClass::Auth => "the reply to AUTH",
             TimeoutClass::Mail => "the reply to MAIL",
             TimeoutClass::Rcpt => "the reply to RCPT",
             TimeoutClass::DataInit => "the reply to DATA",

@@ -29,6 +29,9 @@ pub(super) enum State {
     /// 220 to STARTTLS: the caller runs the handshake, then
     /// [`ClientSession::tls_established`]. Nothing is read meanwhile.
     Handshake,
+    /// AUTH sent; the server's next reply decides (LOGIN: `Some(step)`
+    /// while its two challenges come).
+    Auth(Option<LoginStep>),
     Ready,
     Transaction(Box<Transaction>),
     /// The message's results are out; one more reply brings the server back
@@ -37,6 +40,13 @@ pub(super) enum State {
     /// QUIT sent; the reason is what [`ClientEvent::Closed`] will report.
     Quitting(CloseReason),
     Closed,
+}
+
+/// Which of LOGIN's challenges the next reply is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LoginStep {
+    User,
+    Password,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +248,7 @@ impl ClientSession {
                 _ => self.unexpected(state, &reply),
             },
             State::Handshake => self.unexpected(state, &reply),
+            State::Auth(step) => self.on_auth_reply(step, reply),
             State::Ready => self.unexpected(state, &reply),
             State::Transaction(t) => self.on_transaction_reply(t, reply),
             State::Cleanup(cleanup) => match (cleanup, class) {
@@ -285,7 +296,101 @@ impl ClientSession {
         if let Some(name) = capabilities::announced_name(reply) {
             self.remote_name = Some(name);
         }
+        if let Some(next) = self.maybe_auth() {
+            return next;
+        }
         self.idle()
+    }
+
+    /// After EHLO: log in when we have credentials and the server offers a
+    /// mechanism we speak. Never the password in clear unless allowed.
+    fn maybe_auth(&mut self) -> Option<State> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let creds = self.config.credentials.clone()?;
+        if self.authenticated {
+            return None;
+        }
+        let offered = |m: &str| self.capabilities.auth.iter().any(|a| a == m);
+        let (plain, login) = (offered("PLAIN"), offered("LOGIN"));
+        // Told to log in, and no TLS to do it in: whether or not AUTH is
+        // offered in clear, the message waits (a relay that wants a login
+        // would refuse it for good otherwise).
+        if !self.tls && !creds.in_clear {
+            let reply = local_reply(
+                451,
+                (4, 7, 0),
+                "Credentials are not sent in clear: the server offers no TLS",
+            );
+            return Some(self.fail(
+                State::Ready,
+                CloseReason::AuthFailed(None),
+                reply,
+                ReplyOrigin::Local,
+            ));
+        }
+        if !plain && !login {
+            // Nothing to log in with: the server decides what we may send.
+            return None;
+        }
+        if plain {
+            let response = b64.encode(format!("\0{}\0{}", creds.login, creds.password));
+            self.output
+                .extend_from_slice(format!("AUTH PLAIN {response}\r\n").as_bytes());
+            Some(State::Auth(None))
+        } else {
+            self.output.extend_from_slice(b"AUTH LOGIN\r\n");
+            Some(State::Auth(Some(LoginStep::User)))
+        }
+    }
+
+    fn on_auth_reply(&mut self, step: Option<LoginStep>, reply: Reply) -> State {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let creds = self
+            .config
+            .credentials
+            .clone()
+            .unwrap_or(super::Credentials {
+                login: String::new(),
+                password: String::new(),
+                in_clear: false,
+            });
+        match (step, reply.code()) {
+            (_, 235) => {
+                self.authenticated = true;
+                self.idle()
+            }
+            (Some(LoginStep::User), 334) => {
+                self.output
+                    .extend_from_slice(format!("{}\r\n", b64.encode(&creds.login)).as_bytes());
+                State::Auth(Some(LoginStep::Password))
+            }
+            (Some(LoginStep::Password), 334) => {
+                self.output
+                    .extend_from_slice(format!("{}\r\n", b64.encode(&creds.password)).as_bytes());
+                State::Auth(None)
+            }
+            // A refused login is our configuration's fault, not the
+            // message's: every recipient waits for it to be fixed.
+            (_, code) if code / 100 == 4 || code / 100 == 5 => {
+                let local = local_reply(
+                    451,
+                    (4, 7, 0),
+                    format!(
+                        "Login to the next hop refused: {}",
+                        reply.to_string().trim_end()
+                    ),
+                );
+                self.fail(
+                    State::Auth(step),
+                    CloseReason::AuthFailed(Some(reply)),
+                    local,
+                    ReplyOrigin::Local,
+                )
+            }
+            _ => self.unexpected(State::Auth(step), &reply),
+        }
     }
 
     fn on_transaction_reply(&mut self, mut t: Box<Transaction>, reply: Reply) -> State {
@@ -656,6 +761,7 @@ fn stage_of(state: &State) -> Stage {
     match state {
         State::Greeting => Stage::Greeting,
         State::Ehlo | State::Helo | State::StartTls | State::Handshake => Stage::Hello,
+        State::Auth(_) => Stage::Auth,
         State::Transaction(t) => match &t.phase {
             Phase::Envelope { awaiting, .. } => match awaiting.front() {
                 Some(Step::Mail) => Stage::Mail,
@@ -688,6 +794,7 @@ pub(super) fn timeout_class_of(state: &State) -> Option<TimeoutClass> {
         State::Greeting => Some(TimeoutClass::Greeting),
         State::Ehlo | State::Helo => Some(TimeoutClass::Hello),
         State::StartTls | State::Handshake => Some(TimeoutClass::StartTls),
+        State::Auth(_) => Some(TimeoutClass::Auth),
         State::Ready | State::Closed => None,
         State::Transaction(t) => match &t.phase {
             Phase::Envelope { awaiting, .. } => awaiting.front().map(|step| match step {

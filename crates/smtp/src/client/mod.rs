@@ -69,6 +69,28 @@ pub struct ClientConfig {
     pub lmtp: bool,
     /// Whether to ask for TLS with STARTTLS (RFC 3207).
     pub tls: TlsUse,
+    /// Log in (AUTH PLAIN or LOGIN, RFC 4954) after EHLO, when the server
+    /// offers it. Sent only inside TLS unless `in_clear` says otherwise.
+    pub credentials: Option<Credentials>,
+}
+
+/// A login at the next hop (a provider's relay).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub login: String,
+    pub password: String,
+    /// Send them on a connection without TLS too. Off by default: the
+    /// password would cross the network as it is.
+    pub in_clear: bool,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("login", &self.login)
+            .field("in_clear", &self.in_clear)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether the session asks for TLS. Which certificate the caller accepts
@@ -93,6 +115,7 @@ impl ClientConfig {
             bdat: BdatPolicy::default(),
             lmtp: false,
             tls: TlsUse::Off,
+            credentials: None,
         }
     }
 
@@ -139,6 +162,8 @@ pub struct ClientSession {
     quit_requested: bool,
     /// The connection is inside TLS.
     tls: bool,
+    /// AUTH succeeded on this connection.
+    authenticated: bool,
 }
 
 impl ClientSession {
@@ -158,6 +183,7 @@ impl ClientSession {
             queued: None,
             quit_requested: false,
             tls: false,
+            authenticated: false,
         }
     }
 
