@@ -34,8 +34,39 @@ fn scheme(hash: &str) -> String {
         .map_or_else(|| hash.chars().take(10).collect(), |s| format!("${s}$"))
 }
 
+/// Dovecot's scheme prefixes this module knows, and the crypt(3) form
+/// each one names.
+const DOVECOT_SCHEMES: &[(&str, &[&str])] = &[
+    ("{ARGON2ID}", &["$argon2id$"]),
+    ("{ARGON2I}", &["$argon2i$"]),
+    ("{BLF-CRYPT}", &["$2b$", "$2y$", "$2a$"]),
+    ("{SHA512-CRYPT}", &["$6$"]),
+    ("{SHA256-CRYPT}", &["$5$"]),
+];
+
 /// Whether `password` is the one `hash` was made from. Slow by design.
+/// The hash may carry Dovecot's `{SCHEME}` prefix (`{SHA512-CRYPT}$6$…`),
+/// as in its passwd-files; it must then agree with the hash.
 pub fn verify(password: &str, hash: &str) -> Result<bool, HashError> {
+    let hash = match hash.strip_prefix('{') {
+        None => hash,
+        Some(_) => {
+            let known = DOVECOT_SCHEMES.iter().find_map(|(prefix, forms)| {
+                let rest = hash
+                    .get(..prefix.len())
+                    .filter(|p| p.eq_ignore_ascii_case(prefix))
+                    .map(|_| &hash[prefix.len()..])?;
+                forms.iter().any(|f| rest.starts_with(f)).then_some(rest)
+            });
+            match known {
+                Some(rest) => rest,
+                None => {
+                    let scheme = hash.split_inclusive('}').next().unwrap_or(hash);
+                    return Err(HashError::Unsupported(scheme.to_string()));
+                }
+            }
+        }
+    };
     if hash.starts_with("$argon2") {
         let parsed = PasswordHash::new(hash).map_err(|e| HashError::Malformed(e.to_string()))?;
         return Ok(Argon2::default()
@@ -85,6 +116,34 @@ mod tests {
         // What `openssl passwd -6 -salt abcdefgh s3cret` prints.
         let from_openssl = "$6$abcdefgh$Z7KfoKnKTSZrzo5VZ0YubGLQOj9ov6sHo9TmE3zIU/LHKhpE30zCnZ0mcIXYf9r9rQ4DYaXoxAFSPFlcWdxjB.";
         assert_eq!(verify("s3cret", from_openssl), Ok(true));
+        // Dovecot's passwd-file form, with the scheme in front.
+        for (prefix, h) in [
+            ("{ARGON2ID}", &argon),
+            ("{BLF-CRYPT}", &bcrypt),
+            ("{SHA512-CRYPT}", &sha512),
+            ("{sha256-crypt}", &sha256),
+        ] {
+            assert_eq!(
+                verify("s3cret", &format!("{prefix}{h}")),
+                Ok(true),
+                "{prefix}"
+            );
+            assert_eq!(
+                verify("nope", &format!("{prefix}{h}")),
+                Ok(false),
+                "{prefix}"
+            );
+        }
+        assert_eq!(
+            verify("s3cret", &format!("{{BLF-CRYPT}}{sha512}")),
+            Err(HashError::Unsupported("{BLF-CRYPT}".into())),
+            "a prefix that disagrees with the hash is not trusted"
+        );
+        assert_eq!(
+            verify("s3cret", "{PLAIN}s3cret"),
+            Err(HashError::Unsupported("{PLAIN}".into())),
+            "plain-text passwords are not accepted"
+        );
     }
 
     #[test]

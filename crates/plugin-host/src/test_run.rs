@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use sluice_smtp::server::Greeting;
-use sluice_smtp::trace::{TraceFields, received_header};
+use sluice_smtp::trace::{TraceClient, TraceFields, received_header};
 use sluice_smtp::{ForwardPath, Path, Reply, ReversePath};
 
 use crate::abi::Hook;
@@ -339,8 +339,10 @@ fn with_trace(envelope: &TestEnvelope, hostname: &str, rcpts: &[String], eml: &[
     let mut out = Vec::with_capacity(eml.len() + 256);
     received_header(
         &TraceFields {
-            helo: &envelope.helo,
-            client_ip: envelope.client_ip,
+            client: TraceClient::Network {
+                helo: &envelope.helo,
+                ip: envelope.client_ip,
+            },
             hostname,
             greeting: Greeting::Ehlo,
             tls: None,

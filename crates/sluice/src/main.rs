@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod plugin_test;
 mod queue;
+mod sendmail;
 mod serve;
 
 use std::path::PathBuf;
@@ -44,6 +45,14 @@ enum Command {
         /// The password file (Dovecot passwd-file style: name:hash).
         #[arg(long)]
         file: PathBuf,
+    },
+    /// Submit a message from standard input, as sendmail(1) does (also
+    /// run as `sendmail`, `mailq` or `newaliases` through a symlink).
+    /// Takes Postfix's options: -t -i -f -F -bs -bp -q -N -R -V -v -C.
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Inspect and control the queue.
     Queue {
@@ -137,8 +146,20 @@ enum QueueCommand {
 }
 
 fn main() -> ExitCode {
+    // Installed as /usr/sbin/sendmail (or mailq, newaliases): programs that
+    // call it pass sendmail's options, not ours.
+    let argv: Vec<String> = std::env::args().collect();
+    let program = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("sluice");
+    if matches!(program, "sendmail" | "mailq" | "newaliases") {
+        return sendmail::main(program, &argv[1..]);
+    }
     let cli = Cli::parse();
     match cli.command {
+        Command::Sendmail { args } => sendmail::main("sendmail", &args),
         Command::Serve { config } => {
             let _log = init_logging();
             match load(config.as_deref()).and_then(|c| serve::serve(c, config)) {
@@ -167,7 +188,7 @@ fn main() -> ExitCode {
                     println!("  listen        {} ({:?})", l.addr, l.mode);
                 }
                 println!("  spool_dir     {}", config.spool_dir.display());
-                println!("  local domains {}", config.local.domains.join(", "));
+                println!("  local domains {}", config.local_domains().join(", "));
                 println!("  local users   {}", config.local.users.join(", "));
                 for p in &config.plugins {
                     // preflight found every file.

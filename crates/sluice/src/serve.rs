@@ -68,16 +68,23 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
         .transpose()?;
     let smtpd_config = config.smtpd(directory, tls.clone(), auth);
     let hostname = smtpd_config.session.hostname.clone();
+    // Before the listeners announce themselves: a supervisor (or a test)
+    // may send SIGTERM as soon as it reads "listening on", and the signal
+    // must then wait here for its thread rather than kill the process.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let smtpd = Smtpd::start(smtpd_config, spool.handle(), plugins.clone())
         .map_err(|e| format!("cannot listen: {e}"))?;
     for addr in smtpd.local_addrs() {
         // Tests and scripts read this line to learn the port (addr may say port 0).
         tracing::info!("listening on {addr} as {hostname}");
     }
+    if config.sendmail.enabled {
+        let socket = config.sendmail.socket_path(&config.spool_dir);
+        tracing::info!(socket = %socket.display(), "local submission (sendmail) ready");
+    }
 
     let stopper = smtpd.stopper();
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let signal_handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())

@@ -6,12 +6,20 @@ use std::time::SystemTime;
 use crate::date::rfc5322_date;
 use crate::server::Greeting;
 
+/// Where the message came from.
+#[derive(Debug, Clone, Copy)]
+pub enum TraceClient<'a> {
+    /// A client on the network: its HELO/EHLO argument, as it gave it, and
+    /// its address.
+    Network { helo: &'a str, ip: IpAddr },
+    /// A local program (`sendmail`), by the user id the kernel reported.
+    Local { uid: u32 },
+}
+
 /// What a trace header says about one transaction.
 #[derive(Debug)]
 pub struct TraceFields<'a> {
-    /// The HELO/EHLO argument, as the client gave it.
-    pub helo: &'a str,
-    pub client_ip: IpAddr,
+    pub client: TraceClient<'a>,
     pub hostname: &'a str,
     pub greeting: Greeting,
     /// The TLS protocol and cipher suite when the session was encrypted
@@ -31,7 +39,8 @@ pub struct TraceFields<'a> {
 ///
 /// `Received: from <helo> ([<ip>]) by <hostname> with ESMTP id <id> for <rcpt>; <date>`,
 /// with `(using <tls>)` after the client when the session was encrypted, as
-/// RFC 8314 §4.3 suggests.
+/// RFC 8314 §4.3 suggests. A local submission has no `from` clause and says
+/// `(Sluice, from userid <uid>)` instead, as Postfix does.
 pub fn received_header(f: &TraceFields<'_>, out: &mut Vec<u8>) {
     use std::io::Write as _;
     // RFC 3848's registered values: SMTP for HELO, ESMTP for EHLO, with S
@@ -43,20 +52,31 @@ pub fn received_header(f: &TraceFields<'_>, out: &mut Vec<u8>) {
         (Greeting::Ehlo, false, true) => "ESMTPA",
         (Greeting::Ehlo, true, true) => "ESMTPSA",
     };
-    let ip = match f.client_ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("IPv6:{v6}"),
-    };
     // Writing to a Vec cannot fail.
-    let _ = write!(out, "Received: from {} ([{}])", sanitize(f.helo), ip);
-    if let Some(tls) = f.tls {
-        let _ = write!(out, "\r\n\t(using {})", sanitize(tls));
+    match f.client {
+        TraceClient::Network { helo, ip } => {
+            let ip = match ip {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("IPv6:{v6}"),
+            };
+            let _ = write!(out, "Received: from {} ([{}])", sanitize(helo), ip);
+            if let Some(tls) = f.tls {
+                let _ = write!(out, "\r\n\t(using {})", sanitize(tls));
+            }
+            let _ = write!(
+                out,
+                "\r\n\tby {} (Sluice) with {} id {}",
+                f.hostname, protocol, f.queue_id
+            );
+        }
+        TraceClient::Local { uid } => {
+            let _ = write!(
+                out,
+                "Received: by {} (Sluice, from userid {uid})\r\n\twith {} id {}",
+                f.hostname, protocol, f.queue_id
+            );
+        }
     }
-    let _ = write!(
-        out,
-        "\r\n\tby {} (Sluice) with {} id {}",
-        f.hostname, protocol, f.queue_id
-    );
     if let Some(rcpt) = f.single_recipient {
         let _ = write!(out, "\r\n\tfor <{}>", sanitize(rcpt));
     }
@@ -86,8 +106,10 @@ mod tests {
         let mut out = Vec::new();
         received_header(
             &TraceFields {
-                helo: "client.example",
-                client_ip: "192.0.2.7".parse().unwrap(),
+                client: TraceClient::Network {
+                    helo: "client.example",
+                    ip: "192.0.2.7".parse().unwrap(),
+                },
                 hostname: "mx.example.test",
                 greeting: Greeting::Ehlo,
                 tls: None,
@@ -110,8 +132,10 @@ mod tests {
         let mut out = Vec::new();
         received_header(
             &TraceFields {
-                helo: "old\u{7}host",
-                client_ip: "::1".parse().unwrap(),
+                client: TraceClient::Network {
+                    helo: "old\u{7}host",
+                    ip: "::1".parse().unwrap(),
+                },
                 hostname: "h",
                 greeting: Greeting::Helo,
                 tls: None,
@@ -138,8 +162,10 @@ mod tests {
             let mut out = Vec::new();
             received_header(
                 &TraceFields {
-                    helo: "c",
-                    client_ip: "192.0.2.7".parse().unwrap(),
+                    client: TraceClient::Network {
+                        helo: "c",
+                        ip: "192.0.2.7".parse().unwrap(),
+                    },
                     hostname: "h",
                     greeting: Greeting::Ehlo,
                     tls,
@@ -161,5 +187,28 @@ mod tests {
         assert!(header(tls, true).contains("with ESMTPSA id"));
         assert!(header(None, true).contains("with ESMTPA id"));
         assert!(header(None, false).contains("with ESMTP id"));
+    }
+
+    #[test]
+    fn a_local_submission_names_the_user_id_and_no_client() {
+        let mut out = Vec::new();
+        received_header(
+            &TraceFields {
+                client: TraceClient::Local { uid: 1000 },
+                hostname: "host.test",
+                greeting: Greeting::Ehlo,
+                tls: None,
+                authenticated: false,
+                queue_id: "Q",
+                single_recipient: Some("root@host.test"),
+                time: UNIX_EPOCH,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Received: by host.test (Sluice, from userid 1000)\r\n\twith ESMTP id Q\r\n\
+             \tfor <root@host.test>;\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\n"
+        );
     }
 }

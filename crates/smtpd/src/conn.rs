@@ -5,14 +5,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mio::net::TcpStream;
 use sluice_filter::{ClientInfo, Filter, MessageChanges, valid_header_field};
 use sluice_smtp::server::{Greeting, Notice, ServerConfig, ServerSession};
-use sluice_smtp::trace::{TraceFields, received_header};
+use sluice_smtp::trace::{TraceClient, TraceFields, received_header};
 use sluice_smtp::{ForwardPath, Stage};
 use sluice_spool::{BodyPart, Entry, QueueId, Submission};
 
 use crate::ListenerMode;
+use crate::limits::Client;
+use crate::local::LocalUser;
+use crate::socket::Socket;
 use crate::transport::Transport;
 
 /// What a connection is waiting for, besides its client.
@@ -30,15 +32,18 @@ pub(crate) enum Waiting {
 
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Socket,
     /// Plain, or TLS (after STARTTLS, or from the start on `smtps`).
     pub(crate) transport: Transport,
     pub(crate) mode: ListenerMode,
     /// When the TLS handshake began, while it runs.
     pub(crate) handshake_started: Option<Instant>,
     pub(crate) info: ClientInfo,
-    /// The client's address as policy sees it (IPv4-mapped IPv6 unmapped).
+    /// The client's address as policy sees it (IPv4-mapped IPv6 unmapped);
+    /// loopback for a local user.
     pub(crate) ip: IpAddr,
+    /// Who the client is on the local submission socket.
+    pub(crate) local: Option<LocalUser>,
     pub(crate) session: ServerSession<Arc<ServerConfig>>,
     /// Bytes read but not yet consumed by the session.
     pub(crate) input: Vec<u8>,
@@ -73,10 +78,11 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Socket,
         mode: ListenerMode,
         info: ClientInfo,
         ip: IpAddr,
+        local: Option<LocalUser>,
         session: ServerSession<Arc<ServerConfig>>,
     ) -> Self {
         Conn {
@@ -86,6 +92,7 @@ impl Conn {
             handshake_started: None,
             info,
             ip,
+            local,
             session,
             input: Vec::new(),
             written: 0,
@@ -101,6 +108,14 @@ impl Conn {
             auth_failures: 0,
             delayed: None,
             added_fields: Vec::new(),
+        }
+    }
+
+    /// Whom this connection counts against in the limits.
+    pub(crate) fn client(&self) -> Client {
+        match &self.local {
+            Some(user) => Client::Uid(user.uid),
+            None => Client::Ip(self.ip),
         }
     }
 
@@ -209,12 +224,18 @@ impl Conn {
         let mut header = Vec::with_capacity(256);
         received_header(
             &TraceFields {
-                helo: &helo,
-                client_ip: self.ip,
+                client: match &self.local {
+                    Some(user) => TraceClient::Local { uid: user.uid },
+                    None => TraceClient::Network {
+                        helo: &helo,
+                        ip: self.ip,
+                    },
+                },
                 hostname,
                 greeting,
                 tls: tls.as_deref(),
-                authenticated: self.info.login.is_some(),
+                // A local user is known, but did not log in.
+                authenticated: self.info.login.is_some() && self.local.is_none(),
                 queue_id: &id.to_string(),
                 single_recipient: single.as_deref(),
                 time: SystemTime::now(),

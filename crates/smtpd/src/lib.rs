@@ -17,7 +17,9 @@ pub mod auth;
 mod conn;
 mod event_loop;
 mod limits;
+pub mod local;
 pub mod policy;
+mod socket;
 mod transport;
 
 use std::io;
@@ -49,6 +51,9 @@ pub enum ListenerMode {
     /// Implicit TLS (RFC 8314, port 465): the handshake first, then the
     /// greeting.
     Smtps,
+    /// The local submission socket `sluice sendmail` talks to: the kernel
+    /// vouches for the user (`SO_PEERCRED`), so there is no TLS and no AUTH.
+    Local,
 }
 
 impl ListenerMode {
@@ -57,6 +62,7 @@ impl ListenerMode {
             ListenerMode::Smtp => "smtp",
             ListenerMode::Submission => "submission",
             ListenerMode::Smtps => "smtps",
+            ListenerMode::Local => "local",
         }
     }
 
@@ -96,6 +102,8 @@ pub struct SmtpdConfig {
     /// SMTP AUTH on `submission` and `smtps` listeners (which then take
     /// mail only from clients that logged in); `None`: no AUTH anywhere.
     pub auth: Option<auth::AuthSetup>,
+    /// The local submission socket for `sendmail`; `None`: none.
+    pub local: Option<local::LocalSubmit>,
     /// 0 means one per available core.
     pub event_loops: usize,
     pub max_connections: usize,
@@ -117,6 +125,7 @@ impl SmtpdConfig {
             tls: None,
             tls_handshake_timeout: Duration::from_secs(30),
             auth: None,
+            local: None,
             event_loops: 0,
             max_connections: 10_000,
             max_connections_per_ip: 50,
@@ -131,7 +140,7 @@ impl SmtpdConfig {
 /// State shared by all event loops.
 pub(crate) struct Shared {
     /// The session configuration per [`ListenerMode`], in its order.
-    sessions: [Arc<ServerConfig>; 3],
+    sessions: [Arc<ServerConfig>; 4],
     /// The base configuration (hostname, limits).
     pub(crate) session: Arc<ServerConfig>,
     /// Per listener, in the order of `SmtpdConfig::listen`.
@@ -139,6 +148,7 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<Arc<ServerTls>>,
     pub(crate) tls_handshake_timeout: Duration,
     pub(crate) auth: Option<auth::AuthSetup>,
+    pub(crate) local: Option<local::LocalSubmit>,
     /// Where passwords go to be checked.
     pub(crate) auth_jobs: Option<crossbeam_channel::Sender<auth::AuthJob>>,
     pub(crate) policy: RecipientPolicy,
@@ -183,12 +193,19 @@ impl Shared {
 /// The session configuration a listener in `mode` serves with.
 fn session_for(base: &ServerConfig, mode: ListenerMode, tls: bool, auth: bool) -> ServerConfig {
     let mut session = base.clone();
+    if mode == ListenerMode::Local {
+        // Nothing crosses a network: TLS would protect nothing, and the
+        // user is already known.
+        session.extensions.starttls = false;
+        session.extensions.requiretls = tls;
+        return session;
+    }
     session.extensions.starttls = tls && mode != ListenerMode::Smtps;
     session.extensions.requiretls = tls;
     session.tls_required = mode == ListenerMode::Submission;
     // Submission listeners are for users who log in (RFC 6409 §4.3); port
     // 25 takes mail from other MTAs, who never do.
-    let submission = mode != ListenerMode::Smtp;
+    let submission = matches!(mode, ListenerMode::Submission | ListenerMode::Smtps);
     if auth && submission {
         session.extensions.auth = vec!["PLAIN".into(), "LOGIN".into()];
         session.auth_required = true;
@@ -258,15 +275,21 @@ impl Smtpd {
                 ),
             ));
         }
-        let listeners = config
+        let tcp = config
             .listen
             .iter()
             .map(|l| bind(l.addr))
             .collect::<io::Result<Vec<_>>>()?;
-        let local_addrs = listeners
+        let local_addrs = tcp
             .iter()
             .map(TcpListener::local_addr)
             .collect::<io::Result<Vec<_>>>()?;
+        let mut listeners: Vec<socket::Bound> = tcp.into_iter().map(socket::Bound::Tcp).collect();
+        let mut listener_modes: Vec<ListenerMode> = config.listen.iter().map(|l| l.mode).collect();
+        if let Some(local) = &config.local {
+            listeners.push(socket::Bound::Unix(local::bind(&local.socket)?));
+            listener_modes.push(ListenerMode::Local);
+        }
         let loops = match config.event_loops {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -286,6 +309,7 @@ impl Smtpd {
             ListenerMode::Smtp,
             ListenerMode::Submission,
             ListenerMode::Smtps,
+            ListenerMode::Local,
         ];
         let shared = Arc::new(Shared {
             sessions: modes.map(|mode| {
@@ -297,11 +321,12 @@ impl Smtpd {
                 ))
             }),
             session: Arc::new(config.session),
-            listener_modes: config.listen.iter().map(|l| l.mode).collect(),
+            listener_modes,
             tls: config.tls,
             tls_handshake_timeout: config.tls_handshake_timeout,
             auth_jobs: config.auth.as_ref().map(auth::start_workers).transpose()?,
             auth: config.auth,
+            local: config.local,
             policy: config.policy,
             spool,
             filter,
@@ -319,7 +344,7 @@ impl Smtpd {
             // and hands each connection to the loop with the fewest.
             let own = listeners
                 .iter()
-                .map(TcpListener::try_clone)
+                .map(socket::Bound::try_clone)
                 .collect::<io::Result<Vec<_>>>()?;
             let event_loop = EventLoop::new(shared.clone(), i, inlet, own)?;
             handles.push(

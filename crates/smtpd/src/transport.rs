@@ -7,7 +7,7 @@
 
 use std::io::{self, Read, Write};
 
-use mio::net::TcpStream;
+use crate::socket::Socket;
 use rustls::ServerConnection;
 use sluice_filter::TlsInfo;
 
@@ -61,7 +61,7 @@ impl Transport {
     /// of the stream (TCP EOF, or TLS close_notify), `WouldBlock` means
     /// nothing more now. A TLS protocol error sends its alert and is
     /// `InvalidData`.
-    pub(crate) fn read(&mut self, stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn read(&mut self, stream: &mut Socket, buf: &mut [u8]) -> io::Result<usize> {
         let tls = match self {
             Transport::Plain => return stream.read(buf),
             Transport::Tls(tls) => tls,
@@ -94,7 +94,7 @@ impl Transport {
     /// Writes as much of `data` (plaintext) as the socket takes now;
     /// returns how much was taken. With TLS, what is taken may still sit in
     /// rustls' buffer: [`Transport::pending`] says so.
-    pub(crate) fn write(&mut self, stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+    pub(crate) fn write(&mut self, stream: &mut Socket, data: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Plain => stream.write(data),
             Transport::Tls(tls) => {
@@ -111,7 +111,7 @@ impl Transport {
 
     /// Writes TLS records still waiting (handshake messages, data rustls
     /// buffered); `WouldBlock` is not an error here.
-    pub(crate) fn flush(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+    pub(crate) fn flush(&mut self, stream: &mut Socket) -> io::Result<()> {
         match self {
             Transport::Plain => Ok(()),
             Transport::Tls(tls) => flush_tls(tls, stream),
@@ -125,7 +125,7 @@ impl Transport {
 
     /// Says goodbye inside TLS (close_notify), best effort; nothing to a
     /// client that never finished its handshake.
-    pub(crate) fn close(&mut self, stream: &mut TcpStream) {
+    pub(crate) fn close(&mut self, stream: &mut Socket) {
         if let Transport::Tls(tls) = self
             && !tls.is_handshaking()
         {
@@ -135,7 +135,7 @@ impl Transport {
     }
 }
 
-fn flush_tls(tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<()> {
+fn flush_tls(tls: &mut ServerConnection, stream: &mut Socket) -> io::Result<()> {
     while tls.wants_write() {
         match tls.write_tls(stream) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

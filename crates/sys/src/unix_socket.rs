@@ -136,3 +136,25 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }
+
+/// The user id of the process at the other end of a connected Unix socket
+/// (`SO_PEERCRED`): who is submitting, as the kernel says, not as they say.
+pub fn peer_uid(socket: &impl std::os::fd::AsFd) -> io::Result<u32> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    getsockopt(socket, PeerCredentials)
+        .map(|c| c.uid())
+        .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_is_this_process_s_user() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let me = std::fs::metadata("/proc/self").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(peer_uid(&a).unwrap(), me.uid());
+    }
+}

@@ -29,6 +29,19 @@ pub fn login_of(uid: u32) -> Option<String> {
         .map(|user| user.name)
 }
 
+/// The user id of login `name`, if the user database has one.
+pub fn uid_of(name: &str) -> Option<u32> {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|user| user.uid.as_raw())
+}
+
+/// The process's effective user id.
+pub fn current_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +56,9 @@ mod tests {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .expect("run id -un");
         assert_eq!(login_of(uid).as_deref(), Some(expected.as_str()));
+        assert_eq!(uid_of(&expected), Some(uid));
+        assert_eq!(current_uid(), uid);
+        assert_eq!(uid_of("no-such-user-here"), None);
         assert_eq!(current_login().as_deref(), Some(expected.as_str()));
     }
 }

@@ -10,6 +10,7 @@
 //! settings of each part (front end, plugins, scheduler, transports).
 
 pub mod auth;
+pub mod sendmail;
 pub mod shipped;
 pub mod tls;
 mod validate;
@@ -43,6 +44,8 @@ pub struct Config {
     pub tls: tls::Tls,
     /// SMTP AUTH on submission and smtps listeners.
     pub auth: auth::Auth,
+    /// The local submission socket for `sluice sendmail`.
+    pub sendmail: sendmail::Sendmail,
     pub delivery: Delivery,
     pub dns: Dns,
     /// Where plugins keep shared state (greylisting, rate limits).
@@ -283,6 +286,7 @@ impl Default for Config {
             server: Server::default(),
             tls: tls::Tls::default(),
             auth: auth::Auth::default(),
+            sendmail: sendmail::Sendmail::default(),
             delivery: Delivery::default(),
             dns: Dns::default(),
             kv: Kv::default(),

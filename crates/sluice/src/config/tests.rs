@@ -302,3 +302,58 @@ fn the_kv_table_picks_the_store_and_explains_mistakes() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(notes[0].contains("kv.backend is \"memory\""), "{notes:?}");
 }
+
+#[test]
+fn the_sendmail_socket_and_origin_follow_the_spool_and_the_local_domains() {
+    let c = parse(
+        r#"
+        hostname = "mx.example.test"
+        spool_dir = "/var/spool/sluice"
+        [local]
+        domains = ["example.test", "other.test"]
+        "#,
+    )
+    .unwrap();
+    let local = c
+        .smtpd(c.directory(), None, None)
+        .local
+        .expect("on by default");
+    assert_eq!(local.socket, PathBuf::from("/var/spool/sluice/submit.sock"));
+    assert_eq!(local.origin, "mx.example.test", "the hostname");
+    let directory = c.directory();
+    assert!(
+        directory.is_local_domain_name("MX.example.test"),
+        "the hostname is a local domain, as in Postfix's mydestination"
+    );
+    assert!(directory.is_local_domain_name("other.test"));
+    assert!(local.trusted_uids.contains(&0), "root, by default");
+    assert!(
+        local
+            .trusted_uids
+            .contains(&sluice_sys::user::current_uid()),
+        "the server's own user"
+    );
+
+    let c = parse(
+        r#"
+        hostname = "mx.example.test"
+        [sendmail]
+        socket = "/run/sluice/submit.sock"
+        trusted_users = []
+        origin = "corp.example.test"
+        "#,
+    )
+    .unwrap();
+    let local = c.smtpd(c.directory(), None, None).local.unwrap();
+    assert_eq!(local.socket, PathBuf::from("/run/sluice/submit.sock"));
+    assert_eq!(local.origin, "corp.example.test");
+    assert_eq!(local.trusted_uids, [sluice_sys::user::current_uid()]);
+
+    let off = parse("[sendmail]\nenabled = false\n").unwrap();
+    assert!(off.smtpd(off.directory(), None, None).local.is_none());
+    let unknown = parse("[sendmail]\ntrusted_users = [\"no-such-user-here\"]\n").unwrap_err();
+    assert!(
+        unknown.contains("no user \"no-such-user-here\""),
+        "{unknown}"
+    );
+}

@@ -39,6 +39,7 @@ impl Config {
             Ok(Some(_)) => {}
         }
         problems.extend(self.auth.problems());
+        problems.extend(self.sendmail.problems());
         let lim = &self.limits;
         if lim.max_line_length < 512 {
             problems.push(format!(

@@ -91,7 +91,7 @@ impl Config {
     /// plugins' `is_local_domain` share. Build it once and hand it to each.
     pub fn directory(&self) -> Arc<Directory> {
         Arc::new(Directory::new(DirectoryConfig {
-            domains: self.local.domains.clone(),
+            domains: self.local_domains(),
             users: self.local.users.clone(),
             aliases: self.local.aliases.clone(),
             recipient_delimiter: self.local.recipient_delimiter.clone(),
@@ -188,6 +188,27 @@ impl Config {
         }))
     }
 
+    /// The domain of local users' own addresses: as configured, else the
+    /// hostname (Postfix's `myorigin`), which is always local.
+    pub fn origin(&self) -> String {
+        match self.sendmail.origin.as_str() {
+            "" => self.hostname(),
+            origin => origin.to_string(),
+        }
+    }
+
+    /// The local domains: those configured, and the hostname, as Postfix's
+    /// `mydestination` holds `$myhostname`: mail to `postmaster@<our name>`
+    /// and cron's mail to `root@<our name>` stay here.
+    pub fn local_domains(&self) -> Vec<String> {
+        let mut domains = self.local.domains.clone();
+        let hostname = self.hostname();
+        if !domains.iter().any(|d| d.eq_ignore_ascii_case(&hostname)) {
+            domains.push(hostname);
+        }
+        domains
+    }
+
     pub fn smtpd(
         &self,
         directory: Arc<Directory>,
@@ -221,6 +242,12 @@ impl Config {
             .collect();
         smtpd.tls = tls;
         smtpd.auth = auth;
+        let s = &self.sendmail;
+        smtpd.local = s.enabled.then(|| sluice_smtpd::local::LocalSubmit {
+            socket: s.socket_path(&self.spool_dir),
+            trusted_uids: s.trusted_uids(),
+            origin: self.origin(),
+        });
         smtpd.tls_handshake_timeout = Duration::from_secs(self.tls.handshake_timeout_secs());
         smtpd.event_loops = self.server.event_loops;
         smtpd.max_connections = self.limits.max_connections;

@@ -475,6 +475,20 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         Ok(())
     }
 
+    /// Replaces the reverse-path of the pending MAIL, before the decision:
+    /// a submission server may correct what a client it knows asks for
+    /// (RFC 6409 §8), as the local submission socket does for a user who
+    /// names someone else's address.
+    pub fn set_reverse_path(&mut self, path: ReversePath) -> Result<(), ApiMisuse> {
+        match &mut self.phase {
+            Phase::Pending(Event::Mail { reverse_path, .. }, _) => {
+                *reverse_path = path;
+                Ok(())
+            }
+            _ => Err(ApiMisuse("the reverse-path is set while MAIL is pending")),
+        }
+    }
+
     /// Takes the finished message (trace header + content) while
     /// [`Event::Message`] is pending. The envelope stays until the decision
     /// ([`ServerSession::transaction`]), so the front end can still read it.

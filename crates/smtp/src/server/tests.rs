@@ -159,6 +159,24 @@ fn no_command_is_consumed_while_a_decision_is_pending() {
 }
 
 #[test]
+fn the_reverse_path_of_a_pending_mail_can_be_corrected_and_nothing_else() {
+    let mut session = ServerSession::new(ServerConfig::default());
+    session.greet(None);
+    let own = ReversePath::Path(crate::Path::parse(b"<me@host.test>").unwrap());
+    assert!(
+        session.set_reverse_path(own.clone()).is_err(),
+        "no MAIL pending"
+    );
+    let input = b"EHLO c\r\nMAIL FROM:<ceo@example.test>\r\n";
+    let used = session.receive(input);
+    session.decide(Decision::Accept).unwrap();
+    session.receive(&input[used..]);
+    session.set_reverse_path(own.clone()).unwrap();
+    session.decide(Decision::Accept).unwrap();
+    assert_eq!(session.transaction().map(|t| &t.reverse_path), Some(&own));
+}
+
+#[test]
 fn commands_out_of_order_get_503() {
     let mut d = Driver::default();
     assert_eq!(

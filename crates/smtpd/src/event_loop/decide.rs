@@ -33,8 +33,17 @@ impl EventLoop {
             // mailbox check calls it an unknown local user.
             Event::Mail { reverse_path, .. } => {
                 // RFC 6409 §6.1: a user sends as the addresses it owns.
-                let refusal = match (&conn.info.login, &self.shared.auth) {
-                    (Some(login), Some(auth)) => auth.senders.check_mail(login, reverse_path),
+                let senders = self.shared.auth.as_ref().map(|a| &a.senders);
+                if let (Some(user), Some(local)) = (&conn.local, &self.shared.local) {
+                    if let Some(own) = local.correct_reverse_path(user, reverse_path, senders) {
+                        tracing::info!(conn = conn.info.id, uid = user.uid, login = %user.login, given = %reverse_path, sender = %own, "sender rewritten");
+                        let _ = conn.session.set_reverse_path(own);
+                    }
+                    self.call_filter(slot, Stage::Mail);
+                    return;
+                }
+                let refusal = match (&conn.info.login, senders) {
+                    (Some(login), Some(senders)) => senders.check_mail(login, reverse_path),
                     _ => None,
                 };
                 match refusal {
@@ -60,7 +69,17 @@ impl EventLoop {
             }
             Event::Message => match conn.session.take_message() {
                 Ok(message) => {
-                    if let (Some(login), Some(auth), Some(id)) =
+                    if let (Some(_), Some(id), Some(tx)) =
+                        (&conn.local, conn.queue_id(), conn.session.transaction())
+                    {
+                        conn.added_fields = crate::local::missing_fields(
+                            &message,
+                            &tx.reverse_path,
+                            &self.shared.session.hostname,
+                            &id.to_string(),
+                            std::time::SystemTime::now(),
+                        );
+                    } else if let (Some(login), Some(auth), Some(id)) =
                         (&conn.info.login, &self.shared.auth, conn.queue_id())
                     {
                         let fixed = crate::auth::fix_message(

@@ -3,12 +3,11 @@
 //! over connections they accepted.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::TcpStream;
 use mio::{Poll, Waker};
 use sluice_spool::{QueueId, SpoolError};
 
@@ -44,9 +43,9 @@ impl Answers for Inbox {
 /// another to serve.
 #[derive(Debug)]
 pub(crate) struct Arrival {
-    pub(super) stream: TcpStream,
-    pub(super) peer: SocketAddr,
-    /// The client's address as the limits counted it.
+    pub(super) stream: crate::socket::Socket,
+    pub(super) peer: crate::socket::Peer,
+    /// The client's address as policy sees it.
     pub(super) ip: IpAddr,
     pub(super) mode: crate::ListenerMode,
 }

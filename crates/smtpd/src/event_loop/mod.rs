@@ -15,13 +15,12 @@
 //! parsed from one read and answered with one write.
 
 use std::io::{self, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use sluice_smtp::server::{ServerSession, Waiting};
 use sluice_smtp::{EnhancedCode, Reply};
@@ -32,6 +31,9 @@ mod decide;
 mod inbox;
 
 use crate::conn::{Conn, Waiting as Wait};
+use crate::limits::Client;
+use crate::local::LocalUser;
+use crate::socket::{Bound, Listening, Peer, Socket};
 use inbox::{Arrival, Item};
 pub(crate) use inbox::{Completion, CompletionKind, Inbox, Inlet};
 use sluice_filter::ClientInfo;
@@ -55,7 +57,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
 pub(crate) struct EventLoop {
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listening>,
     accepting: bool,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -76,14 +78,13 @@ impl EventLoop {
         shared: Arc<Shared>,
         index: usize,
         inlet: Inlet,
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<Bound>,
     ) -> io::Result<Self> {
         let Inlet { poll, rx } = inlet;
         let inbox = shared.loops[index].inbox.clone();
         let mut mio_listeners = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
-            listener.set_nonblocking(true)?;
-            let mut listener = TcpListener::from_std(listener);
+            let mut listener = listener.into_listening()?;
             poll.registry().register(
                 &mut listener,
                 Token(FIRST_LISTENER + i),
@@ -188,10 +189,16 @@ impl EventLoop {
 
     /// Counts a new connection against the limits (refusing it here if it
     /// is over them) and gives it to the loop that serves the fewest.
-    fn dispatch(&mut self, mut stream: TcpStream, peer: SocketAddr, mode: ListenerMode) {
-        let ip = crate::policy::canonical_ip(peer.ip());
-        if let Err(reply) = self.shared.limits.try_admit(ip) {
-            tracing::info!(client = %ip, "connection refused: {reply}");
+    fn dispatch(&mut self, mut stream: Socket, peer: Peer, mode: ListenerMode) {
+        let (ip, client) = match peer {
+            Peer::Tcp(addr) => {
+                let ip = crate::policy::canonical_ip(addr.ip());
+                (ip, Client::Ip(ip))
+            }
+            Peer::Local { uid } => (IpAddr::V4(Ipv4Addr::LOCALHOST), Client::Uid(uid)),
+        };
+        if let Err(reply) = self.shared.limits.try_admit(client) {
+            tracing::info!(client = %client, "connection refused: {reply}");
             // Best effort: the client may not even read it. A client of an
             // smtps listener waits for a handshake, not for text.
             if mode != ListenerMode::Smtps {
@@ -238,8 +245,14 @@ impl EventLoop {
 
     /// Starts serving a connection already counted against the limits and
     /// in this loop's `connections`.
-    fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr, ip: IpAddr, mode: ListenerMode) {
-        let _ = stream.set_nodelay(true);
+    fn adopt(&mut self, mut stream: Socket, peer: Peer, ip: IpAddr, mode: ListenerMode) {
+        let local = match peer {
+            Peer::Local { uid } => Some(LocalUser::new(uid)),
+            Peer::Tcp(_) => None,
+        };
+        let client = local
+            .as_ref()
+            .map_or(Client::Ip(ip), |u| Client::Uid(u.uid));
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -250,23 +263,35 @@ impl EventLoop {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             tracing::warn!(error = %e, "cannot register connection");
-            self.shared.limits.release(ip);
+            self.shared.limits.release(client);
             self.uncount();
             self.free.push(slot);
             return;
         }
-        let local = stream.local_addr().unwrap_or(peer);
+        // Filters see a local user as a trusted loopback client with a
+        // login: the kernel vouched for it.
+        let peer_addr = match peer {
+            Peer::Tcp(addr) => addr,
+            Peer::Local { .. } => SocketAddr::new(ip, 0),
+        };
         let info = ClientInfo {
             id: self.shared.next_connection_id(),
-            peer,
-            local,
-            trusted: self.shared.policy.is_trusted(ip),
+            peer: peer_addr,
+            local: stream.local_addr().unwrap_or(peer_addr),
+            trusted: local.is_some() || self.shared.policy.is_trusted(ip),
             tls: None,
-            login: None,
+            login: local.as_ref().map(|u| u.login.clone()),
         };
-        tracing::debug!(conn = info.id, client = %peer, mode = mode.name(), "connected");
+        match &local {
+            Some(user) => {
+                tracing::debug!(conn = info.id, uid = user.uid, login = %user.login, mode = mode.name(), "connected")
+            }
+            None => {
+                tracing::debug!(conn = info.id, client = %peer_addr, mode = mode.name(), "connected")
+            }
+        }
         let session = ServerSession::new(self.shared.session_config(mode));
-        self.conns[slot] = Some(Conn::new(stream, mode, info, ip, session));
+        self.conns[slot] = Some(Conn::new(stream, mode, info, ip, local, session));
         let conn = self.conns[slot].as_mut().expect("just stored");
         if self.shared.shutting_down.load(Ordering::SeqCst) {
             conn.session.close_with(shutdown_reply(&self.shared));
@@ -486,7 +511,7 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let _ = conn.stream.shutdown(Shutdown::Both);
         self.shared.filter.close(&conn.info);
-        self.shared.limits.release(conn.ip);
+        self.shared.limits.release(conn.client());
         tracing::debug!(conn = conn.info.id, "disconnected");
         self.free.push(slot);
         self.uncount();
