@@ -36,6 +36,7 @@ SMTP_SOURCE=1
 FILTERS=auto
 TLS=0
 PER_CONNECTION=""
+DKIM=""
 
 usage() {
     cat <<EOF
@@ -55,6 +56,9 @@ usage: benches/compare.sh [options]
       --per-connection N messages per connection before the generator opens a new one
                          (default: connections kept for the whole run); with --tls,
                          1 puts a handshake in front of every message
+      --dkim ALGORITHM   Sluice signs every message (the generator's From: is
+                         bench.test) with a key made by `sluice dkim keygen`:
+                         rsa or ed25519. Postfix does not sign (it has no DKIM)
       --tls              STARTTLS on every hop: the generator asks for it, both MTAs
                          offer it (same certificate) and use it to the sink at their
                          opportunistic level (Sluice: [delivery.tls] may; Postfix:
@@ -76,6 +80,7 @@ while [ $# -gt 0 ]; do
         --no-smtp-source) SMTP_SOURCE=0; shift ;;
         --filters) FILTERS=$2; shift 2 ;;
         --tls) TLS=1; SMTP_SOURCE=0; shift ;;
+        --dkim) DKIM=$2; shift 2 ;;
         --per-connection) PER_CONNECTION=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -305,6 +310,15 @@ start_sluice() { # DIR
         if [ "$TLS" = 1 ]; then
             printf '\n[tls]\ncert = "%s"\nkey = "%s"\n' "$TLS_CERT" "$TLS_KEY"
             printf '\n[delivery.tls]\nsecurity_level = "may"\nmta_sts = false\n'
+        fi
+        if [ -n "$DKIM" ]; then
+            [ -f "$WORK/dkim.key" ] || "$BIN/sluice" dkim keygen --domain bench.test \
+                --selector bench --algorithm "$DKIM" --out "$WORK/dkim.key" >/dev/null ||
+                die "cannot make a DKIM key"
+            local alg=rsa-sha256
+            [ "$DKIM" = ed25519 ] && alg=ed25519-sha256
+            printf '\n[[dkim]]\ndomain = "bench.test"\nselector = "bench"\nkey = "%s"\nalgorithm = "%s"\n' \
+                "$WORK/dkim.key" "$alg"
         fi
         if [ "$FILTERS" = shipped ]; then
             for p in "${SHIPPED_PLUGINS[@]}"; do

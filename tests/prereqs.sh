@@ -26,7 +26,24 @@ command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 # the system service the package ships must not run.
 { [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1; } || missing_pkgs+=(redis-server)
 
+# Independent judges for email authentication (tests/email_auth.rs): dkimpy
+# (with PyNaCl for Ed25519), pyspf (with dnspython) and authres, from PyPI,
+# in a virtualenv of their own under target/ so that no system Python is
+# touched. Pinned: the tests compare Sluice with what these versions say.
+python_judges() {
+  local venv
+  venv="$(cd "$(dirname "$0")/.." && pwd)/target/pyvenv"
+  if "$venv/bin/python" -c 'import dkim, spf, authres, nacl, dns.resolver' >/dev/null 2>&1; then
+    return 0
+  fi
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    dkimpy==1.1.8 pyspf==2.0.14 dnspython==2.9.2 authres==1.2.0 PyNaCl==1.6.2
+}
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing_pkgs+=(python3-venv)
+
 if ((${#missing_pkgs[@]} == 0)); then
+  python_judges
   exit 0
 fi
 
@@ -89,3 +106,5 @@ if [[ -z $redis_was_running && -e $redis_pid ]]; then
     "${as_root[@]}" kill "$(cat "$redis_pid")" 2>/dev/null || true
   fi
 fi
+
+python_judges

@@ -66,6 +66,17 @@ extern "C" {
 /* "No value", from the getters. */
 #define SLUICE_NONE (-1)
 
+/* Email authentication properties (ABI.md): text, words separated by
+ * spaces. RESULT is one of pass, fail, softfail, neutral, none, temperror,
+ * permerror; POLICY one of none, quarantine, reject. No value when the
+ * check did not run (trusted or logged-in client, or switched off). */
+#define SLUICE_AUTH_SPF "auth.spf"           /* RESULT DOMAIN (MAIL on) */
+#define SLUICE_AUTH_SPF_HELO "auth.spf_helo" /* RESULT DOMAIN (MAIL on) */
+#define SLUICE_AUTH_IPREV "auth.iprev"       /* RESULT [NAME] (MAIL on) */
+#define SLUICE_AUTH_DKIM "auth.dkim"         /* RESULT DOMAIN SELECTOR per line (data) */
+#define SLUICE_AUTH_ARC "auth.arc"           /* RESULT (data) */
+#define SLUICE_AUTH_DMARC "auth.dmarc"       /* RESULT POLICY FROM-DOMAIN (data) */
+
 /* ---- imports (module "sluice") -------------------------------------------
  * Getters copy up to buf_cap bytes and return the full length (call again
  * with a larger buffer if it is greater than buf_cap), or SLUICE_NONE. */

@@ -10,6 +10,7 @@ mod binary;
 mod client;
 mod dnsmasq;
 pub mod dovecot;
+mod judges;
 mod mailbox;
 mod outcome;
 mod process;
@@ -21,6 +22,7 @@ pub mod tls;
 pub use binary::sluice_bin;
 pub use client::{Client, Reply, send_message, try_send_message};
 pub use dnsmasq::Dnsmasq;
+pub use judges::judge;
 pub use mailbox::{
     Delivered, MaildirMessage, maildir_messages, received_prefix, split_received, wait_for_maildir,
 };

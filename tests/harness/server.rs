@@ -44,7 +44,8 @@ impl ServerBuilder {
     /// TOML tables appended to the harness's base config (which sets
     /// `hostname`, `spool_dir`, one `[[listen]]` on 127.0.0.1:0 and a
     /// `[local]` with domain `example.test` and users postmaster, alice and
-    /// bob). A `[local]` or `[[listen]]` table here replaces the base one.
+    /// bob; email authentication off). A `[local]`, `[[listen]]` or
+    /// `[authentication]` table here replaces the base one.
     pub fn config(mut self, extra: &str) -> Self {
         self.extra = extra.to_string();
         self
@@ -179,6 +180,14 @@ fn base_config(spool: &Path, extra: &str, default_plugins: bool) -> String {
     text.push('\n');
     if !extra.contains("[[listen]]") {
         text.push_str("\n[[listen]]\naddr = \"127.0.0.1:0\"\n");
+    }
+    // No email authentication unless the test asks for it (and brings the
+    // DNS it needs, tests/email_auth.rs): other tests compare stored
+    // messages byte for byte, and must not wait on the machine's resolver.
+    if !extra.contains("[authentication]") {
+        text.push_str(
+            "\n[authentication]\nspf = false\ndkim = false\ndmarc = false\narc = false\niprev = false\n",
+        );
     }
     if !extra.contains("[local]") {
         text.push_str(

@@ -27,11 +27,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hickory_resolver::ResolverBuilder;
+pub use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::{ResolverBuilder, TokioResolver};
 
 pub use records::{
     Answer, DEFAULT_NEGATIVE_TTL, LookupError, MAX_NEGATIVE_TTL, Record, RecordType, host_name,
@@ -119,6 +120,23 @@ impl Resolver {
         Ok(Resolver {
             inner: Arc::new(Inner { resolver, runtime }),
         })
+    }
+
+    /// Runs `work` with this resolver on its runtime, for at most `limit`:
+    /// for libraries that speak hickory themselves (mail-auth's SPF, DKIM
+    /// and DMARC), so that they share this resolver's connections and cache.
+    /// `None` when the time ran out. Blocks the calling thread.
+    pub fn run_within<F, T>(
+        &self,
+        limit: Duration,
+        work: impl FnOnce(TokioResolver) -> F,
+    ) -> Option<T>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let Inner { resolver, runtime } = &*self.inner;
+        let future = work(resolver.clone());
+        runtime.block_on(async { tokio::time::timeout(limit, future).await.ok() })
     }
 
     /// The records of `record_type` for `name` (for PTR, `name` may be an IP

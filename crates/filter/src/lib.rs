@@ -9,10 +9,13 @@
 //! (`sluice-plugin-host`) implements the trait; neither side depends on the
 //! other, only on this crate.
 
+pub mod authres;
+
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+pub use authres::AuthResults;
 use sluice_smtp::server::Greeting;
 use sluice_smtp::{
     Domain, EnhancedCode, Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath,
@@ -71,6 +74,8 @@ pub enum Stage<'a> {
     Mail {
         reverse_path: &'a ReversePath,
         params: &'a MailParams,
+        /// SPF (HELO and MAIL FROM) and iprev, when they were checked.
+        auth: &'a AuthResults,
     },
     /// One recipient, as the client gave it, before the built-in policy
     /// (mailbox exists, relay allowed) looks at it.
@@ -78,6 +83,7 @@ pub enum Stage<'a> {
         envelope: &'a Envelope,
         forward_path: &'a ForwardPath,
         params: &'a RcptParams,
+        auth: &'a AuthResults,
     },
     /// The whole message before it goes to the spool.
     Message {
@@ -87,6 +93,8 @@ pub enum Stage<'a> {
         /// The message as stored: our `Received:` header, then the content
         /// as received.
         message: &'a Arc<Vec<u8>>,
+        /// Everything checked, DKIM, ARC and DMARC included.
+        auth: &'a AuthResults,
     },
 }
 

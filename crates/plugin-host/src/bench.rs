@@ -43,6 +43,7 @@ impl HookBench {
             tx: Arc::new(TxView {
                 mail_from: "sender@client.test".into(),
                 rcpts: String::new(),
+                auth: Default::default(),
             }),
             hostname: env.hostname.clone(),
             _ticker: ticker,

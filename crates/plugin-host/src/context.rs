@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use sluice_filter::AuthResults;
 use wasmtime::{Memory, ResourceLimiter};
 
 use crate::abi::Hook;
@@ -192,6 +193,9 @@ pub(crate) struct TxView {
     pub mail_from: String,
     /// Accepted forward-paths so far, one per line.
     pub rcpts: String,
+    /// What email authentication found so far (SPF from MAIL on; DKIM,
+    /// ARC and DMARC at the end of data).
+    pub auth: AuthResults,
 }
 
 /// The forward-path of the RCPT hook in parts, as the front end's parser
@@ -352,9 +356,47 @@ impl CallCtx {
                 lines.join("\n")
             }
             "msg.size" => self.message.as_ref()?.bytes.len().to_string(),
+            name if name.starts_with("auth.") => {
+                return auth_property(&self.tx.as_ref()?.auth, name);
+            }
             _ => return None,
         })
     }
+}
+
+/// The `auth.*` properties (ABI.md): keywords and names separated by
+/// spaces, one line per DKIM signature; no value for a check that did not
+/// run.
+fn auth_property(auth: &AuthResults, name: &str) -> Option<String> {
+    let spf = |c: &sluice_filter::authres::SpfCheck| format!("{} {}", c.result, c.domain);
+    Some(match name {
+        "auth.spf" => spf(auth.spf()?),
+        "auth.spf_helo" => spf(auth.spf_helo.as_ref()?),
+        "auth.dkim" => {
+            if auth.dkim.is_empty() {
+                return None;
+            }
+            let lines: Vec<String> = auth
+                .dkim
+                .iter()
+                .map(|d| format!("{} {} {}", d.result, d.domain, d.selector))
+                .collect();
+            lines.join("\n")
+        }
+        "auth.dmarc" => {
+            let d = auth.dmarc.as_ref()?;
+            format!("{} {} {}", d.result, d.policy, d.header_from)
+        }
+        "auth.arc" => auth.arc?.to_string(),
+        "auth.iprev" => {
+            let i = auth.iprev.as_ref()?;
+            match &i.name {
+                Some(name) => format!("{} {name}", i.result),
+                None => i.result.to_string(),
+            }
+        }
+        _ => return None,
+    })
 }
 
 fn flag(b: bool) -> String {

@@ -240,7 +240,7 @@ pub(crate) fn forward_path_arg(path: &ForwardPath) -> String {
     }
 }
 
-fn tx_view(tx: &Envelope) -> TxView {
+fn tx_view(tx: &Envelope, auth: &sluice_filter::AuthResults) -> TxView {
     let rcpts: Vec<String> = tx
         .recipients
         .iter()
@@ -252,6 +252,7 @@ fn tx_view(tx: &Envelope) -> TxView {
     TxView {
         mail_from: reverse_path_arg(&tx.reverse_path),
         rcpts: rcpts.join("\n"),
+        auth: auth.clone(),
     }
 }
 
@@ -314,12 +315,15 @@ impl Filter for PluginHost {
                 rcpt: None,
                 message: None,
             },
-            Stage::Mail { reverse_path, .. } => StageCall {
+            Stage::Mail {
+                reverse_path, auth, ..
+            } => StageCall {
                 hook,
                 arg: reverse_path_arg(reverse_path),
                 tx: Some(Arc::new(TxView {
                     mail_from: reverse_path_arg(reverse_path),
                     rcpts: String::new(),
+                    auth: auth.clone(),
                 })),
                 rcpt: None,
                 message: None,
@@ -327,11 +331,12 @@ impl Filter for PluginHost {
             Stage::Rcpt {
                 envelope,
                 forward_path,
+                auth,
                 ..
             } => StageCall {
                 hook,
                 arg: forward_path_arg(forward_path),
-                tx: Some(Arc::new(tx_view(envelope))),
+                tx: Some(Arc::new(tx_view(envelope, auth))),
                 rcpt: Some(Arc::new(RcptView::of(forward_path))),
                 message: None,
             },
@@ -339,10 +344,11 @@ impl Filter for PluginHost {
                 envelope,
                 queue_id,
                 message,
+                auth,
             } => StageCall {
                 hook,
                 arg: String::new(),
-                tx: Some(Arc::new(tx_view(envelope))),
+                tx: Some(Arc::new(tx_view(envelope, auth))),
                 rcpt: None,
                 // Shared with the front end, not copied.
                 message: Some(Arc::new(MessageView::new(

@@ -30,6 +30,8 @@ pub struct TestEnvelope {
     pub rcpts: Vec<String>,
     /// Whether the client counts as in `relay.trusted_networks`.
     pub trusted: bool,
+    /// What email authentication is to have found (`auth.*` properties).
+    pub auth: sluice_filter::AuthResults,
 }
 
 /// The queue id the test message's trace header names.
@@ -250,6 +252,7 @@ impl Run<'_> {
         let mut tx = TxView {
             mail_from: reverse_path_arg(reverse_path),
             rcpts: String::new(),
+            auth: envelope.auth.clone(),
         };
         let (outcome, _) = self.stage(
             Hook::Mail,

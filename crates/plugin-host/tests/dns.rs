@@ -17,6 +17,7 @@ fn helo_stage(env: &HostEnv, wasm: &[u8], helo: &str) -> StageReport {
         mail_from: "".into(),
         rcpts: vec!["postmaster".into()],
         trusted: false,
+        auth: Default::default(),
     };
     let report = test_run(
         vec![spec(dir.path(), "dnsbl", wasm)],

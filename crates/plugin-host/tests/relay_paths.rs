@@ -88,6 +88,7 @@ proptest! {
                     mail_from: "sender@client.test".into(),
                     rcpts: vec![canonical.clone()],
                     trusted: false,
+                    auth: Default::default(),
                 },
                 b"Subject: x\r\n\r\nx\r\n",
             )

@@ -15,6 +15,7 @@ fn envelope(rcpts: &[&str]) -> TestEnvelope {
         mail_from: "sender@client.test".into(),
         rcpts: rcpts.iter().map(|r| r.to_string()).collect(),
         trusted: false,
+        auth: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod config;
 mod control;
+mod dkim;
 mod plugin_test;
 mod queue;
 mod sendmail;
@@ -54,6 +55,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// DKIM signing keys.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
     /// Inspect and control the queue.
     Queue {
         #[command(subcommand)]
@@ -64,6 +70,13 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DkimCommand {
+    /// Make a signing key: writes the private key (mode 0600) and prints
+    /// the TXT record to publish and the [[dkim]] table to configure.
+    Keygen(dkim::KeygenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +259,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sluice passwd: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Dkim {
+            command: DkimCommand::Keygen(args),
+        } => match dkim::keygen(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice dkim keygen: {e}");
                 ExitCode::FAILURE
             }
         },

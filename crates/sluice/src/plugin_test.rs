@@ -6,6 +6,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use sluice_filter::authres::{
+    AuthResult, AuthResults, DkimCheck, DmarcCheck, DmarcPolicy, SpfCheck,
+};
 use sluice_plugin_host::{PluginSpec, TestEnvelope, TestResult, test_run};
 
 use crate::config::Config;
@@ -36,6 +39,50 @@ pub struct TestArgs {
     /// Run as a client in `relay.trusted_networks`.
     #[arg(long)]
     trusted: bool,
+    /// What SPF found for the MAIL FROM domain (`auth.spf`): pass, fail,
+    /// softfail, neutral, none, temperror or permerror.
+    #[arg(long, value_parser = auth_result)]
+    spf: Option<AuthResult>,
+    /// A DKIM signature's result (`auth.dkim`): RESULT:DOMAIN:SELECTOR;
+    /// repeat for several.
+    #[arg(long, value_parser = dkim_check)]
+    dkim: Vec<DkimCheck>,
+    /// What DMARC found (`auth.dmarc`): RESULT:POLICY:FROM-DOMAIN, e.g.
+    /// fail:reject:example.com.
+    #[arg(long, value_parser = dmarc_check)]
+    dmarc: Option<DmarcCheck>,
+    /// ARC's result (`auth.arc`).
+    #[arg(long, value_parser = auth_result)]
+    arc: Option<AuthResult>,
+}
+
+fn auth_result(s: &str) -> Result<AuthResult, String> {
+    AuthResult::parse(s).ok_or_else(|| {
+        format!("{s:?}: use pass, fail, softfail, neutral, none, temperror or permerror")
+    })
+}
+
+fn dkim_check(s: &str) -> Result<DkimCheck, String> {
+    match s.splitn(3, ':').collect::<Vec<_>>()[..] {
+        [result, domain, selector] => Ok(DkimCheck {
+            result: auth_result(result)?,
+            domain: domain.to_string(),
+            selector: selector.to_string(),
+        }),
+        _ => Err(format!("{s:?}: use RESULT:DOMAIN:SELECTOR")),
+    }
+}
+
+fn dmarc_check(s: &str) -> Result<DmarcCheck, String> {
+    match s.splitn(3, ':').collect::<Vec<_>>()[..] {
+        [result, policy, domain] => Ok(DmarcCheck {
+            result: auth_result(result)?,
+            policy: DmarcPolicy::parse(policy)
+                .ok_or_else(|| format!("{policy:?}: use none, quarantine or reject"))?,
+            header_from: domain.to_string(),
+        }),
+        _ => Err(format!("{s:?}: use RESULT:POLICY:FROM-DOMAIN")),
+    }
 }
 
 /// Prints the report. Exit status: 0 when the message would be accepted, 2
@@ -89,12 +136,27 @@ fn report(args: TestArgs) -> Result<(String, bool), String> {
     } else {
         std::fs::read(&args.message).map_err(|e| format!("{}: {e}", args.message.display()))?
     };
+    let auth = AuthResults {
+        spf_mail_from: args.spf.map(|result| SpfCheck {
+            result,
+            domain: args
+                .mail_from
+                .trim_matches(['<', '>'])
+                .rsplit_once('@')
+                .map_or(args.helo.clone(), |(_, d)| d.to_string()),
+        }),
+        dkim: args.dkim,
+        dmarc: args.dmarc,
+        arc: args.arc,
+        ..AuthResults::default()
+    };
     let envelope = TestEnvelope {
         client_ip: args.client_ip,
         helo: args.helo,
         mail_from: args.mail_from,
         rcpts: args.rcpts,
         trusted: args.trusted,
+        auth,
     };
     let report =
         test_run(specs, config.host_env()?, envelope, &message).map_err(|e| e.to_string())?;

@@ -66,7 +66,11 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
         .clone()
         .map(|tls| watch_certificates(tls, config.tls.reload_check_secs()))
         .transpose()?;
-    let smtpd_config = config.smtpd(directory, tls.clone(), auth);
+    let mut smtpd_config = config.smtpd(directory, tls.clone(), auth);
+    smtpd_config.msgauth = config.msgauth_setup(&dns)?;
+    if let Some(signer) = &smtpd_config.msgauth.signer {
+        tracing::info!(keys = ?signer, "DKIM signing");
+    }
     let hostname = smtpd_config.session.hostname.clone();
     // Before the listeners announce themselves: a supervisor (or a test)
     // may send SIGTERM as soon as it reads "listening on", and the signal

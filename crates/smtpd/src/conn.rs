@@ -28,6 +28,8 @@ pub(crate) enum Waiting {
     Auth,
     /// A failed AUTH's reply waits out its delay.
     Delay,
+    /// SPF, DKIM, DMARC or a signature is being worked out.
+    MsgAuth,
 }
 
 #[derive(Debug)]
@@ -72,8 +74,18 @@ pub(crate) struct Conn {
     /// The decision a delayed reply will carry, and whether the connection
     /// closes after it (too many failures).
     pub(crate) delayed: Option<(sluice_smtp::server::Decision, bool)>,
-    /// Header fields submission adds (`Date:`, `Message-ID:`), after ours.
+    /// Header fields the front end adds after our `Received:`: a
+    /// signature, `Authentication-Results:`, and what submission adds
+    /// (`Date:`, `Message-ID:`).
     pub(crate) added_fields: Vec<u8>,
+    /// What the sender's checks found at MAIL (iprev is kept for the
+    /// connection's next transaction).
+    pub(crate) sender_checks: Option<sluice_msgauth::SenderChecks>,
+    /// What the filters are told about this transaction's authentication.
+    pub(crate) auth_results: sluice_filter::AuthResults,
+    /// Ranges of the content (after our trace header) left out of the
+    /// stored message: `Authentication-Results:` fields forged with our name.
+    pub(crate) removed: Vec<std::ops::Range<usize>>,
 }
 
 impl Conn {
@@ -108,7 +120,21 @@ impl Conn {
             auth_failures: 0,
             delayed: None,
             added_fields: Vec::new(),
+            sender_checks: None,
+            auth_results: sluice_filter::AuthResults::default(),
+            removed: Vec::new(),
         }
+    }
+
+    /// Whether the client sends with our blessing (a trusted network, a
+    /// login, a local user): its mail is signed, not checked.
+    pub(crate) fn privileged(&self) -> bool {
+        self.info.trusted || self.info.login.is_some()
+    }
+
+    /// Where the content starts in the message (after our trace header).
+    pub(crate) fn content_start(&self) -> usize {
+        self.trace_len
     }
 
     /// Whom this connection counts against in the limits.
@@ -204,6 +230,7 @@ impl Conn {
     ) -> Result<(), sluice_smtp::server::ApiMisuse> {
         self.queue_id = Some(id);
         self.added_fields.clear();
+        self.removed.clear();
         let (greeting, helo) = self
             .session
             .greeting_name()
@@ -271,13 +298,25 @@ impl Conn {
             fields.extend_from_slice(b"\r\n");
         }
         let at = self.trace_len.min(message.len());
-        self.message_size = message.len() + fields.len();
-        let mut body = Vec::with_capacity(3);
+        let mut body = Vec::with_capacity(3 + self.removed.len());
         body.push(BodyPart::Shared(message.clone(), 0..at));
         if !fields.is_empty() {
             body.push(BodyPart::Owned(fields));
         }
-        body.push(BodyPart::Shared(message.clone(), at..message.len()));
+        // The content, less the removed ranges (in order, not overlapping).
+        let mut from = at;
+        for r in &self.removed {
+            let (start, end) = (
+                (at + r.start).min(message.len()),
+                (at + r.end).min(message.len()),
+            );
+            if start > from {
+                body.push(BodyPart::Shared(message.clone(), from..start));
+            }
+            from = from.max(end);
+        }
+        body.push(BodyPart::Shared(message.clone(), from..message.len()));
+        self.message_size = body.iter().map(|p| p.bytes().len()).sum();
         Some(Submission {
             entry: Entry {
                 id,

@@ -18,6 +18,7 @@ mod conn;
 mod event_loop;
 mod limits;
 pub mod local;
+pub mod msgauth;
 pub mod policy;
 mod socket;
 mod transport;
@@ -104,6 +105,8 @@ pub struct SmtpdConfig {
     pub auth: Option<auth::AuthSetup>,
     /// The local submission socket for `sendmail`; `None`: none.
     pub local: Option<local::LocalSubmit>,
+    /// SPF, DKIM, ARC and DMARC checks, and DKIM signing.
+    pub msgauth: msgauth::MsgAuthSetup,
     /// 0 means one per available core.
     pub event_loops: usize,
     pub max_connections: usize,
@@ -126,6 +129,7 @@ impl SmtpdConfig {
             tls_handshake_timeout: Duration::from_secs(30),
             auth: None,
             local: None,
+            msgauth: msgauth::MsgAuthSetup::default(),
             event_loops: 0,
             max_connections: 10_000,
             max_connections_per_ip: 50,
@@ -149,6 +153,10 @@ pub(crate) struct Shared {
     pub(crate) tls_handshake_timeout: Duration,
     pub(crate) auth: Option<auth::AuthSetup>,
     pub(crate) local: Option<local::LocalSubmit>,
+    pub(crate) msgauth: msgauth::MsgAuthSetup,
+    /// Where checks and signatures go to be done; `None` when there are
+    /// none to do.
+    pub(crate) msgauth_jobs: Option<crossbeam_channel::Sender<msgauth::Job>>,
     /// Where passwords go to be checked.
     pub(crate) auth_jobs: Option<crossbeam_channel::Sender<auth::AuthJob>>,
     pub(crate) policy: RecipientPolicy,
@@ -327,6 +335,12 @@ impl Smtpd {
             auth_jobs: config.auth.as_ref().map(auth::start_workers).transpose()?,
             auth: config.auth,
             local: config.local,
+            msgauth_jobs: config
+                .msgauth
+                .is_active()
+                .then(|| msgauth::start_workers(&config.msgauth))
+                .transpose()?,
+            msgauth: config.msgauth,
             policy: config.policy,
             spool,
             filter,

@@ -36,6 +36,14 @@ pub struct Config {
     /// At MAIL: an untrusted, unauthenticated client using one of our
     /// domains as sender gets `550 5.7.1`.
     pub reject_local_sender: bool,
+    /// At end of data: a DMARC failure of a domain whose policy is
+    /// `p=reject` gets `550 5.7.1` (as the domain asks). Off: the
+    /// `DMARC_REJECT` symbol scores instead.
+    pub dmarc_reject: bool,
+    /// At MAIL: an SPF `fail` of the sender's domain gets `550 5.7.23`.
+    /// Off (the default): the `SPF_FAIL` symbol scores, since SPF breaks
+    /// on forwarding and DMARC is the better judge.
+    pub spf_reject: bool,
     /// How many octets of the message body the rules read.
     pub body_scan_limit: usize,
     /// Scores replacing the built-in ones, by symbol.
@@ -71,6 +79,8 @@ impl Default for Config {
             greylist_pass_ttl_secs: 36 * 86_400,
             check_sender_domain: true,
             reject_local_sender: true,
+            dmarc_reject: true,
+            spf_reject: false,
             body_scan_limit: 256 * 1024,
             scores: BTreeMap::new(),
             rules: Vec::new(),

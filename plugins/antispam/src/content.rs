@@ -29,7 +29,11 @@ pub fn score(ctx: &Ctx<'_>, config: &Config, hits: &mut Hits) {
     match ctx.header("From", 0) {
         None => hit(symbols::MISSING_FROM),
         Some(from) => {
-            if from_domain(&from).is_some_and(|d| ctx.is_local_domain(d)) {
+            // Where our domain publishes DMARC, DMARC judges the From:
+            // (crate::authentication); elsewhere, this guess does.
+            if from_domain(&from).is_some_and(|d| {
+                ctx.is_local_domain(d) && !crate::authentication::dmarc_speaks_for(ctx, d)
+            }) {
                 hit(symbols::FROM_LOCAL_UNTRUSTED);
             }
         }

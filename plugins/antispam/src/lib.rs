@@ -4,12 +4,16 @@
 //!   domains) is refused; a bare IP, a single label or bad syntax scores.
 //! * **MAIL**: an untrusted client using one of our domains as sender is
 //!   refused (`550 5.7.1`); a sender domain without MX, A and AAAA gets
-//!   `450 4.1.8`, one with a null MX (RFC 7505) `550 5.7.27`.
+//!   `450 4.1.8`, one with a null MX (RFC 7505) `550 5.7.27`; with
+//!   `spf_reject`, an SPF `fail` gets `550 5.7.23`.
 //! * **RCPT**: the client's address is looked up in the configured DNSBL
 //!   zones (once per connection); a listing is refused with `554 5.7.1`.
 //! * **end of data**: content scoring (missing `Date`, `Message-ID` or
 //!   `From`, an all-caps subject, a `From:` in our domains from an untrusted
-//!   client, the configured rules), then greylisting, then `X-Spam-Score` and
+//!   client, the configured rules), email authentication (a DMARC failure
+//!   under `p=reject` is refused with `550 5.7.1`, under `p=quarantine`
+//!   scores past `spam_score`; SPF and DKIM failures score: see
+//!   [`authentication`]), then greylisting, then `X-Spam-Score` and
 //!   `X-Spam-Status` headers, and `550 5.7.1` at or above `reject_score`.
 //!   The score includes what earlier plugins added (`tx.symbols`), so load
 //!   this plugin after the others that score.
@@ -23,6 +27,7 @@
 
 extern crate alloc;
 
+pub mod authentication;
 pub mod config;
 pub mod content;
 pub mod dnsbl;
@@ -90,6 +95,9 @@ impl Filter for Antispam {
         };
         if privileged(ctx) {
             return Verdict::Continue;
+        }
+        if let Some(text) = authentication::spf_refusal(ctx, &self.config, reverse_path) {
+            return ctx.reject(550, &text);
         }
         if self.config.reject_local_sender && ctx.is_local_domain(domain) {
             return ctx.reject(
@@ -165,6 +173,9 @@ impl Filter for Antispam {
             hits.add(&symbol, config.score(&symbol));
         }
         content::score(ctx, config, &mut hits);
+        if let Some(text) = authentication::score(ctx, config, &mut hits) {
+            return ctx.reject(550, &text);
+        }
 
         if config.greylist {
             match ctx.conn_ip() {

@@ -23,6 +23,18 @@ pub const SUBJ_ALL_CAPS: &str = "SUBJ_ALL_CAPS";
 /// authenticated.
 pub const FROM_LOCAL_UNTRUSTED: &str = "FROM_LOCAL_UNTRUSTED";
 
+/// SPF says the client may not send for the MAIL FROM domain (`-all`).
+pub const SPF_FAIL: &str = "SPF_FAIL";
+/// SPF says the client probably may not (`~all`).
+pub const SPF_SOFTFAIL: &str = "SPF_SOFTFAIL";
+/// A DKIM signature did not verify.
+pub const DKIM_FAIL: &str = "DKIM_FAIL";
+/// DMARC failed and the `From:` domain asks for quarantine: enough for
+/// `X-Spam-Status: Yes` (the spam folder) on its own.
+pub const DMARC_QUARANTINE: &str = "DMARC_QUARANTINE";
+/// DMARC failed, the domain asks for rejection, and `dmarc_reject` is off.
+pub const DMARC_REJECT: &str = "DMARC_REJECT";
+
 /// Every built-in symbol with its default score (overridable through the
 /// `scores` setting).
 pub const BUILT_IN: &[(&str, f64)] = &[
@@ -34,6 +46,11 @@ pub const BUILT_IN: &[(&str, f64)] = &[
     (MISSING_FROM, 1.5),
     (SUBJ_ALL_CAPS, 1.5),
     (FROM_LOCAL_UNTRUSTED, 3.0),
+    (SPF_FAIL, 3.0),
+    (SPF_SOFTFAIL, 1.0),
+    (DKIM_FAIL, 1.0),
+    (DMARC_QUARANTINE, 6.0),
+    (DMARC_REJECT, 10.0),
 ];
 
 /// An `X-Spam-Status` value stays well under the 998-octet line limit of

@@ -345,3 +345,118 @@ fn scores_of_earlier_plugins_count_and_show_but_are_not_reported_again() {
         )
     );
 }
+
+#[test]
+fn dmarc_reject_refuses_quarantine_scores_and_none_only_annotates() {
+    let mut f = filter("{}");
+    let forged = b"From: CEO <ceo@bank.test>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\
+        Message-ID: <1@x.test>\r\nSubject: wire\r\n\r\nnow\r\n";
+    let host = stranger()
+        .with_message(forged)
+        .with_property("auth.dmarc", "fail reject bank.test");
+    assert_eq!(f.on_data(&host.ctx()), Verdict::Reject);
+    let (code, text) = reply(&host);
+    assert_eq!(code, 550);
+    assert!(
+        text.starts_with("5.7.1 ") && text.contains("DMARC policy of bank.test"),
+        "{text}"
+    );
+
+    let host = stranger()
+        .with_message(forged)
+        .with_property("auth.dmarc", "fail quarantine bank.test");
+    assert_eq!(f.on_data(&host.ctx()), Verdict::Continue);
+    let status = header(&host, "X-Spam-Status").unwrap();
+    assert!(
+        status.starts_with("Yes, score=6.0 tests=DMARC_QUARANTINE"),
+        "{status}"
+    );
+
+    for policy in ["none", "reject"] {
+        let host = stranger()
+            .with_message(forged)
+            .with_property("auth.dmarc", &alloc::format!("pass {policy} bank.test"));
+        assert_eq!(f.on_data(&host.ctx()), Verdict::Continue, "{policy}");
+    }
+    let host = stranger()
+        .with_message(forged)
+        .with_property("auth.dmarc", "fail none bank.test");
+    assert_eq!(f.on_data(&host.ctx()), Verdict::Continue);
+    assert_eq!(
+        header(&host, "X-Spam-Score").as_deref(),
+        Some("0.0"),
+        "p=none only annotates"
+    );
+
+    let mut lenient = filter(r#"{"dmarc_reject": false}"#);
+    let host = stranger()
+        .with_message(forged)
+        .with_property("auth.dmarc", "fail reject bank.test");
+    assert_eq!(
+        lenient.on_data(&host.ctx()),
+        Verdict::Reject,
+        "DMARC_REJECT reaches reject_score"
+    );
+    assert!(reply(&host).1.contains("as spam (score 10.0)"));
+}
+
+#[test]
+fn spf_scores_and_refuses_only_when_asked() {
+    let mut f = filter("{}");
+    let host = stranger()
+        .with_message(GOOD)
+        .with_property("auth.spf", "fail remote.test");
+    assert_eq!(
+        f.on_mail(&host.ctx(), "alice@remote.test"),
+        Verdict::Continue
+    );
+    assert_eq!(f.on_data(&host.ctx()), Verdict::Continue);
+    assert_eq!(header(&host, "X-Spam-Score").as_deref(), Some("3.0"));
+    let host = stranger()
+        .with_message(GOOD)
+        .with_property("auth.spf", "softfail remote.test")
+        .with_property("auth.dkim", "fail remote.test s1");
+    assert_eq!(f.on_data(&host.ctx()), Verdict::Continue);
+    assert_eq!(header(&host, "X-Spam-Score").as_deref(), Some("2.0"));
+
+    let mut strict = filter(r#"{"spf_reject": true}"#);
+    let host = stranger().with_property("auth.spf", "fail remote.test");
+    assert_eq!(
+        strict.on_mail(&host.ctx(), "alice@remote.test"),
+        Verdict::Reject
+    );
+    let (code, text) = reply(&host);
+    assert_eq!((code, &text[..7]), (550, "5.7.23 "), "{text}");
+    let host = stranger().with_property("auth.spf", "softfail remote.test");
+    assert_eq!(
+        strict.on_mail(&host.ctx(), "alice@remote.test"),
+        Verdict::Continue
+    );
+}
+
+#[test]
+fn a_local_from_is_judged_by_dmarc_where_the_domain_publishes_it() {
+    let mut f = filter("{}");
+    let ours = b"From: <ceo@local.test>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\
+        Message-ID: <1@x.test>\r\nSubject: hi\r\n\r\nhi\r\n";
+    let host = stranger().with_message(ours);
+    assert_eq!(f.on_data(&host.ctx()), Verdict::Continue);
+    assert_eq!(
+        header(&host, "X-Spam-Score").as_deref(),
+        Some("3.0"),
+        "no DMARC: the guess"
+    );
+    let host = stranger()
+        .with_message(ours)
+        .with_property("auth.dmarc", "pass reject local.test");
+    assert_eq!(f.on_data(&host.ctx()), Verdict::Continue);
+    assert_eq!(
+        header(&host, "X-Spam-Score").as_deref(),
+        Some("0.0"),
+        "DMARC vouched for it"
+    );
+    let host = stranger()
+        .with_message(ours)
+        .with_property("auth.dmarc", "fail reject local.test");
+    assert_eq!(f.on_data(&host.ctx()), Verdict::Reject);
+}

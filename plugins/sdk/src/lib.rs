@@ -79,6 +79,7 @@ extern crate alloc;
 #[cfg(not(target_arch = "wasm32"))]
 extern crate std;
 
+pub mod auth;
 #[cfg(feature = "json")]
 pub mod config;
 mod ctx;
@@ -95,6 +96,7 @@ mod verdict;
 #[doc(hidden)]
 pub mod __private;
 
+pub use auth::{AuthResult, DkimSignature, Dmarc, DmarcPolicy, Spf};
 pub use ctx::{Ctx, Level, Recipient, RecipientDomain, Scope};
 pub use dns::{DnsResult, MxRecord, Qtype};
 pub use filter::{Filter, InitError};

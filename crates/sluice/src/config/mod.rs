@@ -10,6 +10,7 @@
 //! settings of each part (front end, plugins, scheduler, transports).
 
 pub mod auth;
+pub mod msgauth;
 pub mod sendmail;
 pub mod shipped;
 pub mod tls;
@@ -46,6 +47,10 @@ pub struct Config {
     pub auth: auth::Auth,
     /// The local submission socket for `sluice sendmail`.
     pub sendmail: sendmail::Sendmail,
+    /// SPF, DKIM, ARC, DMARC and iprev checks of inbound mail.
+    pub authentication: msgauth::Authentication,
+    /// DKIM signing keys, any number, several per domain.
+    pub dkim: Vec<msgauth::Dkim>,
     pub delivery: Delivery,
     pub dns: Dns,
     /// Where plugins keep shared state (greylisting, rate limits).
@@ -287,6 +292,8 @@ impl Default for Config {
             tls: tls::Tls::default(),
             auth: auth::Auth::default(),
             sendmail: sendmail::Sendmail::default(),
+            authentication: msgauth::Authentication::default(),
+            dkim: Vec::new(),
             delivery: Delivery::default(),
             dns: Dns::default(),
             kv: Kv::default(),

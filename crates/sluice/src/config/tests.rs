@@ -357,3 +357,62 @@ fn the_sendmail_socket_and_origin_follow_the_spool_and_the_local_domains() {
         "{unknown}"
     );
 }
+
+#[test]
+fn authentication_and_dkim_tables_are_read_and_checked() {
+    let c = parse(
+        r#"
+        [authentication]
+        spf = false
+        timeout_secs = 3
+        [[dkim]]
+        domain = "example.test"
+        selector = "s2026"
+        key = "/etc/sluice/dkim/a.key"
+        [[dkim]]
+        domain = "example.test"
+        selector = "ed"
+        key = "/etc/sluice/dkim/b.key"
+        algorithm = "ed25519-sha256"
+        "#,
+    )
+    .unwrap();
+    let checks = c.authentication.checks();
+    assert!(!checks.spf && checks.dkim && checks.dmarc && checks.arc && checks.iprev);
+    assert_eq!(c.dkim.len(), 2);
+    assert_eq!(
+        c.dkim[0].algorithm,
+        super::msgauth::DkimAlgorithm::RsaSha256
+    );
+    assert_eq!(
+        c.dkim[1].algorithm,
+        super::msgauth::DkimAlgorithm::Ed25519Sha256
+    );
+    // The keys are read at start: missing files are preflight's to report.
+    let problems = c.preflight().unwrap_err().join("\n");
+    assert!(problems.contains("/etc/sluice/dkim/a.key"), "{problems}");
+
+    for (text, needle) in [
+        (
+            "[[dkim]]\ndomain = \"not a domain\"\nselector = \"s\"\nkey = \"k\"\n",
+            "is not a domain",
+        ),
+        (
+            "[[dkim]]\ndomain = \"a.test\"\nselector = \"s_1\"\nkey = \"k\"\n",
+            "is not a DNS label",
+        ),
+        (
+            "[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nkey = \"k\"\n\
+             [[dkim]]\ndomain = \"A.test\"\nselector = \"S\"\nkey = \"k2\"\n",
+            "configured twice",
+        ),
+        (
+            "[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nkey = \"k\"\nalgorithm = \"rsa-sha1\"\n",
+            "unknown variant",
+        ),
+        ("[authentication]\ntimeout_secs = 0\n", "timeout_secs"),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.contains(needle), "{text}: {e}");
+    }
+}

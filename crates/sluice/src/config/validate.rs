@@ -40,6 +40,8 @@ impl Config {
         }
         problems.extend(self.auth.problems());
         problems.extend(self.sendmail.problems());
+        problems.extend(self.authentication.problems());
+        problems.extend(super::msgauth::dkim_problems(&self.dkim));
         let lim = &self.limits;
         if lim.max_line_length < 512 {
             problems.push(format!(
@@ -147,6 +149,9 @@ impl Config {
             }
         }
         if let Err(e) = self.server_tls() {
+            problems.push(e);
+        }
+        if let Err(e) = super::msgauth::signer(&self.dkim) {
             problems.push(e);
         }
         if let Err(e) = self.client_tls() {

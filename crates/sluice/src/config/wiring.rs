@@ -17,6 +17,7 @@ use sluice_dns::Resolver;
 use sluice_plugin_host::{DnsResolver, HostEnv, KvStore, MemoryKv, OnError, PluginSpec, RedisKv};
 use sluice_smtp::server::{Extensions, ServerConfig};
 use sluice_smtpd::auth::{AuthSetup, SenderPolicy};
+use sluice_smtpd::msgauth::MsgAuthSetup;
 use sluice_smtpd::{Listener, ListenerMode, RecipientPolicy, SmtpdConfig};
 use sluice_spool::SpoolHandle;
 use sluice_tls::{ClientTls, ServerTls};
@@ -186,6 +187,16 @@ impl Config {
                 local_domains: self.local.domains.clone(),
             },
         }))
+    }
+
+    /// Email authentication as `[authentication]` and `[[dkim]]` set it
+    /// up: checks on `dns`, keys read now.
+    pub fn msgauth_setup(&self, dns: &Resolver) -> Result<MsgAuthSetup, String> {
+        Ok(MsgAuthSetup {
+            checker: self.authentication.checker(dns, self.hostname()),
+            signer: super::msgauth::signer(&self.dkim)?,
+            threads: self.authentication.threads,
+        })
     }
 
     /// The domain of local users' own addresses: as configured, else the

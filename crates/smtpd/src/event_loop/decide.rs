@@ -39,7 +39,7 @@ impl EventLoop {
                         tracing::info!(conn = conn.info.id, uid = user.uid, login = %user.login, given = %reverse_path, sender = %own, "sender rewritten");
                         let _ = conn.session.set_reverse_path(own);
                     }
-                    self.call_filter(slot, Stage::Mail);
+                    self.check_sender(slot);
                     return;
                 }
                 let refusal = match (&conn.info.login, senders) {
@@ -51,7 +51,7 @@ impl EventLoop {
                         tracing::info!(conn = conn.info.id, client = %conn.ip, login = conn.info.login.as_deref().unwrap_or(""), result = %reply, "sender refused");
                         let _ = conn.session.decide(Decision::Reject(reply));
                     }
-                    None => self.call_filter(slot, Stage::Mail),
+                    None => self.check_sender(slot),
                 }
             }
             Event::Hello { .. } | Event::Rcpt { .. } => {
@@ -100,7 +100,7 @@ impl EventLoop {
                         }
                     }
                     conn.message = Some(Arc::new(message));
-                    self.call_filter(slot, Stage::EndOfData);
+                    self.check_message(slot);
                 }
                 Err(e) => {
                     let _ = conn
@@ -140,6 +140,7 @@ impl EventLoop {
                 ) => Some(FilterStage::Mail {
                     reverse_path,
                     params,
+                    auth: &conn.auth_results,
                 }),
                 (
                     Stage::Rcpt,
@@ -154,6 +155,7 @@ impl EventLoop {
                         envelope,
                         forward_path,
                         params,
+                        auth: &conn.auth_results,
                     }),
                 (Stage::EndOfData, Some(Event::Message)) => {
                     match (conn.session.transaction(), &conn.message, &queue_id) {
@@ -162,6 +164,7 @@ impl EventLoop {
                                 envelope,
                                 queue_id,
                                 message,
+                                auth: &conn.auth_results,
                             })
                         }
                         _ => None,
@@ -446,6 +449,133 @@ impl EventLoop {
                 }
             }
             self.service(slot);
+        }
+    }
+}
+
+impl EventLoop {
+    /// At MAIL: a stranger's sender is checked (SPF, iprev) before the
+    /// filters hear of it; anyone else's goes to them at once.
+    fn check_sender(&mut self, slot: usize) {
+        let conn = conn_mut(&mut self.conns, slot);
+        conn.auth_results = sluice_filter::AuthResults::default();
+        let known = conn.sender_checks.take();
+        let checks = self.shared.msgauth.checker.as_ref().map(|c| c.checks());
+        let wanted = checks.is_some_and(|c| c.any());
+        let (Some(jobs), true, false) = (&self.shared.msgauth_jobs, wanted, conn.privileged())
+        else {
+            return self.call_filter(slot, Stage::Mail);
+        };
+        let Some(Event::Mail { reverse_path, .. }) = conn.session.event() else {
+            return self.call_filter(slot, Stage::Mail);
+        };
+        let mail_from = match reverse_path {
+            sluice_smtp::ReversePath::Path(p) => p.mailbox.to_string(),
+            sluice_smtp::ReversePath::Null => String::new(),
+        };
+        let helo = conn
+            .session
+            .greeting_name()
+            .map(|(_, name)| name.to_string())
+            .unwrap_or_default();
+        let work = crate::msgauth::Work::Sender {
+            ip: conn.ip,
+            helo,
+            mail_from,
+            known,
+        };
+        self.send_msgauth(slot, jobs.clone(), work);
+    }
+
+    /// At the end of data: a stranger's message is checked (DKIM, ARC,
+    /// DMARC), ours is signed, before the filters see it.
+    fn check_message(&mut self, slot: usize) {
+        let conn = conn_mut(&mut self.conns, slot);
+        let (Some(jobs), Some(message)) = (&self.shared.msgauth_jobs, &conn.message) else {
+            return self.call_filter(slot, Stage::EndOfData);
+        };
+        let content = conn.content_start().min(message.len())..message.len();
+        let work = if conn.privileged() {
+            if self
+                .shared
+                .msgauth
+                .signer
+                .as_ref()
+                .is_none_or(|s| s.is_empty())
+            {
+                return self.call_filter(slot, Stage::EndOfData);
+            }
+            crate::msgauth::Work::Sign {
+                added: conn.added_fields.clone(),
+                message: message.clone(),
+                content,
+            }
+        } else {
+            let Some(sender) = conn.sender_checks.clone() else {
+                return self.call_filter(slot, Stage::EndOfData);
+            };
+            crate::msgauth::Work::Message {
+                message: message.clone(),
+                content,
+                sender,
+            }
+        };
+        self.send_msgauth(slot, jobs.clone(), work);
+    }
+
+    fn send_msgauth(
+        &mut self,
+        slot: usize,
+        jobs: crossbeam_channel::Sender<crate::msgauth::Job>,
+        work: crate::msgauth::Work,
+    ) {
+        self.next_serial += 1;
+        let conn = conn_mut(&mut self.conns, slot);
+        conn.serial = self.next_serial;
+        conn.waiting = Some(Wait::MsgAuth);
+        // The workers outlive the loops; a send cannot fail while they run.
+        let _ = jobs.send(crate::msgauth::Job {
+            inbox: self.inbox.clone(),
+            slot,
+            serial: conn.serial,
+            work,
+        });
+    }
+
+    /// The workers' answer: the filters are called with it.
+    pub(super) fn msgauth_answered(&mut self, slot: usize, found: crate::msgauth::Found) {
+        use crate::msgauth::Found;
+        let conn = conn_mut(&mut self.conns, slot);
+        match found {
+            Found::Sender(checks) => {
+                conn.auth_results = checks.results();
+                conn.sender_checks = Some(checks);
+                self.call_filter(slot, Stage::Mail);
+            }
+            Found::Message(checks, forged) => {
+                if !forged.is_empty() {
+                    tracing::info!(conn = conn.info.id, client = %conn.ip, fields = forged.len(), "Authentication-Results with our name removed");
+                }
+                conn.auth_results = checks.results;
+                // Ours first, right after Received:, as RFC 8601 §5 asks.
+                let mut fields = checks.header.into_bytes();
+                fields.append(&mut conn.added_fields);
+                conn.added_fields = fields;
+                conn.removed = forged;
+                self.call_filter(slot, Stage::EndOfData);
+            }
+            Found::Signed(Ok(signatures)) => {
+                let mut fields = signatures.into_bytes();
+                fields.append(&mut conn.added_fields);
+                conn.added_fields = fields;
+                self.call_filter(slot, Stage::EndOfData);
+            }
+            Found::Signed(Err(why)) => {
+                // The mail still goes, unsigned: a receiver may file it as
+                // spam, which beats not sending it at all.
+                tracing::error!(conn = conn.info.id, error = %why, "DKIM signing failed; sent unsigned");
+                self.call_filter(slot, Stage::EndOfData);
+            }
         }
     }
 }

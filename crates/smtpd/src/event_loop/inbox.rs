@@ -26,6 +26,9 @@ pub(crate) enum CompletionKind {
     Filter(Verdict),
     Spool(Result<QueueId, SpoolError>),
     Auth(crate::auth::AuthOutcome),
+    /// Boxed: the checks' results are large, and rare beside the
+    /// spool's and filters' completions.
+    MsgAuth(Box<crate::msgauth::Found>),
 }
 
 /// Filters answer through the inbox of the loop that called them.

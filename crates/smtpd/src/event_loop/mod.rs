@@ -406,6 +406,9 @@ impl EventLoop {
             (Some(Wait::Auth), CompletionKind::Auth(outcome)) => {
                 self.auth_answered(completion.slot, outcome);
             }
+            (Some(Wait::MsgAuth), CompletionKind::MsgAuth(found)) => {
+                self.msgauth_answered(completion.slot, *found);
+            }
             (waiting, _) => {
                 // Not what this connection waits for (a late answer after a
                 // timeout or a filter answering twice): ignore it.

@@ -1,0 +1,173 @@
+//! Email authentication on the front end: SPF and iprev when a stranger
+//! says MAIL, DKIM, ARC and DMARC at its end of data, and DKIM signing of
+//! what our own users send.
+//!
+//! The checks wait on DNS and the signatures on RSA, so both run on worker
+//! threads of their own and answer through the event loop's inbox, as the
+//! filters and password checks do. The results reach the filters with the
+//! stage (`sluice_filter::authres`), and the message gets one
+//! `Authentication-Results:` field, ours, after any field claiming our name
+//! is taken out (RFC 8601 §5).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use sluice_msgauth::{Checker, MessageChecks, SenderChecks, Signer};
+
+use crate::event_loop::{Completion, CompletionKind, Inbox};
+
+/// What the front end needs for email authentication.
+#[derive(Debug, Clone, Default)]
+pub struct MsgAuthSetup {
+    /// Checks of what untrusted clients send; `None`: no checks.
+    pub checker: Option<Checker>,
+    /// Keys that sign what trusted and logged-in clients send; `None`: no
+    /// signing.
+    pub signer: Option<Arc<Signer>>,
+    /// Threads that run checks and signatures.
+    pub threads: usize,
+}
+
+impl MsgAuthSetup {
+    pub fn is_active(&self) -> bool {
+        self.checker.is_some() || self.signer.as_ref().is_some_and(|s| !s.is_empty())
+    }
+}
+
+/// Work for the threads.
+pub(crate) enum Work {
+    /// SPF of the HELO name and the reverse-path, and iprev unless known.
+    Sender {
+        ip: std::net::IpAddr,
+        helo: String,
+        mail_from: String,
+        known: Option<SenderChecks>,
+    },
+    /// DKIM, ARC and DMARC of `message[content]`.
+    Message {
+        message: Arc<Vec<u8>>,
+        content: Range<usize>,
+        sender: SenderChecks,
+    },
+    /// A signature over the fields added in front (`Date:`, ...) and
+    /// `message[content]`, with the keys of the `From:` domain.
+    Sign {
+        added: Vec<u8>,
+        message: Arc<Vec<u8>>,
+        content: Range<usize>,
+    },
+}
+
+/// What the threads found.
+#[derive(Debug)]
+pub(crate) enum Found {
+    Sender(SenderChecks),
+    /// The checks, and the ranges of `content` holding fields that claim
+    /// our authserv-id.
+    Message(MessageChecks, Vec<Range<usize>>),
+    /// `DKIM-Signature:` fields (empty: no key for the domain), or why
+    /// signing failed.
+    Signed(Result<String, String>),
+}
+
+pub(crate) struct Job {
+    pub inbox: Arc<Inbox>,
+    pub slot: usize,
+    pub serial: u64,
+    pub work: Work,
+}
+
+/// Starts the threads; returns where jobs go.
+pub(crate) fn start_workers(setup: &MsgAuthSetup) -> std::io::Result<Sender<Job>> {
+    let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+    for i in 0..setup.threads.max(1) {
+        let (queue, setup) = (queue.clone(), setup.clone());
+        std::thread::Builder::new()
+            .name(format!("smtpd-msgauth-{i}"))
+            .spawn(move || {
+                for job in queue {
+                    let found = run(&setup, job.work);
+                    job.inbox.push(Completion {
+                        slot: job.slot,
+                        serial: job.serial,
+                        kind: CompletionKind::MsgAuth(Box::new(found)),
+                    });
+                }
+            })?;
+    }
+    Ok(jobs)
+}
+
+fn run(setup: &MsgAuthSetup, work: Work) -> Found {
+    match work {
+        Work::Sender {
+            ip,
+            helo,
+            mail_from,
+            known,
+        } => {
+            let checker = setup.checker.as_ref().expect("sender work needs a checker");
+            Found::Sender(checker.sender(ip, &helo, &mail_from, known.as_ref()))
+        }
+        Work::Message {
+            message,
+            content,
+            sender,
+        } => {
+            let checker = setup
+                .checker
+                .as_ref()
+                .expect("message work needs a checker");
+            let content = &message[content];
+            let checks = checker.message(content, &sender);
+            let forged = sluice_msgauth::forged_results(content, checker.authserv_id());
+            Found::Message(checks, forged)
+        }
+        Work::Sign {
+            added,
+            message,
+            content,
+        } => {
+            let Some(signer) = &setup.signer else {
+                return Found::Signed(Ok(String::new()));
+            };
+            let content = &message[content];
+            match from_domain(&added, content) {
+                Some(domain) if signer.signs_for(&domain) => {
+                    Found::Signed(signer.sign(&domain, &[&added, content]))
+                }
+                _ => Found::Signed(Ok(String::new())),
+            }
+        }
+    }
+}
+
+/// The domain of the `From:` address, from the fields added in front or
+/// the message's own header.
+fn from_domain(added: &[u8], content: &[u8]) -> Option<String> {
+    [added, content].iter().find_map(|part| {
+        let parsed = mail_parser::MessageParser::new().parse_headers(*part)?;
+        let from = parsed.from()?.first()?.address()?.to_string();
+        from.rsplit_once('@')
+            .map(|(_, domain)| domain.to_ascii_lowercase())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_from_domain_comes_from_the_added_fields_or_the_message() {
+        assert_eq!(
+            from_domain(b"", b"From: Alice <alice@Example.TEST>\r\n\r\nhi\r\n").as_deref(),
+            Some("example.test")
+        );
+        assert_eq!(
+            from_domain(b"From: <cron@host.test>\r\n", b"Subject: x\r\n\r\nhi\r\n").as_deref(),
+            Some("host.test")
+        );
+        assert_eq!(from_domain(b"", b"Subject: x\r\n\r\nhi\r\n"), None);
+    }
+}
