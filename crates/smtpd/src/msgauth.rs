@@ -51,8 +51,9 @@ pub(crate) enum Work {
         sender: SenderChecks,
     },
     /// A signature over the fields added in front (`Date:`, ...) and
-    /// `message[content]`, with the keys of the `From:` domain.
+    /// `message[content]`, with the keys of `domain` (the `From:` one).
     Sign {
+        domain: String,
         added: Vec<u8>,
         message: Arc<Vec<u8>>,
         content: Range<usize>,
@@ -125,33 +126,56 @@ fn run(setup: &MsgAuthSetup, work: Work) -> Found {
             Found::Message(checks, forged)
         }
         Work::Sign {
+            domain,
             added,
             message,
             content,
-        } => {
-            let Some(signer) = &setup.signer else {
-                return Found::Signed(Ok(String::new()));
-            };
-            let content = &message[content];
-            match from_domain(&added, content) {
-                Some(domain) if signer.signs_for(&domain) => {
-                    Found::Signed(signer.sign(&domain, &[&added, content]))
-                }
-                _ => Found::Signed(Ok(String::new())),
-            }
-        }
+        } => match &setup.signer {
+            Some(signer) => Found::Signed(signer.sign(&domain, &[&added, &message[content]])),
+            None => Found::Signed(Ok(String::new())),
+        },
     }
 }
 
 /// The domain of the `From:` address, from the fields added in front or
-/// the message's own header.
-fn from_domain(added: &[u8], content: &[u8]) -> Option<String> {
+/// the message's own header. Only the `From:` field is parsed (mail-parser
+/// knows its grammar), not the whole header: this runs for every message
+/// our users send.
+pub(crate) fn from_domain(added: &[u8], content: &[u8]) -> Option<String> {
     [added, content].iter().find_map(|part| {
-        let parsed = mail_parser::MessageParser::new().parse_headers(*part)?;
+        let field = from_field(part)?;
+        let parsed = mail_parser::MessageParser::new().parse_headers(field)?;
         let from = parsed.from()?.first()?.address()?.to_string();
         from.rsplit_once('@')
             .map(|(_, domain)| domain.to_ascii_lowercase())
     })
+}
+
+/// The first `From:` field of the header section, its folded lines and
+/// CRLF included.
+fn from_field(message: &[u8]) -> Option<&[u8]> {
+    let mut at = 0;
+    while at < message.len() {
+        let end = message[at..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(message.len(), |p| at + p + 2);
+        if end == at + 2 {
+            return None; // the empty line: the header is over
+        }
+        if message[at..end].len() > 5 && message[at..at + 5].eq_ignore_ascii_case(b"from:") {
+            let mut stop = end;
+            while stop < message.len() && matches!(message[stop], b' ' | b'\t') {
+                stop = message[stop..]
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .map_or(message.len(), |p| stop + p + 2);
+            }
+            return Some(&message[at..stop]);
+        }
+        at = end;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -169,5 +193,18 @@ mod tests {
             Some("host.test")
         );
         assert_eq!(from_domain(b"", b"Subject: x\r\n\r\nhi\r\n"), None);
+        assert_eq!(
+            from_domain(
+                b"",
+                b"Subject: x\r\nFROM: \"Smith,\r\n J.\" <j@Folded.test>\r\n\r\n"
+            )
+            .as_deref(),
+            Some("folded.test")
+        );
+        assert_eq!(
+            from_domain(b"", b"Subject: x\r\n\r\nFrom: body@not.header\r\n"),
+            None,
+            "a From: line in the body is not the header's"
+        );
     }
 }
