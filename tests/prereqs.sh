@@ -25,6 +25,10 @@ command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 # tests/kv.rs), which run private instances on free ports; as with Dovecot,
 # the system service the package ships must not run.
 { [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1; } || missing_pkgs+=(redis-server)
+# A real load balancer in front of three nodes for tests/scaling.rs (PROXY
+# protocol v2, health checks); a private instance per test, never the
+# system service (the policy below keeps it from starting).
+{ [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1; } || missing_pkgs+=(haproxy)
 
 # Independent judges for email authentication (tests/email_auth.rs): dkimpy
 # (with PyNaCl for Ed25519), pyspf (with dnspython) and authres, from PyPI,
@@ -33,12 +37,14 @@ command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 python_judges() {
   local venv
   venv="$(cd "$(dirname "$0")/.." && pwd)/target/pyvenv"
-  if "$venv/bin/python" -c 'import dkim, spf, authres, nacl, dns.resolver' >/dev/null 2>&1; then
+  if "$venv/bin/python" -c 'import dkim, spf, authres, nacl, dns.resolver, prometheus_client' >/dev/null 2>&1; then
     return 0
   fi
   python3 -m venv "$venv"
+  # prometheus_client's text parser judges /metrics (tests/metrics.rs).
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    dkimpy==1.1.8 pyspf==2.0.14 dnspython==2.9.2 authres==1.2.0 PyNaCl==1.6.2
+    dkimpy==1.1.8 pyspf==2.0.14 dnspython==2.9.2 authres==1.2.0 PyNaCl==1.6.2 \
+    prometheus_client==0.21.1
 }
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing_pkgs+=(python3-venv)
 
@@ -70,6 +76,9 @@ dovecot_was_running=
 redis_pid=/run/redis/redis-server.pid
 redis_was_running=
 [[ -e $redis_pid ]] && redis_was_running=1
+haproxy_pid=/run/haproxy.pid
+haproxy_was_running=
+[[ -e $haproxy_pid ]] && haproxy_was_running=1
 own_policy=
 if [[ ! -e $policy ]]; then
   own_policy=1
@@ -104,6 +113,15 @@ if [[ -z $redis_was_running && -e $redis_pid ]]; then
   fi
   if [[ -e $redis_pid ]]; then
     "${as_root[@]}" kill "$(cat "$redis_pid")" 2>/dev/null || true
+  fi
+fi
+# And for a system HAProxy.
+if [[ -z $haproxy_was_running && -e $haproxy_pid ]]; then
+  if [[ -d /run/systemd/system ]]; then
+    "${as_root[@]}" systemctl disable --now haproxy.service >/dev/null 2>&1 || true
+  fi
+  if [[ -e $haproxy_pid ]]; then
+    "${as_root[@]}" kill "$(cat "$haproxy_pid")" 2>/dev/null || true
   fi
 fi
 

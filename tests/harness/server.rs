@@ -189,6 +189,12 @@ fn base_config(spool: &Path, extra: &str, default_plugins: bool) -> String {
             "\n[authentication]\nspf = false\ndkim = false\ndmarc = false\narc = false\niprev = false\n",
         );
     }
+    // The metrics endpoint on a port of its own only for the tests that
+    // scrape it (tests/metrics.rs): the default port would be taken by the
+    // first of the servers running side by side.
+    if !extra.contains("[metrics]") {
+        text.push_str("\n[metrics]\nlisten = \"\"\n");
+    }
     if !extra.contains("[local]") {
         text.push_str(
             "\n[local]\ndomains = [\"example.test\"]\nusers = [\"postmaster\", \"alice\", \"bob\"]\n\

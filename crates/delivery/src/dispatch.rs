@@ -368,9 +368,16 @@ impl Transport for Dispatch {
     }
 
     fn deliver(&self, job: &Job) -> Vec<Outcome> {
-        match &job.destination {
-            Destination::Local => self.deliver_local(job),
-            Destination::Lmtp => self.deliver_lmtp(job),
+        let started = std::time::Instant::now();
+        let (transport, outcomes) = match &job.destination {
+            Destination::Local => {
+                let outcomes = self.deliver_local(job);
+                for outcome in &outcomes {
+                    crate::count_delivery(sluice_metrics::Transport::Local, outcome, false);
+                }
+                (sluice_metrics::Transport::Local, outcomes)
+            }
+            Destination::Lmtp => (sluice_metrics::Transport::Lmtp, self.deliver_lmtp(job)),
             Destination::Remote(_) => {
                 // Every recipient of a remote job shares the domain the key came from.
                 let envelope = job.envelope();
@@ -378,9 +385,14 @@ impl Transport for Dispatch {
                     Some(ForwardPath::Path(p)) => p.mailbox.domain.to_string(),
                     _ => String::new(),
                 };
-                self.remote.deliver(&domain, &envelope, job.message.body())
+                (
+                    sluice_metrics::Transport::Smtp,
+                    self.remote.deliver(&domain, &envelope, job.message.body()),
+                )
             }
-        }
+        };
+        sluice_metrics::delivery_attempt(transport, started.elapsed());
+        outcomes
     }
 }
 

@@ -22,3 +22,13 @@ pub mod route;
 pub mod scheduler;
 
 pub use outcome::Outcome;
+
+/// Counts one recipient's outcome in `sluice_deliveries_total`.
+pub(crate) fn count_delivery(transport: sluice_metrics::Transport, outcome: &Outcome, tls: bool) {
+    let result = match outcome {
+        Outcome::Delivered(_) => sluice_metrics::DeliveryResult::Delivered,
+        Outcome::Deferred(_) => sluice_metrics::DeliveryResult::Deferred,
+        Outcome::Failed(_) => sluice_metrics::DeliveryResult::Failed,
+    };
+    sluice_metrics::delivery(transport, result, tls);
+}

@@ -164,6 +164,40 @@ impl Resolver {
         name: &str,
         limit: Option<Duration>,
     ) -> Result<Answer, LookupError> {
+        let result = self.lookup_uncounted(record_type, name, limit);
+        let kind = match record_type {
+            RecordType::A => sluice_metrics::DnsKind::A,
+            RecordType::Aaaa => sluice_metrics::DnsKind::Aaaa,
+            RecordType::Mx => sluice_metrics::DnsKind::Mx,
+            RecordType::Txt => sluice_metrics::DnsKind::Txt,
+            RecordType::Ptr => sluice_metrics::DnsKind::Ptr,
+        };
+        let counted = match &result {
+            Ok(_) => sluice_metrics::DnsResult::Ok,
+            Err(LookupError::NoSuchName { .. } | LookupError::NoRecords { .. }) => {
+                sluice_metrics::DnsResult::NotFound
+            }
+            // Our own limit ("no answer … within …") or hickory's ("request
+            // timed out"): both are temporary errors with only words to tell.
+            Err(LookupError::Temporary(why))
+                if why.contains(" within ") || why.contains("timed out") =>
+            {
+                sluice_metrics::DnsResult::Timeout
+            }
+            Err(LookupError::Temporary(_) | LookupError::InvalidName(_)) => {
+                sluice_metrics::DnsResult::Error
+            }
+        };
+        sluice_metrics::dns_lookup(kind, counted);
+        result
+    }
+
+    fn lookup_uncounted(
+        &self,
+        record_type: RecordType,
+        name: &str,
+        limit: Option<Duration>,
+    ) -> Result<Answer, LookupError> {
         let query = query_name(record_type, name)?;
         let Inner { resolver, runtime } = &*self.inner;
         let lookup = resolver.lookup(query, record_type.hickory());

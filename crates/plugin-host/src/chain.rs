@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use sluice_filter::MessageChanges;
-use sluice_smtp::{EnhancedCode, Reply};
+use sluice_smtp::{EnhancedCode, Reply, Stage};
 
 use crate::abi::{Hook, RawVerdict};
 use crate::context::{CallCtx, ConnRecord, LogLine, MessageView, RcptView, TxView, format_score};
@@ -73,7 +73,18 @@ pub(crate) fn run_stage(
     let mut outcome = Outcome::Continue;
     let mut changes = MessageChanges::default();
     let mut runs = Vec::new();
-    for plugin in chain.plugins.iter().filter(|p| p.has(hook)) {
+    let stage = match hook {
+        Hook::Connect => Some(Stage::Connect),
+        Hook::Helo => Some(Stage::Hello),
+        Hook::Mail => Some(Stage::Mail),
+        Hook::Rcpt => Some(Stage::Rcpt),
+        Hook::Data => Some(Stage::EndOfData),
+        Hook::Reset | Hook::Close => None,
+    };
+    for (index, plugin) in chain.plugins.iter().enumerate() {
+        if !plugin.has(hook) {
+            continue;
+        }
         let mut ctx = CallCtx::new(
             conn.clone(),
             hook,
@@ -82,7 +93,9 @@ pub(crate) fn run_stage(
             capture,
         );
         ctx.rcpt = call.rcpt.clone();
+        let started = std::time::Instant::now();
         let (result, ctx) = plugin.call(hook, &call.arg, ctx);
+        sluice_metrics::filter_hook(index, stage, started.elapsed());
         let result = result.and_then(|raw| match raw {
             None => Ok(None),
             Some(v) => RawVerdict::from_i32(v)

@@ -207,6 +207,9 @@ impl Chain {
         for hook in Hook::ALL {
             has_hook[hook.index()] = plugins.iter().any(|p| p.has(hook));
         }
+        // The chain that serves from now on names the metrics' plugins
+        // (a reload builds a new one).
+        sluice_metrics::set_plugins(plugins.iter().map(|p| p.name.to_string()).collect());
         Ok(Chain { plugins, has_hook })
     }
 

@@ -6,6 +6,7 @@
 mod config;
 mod control;
 mod dkim;
+mod metrics_http;
 mod plugin_test;
 mod queue;
 mod sendmail;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use config::Config;
+use config::ops::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -118,6 +120,15 @@ enum QueueCommand {
         #[arg(long, value_enum)]
         state: Option<queue::StateFilter>,
     },
+    /// The queue's shape, like Postfix's qshape: messages per destination
+    /// domain by age (minutes), busiest domain first.
+    Summary {
+        #[command(flatten)]
+        spool: SpoolArgs,
+        /// Only messages with a recipient in this state.
+        #[arg(long, value_enum)]
+        state: Option<queue::StateFilter>,
+    },
     /// Show one message: envelope, each recipient's state and last reply, headers.
     Show {
         id: String,
@@ -174,8 +185,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Sendmail { args } => sendmail::main("sendmail", &args),
         Command::Serve { config } => {
-            let _log = init_logging();
-            match load(config.as_deref()).and_then(|c| serve::serve(c, config)) {
+            let loaded = load(config.as_deref());
+            let format = loaded.as_ref().map_or(LogFormat::Text, |c| c.log.format);
+            let _log = init_logging(format);
+            match loaded.and_then(|c| serve::serve(c, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -252,7 +265,7 @@ fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Test(args),
         } => {
-            let _log = init_logging();
+            let _log = init_logging(LogFormat::Text);
             plugin_test::run(args)
         }
         Command::Passwd { name, file } => match passwd(&name, &file) {
@@ -307,6 +320,14 @@ fn queue_command(command: QueueCommand) -> Result<(), String> {
             domain,
             state,
         } => queue::list(&spool.dir()?, &queue::Filter { domain, state }, &mut out),
+        QueueCommand::Summary { spool, state } => queue::summary(
+            &spool.dir()?,
+            &queue::Filter {
+                domain: None,
+                state,
+            },
+            &mut out,
+        ),
         QueueCommand::Show { id, spool } => queue::show(&spool.dir()?, &id, &mut out),
         QueueCommand::Flush { id, all, spool } => match (id, all) {
             (Some(id), _) => control(&spool, format!("flush {id}")),
@@ -333,7 +354,9 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, String> {
 /// dry), where each line used to be a `write(2)` of its own on the thread
 /// that logged it. The returned guard flushes what is left when `main`
 /// returns, so it must live until then.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+/// With `[log] format = "json"`, one JSON object per line (timestamp,
+/// level, message and the event's fields at the top level), for collectors.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -345,11 +368,17 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .lossy(false)
         .thread_name("log-writer")
         .finish(std::io::BufWriter::new(std::io::stderr()));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     guard
 }

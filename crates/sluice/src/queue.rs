@@ -141,6 +141,79 @@ pub fn show(dir: &Path, id: &str, out: &mut impl Write) -> Result<(), String> {
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())
 }
 
+/// Upper bounds of `queue summary`'s age columns, in minutes: Postfix
+/// `qshape`'s, so a reader of one reads the other.
+const AGE_COLUMNS: [u64; 10] = [5, 10, 20, 40, 80, 160, 320, 640, 1280, u64::MAX];
+
+/// Prints the queue's shape as Postfix's `qshape` does: per destination
+/// domain, how many messages wait for it (a message counts once per domain
+/// it has recipients in that are not yet delivered or failed), by age.
+pub fn summary(dir: &Path, filter: &Filter, out: &mut impl Write) -> Result<(), String> {
+    let spool = open(dir)?;
+    let mut messages = spool
+        .messages()
+        .map_err(|e| format!("cannot list the queue: {e}"))?;
+    messages.retain(|m| filter.matches(m));
+    let now = now_ms();
+    let mut rows: std::collections::BTreeMap<String, [u64; AGE_COLUMNS.len()]> =
+        std::collections::BTreeMap::new();
+    for m in &messages {
+        let minutes = now.saturating_sub(m.arrival_unix_ms) / 60_000;
+        let column = AGE_COLUMNS
+            .iter()
+            .position(|&bound| minutes < bound)
+            .unwrap_or(AGE_COLUMNS.len() - 1);
+        let mut domains: Vec<String> = m
+            .recipients
+            .iter()
+            .filter(|r| !r.state.is_final())
+            .map(|r| match &r.forward_path {
+                ForwardPath::Postmaster => "(postmaster)".to_owned(),
+                ForwardPath::Path(p) => p.mailbox.domain.to_string().to_ascii_lowercase(),
+            })
+            .collect();
+        domains.sort();
+        domains.dedup();
+        for domain in domains {
+            rows.entry(domain).or_default()[column] += 1;
+        }
+    }
+    let mut rows: Vec<(String, [u64; AGE_COLUMNS.len()])> = rows.into_iter().collect();
+    // Busiest first, as qshape sorts.
+    rows.sort_by(|a, b| {
+        let total = |r: &[u64]| r.iter().sum::<u64>();
+        total(&b.1).cmp(&total(&a.1)).then_with(|| a.0.cmp(&b.0))
+    });
+    let mut total = [0u64; AGE_COLUMNS.len()];
+    for (_, row) in &rows {
+        for (t, n) in total.iter_mut().zip(row) {
+            *t += n;
+        }
+    }
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(5);
+    let mut text = format!("{:>width$} {:>6}", "", "T");
+    for bound in AGE_COLUMNS {
+        let label = match bound {
+            u64::MAX => "1280+".to_owned(),
+            b => b.to_string(),
+        };
+        text += &format!(" {label:>5}");
+    }
+    text.push('\n');
+    let mut line = |name: &str, row: &[u64]| {
+        text += &format!("{name:>width$} {:>6}", row.iter().sum::<u64>());
+        for n in row {
+            text += &format!(" {n:>5}");
+        }
+        text.push('\n');
+    };
+    line("TOTAL", &total);
+    for (domain, row) in &rows {
+        line(domain, row);
+    }
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())
+}
+
 fn state(state: &RecipientState, now: u64) -> String {
     match state {
         RecipientState::Pending => "queued".into(),
@@ -215,6 +288,79 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("-- 1 message(s), 21 bytes\n"), "{text}");
+        spool.shutdown();
+    }
+
+    #[test]
+    fn summary_counts_messages_per_domain_and_age_like_qshape() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+        let handle = spool.handle();
+        let path = |s: &str| sluice_smtp::Path::parse(s.as_bytes()).unwrap();
+        let now = now_ms();
+        // (minutes old, recipients)
+        let messages: [(u64, &[&str]); 4] = [
+            (1, &["<a@one.test>", "<b@one.test>", "<c@two.test>"]),
+            (7, &["<d@one.test>"]),
+            (90, &["<e@Two.test>"]),
+            (3000, &["<f@one.test>"]),
+        ];
+        for (minutes, rcpts) in messages {
+            let entry = Entry {
+                id: handle.new_id(),
+                arrival_unix_ms: now - minutes * 60_000,
+                client_ip: "192.0.2.1".parse().unwrap(),
+                helo: "client.example".into(),
+                envelope: Envelope {
+                    reverse_path: ReversePath::Path(path("<s@example.org>")),
+                    params: MailParams::default(),
+                    recipients: rcpts
+                        .iter()
+                        .map(|r| Recipient::new(ForwardPath::Path(path(r))))
+                        .collect(),
+                },
+            };
+            handle
+                .submit_wait(Submission::new(entry, b"Subject: x\r\n\r\nhi\r\n".to_vec()))
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        summary(dir.path(), &Filter::default(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            [
+                "T", "5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"
+            ],
+            "{text}"
+        );
+        // one.test: the first message once (two recipients), one of 7
+        // minutes, one of 50 hours; two.test: 1 minute and 90 minutes.
+        assert_eq!(
+            lines[1],
+            [
+                "TOTAL", "5", "2", "1", "0", "0", "0", "1", "0", "0", "0", "1"
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            lines[2],
+            [
+                "one.test", "3", "1", "1", "0", "0", "0", "0", "0", "0", "0", "1"
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            lines[3],
+            [
+                "two.test", "2", "1", "0", "0", "0", "0", "1", "0", "0", "0", "0"
+            ],
+            "{text}"
+        );
         spool.shutdown();
     }
 

@@ -53,6 +53,14 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
     )
     .map_err(|e| e.to_string())?;
     let control = ControlServer::start(dir, scheduler.handle())?;
+    // Bound before the front end: a taken port stops the start, not the
+    // metrics alone.
+    let metrics_listener = config
+        .metrics
+        .addr()?
+        .map(crate::metrics_http::bind)
+        .transpose()?;
+    sluice_metrics::add_collector(crate::metrics_http::queue_collector(scheduler.handle()));
     // One key-value store for the plugins and the count of failed logins.
     let kv = config.kv_store()?;
     let plugins = Arc::new(load_plugins(&config, &dns, directory.clone(), kv.clone())?);
@@ -89,12 +97,30 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
     }
 
     let stopper = smtpd.stopper();
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let accepting = stopper.clone();
+            let server = crate::metrics_http::MetricsServer::start(
+                listener,
+                Arc::new(move || accepting.is_accepting()),
+            )?;
+            tracing::info!("metrics on http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
+    // systemd's Type=notify: ready once the listeners are up. Outside
+    // systemd (no NOTIFY_SOCKET) these calls do nothing.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let signal_handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
+                    let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                    let _ = sd_notify::notify(false, &reloading);
                     reload_plugins(&plugins, config_path.as_deref());
                     if let Some(tls) = &tls {
                         match tls.reload() {
@@ -105,9 +131,11 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
                             ),
                         }
                     }
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                     continue;
                 }
                 tracing::info!(signal, "shutting down: finishing transactions in flight");
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
                 stopper.stop();
                 return;
             }
@@ -115,6 +143,7 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
     smtpd.wait();
+    drop(metrics);
     signal_handle.close();
     drop(renewals);
     // Receiving has stopped; deliveries in flight finish and are journaled

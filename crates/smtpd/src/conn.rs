@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_filter::{ClientInfo, Filter, MessageChanges, valid_header_field};
-use sluice_smtp::server::{Greeting, Notice, ServerConfig, ServerSession};
+use sluice_smtp::server::{Decision, Greeting, Notice, ServerConfig, ServerSession};
 use sluice_smtp::trace::{TraceClient, TraceFields, received_header};
-use sluice_smtp::{ForwardPath, Stage};
+use sluice_smtp::{ForwardPath, Stage, Verb};
 use sluice_spool::{BodyPart, Entry, QueueId, Submission};
 
 use crate::ListenerMode;
@@ -38,6 +38,8 @@ pub(crate) struct Conn {
     /// Plain, or TLS (after STARTTLS, or from the start on `smtps`).
     pub(crate) transport: Transport,
     pub(crate) mode: ListenerMode,
+    /// Its listener's index, for metrics.
+    pub(crate) listener: usize,
     /// When the TLS handshake began, while it runs.
     pub(crate) handshake_started: Option<Instant>,
     pub(crate) info: ClientInfo,
@@ -69,6 +71,8 @@ pub(crate) struct Conn {
     pub(crate) message: Option<Arc<Vec<u8>>>,
     /// Size of the message last handed on, for the log line.
     message_size: usize,
+    /// When the client finished sending the message being decided.
+    pub(crate) data_ended: Option<Instant>,
     /// Failed AUTH commands so far.
     pub(crate) auth_failures: u32,
     /// The decision a delayed reply will carry, and whether the connection
@@ -101,6 +105,7 @@ impl Conn {
             stream,
             transport: Transport::Plain,
             mode,
+            listener: 0,
             handshake_started: None,
             info,
             ip,
@@ -117,6 +122,7 @@ impl Conn {
             trace_len: 0,
             message: None,
             message_size: 0,
+            data_ended: None,
             auth_failures: 0,
             delayed: None,
             added_fields: Vec::new(),
@@ -359,6 +365,30 @@ impl Conn {
         );
     }
 
+    /// Answers the pending event, counting refusals and accepted messages.
+    pub(crate) fn decide(
+        &mut self,
+        decision: Decision,
+    ) -> Result<(), sluice_smtp::server::ApiMisuse> {
+        let stage = self.session.event().map(|e| e.stage());
+        match &decision {
+            Decision::Reject(reply) | Decision::Disconnect(reply) => {
+                sluice_metrics::rejected(stage, reply.code());
+            }
+            Decision::Accept | Decision::AcceptWith(_) if stage == Some(Stage::EndOfData) => {
+                if let Some(ended) = self.data_ended.take() {
+                    sluice_metrics::received(
+                        self.listener,
+                        self.message_size as u64,
+                        ended.elapsed(),
+                    );
+                }
+            }
+            Decision::Accept | Decision::AcceptWith(_) => {}
+        }
+        self.session.decide(decision)
+    }
+
     /// Passes the session's notices on to filters and the log.
     pub(crate) fn handle_notices(&mut self, filter: &dyn Filter) {
         for notice in self.session.take_notices() {
@@ -367,9 +397,29 @@ impl Conn {
                 Notice::Closing => {}
                 Notice::Refused { verb, reply } => {
                     tracing::debug!(conn = self.info.id, ?verb, %reply, "refused");
+                    sluice_metrics::rejected(verb.and_then(verb_stage), reply.code());
                 }
             }
         }
+    }
+}
+
+/// The stage a refused command belongs to; `None` for those outside the
+/// transaction (NOOP, RSET, VRFY, …).
+fn verb_stage(verb: Verb) -> Option<Stage> {
+    match verb {
+        Verb::Helo | Verb::Ehlo => Some(Stage::Hello),
+        Verb::Mail => Some(Stage::Mail),
+        Verb::Rcpt => Some(Stage::Rcpt),
+        Verb::Data | Verb::Bdat => Some(Stage::Data),
+        Verb::Auth => Some(Stage::Auth),
+        Verb::Rset
+        | Verb::Noop
+        | Verb::Quit
+        | Verb::Vrfy
+        | Verb::Expn
+        | Verb::Help
+        | Verb::StartTls => None,
     }
 }
 

@@ -20,6 +20,7 @@ mod limits;
 pub mod local;
 pub mod msgauth;
 pub mod policy;
+mod proxy;
 mod socket;
 mod transport;
 
@@ -36,6 +37,7 @@ use sluice_spool::SpoolHandle;
 use sluice_tls::ServerTls;
 
 pub use policy::RecipientPolicy;
+pub use proxy::{ProxyProtocol, UntrustedPeer};
 
 use event_loop::{EventLoop, Inbox, Inlet};
 use limits::ConnectionLimits;
@@ -73,10 +75,12 @@ impl ListenerMode {
 }
 
 /// One address to listen on, and what it serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub addr: SocketAddr,
     pub mode: ListenerMode,
+    /// Clients come through a proxy that sends a PROXY protocol header.
+    pub proxy: Option<ProxyProtocol>,
 }
 
 impl Listener {
@@ -84,6 +88,7 @@ impl Listener {
         Listener {
             addr,
             mode: ListenerMode::Smtp,
+            proxy: None,
         }
     }
 }
@@ -147,8 +152,11 @@ pub(crate) struct Shared {
     sessions: [Arc<ServerConfig>; 4],
     /// The base configuration (hostname, limits).
     pub(crate) session: Arc<ServerConfig>,
-    /// Per listener, in the order of `SmtpdConfig::listen`.
+    /// Per listener, in the order of `SmtpdConfig::listen` (the local
+    /// submission socket last).
     pub(crate) listener_modes: Vec<ListenerMode>,
+    /// Per listener, like `listener_modes`.
+    pub(crate) listener_proxy: Vec<Option<ProxyProtocol>>,
     pub(crate) tls: Option<Arc<ServerTls>>,
     pub(crate) tls_handshake_timeout: Duration,
     pub(crate) auth: Option<auth::AuthSetup>,
@@ -253,6 +261,12 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Stopper {
+    /// Whether the front end still accepts mail (it has not been asked to
+    /// stop): what a health check asks.
+    pub fn is_accepting(&self) -> bool {
+        !self.shared.shutting_down.load(Ordering::Relaxed)
+    }
+
     /// Stops accepting, lets transactions in flight finish (within the grace
     /// period), says `421` to everyone else, then lets the loops exit.
     pub fn stop(&self) {
@@ -294,10 +308,16 @@ impl Smtpd {
             .collect::<io::Result<Vec<_>>>()?;
         let mut listeners: Vec<socket::Bound> = tcp.into_iter().map(socket::Bound::Tcp).collect();
         let mut listener_modes: Vec<ListenerMode> = config.listen.iter().map(|l| l.mode).collect();
+        let mut listener_proxy: Vec<Option<ProxyProtocol>> =
+            config.listen.iter().map(|l| l.proxy.clone()).collect();
+        let mut listener_names: Vec<String> = local_addrs.iter().map(|a| a.to_string()).collect();
         if let Some(local) = &config.local {
             listeners.push(socket::Bound::Unix(local::bind(&local.socket)?));
             listener_modes.push(ListenerMode::Local);
+            listener_proxy.push(None);
+            listener_names.push("local".into());
         }
+        sluice_metrics::set_listeners(listener_names);
         let loops = match config.event_loops {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -330,6 +350,7 @@ impl Smtpd {
             }),
             session: Arc::new(config.session),
             listener_modes,
+            listener_proxy,
             tls: config.tls,
             tls_handshake_timeout: config.tls_handshake_timeout,
             auth_jobs: config.auth.as_ref().map(auth::start_workers).transpose()?,

@@ -243,6 +243,7 @@ impl Writer {
             .collect();
         let len: u64 = group.iter().map(|it| it.len).sum();
         let stats = &self.shared.stats;
+        let started = std::time::Instant::now();
         let outcome = match write_all_vectored(head, &mut slices) {
             Ok(calls) => {
                 StatCounters::add(&stats.writes, calls);
@@ -253,6 +254,7 @@ impl Writer {
         };
         match outcome {
             Ok(()) => {
+                sluice_metrics::spool_commit(group.len(), started.elapsed());
                 self.head_len += len;
                 StatCounters::add(&stats.batches, 1);
                 StatCounters::add(&stats.records, group.len() as u64);

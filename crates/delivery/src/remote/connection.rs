@@ -126,6 +126,11 @@ impl Connection {
         })
     }
 
+    /// Whether the session runs inside TLS now.
+    pub(super) fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
     /// Why the STARTTLS handshake failed, when it did.
     pub(super) fn tls_error(&self) -> Option<&str> {
         self.tls_error.as_deref()
@@ -168,10 +173,12 @@ impl Connection {
                         (false, false) => "Untrusted",
                     }
                 );
+                sluice_metrics::tls_handshake(sluice_metrics::TlsSide::Client, true);
                 self.session.tls_established();
             }
             Err(why) => {
                 tracing::info!(to = %self.label, error = %why, "TLS handshake failed");
+                sluice_metrics::tls_handshake(sluice_metrics::TlsSide::Client, false);
                 self.session.tls_failed(&why);
                 self.tls_error = Some(why);
             }

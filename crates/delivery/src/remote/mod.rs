@@ -229,6 +229,13 @@ impl Remote {
     ) -> Vec<Outcome> {
         let n = envelope.recipients.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+        // Per recipient: whether the session that decided it ran in TLS.
+        let mut in_tls = vec![false; n];
+        let transport = if lmtp {
+            sluice_metrics::Transport::Lmtp
+        } else {
+            sluice_metrics::Transport::Smtp
+        };
         let mut pending: Vec<usize> = (0..n).collect();
         if pending.is_empty() {
             return Vec::new();
@@ -238,6 +245,7 @@ impl Remote {
             Err(outcome) => {
                 for &i in &pending {
                     outcomes[i] = Some(outcome.clone());
+                    crate::count_delivery(transport, &outcome, false);
                 }
                 return outcomes.into_iter().flatten().collect();
             }
@@ -254,18 +262,23 @@ impl Remote {
                 pending,
                 last,
                 &mut outcomes,
+                &mut in_tls,
             );
             if pending.is_empty() {
                 break;
             }
         }
         // Left with no next hop to try: whatever the last one said stands.
-        outcomes
+        let outcomes: Vec<Outcome> = outcomes
             .into_iter()
             .map(|o| {
                 o.unwrap_or_else(|| Outcome::local(451, (4, 4, 4), "No next hop could be tried"))
             })
-            .collect()
+            .collect();
+        for (outcome, tls) in outcomes.iter().zip(in_tls) {
+            crate::count_delivery(transport, outcome, tls);
+        }
+        outcomes
     }
 
     /// Sends to the recipients in `pending` at one address, records their
@@ -281,6 +294,7 @@ impl Remote {
         pending: Vec<usize>,
         last: bool,
         outcomes: &mut [Option<Outcome>],
+        in_tls: &mut [bool],
     ) -> Vec<usize> {
         let mut level = demand.level;
         if let Endpoint::Tcp(addr) = attempt.endpoint
@@ -359,6 +373,10 @@ impl Remote {
                 last,
                 outcomes,
             );
+            let tls = connection.is_tls();
+            for &i in &pending {
+                in_tls[i] = tls;
+            }
             self.release(key, connection, &sent);
             return next;
         }

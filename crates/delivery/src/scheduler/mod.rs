@@ -190,6 +190,51 @@ pub struct RecipientStatus {
     pub last: Option<Reason>,
 }
 
+/// Where a queued message stands, as the queue's gauges count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueState {
+    /// Not yet tried, or due and waiting for a delivery thread or a free
+    /// connection to its destination.
+    Waiting,
+    /// Being delivered now.
+    Active,
+    /// Failed for now; waiting for its next attempt.
+    Deferred,
+    /// Held by the operator.
+    Held,
+}
+
+impl QueueState {
+    pub const ALL: [QueueState; 4] = [
+        QueueState::Waiting,
+        QueueState::Active,
+        QueueState::Deferred,
+        QueueState::Held,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueState::Waiting => "waiting",
+            QueueState::Active => "active",
+            QueueState::Deferred => "deferred",
+            QueueState::Held => "held",
+        }
+    }
+}
+
+/// The queue's size by state: what `/metrics` shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCount {
+    pub messages: u64,
+    pub bytes: u64,
+    /// When the oldest message in this state arrived (ms since the epoch).
+    pub oldest_arrival_unix_ms: Option<u64>,
+}
+
+/// [`StateCount`]s in the order of [`QueueState::ALL`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats(pub [StateCount; 4]);
+
 /// What reaches the scheduler thread.
 pub(crate) enum Event {
     Queued(QueueId),
@@ -199,6 +244,7 @@ pub(crate) enum Event {
     Delete(QueueId),
     Bounce(QueueId),
     Status(QueueId, Sender<Option<MessageStatus>>),
+    Stats(Sender<QueueStats>),
     /// A job came back from delivery thread number `thread`, which is idle
     /// now (boxed: it is the largest event by far, and the channel's slots
     /// are as large as the largest).
@@ -481,6 +527,14 @@ impl SchedulerHandle {
         if self.events.send(Event::Tick(tx)).is_ok() {
             let _ = rx.recv();
         }
+    }
+
+    /// The queue's size by state; `None` if the scheduler does not answer
+    /// within `limit` (stopped, or busy for that long).
+    pub fn stats(&self, limit: Duration) -> Option<QueueStats> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.events.send(Event::Stats(tx)).ok()?;
+        rx.recv_timeout(limit).ok()
     }
 
     /// Where a queued message stands; `None` if the scheduler does not know

@@ -3,7 +3,7 @@
 use sluice_smtp::{ForwardPath, ReversePath};
 use sluice_spool::{MessageSummary, Reason, RecipientState, StoredMessage};
 
-use crate::scheduler::Destination;
+use crate::scheduler::{Destination, QueueState};
 
 /// Where a recipient stands between the spool and the delivery threads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +82,8 @@ impl Rcpt {
 #[derive(Debug)]
 pub(super) struct Msg {
     pub(super) arrival_unix_ms: u64,
+    /// Its size in octets, for the queue's gauges.
+    pub(super) size: u64,
     /// `<>`: never bounced.
     pub(super) null_sender: bool,
     pub(super) rcpts: Vec<Rcpt>,
@@ -101,9 +103,16 @@ pub(super) struct Msg {
 }
 
 impl Msg {
-    fn new(arrival_unix_ms: u64, null_sender: bool, held: bool, rcpts: Vec<Rcpt>) -> Msg {
+    fn new(
+        arrival_unix_ms: u64,
+        size: u64,
+        null_sender: bool,
+        held: bool,
+        rcpts: Vec<Rcpt>,
+    ) -> Msg {
         Msg {
             arrival_unix_ms,
+            size,
             null_sender,
             rcpts,
             held,
@@ -124,6 +133,7 @@ impl Msg {
             .collect();
         Msg::new(
             m.arrival_unix_ms,
+            m.size,
             m.reverse_path == ReversePath::Null,
             m.held,
             rcpts,
@@ -141,6 +151,7 @@ impl Msg {
             .collect();
         Msg::new(
             m.entry.arrival_unix_ms,
+            m.body().len() as u64,
             m.entry.envelope.reverse_path == ReversePath::Null,
             m.held,
             rcpts,
@@ -175,6 +186,23 @@ impl Msg {
         self.rcpts
             .iter()
             .all(|r| r.phase == Phase::Idle && r.state.is_final())
+    }
+
+    /// Where it stands, for the queue's gauges.
+    pub(super) fn queue_state(&self) -> QueueState {
+        if self.held {
+            QueueState::Held
+        } else if self.in_flight() {
+            QueueState::Active
+        } else if self
+            .rcpts
+            .iter()
+            .any(|r| matches!(r.state, RecipientState::Deferred { .. }))
+        {
+            QueueState::Deferred
+        } else {
+            QueueState::Waiting
+        }
     }
 
     pub(super) fn in_flight(&self) -> bool {

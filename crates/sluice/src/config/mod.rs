@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod msgauth;
+pub mod ops;
 pub mod sendmail;
 pub mod shipped;
 pub mod tls;
@@ -55,6 +56,9 @@ pub struct Config {
     pub dns: Dns,
     /// Where plugins keep shared state (greylisting, rate limits).
     pub kv: Kv,
+    /// Prometheus metrics and the health check.
+    pub metrics: ops::Metrics,
+    pub log: ops::Log,
     /// The filter chain, in order. Absent: the shipped relay-refusal and
     /// antispam plugins ([`shipped`]). `plugin = []` runs none (the built-in
     /// relay check still refuses plain relay attempts).
@@ -133,6 +137,23 @@ pub struct Listen {
     pub addr: SocketAddr,
     #[serde(default)]
     pub mode: ListenMode,
+    /// Clients arrive through a proxy (HAProxy, a cloud load balancer)
+    /// that sends a PROXY protocol header, v1 or v2, before SMTP.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The proxies' addresses: only they may send a header.
+    #[serde(default)]
+    pub proxy_trusted: Vec<IpNet>,
+    /// What happens to a connection from anyone else.
+    #[serde(default)]
+    pub proxy_untrusted: ops::ProxyUntrusted,
+    /// How long a proxy may take to send the header.
+    #[serde(default = "default_proxy_timeout_secs")]
+    pub proxy_timeout_secs: u64,
+}
+
+fn default_proxy_timeout_secs() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -284,6 +305,10 @@ impl Default for Config {
             listen: vec![Listen {
                 addr: SocketAddr::from(([127, 0, 0, 1], 2525)),
                 mode: ListenMode::Smtp,
+                proxy_protocol: false,
+                proxy_trusted: Vec::new(),
+                proxy_untrusted: ops::ProxyUntrusted::Refuse,
+                proxy_timeout_secs: default_proxy_timeout_secs(),
             }],
             limits: Limits::default(),
             local: Local::default(),
@@ -297,6 +322,8 @@ impl Default for Config {
             delivery: Delivery::default(),
             dns: Dns::default(),
             kv: Kv::default(),
+            metrics: ops::Metrics::default(),
+            log: ops::Log::default(),
             plugins: shipped_plugins(),
         }
     }

@@ -23,6 +23,30 @@ impl Config {
         {
             problems.push(format!("hostname {h:?} is not a valid domain name"));
         }
+        for l in &self.listen {
+            if l.proxy_protocol && l.proxy_trusted.is_empty() {
+                problems.push(format!(
+                    "listen {}: proxy_protocol needs proxy_trusted, the proxies' addresses \
+                     (a header is a claim about someone else's address: only a proxy may make it)",
+                    l.addr
+                ));
+            }
+            if l.proxy_protocol && l.proxy_timeout_secs == 0 {
+                problems.push(format!(
+                    "listen {}: proxy_timeout_secs must be at least 1",
+                    l.addr
+                ));
+            }
+            if !l.proxy_protocol && !l.proxy_trusted.is_empty() {
+                problems.push(format!(
+                    "listen {}: proxy_trusted is set but proxy_protocol is not on",
+                    l.addr
+                ));
+            }
+        }
+        if let Err(e) = self.metrics.addr() {
+            problems.push(e);
+        }
         if self.listen.is_empty() {
             problems.push("listen: at least one [[listen]] address is needed".into());
         }

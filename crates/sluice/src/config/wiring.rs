@@ -249,6 +249,14 @@ impl Config {
                     ListenMode::Submission => ListenerMode::Submission,
                     ListenMode::Smtps => ListenerMode::Smtps,
                 },
+                proxy: l.proxy_protocol.then(|| sluice_smtpd::ProxyProtocol {
+                    trusted: l.proxy_trusted.clone(),
+                    untrusted: match l.proxy_untrusted {
+                        super::ops::ProxyUntrusted::Refuse => sluice_smtpd::UntrustedPeer::Refuse,
+                        super::ops::ProxyUntrusted::Direct => sluice_smtpd::UntrustedPeer::Direct,
+                    },
+                    timeout: std::time::Duration::from_secs(l.proxy_timeout_secs),
+                }),
             })
             .collect();
         smtpd.tls = tls;

@@ -3,6 +3,7 @@
 //! spool whose completion carries the `250`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_filter::{Defer, Later, MessageChanges, Stage as FilterStage, Ticket, Verdict};
 use sluice_smtp::server::{Decision, Event};
@@ -49,7 +50,7 @@ impl EventLoop {
                 match refusal {
                     Some(reply) => {
                         tracing::info!(conn = conn.info.id, client = %conn.ip, login = conn.info.login.as_deref().unwrap_or(""), result = %reply, "sender refused");
-                        let _ = conn.session.decide(Decision::Reject(reply));
+                        let _ = conn.decide(Decision::Reject(reply));
                     }
                     None => self.check_sender(slot),
                 }
@@ -65,10 +66,11 @@ impl EventLoop {
                     Ok(()) => Decision::Accept,
                     Err(e) => Decision::Reject(impossible(&e.to_string())),
                 };
-                let _ = conn.session.decide(decision);
+                let _ = conn.decide(decision);
             }
             Event::Message => match conn.session.take_message() {
                 Ok(message) => {
+                    conn.data_ended = Some(Instant::now());
                     if let (Some(_), Some(id), Some(tx)) =
                         (&conn.local, conn.queue_id(), conn.session.transaction())
                     {
@@ -94,7 +96,7 @@ impl EventLoop {
                             Ok(fields) => conn.added_fields = fields,
                             Err(reply) => {
                                 conn.log_transaction(&reply.to_string());
-                                let _ = conn.session.decide(Decision::Reject(reply));
+                                let _ = conn.decide(Decision::Reject(reply));
                                 return;
                             }
                         }
@@ -208,6 +210,7 @@ impl EventLoop {
                 return;
             }
             (Stage::Connect, Verdict::Reject(reply) | Verdict::Disconnect(reply)) => {
+                sluice_metrics::rejected(Some(Stage::Connect), reply.code());
                 conn.session.greet(Some(reply));
                 return;
             }
@@ -265,7 +268,7 @@ impl EventLoop {
                 Decision::Disconnect(reply)
             }
         };
-        if let Err(e) = conn.session.decide(decision) {
+        if let Err(e) = conn.decide(decision) {
             // Nothing was pending: refusing is all that is left.
             conn.session.close_with(impossible(&e.to_string()));
         }
@@ -287,7 +290,7 @@ impl EventLoop {
                 format!("Ok: queued as {}", submission.entry.id),
             );
             conn.log_transaction("discarded by filter");
-            let _ = conn.session.decide(Decision::AcceptWith(reply));
+            let _ = conn.decide(Decision::AcceptWith(reply));
             return;
         }
         self.next_serial += 1;
@@ -332,7 +335,7 @@ impl EventLoop {
             }
         };
         conn.log_transaction(&decision_reply(&decision));
-        let _ = conn.session.decide(decision);
+        let _ = conn.decide(decision);
     }
 }
 
@@ -383,17 +386,27 @@ impl EventLoop {
             Some(Event::Auth { mechanism, .. }) => mechanism.name(),
             _ => "",
         };
+        let counted = match &outcome {
+            AuthOutcome::Ok(_) => sluice_metrics::AuthOutcome::Success,
+            AuthOutcome::Unavailable(_) => sluice_metrics::AuthOutcome::Error,
+            AuthOutcome::Bad => sluice_metrics::AuthOutcome::Failure,
+            AuthOutcome::Blocked => sluice_metrics::AuthOutcome::Locked,
+        };
+        let counted_mechanism = if mechanism == "LOGIN" {
+            sluice_metrics::AuthMechanism::Login
+        } else {
+            sluice_metrics::AuthMechanism::Plain
+        };
+        sluice_metrics::auth_attempt(counted_mechanism, counted);
         match outcome {
             AuthOutcome::Ok(verified) => {
                 tracing::info!(conn = conn.info.id, client = %conn.ip, login = %verified.user, mechanism, "auth ok");
                 conn.info.login = Some(verified.user);
-                let _ = conn.session.decide(Decision::Accept);
+                let _ = conn.decide(Decision::Accept);
             }
             AuthOutcome::Unavailable(why) => {
                 tracing::warn!(conn = conn.info.id, client = %conn.ip, login = %login, error = %why, "auth unavailable");
-                let _ = conn
-                    .session
-                    .decide(Decision::Reject(crate::auth::unavailable()));
+                let _ = conn.decide(Decision::Reject(crate::auth::unavailable()));
             }
             AuthOutcome::Bad | AuthOutcome::Blocked => {
                 conn.auth_failures += 1;
@@ -442,7 +455,7 @@ impl EventLoop {
             }
             conn.waiting = None;
             if let Some((decision, close)) = conn.delayed.take() {
-                let _ = conn.session.decide(decision);
+                let _ = conn.decide(decision);
                 if close {
                     let reply = crate::auth::too_many(&self.shared.session.hostname);
                     conn.session.close_with(reply);

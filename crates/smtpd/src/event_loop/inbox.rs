@@ -50,7 +50,12 @@ pub(crate) struct Arrival {
     pub(super) peer: crate::socket::Peer,
     /// The client's address as policy sees it.
     pub(super) ip: IpAddr,
-    pub(super) mode: crate::ListenerMode,
+    /// Its listener's index in `Shared::listener_modes`.
+    pub(super) listener: usize,
+    /// What the client sent after a PROXY header, read with it.
+    pub(super) early: Vec<u8>,
+    /// The address the client connected to, from a PROXY header.
+    pub(super) server: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug)]

@@ -29,6 +29,7 @@ use crate::{ListenerMode, Shared};
 
 mod decide;
 mod inbox;
+mod proxied;
 
 use crate::conn::{Conn, Waiting as Wait};
 use crate::limits::Client;
@@ -41,6 +42,8 @@ use sluice_smtp::Stage;
 
 const WAKER: Token = Token(0);
 const FIRST_LISTENER: usize = 1;
+/// Connections on a PROXY listener waiting for their header.
+const FIRST_PENDING: usize = 1 << 15;
 const FIRST_CONN: usize = 1 << 16;
 
 /// Read into this much at a time; shared by all connections of the loop, so
@@ -71,6 +74,8 @@ pub(crate) struct EventLoop {
     shutdown_deadline: Option<Instant>,
     /// Delayed replies: when, and the connection (slot, serial) they are for.
     timers: Vec<(Instant, usize, u64)>,
+    /// Connections on PROXY listeners before their header, by slot.
+    pending: Vec<Option<proxied::Pending>>,
 }
 
 impl EventLoop {
@@ -106,6 +111,7 @@ impl EventLoop {
             next_serial: 0,
             shutdown_deadline: None,
             timers: Vec::new(),
+            pending: Vec::new(),
         };
         Ok(event_loop)
     }
@@ -132,7 +138,8 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.drain_inbox(),
-                    Token(t) if t < FIRST_CONN => self.accept(t - FIRST_LISTENER),
+                    Token(t) if t < FIRST_PENDING => self.accept(t - FIRST_LISTENER),
+                    Token(t) if t < FIRST_CONN => self.read_proxy_header(t - FIRST_PENDING),
                     Token(t) => {
                         let slot = t - FIRST_CONN;
                         let readable =
@@ -172,10 +179,10 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => {
-                    let mode = self.shared.listener_modes[index];
-                    self.dispatch(stream, peer, mode);
-                }
+                Ok((stream, peer)) => match (&self.shared.listener_proxy[index], peer) {
+                    (Some(_), Peer::Tcp(addr)) => self.accept_proxied(stream, addr, index),
+                    _ => self.dispatch(stream, peer, index, Vec::new(), None),
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -189,7 +196,17 @@ impl EventLoop {
 
     /// Counts a new connection against the limits (refusing it here if it
     /// is over them) and gives it to the loop that serves the fewest.
-    fn dispatch(&mut self, mut stream: Socket, peer: Peer, mode: ListenerMode) {
+    /// `early`: what the client sent after a PROXY header, and `server` the
+    /// address it connected to, as the header says.
+    fn dispatch(
+        &mut self,
+        mut stream: Socket,
+        peer: Peer,
+        listener: usize,
+        early: Vec<u8>,
+        server: Option<SocketAddr>,
+    ) {
+        let mode = self.shared.listener_modes[listener];
         let (ip, client) = match peer {
             Peer::Tcp(addr) => {
                 let ip = crate::policy::canonical_ip(addr.ip());
@@ -199,6 +216,7 @@ impl EventLoop {
         };
         if let Err(reply) = self.shared.limits.try_admit(client) {
             tracing::info!(client = %client, "connection refused: {reply}");
+            sluice_metrics::connection(listener, sluice_metrics::ConnResult::Limited);
             // Best effort: the client may not even read it. A client of an
             // smtps listener waits for a handshake, not for text.
             if mode != ListenerMode::Smtps {
@@ -216,7 +234,9 @@ impl EventLoop {
                     stream,
                     peer,
                     ip,
-                    mode,
+                    listener,
+                    early,
+                    server,
                 });
                 return;
             }
@@ -225,7 +245,14 @@ impl EventLoop {
             loops[target].connections.fetch_sub(1, Ordering::SeqCst);
             loops[self.index].connections.fetch_add(1, Ordering::SeqCst);
         }
-        self.adopt(stream, peer, ip, mode);
+        self.adopt(Arrival {
+            stream,
+            peer,
+            ip,
+            listener,
+            early,
+            server,
+        });
     }
 
     /// The loop with the fewest connections; this one unless another has
@@ -245,7 +272,16 @@ impl EventLoop {
 
     /// Starts serving a connection already counted against the limits and
     /// in this loop's `connections`.
-    fn adopt(&mut self, mut stream: Socket, peer: Peer, ip: IpAddr, mode: ListenerMode) {
+    fn adopt(&mut self, arrival: Arrival) {
+        let Arrival {
+            mut stream,
+            peer,
+            ip,
+            listener,
+            early,
+            server,
+        } = arrival;
+        let mode = self.shared.listener_modes[listener];
         let local = match peer {
             Peer::Local { uid } => Some(LocalUser::new(uid)),
             Peer::Tcp(_) => None,
@@ -277,7 +313,7 @@ impl EventLoop {
         let info = ClientInfo {
             id: self.shared.next_connection_id(),
             peer: peer_addr,
-            local: stream.local_addr().unwrap_or(peer_addr),
+            local: server.or(stream.local_addr()).unwrap_or(peer_addr),
             trusted: local.is_some() || self.shared.policy.is_trusted(ip),
             tls: None,
             login: local.as_ref().map(|u| u.login.clone()),
@@ -291,7 +327,12 @@ impl EventLoop {
             }
         }
         let session = ServerSession::new(self.shared.session_config(mode));
-        self.conns[slot] = Some(Conn::new(stream, mode, info, ip, local, session));
+        sluice_metrics::connection(listener, sluice_metrics::ConnResult::Accepted);
+        sluice_metrics::connection_opened(listener);
+        let mut conn = Conn::new(stream, mode, info, ip, local, session);
+        conn.listener = listener;
+        conn.input = early;
+        self.conns[slot] = Some(conn);
         let conn = self.conns[slot].as_mut().expect("just stored");
         if self.shared.shutting_down.load(Ordering::SeqCst) {
             conn.session.close_with(shutdown_reply(&self.shared));
@@ -350,6 +391,7 @@ impl EventLoop {
     /// STARTTLS), or the filters hear of the client (implicit TLS).
     fn tls_established(&mut self, slot: usize) {
         let conn = conn_mut(&mut self.conns, slot);
+        sluice_metrics::tls_handshake(sluice_metrics::TlsSide::Server, true);
         if let Some(tls) = &conn.info.tls {
             tracing::info!(
                 conn = conn.info.id,
@@ -372,12 +414,7 @@ impl EventLoop {
         while let Ok(item) = self.rx.try_recv() {
             match item {
                 Item::Completion(completion) => self.complete(completion),
-                Item::Arrival(Arrival {
-                    stream,
-                    peer,
-                    ip,
-                    mode,
-                }) => self.adopt(stream, peer, ip, mode),
+                Item::Arrival(arrival) => self.adopt(arrival),
             }
         }
     }
@@ -470,6 +507,9 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     tracing::info!(conn = conn.info.id, client = %conn.ip, error = %e, "TLS failed");
+                    if conn.info.tls.is_none() {
+                        sluice_metrics::tls_handshake(sluice_metrics::TlsSide::Server, false);
+                    }
                     return self.close(slot);
                 }
                 Err(e) => {
@@ -515,12 +555,14 @@ impl EventLoop {
         let _ = conn.stream.shutdown(Shutdown::Both);
         self.shared.filter.close(&conn.info);
         self.shared.limits.release(conn.client());
+        sluice_metrics::connection_closed(conn.listener);
         tracing::debug!(conn = conn.info.id, "disconnected");
         self.free.push(slot);
         self.uncount();
     }
 
     fn sweep_timeouts(&mut self, now: Instant) {
+        self.sweep_proxy_headers(now);
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
@@ -531,6 +573,7 @@ impl EventLoop {
                 // No reply can reach a client that is not done with its
                 // handshake: it just goes.
                 tracing::info!(conn = conn.info.id, client = %conn.ip, "TLS handshake timeout");
+                sluice_metrics::tls_handshake(sluice_metrics::TlsSide::Server, false);
                 self.close(slot);
                 continue;
             }
@@ -573,6 +616,8 @@ impl EventLoop {
             for mut listener in self.listeners.drain(..) {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
+            // Not yet clients: nothing to finish for them.
+            self.pending.clear();
         }
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conns[slot].as_mut() else {

@@ -6,7 +6,7 @@ use super::Core;
 use super::dispatch::Via;
 use crate::scheduler::retry::admin_bounce_reason;
 use crate::scheduler::state::{Msg, Phase};
-use crate::scheduler::{Event, MessageStatus, RecipientStatus};
+use crate::scheduler::{Event, MessageStatus, QueueStats, RecipientStatus};
 
 impl Core {
     pub(super) fn queued(&mut self, id: QueueId) {
@@ -155,6 +155,23 @@ impl Core {
                 self.reschedule(id);
             }
         }
+    }
+
+    /// One pass over the queue: at a scrape every 15 s or so, cheaper than
+    /// keeping the counts up to date at every step of every message.
+    pub(super) fn stats(&self) -> QueueStats {
+        let mut stats = QueueStats::default();
+        for msg in self.msgs.values() {
+            let count = &mut stats.0[msg.queue_state() as usize];
+            count.messages += 1;
+            count.bytes += msg.size;
+            count.oldest_arrival_unix_ms = Some(
+                count
+                    .oldest_arrival_unix_ms
+                    .map_or(msg.arrival_unix_ms, |t| t.min(msg.arrival_unix_ms)),
+            );
+        }
+        stats
     }
 
     pub(super) fn status(&self, id: QueueId) -> Option<MessageStatus> {

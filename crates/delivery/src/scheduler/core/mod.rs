@@ -199,6 +199,9 @@ impl Core {
             Event::Status(id, reply) => {
                 let _ = reply.send(self.status(id));
             }
+            Event::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
             Event::Done {
                 thread,
                 job,
