@@ -1,0 +1,245 @@
+//! `/metrics` and `/healthz` on the real server, scraped during a load run
+//! and read by an independent parser (prometheus_client's, in the test
+//! virtualenv): counters move by exactly the number of messages sent, the
+//! histograms have their `_bucket`, `_sum` and `_count`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_e2e::{Client, Server, Sink, run, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(20);
+const MESSAGES: usize = 40;
+const CONTENT: &[u8] = b"From: <load@example.org>\r\nTo: <someone@elsewhere.example>\r\n\
+Subject: counted\r\n\r\nOne of many.\r\n";
+
+/// `GET path` over a plain socket: (status line, body).
+fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the response");
+    let raw = String::from_utf8(raw).expect("text");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// What prometheus_client's parser makes of the text; panics if it refuses it.
+fn parse(text: &str) -> Value {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyvenv/bin/python");
+    assert!(python.exists(), "run tests/prereqs.sh (target/pyvenv)");
+    let mut cmd = Command::new(python);
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/promparse.py"));
+    let out = run(cmd, text.as_bytes(), LIMIT);
+    assert!(
+        out.status.success(),
+        "the parser refused the text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// The value of the sample `name` whose labels include `labels`, summed
+/// over the rest (0 when none).
+fn value(parsed: &Value, name: &str, labels: &[(&str, &str)]) -> f64 {
+    parsed["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s[0] == name)
+        .filter(|s| labels.iter().all(|(k, v)| s[1][k] == *v))
+        .map(|s| s[2].as_f64().unwrap())
+        .sum()
+}
+
+fn metrics_addr(server: &Server) -> SocketAddr {
+    let line = server
+        .wait_for_log("metrics on http://", LIMIT)
+        .expect("the metrics endpoint announced");
+    let rest = line.split("http://").nth(1).unwrap();
+    rest.split('/').next().unwrap().parse().expect("an address")
+}
+
+#[test]
+fn counters_move_by_exactly_the_messages_sent_and_the_parser_agrees() {
+    let sink = Sink::start();
+    let server = Server::builder()
+        .config(&format!(
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n\n\
+             [delivery]\nsmarthost = \"{}\"\n",
+            sink.addr()
+        ))
+        .default_plugins()
+        .start();
+    let metrics = metrics_addr(&server);
+    let listener = server.addr().to_string();
+
+    let (status, body) = get(metrics, "/healthz");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let (status, _) = get(metrics, "/nowhere");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+
+    let before = parse(&get(metrics, "/metrics").1);
+    let families = &before["families"];
+    assert_eq!(families["sluice_messages_received"], "counter");
+    assert_eq!(families["sluice_accept_duration_seconds"], "histogram");
+    assert_eq!(families["sluice_queue_messages"], "gauge");
+    assert_eq!(families["sluice_build_info"], "gauge");
+    assert_eq!(value(&before, "sluice_build_info", &[]), 1.0, "{before}");
+
+    // The load: four connections in parallel, scraped while they send.
+    let addr = server.addr();
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect_ehlo(addr);
+                for _ in 0..MESSAGES / 4 {
+                    c.transaction("load@example.org", &["someone@elsewhere.example"], CONTENT);
+                }
+                c.command_expect("QUIT", "221");
+            })
+        })
+        .collect();
+    let mut scrapes = 0;
+    while senders.iter().any(|s| !s.is_finished()) && scrapes < 50 {
+        let during = parse(&get(metrics, "/metrics").1);
+        let received = value(
+            &during,
+            "sluice_messages_received_total",
+            &[("listener", &listener)],
+        );
+        assert!(received <= MESSAGES as f64, "{received}");
+        scrapes += 1;
+    }
+    for s in senders {
+        s.join().expect("a sender");
+    }
+    assert!(scrapes > 0);
+
+    // Every message delivered to the sink: then the counters are final.
+    wait_for(LIMIT, || (sink.accepted().len() == MESSAGES).then_some(())).expect("all delivered");
+    let after = wait_for(LIMIT, || {
+        let parsed = parse(&get(metrics, "/metrics").1);
+        let delivered = value(
+            &parsed,
+            "sluice_deliveries_total",
+            &[("result", "delivered")],
+        );
+        (delivered
+            - value(
+                &before,
+                "sluice_deliveries_total",
+                &[("result", "delivered")],
+            )
+            >= MESSAGES as f64)
+            .then_some(parsed)
+    })
+    .expect("deliveries counted");
+
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+    let n = MESSAGES as f64;
+    let on_listener = [("listener", listener.as_str())];
+    assert_eq!(delta("sluice_messages_received_total", &on_listener), n);
+    // Our Received: header is counted with the content.
+    assert!(delta("sluice_received_bytes_total", &on_listener) >= n * CONTENT.len() as f64);
+    assert_eq!(
+        delta(
+            "sluice_deliveries_total",
+            &[
+                ("transport", "smtp"),
+                ("result", "delivered"),
+                ("tls", "false")
+            ]
+        ),
+        n
+    );
+    assert_eq!(
+        delta("sluice_deliveries_total", &[("result", "failed")]),
+        0.0
+    );
+    assert_eq!(
+        delta(
+            "sluice_smtp_connections_total",
+            &[("listener", &listener), ("result", "accepted")]
+        ),
+        // Four senders and the scrapes' none: the metrics port is not SMTP.
+        4.0
+    );
+    // Histograms: buckets, sum and count, and the count is the messages.
+    assert_eq!(delta("sluice_accept_duration_seconds_count", &[]), n);
+    assert_eq!(
+        delta("sluice_accept_duration_seconds_bucket", &[("le", "+Inf")]),
+        n
+    );
+    assert!(delta("sluice_accept_duration_seconds_sum", &[]) > 0.0);
+    assert!(delta("sluice_spool_fsync_duration_seconds_count", &[]) >= 1.0);
+    assert!(delta("sluice_spool_committed_total", &[]) >= n);
+    assert!(
+        delta(
+            "sluice_delivery_attempt_duration_seconds_count",
+            &[("transport", "smtp")]
+        ) >= 1.0
+    );
+    // The shipped plugins' hooks, by plugin and stage.
+    assert!(
+        delta(
+            "sluice_filter_duration_seconds_count",
+            &[("plugin", "relay-refusal"), ("stage", "rcpt")]
+        ) >= n,
+        "{after}"
+    );
+    // The queue drained.
+    assert_eq!(value(&after, "sluice_queue_messages", &[]), 0.0);
+    // Nothing refused in this run.
+    assert_eq!(delta("sluice_smtp_rejected_total", &[]), 0.0);
+
+    // A refusal is counted by stage and code.
+    let mut c = Client::connect_ehlo(addr);
+    c.command_expect("RCPT TO:<alice@example.test>", "503");
+    c.command_expect("QUIT", "221");
+    let refused = wait_for(LIMIT, || {
+        let parsed = parse(&get(metrics, "/metrics").1);
+        let v = value(
+            &parsed,
+            "sluice_smtp_rejected_total",
+            &[("stage", "rcpt"), ("code", "503")],
+        );
+        (v >= 1.0).then_some(v)
+    });
+    assert_eq!(refused, Some(1.0));
+}
+
+#[test]
+fn healthz_says_503_once_the_server_stops_accepting() {
+    let server = Server::builder()
+        .config("[metrics]\nlisten = \"127.0.0.1:0\"\n")
+        .keep_queued()
+        .start();
+    let metrics = metrics_addr(&server);
+    assert_eq!(get(metrics, "/healthz").0, "HTTP/1.1 200 OK");
+    // A client in a transaction keeps the server up for its grace period,
+    // during which it no longer accepts new mail: health says so.
+    let mut c = Client::connect_ehlo(server.addr());
+    c.command_expect("MAIL FROM:<a@example.org>", "250");
+    server.send_sigterm();
+    let status = wait_for(LIMIT, || {
+        let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        raw.starts_with("HTTP/1.1 503").then_some(raw)
+    });
+    assert!(status.is_some(), "no 503 from /healthz while stopping");
+    drop(c);
+}
