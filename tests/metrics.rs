@@ -243,3 +243,43 @@ fn healthz_says_503_once_the_server_stops_accepting() {
     assert!(status.is_some(), "no 503 from /healthz while stopping");
     drop(c);
 }
+
+#[test]
+fn every_metric_the_grafana_dashboard_graphs_is_exported() {
+    let server = Server::builder()
+        .config("[metrics]\nlisten = \"127.0.0.1:0\"\n")
+        .default_plugins()
+        .keep_queued()
+        .start();
+    let metrics = metrics_addr(&server);
+    // Histograms show their series once something was observed.
+    let mut c = Client::connect_ehlo(server.addr());
+    c.transaction("a@example.org", &["alice@example.test"], CONTENT);
+    c.command_expect("QUIT", "221");
+    let text = get(metrics, "/metrics").1;
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/sluice.json"),
+    )
+    .unwrap();
+    let parsed: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert_eq!(parsed["__inputs"][0]["pluginId"], "prometheus");
+    let mut names = Vec::new();
+    for panel in parsed["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("sluice_") {
+                    names.push(word.to_owned());
+                }
+            }
+        }
+    }
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        let family = name.strip_suffix("_bucket").unwrap_or(&name);
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "the dashboard graphs {name}, which /metrics does not export"
+        );
+    }
+}
