@@ -35,7 +35,9 @@ struct Haproxy {
 }
 
 impl Haproxy {
-    fn start(nodes: &[u16]) -> Haproxy {
+    /// `send_proxy`: HAProxy's server option, `send-proxy` (v1) or
+    /// `send-proxy-v2`.
+    fn start(nodes: &[u16], send_proxy: &str) -> Haproxy {
         let binary = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
             .iter()
             .map(PathBuf::from)
@@ -52,7 +54,7 @@ impl Haproxy {
         );
         for (i, port) in nodes.iter().enumerate() {
             config += &format!(
-                "    server node{i} 127.0.0.1:{port} send-proxy-v2 check check-send-proxy \
+                "    server node{i} 127.0.0.1:{port} {send_proxy} check check-send-proxy \
                  inter 300ms fall 1 rise 2\n"
             );
         }
@@ -178,7 +180,7 @@ fn three_nodes_behind_haproxy_share_state_and_survive_a_killed_node() {
     let sink = Sink::builder().gate_closed().start();
     let ports = [free_port(), free_port(), free_port()];
     let mut nodes: Vec<Server> = ports.iter().map(|&p| node(p, &redis, &sink)).collect();
-    let haproxy = Haproxy::start(&ports);
+    let haproxy = Haproxy::start(&ports, "send-proxy-v2");
     haproxy.wait_ready(nodes.len());
     let front = haproxy.front;
 
@@ -290,4 +292,28 @@ fn wait_for_node(nodes: &[Server], needle: &str) -> usize {
         assert!(Instant::now() < deadline, "no node logged {needle:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn haproxy_with_proxy_protocol_v1_gives_the_real_client_too() {
+    let redis = RedisServer::start();
+    let sink = Sink::start();
+    let port = free_port();
+    let node = node(port, &redis, &sink);
+    let haproxy = Haproxy::start(&[port], "send-proxy");
+    haproxy.wait_ready(1);
+    let reply = send(
+        haproxy.front,
+        FRIEND,
+        "someone@elsewhere.example",
+        "v1@example.org",
+    );
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    let delivered = sluice_e2e::wait_for(LIMIT, || sink.accepted().into_iter().next())
+        .expect("relayed to the sink");
+    let text = String::from_utf8_lossy(&delivered.data).into_owned();
+    assert!(text.contains(&format!("[{FRIEND}]")), "{text}");
+    assert!(!text.contains("[127.0.0.1]"), "{text}");
+    drop(haproxy);
+    drop(node);
 }
