@@ -90,12 +90,18 @@ def panel_svg(panel, series, start, end, x0, y0, w, h):
         x = left + pw * i / 4
         out.append(f'<text x="{x:.1f}" y="{bottom + 14}" fill="#8e8e8e" font-size="10" '
                    f'text-anchor="middle">{int(t - start)} s</text>')
+    def xy(t, v):
+        return f"{left + pw * (t - start) / span:.1f},{bottom - ph * v / vmax:.1f}"
+
+    below = [(t, 0.0) for t in times]
     for i, (name, pts) in enumerate(drawn):
         color = COLORS[i % len(COLORS)]
-        path = " ".join(
-            f"{'M' if j == 0 else 'L'}{left + pw * (t - start) / span:.1f},"
-            f"{bottom - ph * v / vmax:.1f}"
-            for j, (t, v) in enumerate(pts))
+        path = " ".join(f"{'M' if j == 0 else 'L'}{xy(t, v)}" for j, (t, v) in enumerate(pts))
+        if stacked and pts:
+            # The band between this series and the one below it.
+            band = [xy(t, v) for t, v in pts] + [xy(t, v) for t, v in reversed(below)]
+            out.append(f'<polygon points="{" ".join(band)}" fill="{color}" fill-opacity="0.35"/>')
+            below = pts
         if path:
             out.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>')
         if i < 4:
@@ -125,7 +131,8 @@ def main():
             for result in query_range(base, expr, start, end, step):
                 pts = [(float(t), float(v)) for t, v in result["values"]
                        if not (math.isnan(float(v)) or math.isinf(float(v)))]
-                series.append((legend(target.get("legendFormat", ""), result["metric"]), pts))
+                if pts:  # a histogram with no observations has no quantile
+                    series.append((legend(target.get("legendFormat", ""), result["metric"]), pts))
         g = panel["gridPos"]
         x0, y0 = g["x"] * CELL_W, g["y"] * CELL_H
         w, h = g["w"] * CELL_W, g["h"] * CELL_H
