@@ -3,6 +3,8 @@
 //! The binary only wires the parts together: configuration, logging,
 //! signals, the spool and the front end. Protocol logic lives in the crates.
 
+#[cfg(feature = "count-allocations")]
+mod alloc_count;
 mod config;
 mod control;
 mod dkim;
@@ -185,6 +187,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Sendmail { args } => sendmail::main("sendmail", &args),
         Command::Serve { config } => {
+            #[cfg(feature = "count-allocations")]
+            alloc_count::register();
             let loaded = load(config.as_deref());
             let format = loaded.as_ref().map_or(LogFormat::Text, |c| c.log.format);
             let _log = init_logging(format);
