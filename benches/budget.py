@@ -17,9 +17,9 @@ idle time cancel out. Reported per message:
 - heap allocations and bytes, from the count-allocations build's counters
   on /metrics.
 
-With --callgrind it also runs the server under valgrind's callgrind for
-CALLGRIND messages and prints where the instructions go (self cost by
-function, and by crate).
+With --callgrind N it also runs the server under valgrind's callgrind, with
+N and with 4N messages, and prints where one message's instructions go (the
+difference again, self cost by function and by crate).
 
 Everything listens on loopback; every process started is stopped by its PID.
 
@@ -263,36 +263,60 @@ def budget(args, work):
     return "\n".join(out)
 
 
-def callgrind(args, work):
-    say(f"run: {args.callgrind} messages under callgrind (slow)")
-    out_file = os.path.join(work, "callgrind.out")
-    one_run(args.callgrind, ["valgrind", "--tool=callgrind", "--trace-children=no",
-                             f"--callgrind-out-file={out_file}"], work)
-    annotated = subprocess.run(["callgrind_annotate", "--threshold=99", out_file],
-                               capture_output=True, text=True, timeout=600).stdout
-    total = None
-    rows = []
-    for line in annotated.splitlines():
-        m = re.match(r"^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)$", line)
-        if m and total is None and "PROGRAM TOTALS" in line:
-            total = int(m.group(1).replace(",", ""))
+FUNCTION_LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
+
+
+def profile(path):
+    """Self cost (instructions) by function, from callgrind_annotate."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", path],
+        capture_output=True, text=True, timeout=600).stdout
+    costs = collections.Counter()
+    for line in text.splitlines():
+        m = FUNCTION_LINE.match(line)
+        if not m or "PROGRAM TOTALS" in line:
             continue
-        if m and "PROGRAM TOTALS" not in line:
-            rows.append((int(m.group(1).replace(",", "")), float(m.group(2)), m.group(3)))
-    by_crate = collections.Counter()
-    for ir, pct, fn in rows:
-        where = fn.split(":", 1)[-1] if ":" in fn else fn
-        crate = re.match(r"[<]*([a-z_0-9]+)", where)
-        by_crate[crate.group(1) if crate else "?"] += pct
-    out = [f"\nWhere the instructions go ({args.callgrind} messages under callgrind, "
-           "self cost, whole process, start-up included):\n",
-           "| share | function |", "|---:|---|"]
-    for ir, pct, fn in sorted(rows, reverse=True)[:25]:
-        name = fn.split(":", 1)[-1] if ":" in fn else fn
-        out.append(f"| {pct:.1f} % | `{name[:110]}` |")
-    out += ["", "| share | crate (first path segment) |", "|---:|---|"]
-    for crate, pct in by_crate.most_common(15):
-        out.append(f"| {pct:.1f} % | `{crate}` |")
+        where = m.group(2)
+        obj = re.search(r"\[([^\]]+)\]\s*$", where)
+        name = re.sub(r"\s*\[[^\]]+\]\s*$", "", where)
+        name = name.split(":", 1)[1] if ":" in name else name
+        if obj and "/sluice" not in obj.group(1):
+            name = f"{name} ({os.path.basename(obj.group(1))})"
+        costs[name] += int(m.group(1).replace(",", ""))
+    return costs
+
+
+def owner(function):
+    """The crate (or library) a function belongs to, for the summary."""
+    m = re.search(r"\(([^()]+\.so[^()]*)\)$", function)
+    if m:
+        return m.group(1).split(".so")[0]
+    m = re.match(r"[<&*\s]*([A-Za-z_][A-Za-z_0-9]*)", function)
+    return m.group(1) if m else "?"
+
+
+def callgrind(args, work):
+    small, large = args.callgrind, args.callgrind * 4
+    costs = {}
+    for n in (small, large):
+        say(f"run: {n} messages under callgrind (slow)")
+        out_file = os.path.join(work, f"callgrind-{n}.out")
+        one_run(n, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"], work)
+        costs[n] = profile(out_file)
+    per = {f: (costs[large].get(f, 0) - costs[small].get(f, 0)) / (large - small)
+           for f in set(costs[small]) | set(costs[large])}
+    total = sum(v for v in per.values() if v > 0)
+    out = [f"\nWhere the CPU goes: instructions per message ({large} − {small} messages "
+           f"under callgrind, self cost; start-up cancels out): **{total:,.0f}** in all.\n",
+           "| share | instructions | function |", "|---:|---:|---|"]
+    for f, v in sorted(per.items(), key=lambda kv: -kv[1])[:25]:
+        out.append(f"| {100 * v / total:.1f} % | {v:,.0f} | `{f[:100]}` |")
+    by_owner = collections.Counter()
+    for f, v in per.items():
+        by_owner[owner(f)] += v
+    out += ["", "| share | crate or library |", "|---:|---|"]
+    for o, v in by_owner.most_common(15):
+        out.append(f"| {100 * v / total:.1f} % | `{o}` |")
     return "\n".join(out)
 
 
@@ -302,6 +326,7 @@ def main():
     p.add_argument("--large", type=int, default=4000)
     p.add_argument("--callgrind", type=int, default=0, metavar="N")
     p.add_argument("--no-build", action="store_true")
+    p.add_argument("--no-strace", action="store_true", help="only the callgrind part")
     p.add_argument("--out", default=os.path.join(TARGET, "budget.md"))
     args = p.parse_args()
     if not args.no_build:
@@ -312,7 +337,7 @@ def main():
     if not os.path.exists(os.path.join(ROOT, "plugins/dist/antispam.wasm")):
         subprocess.run([os.path.join(ROOT, "plugins/build.sh")], check=True)
     with tempfile.TemporaryDirectory(prefix="sluice-budget.") as work:
-        text = budget(args, work)
+        text = "" if args.no_strace else budget(args, work)
         if args.callgrind:
             text += "\n" + callgrind(args, work)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

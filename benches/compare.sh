@@ -25,6 +25,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MESSAGES=20000
 SIZE=4096
 CONNECTIONS=20
+RECIPIENTS=1
 HALF_SECS=10
 MTA_PORT=${MTA_PORT:-2525}
 SINK_PORT=${SINK_PORT:-2626}
@@ -44,6 +45,8 @@ usage: benches/compare.sh [options]
   -n, --messages N       messages per run (default $MESSAGES)
   -s, --size OCTETS      message size, header block included (default $SIZE)
   -c, --connections C    concurrent connections, kept open (default $CONNECTIONS)
+  -r, --recipients R     recipients per message, all in the sink's domain (default 1;
+                         both MTAs then send each message in one transaction)
       --half-secs S      length of the open-loop runs at half rate (default $HALF_SECS)
   -o, --out DIR          where results go (default target/bench-compare/<UTC time>)
       --no-build         use the binaries already built
@@ -73,6 +76,7 @@ while [ $# -gt 0 ]; do
         -n|--messages) MESSAGES=$2; shift 2 ;;
         -s|--size) SIZE=$2; shift 2 ;;
         -c|--connections) CONNECTIONS=$2; shift 2 ;;
+        -r|--recipients) RECIPIENTS=$2; shift 2 ;;
         --half-secs) HALF_SECS=$2; shift 2 ;;
         -o|--out) OUT=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
@@ -356,7 +360,9 @@ start_postfix() { # DIR
         "smtp_dns_support_level = disabled" "smtp_host_lookup = native" \
         "smtpd_tls_security_level = none" "smtp_tls_security_level = none" \
         "maillog_file_prefixes = /var, /dev/stdout, /tmp" \
-        "maillog_file = $dir/postfix/maillog"
+        "maillog_file = $dir/postfix/maillog" \
+        "message_size_limit = 104857600" \
+        "smtp_destination_recipient_limit = 1000"
     if [ "$TLS" = 1 ]; then
         postconf -c "$conf" -e \
             "smtpd_tls_security_level = may" "smtp_tls_security_level = may" \
@@ -406,13 +412,13 @@ run() {
             local extra=()
             [ -z "$rate" ] || extra=(--rate "$rate" --hgrm-due "$dir/from-due.hgrm")
             run_waited "$dir/loadgen.out" timeout "$RUN_TIMEOUT" "$BIN/sluice-loadgen" \
-                "127.0.0.1:$port" -n "$count" -c "$CONNECTIONS" -s "$SIZE" --quiet \
+                "127.0.0.1:$port" -n "$count" -c "$CONNECTIONS" -s "$SIZE" -r "$RECIPIENTS" --quiet \
                 --json "$dir/loadgen.json" --hgrm "$dir/accept.hgrm" "${extra[@]}" "${GEN_EXTRA[@]}" \
                 || say "warning: sluice-loadgen: $(tail -3 "$dir/loadgen.out")"
             ;;
         smtp-source)
             run_waited "$dir/smtp-source.out" timeout "$RUN_TIMEOUT" "$SMTP_SOURCE_BIN" \
-                -s "$CONNECTIONS" -m "$count" -l "$SIZE" -d \
+                -s "$CONNECTIONS" -m "$count" -l "$SIZE" -r "$RECIPIENTS" -d \
                 -f loadgen@bench.test -t rcpt0@remote.test "127.0.0.1:$port" \
                 || say "warning: smtp-source: $(tail -3 "$dir/smtp-source.out")"
             ;;
@@ -420,6 +426,11 @@ run() {
     t1=$(now_ns)
     finish_sink
     [ -z "$MTA_PID" ] || cpu1=$("$BIN/sluice-bench" cpu-ticks "$MTA_PID" || echo null)
+    # Sluice is one process: its peak resident memory over the run (Postfix's
+    # many processes have no single figure).
+    if [ "$mta" = sluice ] && [ -n "$MTA_PID" ]; then
+        awk '/^VmHWM:/ { print $2 }' "/proc/$MTA_PID/status" >"$dir/peak-rss-kib" 2>/dev/null || true
+    fi
     [ -z "$MTA_PID" ] || $MTA_STOP
     write_run_json "$dir" "$mta" "$gen" "$count" "$t0" "$t1" "$cpu0" "$cpu1"
 }
@@ -460,6 +471,7 @@ echo "half rate: open loop for ${HALF_SECS}s at half of each MTA's own end-to-en
 echo "Sluice's filter chain: $FILTERS$( [ "$FILTERS" = shipped ] && echo " (${SHIPPED_PLUGINS[*]})")."
 [ "$TLS" = 0 ] || echo "TLS: STARTTLS generator → MTA → sink (ECDSA P-256; opportunistic, unverified, at both MTAs)."
 echo "Machine: $CPUS cores, Linux $KERNEL; generator, MTA and sink share them."
+[ ! -s "$OUT/sluice/peak-rss-kib" ] || echo "Sluice's peak resident memory (VmHWM) in its full-rate run: $(cat "$OUT/sluice/peak-rss-kib") KiB."
 echo "Load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Both MTAs fsync before 250: Sluice fdatasyncs its spool (group commit), Postfix"
 echo "fsyncs each queue file (default durability)."

@@ -157,7 +157,7 @@ impl Inner {
 }
 
 fn work(inner: &Inner, queue: &Receiver<Job>) {
-    for job in queue {
+    for job in sluice_sys::parked(queue) {
         job.conn.wait_turn(job.ticket);
         let (conn, ticket) = (job.conn.clone(), job.ticket);
         // A panic in a hook (a host bug) must neither kill the thread nor

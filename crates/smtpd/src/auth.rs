@@ -111,7 +111,7 @@ pub(crate) fn start_workers(setup: &AuthSetup) -> std::io::Result<Sender<AuthJob
 }
 
 fn work(queue: &Receiver<AuthJob>, setup: &AuthSetup) {
-    for job in queue {
+    for job in sluice_sys::parked(queue) {
         let outcome = check(setup, &job);
         job.inbox.push(Completion {
             slot: job.slot,

@@ -87,7 +87,7 @@ pub(crate) fn start_workers(setup: &MsgAuthSetup) -> std::io::Result<Sender<Job>
         std::thread::Builder::new()
             .name(format!("smtpd-msgauth-{i}"))
             .spawn(move || {
-                for job in queue {
+                for job in sluice_sys::parked(&queue) {
                     let found = run(&setup, job.work);
                     job.inbox.push(Completion {
                         slot: job.slot,

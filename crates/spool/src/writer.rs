@@ -105,6 +105,8 @@ impl Writer {
     pub(crate) fn run(mut self, rx: Receiver<Request>) {
         let mut running = true;
         let mut batches_since_step = 0u32;
+        // Idle waits park at once rather than spin and yield.
+        let mut waiting = sluice_sys::parked(&rx);
         while running {
             let first = if !self.maintenance_paused && self.next_step().is_some() {
                 // Maintenance runs while nobody is waiting, and under
@@ -128,9 +130,9 @@ impl Writer {
                     Err(TryRecvError::Disconnected) => break,
                 }
             } else {
-                match rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
+                match waiting.next() {
+                    Some(r) => r,
+                    None => break,
                 }
             };
             let mut batch = Batch::default();

@@ -6,10 +6,15 @@
 //!   database.
 //! - [`socket`]: a non-blocking read of a blocking socket in one call.
 //! - [`terminal`]: a secret read from standard input without echo.
+//! - [`parked`]: waiting on a channel by parking at once, without the
+//!   `sched_yield` calls a sandbox makes expensive.
 //!
 //! Nothing here is `unsafe`: the system calls go through `nix`.
 
+mod parked;
 pub mod socket;
 pub mod terminal;
 pub mod unix_socket;
 pub mod user;
+
+pub use parked::parked;

@@ -7,7 +7,7 @@
 //! gets the next job: under light load a few threads do all the work (their
 //! caches warm) and the rest stay parked instead of taking turns.
 //!
-//! A thread waits with [`Select::select`], not `Receiver::recv`: crossbeam's
+//! A thread waits with [`sluice_sys::parked`], not `Receiver::recv`: crossbeam's
 //! `recv` spins and calls `sched_yield` four times before it parks, which
 //! with 32 delivery threads sharing one channel on two cores was 9 % of
 //! Sluice's CPU. `select` tries once, registers and parks; the scheduler's
@@ -18,7 +18,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::{Event, Job, Transport};
 use crate::Outcome;
@@ -107,15 +107,9 @@ pub(super) struct Worker {
 
 impl Worker {
     pub(super) fn run(self) {
-        let mut wait = Select::new_biased();
-        wait.recv(&self.jobs);
-        loop {
-            // Parks at once when there is no job (see the module comment).
-            let ready = wait.select();
-            // Ends when the scheduler drops the sender (shutdown).
-            let Ok(job) = ready.recv(&self.jobs) else {
-                break;
-            };
+        // Parks at once when there is no job (see the module comment); ends
+        // when the scheduler drops the sender (shutdown).
+        for job in sluice_sys::parked(&self.jobs) {
             let outcomes = deliver(&*self.transport, &job);
             let done = Event::Done {
                 thread: self.n,

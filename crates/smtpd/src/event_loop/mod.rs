@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token};
-use sluice_smtp::server::{ServerSession, Waiting};
-use sluice_smtp::{EnhancedCode, Reply};
+use sluice_smtp::server::ServerSession;
 
 use crate::{ListenerMode, Shared};
 
 mod decide;
+mod ending;
 mod inbox;
 mod proxied;
+
+use ending::shutdown_reply;
 
 use crate::conn::{Conn, Waiting as Wait};
 use crate::limits::Client;
@@ -463,7 +465,12 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
-            if let Err(e) = conn.flush() {
+            // A pipelined batch (RFC 2920) is answered in one write: while
+            // a command waits for its decision and more of the batch is
+            // already here, the replies so far wait for the rest. The
+            // client reads them all before it sends more anyway.
+            let batch_pending = conn.waiting.is_some() && !conn.input.is_empty();
+            if !batch_pending && let Err(e) = conn.flush() {
                 tracing::debug!(conn = conn.info.id, error = %e, "write failed");
                 return self.close(slot);
             }
@@ -495,6 +502,14 @@ impl EventLoop {
                 Ok(n) => {
                     conn.input.extend_from_slice(&self.read_buf[..n]);
                     conn.touch();
+                    // A short read emptied the socket: with edge-triggered
+                    // readiness, anything that arrives later brings a new
+                    // event, so the read that would only say "would block"
+                    // is saved (a system call per batch). Not under TLS,
+                    // where `n` counts plaintext, not what the socket held.
+                    if n < self.read_buf.len() && !conn.transport.is_tls() {
+                        conn.maybe_readable = false;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.maybe_readable = false;
@@ -560,96 +575,6 @@ impl EventLoop {
         self.free.push(slot);
         self.uncount();
     }
-
-    fn sweep_timeouts(&mut self, now: Instant) {
-        self.sweep_proxy_headers(now);
-        for slot in 0..self.conns.len() {
-            let Some(conn) = self.conns[slot].as_mut() else {
-                continue;
-            };
-            if let Some(started) = conn.handshake_started
-                && now.duration_since(started) >= self.shared.tls_handshake_timeout
-            {
-                // No reply can reach a client that is not done with its
-                // handshake: it just goes.
-                tracing::info!(conn = conn.info.id, client = %conn.ip, "TLS handshake timeout");
-                sluice_metrics::tls_handshake(sluice_metrics::TlsSide::Server, false);
-                self.close(slot);
-                continue;
-            }
-            let limit = match conn.session.waiting() {
-                Waiting::Command | Waiting::TlsHandshake => self.shared.command_timeout,
-                Waiting::Data => self.shared.data_timeout,
-                Waiting::Decision | Waiting::Closed => {
-                    // A closed session whose client does not read the last
-                    // reply must not hold its slot forever either.
-                    if conn.output_empty()
-                        || now.duration_since(conn.last_activity) < self.shared.command_timeout
-                    {
-                        continue;
-                    }
-                    self.close(slot);
-                    continue;
-                }
-            };
-            if now.duration_since(conn.last_activity) >= limit {
-                tracing::info!(conn = conn.info.id, client = %conn.ip, "timeout");
-                let text = format!("{} Error: timeout exceeded", self.shared.session.hostname);
-                conn.session
-                    .close_with(Reply::new(421, Some(EnhancedCode::new(4, 4, 2)), text));
-                self.service(slot);
-            }
-        }
-    }
-
-    /// Returns true when the loop may exit.
-    fn begin_or_continue_shutdown(&mut self) -> bool {
-        let now = Instant::now();
-        let deadline = *self
-            .shutdown_deadline
-            .get_or_insert(now + self.shared.shutdown_grace);
-        if self.accepting {
-            self.accepting = false;
-            // Closing (not just deregistering) the listeners makes new clients
-            // get a refused connection, so they try the next MX at once
-            // instead of waiting for a greeting that never comes.
-            for mut listener in self.listeners.drain(..) {
-                let _ = self.poll.registry().deregister(&mut listener);
-            }
-            // Not yet clients: nothing to finish for them.
-            self.pending.clear();
-        }
-        for slot in 0..self.conns.len() {
-            let Some(conn) = self.conns[slot].as_mut() else {
-                continue;
-            };
-            // Connections between transactions go now; those in the middle
-            // of one may finish it until the grace period ends.
-            let idle = conn.waiting.is_none()
-                && conn.session.waiting() == Waiting::Command
-                && conn.session.transaction().is_none();
-            if (idle || now >= deadline) && !conn.session.is_closed() {
-                conn.session.close_with(shutdown_reply(&self.shared));
-                self.service(slot);
-            } else if now >= deadline + Duration::from_secs(1) {
-                self.close(slot);
-            }
-        }
-        // Not just our own connections: also any handed to us and still in
-        // the inbox (see `LoopShare::connections`).
-        self.shared.loops[self.index]
-            .connections
-            .load(Ordering::SeqCst)
-            == 0
-    }
-}
-
-fn shutdown_reply(shared: &Shared) -> Reply {
-    let text = format!(
-        "{} Service shutting down, try again later",
-        shared.session.hostname
-    );
-    Reply::new(421, Some(EnhancedCode::new(4, 3, 2)), text)
 }
 
 fn conn_mut(conns: &mut [Option<Conn>], slot: usize) -> &mut Conn {
