@@ -42,6 +42,21 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// The shortest wait of any class: what a socket can keep for all of
+    /// them, waiting again when a class allows longer.
+    pub fn shortest_wait(&self) -> Duration {
+        [
+            self.greeting,
+            self.command,
+            self.data_init,
+            self.data_block,
+            self.data_end,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(self.command)
+    }
+
     /// How long to wait while the session waits in `class`.
     pub fn of(&self, class: TimeoutClass) -> Duration {
         match class {
