@@ -179,13 +179,15 @@ def one_run(messages, wrapper, work):
          "--count", str(messages), "--max-time", "900", "--interval", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = open(os.path.join(run_dir, "sluice.log"), "w")
+    pid = None
     server = subprocess.Popen(wrapper + [os.path.join(BIN, "sluice"), "serve", "--config", config],
                               stdout=log, stderr=log, env=dict(os.environ, SLUICE_LOG="warn"))
     try:
         wait_port(smtp, server, limit=300)
         wait_port(metrics, server, limit=60)
         before = scrape(metrics)
-        # The server's own PID: strace/valgrind run it as their child.
+        # The server's own PID: strace runs it as its child (valgrind in
+        # its own process).
         pid = server.pid
         for child in open(f"/proc/{server.pid}/task/{server.pid}/children").read().split():
             pid = int(child)
@@ -199,6 +201,14 @@ def one_run(messages, wrapper, work):
         after = scrape(metrics)
         names = thread_names(pid)
     finally:
+        # The server itself first: SIGTERM to strace would only detach it
+        # and leave it running.
+        if pid is not None and pid != server.pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                server.wait(timeout=300)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         stop(server, limit=300)
         if sink.poll() is None:
             sink.kill()
