@@ -405,6 +405,12 @@ run() {
         none) MTA_PID="" ;;
     esac
     [ -z "$MTA_PID" ] || cpu0=$("$BIN/sluice-bench" cpu-ticks "$MTA_PID")
+    SAMPLER_PID=""
+    if [ "$mta" = sluice ] && [ -n "$MTA_PID" ]; then
+        sample_anon "$MTA_PID" "$dir/peak-anon-kib" &
+        SAMPLER_PID=$!
+        PIDS+=("$SAMPLER_PID")
+    fi
     say "$name: $count messages → ${mta/none/the sink directly} (${gen}${rate:+, open loop at $rate msg/s})"
     t0=$(now_ns)
     case "$gen" in
@@ -427,12 +433,28 @@ run() {
     finish_sink
     [ -z "$MTA_PID" ] || cpu1=$("$BIN/sluice-bench" cpu-ticks "$MTA_PID" || echo null)
     # Sluice is one process: its peak resident memory over the run (Postfix's
-    # many processes have no single figure).
+    # many processes have no single figure), all of it (VmHWM: the spool's
+    # mapped segments count) and the anonymous part (sampled).
     if [ "$mta" = sluice ] && [ -n "$MTA_PID" ]; then
         awk '/^VmHWM:/ { print $2 }' "/proc/$MTA_PID/status" >"$dir/peak-rss-kib" 2>/dev/null || true
     fi
+    if [ -n "${SAMPLER_PID:-}" ]; then
+        kill "$SAMPLER_PID" 2>/dev/null || true
+        wait "$SAMPLER_PID" 2>/dev/null || true
+        untrack "$SAMPLER_PID"
+        SAMPLER_PID=""
+    fi
     [ -z "$MTA_PID" ] || $MTA_STOP
     write_run_json "$dir" "$mta" "$gen" "$count" "$t0" "$t1" "$cpu0" "$cpu1"
+}
+
+# The largest RssAnon of PID, sampled every 50 ms, kept in FILE.
+sample_anon() { # PID FILE
+    local max=0 v
+    while v=$(awk '/^RssAnon:/ { print $2 }' "/proc/$1/status" 2>/dev/null) && [ -n "$v" ]; do
+        if [ "$v" -gt "$max" ]; then max=$v; echo "$max" >"$2"; fi
+        sleep 0.05
+    done
 }
 
 half_rate() { # RUN_DIR → half its end-to-end msg/s, at least 1
@@ -471,7 +493,7 @@ echo "half rate: open loop for ${HALF_SECS}s at half of each MTA's own end-to-en
 echo "Sluice's filter chain: $FILTERS$( [ "$FILTERS" = shipped ] && echo " (${SHIPPED_PLUGINS[*]})")."
 [ "$TLS" = 0 ] || echo "TLS: STARTTLS generator → MTA → sink (ECDSA P-256; opportunistic, unverified, at both MTAs)."
 echo "Machine: $CPUS cores, Linux $KERNEL; generator, MTA and sink share them."
-[ ! -s "$OUT/sluice/peak-rss-kib" ] || echo "Sluice's peak resident memory (VmHWM) in its full-rate run: $(cat "$OUT/sluice/peak-rss-kib") KiB."
+[ ! -s "$OUT/sluice/peak-rss-kib" ] || echo "Sluice's peak resident memory in its full-rate run: $(cat "$OUT/sluice/peak-rss-kib") KiB in all (VmHWM, the spool's mapped segments included), $(cat "$OUT/sluice/peak-anon-kib" 2>/dev/null || echo '?') KiB anonymous (RssAnon, sampled every 50 ms)."
 echo "Load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Both MTAs fsync before 250: Sluice fdatasyncs its spool (group commit), Postfix"
 echo "fsyncs each queue file (default durability)."
