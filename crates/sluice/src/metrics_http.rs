@@ -170,7 +170,7 @@ fn respond(method: &str, path: &str, health: &Health) -> (&'static str, &'static
 pub fn queue_collector(
     scheduler: sluice_delivery::scheduler::SchedulerHandle,
 ) -> impl Fn(&mut sluice_metrics::Exposition) + Send + Sync + 'static {
-    use sluice_delivery::scheduler::QueueState;
+    use sluice_delivery::scheduler::{QueueState, StateCount};
     use sluice_metrics::Kind;
     move |e| {
         // A scheduler busy for a whole second gets no gauges this time:
@@ -181,33 +181,39 @@ pub fn queue_collector(
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let name = "sluice_queue_messages";
-        e.family(name, "Messages in the queue, by state.", Kind::Gauge);
-        for state in QueueState::ALL {
-            let n = stats.0[state as usize].messages;
-            e.sample(name, &[("state", state.name())], n as f64);
-        }
-        let name = "sluice_queue_bytes";
-        e.family(
-            name,
+        let gauge = |e: &mut sluice_metrics::Exposition,
+                     name: &str,
+                     help: &str,
+                     value: &dyn Fn(&StateCount) -> f64| {
+            e.family(name, help, Kind::Gauge);
+            for state in QueueState::ALL {
+                e.sample(
+                    name,
+                    &[("state", state.name())],
+                    value(&stats.0[state as usize]),
+                );
+            }
+        };
+        gauge(
+            e,
+            "sluice_queue_messages",
+            "Messages in the queue, by state.",
+            &|c| c.messages as f64,
+        );
+        gauge(
+            e,
+            "sluice_queue_bytes",
             "Size of the messages in the queue, by state.",
-            Kind::Gauge,
+            &|c| c.bytes as f64,
         );
-        for state in QueueState::ALL {
-            let n = stats.0[state as usize].bytes;
-            e.sample(name, &[("state", state.name())], n as f64);
-        }
-        let name = "sluice_queue_oldest_age_seconds";
-        e.family(
-            name,
+        gauge(
+            e,
+            "sluice_queue_oldest_age_seconds",
             "Age of the oldest message in each state (0 when there is none).",
-            Kind::Gauge,
+            &|c| {
+                c.oldest_arrival_unix_ms
+                    .map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0)
+            },
         );
-        for state in QueueState::ALL {
-            let age = stats.0[state as usize]
-                .oldest_arrival_unix_ms
-                .map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0);
-            e.sample(name, &[("state", state.name())], age);
-        }
     }
 }

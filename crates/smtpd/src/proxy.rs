@@ -80,19 +80,13 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
         HeaderResult::V1(Ok(header)) => {
             let consumed = header.header.len();
             let (client, server) = match header.addresses {
-                ppp::v1::Addresses::Tcp4(a) => (
-                    Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-                    Some(SocketAddr::new(
-                        a.destination_address.into(),
-                        a.destination_port,
-                    )),
+                ppp::v1::Addresses::Tcp4(a) => ends(
+                    (a.source_address.into(), a.source_port),
+                    (a.destination_address.into(), a.destination_port),
                 ),
-                ppp::v1::Addresses::Tcp6(a) => (
-                    Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-                    Some(SocketAddr::new(
-                        a.destination_address.into(),
-                        a.destination_port,
-                    )),
+                ppp::v1::Addresses::Tcp6(a) => ends(
+                    (a.source_address.into(), a.source_port),
+                    (a.destination_address.into(), a.destination_port),
                 ),
                 ppp::v1::Addresses::Unknown => (None, None),
             };
@@ -112,19 +106,13 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
                 ppp::v2::Command::Proxy => header.addresses,
             };
             let (client, server) = match addresses {
-                ppp::v2::Addresses::IPv4(a) => (
-                    Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-                    Some(SocketAddr::new(
-                        a.destination_address.into(),
-                        a.destination_port,
-                    )),
+                ppp::v2::Addresses::IPv4(a) => ends(
+                    (a.source_address.into(), a.source_port),
+                    (a.destination_address.into(), a.destination_port),
                 ),
-                ppp::v2::Addresses::IPv6(a) => (
-                    Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-                    Some(SocketAddr::new(
-                        a.destination_address.into(),
-                        a.destination_port,
-                    )),
+                ppp::v2::Addresses::IPv6(a) => ends(
+                    (a.source_address.into(), a.source_port),
+                    (a.destination_address.into(), a.destination_port),
                 ),
                 ppp::v2::Addresses::Unix(_) | ppp::v2::Addresses::Unspecified => (None, None),
             };
@@ -137,6 +125,14 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
         HeaderResult::V1(Err(e)) => Parsed::Invalid(format!("bad PROXY v1 header: {e}")),
         HeaderResult::V2(Err(e)) => Parsed::Invalid(format!("bad PROXY v2 header: {e}")),
     }
+}
+
+/// The client's and the server's ends as a header names them.
+fn ends(client: (IpAddr, u16), server: (IpAddr, u16)) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    (
+        Some(SocketAddr::from(client)),
+        Some(SocketAddr::from(server)),
+    )
 }
 
 #[cfg(test)]
