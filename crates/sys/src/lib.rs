@@ -9,12 +9,18 @@
 //! - [`parked`]: waiting on a channel by parking at once, without the
 //!   `sched_yield` calls a sandbox makes expensive.
 //!
-//! Nothing here is `unsafe`: the system calls go through `nix`.
+//! - [`release_free_memory`]: the heap's free pages back to the system.
+//!
+//! The system calls go through `nix`; the one `unsafe` call (glibc's
+//! `malloc_trim`, which nix does not wrap) is in `memory`, with why it is
+//! sound.
 
+mod memory;
 mod parked;
 pub mod socket;
 pub mod terminal;
 pub mod unix_socket;
 pub mod user;
 
+pub use memory::release_free_memory;
 pub use parked::parked;

@@ -23,6 +23,10 @@ use super::{Destination, Event, SchedulerConfig, Transport};
 /// messages are not starved by one.
 const EVENTS_PER_ROUND: usize = 1024;
 
+/// How many messages the queue must have held (the map's capacity) before
+/// draining it gives memory back.
+const SHRINK_AFTER: usize = 10_000;
+
 pub(super) struct Core {
     config: SchedulerConfig,
     spool: SpoolHandle,
@@ -251,6 +255,28 @@ impl Core {
         {
             self.timers.remove(&(due, id));
         }
+        if self.msgs.is_empty() && self.msgs.capacity() >= SHRINK_AFTER {
+            self.shrink();
+        }
+    }
+
+    /// A big queue has drained: the maps keep their capacity and the
+    /// allocator the memory freed, gigabytes after a million messages.
+    /// Both go back now. Not after every small queue: trimming walks the
+    /// heap.
+    fn shrink(&mut self) {
+        self.msgs.shrink_to_fit();
+        self.lines.retain(|_, line| !line.is_empty());
+        self.lines.shrink_to_fit();
+        for line in self.lines.values_mut() {
+            line.shrink_to_fit();
+        }
+        self.ready.shrink_to_fit();
+        self.busy.shrink_to_fit();
+        self.batches.shrink_to_fit();
+        self.journal.shrink_to_fit();
+        let released = sluice_sys::release_free_memory();
+        tracing::info!(released, "queue empty: memory given back");
     }
 
     // ---- shutdown ----
