@@ -49,27 +49,13 @@ if [ "$BUILD" = 1 ]; then
 fi
 [ -f "$ROOT/plugins/dist/antispam.wasm" ] || "$ROOT/plugins/build.sh"
 
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 WORK=$(mktemp -d /tmp/sluice-dashboard.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SMTP=$(free_port); SINK=$(free_port); METRICS=$(free_port); PROM=$(free_port)
-wait_port() { # PORT
-    for _ in $(seq 100); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 "$BIN/sluice-sink" --listen "127.0.0.1:$SINK" --max-time 600 --interval 0 >"$WORK/sink.out" 2>&1 &
-PIDS+=($!)
+track $!
 cat >"$WORK/sluice.toml" <<CONF
 hostname = "sluice.bench.test"
 spool_dir = "$WORK/spool"
@@ -84,8 +70,8 @@ smarthost = "127.0.0.1:$SINK"
 listen = "127.0.0.1:$METRICS"
 CONF
 "$BIN/sluice" serve --config "$WORK/sluice.toml" >"$WORK/sluice.log" 2>&1 &
-PIDS+=($!)
-wait_port "$SMTP" || die "sluice did not start: $(tail -3 "$WORK/sluice.log")"
+track $!
+wait_port "$SMTP" "${PIDS[-1]}" || die "sluice did not start: $(tail -3 "$WORK/sluice.log")"
 cat >"$WORK/prometheus.yml" <<CONF
 global:
   scrape_interval: 1s
@@ -97,8 +83,8 @@ scrape_configs:
 CONF
 "$PROMETHEUS" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
     --web.listen-address="127.0.0.1:$PROM" >"$WORK/prometheus.log" 2>&1 &
-PIDS+=($!)
-wait_port "$PROM" || die "prometheus did not start: $(tail -3 "$WORK/prometheus.log")"
+track $!
+wait_port "$PROM" "${PIDS[-1]}" || die "prometheus did not start: $(tail -3 "$WORK/prometheus.log")"
 
 START=$(date +%s)
 sleep 5

@@ -16,16 +16,12 @@ ulimit -n $((COUNT * 2 + 1000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     echo "idle_memory.sh: the open-file limit ($(ulimit -n)) is too low for $COUNT connections" >&2
     exit 1
 }
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 WORK=$(mktemp -d /tmp/sluice-idle.XXXXXX)
-SERVER=""
-cleanup() {
-    [ -z "$SERVER" ] || { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; }
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj /CN=idle.bench.test -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 cat >"$WORK/sluice.toml" <<CONF
 spool_dir = "$WORK/spool"
 plugin = []
@@ -52,13 +48,9 @@ CONF
 for mode in plain tls; do
     "$BIN/sluice" serve --config "$WORK/sluice.toml" >"$WORK/sluice.log" 2>&1 &
     SERVER=$!
-    for _ in $(seq 100); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break
-        sleep 0.1
-    done
+    track "$SERVER"
+    wait_port "$PORT" "$SERVER" || { echo "idle_memory.sh: sluice did not start" >&2; exit 1; }
     python3 "$ROOT/benches/idle_memory.py" 127.0.0.1 "$PORT" "$SERVER" "$COUNT" "$mode" |
         { [ "$mode" = plain ] && cat || grep -v '^idle'; }
-    kill "$SERVER"
-    wait "$SERVER" 2>/dev/null || true
-    SERVER=""
+    stop_pids
 done

@@ -30,6 +30,8 @@ die() { printf 'queue_scale.sh: %s\n' "$*" >&2; exit 1; }
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 [ "$BUILD" = 0 ] || (cd "$ROOT" && cargo build --release --quiet -p sluice -p sluice-loadgen)
 
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 WORK=$(mktemp -d /tmp/sluice-queue.XXXXXX)
 # Disk: ~4.4 KiB per message in the spool, and room to spare.
 free_kib=$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')
@@ -39,14 +41,6 @@ if [ "$N" -gt "$fits" ]; then
     N=$fits
 fi
 
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 anon_kib() { awk '/^RssAnon:/ { print $2 }' "/proc/$1/status"; }
 SMTP=$(free_port); HOP=$(free_port)
@@ -78,12 +72,9 @@ start_server() {
     t0=$(now)
     "$BIN/sluice" serve --config "$WORK/sluice.toml" >>"$WORK/sluice.log" 2>&1 &
     SERVER=$!
-    PIDS+=("$SERVER")
-    for _ in $(seq 6000); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$SMTP") 2>/dev/null && break
-        kill -0 "$SERVER" 2>/dev/null || die "sluice exited: $(tail -3 "$WORK/sluice.log")"
-        sleep 0.05
-    done
+    track "$SERVER"
+    # A big queue takes a while to recover.
+    wait_port "$SMTP" "$SERVER" 300 || die "sluice did not start: $(tail -3 "$WORK/sluice.log")"
     START_SECS=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
 }
 
@@ -120,7 +111,7 @@ say "the next hop comes back"
 "$BIN/sluice-sink" --listen "127.0.0.1:$HOP" --count "$N" --max-time 7200 --interval 0 \
     >"$WORK/sink.out" 2>&1 &
 SINK=$!
-PIDS+=("$SINK")
+track "$SINK"
 sleep 1
 t0=$(now)
 "$BIN/sluice" queue flush --all --spool "$WORK/spool" >/dev/null

@@ -40,6 +40,18 @@ fn users(certs: &TestCerts, lines: &[(&str, String)]) -> String {
     format!("backend = \"file\"\nusers_file = \"{}\"\n", path.display())
 }
 
+/// [`server`] with a password file holding alice (password `s3cret`, set
+/// with `sluice passwd`), and `extra` added to its `[auth]` table.
+fn alice_server(certs: &TestCerts, extra: &str, sink: &Sink) -> (Server, SocketAddr, SocketAddr) {
+    let file = certs.dir.path().join("users");
+    passwd(&file, "alice", "s3cret");
+    let auth = format!(
+        "backend = \"file\"\nusers_file = \"{}\"\n{extra}",
+        file.display()
+    );
+    server(certs, &auth, sink)
+}
+
 /// `sluice passwd NAME --file F` with the password on standard input.
 fn passwd(file: &std::path::Path, name: &str, password: &str) {
     let mut cmd = Command::new(sluice_bin());
@@ -78,13 +90,7 @@ fn login(tls: &mut TlsClient, user: &str, password: &str) -> sluice_e2e::Reply {
 fn swaks_and_smtplib_log_in_and_relay() {
     let certs = TestCerts::new();
     let sink = Sink::start();
-    let file = certs.dir.path().join("users");
-    passwd(&file, "alice", "s3cret");
-    let (server, submission, smtps) = server(
-        &certs,
-        &format!("backend = \"file\"\nusers_file = \"{}\"\n", file.display()),
-        &sink,
-    );
+    let (server, submission, smtps) = alice_server(&certs, "", &sink);
     for (flag, mechanism, addr) in [("--tls", "PLAIN", submission), ("--tlsc", "LOGIN", smtps)] {
         let mut cmd = Command::new("swaks");
         cmd.args([
@@ -145,16 +151,7 @@ fn swaks_and_smtplib_log_in_and_relay() {
 fn failures_are_refused_slowly_then_the_connection_goes() {
     let certs = TestCerts::new();
     let sink = Sink::start();
-    let file = certs.dir.path().join("users");
-    passwd(&file, "alice", "s3cret");
-    let (server, submission, _) = server(
-        &certs,
-        &format!(
-            "backend = \"file\"\nusers_file = \"{}\"\nmax_failures = 3\n",
-            file.display()
-        ),
-        &sink,
-    );
+    let (server, submission, _) = alice_server(&certs, "max_failures = 3\n", &sink);
     // Outside TLS: 538; MAIL before STARTTLS: 530.
     let mut plain = Client::connect(submission);
     let ehlo = plain.command_expect("EHLO client.example", "250");
@@ -290,15 +287,9 @@ fn dovecot_checks_the_passwords() {
 fn a_user_sends_only_as_its_own_addresses() {
     let certs = TestCerts::new();
     let sink = Sink::start();
-    let file = certs.dir.path().join("users");
-    passwd(&file, "alice", "s3cret");
-    let (_server, submission, _) = server(
+    let (_server, submission, _) = alice_server(
         &certs,
-        &format!(
-            "backend = \"file\"\nusers_file = \"{}\"\n\
-             [auth.senders]\nalice = [\"alice@example.test\", \"sales@example.test\"]\n",
-            file.display()
-        ),
+        "[auth.senders]\nalice = [\"alice@example.test\", \"sales@example.test\"]\n",
         &sink,
     );
     let mut tls = inside(submission, &certs);
@@ -331,16 +322,8 @@ fn a_user_sends_only_as_its_own_addresses() {
 fn too_many_failures_lock_the_login_out_for_a_while() {
     let certs = TestCerts::new();
     let sink = Sink::start();
-    let file = certs.dir.path().join("users");
-    passwd(&file, "alice", "s3cret");
-    let (_server, submission, _) = server(
-        &certs,
-        &format!(
-            "backend = \"file\"\nusers_file = \"{}\"\nlockout_failures = 2\nlockout_secs = 60\n",
-            file.display()
-        ),
-        &sink,
-    );
+    let (_server, submission, _) =
+        alice_server(&certs, "lockout_failures = 2\nlockout_secs = 60\n", &sink);
     for _ in 0..2 {
         let mut tls = inside(submission, &certs);
         assert!(

@@ -509,3 +509,31 @@ fn a_file_size_limit_refuses_mail_rather_than_killing_the_server() {
     server.restart_unlimited();
     assert_all_queued(&server, &acked);
 }
+
+/// `[log] format = "json"`: every line one JSON object, the event's fields at
+/// the top level beside the timestamp, level and message.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let server = Server::start_receiving("[log]\nformat = \"json\"\n");
+    let id = send_message(
+        server.addr(),
+        "json@example.org",
+        &["alice@example.test"],
+        b"Subject: logged\r\n\r\nhello\r\n",
+    );
+    let line = server
+        .wait_for_log(&format!("\"queue_id\":\"{id}\""), CLI_LIMIT)
+        .expect("the transaction's line");
+    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
+    assert_eq!(event["level"], "INFO", "{line}");
+    assert_eq!(event["message"], "message", "{line}");
+    assert_eq!(event["queue_id"], id.as_str(), "{line}");
+    assert_eq!(event["from"], "<json@example.org>", "{line}");
+    assert!(event["timestamp"].is_string(), "{line}");
+    for line in server.logs() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&line).is_ok_and(|v| v.is_object()),
+            "not a JSON object: {line}"
+        );
+    }
+}

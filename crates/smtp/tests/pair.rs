@@ -394,6 +394,15 @@ fn check_password() -> Policy {
     })
 }
 
+/// Three octets from alice to one recipient: what the login tests send.
+fn alices_message() -> Message {
+    Message::new(
+        ReversePath::Path(path("<alice@example.org>")),
+        vec![forward("<r@example.net>")],
+        3,
+    )
+}
+
 fn client_with(password: &str, tls: TlsUse) -> ClientConfig {
     ClientConfig {
         tls,
@@ -415,12 +424,7 @@ fn the_client_logs_in_inside_tls() {
         auth_server(),
         check_password(),
     );
-    let message = Message::new(
-        ReversePath::Path(path("<alice@example.org>")),
-        vec![forward("<r@example.net>")],
-        3,
-    );
-    let results = pair.send(message, b"x\r\n");
+    let results = pair.send(alices_message(), b"x\r\n");
     assert!(
         matches!(results[0].outcome, Outcome::Delivered(_)),
         "{results:?}"
@@ -435,12 +439,7 @@ fn a_refused_login_defers_every_recipient_at_the_auth_stage() {
         auth_server(),
         check_password(),
     );
-    let message = Message::new(
-        ReversePath::Path(path("<alice@example.org>")),
-        vec![forward("<r@example.net>")],
-        3,
-    );
-    let results = pair.send(message, b"x\r\n");
+    let results = pair.send(alices_message(), b"x\r\n");
     match &results[0].outcome {
         Outcome::Transient(reply) => assert_eq!(
             reply.to_string().trim_end(),
@@ -463,12 +462,7 @@ fn credentials_are_not_sent_in_clear() {
     server.tls_required = false;
     server.extensions.starttls = false;
     let mut pair = Pair::new(client_with("s3cret", TlsUse::Off), server, check_password());
-    let message = Message::new(
-        ReversePath::Path(path("<alice@example.org>")),
-        vec![forward("<r@example.net>")],
-        3,
-    );
-    let results = pair.send(message, b"x\r\n");
+    let results = pair.send(alices_message(), b"x\r\n");
     assert!(matches!(&results[0].outcome, Outcome::Transient(r) if r.code() == 451));
     assert!(
         pair.events

@@ -11,7 +11,6 @@ use sluice_smtp::trace::{TraceClient, TraceFields, received_header};
 use sluice_smtp::{ForwardPath, Stage, Verb};
 use sluice_spool::{BodyPart, Entry, QueueId, Submission};
 
-use crate::ListenerMode;
 use crate::limits::Client;
 use crate::local::LocalUser;
 use crate::socket::Socket;
@@ -37,8 +36,8 @@ pub(crate) struct Conn {
     pub(crate) stream: Socket,
     /// Plain, or TLS (after STARTTLS, or from the start on `smtps`).
     pub(crate) transport: Transport,
-    pub(crate) mode: ListenerMode,
-    /// Its listener's index, for metrics.
+    /// Its listener's index in `Shared::listener_modes` (its mode is
+    /// there) and in the metrics.
     pub(crate) listener: usize,
     /// When the TLS handshake began, while it runs.
     pub(crate) handshake_started: Option<Instant>,
@@ -95,7 +94,7 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(
         stream: Socket,
-        mode: ListenerMode,
+        listener: usize,
         info: ClientInfo,
         ip: IpAddr,
         local: Option<LocalUser>,
@@ -104,8 +103,7 @@ impl Conn {
         Conn {
             stream,
             transport: Transport::Plain,
-            mode,
-            listener: 0,
+            listener,
             handshake_started: None,
             info,
             ip,

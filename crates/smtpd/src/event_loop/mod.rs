@@ -227,19 +227,20 @@ impl EventLoop {
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
+        let arrival = Arrival {
+            stream,
+            peer,
+            ip,
+            listener,
+            early,
+            server,
+        };
         let loops = &self.shared.loops;
         let target = self.least_loaded();
         loops[target].connections.fetch_add(1, Ordering::SeqCst);
         if target != self.index {
             if !self.shared.shutting_down.load(Ordering::SeqCst) {
-                loops[target].inbox.hand_over(Arrival {
-                    stream,
-                    peer,
-                    ip,
-                    listener,
-                    early,
-                    server,
-                });
+                loops[target].inbox.hand_over(arrival);
                 return;
             }
             // That loop may already have found itself idle and exited;
@@ -247,14 +248,7 @@ impl EventLoop {
             loops[target].connections.fetch_sub(1, Ordering::SeqCst);
             loops[self.index].connections.fetch_add(1, Ordering::SeqCst);
         }
-        self.adopt(Arrival {
-            stream,
-            peer,
-            ip,
-            listener,
-            early,
-            server,
-        });
+        self.adopt(arrival);
     }
 
     /// The loop with the fewest connections; this one unless another has
@@ -331,8 +325,7 @@ impl EventLoop {
         let session = ServerSession::new(self.shared.session_config(mode));
         sluice_metrics::connection(listener, sluice_metrics::ConnResult::Accepted);
         sluice_metrics::connection_opened(listener);
-        let mut conn = Conn::new(stream, mode, info, ip, local, session);
-        conn.listener = listener;
+        let mut conn = Conn::new(stream, listener, info, ip, local, session);
         conn.input = early;
         self.conns[slot] = Some(conn);
         let conn = self.conns[slot].as_mut().expect("just stored");
@@ -404,7 +397,7 @@ impl EventLoop {
                 "TLS established"
             );
         }
-        if conn.mode == ListenerMode::Smtps {
+        if self.shared.listener_modes[conn.listener] == ListenerMode::Smtps {
             self.call_filter(slot, Stage::Connect);
         } else {
             conn.session.tls_started();
