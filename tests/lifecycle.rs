@@ -521,8 +521,12 @@ fn json_logs_are_one_object_per_line() {
         &["alice@example.test"],
         b"Subject: logged\r\n\r\nhello\r\n",
     );
+    // The delivery thread logs the same queue id, possibly first.
     let line = server
-        .wait_for_log(&format!("\"queue_id\":\"{id}\""), CLI_LIMIT)
+        .wait_for_log_with(
+            &["\"message\":\"message\"", &format!("\"queue_id\":\"{id}\"")],
+            CLI_LIMIT,
+        )
         .expect("the transaction's line");
     let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
     assert_eq!(event["level"], "INFO", "{line}");

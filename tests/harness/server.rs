@@ -296,6 +296,14 @@ impl Server {
         self.logs.wait_for(limit, |line| line.contains(needle))
     }
 
+    /// Like [`Server::wait_for_log`], for a line that contains every one of
+    /// `needles`: lines from the event loops and the delivery threads
+    /// interleave, so one needle (a queue id) can match the wrong event.
+    pub fn wait_for_log_with(&self, needles: &[&str], limit: Duration) -> Option<String> {
+        self.logs
+            .wait_for(limit, |line| needles.iter().all(|n| line.contains(n)))
+    }
+
     /// SIGKILL by PID, then reap: the crash the spool must survive.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
