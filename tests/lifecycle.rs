@@ -301,6 +301,45 @@ fn queue_list_shows_accepted_messages_live_and_stopped() {
     assert!(stdout.contains(&id), "{id} not listed:\n{stdout}");
     assert!(stdout.contains("lister@example.org"), "{stdout}");
     assert!(stdout.contains("alice@example.test"), "{stdout}");
+    assert!(stdout.contains("\n-- 1 message(s), "), "{stdout}");
+    // The running server answered (from memory), not a replay of the files.
+    assert!(
+        server
+            .wait_for_log_with(&["queue read", "command=list"], CLI_LIMIT)
+            .is_some(),
+        "the server did not answer the list"
+    );
+    let other = sluice(&["queue", "list", "--spool", &spool, "--domain", "other.test"]);
+    assert_eq!(
+        String::from_utf8_lossy(&other.stdout),
+        "-- 0 message(s), 0 bytes\n",
+        "the filter reached the server"
+    );
+    let summary = sluice(&["queue", "summary", "--spool", &spool]);
+    let text = String::from_utf8_lossy(&summary.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("example.test"));
+    assert!(
+        row.is_some_and(|r| r.split_whitespace().nth(1) == Some("1")),
+        "{text}"
+    );
+    let show = sluice(&["queue", "show", &id, "--spool", &spool]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.starts_with(&format!("id:       {id}")), "{text}");
+    assert!(text.contains("Subject: list"), "{text}");
+    let missing = sluice(&["queue", "show", "0000000000000", "--spool", &spool]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("is not in the queue"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert!(
+        server
+            .wait_for_log_with(&["queue read", "command=show"], CLI_LIMIT)
+            .is_some()
+    );
 
     assert!(server.terminate(Duration::from_secs(15)).success());
     let config = server.config_path().to_str().unwrap().to_string();

@@ -1,5 +1,6 @@
 //! The queue control socket: how `sluice queue flush|hold|release|delete|bounce`
-//! reaches a running server.
+//! reaches a running server, and how `list`, `summary` and `show` read its
+//! in-memory queue.
 //!
 //! A Unix socket `control.sock` in the spool directory, mode 0600, reachable
 //! however long the spool directory's path is ([`sluice_sys::unix_socket`]).
@@ -9,7 +10,9 @@
 //! protocol is one request line per connection and a reply that starts with
 //! `ok` or `error: <reason>`; a command for one message that the queue does
 //! not hold (never queued, or already delivered, bounced or deleted) gets
-//! `error: no such message: <id>`.
+//! `error: no such message: <id>`. `list`, `summary` and `show` answer `ok`
+//! on a line of its own, then their text, streamed, until the server closes
+//! the connection.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -21,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sluice_delivery::scheduler::SchedulerHandle;
-use sluice_spool::QueueId;
+use sluice_spool::{QueueId, SpoolHandle};
 use sluice_sys::unix_socket;
 
 /// The socket's name inside the spool directory.
@@ -36,7 +39,11 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    pub fn start(spool_dir: &Path, scheduler: SchedulerHandle) -> Result<ControlServer, String> {
+    pub fn start(
+        spool_dir: &Path,
+        scheduler: SchedulerHandle,
+        spool: SpoolHandle,
+    ) -> Result<ControlServer, String> {
         let path = spool_dir.join(SOCKET_NAME);
         // A file left by a server that was killed: nobody answers on it.
         if path.exists() && unix_socket::connect(&path).is_err() {
@@ -56,7 +63,7 @@ impl ControlServer {
                         return;
                     }
                     if let Ok(stream) = stream {
-                        serve_one(stream, &scheduler);
+                        serve_one(stream, &scheduler, &spool);
                     }
                 }
             })
@@ -92,7 +99,7 @@ impl Drop for ControlServer {
     }
 }
 
-fn serve_one(stream: UnixStream, scheduler: &SchedulerHandle) {
+fn serve_one(stream: UnixStream, scheduler: &SchedulerHandle, spool: &SpoolHandle) {
     // An operator's command is one short line; a peer that sends nothing must
     // not hold the control thread.
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
@@ -103,6 +110,14 @@ fn serve_one(stream: UnixStream, scheduler: &SchedulerHandle) {
     {
         return;
     }
+    if let Some(result) = read_queue(line.trim(), spool, &stream) {
+        tracing::info!(
+            command = %line.trim(),
+            result = result.as_ref().err().map(String::as_str).unwrap_or("ok"),
+            "queue read"
+        );
+        return;
+    }
     let reply = execute(line.trim(), scheduler);
     tracing::info!(
         command = line.trim(),
@@ -111,6 +126,57 @@ fn serve_one(stream: UnixStream, scheduler: &SchedulerHandle) {
     );
     let mut stream = &stream;
     let _ = stream.write_all(reply.as_bytes());
+}
+
+/// `list`, `summary` and `show`, answered from the live spool index and
+/// streamed; `None` for the other commands.
+fn read_queue(line: &str, spool: &SpoolHandle, stream: &UnixStream) -> Option<Result<(), String>> {
+    let mut words = line.split_whitespace();
+    let verb = words.next()?;
+    if !matches!(verb, "list" | "summary" | "show") {
+        return None;
+    }
+    // The reader may be slow (a pager); it must not hold the control
+    // thread for ever.
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let mut out = stream;
+    let now = crate::queue::now_ms();
+    let result = match verb {
+        "show" => match words.next().map(str::parse::<QueueId>) {
+            Some(Ok(id)) => Ok(Box::new(move |out: &mut &UnixStream| {
+                crate::queue::write_show(spool, id, now, out)
+            })
+                as Box<dyn FnOnce(&mut &UnixStream) -> Result<(), String>>),
+            _ => Err("a queue id is needed".to_string()),
+        },
+        _ => crate::queue::Filter::from_words(words).map(|filter| {
+            Box::new(move |out: &mut &UnixStream| {
+                if verb == "list" {
+                    crate::queue::write_list(spool, &filter, now, out)
+                } else {
+                    crate::queue::write_summary(spool, &filter, now, out)
+                }
+            }) as Box<dyn FnOnce(&mut &UnixStream) -> Result<(), String>>
+        }),
+    };
+    Some(match result {
+        Err(e) => {
+            let _ = out.write_all(format!("error: {e}\n").as_bytes());
+            Err(e)
+        }
+        Ok(write) => {
+            // A message that is not queued is known only once looked up;
+            // its error follows the `ok`, as text the client shows.
+            if out.write_all(b"ok\n").is_err() {
+                return Some(Err("the client left".into()));
+            }
+            let written = write(&mut out);
+            if let Err(e) = &written {
+                let _ = out.write_all(format!("error: {e}\n").as_bytes());
+            }
+            written
+        }
+    })
 }
 
 fn execute(line: &str, scheduler: &SchedulerHandle) -> String {
@@ -163,6 +229,75 @@ fn execute(line: &str, scheduler: &SchedulerHandle) -> String {
     match result {
         Ok(text) => format!("ok {text}\n"),
         Err(e) => format!("error: {e}\n"),
+    }
+}
+
+/// Why [`stream`] did not copy an answer.
+#[derive(Debug)]
+pub enum StreamError {
+    /// Nothing answers on the socket: no server runs for this spool.
+    NoServer,
+    /// The server answered with an error, or the connection failed midway.
+    Failed(String),
+}
+
+/// Sends `list`, `summary` or `show` to the server that owns `spool_dir` and
+/// copies its answer to `out` as it comes.
+pub fn stream(spool_dir: &Path, command: &str, out: &mut impl Write) -> Result<(), StreamError> {
+    let path = spool_dir.join(SOCKET_NAME);
+    let Ok(mut stream) = unix_socket::connect(&path) else {
+        return Err(StreamError::NoServer);
+    };
+    let failed = |what: &str, e: std::io::Error| {
+        StreamError::Failed(format!("{what} {}: {e}", path.display()))
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| failed("cannot set a timeout on", e))?;
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .map_err(|e| failed("cannot send to", e))?;
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let mut first = String::new();
+    reader
+        .read_line(&mut first)
+        .map_err(|e| failed("no reply from", e))?;
+    if first.is_empty() {
+        // Accepted, then closed unanswered: a server that stopped meanwhile.
+        return Err(StreamError::NoServer);
+    }
+    if first != "ok\n" {
+        let text = first.trim_end();
+        return Err(StreamError::Failed(
+            text.strip_prefix("error: ").unwrap_or(text).to_string(),
+        ));
+    }
+    // An error found midway (a message gone between the ok and its
+    // lookup) comes as a last line `error: …`: everything but the last line
+    // is copied as it comes, the last one once the server has closed.
+    let mut pending: Vec<u8> = Vec::new();
+    let write_failed = |e: std::io::Error| StreamError::Failed(e.to_string());
+    loop {
+        let chunk = reader
+            .fill_buf()
+            .map_err(|e| failed("the answer broke off from", e))?;
+        if chunk.is_empty() {
+            break;
+        }
+        pending.extend_from_slice(chunk);
+        let n = chunk.len();
+        reader.consume(n);
+        let body = &pending[..pending.len() - 1];
+        if let Some(last_line) = body.iter().rposition(|&b| b == b'\n').map(|p| p + 1) {
+            out.write_all(&pending[..last_line]).map_err(write_failed)?;
+            pending.drain(..last_line);
+        }
+    }
+    match pending.strip_prefix(b"error: ") {
+        Some(e) => Err(StreamError::Failed(
+            String::from_utf8_lossy(e).trim_end().to_string(),
+        )),
+        None => out.write_all(&pending).map_err(write_failed),
     }
 }
 

@@ -1,18 +1,24 @@
 //! `sluice queue …`: the operator's view of the spool.
 //!
-//! `list` and `show` read the spool directly (read-only, no lock), so they
-//! work on a live server and a stopped one alike. The commands that change
-//! the queue go to the running server through the control socket.
+//! `list`, `summary` and `show` ask the running server first: it answers
+//! from its in-memory index, streaming, without replaying the spool (a
+//! million queued messages are listed in seconds, not in the time a restart
+//! takes). With no server running they read the spool directly (read-only,
+//! no lock), which replays it. The commands that change the queue go to the
+//! running server through the control socket.
 
-use std::io::Write;
+use std::fmt;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_smtp::ForwardPath;
-use sluice_spool::{MessageSummary, QueueId, RecipientState, Spool};
+use sluice_spool::{MessageSummary, QueueId, RecipientState, ScanOrder, Spool, SpoolHandle};
+
+use crate::control;
 
 /// Which messages `queue list` shows.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Filter {
     /// Only messages with a recipient in this domain (case-insensitive).
     pub domain: Option<String>,
@@ -28,6 +34,16 @@ pub enum StateFilter {
     Deferred,
     /// Held by the operator.
     Held,
+}
+
+impl StateFilter {
+    fn name(self) -> &'static str {
+        match self {
+            StateFilter::Queued => "queued",
+            StateFilter::Deferred => "deferred",
+            StateFilter::Held => "held",
+        }
+    }
 }
 
 impl Filter {
@@ -54,6 +70,36 @@ impl Filter {
         };
         domain_ok && state_ok
     }
+
+    /// The filter as control-socket words: ` domain=D state=S`.
+    fn to_words(&self) -> String {
+        let mut words = String::new();
+        if let Some(d) = &self.domain {
+            words += &format!(" domain={d}");
+        }
+        if let Some(s) = self.state {
+            words += &format!(" state={}", s.name());
+        }
+        words
+    }
+
+    /// The inverse of [`Filter::to_words`].
+    pub fn from_words<'a>(words: impl Iterator<Item = &'a str>) -> Result<Filter, String> {
+        let mut filter = Filter::default();
+        for word in words {
+            match word.split_once('=') {
+                Some(("domain", d)) if !d.is_empty() => filter.domain = Some(d.to_owned()),
+                Some(("state", s)) => {
+                    filter.state = Some(
+                        <StateFilter as clap::ValueEnum>::from_str(s, true)
+                            .map_err(|_| format!("unknown state {s:?}"))?,
+                    );
+                }
+                _ => return Err(format!("unknown filter {word:?}")),
+            }
+        }
+        Ok(filter)
+    }
 }
 
 fn open(dir: &Path) -> Result<Spool, String> {
@@ -65,37 +111,82 @@ fn open(dir: &Path) -> Result<Spool, String> {
         .map_err(|e| format!("cannot read the spool in {}: {e}", dir.display()))
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Runs `command` on the server that owns `dir`, copying its answer to
+/// `out`; with no server there, `direct` reads the spool instead.
+fn ask_or_read<W: Write>(
+    dir: &Path,
+    command: &str,
+    out: &mut W,
+    direct: impl FnOnce(&SpoolHandle, &mut W) -> Result<(), String>,
+) -> Result<(), String> {
+    match control::stream(dir, command, out) {
+        Err(control::StreamError::NoServer) => {
+            let spool = open(dir)?;
+            direct(&spool.handle(), out)
+        }
+        Err(control::StreamError::Failed(e)) => Err(e),
+        Ok(()) => Ok(()),
+    }
+}
+
 /// Prints the queued messages, oldest first: id, age, size, sender, and each
 /// recipient with its state.
 pub fn list(dir: &Path, filter: &Filter, out: &mut impl Write) -> Result<(), String> {
-    let spool = open(dir)?;
-    let mut messages = spool
-        .messages()
+    ask_or_read(
+        dir,
+        &format!("list{}", filter.to_words()),
+        out,
+        |spool, out| write_list(spool, filter, now_ms(), out),
+    )
+}
+
+/// `list`'s text, from `spool`, streamed to `out`.
+pub fn write_list(
+    spool: &SpoolHandle,
+    filter: &Filter,
+    now: u64,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    let (mut count, mut total) = (0u64, 0u64);
+    let mut failed = None;
+    spool
+        .scan(ScanOrder::OldestFirst, |m| {
+            if !filter.matches(&m) {
+                return true;
+            }
+            count += 1;
+            total += m.size;
+            let written = write_message_lines(&mut out, &m, now);
+            failed = written.err();
+            failed.is_none()
+        })
         .map_err(|e| format!("cannot list the queue: {e}"))?;
-    messages.retain(|m| filter.matches(m));
-    messages.sort_by_key(|m| (m.arrival_unix_ms, m.id));
-    let now = now_ms();
-    let mut text = String::new();
-    for m in &messages {
-        let held = if m.held { "  (held)" } else { "" };
-        let age = age(now.saturating_sub(m.arrival_unix_ms));
-        text += &format!(
-            "{}  {age:>6}  {:>9}  {}{held}\n",
-            m.id, m.size, m.reverse_path
-        );
-        for r in &m.recipients {
-            text += &format!("    {}  {}\n", r.forward_path, state(&r.state, now));
-        }
+    if let Some(e) = failed {
+        return Err(e.to_string());
     }
-    let total: u64 = messages.iter().map(|m| m.size).sum();
-    text += &format!("-- {} message(s), {} bytes\n", messages.len(), total);
-    out.write_all(text.as_bytes()).map_err(|e| e.to_string())
+    writeln!(out, "-- {count} message(s), {total} bytes").map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())
+}
+
+fn write_message_lines(out: &mut impl Write, m: &MessageSummary, now: u64) -> std::io::Result<()> {
+    let held = if m.held { "  (held)" } else { "" };
+    let age = age(now.saturating_sub(m.arrival_unix_ms));
+    writeln!(
+        out,
+        "{}  {age:>6}  {:>9}  {}{held}",
+        m.id, m.size, m.reverse_path
+    )?;
+    for r in &m.recipients {
+        writeln!(out, "    {}  {}", r.forward_path, state(&r.state, now))?;
+    }
+    Ok(())
 }
 
 /// Prints one message: its envelope, each recipient's state and last reply,
@@ -104,14 +195,24 @@ pub fn show(dir: &Path, id: &str, out: &mut impl Write) -> Result<(), String> {
     let id: QueueId = id
         .parse()
         .map_err(|_| format!("{id:?} is not a queue id"))?;
-    let spool = open(dir)?;
+    ask_or_read(dir, &format!("show {id}"), out, |spool, out| {
+        write_show(spool, id, now_ms(), out)
+    })
+}
+
+/// `show`'s text, from `spool`.
+pub fn write_show(
+    spool: &SpoolHandle,
+    id: QueueId,
+    now: u64,
+    out: &mut impl Write,
+) -> Result<(), String> {
     let message = spool
         .get(id)
         .map_err(|e| format!("cannot read {id}: {e}"))?
         .ok_or_else(|| format!("{id} is not in the queue (delivered, bounced or deleted)"))?;
     let entry = &message.entry;
     let e = &entry.envelope;
-    let now = now_ms();
     let held = if message.held { "  (held)" } else { "" };
     let mut text = format!("id:       {id}{held}\n");
     text += &format!(
@@ -149,35 +250,52 @@ const AGE_COLUMNS: [u64; 10] = [5, 10, 20, 40, 80, 160, 320, 640, 1280, u64::MAX
 /// domain, how many messages wait for it (a message counts once per domain
 /// it has recipients in that are not yet delivered or failed), by age.
 pub fn summary(dir: &Path, filter: &Filter, out: &mut impl Write) -> Result<(), String> {
-    let spool = open(dir)?;
-    let mut messages = spool
-        .messages()
+    ask_or_read(
+        dir,
+        &format!("summary{}", filter.to_words()),
+        out,
+        |spool, out| write_summary(spool, filter, now_ms(), out),
+    )
+}
+
+/// `summary`'s text, from `spool`.
+pub fn write_summary(
+    spool: &SpoolHandle,
+    filter: &Filter,
+    now: u64,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let mut rows: std::collections::HashMap<String, [u64; AGE_COLUMNS.len()]> =
+        std::collections::HashMap::new();
+    let mut domains: Vec<String> = Vec::new();
+    spool
+        .scan(ScanOrder::Any, |m| {
+            if !filter.matches(&m) {
+                return true;
+            }
+            let minutes = now.saturating_sub(m.arrival_unix_ms) / 60_000;
+            let column = AGE_COLUMNS
+                .iter()
+                .position(|&bound| minutes < bound)
+                .unwrap_or(AGE_COLUMNS.len() - 1);
+            domains.clear();
+            domains.extend(
+                m.recipients
+                    .iter()
+                    .filter(|r| !r.state.is_final())
+                    .map(|r| match &r.forward_path {
+                        ForwardPath::Postmaster => "(postmaster)".to_owned(),
+                        ForwardPath::Path(p) => p.mailbox.domain.to_string().to_ascii_lowercase(),
+                    }),
+            );
+            domains.sort();
+            domains.dedup();
+            for domain in domains.drain(..) {
+                rows.entry(domain).or_default()[column] += 1;
+            }
+            true
+        })
         .map_err(|e| format!("cannot list the queue: {e}"))?;
-    messages.retain(|m| filter.matches(m));
-    let now = now_ms();
-    let mut rows: std::collections::BTreeMap<String, [u64; AGE_COLUMNS.len()]> =
-        std::collections::BTreeMap::new();
-    for m in &messages {
-        let minutes = now.saturating_sub(m.arrival_unix_ms) / 60_000;
-        let column = AGE_COLUMNS
-            .iter()
-            .position(|&bound| minutes < bound)
-            .unwrap_or(AGE_COLUMNS.len() - 1);
-        let mut domains: Vec<String> = m
-            .recipients
-            .iter()
-            .filter(|r| !r.state.is_final())
-            .map(|r| match &r.forward_path {
-                ForwardPath::Postmaster => "(postmaster)".to_owned(),
-                ForwardPath::Path(p) => p.mailbox.domain.to_string().to_ascii_lowercase(),
-            })
-            .collect();
-        domains.sort();
-        domains.dedup();
-        for domain in domains {
-            rows.entry(domain).or_default()[column] += 1;
-        }
-    }
     let mut rows: Vec<(String, [u64; AGE_COLUMNS.len()])> = rows.into_iter().collect();
     // Busiest first, as qshape sorts.
     rows.sort_by(|a, b| {
@@ -214,30 +332,51 @@ pub fn summary(dir: &Path, filter: &Filter, out: &mut impl Write) -> Result<(), 
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())
 }
 
-fn state(state: &RecipientState, now: u64) -> String {
-    match state {
-        RecipientState::Pending => "queued".into(),
-        RecipientState::Delivered => "delivered".into(),
-        RecipientState::Failed(reason) => format!("failed: {reason}"),
-        RecipientState::Deferred {
-            attempts,
-            last,
-            until_unix_ms,
-        } => format!(
-            "deferred after {attempts} attempt(s), next in {}: {last}",
-            age(until_unix_ms.saturating_sub(now))
-        ),
+/// A recipient's state as `list` and `show` print it (written straight to
+/// the output: a million of them are listed at a time).
+fn state(state: &RecipientState, now: u64) -> StateText<'_> {
+    StateText(state, now)
+}
+
+struct StateText<'a>(&'a RecipientState, u64);
+
+impl fmt::Display for StateText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            RecipientState::Pending => f.write_str("queued"),
+            RecipientState::Delivered => f.write_str("delivered"),
+            RecipientState::Failed(reason) => write!(f, "failed: {reason}"),
+            RecipientState::Deferred {
+                attempts,
+                last,
+                until_unix_ms,
+            } => write!(
+                f,
+                "deferred after {attempts} attempt(s), next in {}: {last}",
+                age(until_unix_ms.saturating_sub(self.1))
+            ),
+        }
     }
 }
 
 /// `45s`, `12m`, `3h`, `2d`: how long a message has been queued.
-fn age(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        3600..86_400 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
+fn age(ms: u64) -> Age {
+    Age(ms)
+}
+
+struct Age(u64);
+
+impl fmt::Display for Age {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0 / 1000;
+        let (n, unit) = match s {
+            0..60 => (s, "s"),
+            60..3600 => (s / 60, "m"),
+            3600..86_400 => (s / 3600, "h"),
+            _ => (s / 86_400, "d"),
+        };
+        // Through `pad`, so that `{:>6}` aligns it.
+        f.pad(&format!("{n}{unit}"))
     }
 }
 
@@ -366,10 +505,11 @@ mod tests {
 
     #[test]
     fn ages_read_like_an_operator_would_say_them() {
-        assert_eq!(age(59_999), "59s");
-        assert_eq!(age(60_000), "1m");
-        assert_eq!(age(7_200_000), "2h");
-        assert_eq!(age(3 * 86_400_000), "3d");
+        assert_eq!(age(59_999).to_string(), "59s");
+        assert_eq!(age(60_000).to_string(), "1m");
+        assert_eq!(age(7_200_000).to_string(), "2h");
+        assert_eq!(age(3 * 86_400_000).to_string(), "3d");
+        assert_eq!(format!("{:>6}", age(60_000)), "    1m");
     }
 
     #[test]

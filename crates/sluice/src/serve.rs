@@ -52,7 +52,7 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
         Arc::new(config.dispatch(&dns, directory.clone(), spool.handle())?),
     )
     .map_err(|e| e.to_string())?;
-    let control = ControlServer::start(dir, scheduler.handle())?;
+    let control = ControlServer::start(dir, scheduler.handle(), spool.handle())?;
     // Bound before the front end: a taken port stops the start, not the
     // metrics alone.
     let metrics_listener = config

@@ -93,13 +93,20 @@ impl Writer {
     fn compact_step(&mut self, seq: u64) -> Result<(), SpoolError> {
         let items = {
             let mut guard = self.shared.lock();
-            let Index { messages, segments } = &mut *guard;
-            let mut ids: Vec<_> = messages
+            let Index {
+                messages, segments, ..
+            } = &mut *guard;
+            // Only the oldest segment is compacted, and only messages whose
+            // record is in it can pin it (see `Segment::members`).
+            let members = segments.get(&seq).map(|s| s.members.as_slice());
+            let mut ids: Vec<_> = members
+                .unwrap_or_default()
                 .iter()
-                .filter(|(_, m)| m.segs.contains(&seq))
-                .map(|(id, _)| *id)
+                .copied()
+                .filter(|id| messages.get(id).is_some_and(|m| m.loc.seg == seq))
                 .collect();
             ids.sort_unstable();
+            ids.dedup();
             let mut items = Vec::new();
             let mut bytes = 0;
             for id in ids {
@@ -114,7 +121,7 @@ impl Writer {
                 items.push(copy_item(
                     id,
                     m.arrival_unix_ms,
-                    &m.states,
+                    &m.recipient_states(),
                     m.held,
                     &m.loc,
                     map,

@@ -11,45 +11,167 @@
 //! state. Compaction (see `writer`) keeps the front moving by copying the few
 //! live messages of the oldest segment, with their current states, forward.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::Arc;
 
 use memmap2::Mmap;
+use smallvec::SmallVec;
 
-use crate::format::{JournalOp, SEGMENT_HEADER_LEN};
-use crate::{QueueId, RecipientState};
+use crate::format::{JournalOp, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::{QueueId, QueueMap, Reason, RecipientState};
 
-/// Where a message record lies: all offsets are absolute within its segment.
+/// Where a message record lies: 32 bytes, as a million of them live in
+/// memory. The envelope starts right after the record header and the
+/// envelope's length; the body ends where the record ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Location {
     pub(crate) seg: u64,
-    /// Start of the record header.
+    /// Start of the record header, within the segment.
     pub(crate) offset: u64,
     /// Header and payload.
     pub(crate) record_len: u64,
-    pub(crate) envelope_start: u64,
-    pub(crate) envelope_len: u64,
-    pub(crate) body_start: u64,
-    pub(crate) body_len: u64,
+    pub(crate) envelope_len: u32,
+    /// Where the body starts, from the start of the record.
+    body_offset: u32,
 }
 
 impl Location {
+    /// A record at `offset` of segment `seg`, `record_len` bytes long, with
+    /// an envelope of `envelope_len` bytes and its body from `body_offset`
+    /// (counted from the record's start) to its end. Both fit in 32 bits:
+    /// a record's payload length is a 32-bit field.
+    pub(crate) fn new(
+        seg: u64,
+        offset: u64,
+        record_len: u64,
+        envelope_len: u32,
+        body_offset: u32,
+    ) -> Location {
+        Location {
+            seg,
+            offset,
+            record_len,
+            envelope_len,
+            body_offset,
+        }
+    }
+
     pub(crate) fn end(&self) -> u64 {
         self.offset + self.record_len
     }
+
+    /// After the record header and the envelope's 4-byte length.
+    pub(crate) fn envelope_start(&self) -> u64 {
+        self.offset + RECORD_HEADER_LEN as u64 + 4
+    }
+
+    pub(crate) fn envelope_end(&self) -> u64 {
+        self.envelope_start() + u64::from(self.envelope_len)
+    }
+
+    pub(crate) fn body_start(&self) -> u64 {
+        self.offset + u64::from(self.body_offset)
+    }
+
+    pub(crate) fn body_len(&self) -> u64 {
+        self.record_len - u64::from(self.body_offset)
+    }
 }
+
+/// A recipient's state as the index keeps it: [`RecipientState`] with its
+/// reason shared. When a next hop is down, thousands of recipients carry the
+/// same reply; they carry one copy of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Progress {
+    Pending,
+    Delivered,
+    Failed(Arc<Reason>),
+    Deferred {
+        until_unix_ms: u64,
+        attempts: u32,
+        last: Arc<Reason>,
+    },
+}
+
+impl Progress {
+    pub(crate) fn is_final(&self) -> bool {
+        matches!(self, Progress::Delivered | Progress::Failed(_))
+    }
+
+    pub(crate) fn to_state(&self) -> RecipientState {
+        match self {
+            Progress::Pending => RecipientState::Pending,
+            Progress::Delivered => RecipientState::Delivered,
+            Progress::Failed(reason) => RecipientState::Failed(Reason::clone(reason)),
+            Progress::Deferred {
+                until_unix_ms,
+                attempts,
+                last,
+            } => RecipientState::Deferred {
+                until_unix_ms: *until_unix_ms,
+                attempts: *attempts,
+                last: Reason::clone(last),
+            },
+        }
+    }
+}
+
+/// The last reason kept, for the next state to share if it says the same.
+#[derive(Debug, Default)]
+pub(crate) struct Reasons {
+    last: Option<Arc<Reason>>,
+}
+
+impl Reasons {
+    fn share(&mut self, reason: &Reason) -> Arc<Reason> {
+        match &self.last {
+            Some(last) if **last == *reason => last.clone(),
+            _ => {
+                let shared = Arc::new(reason.clone());
+                self.last = Some(shared.clone());
+                shared
+            }
+        }
+    }
+
+    pub(crate) fn progress(&mut self, state: &RecipientState) -> Progress {
+        match state {
+            RecipientState::Pending => Progress::Pending,
+            RecipientState::Delivered => Progress::Delivered,
+            RecipientState::Failed(reason) => Progress::Failed(self.share(reason)),
+            RecipientState::Deferred {
+                until_unix_ms,
+                attempts,
+                last,
+            } => Progress::Deferred {
+                until_unix_ms: *until_unix_ms,
+                attempts: *attempts,
+                last: self.share(last),
+            },
+        }
+    }
+}
+
+/// One per recipient; inline for the usual single recipient.
+pub(crate) type States = SmallVec<[Progress; 1]>;
 
 #[derive(Debug)]
 pub(crate) struct LiveMessage {
     pub(crate) loc: Location,
     pub(crate) arrival_unix_ms: u64,
     /// One per recipient.
-    pub(crate) states: Vec<RecipientState>,
+    pub(crate) states: States,
     pub(crate) held: bool,
     /// Segments holding a record (message or journal) of this message since
     /// its latest message record: each of them is pinned while it lives.
-    pub(crate) segs: Vec<u64>,
+    pub(crate) segs: SmallVec<[u64; 2]>,
+}
+
+impl LiveMessage {
+    pub(crate) fn recipient_states(&self) -> Vec<RecipientState> {
+        self.states.iter().map(Progress::to_state).collect()
+    }
 }
 
 #[derive(Debug)]
@@ -65,6 +187,11 @@ pub(crate) struct Segment {
     pub(crate) refs: u32,
     /// Bytes of the message records of live messages located here.
     pub(crate) live_bytes: u64,
+    /// The messages whose message record was written here, live or not
+    /// (a look-up tells): compacting the oldest segment visits these rather
+    /// than the whole queue, as only they can pin it (every other record of
+    /// a message lies in its record's segment or a later one).
+    pub(crate) members: Vec<QueueId>,
     pub(crate) map: Option<Arc<Mmap>>,
 }
 
@@ -76,6 +203,7 @@ impl Segment {
             map_hint,
             refs: 0,
             live_bytes: 0,
+            members: Vec::new(),
             map: None,
         }
     }
@@ -104,8 +232,9 @@ impl Segment {
 
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    pub(crate) messages: HashMap<QueueId, LiveMessage>,
+    pub(crate) messages: QueueMap<LiveMessage>,
     pub(crate) segments: BTreeMap<u64, Segment>,
+    pub(crate) reasons: Reasons,
 }
 
 /// What applying one journal record did (for the writer's bookkeeping).
@@ -126,16 +255,19 @@ impl Index {
         loc: Location,
         arrival_unix_ms: u64,
         recipients: usize,
-        mut states: Vec<RecipientState>,
+        states: &[RecipientState],
         held: bool,
     ) {
         self.remove(id);
-        if states.is_empty() {
-            states = vec![RecipientState::Pending; recipients];
-        }
+        let states: States = if states.is_empty() {
+            smallvec::smallvec![Progress::Pending; recipients]
+        } else {
+            states.iter().map(|s| self.reasons.progress(s)).collect()
+        };
         if let Some(seg) = self.segments.get_mut(&loc.seg) {
             seg.refs += 1;
             seg.live_bytes += loc.record_len;
+            seg.members.push(id);
         }
         self.messages.insert(
             id,
@@ -144,7 +276,7 @@ impl Index {
                 arrival_unix_ms,
                 states,
                 held,
-                segs: vec![loc.seg],
+                segs: smallvec::smallvec![loc.seg],
             },
         );
     }
@@ -180,7 +312,7 @@ impl Index {
             };
             match op {
                 JournalOp::Recipient(e) => match m.states.get_mut(e.recipient as usize) {
-                    Some(s) => *s = e.state.clone(),
+                    Some(s) => *s = self.reasons.progress(&e.state),
                     None => {
                         applied.bad_recipient += 1;
                         continue;
@@ -198,9 +330,10 @@ impl Index {
             touched.push(id);
         }
         for id in touched {
-            let done = self.messages.get(&id).is_some_and(|m| {
-                !m.states.is_empty() && m.states.iter().all(RecipientState::is_final)
-            });
+            let done = self
+                .messages
+                .get(&id)
+                .is_some_and(|m| !m.states.is_empty() && m.states.iter().all(Progress::is_final));
             if done && self.remove(id) {
                 applied.finished += 1;
             }

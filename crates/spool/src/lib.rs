@@ -178,6 +178,7 @@ mod id;
 mod index;
 mod legacy;
 mod mmap;
+mod queue_map;
 mod recovery;
 mod request;
 mod spool;
@@ -192,10 +193,11 @@ mod fault_tests;
 pub use entry::Entry;
 pub use error::SpoolError;
 pub use id::{ParseQueueIdError, QUEUE_ID_LEN, QueueId};
+pub use queue_map::{QueueMap, QueueSlot};
 pub use recovery::RecoveryReport;
 pub use spool::{
-    Arrivals, BodyPart, Completion, JournalCompletion, MessageSummary, RecipientStatus, Spool,
-    SpoolConfig, SpoolHandle, StoredMessage, Submission,
+    Arrivals, BodyPart, Completion, JournalCompletion, MessageSummary, RecipientStatus, SCAN_BATCH,
+    ScanOrder, Spool, SpoolConfig, SpoolHandle, StoredMessage, Submission,
 };
 pub use state::{JournalEntry, MessageMark, Reason, RecipientState, RemoteMta};
 pub use stats::SpoolStats;

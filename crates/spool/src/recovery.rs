@@ -216,28 +216,26 @@ fn replay(
     payload: &[u8],
     max_id: &mut u64,
 ) -> Result<(), SpoolError> {
-    let payload_start = (offset + format::RECORD_HEADER_LEN) as u64;
     match kind {
         KIND_MESSAGE => {
             let m = format::decode_message(payload)?;
             let entry = &m.entry;
             *max_id = (*max_id).max(entry.id.0);
             let env_len = format::message_envelope_bytes(payload)?.len() as u64;
-            let loc = Location {
+            // The payload's length came from a 32-bit field.
+            let loc = Location::new(
                 seg,
-                offset: offset as u64,
-                record_len: (format::RECORD_HEADER_LEN + payload.len()) as u64,
-                envelope_start: payload_start + 4,
-                envelope_len: env_len,
-                body_start: payload_start + m.body_offset as u64,
-                body_len: (payload.len() - m.body_offset) as u64,
-            };
+                offset as u64,
+                (format::RECORD_HEADER_LEN + payload.len()) as u64,
+                env_len as u32,
+                (format::RECORD_HEADER_LEN + m.body_offset) as u32,
+            );
             index.insert(
                 entry.id,
                 loc,
                 entry.arrival_unix_ms,
                 entry.envelope.recipients.len(),
-                m.states,
+                &m.states,
                 m.held,
             );
         }

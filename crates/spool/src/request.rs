@@ -106,9 +106,9 @@ pub(crate) enum Effect {
         id: QueueId,
         arrival_unix_ms: u64,
         recipients: usize,
-        envelope_len: u64,
+        envelope_len: u32,
         /// From the start of the record.
-        body_offset: u64,
+        body_offset: u32,
         states: Vec<RecipientState>,
         held: bool,
         /// A new message (as opposed to a compaction copy).
@@ -182,7 +182,8 @@ pub(crate) fn plan(req: Request, index: &Index, seen: &mut HashSet<QueueId>) -> 
                     return None;
                 }
             };
-            let body_offset = head.bytes.len() as u64;
+            // The head is within MAX_PAYLOAD, which `encode` checked.
+            let body_offset = head.bytes.len() as u32;
             let body_len: u64 = slices.iter().map(|b| b.len() as u64).sum();
             let mut parts = Vec::with_capacity(1 + body.len());
             parts.push(Part::Owned(head.bytes));
@@ -193,12 +194,13 @@ pub(crate) fn plan(req: Request, index: &Index, seen: &mut HashSet<QueueId>) -> 
             );
             Some(Item {
                 parts,
-                len: body_offset + body_len,
+                len: u64::from(body_offset) + body_len,
                 effect: Effect::Message {
                     id,
                     arrival_unix_ms: entry.arrival_unix_ms,
                     recipients: entry.envelope.recipients.len(),
-                    envelope_len: entry_bytes.len() as u64,
+                    // Within MAX_PAYLOAD, which MessageHead::encode checked.
+                    envelope_len: entry_bytes.len() as u32,
                     body_offset,
                     states: Vec::new(),
                     held,
@@ -273,16 +275,17 @@ pub(crate) fn copy_item(
     map: Arc<Mmap>,
 ) -> Result<Item, SpoolError> {
     let env = map
-        .get(loc.envelope_start as usize..(loc.envelope_start + loc.envelope_len) as usize)
+        .get(loc.envelope_start() as usize..loc.envelope_end() as usize)
         .ok_or(SpoolError::Corrupt("envelope outside its segment"))?;
-    let body_range = loc.body_start as usize..(loc.body_start + loc.body_len) as usize;
+    let body_range = loc.body_start() as usize..loc.end() as usize;
     let body = map
         .get(body_range.clone())
         .ok_or(SpoolError::Corrupt("body outside its segment"))?;
     let head = MessageHead::encode(env, held, states, &[body])?;
-    let body_offset = head.bytes.len() as u64;
+    // The head is within MAX_PAYLOAD, which `encode` checked.
+    let body_offset = head.bytes.len() as u32;
     Ok(Item {
-        len: body_offset + loc.body_len,
+        len: u64::from(body_offset) + loc.body_len(),
         effect: Effect::Message {
             id,
             arrival_unix_ms,

@@ -11,6 +11,7 @@ use memmap2::Mmap;
 
 use crate::id::IdGenerator;
 use crate::index::Index;
+use crate::queue_map::QueueSlot;
 use crate::recovery::{self, RecoveryReport};
 use crate::request::{Pending, Request};
 use crate::stats::{SpoolStats, StatCounters};
@@ -157,6 +158,18 @@ pub struct SpoolHandle {
     shared: Arc<Shared>,
     /// `None` for a read-only spool.
     tx: Option<Sender<Request>>,
+}
+
+/// Messages per lock of the index in [`SpoolHandle::scan`].
+pub const SCAN_BATCH: usize = 4096;
+
+/// The order of [`SpoolHandle::scan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanOrder {
+    /// By arrival, then queue id.
+    OldestFirst,
+    /// As the index holds them: no sorting.
+    Any,
 }
 
 /// One queued message as `sluice queue list` shows it.
@@ -462,7 +475,9 @@ impl SpoolHandle {
     pub fn get(&self, id: QueueId) -> Result<Option<StoredMessage>, SpoolError> {
         let (map, loc, states, held) = {
             let mut index = self.shared.lock();
-            let Index { messages, segments } = &mut *index;
+            let Index {
+                messages, segments, ..
+            } = &mut *index;
             let Some(m) = messages.get(&id) else {
                 return Ok(None);
             };
@@ -472,12 +487,12 @@ impl SpoolHandle {
             (
                 seg.map_covering(m.loc.end())?,
                 m.loc,
-                m.states.clone(),
+                m.recipient_states(),
                 m.held,
             )
         };
-        let entry = decode_at(&map, loc.envelope_start, loc.envelope_len)?;
-        let body = loc.body_start as usize..(loc.body_start + loc.body_len) as usize;
+        let entry = decode_at(&map, loc.envelope_start(), loc.envelope_len.into())?;
+        let body = loc.body_start() as usize..loc.end() as usize;
         if map.get(body.clone()).is_none() {
             return Err(SpoolError::Corrupt("body outside its segment"));
         }
@@ -493,35 +508,84 @@ impl SpoolHandle {
     /// Every queued message, oldest first.
     pub fn messages(&self) -> Result<Vec<MessageSummary>, SpoolError> {
         let mut out = Vec::new();
-        let mut index = self.shared.lock();
-        let Index { messages, segments } = &mut *index;
-        for (id, m) in messages.iter() {
-            let seg = segments
-                .get_mut(&m.loc.seg)
-                .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
-            let map = seg.map_covering(m.loc.end())?;
-            let entry = decode_at(&map, m.loc.envelope_start, m.loc.envelope_len)?;
-            out.push(MessageSummary {
-                id: *id,
-                arrival_unix_ms: m.arrival_unix_ms,
-                size: m.loc.body_len,
-                reverse_path: entry.envelope.reverse_path,
-                held: m.held,
-                recipients: entry
-                    .envelope
-                    .recipients
-                    .into_iter()
-                    .zip(m.states.iter().cloned())
-                    .map(|(r, state)| RecipientStatus {
-                        forward_path: r.forward_path,
-                        state,
-                    })
-                    .collect(),
-            });
-        }
-        drop(index);
-        out.sort_by_key(|m| (m.arrival_unix_ms, m.id));
+        self.scan(ScanOrder::OldestFirst, |m| {
+            out.push(m);
+            true
+        })?;
         Ok(out)
+    }
+
+    /// Shows `visit` every queued message, in `order`, until it returns
+    /// `false`. The index is locked only to list the ids and then for each
+    /// batch of [`SCAN_BATCH`] messages, so a scan of a million messages
+    /// does not stop the writer (and the `250`s waiting on it) for its
+    /// whole length: a message that leaves meanwhile is skipped, one that
+    /// arrives meanwhile may or may not be seen.
+    pub fn scan(
+        &self,
+        order: ScanOrder,
+        mut visit: impl FnMut(MessageSummary) -> bool,
+    ) -> Result<(), SpoolError> {
+        let mut ids: Vec<(u64, QueueId, QueueSlot)> = {
+            let index = self.shared.lock();
+            index
+                .messages
+                .iter_slots()
+                .map(|(slot, id, m)| (m.arrival_unix_ms, id, slot))
+                .collect()
+        };
+        if order == ScanOrder::OldestFirst {
+            ids.sort_unstable_by_key(|&(arrival, id, _)| (arrival, id));
+        }
+        let mut batch = Vec::with_capacity(SCAN_BATCH);
+        for chunk in ids.chunks(SCAN_BATCH) {
+            {
+                let mut index = self.shared.lock();
+                let Index {
+                    messages, segments, ..
+                } = &mut *index;
+                for &(_, id, slot) in chunk {
+                    let Some(m) = messages.get_at(slot, id) else {
+                        continue;
+                    };
+                    let seg = segments
+                        .get_mut(&m.loc.seg)
+                        .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
+                    batch.push((
+                        id,
+                        m.loc,
+                        m.arrival_unix_ms,
+                        m.held,
+                        m.recipient_states(),
+                        seg.map_covering(m.loc.end())?,
+                    ));
+                }
+            }
+            for (id, loc, arrival_unix_ms, held, states, map) in batch.drain(..) {
+                let entry = decode_at(&map, loc.envelope_start(), loc.envelope_len.into())?;
+                let summary = MessageSummary {
+                    id,
+                    arrival_unix_ms,
+                    size: loc.body_len(),
+                    reverse_path: entry.envelope.reverse_path,
+                    held,
+                    recipients: entry
+                        .envelope
+                        .recipients
+                        .into_iter()
+                        .zip(states)
+                        .map(|(r, state)| RecipientStatus {
+                            forward_path: r.forward_path,
+                            state,
+                        })
+                        .collect(),
+                };
+                if !visit(summary) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Counters since open.

@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::SpoolConfig;
 use crate::SpoolError;
-use crate::format::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::format::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::index::{Location, Segment};
 use crate::request::{Effect, Item, Pending, Request, fail_all, plan, weight};
 use crate::spool::Shared;
@@ -299,16 +299,8 @@ impl Writer {
                         held,
                         submitted,
                     } => {
-                        let loc = Location {
-                            seg: seq,
-                            offset,
-                            record_len: item.len,
-                            envelope_start: offset + RECORD_HEADER_LEN as u64 + 4,
-                            envelope_len,
-                            body_start: offset + body_offset,
-                            body_len: item.len - body_offset,
-                        };
-                        index.insert(id, loc, arrival_unix_ms, recipients, states, held);
+                        let loc = Location::new(seq, offset, item.len, envelope_len, body_offset);
+                        index.insert(id, loc, arrival_unix_ms, recipients, &states, held);
                         self.shared.ids.observe(id.0);
                         if submitted {
                             arrived.push(id);

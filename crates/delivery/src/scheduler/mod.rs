@@ -25,11 +25,13 @@
 mod bounce;
 pub mod clock;
 mod core;
+mod destinations;
 mod pool;
 mod retry;
 mod state;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 use std::fmt;
 use std::sync::Arc;

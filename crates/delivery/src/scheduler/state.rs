@@ -2,6 +2,7 @@
 
 use sluice_smtp::{ForwardPath, ReversePath};
 use sluice_spool::{MessageSummary, Reason, RecipientState, StoredMessage};
+use smallvec::SmallVec;
 
 use crate::scheduler::{Destination, QueueState};
 
@@ -13,54 +14,112 @@ pub(super) enum Phase {
     /// In a job.
     Dispatched,
     /// Its next state is known but not yet sent to the journal: the message
-    /// is finished and its bounce must be queued first.
-    Decided(RecipientState),
+    /// is finished and its bounce must be queued first. (Boxed, as the
+    /// other phases, by far the most common, need no room for a state.)
+    Decided(Box<RecipientState>),
     /// Its next state is on the way to the journal.
-    Journaling(RecipientState),
+    Journaling(Box<RecipientState>),
 }
+
+impl Phase {
+    /// Decided or journaling a failure.
+    pub(super) fn failure(&self) -> Option<&Reason> {
+        match self {
+            Phase::Decided(s) | Phase::Journaling(s) => match &**s {
+                RecipientState::Failed(reason) => Some(reason),
+                _ => None,
+            },
+            Phase::Idle | Phase::Dispatched => None,
+        }
+    }
+}
+
+/// A recipient's state as journaled, with only what scheduling needs: the
+/// spool keeps the rest (a deferred recipient's last reply, the forward-path)
+/// and `status` reads it there. A million queued recipients cost a million
+/// of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Standing {
+    Pending,
+    Delivered,
+    Deferred {
+        attempts: u32,
+    },
+    /// Kept, as its bounce may be built after this recipient was journaled
+    /// (another recipient of the message was still in flight).
+    Failed(Box<Reason>),
+}
+
+impl Standing {
+    pub(super) fn of(state: &RecipientState) -> Standing {
+        match state {
+            RecipientState::Pending => Standing::Pending,
+            RecipientState::Delivered => Standing::Delivered,
+            RecipientState::Deferred { attempts, .. } => Standing::Deferred {
+                attempts: *attempts,
+            },
+            RecipientState::Failed(reason) => Standing::Failed(Box::new(reason.clone())),
+        }
+    }
+
+    pub(super) fn is_final(&self) -> bool {
+        matches!(self, Standing::Delivered | Standing::Failed(_))
+    }
+
+    /// Temporary failures so far.
+    pub(super) fn attempts(&self) -> u32 {
+        match self {
+            Standing::Deferred { attempts } => *attempts,
+            _ => 0,
+        }
+    }
+}
+
+/// A destination's number in the scheduler's table of destinations
+/// (`Destinations`): a recipient carries this, not its forward-path.
+pub(super) type DestId = u32;
 
 #[derive(Debug)]
 pub(super) struct Rcpt {
-    pub(super) forward_path: ForwardPath,
-    /// As journaled: the in-memory state follows the spool, never leads it.
-    pub(super) state: RecipientState,
-    pub(super) phase: Phase,
     /// Not before this (ms since the Unix epoch), when `phase` is Idle or
     /// Decided.
     pub(super) due_ms: u64,
+    /// Where its job goes; found once, when the message is loaded.
+    pub(super) dest: DestId,
+    /// As journaled: the in-memory state follows the spool, never leads it.
+    pub(super) standing: Standing,
+    pub(super) phase: Phase,
     /// Due, but its destination (or the pool) is full: it waits in a line
     /// rather than on the timer.
     pub(super) blocked: bool,
-    pub(super) last: Option<Reason>,
 }
 
 impl Rcpt {
-    fn new(forward_path: ForwardPath, state: RecipientState, now_ms: u64) -> Rcpt {
-        let due_ms = match &state {
+    fn new(dest: DestId, state: &RecipientState, now_ms: u64) -> Rcpt {
+        let due_ms = match state {
             RecipientState::Deferred { until_unix_ms, .. } => *until_unix_ms,
             RecipientState::Failed(_) | RecipientState::Pending | RecipientState::Delivered => {
                 now_ms
             }
         };
         Rcpt {
-            forward_path,
-            last: state.reason().cloned(),
-            state,
-            phase: Phase::Idle,
             due_ms,
+            dest,
+            standing: Standing::of(state),
+            phase: Phase::Idle,
             blocked: false,
         }
     }
 
     /// Can be put in a job once due.
     pub(super) fn waits(&self) -> bool {
-        self.phase == Phase::Idle && !self.state.is_final()
+        self.phase == Phase::Idle && !self.standing.is_final()
     }
 
     /// Final, or about to be journaled as final.
     pub(super) fn settled_final(&self) -> bool {
         match &self.phase {
-            Phase::Idle => self.state.is_final(),
+            Phase::Idle => self.standing.is_final(),
             Phase::Dispatched => false,
             Phase::Decided(s) | Phase::Journaling(s) => s.is_final(),
         }
@@ -68,13 +127,40 @@ impl Rcpt {
 
     /// Why a recipient that is (or is about to be) failed failed.
     pub(super) fn failure(&self) -> Option<&Reason> {
-        let state = match &self.phase {
-            Phase::Decided(s) | Phase::Journaling(s) => s,
-            Phase::Idle | Phase::Dispatched => &self.state,
-        };
-        match state {
-            RecipientState::Failed(reason) => Some(reason),
-            _ => None,
+        match (&self.phase, &self.standing) {
+            (Phase::Decided(_) | Phase::Journaling(_), _) => self.phase.failure(),
+            (Phase::Idle | Phase::Dispatched, Standing::Failed(reason)) => Some(reason),
+            (Phase::Idle | Phase::Dispatched, _) => None,
+        }
+    }
+}
+
+/// No timer: a due time of `u64::MAX` ms would never come anyway.
+const NO_TIMER: u64 = u64::MAX;
+
+/// The destinations whose line holds a message: almost always none, so
+/// eight bytes rather than a `Vec`'s twenty-four, for each queued message.
+/// (The extra allocation clippy warns of is only made for a blocked
+/// message; the other million pay eight bytes.)
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
+pub(super) struct BlockedOn(Option<Box<Vec<Destination>>>);
+
+impl BlockedOn {
+    pub(super) fn contains(&self, dest: &Destination) -> bool {
+        self.0.as_ref().is_some_and(|v| v.contains(dest))
+    }
+
+    pub(super) fn push(&mut self, dest: Destination) {
+        self.0.get_or_insert_default().push(dest);
+    }
+
+    pub(super) fn remove(&mut self, dest: &Destination) {
+        if let Some(v) = &mut self.0 {
+            v.retain(|d| d != dest);
+            if v.is_empty() {
+                self.0 = None;
+            }
         }
     }
 }
@@ -82,16 +168,18 @@ impl Rcpt {
 #[derive(Debug)]
 pub(super) struct Msg {
     pub(super) arrival_unix_ms: u64,
-    /// Its size in octets, for the queue's gauges.
-    pub(super) size: u64,
+    /// Its key in the timer set, or [`NO_TIMER`].
+    timer: u64,
+    /// Its size in octets, for the queue's gauges (a spool record is
+    /// smaller than 4 GiB).
+    pub(super) size: u32,
     /// `<>`: never bounced.
     pub(super) null_sender: bool,
-    pub(super) rcpts: Vec<Rcpt>,
+    /// Inline for the usual single recipient.
+    pub(super) rcpts: SmallVec<[Rcpt; 1]>,
     pub(super) held: bool,
-    /// Its key in the timer set, if it has one.
-    pub(super) timer: Option<u64>,
     /// Destinations whose line holds this message.
-    pub(super) blocked_on: Vec<Destination>,
+    pub(super) blocked_on: BlockedOn,
     /// In the line for a free delivery thread.
     pub(super) in_ready: bool,
     /// The operator bounced it: what is not delivered now fails.
@@ -108,16 +196,16 @@ impl Msg {
         size: u64,
         null_sender: bool,
         held: bool,
-        rcpts: Vec<Rcpt>,
+        rcpts: SmallVec<[Rcpt; 1]>,
     ) -> Msg {
         Msg {
             arrival_unix_ms,
-            size,
+            size: u32::try_from(size).unwrap_or(u32::MAX),
             null_sender,
             rcpts,
             held,
-            timer: None,
-            blocked_on: Vec::new(),
+            timer: NO_TIMER,
+            blocked_on: BlockedOn::default(),
             in_ready: false,
             admin_bounce: false,
             finishing: false,
@@ -125,11 +213,16 @@ impl Msg {
         }
     }
 
-    pub(super) fn from_summary(m: &MessageSummary, now_ms: u64) -> Msg {
+    /// `dest`: the destination's number for a forward-path.
+    pub(super) fn from_summary(
+        m: &MessageSummary,
+        now_ms: u64,
+        dest: &mut dyn FnMut(&ForwardPath) -> DestId,
+    ) -> Msg {
         let rcpts = m
             .recipients
             .iter()
-            .map(|r| Rcpt::new(r.forward_path.clone(), r.state.clone(), now_ms))
+            .map(|r| Rcpt::new(dest(&r.forward_path), &r.state, now_ms))
             .collect();
         Msg::new(
             m.arrival_unix_ms,
@@ -140,14 +233,19 @@ impl Msg {
         )
     }
 
-    pub(super) fn from_stored(m: &StoredMessage, now_ms: u64) -> Msg {
+    /// `dest`: the destination's number for a forward-path.
+    pub(super) fn from_stored(
+        m: &StoredMessage,
+        now_ms: u64,
+        dest: &mut dyn FnMut(&ForwardPath) -> DestId,
+    ) -> Msg {
         let rcpts = m
             .entry
             .envelope
             .recipients
             .iter()
             .zip(&m.states)
-            .map(|(r, s)| Rcpt::new(r.forward_path.clone(), s.clone(), now_ms))
+            .map(|(r, s)| Rcpt::new(dest(&r.forward_path), s, now_ms))
             .collect();
         Msg::new(
             m.entry.arrival_unix_ms,
@@ -156,6 +254,15 @@ impl Msg {
             m.held,
             rcpts,
         )
+    }
+
+    /// Its key in the timer set, if it has one.
+    pub(super) fn timer(&self) -> Option<u64> {
+        (self.timer != NO_TIMER).then_some(self.timer)
+    }
+
+    pub(super) fn set_timer(&mut self, due: Option<u64>) {
+        self.timer = due.unwrap_or(NO_TIMER);
     }
 
     /// Nothing may be dispatched for it now, whatever the time.
@@ -185,7 +292,7 @@ impl Msg {
     pub(super) fn finished(&self) -> bool {
         self.rcpts
             .iter()
-            .all(|r| r.phase == Phase::Idle && r.state.is_final())
+            .all(|r| r.phase == Phase::Idle && r.standing.is_final())
     }
 
     /// Where it stands, for the queue's gauges.
@@ -197,7 +304,7 @@ impl Msg {
         } else if self
             .rcpts
             .iter()
-            .any(|r| matches!(r.state, RecipientState::Deferred { .. }))
+            .any(|r| matches!(r.standing, Standing::Deferred { .. }))
         {
             QueueState::Deferred
         } else {

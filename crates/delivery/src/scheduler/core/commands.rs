@@ -17,7 +17,8 @@ impl Core {
             Ok(Some(stored)) => {
                 // A quarantined message arrives held: the hold is in the
                 // record that made it durable.
-                let msg = Msg::from_stored(&stored, self.now);
+                let now = self.now;
+                let msg = self.load(|dest| Msg::from_stored(&stored, now, dest));
                 self.msgs.insert(id, msg);
                 self.dispatch(id, Some(stored), Via::New);
             }
@@ -30,7 +31,7 @@ impl Core {
     pub(super) fn flush(&mut self, id: Option<QueueId>) {
         let ids: Vec<QueueId> = match id {
             Some(id) => vec![id],
-            None => self.msgs.keys().copied().collect(),
+            None => self.msgs.keys().collect(),
         };
         for id in ids {
             if let Some(msg) = self.msgs.get_mut(&id) {
@@ -89,16 +90,22 @@ impl Core {
 
     /// Fails, for the operator's bounce, the recipients not in flight.
     pub(super) fn fail_waiting(&mut self, id: QueueId) {
+        // The forward-paths are in the spool only; this is an operator's
+        // command, rare enough to read them for the log.
+        let stored = self.spool.get(id).ok().flatten();
         let Some(msg) = self.msgs.get_mut(&id) else {
             return;
         };
-        for r in &mut msg.rcpts {
+        let reason = admin_bounce_reason();
+        for (i, r) in msg.rcpts.iter_mut().enumerate() {
             if r.waits() {
-                let reason = admin_bounce_reason();
-                tracing::info!(queue_id = %id, recipient = %r.forward_path, outcome = "failed",
+                let recipient = stored
+                    .as_ref()
+                    .and_then(|m| m.entry.envelope.recipients.get(i))
+                    .map(|r| r.forward_path.to_string());
+                tracing::info!(queue_id = %id, recipient, outcome = "failed",
                     reply = %reason, "bounced by the administrator");
-                r.last = Some(reason.clone());
-                r.phase = Phase::Decided(RecipientState::Failed(reason));
+                r.phase = Phase::Decided(Box::new(RecipientState::Failed(reason.clone())));
             }
         }
     }
@@ -164,7 +171,7 @@ impl Core {
         for msg in self.msgs.values() {
             let count = &mut stats.0[msg.queue_state() as usize];
             count.messages += 1;
-            count.bytes += msg.size;
+            count.bytes += u64::from(msg.size);
             count.oldest_arrival_unix_ms = Some(
                 count
                     .oldest_arrival_unix_ms
@@ -174,8 +181,17 @@ impl Core {
         stats
     }
 
+    /// Where a message stands: the recipients' forward-paths, states and
+    /// last replies as the spool has them, what is in flight from here.
     pub(super) fn status(&self, id: QueueId) -> Option<MessageStatus> {
         let msg = self.msgs.get(&id)?;
+        let stored = match self.spool.get(id) {
+            Ok(stored) => stored?,
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot read a queued message");
+                return None;
+            }
+        };
         let next_attempt_unix_ms = if msg.frozen() {
             None
         } else {
@@ -194,11 +210,13 @@ impl Core {
             recipients: msg
                 .rcpts
                 .iter()
-                .map(|r| RecipientStatus {
-                    forward_path: r.forward_path.clone(),
-                    state: r.state.clone(),
+                .zip(stored.entry.envelope.recipients)
+                .zip(stored.states)
+                .map(|((r, recipient), state)| RecipientStatus {
+                    forward_path: recipient.forward_path,
+                    last: state.reason().cloned(),
+                    state,
                     in_flight: r.phase != Phase::Idle,
-                    last: r.last.clone(),
                 })
                 .collect(),
         })

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use sluice_spool::{QueueId, StoredMessage};
 
 use super::Core;
-use crate::scheduler::state::Phase;
+use crate::scheduler::state::{DestId, Phase};
 use crate::scheduler::{Destination, Job};
 
 /// Who asks for a dispatch: the lines it came out of may be passed.
@@ -57,7 +57,7 @@ impl Core {
                     break;
                 };
                 if let Some(msg) = self.msgs.get_mut(&id) {
-                    msg.blocked_on.retain(|d| *d != dest);
+                    msg.blocked_on.remove(&dest);
                     self.dispatch(id, None, Via::Line(&dest));
                 }
             }
@@ -67,18 +67,22 @@ impl Core {
         }
         self.freed = still_waiting;
         let mut due = Vec::new();
-        while let Some(&(t, id)) = self.timers.first()
-            && t <= self.now
-        {
-            self.timers.pop_first();
-            if let Some(msg) = self.msgs.get_mut(&id) {
-                msg.timer = None;
-            }
+        let msgs = &self.msgs;
+        let named = |t, id| msgs.get(&id).and_then(|m| m.timer()) == Some(t);
+        while let Some(id) = self.timers.pop_due(self.now, named) {
             due.push(id);
+        }
+        for &id in &due {
+            if let Some(msg) = self.msgs.get_mut(&id) {
+                msg.set_timer(None);
+            }
         }
         for id in due {
             self.dispatch(id, None, Via::New);
         }
+        let msgs = &self.msgs;
+        self.timers
+            .tidy(|t, id| msgs.get(&id).and_then(|m| m.timer()) == Some(t));
     }
 
     /// Sends a job per destination for the message's due recipients, as far
@@ -113,17 +117,20 @@ impl Core {
             self.settle(id, stored.as_ref());
             return;
         }
-        let mut groups: Vec<(Destination, Vec<u32>)> = Vec::new();
+        let mut by_dest: Vec<(DestId, Vec<u32>)> = Vec::new();
         for (i, r) in msg.rcpts.iter().enumerate() {
             if !r.waits() || r.due_ms > now {
                 continue;
             }
-            let dest = self.transport.destination(&r.forward_path);
-            match groups.iter_mut().find(|(d, _)| *d == dest) {
+            match by_dest.iter_mut().find(|(d, _)| *d == r.dest) {
                 Some((_, v)) => v.push(i as u32),
-                None => groups.push((dest, vec![i as u32])),
+                None => by_dest.push((r.dest, vec![i as u32])),
             }
         }
+        let groups: Vec<(Destination, Vec<u32>)> = by_dest
+            .into_iter()
+            .filter_map(|(d, rcpts)| Some((self.dests.get(d)?.clone(), rcpts)))
+            .collect();
         let max = self.config.max_connections_per_destination;
         let last = groups.len().saturating_sub(1);
         for (n, (dest, rcpts)) in groups.into_iter().enumerate() {
@@ -191,7 +198,7 @@ impl Core {
                 msg.in_ready = true;
                 self.ready.push_back(id);
             }
-            Some(dest) if !msg.blocked_on.iter().any(|d| d == dest) => {
+            Some(dest) if !msg.blocked_on.contains(dest) => {
                 msg.blocked_on.push(dest.clone());
                 self.lines.entry(dest.clone()).or_default().push_back(id);
             }

@@ -1,21 +1,24 @@
 //! The scheduler thread: owns the in-memory queue, turns due messages into
 //! jobs, and turns outcomes into journal entries and bounces.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
-use sluice_spool::{JournalEntry, MessageMark, QueueId, SpoolError, SpoolHandle};
+use sluice_smtp::ForwardPath;
+use sluice_spool::{JournalEntry, MessageMark, QueueId, QueueMap, SpoolError, SpoolHandle};
 
 mod commands;
 mod dispatch;
 mod outcomes;
 
 use super::clock::Clock;
+use super::destinations::Destinations;
 use super::pool::Pool;
 use super::retry::Policy;
-use super::state::Msg;
+use super::state::{DestId, Msg};
+use super::timers::Timers;
 use super::{Destination, Event, SchedulerConfig, Transport};
 
 /// Events handled before the scheduler looks at its timers and writes the
@@ -38,10 +41,12 @@ pub(super) struct Core {
     pool: Pool,
     /// Jobs handed to the pool whose results have not come back.
     in_flight: usize,
-    msgs: HashMap<QueueId, Msg>,
+    msgs: QueueMap<Msg>,
+    /// The destinations of the queued recipients.
+    dests: Destinations,
     /// `(due ms, id)`: the earliest first. A message has at most one entry,
     /// the one `Msg::timer` names.
-    timers: BTreeSet<(u64, QueueId)>,
+    timers: Timers,
     /// Jobs in flight per destination.
     busy: HashMap<Destination, usize>,
     /// Per destination, messages with due recipients waiting for a slot.
@@ -103,8 +108,9 @@ impl Core {
             events,
             pool,
             in_flight: 0,
-            msgs: HashMap::new(),
-            timers: BTreeSet::new(),
+            msgs: QueueMap::new(),
+            dests: Destinations::default(),
+            timers: Timers::default(),
             busy: HashMap::new(),
             lines: HashMap::new(),
             ready: VecDeque::new(),
@@ -120,14 +126,21 @@ impl Core {
         let messages = core.spool.messages()?;
         let (mut held, mut deferred) = (0usize, 0usize);
         for m in &messages {
-            let msg = Msg::from_summary(m, now);
+            let msg = core.load(|dest| Msg::from_summary(m, now, dest));
             held += usize::from(msg.held);
             deferred += usize::from(msg.rcpts.iter().any(|r| r.due_ms > now));
             core.msgs.insert(m.id, msg);
             core.reschedule(m.id);
         }
+        let count = messages.len();
+        drop(messages);
+        // The summaries were several times the size of what is kept; a big
+        // queue would otherwise keep their memory in the allocator.
+        if count >= SHRINK_AFTER {
+            sluice_sys::release_free_memory();
+        }
         tracing::info!(
-            messages = messages.len(),
+            messages = count,
             held,
             deferred,
             "scheduler loaded the queue from the spool"
@@ -160,7 +173,7 @@ impl Core {
                     }
                     Some(deadline)
                 }
-                None => self.timers.first().map(|&(due, _)| {
+                None => self.timers.first().map(|(due, _)| {
                     Instant::now() + Duration::from_millis(due.saturating_sub(self.now))
                 }),
             };
@@ -227,6 +240,14 @@ impl Core {
         }
     }
 
+    /// Builds a message's in-memory form, giving `build` the way to number
+    /// each recipient's destination.
+    fn load(&mut self, build: impl FnOnce(&mut dyn FnMut(&ForwardPath) -> DestId) -> Msg) -> Msg {
+        let transport = &self.transport;
+        let dests = &mut self.dests;
+        build(&mut |forward_path| dests.intern(transport.destination(forward_path)))
+    }
+
     // ---- the timer set ----
 
     /// Puts the message's timer entry where its recipients say.
@@ -235,27 +256,33 @@ impl Core {
             return;
         };
         let next = msg.next_due();
-        if msg.timer == next {
+        if msg.timer() == next {
             return;
         }
-        if let Some(old) = msg.timer.take() {
-            self.timers.remove(&(old, id));
+        if msg.timer().is_some() {
+            self.timers.cancel();
         }
+        msg.set_timer(next);
         if let Some(due) = next {
-            self.timers.insert((due, id));
-            msg.timer = Some(due);
+            self.timers.insert(due, id);
         }
     }
 
     /// Drops a message the spool no longer has. Its entries in the lines go
     /// stale; results of its jobs still in flight are ignored.
     fn forget(&mut self, id: QueueId) {
-        if let Some(msg) = self.msgs.remove(&id)
-            && let Some(due) = msg.timer
-        {
-            self.timers.remove(&(due, id));
+        // Before the removal: the map gives its chunks back when it empties.
+        let was_big = self.msgs.capacity() >= SHRINK_AFTER;
+        let Some(msg) = self.msgs.remove(&id) else {
+            return;
+        };
+        if msg.timer().is_some() {
+            self.timers.cancel();
         }
-        if self.msgs.is_empty() && self.msgs.capacity() >= SHRINK_AFTER {
+        for r in &msg.rcpts {
+            self.dests.release(r.dest);
+        }
+        if self.msgs.is_empty() && was_big {
             self.shrink();
         }
     }
@@ -266,6 +293,8 @@ impl Core {
     /// heap.
     fn shrink(&mut self) {
         self.msgs.shrink_to_fit();
+        self.dests.shrink_to_fit();
+        self.timers.clear();
         self.lines.retain(|_, line| !line.is_empty());
         self.lines.shrink_to_fit();
         for line in self.lines.values_mut() {

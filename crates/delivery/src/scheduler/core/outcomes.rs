@@ -10,7 +10,7 @@ use sluice_spool::{
 
 use super::Core;
 use crate::Outcome;
-use crate::scheduler::state::Phase;
+use crate::scheduler::state::{Phase, Standing};
 use crate::scheduler::{Event, Job, bounce};
 
 impl Core {
@@ -33,31 +33,27 @@ impl Core {
             }
             let next = (!deleting).then(|| {
                 self.policy()
-                    .next_state(outcome, &rcpt.state, arrival, now, admin)
+                    .next_state(outcome, rcpt.standing.attempts(), arrival, now, admin)
             });
-            log_outcome(
-                &job,
-                &rcpt.forward_path,
-                outcome,
-                next.as_ref(),
-                arrival,
-                now,
-            );
-            decided.push((r as usize, next, outcome.reason().clone()));
+            if let Some(recipient) = job.message.entry.envelope.recipients.get(r as usize) {
+                log_outcome(
+                    &job,
+                    &recipient.forward_path,
+                    outcome,
+                    next.as_ref(),
+                    arrival,
+                    now,
+                );
+            }
+            decided.push((r as usize, next));
         }
         let Some(msg) = self.msgs.get_mut(&job.id) else {
             return;
         };
-        for (r, next, reason) in decided {
+        for (r, next) in decided {
             let rcpt = &mut msg.rcpts[r];
             rcpt.phase = match next {
-                Some(state) => {
-                    rcpt.last = Some(match &state {
-                        RecipientState::Failed(failure) => failure.clone(),
-                        _ => reason,
-                    });
-                    Phase::Decided(state)
-                }
+                Some(state) => Phase::Decided(Box::new(state)),
                 // Being deleted: nothing more to record.
                 None => Phase::Idle,
             };
@@ -128,10 +124,9 @@ impl Core {
             return;
         };
         msg.finishing = true;
-        let holds_failure = msg
-            .rcpts
-            .iter()
-            .any(|r| matches!(r.phase, Phase::Decided(RecipientState::Failed(_))));
+        let holds_failure = msg.rcpts.iter().any(
+            |r| matches!(&r.phase, Phase::Decided(s) if matches!(**s, RecipientState::Failed(_))),
+        );
         if holds_failure {
             self.journal_decided(id, true);
         }
@@ -168,14 +163,17 @@ impl Core {
         };
         for (i, r) in msg.rcpts.iter_mut().enumerate() {
             if let Phase::Decided(state) = &r.phase
-                && !(all_but_failures && matches!(state, RecipientState::Failed(_)))
+                && !(all_but_failures && matches!(**state, RecipientState::Failed(_)))
             {
                 self.journal.push(JournalEntry {
                     id,
                     recipient: i as u32,
-                    state: state.clone(),
+                    state: RecipientState::clone(state),
                 });
-                r.phase = Phase::Journaling(state.clone());
+                r.phase = match std::mem::replace(&mut r.phase, Phase::Idle) {
+                    Phase::Decided(state) => Phase::Journaling(state),
+                    other => other,
+                };
             }
         }
         self.reschedule(id);
@@ -222,17 +220,18 @@ impl Core {
             else {
                 continue;
             };
-            let Phase::Journaling(state) = &rcpt.phase else {
+            if !matches!(rcpt.phase, Phase::Journaling(_)) {
+                continue;
+            }
+            let Phase::Journaling(state) = std::mem::replace(&mut rcpt.phase, Phase::Idle) else {
                 continue;
             };
-            let state = state.clone();
-            rcpt.phase = Phase::Idle;
             if result.is_ok() {
-                rcpt.due_ms = match &state {
+                rcpt.due_ms = match &*state {
                     RecipientState::Deferred { until_unix_ms, .. } => *until_unix_ms,
                     _ => now,
                 };
-                rcpt.state = state;
+                rcpt.standing = Standing::of(&state);
             } else {
                 rcpt.due_ms = retry;
             }
