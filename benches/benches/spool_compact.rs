@@ -105,7 +105,9 @@ fn compact(scene: Scene) -> Scene {
             state: RecipientState::Delivered,
         })
         .collect();
-    handle.journal_wait(entries).expect("the journal is written");
+    handle
+        .journal_wait(entries)
+        .expect("the journal is written");
     scene.spool.maintain().expect("maintenance runs");
     scene
 }
@@ -129,7 +131,10 @@ fn spool_compact(c: &mut Criterion) {
         );
         assert_eq!(done.spool.messages().expect("listed").len(), KEPT + queued);
         group.bench_with_input(
-            BenchmarkId::new("oldest_segment_mostly_delivered", format!("{queued}_queued")),
+            BenchmarkId::new(
+                "oldest_segment_mostly_delivered",
+                format!("{queued}_queued"),
+            ),
             &queued,
             |b, &queued| b.iter_batched(|| scene(queued), compact, BatchSize::PerIteration),
         );

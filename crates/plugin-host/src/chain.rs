@@ -66,7 +66,45 @@ pub(crate) fn run_stage(
     hostname: &str,
     capture: bool,
 ) -> StageResult {
+    match run_stage_in(chain, conn, call, hostname, capture, false) {
+        Some(result) => result,
+        // Only a call on an event loop is abandoned; a filter thread waits.
+        None => StageResult {
+            outcome: Outcome::Reject(Reply::new(
+                451,
+                Some(EnhancedCode::new(4, 3, 0)),
+                "Filter failed; try again later",
+            )),
+            changes: MessageChanges::default(),
+            runs: Vec::new(),
+        },
+    }
+}
+
+/// [`run_stage`] on an event loop: `None` when a plugin made a host call
+/// that would wait (then whatever the stage changed in `conn` must be put
+/// back, and the stage run again on a filter thread).
+pub(crate) fn run_stage_inline(
+    chain: &Chain,
+    conn: &Arc<ConnRecord>,
+    call: &StageCall,
+    hostname: &str,
+) -> Option<StageResult> {
+    run_stage_in(chain, conn, call, hostname, false, true)
+}
+
+fn run_stage_in(
+    chain: &Chain,
+    conn: &Arc<ConnRecord>,
+    call: &StageCall,
+    hostname: &str,
+    capture: bool,
+    inline: bool,
+) -> Option<StageResult> {
     let hook = call.hook;
+    // On an event loop, what the stage logs waits for its end: an abandoned
+    // stage logs nothing, and its rerun on a filter thread logs once.
+    let mut held: Vec<Held> = Vec::new();
     if hook == Hook::Helo {
         conn.state().helo = Some(call.arg.clone());
     }
@@ -93,9 +131,23 @@ pub(crate) fn run_stage(
             capture,
         );
         ctx.rcpt = call.rcpt.clone();
+        ctx.inline = inline;
         let started = std::time::Instant::now();
-        let (result, ctx) = plugin.call(hook, &call.arg, ctx);
-        sluice_metrics::filter_hook(index, stage, started.elapsed());
+        let (result, mut ctx) = plugin.call(hook, &call.arg, ctx);
+        let took = started.elapsed();
+        held.extend(
+            ctx.held_logs
+                .drain(..)
+                .map(|line| Held::Plugin(plugin.name.clone(), line)),
+        );
+        sluice_metrics::filter_hook(index, stage, took);
+        if inline {
+            let abandoned = matches!(result, Err(HookError::WouldBlock));
+            plugin.ran_inline(took, abandoned);
+            if abandoned {
+                return None;
+            }
+        }
         let result = result.and_then(|raw| match raw {
             None => Ok(None),
             Some(v) => RawVerdict::from_i32(v)
@@ -114,7 +166,11 @@ pub(crate) fn run_stage(
         }
         let verdict = match result {
             Err(why) => {
-                tracing::warn!(plugin = %plugin.name, hook = hook.name(), conn = conn.info.id, "hook failed: {why}");
+                if inline {
+                    held.push(Held::Failed(plugin.name.clone(), why));
+                } else {
+                    hook_failed(&plugin.name, hook, conn, &why);
+                }
                 match plugin.on_error {
                     OnError::Continue => continue,
                     OnError::Tempfail if hook.has_verdict() => {
@@ -174,11 +230,29 @@ pub(crate) fn run_stage(
     } else {
         changes.headers.clear();
     }
-    StageResult {
+    for line in held {
+        match line {
+            Held::Plugin(plugin, line) => {
+                crate::hostfns::emit_plugin_log(&plugin, line.level, &line.text);
+            }
+            Held::Failed(plugin, why) => hook_failed(&plugin, hook, conn, &why),
+        }
+    }
+    Some(StageResult {
         outcome,
         changes,
         runs,
-    }
+    })
+}
+
+/// A log line of an inline stage, held until the stage is over.
+enum Held {
+    Plugin(Arc<str>, LogLine),
+    Failed(Arc<str>, HookError),
+}
+
+fn hook_failed(plugin: &str, hook: Hook, conn: &ConnRecord, why: &HookError) {
+    tracing::warn!(plugin = %plugin, hook = hook.name(), conn = conn.info.id, "hook failed: {why}");
 }
 
 fn commit(conn: &ConnRecord, hook: Hook, ctx: &CallCtx, changes: &mut MessageChanges) {

@@ -38,7 +38,7 @@ struct Order {
     done: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct ConnState {
     pub helo: Option<String>,
     /// The TLS session and the login, as of the last hook called: both can
@@ -88,7 +88,7 @@ impl ConnState {
 
 /// Notes of one scope, bounded so that a plugin cannot grow the host's
 /// memory without end through them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Notes {
     map: HashMap<Vec<u8>, Vec<u8>>,
     bytes: usize,
@@ -159,6 +159,16 @@ impl ConnRecord {
         }
         order.issued += 1;
         Err(order.issued)
+    }
+
+    /// What the hooks may change, to put back if a hook run on an event
+    /// loop is abandoned (and run again on a filter thread).
+    pub fn snapshot(&self) -> ConnState {
+        self.state().clone()
+    }
+
+    pub fn restore(&self, saved: ConnState) {
+        *self.state() = saved;
     }
 
     /// A ticket for a queued job.
@@ -282,6 +292,11 @@ pub(crate) struct CallCtx {
     pub now_ms: Option<i64>,
     /// Keep log lines for a test report (they go to tracing regardless).
     pub capture_logs: bool,
+    /// Running on an event loop: a host call that would wait must not,
+    /// and raises [`HostCallError::WouldBlock`](crate::error::HostCallError) instead.
+    pub inline: bool,
+    /// Log lines of an inline call, held until its stage is over.
+    pub held_logs: Vec<LogLine>,
     pub reply: Option<(i32, String)>,
     pub headers: Vec<(String, String)>,
     pub scores: Vec<(String, f64)>,
@@ -310,6 +325,8 @@ impl CallCtx {
             message,
             now_ms: None,
             capture_logs,
+            inline: false,
+            held_logs: Vec::new(),
             reply: None,
             headers: Vec::new(),
             scores: Vec::new(),

@@ -28,6 +28,9 @@ pub enum DnsAnswer {
 
 type Cache = HashMap<(u16, String), (Instant, DnsAnswer)>;
 
+/// How long a failed lookup (timeout, SERVFAIL, no name server) is kept.
+const FAILURE_TTL: Duration = Duration::from_secs(30);
+
 pub struct DnsResolver {
     resolver: Resolver,
     timeout: Duration,
@@ -69,6 +72,16 @@ impl DnsResolver {
         }
     }
 
+    /// The answer for `name` if one is cached and fresh: never blocks, for a
+    /// hook that runs on an event loop.
+    pub fn cached(&self, qtype: u16, name: &str) -> Option<DnsAnswer> {
+        let key = (qtype, name.trim_end_matches('.').to_ascii_lowercase());
+        self.cache_lock()
+            .get(&key)
+            .filter(|(until, _)| *until > Instant::now())
+            .map(|(_, answer)| answer.clone())
+    }
+
     /// Looks `name` up (`qtype` 1 A, 28 AAAA, 15 MX, 16 TXT, 12 PTR); blocks
     /// the calling thread for at most the configured timeout. For PTR, an IP
     /// address is turned into its `in-addr.arpa`/`ip6.arpa` name.
@@ -92,8 +105,12 @@ impl DnsResolver {
             }
             Err(LookupError::NoSuchName { negative_ttl }) => (DnsAnswer::NxDomain, negative_ttl),
             Err(LookupError::NoRecords { negative_ttl }) => (DnsAnswer::NoData, negative_ttl),
+            // Kept briefly too (RFC 2308 §7 allows up to five minutes): a
+            // name server that is down would otherwise be asked, and waited
+            // for, at every hook that needs the name; and a hook on an event
+            // loop could never find the answer cached.
             Err(LookupError::InvalidName(_) | LookupError::Temporary(_)) => {
-                return DnsAnswer::Failed;
+                (DnsAnswer::Failed, FAILURE_TTL)
             }
         };
         if !ttl.is_zero() && self.cache_entries > 0 {

@@ -216,6 +216,12 @@ impl Chain {
     pub fn has(&self, hook: Hook) -> bool {
         self.has_hook[hook.index()]
     }
+
+    /// Every plugin with `hook` may run it on an event loop (see
+    /// [`Plugin::runs_inline`](crate::instance::Plugin::runs_inline)).
+    pub fn inline_ok(&self, hook: Hook) -> bool {
+        self.plugins.iter().all(|p| !p.has(hook) || p.runs_inline())
+    }
 }
 
 fn load_one(

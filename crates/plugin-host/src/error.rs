@@ -164,6 +164,10 @@ pub enum HookError {
     /// A WebAssembly trap, or a host function's refusal (an argument out of
     /// bounds), `during` what.
     Trap { during: Phase, detail: String },
+    /// Running on an event loop, it made a host call that would wait; the
+    /// host runs the hook again on a filter thread (never a plugin's fault,
+    /// never reported as a failure).
+    WouldBlock,
 }
 
 /// What a plugin instance was doing when it trapped.
@@ -199,6 +203,7 @@ impl fmt::Display for HookError {
                 };
                 write!(f, "{during}: {detail}")
             }
+            HookError::WouldBlock => f.write_str("a host call that would wait, on an event loop"),
         }
     }
 }
@@ -211,6 +216,10 @@ impl std::error::Error for HookError {}
 pub(crate) enum HostCallError {
     BlockingBudget,
     Kv(KvError),
+    /// A call that would wait (a DNS lookup not in the cache, the key-value
+    /// store) from a hook running on an event loop: the hook is abandoned
+    /// and run again on a filter thread.
+    WouldBlock,
 }
 
 impl fmt::Display for HostCallError {
@@ -218,6 +227,7 @@ impl fmt::Display for HostCallError {
         match self {
             HostCallError::BlockingBudget => HookError::BlockingBudget.fmt(f),
             HostCallError::Kv(e) => write!(f, "key-value store: {e}"),
+            HostCallError::WouldBlock => HookError::WouldBlock.fmt(f),
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -12,7 +13,7 @@ use sluice_filter::{ClientInfo, Defer, Filter, Later, Stage, Verdict};
 use sluice_smtp::{Envelope, ForwardPath, ReversePath};
 
 use crate::abi::Hook;
-use crate::chain::{Outcome, StageCall, StageResult, run_stage};
+use crate::chain::{Outcome, StageCall, StageResult, run_stage, run_stage_inline};
 use crate::code_cache::CodeCacheStats;
 use crate::context::{ConnInfo, ConnRecord, MessageView, RcptView, TxView};
 use crate::engine::{Chain, Services, Ticker};
@@ -34,6 +35,12 @@ struct Inner {
     chain: RwLock<Arc<Chain>>,
     services: Arc<Services>,
     threads: usize,
+    /// See [`HostEnv::inline_callers`].
+    inline_callers: usize,
+    /// Stages run on an event loop, and stages abandoned there (a host call
+    /// would have waited) and run again on a filter thread.
+    ran_inline: AtomicU64,
+    abandoned: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<ConnRecord>>>,
     // Last: the engines' epochs must advance while any call may still run.
     ticker: Ticker,
@@ -59,11 +66,15 @@ impl PluginHost {
         let ticker = Ticker::start()?;
         let services = Arc::new(Services::new(&env, ticker.clock()));
         let threads = env.thread_count();
-        let chain = Chain::build(specs, &services, threads, &ticker)?;
+        let inline_callers = env.inline_callers;
+        let chain = Chain::build(specs, &services, threads + inline_callers, &ticker)?;
         let inner = Arc::new(Inner {
             chain: RwLock::new(Arc::new(chain)),
             services,
             threads,
+            inline_callers,
+            ran_inline: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
             conns: Mutex::default(),
             ticker,
         });
@@ -93,7 +104,7 @@ impl PluginHost {
         let chain = Chain::build(
             specs,
             &self.inner.services,
-            self.inner.threads,
+            self.inner.threads + self.inner.inline_callers,
             &self.inner.ticker,
         )?;
         *self.inner.chain.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
@@ -115,6 +126,16 @@ impl PluginHost {
     /// its directory could not be used).
     pub fn code_cache_stats(&self) -> Option<CodeCacheStats> {
         self.inner.services.code_cache.as_ref().map(|c| c.stats())
+    }
+
+    /// Stages run on the callers' threads (the event loops) so far, and
+    /// stages abandoned there because a host call would have waited (then
+    /// run on a filter thread).
+    pub fn inline_counts(&self) -> (u64, u64) {
+        (
+            self.inner.ran_inline.load(Ordering::Relaxed),
+            self.inner.abandoned.load(Ordering::Relaxed),
+        )
     }
 
     /// How many filter threads run hooks.
@@ -194,6 +215,38 @@ fn run_job(inner: &Inner, job: Job) {
             run_stage(&chain, &job.conn, &call, hostname, false);
         }
     }
+}
+
+/// Runs `stage` on an event loop; if it is abandoned (a host call would
+/// wait), puts back what it changed in the connection's state first, so that
+/// the filter thread that runs it again starts from the same place.
+fn undo_if_abandoned<R>(conn: &ConnRecord, stage: impl FnOnce() -> Option<R>) -> Option<R> {
+    let saved = conn.snapshot();
+    let result = stage();
+    if result.is_none() {
+        conn.restore(saved);
+    }
+    result
+}
+
+/// [`finish_transaction`] on an event loop: `false` (nothing changed) if a
+/// reset hook would wait.
+fn finish_transaction_inline(chain: &Chain, conn: &Arc<ConnRecord>, hostname: &str) -> bool {
+    if chain.has(Hook::Reset) {
+        let call = StageCall {
+            hook: Hook::Reset,
+            arg: String::new(),
+            tx: None,
+            rcpt: None,
+            message: None,
+        };
+        let ran = undo_if_abandoned(conn, || run_stage_inline(chain, conn, &call, hostname));
+        if ran.is_none() {
+            return false;
+        }
+    }
+    conn.state().reset_transaction();
+    true
 }
 
 /// The reset hooks still see the transaction's notes; then they go.
@@ -357,7 +410,28 @@ impl Filter for PluginHost {
                 ))),
             },
         };
-        let ticket = record.ticket();
+        let ticket = if self.inner.inline_callers > 0 && chain.inline_ok(hook) {
+            let hostname = &self.inner.services.hostname;
+            let attempt = record.inline_or_ticket(|| {
+                undo_if_abandoned(&record, || {
+                    run_stage_inline(&chain, &record, &call, hostname)
+                })
+            });
+            match attempt {
+                Ok(Some(result)) => {
+                    self.inner.ran_inline.fetch_add(1, Ordering::Relaxed);
+                    return Some(verdict(hook, result));
+                }
+                // A lookup to wait for: a filter thread runs it all again.
+                Ok(None) => {
+                    self.inner.abandoned.fetch_add(1, Ordering::Relaxed);
+                    record.ticket()
+                }
+                Err(ticket) => ticket,
+            }
+        } else {
+            record.ticket()
+        };
         self.send(Job {
             conn: record,
             ticket,
@@ -374,15 +448,13 @@ impl Filter for PluginHost {
         };
         let chain = self.inner.current();
         let hostname = &self.inner.services.hostname;
-        let has_reset = chain.has(Hook::Reset);
-        let settle = || {
-            if !has_reset {
-                finish_transaction(&chain, &record, hostname);
-            }
-        };
+        let inline = !chain.has(Hook::Reset)
+            || (self.inner.inline_callers > 0 && chain.inline_ok(Hook::Reset));
+        // Done here, unless a reset hook must wait for something.
+        let settle = || inline && finish_transaction_inline(&chain, &record, hostname);
         let ticket = match record.inline_or_ticket(settle) {
-            Ok(()) if !has_reset => return,
-            Ok(()) => record.ticket(),
+            Ok(true) => return,
+            Ok(false) => record.ticket(),
             Err(ticket) => ticket,
         };
         self.send(Job {

@@ -88,19 +88,33 @@ fn outside_hook(state: &mut HostState, function: &str) {
 
 /// Logs for the plugin, to tracing and, in a test run, to the report.
 fn plugin_log(state: &mut HostState, level: u8, text: String) {
-    let plugin = &*state.plugin;
+    if let Some(call) = state.call.as_mut()
+        && call.inline
+    {
+        // Logged once the stage is over: if it is abandoned and run again
+        // on a filter thread, the line comes from that run alone.
+        if call.held_logs.len() < MAX_LOG_LINES {
+            call.held_logs.push(LogLine { level, text });
+        }
+        return;
+    }
+    emit_plugin_log(&state.plugin, level, &text);
+    if let Some(call) = state.call.as_mut()
+        && call.capture_logs
+        && call.logs.len() < MAX_LOG_LINES
+    {
+        call.logs.push(LogLine { level, text });
+    }
+}
+
+/// A plugin's log line, at its level.
+pub(crate) fn emit_plugin_log(plugin: &str, level: u8, text: &str) {
     match level {
         0 => tracing::error!(plugin, "{text}"),
         1 => tracing::warn!(plugin, "{text}"),
         2 => tracing::info!(plugin, "{text}"),
         3 => tracing::debug!(plugin, "{text}"),
         _ => tracing::trace!(plugin, "{text}"),
-    }
-    if let Some(call) = state.call.as_mut()
-        && call.capture_logs
-        && call.logs.len() < MAX_LOG_LINES
-    {
-        call.logs.push(LogLine { level, text });
     }
 }
 
@@ -371,8 +385,16 @@ fn dns_lookup(
         String::from_utf8_lossy(bytes_at(data, name_ptr, name_len)?).into_owned()
     };
     let qtype = u16::try_from(qtype).unwrap_or(0);
-    let answer =
-        blocking(&mut caller, |s| s.dns.lookup(qtype, &name))?.unwrap_or(DnsAnswer::Failed);
+    let answer = if on_event_loop(&caller) {
+        caller
+            .data()
+            .services
+            .dns
+            .cached(qtype, &name)
+            .ok_or_else(would_block)?
+    } else {
+        blocking(&mut caller, |s| s.dns.lookup(qtype, &name))?.unwrap_or(DnsAnswer::Failed)
+    };
     match answer {
         DnsAnswer::Records(text) => {
             let (data, _) = split(&mut caller);
@@ -396,6 +418,18 @@ fn budget_spent() -> wasmtime::Error {
     wasmtime::Error::new(HostCallError::BlockingBudget)
 }
 
+/// The hook runs on an event loop, where nothing may wait.
+fn on_event_loop(caller: &C<'_>) -> bool {
+    caller.data().call.as_ref().is_some_and(|c| c.inline)
+}
+
+/// Abandons a hook running on an event loop (see `HostCallError::WouldBlock`).
+/// The key-value store always does, even an embedded one: a counter
+/// incremented there would be incremented again when the hook is rerun.
+fn would_block() -> wasmtime::Error {
+    wasmtime::Error::new(HostCallError::WouldBlock)
+}
+
 fn kv_get(
     mut caller: C<'_>,
     key_ptr: i32,
@@ -403,6 +437,9 @@ fn kv_get(
     buf_ptr: i32,
     buf_cap: i32,
 ) -> Result<i32> {
+    if on_event_loop(&caller) {
+        return Err(would_block());
+    }
     let key = bytes_at(split(&mut caller).0, key_ptr, key_len)?.to_vec();
     let value = blocking(&mut caller, |s| s.kv.get(&key))?
         .ok_or_else(budget_spent)?
@@ -421,6 +458,9 @@ fn kv_set(
     val_len: i32,
     ttl_secs: i32,
 ) -> Result<()> {
+    if on_event_loop(&caller) {
+        return Err(would_block());
+    }
     let (key, value) = {
         let data = split(&mut caller).0;
         (
@@ -440,6 +480,9 @@ fn kv_incr(
     delta: i64,
     ttl_secs: i32,
 ) -> Result<i64> {
+    if on_event_loop(&caller) {
+        return Err(would_block());
+    }
     let key = bytes_at(split(&mut caller).0, key_ptr, key_len)?.to_vec();
     blocking(&mut caller, |s| s.kv.incr(&key, delta, ttl(ttl_secs)))?
         .ok_or_else(budget_spent)?

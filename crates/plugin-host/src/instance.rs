@@ -6,6 +6,7 @@
 //! [`MAX_USES`] calls, after [`MAX_AGE`], or when their memory has grown past
 //! half the limit, so that a slow leak or corrupted state does not last.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,28 @@ pub(crate) struct Plugin {
     pre: InstancePre<HostState>,
     services: Arc<Services>,
     idle: Mutex<Vec<Ready>>,
+    /// Its hooks' time on event loops, in µs, averaged (1/16 new).
+    inline_us: AtomicU64,
+    /// That average went past [`INLINE_SLOW_US`]: its hooks run on filter
+    /// threads only, until the chain is reloaded.
+    slow_inline: AtomicBool,
 }
+
+/// A plugin whose hooks take this long on average (1 ms) leaves the event
+/// loops: its CPU budget bounds one call, but an event loop serves every other
+/// connection on it meanwhile. An average, because one call's wall time can
+/// include being descheduled: on a busy machine a 10 µs hook now and then
+/// takes 5 ms.
+const INLINE_SLOW_US: u64 = 1_000;
+
+/// Epoch ticks a hook may run on an event loop before it is abandoned (and
+/// run again on a filter thread): one, which trips at the next tick, 0–5 ms
+/// after the call began.
+const INLINE_TICKS: u64 = 1;
+
+/// An abandoned call that had run this long was cut for its CPU, not by a
+/// tick that came just after it began.
+const INLINE_LONG: Duration = Duration::from_millis(1);
 
 struct Ready {
     store: Store<HostState>,
@@ -71,6 +93,8 @@ impl Plugin {
             pre,
             services,
             idle: Mutex::default(),
+            inline_us: AtomicU64::new(0),
+            slow_inline: AtomicBool::new(false),
         };
         let first = plugin.instantiate()?;
         plugin.idle().push(first);
@@ -79,6 +103,35 @@ impl Plugin {
 
     pub fn has(&self, hook: Hook) -> bool {
         self.exports.has(hook)
+    }
+
+    /// Its hooks may run on an event loop.
+    pub fn runs_inline(&self) -> bool {
+        !self.slow_inline.load(Ordering::Relaxed)
+    }
+
+    /// Counts a hook call's time on an event loop (racing updates from
+    /// several loops may lose one: it is an estimate). `abandoned`: it was
+    /// cut off there (a call that would wait, or the end of its slice).
+    pub fn ran_inline(&self, took: Duration, abandoned: bool) {
+        if abandoned && took >= INLINE_LONG {
+            self.demote("a hook outran its slice of an event loop");
+        }
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let before = self.inline_us.load(Ordering::Relaxed);
+        let average = before - before / 16 + us / 16;
+        self.inline_us.store(average, Ordering::Relaxed);
+        if average > INLINE_SLOW_US {
+            self.demote("its hooks take more than 1 ms on average");
+        }
+    }
+
+    /// From now on (until the chain is reloaded) its hooks run on filter
+    /// threads only.
+    fn demote(&self, why: &str) {
+        if !self.slow_inline.swap(true, Ordering::Relaxed) {
+            tracing::warn!(plugin = %self.name, "{why}: it runs on filter threads from now on");
+        }
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Ready>> {
@@ -184,10 +237,18 @@ impl Plugin {
         };
         let store = &mut ready.store;
         let state = store.data_mut();
+        // On an event loop a hook gets one tick (at most 5 ms); one that
+        // needs more is abandoned and run again, with its whole budget, on a
+        // filter thread.
+        let ticks = if ctx.inline {
+            self.budget_ticks.min(INLINE_TICKS)
+        } else {
+            self.budget_ticks
+        };
         state.call = Some(ctx);
-        state.deadline = self.services.clock.now() + self.budget_ticks;
+        state.deadline = self.services.clock.now() + ticks;
         state.blocked = Duration::ZERO;
-        store.set_epoch_deadline(self.budget_ticks);
+        store.set_epoch_deadline(ticks);
         let i = hook.index();
         let result = if hook.takes_string() {
             pass(store, &ready.funcs, arg.as_bytes()).and_then(|(ptr, len)| {
@@ -231,9 +292,15 @@ impl Plugin {
             return match host {
                 HostCallError::BlockingBudget => HookError::BlockingBudget,
                 HostCallError::Kv(e) => HookError::Kv(e.clone()),
+                HostCallError::WouldBlock => HookError::WouldBlock,
             };
         }
+        let inline = state.call.as_ref().is_some_and(|c| c.inline);
         match error.downcast_ref::<Trap>() {
+            // Abandoned and run again on a filter thread; whether the
+            // plugin leaves the event loops is the caller's call, which
+            // knows how long it ran (a one-tick deadline can trip at once).
+            Some(Trap::Interrupt) if inline => HookError::WouldBlock,
             Some(Trap::Interrupt) => HookError::CpuBudget {
                 budget: self.cpu_budget,
             },

@@ -78,6 +78,12 @@ pub struct HostEnv {
     /// mode 0700 if missing); `None` compiles every plugin at every load.
     /// A directory that cannot be used costs a warning, never a load.
     pub code_cache: Option<PathBuf>,
+    /// Threads that call the host from outside (the front end's event
+    /// loops) and may run a hook themselves, when its plugins make no host
+    /// call that would wait: no hand-off to a filter thread and back. Each
+    /// may hold one instance of every plugin at a time. 0 runs every hook
+    /// on the filter threads.
+    pub inline_callers: usize,
 }
 
 impl HostEnv {
@@ -95,6 +101,7 @@ impl HostEnv {
             filter_threads: 0,
             blocking_budget: Self::DEFAULT_BLOCKING_BUDGET,
             code_cache: None,
+            inline_callers: 0,
         }
     }
 

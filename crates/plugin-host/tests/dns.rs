@@ -117,3 +117,24 @@ fn a_plugin_looping_on_lookups_is_still_cut() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_failed_lookup_is_kept_briefly_so_a_hook_need_not_wait_for_it_again() {
+    let (_hole, addr) = black_hole();
+    let resolver = sluice_plugin_host::DnsResolver::new(&sluice_plugin_host::DnsConfig {
+        nameservers: vec![addr],
+        timeout: Duration::from_millis(200),
+        cache_entries: 8,
+    })
+    .unwrap();
+    assert_eq!(resolver.cached(1, "x.zen.test"), None);
+    assert_eq!(
+        resolver.lookup(1, "x.zen.test"),
+        sluice_plugin_host::DnsAnswer::Failed
+    );
+    // What a hook on an event loop finds without asking again.
+    assert_eq!(
+        resolver.cached(1, "X.zen.test."),
+        Some(sluice_plugin_host::DnsAnswer::Failed)
+    );
+}

@@ -248,3 +248,80 @@ fn a_call_in_flight_finishes_on_the_chain_it_started_on() {
     // The next HELO on that connection runs on the new chain.
     assert!(slow.command("EHLO slow.zen.test").starts_with("250 "));
 }
+
+/// Counts the HELOs it has seen on the connection (a connection note) and
+/// answers MAIL with `550 5.0.0 helos=<count>`.
+fn helo_counter() -> Vec<u8> {
+    module(
+        &[("key", "helos")],
+        r#"
+  (data (i32.const 20000) "5.0.0 helos=")
+  (func (export "sluice_on_helo") (param $p i32) (param $n i32) (result i32)
+    (if (i32.lt_s (call $note_get (i32.const 0) $$key (i32.const 20012) (i32.const 1)) (i32.const 1))
+      (then (i32.store8 (i32.const 20012) (i32.const 48))))
+    (i32.store8 (i32.const 20012) (i32.add (i32.load8_u (i32.const 20012)) (i32.const 1)))
+    (call $note_set (i32.const 0) $$key (i32.const 20012) (i32.const 1))
+    (i32.const 0))
+  (func (export "sluice_on_mail") (param $p i32) (param $n i32) (result i32)
+    (local $r i32)
+    (local.set $r (call $note_get (i32.const 0) $$key (i32.const 20012) (i32.const 8)))
+    (call $set_reply (i32.const 550) (i32.const 20000) (i32.add (i32.const 12) (local.get $r)))
+    (i32.const 2))
+"#,
+    )
+}
+
+/// Looks the HELO name up (A) and goes on whatever the answer.
+fn helo_lookup() -> Vec<u8> {
+    module(
+        &[],
+        r#"
+  (func (export "sluice_on_helo") (param $p i32) (param $n i32) (result i32)
+    (drop (call $dns_lookup (i32.const 1) (local.get $p) (local.get $n) (i32.const 16384) (i32.const 512)))
+    (i32.const 0))
+"#,
+    )
+}
+
+#[test]
+fn hooks_run_on_the_event_loop_until_a_lookup_must_wait_and_count_once() {
+    let dnsmasq = Dnsmasq::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = env_with_dns(dnsmasq.addr, Duration::from_millis(500));
+    env.inline_callers = 1;
+    let s = server(
+        vec![
+            spec(dir.path(), "counter", &helo_counter()),
+            spec(dir.path(), "lookup", &helo_lookup()),
+        ],
+        env,
+    );
+    // Not in the cache: the HELO stage starts on the event loop, the lookup
+    // would wait, the stage is abandoned and runs on a filter thread. The
+    // counter's note was put back first: one HELO, counted once.
+    let mut first = session(s.addr, "2.0.0.127.zen.test");
+    assert_eq!(
+        first.command("MAIL FROM:<a@client.test>"),
+        "550 5.0.0 helos=1"
+    );
+    let (inline, abandoned) = s.host.inline_counts();
+    assert_eq!(abandoned, 1, "the uncached lookup hands the stage off");
+    // MAIL needed no lookup: it ran on the event loop.
+    assert_eq!(inline, 1);
+    // Cached now: the whole HELO stage runs on the event loop.
+    let mut second = session(s.addr, "2.0.0.127.zen.test");
+    assert_eq!(
+        second.command("MAIL FROM:<a@client.test>"),
+        "550 5.0.0 helos=1"
+    );
+    assert_eq!(s.host.inline_counts(), (3, 1));
+}
+
+#[test]
+fn with_no_inline_callers_every_hook_runs_on_a_filter_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(vec![spec(dir.path(), "counter", &helo_counter())], env());
+    let mut c = session(s.addr, "client.test");
+    assert_eq!(c.command("MAIL FROM:<a@client.test>"), "550 5.0.0 helos=1");
+    assert_eq!(s.host.inline_counts(), (0, 0));
+}

@@ -166,6 +166,12 @@ fn load_plugins(
     // with unchanged .wasm files skips Cranelift (seconds in a debug build).
     env.code_cache = Some(config.spool_dir.join("plugin-cache"));
     env.kv = kv;
+    // Hooks whose plugins need nothing to wait for run on the event loop
+    // that asks (no hand-off to a filter thread and back): one caller each.
+    env.inline_callers = match config.server.event_loops {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let specs = config.plugin_specs()?;
     for spec in &specs {
         tracing::info!(plugin = %spec.name, path = %spec.path.display(), "filter");
