@@ -25,6 +25,20 @@ pub(crate) struct StageCall {
     pub message: Option<Arc<MessageView>>,
 }
 
+impl StageCall {
+    /// A call with no transaction, recipient or message: connect, HELO,
+    /// reset, close.
+    pub(crate) fn bare(hook: Hook, arg: String) -> StageCall {
+        StageCall {
+            hook,
+            arg,
+            tx: None,
+            rcpt: None,
+            message: None,
+        }
+    }
+}
+
 /// How a stage ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

@@ -205,13 +205,7 @@ fn run_job(inner: &Inner, job: Job) {
         }
         Work::Reset => finish_transaction(&chain, &job.conn, hostname),
         Work::Close => {
-            let call = StageCall {
-                hook: Hook::Close,
-                arg: String::new(),
-                tx: None,
-                rcpt: None,
-                message: None,
-            };
+            let call = StageCall::bare(Hook::Close, String::new());
             run_stage(&chain, &job.conn, &call, hostname, false);
         }
     }
@@ -233,13 +227,7 @@ fn undo_if_abandoned<R>(conn: &ConnRecord, stage: impl FnOnce() -> Option<R>) ->
 /// reset hook would wait.
 fn finish_transaction_inline(chain: &Chain, conn: &Arc<ConnRecord>, hostname: &str) -> bool {
     if chain.has(Hook::Reset) {
-        let call = StageCall {
-            hook: Hook::Reset,
-            arg: String::new(),
-            tx: None,
-            rcpt: None,
-            message: None,
-        };
+        let call = StageCall::bare(Hook::Reset, String::new());
         let ran = undo_if_abandoned(conn, || run_stage_inline(chain, conn, &call, hostname));
         if ran.is_none() {
             return false;
@@ -252,13 +240,7 @@ fn finish_transaction_inline(chain: &Chain, conn: &Arc<ConnRecord>, hostname: &s
 /// The reset hooks still see the transaction's notes; then they go.
 pub(crate) fn finish_transaction(chain: &Chain, conn: &Arc<ConnRecord>, hostname: &str) {
     if chain.has(Hook::Reset) {
-        let call = StageCall {
-            hook: Hook::Reset,
-            arg: String::new(),
-            tx: None,
-            rcpt: None,
-            message: None,
-        };
+        let call = StageCall::bare(Hook::Reset, String::new());
         run_stage(chain, conn, &call, hostname, false);
     }
     conn.state().reset_transaction();
@@ -328,13 +310,7 @@ impl Filter for PluginHost {
                 Stage::Hello { name, .. } => name.to_string(),
                 _ => String::new(),
             };
-            let call = StageCall {
-                hook,
-                arg,
-                tx: None,
-                rcpt: None,
-                message: None,
-            };
+            let call = StageCall::bare(hook, arg);
             let hostname = &self.inner.services.hostname;
             return match record
                 .inline_or_ticket(|| run_stage(&chain, &record, &call, hostname, false))
@@ -354,20 +330,8 @@ impl Filter for PluginHost {
         // whole chain): it runs on another thread, where the borrowed stage
         // cannot go.
         let call = match stage {
-            Stage::Connect => StageCall {
-                hook,
-                arg: String::new(),
-                tx: None,
-                rcpt: None,
-                message: None,
-            },
-            Stage::Hello { name, .. } => StageCall {
-                hook,
-                arg: name.to_string(),
-                tx: None,
-                rcpt: None,
-                message: None,
-            },
+            Stage::Connect => StageCall::bare(hook, String::new()),
+            Stage::Hello { name, .. } => StageCall::bare(hook, name.to_string()),
             Stage::Mail {
                 reverse_path, auth, ..
             } => StageCall {
