@@ -156,9 +156,8 @@ fn run_stage_in(
         );
         sluice_metrics::filter_hook(index, stage, took);
         if inline {
-            let abandoned = matches!(result, Err(HookError::WouldBlock));
-            plugin.ran_inline(took, abandoned);
-            if abandoned {
+            plugin.ran_inline(took);
+            if matches!(result, Err(HookError::WouldBlock)) {
                 return None;
             }
         }

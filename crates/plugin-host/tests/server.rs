@@ -325,3 +325,27 @@ fn with_no_inline_callers_every_hook_runs_on_a_filter_thread() {
     assert_eq!(c.command("MAIL FROM:<a@client.test>"), "550 5.0.0 helos=1");
     assert_eq!(s.host.inline_counts(), (0, 0));
 }
+
+#[test]
+fn a_plugin_that_always_needs_more_than_its_slice_leaves_the_event_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spinner = spec(dir.path(), "spinner", &faulty_plugin("spin", SPIN));
+    spinner.cpu_budget = Duration::from_millis(20);
+    let mut env = env();
+    env.inline_callers = 1;
+    let s = server(vec![spinner], env);
+    let mut c = session(s.addr, "client.test");
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    let mut abandoned = Vec::new();
+    for _ in 0..40 {
+        // Each spins: cut on the event loop, run again on a filter thread,
+        // where its 20 ms budget fails it (451 by on_error).
+        let r = c.command("RCPT TO:<spin@x.test>");
+        assert!(r.starts_with("451 4.3.0"), "{r}");
+        abandoned.push(s.host.inline_counts().1);
+    }
+    // Its average passed 1 ms within a dozen calls or so: no more cuts after.
+    let last = *abandoned.last().unwrap();
+    assert!(last < 30, "still cut on the event loop: {abandoned:?}");
+    assert_eq!(abandoned[29], last, "{abandoned:?}");
+}
