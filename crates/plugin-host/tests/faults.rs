@@ -130,7 +130,10 @@ fn a_longer_budget_is_honoured_before_the_cut() {
     );
     assert_eq!(failed.to_string(), "CPU budget of 300 ms exceeded");
     assert!(took >= Duration::from_millis(300), "cut early: {took:?}");
-    assert!(took < Duration::from_millis(1000), "cut late: {took:?}");
+    // Loose: a loaded two-core machine (the tests run in parallel) can
+    // deschedule the spinning thread for a while; a budget not honoured at
+    // all would spin for ever.
+    assert!(took < Duration::from_millis(3000), "cut late: {took:?}");
 }
 
 /// A key-value store that takes `delay` for every call, then fails if
