@@ -181,6 +181,7 @@ mod mmap;
 mod queue_map;
 mod recovery;
 mod request;
+mod scan;
 mod spool;
 mod state;
 mod stats;
@@ -195,9 +196,10 @@ pub use error::SpoolError;
 pub use id::{ParseQueueIdError, QUEUE_ID_LEN, QueueId};
 pub use queue_map::{QueueMap, QueueSlot};
 pub use recovery::RecoveryReport;
+pub use scan::{MessageSummary, RecipientStatus, SCAN_BATCH, ScanOrder};
 pub use spool::{
-    Arrivals, BodyPart, Completion, JournalCompletion, MessageSummary, RecipientStatus, SCAN_BATCH,
-    ScanOrder, Spool, SpoolConfig, SpoolHandle, StoredMessage, Submission,
+    Arrivals, BodyPart, Completion, JournalCompletion, Spool, SpoolConfig, SpoolHandle,
+    StoredMessage, Submission,
 };
 pub use state::{JournalEntry, MessageMark, Reason, RecipientState, RemoteMta};
 pub use stats::SpoolStats;

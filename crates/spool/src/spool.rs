@@ -11,13 +11,14 @@ use memmap2::Mmap;
 
 use crate::id::IdGenerator;
 use crate::index::Index;
-use crate::queue_map::QueueSlot;
 use crate::recovery::{self, RecoveryReport};
 use crate::request::{Pending, Request};
 use crate::stats::{SpoolStats, StatCounters};
 use crate::storage::{RealStorage, Storage};
 use crate::writer::Writer;
-use crate::{Entry, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
+use crate::{
+    Entry, JournalEntry, MessageMark, MessageSummary, QueueId, RecipientState, SpoolError,
+};
 
 /// Called once, on the writer thread, when a submitted message is durable
 /// (`Ok(id)`) or has failed. Keep it cheap: push to a channel, wake a poller.
@@ -155,47 +156,9 @@ pub struct Spool {
 /// [`SpoolError::ShutDown`] (through their completion, as always).
 #[derive(Debug, Clone)]
 pub struct SpoolHandle {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// `None` for a read-only spool.
     tx: Option<Sender<Request>>,
-}
-
-/// Messages per lock of the index in [`SpoolHandle::scan`].
-pub const SCAN_BATCH: usize = 4096;
-
-/// The order of [`SpoolHandle::scan`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanOrder {
-    /// By arrival, then queue id.
-    OldestFirst,
-    /// As the index holds them: no sorting.
-    Any,
-}
-
-/// One queued message as `sluice queue list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageSummary {
-    /// Its queue id.
-    pub id: QueueId,
-    /// When it was accepted, in milliseconds since the Unix epoch.
-    pub arrival_unix_ms: u64,
-    /// Body size in bytes.
-    pub size: u64,
-    /// The reverse-path (null for bounces).
-    pub reverse_path: sluice_smtp::ReversePath,
-    /// Held by the operator.
-    pub held: bool,
-    /// Forward-paths with their delivery state, in RCPT order.
-    pub recipients: Vec<RecipientStatus>,
-}
-
-/// A forward-path and where its delivery stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecipientStatus {
-    /// The forward-path.
-    pub forward_path: sluice_smtp::ForwardPath,
-    /// Its delivery state.
-    pub state: RecipientState,
 }
 
 /// A queued message with its body, which is borrowed from the segment's
@@ -505,96 +468,13 @@ impl SpoolHandle {
         }))
     }
 
-    /// Every queued message, oldest first.
-    pub fn messages(&self) -> Result<Vec<MessageSummary>, SpoolError> {
-        let mut out = Vec::new();
-        self.scan(ScanOrder::OldestFirst, |m| {
-            out.push(m);
-            true
-        })?;
-        Ok(out)
-    }
-
-    /// Shows `visit` every queued message, in `order`, until it returns
-    /// `false`. The index is locked only to list the ids and then for each
-    /// batch of [`SCAN_BATCH`] messages, so a scan of a million messages
-    /// does not stop the writer (and the `250`s waiting on it) for its
-    /// whole length: a message that leaves meanwhile is skipped, one that
-    /// arrives meanwhile may or may not be seen.
-    pub fn scan(
-        &self,
-        order: ScanOrder,
-        mut visit: impl FnMut(MessageSummary) -> bool,
-    ) -> Result<(), SpoolError> {
-        let mut ids: Vec<(u64, QueueId, QueueSlot)> = {
-            let index = self.shared.lock();
-            index
-                .messages
-                .iter_slots()
-                .map(|(slot, id, m)| (m.arrival_unix_ms, id, slot))
-                .collect()
-        };
-        if order == ScanOrder::OldestFirst {
-            ids.sort_unstable_by_key(|&(arrival, id, _)| (arrival, id));
-        }
-        let mut batch = Vec::with_capacity(SCAN_BATCH);
-        for chunk in ids.chunks(SCAN_BATCH) {
-            {
-                let mut index = self.shared.lock();
-                let Index {
-                    messages, segments, ..
-                } = &mut *index;
-                for &(_, id, slot) in chunk {
-                    let Some(m) = messages.get_at(slot, id) else {
-                        continue;
-                    };
-                    let seg = segments
-                        .get_mut(&m.loc.seg)
-                        .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
-                    batch.push((
-                        id,
-                        m.loc,
-                        m.arrival_unix_ms,
-                        m.held,
-                        m.recipient_states(),
-                        seg.map_covering(m.loc.end())?,
-                    ));
-                }
-            }
-            for (id, loc, arrival_unix_ms, held, states, map) in batch.drain(..) {
-                let entry = decode_at(&map, loc.envelope_start(), loc.envelope_len.into())?;
-                let summary = MessageSummary {
-                    id,
-                    arrival_unix_ms,
-                    size: loc.body_len(),
-                    reverse_path: entry.envelope.reverse_path,
-                    held,
-                    recipients: entry
-                        .envelope
-                        .recipients
-                        .into_iter()
-                        .zip(states)
-                        .map(|(r, state)| RecipientStatus {
-                            forward_path: r.forward_path,
-                            state,
-                        })
-                        .collect(),
-                };
-                if !visit(summary) {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Counters since open.
     pub fn stats(&self) -> SpoolStats {
         self.shared.stats.snapshot()
     }
 }
 
-fn decode_at(map: &Mmap, start: u64, len: u64) -> Result<Entry, SpoolError> {
+pub(crate) fn decode_at(map: &Mmap, start: u64, len: u64) -> Result<Entry, SpoolError> {
     let bytes = map
         .get(start as usize..(start + len) as usize)
         .ok_or(SpoolError::Corrupt("envelope outside its segment"))?;
