@@ -198,6 +198,15 @@ fn counters_move_by_exactly_the_messages_sent_and_the_parser_agrees() {
         ) >= n,
         "{after}"
     );
+    // Stages: at least MAIL, RCPT and end of data per message, most of
+    // them on the event loops (a hook that would wait for DNS is handed
+    // off, and counted again on the filter thread).
+    let on_loop = delta("sluice_filter_stages_total", &[("ran", "event_loop")]);
+    let on_thread = delta("sluice_filter_stages_total", &[("ran", "filter_thread")]);
+    let abandoned = delta("sluice_filter_stages_total", &[("ran", "abandoned")]);
+    assert!(on_loop + on_thread - abandoned >= 3.0 * n, "{after}");
+    assert!(on_loop > on_thread, "{after}");
+    assert!(abandoned <= on_thread, "{after}");
     // The queue drained.
     assert_eq!(value(&after, "sluice_queue_messages", &[]), 0.0);
     // Nothing refused in this run.

@@ -146,3 +146,16 @@ pub(crate) fn stage_label(index: usize) -> &'static str {
 /// Reply codes counted: 400 to 599.
 pub(crate) const FIRST_CODE: u16 = 400;
 pub(crate) const CODES: usize = 200;
+
+label_enum! {
+    /// Where a filter stage (the chain's hooks for one SMTP stage) ran.
+    StageRan {
+        /// On the event loop that asked: no hand-off.
+        EventLoop => "event_loop",
+        /// Begun on the event loop, abandoned there (a host call would have
+        /// waited, or the hook outran its slice), then run on a filter thread.
+        Abandoned => "abandoned",
+        /// On a filter thread (counted again after an abandoned start).
+        FilterThread => "filter_thread",
+    }
+}

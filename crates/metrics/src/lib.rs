@@ -22,7 +22,7 @@ mod text;
 
 pub use labels::{
     AuthMechanism, AuthOutcome, ConnResult, DeliveryResult, DnsKind, DnsResult, MAX_LISTENERS,
-    MAX_PLUGINS, TlsSide, Transport,
+    MAX_PLUGINS, StageRan, TlsSide, Transport,
 };
 pub use text::{CONTENT_TYPE, Exposition, Kind};
 
@@ -192,6 +192,11 @@ pub fn auth_attempt(mechanism: AuthMechanism, outcome: AuthOutcome) {
 /// A DNS lookup.
 pub fn dns_lookup(kind: DnsKind, result: DnsResult) {
     with(|s| inc(&s.dns[kind as usize][result as usize], 1));
+}
+
+/// A filter stage ran (or was abandoned) where `ran` says.
+pub fn filter_stage(ran: StageRan) {
+    with(|s| inc(&s.filter_stages[ran as usize], 1));
 }
 
 /// One plugin's hook at one stage (`None`: the reset and close hooks), and
@@ -390,6 +395,20 @@ fn write_counters(e: &mut Exposition, t: &Shard, listeners: &[String], plugins: 
                 get(&t.tls_handshakes[side as usize][usize::from(ok)]),
             );
         }
+    }
+
+    let name = "sluice_filter_stages_total";
+    e.family(
+        name,
+        "Filter stages (the plugins' hooks for one SMTP stage), by where they ran.",
+        Kind::Counter,
+    );
+    for &ran in StageRan::ALL {
+        e.sample(
+            name,
+            &[("ran", ran.name())],
+            get(&t.filter_stages[ran as usize]),
+        );
     }
 
     let name = "sluice_auth_attempts_total";

@@ -102,6 +102,8 @@ pub(crate) struct Shard {
     pub(crate) fsync: Histogram,
     pub(crate) attempt: [Histogram; Transport::COUNT],
     pub(crate) filter: [[Histogram; STAGE_LABELS]; MAX_PLUGINS],
+    /// Filter stages by where they ran (see `StageRan`).
+    pub(crate) filter_stages: [AtomicU64; StageRan::COUNT],
 }
 
 impl Shard {
@@ -123,6 +125,7 @@ impl Shard {
             fsync: Histogram::new(),
             attempt: [const { Histogram::new() }; Transport::COUNT],
             filter: [const { [const { Histogram::new() }; STAGE_LABELS] }; MAX_PLUGINS],
+            filter_stages: zeros(),
         }
     }
 
@@ -152,6 +155,7 @@ impl Shard {
         for (a, b) in self.dns.iter().zip(&other.dns) {
             add_all(a, b);
         }
+        add_all(&self.filter_stages, &other.filter_stages);
         add_all(
             std::slice::from_ref(&self.spool_commits),
             std::slice::from_ref(&other.spool_commits),

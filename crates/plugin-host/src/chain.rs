@@ -133,10 +133,12 @@ fn run_stage_in(
         Hook::Data => Some(Stage::EndOfData),
         Hook::Reset | Hook::Close => None,
     };
+    let mut ran_any = false;
     for (index, plugin) in chain.plugins.iter().enumerate() {
         if !plugin.has(hook) {
             continue;
         }
+        ran_any = true;
         let mut ctx = CallCtx::new(
             conn.clone(),
             hook,
@@ -158,6 +160,7 @@ fn run_stage_in(
         if inline {
             plugin.ran_inline(took);
             if matches!(result, Err(HookError::WouldBlock)) {
+                sluice_metrics::filter_stage(sluice_metrics::StageRan::Abandoned);
                 return None;
             }
         }
@@ -242,6 +245,13 @@ fn run_stage_in(
         changes.quarantine = state.conn_marks.quarantine || state.tx_marks.quarantine;
     } else {
         changes.headers.clear();
+    }
+    if ran_any {
+        sluice_metrics::filter_stage(if inline {
+            sluice_metrics::StageRan::EventLoop
+        } else {
+            sluice_metrics::StageRan::FilterThread
+        });
     }
     for line in held {
         match line {
