@@ -3,7 +3,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom};
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -94,23 +93,7 @@ impl Storage for FaultyStorage {
 }
 
 fn entry(id: QueueId) -> Entry {
-    let path = |s: &str| sluice_smtp::Path::parse(s.as_bytes()).unwrap();
-    let mut envelope = sluice_smtp::Envelope::new(
-        sluice_smtp::ReversePath::Path(path("<a@example.org>")),
-        sluice_smtp::MailParams::default(),
-    );
-    envelope
-        .recipients
-        .push(sluice_smtp::Recipient::new(sluice_smtp::ForwardPath::Path(
-            path("<b@example.net>"),
-        )));
-    Entry {
-        id,
-        arrival_unix_ms: 1,
-        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        helo: "h".into(),
-        envelope,
-    }
+    crate::test_support::entry(id, 1)
 }
 
 fn body(i: u8) -> Vec<u8> {

@@ -190,6 +190,8 @@ mod writer;
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod test_support;
 
 pub use entry::Entry;
 pub use error::SpoolError;

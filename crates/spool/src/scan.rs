@@ -131,30 +131,12 @@ impl SpoolHandle {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
-
     use super::*;
-    use crate::{Entry, Spool, SpoolConfig, Submission};
+    use crate::{Spool, SpoolConfig, Submission};
 
     /// A message that arrived at `arrival_unix_ms`.
     fn submission(id: QueueId, arrival_unix_ms: u64) -> Submission {
-        let path = |s: &str| sluice_smtp::Path::parse(s.as_bytes()).unwrap();
-        let mut envelope = sluice_smtp::Envelope::new(
-            sluice_smtp::ReversePath::Path(path("<a@example.org>")),
-            sluice_smtp::MailParams::default(),
-        );
-        envelope
-            .recipients
-            .push(sluice_smtp::Recipient::new(sluice_smtp::ForwardPath::Path(
-                path("<b@example.net>"),
-            )));
-        let entry = Entry {
-            id,
-            arrival_unix_ms,
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            helo: "h".into(),
-            envelope,
-        };
+        let entry = crate::test_support::entry(id, arrival_unix_ms);
         Submission::new(entry, b"Subject: s\r\n\r\nbody\r\n".to_vec())
     }
 
