@@ -201,6 +201,11 @@ fn run_job(inner: &Inner, job: Job) {
     match job.work {
         Work::Check(call, later) => {
             let result = run_stage(&chain, &job.conn, &call, hostname, false);
+            // The turn ends before the answer goes out: the client's next
+            // command, which the answer lets it send, then finds nothing
+            // queued and may run on the event loop. (`work` ends the turn
+            // again after a panic; ending it twice is harmless.)
+            job.conn.finish_turn(job.ticket);
             later.answer(verdict(call.hook, result));
         }
         Work::Reset => finish_transaction(&chain, &job.conn, hostname),

@@ -306,15 +306,15 @@ fn hooks_run_on_the_event_loop_until_a_lookup_must_wait_and_count_once() {
     );
     let (inline, abandoned) = s.host.inline_counts();
     assert_eq!(abandoned, 1, "the uncached lookup hands the stage off");
-    // MAIL needed no lookup: it ran on the event loop.
-    assert_eq!(inline, 1);
-    // Cached now: the whole HELO stage runs on the event loop.
+    // (MAIL may or may not have run on the event loop: a reset queued behind
+    // the handed-off HELO can still be waiting for its filter thread.)
+    // Cached now: HELO and MAIL both run on the event loop.
     let mut second = session(s.addr, "2.0.0.127.zen.test");
     assert_eq!(
         second.command("MAIL FROM:<a@client.test>"),
         "550 5.0.0 helos=1"
     );
-    assert_eq!(s.host.inline_counts(), (3, 1));
+    assert_eq!(s.host.inline_counts(), (inline + 2, 1));
 }
 
 #[test]
