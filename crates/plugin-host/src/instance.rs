@@ -113,7 +113,11 @@ impl Plugin {
     /// plugin that needs its slice and more every time is cut every time,
     /// and its average passes the limit within a dozen calls.
     pub fn ran_inline(&self, took: Duration) {
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        // A call counts for one tick at most: it can run no longer on an
+        // event loop, so more is time it spent descheduled, which must not
+        // send a plugin away on its own (a busy machine can stall a thread
+        // for tens of milliseconds).
+        let us = u64::try_from(took.min(TICK).as_micros()).unwrap_or(u64::MAX);
         let before = self.inline_us.load(Ordering::Relaxed);
         let average = before - before / 16 + us / 16;
         self.inline_us.store(average, Ordering::Relaxed);
