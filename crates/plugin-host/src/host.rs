@@ -228,27 +228,32 @@ fn undo_if_abandoned<R>(conn: &ConnRecord, stage: impl FnOnce() -> Option<R>) ->
     result
 }
 
-/// [`finish_transaction`] on an event loop: `false` (nothing changed) if a
-/// reset hook would wait.
-fn finish_transaction_inline(chain: &Chain, conn: &Arc<ConnRecord>, hostname: &str) -> bool {
+/// The reset hooks still see the transaction's notes; then they go.
+pub(crate) fn finish_transaction(chain: &Chain, conn: &Arc<ConnRecord>, hostname: &str) {
+    finish_transaction_in(chain, conn, hostname, false);
+}
+
+/// [`finish_transaction`], on an event loop when `inline`: then `false`
+/// (and nothing changed) if a reset hook would wait.
+fn finish_transaction_in(
+    chain: &Chain,
+    conn: &Arc<ConnRecord>,
+    hostname: &str,
+    inline: bool,
+) -> bool {
     if chain.has(Hook::Reset) {
         let call = StageCall::bare(Hook::Reset, String::new());
-        let ran = undo_if_abandoned(conn, || run_stage_inline(chain, conn, &call, hostname));
-        if ran.is_none() {
-            return false;
+        if inline {
+            let ran = undo_if_abandoned(conn, || run_stage_inline(chain, conn, &call, hostname));
+            if ran.is_none() {
+                return false;
+            }
+        } else {
+            run_stage(chain, conn, &call, hostname, false);
         }
     }
     conn.state().reset_transaction();
     true
-}
-
-/// The reset hooks still see the transaction's notes; then they go.
-pub(crate) fn finish_transaction(chain: &Chain, conn: &Arc<ConnRecord>, hostname: &str) {
-    if chain.has(Hook::Reset) {
-        let call = StageCall::bare(Hook::Reset, String::new());
-        run_stage(chain, conn, &call, hostname, false);
-    }
-    conn.state().reset_transaction();
 }
 
 pub(crate) fn verdict(hook: Hook, result: StageResult) -> Verdict {
@@ -420,7 +425,7 @@ impl Filter for PluginHost {
         let inline = !chain.has(Hook::Reset)
             || (self.inner.inline_callers > 0 && chain.inline_ok(Hook::Reset));
         // Done here, unless a reset hook must wait for something.
-        let settle = || inline && finish_transaction_inline(&chain, &record, hostname);
+        let settle = || inline && finish_transaction_in(&chain, &record, hostname, true);
         let ticket = match record.inline_or_ticket(settle) {
             Ok(true) => return,
             Ok(false) => record.ticket(),

@@ -350,8 +350,14 @@ fn now_ms(mut caller: C<'_>) -> Result<i64> {
 
 /// Runs a call that may block (DNS, a networked store). The time it takes
 /// does not count against the plugin's CPU budget, but all such time in one
-/// hook is bounded by the blocking budget: `None` once it is spent.
+/// hook is bounded by the blocking budget: `None` once it is spent. On an
+/// event loop nothing may wait: the hook is abandoned instead (see
+/// `HostCallError::WouldBlock`), even for the embedded key-value store, as a
+/// counter incremented there would be incremented again by the rerun.
 fn blocking<R>(caller: &mut C<'_>, f: impl FnOnce(&Services) -> R) -> Result<Option<R>> {
+    if on_event_loop(caller) {
+        return Err(wasmtime::Error::new(HostCallError::WouldBlock));
+    }
     let services = caller.data().services.clone();
     if caller.data().blocked >= services.blocking_budget {
         return Ok(None);
@@ -385,15 +391,15 @@ fn dns_lookup(
         String::from_utf8_lossy(bytes_at(data, name_ptr, name_len)?).into_owned()
     };
     let qtype = u16::try_from(qtype).unwrap_or(0);
-    let answer = if on_event_loop(&caller) {
-        caller
-            .data()
-            .services
-            .dns
-            .cached(qtype, &name)
-            .ok_or_else(would_block)?
+    // On an event loop a cached answer serves; anything else would wait.
+    let cached = if on_event_loop(&caller) {
+        caller.data().services.dns.cached(qtype, &name)
     } else {
-        blocking(&mut caller, |s| s.dns.lookup(qtype, &name))?.unwrap_or(DnsAnswer::Failed)
+        None
+    };
+    let answer = match cached {
+        Some(answer) => answer,
+        None => blocking(&mut caller, |s| s.dns.lookup(qtype, &name))?.unwrap_or(DnsAnswer::Failed),
     };
     match answer {
         DnsAnswer::Records(text) => {
@@ -423,13 +429,6 @@ fn on_event_loop(caller: &C<'_>) -> bool {
     caller.data().call.as_ref().is_some_and(|c| c.inline)
 }
 
-/// Abandons a hook running on an event loop (see `HostCallError::WouldBlock`).
-/// The key-value store always does, even an embedded one: a counter
-/// incremented there would be incremented again when the hook is rerun.
-fn would_block() -> wasmtime::Error {
-    wasmtime::Error::new(HostCallError::WouldBlock)
-}
-
 fn kv_get(
     mut caller: C<'_>,
     key_ptr: i32,
@@ -437,9 +436,6 @@ fn kv_get(
     buf_ptr: i32,
     buf_cap: i32,
 ) -> Result<i32> {
-    if on_event_loop(&caller) {
-        return Err(would_block());
-    }
     let key = bytes_at(split(&mut caller).0, key_ptr, key_len)?.to_vec();
     let value = blocking(&mut caller, |s| s.kv.get(&key))?
         .ok_or_else(budget_spent)?
@@ -458,9 +454,6 @@ fn kv_set(
     val_len: i32,
     ttl_secs: i32,
 ) -> Result<()> {
-    if on_event_loop(&caller) {
-        return Err(would_block());
-    }
     let (key, value) = {
         let data = split(&mut caller).0;
         (
@@ -480,9 +473,6 @@ fn kv_incr(
     delta: i64,
     ttl_secs: i32,
 ) -> Result<i64> {
-    if on_event_loop(&caller) {
-        return Err(would_block());
-    }
     let key = bytes_at(split(&mut caller).0, key_ptr, key_len)?.to_vec();
     blocking(&mut caller, |s| s.kv.incr(&key, delta, ttl(ttl_secs)))?
         .ok_or_else(budget_spent)?

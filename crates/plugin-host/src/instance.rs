@@ -121,16 +121,10 @@ impl Plugin {
         let before = self.inline_us.load(Ordering::Relaxed);
         let average = before - before / 16 + us / 16;
         self.inline_us.store(average, Ordering::Relaxed);
-        if average > INLINE_SLOW_US {
-            self.demote("its hooks take more than 1 ms on average on an event loop");
-        }
-    }
-
-    /// From now on (until the chain is reloaded) its hooks run on filter
-    /// threads only.
-    fn demote(&self, why: &str) {
-        if !self.slow_inline.swap(true, Ordering::Relaxed) {
-            tracing::warn!(plugin = %self.name, "{why}: it runs on filter threads from now on");
+        // From now on (until the chain is reloaded) on filter threads only.
+        if average > INLINE_SLOW_US && !self.slow_inline.swap(true, Ordering::Relaxed) {
+            tracing::warn!(plugin = %self.name,
+                "its hooks take more than 1 ms on average on an event loop: it runs on filter threads from now on");
         }
     }
 

@@ -128,6 +128,13 @@ fn serve_one(stream: UnixStream, scheduler: &SchedulerHandle, spool: &SpoolHandl
     let _ = stream.write_all(reply.as_bytes());
 }
 
+/// What `list`, `summary` and `show` ask for.
+enum QueueRead {
+    List(crate::queue::Filter),
+    Summary(crate::queue::Filter),
+    Show(QueueId),
+}
+
 /// `list`, `summary` and `show`, answered from the live spool index and
 /// streamed; `None` for the other commands.
 fn read_queue(line: &str, spool: &SpoolHandle, stream: &UnixStream) -> Option<Result<(), String>> {
@@ -141,36 +148,32 @@ fn read_queue(line: &str, spool: &SpoolHandle, stream: &UnixStream) -> Option<Re
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     let mut out = stream;
     let now = crate::queue::now_ms();
-    let result = match verb {
+    let read = match verb {
         "show" => match words.next().map(str::parse::<QueueId>) {
-            Some(Ok(id)) => Ok(Box::new(move |out: &mut &UnixStream| {
-                crate::queue::write_show(spool, id, now, out)
-            })
-                as Box<dyn FnOnce(&mut &UnixStream) -> Result<(), String>>),
+            Some(Ok(id)) => Ok(QueueRead::Show(id)),
             _ => Err("a queue id is needed".to_string()),
         },
-        _ => crate::queue::Filter::from_words(words).map(|filter| {
-            Box::new(move |out: &mut &UnixStream| {
-                if verb == "list" {
-                    crate::queue::write_list(spool, &filter, now, out)
-                } else {
-                    crate::queue::write_summary(spool, &filter, now, out)
-                }
-            }) as Box<dyn FnOnce(&mut &UnixStream) -> Result<(), String>>
-        }),
+        "list" => crate::queue::Filter::from_words(words).map(QueueRead::List),
+        _ => crate::queue::Filter::from_words(words).map(QueueRead::Summary),
     };
-    Some(match result {
+    Some(match read {
         Err(e) => {
             let _ = out.write_all(format!("error: {e}\n").as_bytes());
             Err(e)
         }
-        Ok(write) => {
+        Ok(read) => {
             // A message that is not queued is known only once looked up;
             // its error follows the `ok`, as text the client shows.
             if out.write_all(b"ok\n").is_err() {
                 return Some(Err("the client left".into()));
             }
-            let written = write(&mut out);
+            let written = match read {
+                QueueRead::Show(id) => crate::queue::write_show(spool, id, now, &mut out),
+                QueueRead::List(filter) => crate::queue::write_list(spool, &filter, now, &mut out),
+                QueueRead::Summary(filter) => {
+                    crate::queue::write_summary(spool, &filter, now, &mut out)
+                }
+            };
             if let Err(e) = &written {
                 let _ = out.write_all(format!("error: {e}\n").as_bytes());
             }

@@ -20,7 +20,7 @@
 //! behind a whole segment's copy.
 
 use crate::SpoolError;
-use crate::index::Index;
+use crate::index::{Index, map_of};
 use crate::request::copy_item;
 use crate::stats::StatCounters;
 use crate::writer::Writer;
@@ -114,10 +114,7 @@ impl Writer {
                     break;
                 }
                 let Some(m) = messages.get(&id) else { continue };
-                let seg = segments
-                    .get_mut(&m.loc.seg)
-                    .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
-                let map = seg.map_covering(m.loc.end())?;
+                let map = map_of(segments, &m.loc)?;
                 items.push(copy_item(
                     id,
                     m.arrival_unix_ms,

@@ -19,7 +19,7 @@ use memmap2::Mmap;
 use smallvec::SmallVec;
 
 use crate::format::{JournalOp, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-use crate::{QueueId, QueueMap, Reason, RecipientState};
+use crate::{QueueId, QueueMap, Reason, RecipientState, SpoolError};
 
 /// Where a message record lies: 32 bytes, as a million of them live in
 /// memory. The envelope starts right after the record header and the
@@ -230,6 +230,17 @@ impl Segment {
     }
 }
 
+/// A mapping of `loc`'s segment that covers its record.
+pub(crate) fn map_of(
+    segments: &mut BTreeMap<u64, Segment>,
+    loc: &Location,
+) -> Result<Arc<Mmap>, SpoolError> {
+    let seg = segments
+        .get_mut(&loc.seg)
+        .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
+    Ok(seg.map_covering(loc.end())?)
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     pub(crate) messages: QueueMap<LiveMessage>,
@@ -343,5 +354,39 @@ impl Index {
 
     pub(crate) fn live_bytes_total(&self) -> u64 {
         self.segments.values().map(|s| s.live_bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_smtp::{EnhancedCode, Reply};
+
+    use super::*;
+
+    fn deferred(text: &'static str) -> RecipientState {
+        RecipientState::Deferred {
+            until_unix_ms: 5,
+            attempts: 1,
+            last: Reason::local(Reply::new(451, Some(EnhancedCode::new(4, 4, 1)), text)),
+        }
+    }
+
+    fn reason(p: &Progress) -> &Arc<Reason> {
+        match p {
+            Progress::Deferred { last, .. } | Progress::Failed(last) => last,
+            other => panic!("no reason in {other:?}"),
+        }
+    }
+
+    #[test]
+    fn equal_reasons_in_a_row_are_kept_once_and_read_back_whole() {
+        let mut reasons = Reasons::default();
+        let a = reasons.progress(&deferred("Connection refused"));
+        let b = reasons.progress(&deferred("Connection refused"));
+        let c = reasons.progress(&deferred("Try again"));
+        assert!(Arc::ptr_eq(reason(&a), reason(&b)), "the same reply twice");
+        assert!(!Arc::ptr_eq(reason(&b), reason(&c)));
+        assert_eq!(b.to_state(), deferred("Connection refused"));
+        assert_eq!(c.to_state(), deferred("Try again"));
     }
 }

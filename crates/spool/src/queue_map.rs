@@ -192,18 +192,7 @@ impl<V> QueueMap<V> {
 
     /// In no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (QueueId, &V)> {
-        self.chunks.iter().flatten().filter_map(|s| match s {
-            Entry::Used(id, v) => Some((*id, v)),
-            Entry::Free(_) => None,
-        })
-    }
-
-    /// In no particular order.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (QueueId, &mut V)> {
-        self.chunks.iter_mut().flatten().filter_map(|s| match s {
-            Entry::Used(id, v) => Some((*id, v)),
-            Entry::Free(_) => None,
-        })
+        self.iter_slots().map(|(_, id, v)| (id, v))
     }
 
     /// The ids, in no particular order.

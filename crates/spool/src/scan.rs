@@ -1,7 +1,7 @@
 //! Reading the whole queue: [`SpoolHandle::scan`] and the summaries it
 //! gives, for `sluice queue list` and `summary` and for the scheduler's start.
 
-use crate::index::Index;
+use crate::index::{Index, map_of};
 use crate::queue_map::QueueSlot;
 use crate::spool::decode_at;
 use crate::{QueueId, RecipientState, SpoolError, SpoolHandle};
@@ -88,16 +88,13 @@ impl SpoolHandle {
                     let Some(m) = messages.get_at(slot, id) else {
                         continue;
                     };
-                    let seg = segments
-                        .get_mut(&m.loc.seg)
-                        .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
                     batch.push((
                         id,
                         m.loc,
                         m.arrival_unix_ms,
                         m.held,
                         m.recipient_states(),
-                        seg.map_covering(m.loc.end())?,
+                        map_of(segments, &m.loc)?,
                     ));
                 }
             }

@@ -10,7 +10,7 @@ use crossbeam_channel::Sender;
 use memmap2::Mmap;
 
 use crate::id::IdGenerator;
-use crate::index::Index;
+use crate::index::{Index, map_of};
 use crate::recovery::{self, RecoveryReport};
 use crate::request::{Pending, Request};
 use crate::stats::{SpoolStats, StatCounters};
@@ -444,11 +444,8 @@ impl SpoolHandle {
             let Some(m) = messages.get(&id) else {
                 return Ok(None);
             };
-            let seg = segments
-                .get_mut(&m.loc.seg)
-                .ok_or(SpoolError::Corrupt("live message in a deleted segment"))?;
             (
-                seg.map_covering(m.loc.end())?,
+                map_of(segments, &m.loc)?,
                 m.loc,
                 m.recipient_states(),
                 m.held,

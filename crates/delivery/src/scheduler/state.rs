@@ -22,6 +22,25 @@ pub(super) enum Phase {
 }
 
 impl Phase {
+    /// Decided → Journaling, keeping the state.
+    pub(super) fn start_journaling(&mut self) {
+        if let Phase::Decided(state) = std::mem::replace(self, Phase::Idle) {
+            *self = Phase::Journaling(state);
+        }
+    }
+
+    /// The state on its way to the journal, leaving the phase Idle; `None`
+    /// (and no change) in any other phase.
+    pub(super) fn take_journaled(&mut self) -> Option<Box<RecipientState>> {
+        match self {
+            Phase::Journaling(_) => match std::mem::replace(self, Phase::Idle) {
+                Phase::Journaling(state) => Some(state),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Decided or journaling a failure.
     pub(super) fn failure(&self) -> Option<&Reason> {
         match self {

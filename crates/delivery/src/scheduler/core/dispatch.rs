@@ -68,8 +68,10 @@ impl Core {
         self.freed = still_waiting;
         let mut due = Vec::new();
         let msgs = &self.msgs;
-        let named = |t, id| msgs.get(&id).and_then(|m| m.timer()) == Some(t);
-        while let Some(id) = self.timers.pop_due(self.now, named) {
+        while let Some(id) = self
+            .timers
+            .pop_due(self.now, |t, id| Core::timer_is_live(msgs, t, id))
+        {
             due.push(id);
         }
         for &id in &due {
@@ -81,8 +83,7 @@ impl Core {
             self.dispatch(id, None, Via::New);
         }
         let msgs = &self.msgs;
-        self.timers
-            .tidy(|t, id| msgs.get(&id).and_then(|m| m.timer()) == Some(t));
+        self.timers.tidy(|t, id| Core::timer_is_live(msgs, t, id));
     }
 
     /// Sends a job per destination for the message's due recipients, as far

@@ -44,8 +44,8 @@ pub(super) struct Core {
     msgs: QueueMap<Msg>,
     /// The destinations of the queued recipients.
     dests: Destinations,
-    /// `(due ms, id)`: the earliest first. A message has at most one entry,
-    /// the one `Msg::timer` names.
+    /// `(due ms, id)`: the earliest first. Only the entry `Msg::timer`
+    /// names counts; others of the same message are stale (see `timers`).
     timers: Timers,
     /// Jobs in flight per destination.
     busy: HashMap<Destination, usize>,
@@ -249,6 +249,11 @@ impl Core {
     }
 
     // ---- the timer set ----
+
+    /// Whether the timer entry `(due, id)` is the one its message names.
+    fn timer_is_live(msgs: &QueueMap<Msg>, due: u64, id: QueueId) -> bool {
+        msgs.get(&id).and_then(Msg::timer) == Some(due)
+    }
 
     /// Puts the message's timer entry where its recipients say.
     fn reschedule(&mut self, id: QueueId) {

@@ -170,10 +170,7 @@ impl Core {
                     recipient: i as u32,
                     state: RecipientState::clone(state),
                 });
-                r.phase = match std::mem::replace(&mut r.phase, Phase::Idle) {
-                    Phase::Decided(state) => Phase::Journaling(state),
-                    other => other,
-                };
+                r.phase.start_journaling();
             }
         }
         self.reschedule(id);
@@ -220,10 +217,7 @@ impl Core {
             else {
                 continue;
             };
-            if !matches!(rcpt.phase, Phase::Journaling(_)) {
-                continue;
-            }
-            let Phase::Journaling(state) = std::mem::replace(&mut rcpt.phase, Phase::Idle) else {
+            let Some(state) = rcpt.phase.take_journaled() else {
                 continue;
             };
             if result.is_ok() {
