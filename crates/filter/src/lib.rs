@@ -20,6 +20,7 @@ use sluice_smtp::server::Greeting;
 use sluice_smtp::{
     Domain, EnhancedCode, Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath,
 };
+use sluice_sys::Content;
 
 /// What a filter knows about the client and its connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +93,7 @@ pub enum Stage<'a> {
         queue_id: &'a str,
         /// The message as stored: our `Received:` header, then the content
         /// as received.
-        message: &'a Arc<Vec<u8>>,
+        message: &'a Arc<Content>,
         /// Everything checked, DKIM, ARC and DMARC included.
         auth: &'a AuthResults,
     },

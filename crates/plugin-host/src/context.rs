@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use sluice_filter::AuthResults;
+use sluice_sys::Content;
 use wasmtime::{Memory, ResourceLimiter};
 
 use crate::abi::Hook;
@@ -239,13 +240,13 @@ impl RcptView {
 /// with the front end, which owns it: nothing is copied for the plugins).
 #[derive(Debug)]
 pub(crate) struct MessageView {
-    pub bytes: Arc<Vec<u8>>,
+    pub bytes: Arc<Content>,
     pub queue_id: Option<String>,
     headers: OnceLock<Vec<(String, String)>>,
 }
 
 impl MessageView {
-    pub fn new(bytes: Arc<Vec<u8>>, queue_id: Option<String>) -> Self {
+    pub fn new(bytes: Arc<Content>, queue_id: Option<String>) -> Self {
         MessageView {
             bytes,
             queue_id,

@@ -294,7 +294,7 @@ impl Run<'_> {
             return TestResult::NoRecipients;
         }
         let message = MessageView::new(
-            Arc::new(with_trace(envelope, self.hostname, &accepted, eml)),
+            Arc::new(with_trace(envelope, self.hostname, &accepted, eml).into()),
             Some(TEST_QUEUE_ID.to_owned()),
         );
         let (outcome, changes) =

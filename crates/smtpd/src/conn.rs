@@ -10,6 +10,7 @@ use sluice_smtp::server::{Decision, Greeting, Notice, ServerConfig, ServerSessio
 use sluice_smtp::trace::{TraceClient, TraceFields, received_header};
 use sluice_smtp::{ForwardPath, Stage, Verb};
 use sluice_spool::{BodyPart, Entry, QueueId, Submission};
+use sluice_sys::{Content, Spill};
 
 use crate::limits::Client;
 use crate::local::LocalUser;
@@ -67,7 +68,7 @@ pub(crate) struct Conn {
     trace_len: usize,
     /// The finished message (our trace header, then the content), between
     /// the session and the spool; shared with the filters that read it.
-    pub(crate) message: Option<Arc<Vec<u8>>>,
+    pub(crate) message: Option<Arc<Content>>,
     /// Size of the message last handed on, for the log line.
     message_size: usize,
     /// When the client finished sending the message being decided.
@@ -89,6 +90,27 @@ pub(crate) struct Conn {
     /// Ranges of the content (after our trace header) left out of the
     /// stored message: `Authentication-Results:` fields forged with our name.
     pub(crate) removed: Vec<std::ops::Range<usize>>,
+    /// A large message's bytes so far, moved out of the session into an
+    /// unnamed file in the spool's directory (see [`SPILL_AT`]).
+    spill: Option<Spill>,
+    /// Writing the spill failed (a full disk): the message is refused when
+    /// it ends, and nothing more is written meanwhile.
+    spill_failed: bool,
+}
+
+/// Past this many bytes held by the session, a message's bytes move to a
+/// spill file, and from then on after every read: a connection streaming a
+/// 20 MiB message holds about this much heap, not the message. Below it
+/// (nearly all mail) the message stays on the heap and costs no file.
+pub(crate) const SPILL_AT: usize = 256 * 1024;
+
+/// Why the content of the message that just ended is not there to decide on.
+#[derive(Debug)]
+pub(crate) enum ContentError {
+    /// The session had no message pending (a bug, answered as one).
+    Session(sluice_smtp::server::ApiMisuse),
+    /// The spill file could not be written or mapped.
+    Spill(io::Error),
 }
 
 impl Conn {
@@ -127,7 +149,59 @@ impl Conn {
             sender_checks: None,
             auth_results: sluice_filter::AuthResults::default(),
             removed: Vec::new(),
+            spill: None,
+            spill_failed: false,
         }
+    }
+
+    /// Moves what the session collected of the message arriving now to the
+    /// spill file, once that is [`SPILL_AT`] or more (creating the file the
+    /// first time). A page-cache write, no sync: durability is the spool's,
+    /// at the end. A failure is remembered for the end of the message.
+    pub(crate) fn spill_collected(&mut self, spool: &sluice_spool::SpoolHandle) {
+        if self.session.collected_len() < SPILL_AT {
+            return;
+        }
+        let (spill, failed) = (&mut self.spill, &mut self.spill_failed);
+        self.session.drain_collected(|bytes| {
+            if *failed {
+                return;
+            }
+            let written = match spill {
+                Some(file) => file.append(bytes),
+                None => spool.spill().and_then(|mut file| {
+                    file.append(bytes)?;
+                    *spill = Some(file);
+                    Ok(())
+                }),
+            };
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "could not spill a large message to the spool's directory");
+                *failed = true;
+                *spill = None;
+            }
+        });
+    }
+
+    /// The finished message: the session's bytes, after what was spilled.
+    /// Call it while `Event::Message` is pending.
+    pub(crate) fn take_content(&mut self) -> Result<Content, ContentError> {
+        let rest = self.session.take_message().map_err(ContentError::Session)?;
+        let failed = std::mem::take(&mut self.spill_failed);
+        match self.spill.take() {
+            _ if failed => Err(ContentError::Spill(io::Error::other(
+                "the spill file could not be written",
+            ))),
+            Some(spill) => spill.finish(&rest).map_err(ContentError::Spill),
+            None => Ok(Content::Heap(rest)),
+        }
+    }
+
+    /// Forgets a message that will not be taken (the transaction was reset
+    /// before its end): the spill file goes with it.
+    fn drop_spill(&mut self) {
+        self.spill = None;
+        self.spill_failed = false;
     }
 
     /// Whether the client sends with our blessing (a trusted network, a
@@ -233,6 +307,7 @@ impl Conn {
         hostname: &str,
     ) -> Result<(), sluice_smtp::server::ApiMisuse> {
         self.queue_id = Some(id);
+        self.drop_spill();
         self.added_fields.clear();
         self.removed.clear();
         let (greeting, helo) = self
@@ -391,7 +466,11 @@ impl Conn {
     pub(crate) fn handle_notices(&mut self, filter: &dyn Filter) {
         for notice in self.session.take_notices() {
             match notice {
-                Notice::TransactionReset => filter.reset(&self.info),
+                Notice::TransactionReset => {
+                    self.spill = None;
+                    self.spill_failed = false;
+                    filter.reset(&self.info);
+                }
                 Notice::Closing => {}
                 Notice::Refused { verb, reply } => {
                     tracing::debug!(conn = self.info.id, ?verb, %reply, "refused");

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use sluice_msgauth::{Checker, MessageChecks, SenderChecks, Signer};
+use sluice_sys::Content;
 
 use crate::event_loop::{Completion, CompletionKind, Inbox};
 
@@ -46,7 +47,7 @@ pub(crate) enum Work {
     },
     /// DKIM, ARC and DMARC of `message[content]`.
     Message {
-        message: Arc<Vec<u8>>,
+        message: Arc<Content>,
         content: Range<usize>,
         sender: SenderChecks,
     },
@@ -55,7 +56,7 @@ pub(crate) enum Work {
     Sign {
         domain: String,
         added: Vec<u8>,
-        message: Arc<Vec<u8>>,
+        message: Arc<Content>,
         content: Range<usize>,
     },
 }

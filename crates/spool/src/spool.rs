@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use memmap2::Mmap;
+use sluice_sys::{Content, Spill};
 
 use crate::id::IdGenerator;
 use crate::index::{Index, map_of};
@@ -36,13 +37,14 @@ pub type Arrivals = Arc<dyn Fn(QueueId) + Send + Sync>;
 
 /// A piece of a message's body: the submitter's own bytes, or a range of
 /// bytes it shares (the front end shares the received message with its
-/// filters, and the spool writes the range without copying it).
+/// filters, and the spool writes the range without copying it; a large one
+/// is a mapped file, and the writer copies it from there to the segment).
 #[derive(Debug, Clone)]
 pub enum BodyPart {
     /// Bytes the spool owns from now on.
     Owned(Vec<u8>),
     /// A range of bytes shared with others; out of range counts as empty.
-    Shared(Arc<Vec<u8>>, std::ops::Range<usize>),
+    Shared(Arc<Content>, std::ops::Range<usize>),
 }
 
 impl BodyPart {
@@ -350,6 +352,14 @@ impl SpoolHandle {
     /// `Received:` header) and put it into [`Entry::id`].
     pub fn new_id(&self) -> QueueId {
         self.shared.ids.next()
+    }
+
+    /// An unnamed file in the spool's directory for a large message's bytes
+    /// while they arrive: on the disk that will keep them, and gone without a
+    /// trace if the process dies first. [`Spill::finish`] maps it; submit the
+    /// result as a [`BodyPart::Shared`].
+    pub fn spill(&self) -> std::io::Result<Spill> {
+        Spill::create_in(&self.shared.dir)
     }
 
     /// Calls `f` with the queue id of every new message as soon as it is

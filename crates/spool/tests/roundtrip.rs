@@ -220,7 +220,9 @@ fn parts_are_stored_as_one_body() {
     let (tx, rx) = mpsc::channel();
     // As the front end submits: ranges of the received message it shares
     // with its filters, around the header fields the filters added.
-    let received = std::sync::Arc::new(b"Received: from x\r\nSubject: y\r\n\r\nz\r\n".to_vec());
+    let received = std::sync::Arc::new(sluice_sys::Content::from(
+        b"Received: from x\r\nSubject: y\r\n\r\nz\r\n".to_vec(),
+    ));
     let trace_end = b"Received: from x\r\n".len();
     handle.submit(
         Submission {
@@ -247,6 +249,48 @@ fn parts_are_stored_as_one_body() {
     assert!(
         spool.get(id).unwrap().unwrap().held,
         "held after a restart too"
+    );
+}
+
+/// A large message arrives in a spill file in the spool's directory and is
+/// submitted as its mapping: stored byte for byte, and once the spill is
+/// gone nothing but the spool's own files is left in the directory.
+#[test]
+fn a_spilled_message_is_stored_from_its_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    let before: HashSet<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let handle = spool.handle();
+    let mut spill = handle.spill().unwrap();
+    let big = body(7, 3 << 20);
+    for piece in big.chunks(65_536) {
+        spill.append(piece).unwrap();
+    }
+    let content = std::sync::Arc::new(spill.finish(b"tail\r\n").unwrap());
+    assert!(content.is_mapped());
+    let id = handle.new_id();
+    let id = handle
+        .submit_wait(Submission {
+            entry: entry(id, 9),
+            body: vec![BodyPart::Shared(content.clone(), 0..content.len())],
+            held: false,
+        })
+        .unwrap();
+    drop(content);
+    let stored = spool.get(id).unwrap().unwrap();
+    assert_eq!(stored.body().len(), big.len() + 6);
+    assert!(stored.body().starts_with(&big) && stored.body().ends_with(b"tail\r\n"));
+    let after: HashSet<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let new: Vec<_> = after.difference(&before).collect();
+    assert!(
+        new.iter().all(|n| n.to_string_lossy().starts_with("seg-")),
+        "only segments appear: {new:?}"
     );
 }
 

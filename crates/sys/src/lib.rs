@@ -10,11 +10,14 @@
 //!   `sched_yield` calls a sandbox makes expensive.
 //!
 //! - [`release_free_memory`]: the heap's free pages back to the system.
+//! - [`content`]: a received message's bytes, large ones spilled to an
+//!   unnamed file and mapped.
 //!
-//! The system calls go through `nix`; the one `unsafe` call (glibc's
-//! `malloc_trim`, which nix does not wrap) is in `memory`, with why it is
-//! sound.
+//! The system calls go through `nix`; the two `unsafe` calls (glibc's
+//! `malloc_trim`, which nix does not wrap, in `memory`; mapping a spilled
+//! message, in `content`) each come with why they are sound.
 
+pub mod content;
 mod memory;
 mod parked;
 pub mod socket;
@@ -22,5 +25,6 @@ pub mod terminal;
 pub mod unix_socket;
 pub mod user;
 
+pub use content::{Content, Spill};
 pub use memory::release_free_memory;
 pub use parked::parked;

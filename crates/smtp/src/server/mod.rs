@@ -489,6 +489,32 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         }
     }
 
+    /// Bytes of the message the session holds now: the trace header and the
+    /// content collected since the last [`ServerSession::drain_collected`].
+    pub fn collected_len(&self) -> usize {
+        self.message.len()
+    }
+
+    /// Hands the message bytes collected so far to `keep` and forgets them,
+    /// while content is arriving (a front end that keeps large messages on
+    /// disk calls it as they grow, so the session holds at most one read's
+    /// worth). [`ServerSession::take_message`] then gives only the rest.
+    /// Outside DATA/BDAT, nothing is collected and `keep` is not called.
+    pub fn drain_collected<R>(&mut self, keep: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let collecting = match self.phase {
+            Phase::Data(_) | Phase::Chunk { .. } => true,
+            // Between the chunks of one BDAT transaction.
+            Phase::Command => self.bdat_in_progress,
+            _ => false,
+        };
+        if !collecting || self.message.is_empty() {
+            return None;
+        }
+        let r = keep(&self.message);
+        self.message.clear();
+        Some(r)
+    }
+
     /// Takes the finished message (trace header + content) while
     /// [`Event::Message`] is pending. The envelope stays until the decision
     /// ([`ServerSession::transaction`]), so the front end can still read it.

@@ -312,6 +312,77 @@ fn bdat_chunks_are_counted_and_joined() {
     assert_eq!(d.messages[0].1, b"Received: test\r\nHello world\r\n");
 }
 
+/// A front end that keeps large messages on disk drains what the session
+/// collected after each read; the drained parts and the rest it takes at the
+/// end must be the message, byte for byte, by DATA and by BDAT alike.
+#[test]
+fn drained_parts_and_the_rest_make_the_whole_message() {
+    fn feed(d: &mut Driver, input: &[u8], drained: &mut Vec<u8>) -> Option<Vec<u8>> {
+        d.pending_input.extend_from_slice(input);
+        loop {
+            let used = d.session.receive(&d.pending_input);
+            d.pending_input.drain(..used);
+            d.session.drain_collected(|b| drained.extend_from_slice(b));
+            match d.session.event() {
+                None => {
+                    assert_eq!(d.session.collected_len(), 0, "nothing held after a drain");
+                    return None;
+                }
+                Some(Event::Message) => {
+                    let rest = d.session.take_message().unwrap();
+                    d.session.decide(Decision::Accept).unwrap();
+                    return Some(rest);
+                }
+                Some(Event::StartData) => {
+                    d.session.set_trace_header(b"Received: test\r\n").unwrap();
+                }
+                Some(_) => {}
+            }
+            d.session.decide(Decision::Accept).unwrap();
+        }
+    }
+    for (start, pieces) in [
+        (
+            &b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"[..],
+            vec![
+                &b"Subject: x\r\n\r\nline one\r\n.."[..],
+                b"dot\r\nline",
+                b" two\r\n.\r\n",
+            ],
+        ),
+        (
+            &b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"[..],
+            vec![
+                &b"BDAT 12\r\nSubject: x\r\n"[..],
+                b"BDAT 4\r\n\r\nab",
+                b"BDAT 3 LAST\r\nc\r\n",
+            ],
+        ),
+    ] {
+        let mut d = Driver::default();
+        let mut drained = Vec::new();
+        assert_eq!(feed(&mut d, start, &mut drained), None);
+        let mut rest = None;
+        for piece in pieces {
+            assert!(rest.is_none(), "the message ended early");
+            rest = feed(&mut d, piece, &mut drained);
+        }
+        let rest = rest.expect("the message ended");
+        drained.extend_from_slice(&rest);
+        let want: &[u8] = if start.ends_with(b"DATA\r\n") {
+            b"Received: test\r\nSubject: x\r\n\r\nline one\r\n.dot\r\nline two\r\n"
+        } else {
+            b"Received: test\r\nSubject: x\r\n\r\nabc\r\n"
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&drained),
+            String::from_utf8_lossy(want)
+        );
+        // Outside a transaction's content, nothing is collected or drained.
+        assert_eq!(d.session.drain_collected(|_| ()), None);
+    }
+}
+
 /// RFC 3030 §2 allows `BDAT 0 LAST`; with no octets to follow, it must be
 /// answered at once, not when the next bytes happen to arrive.
 #[test]

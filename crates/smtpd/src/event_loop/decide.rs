@@ -11,6 +11,7 @@ use sluice_smtp::{EnhancedCode, Reply, Stage};
 use sluice_spool::{QueueId, SpoolError};
 
 use super::{Completion, CompletionKind, EventLoop, conn_mut};
+use crate::conn::ContentError;
 use crate::conn::Waiting as Wait;
 
 /// `451 4.3.0` for a state the front end should never be in: refusing is
@@ -68,7 +69,7 @@ impl EventLoop {
                 };
                 let _ = conn.decide(decision);
             }
-            Event::Message => match conn.session.take_message() {
+            Event::Message => match conn.take_content() {
                 Ok(message) => {
                     conn.data_ended = Some(Instant::now());
                     if let (Some(_), Some(id), Some(tx)) =
@@ -104,10 +105,20 @@ impl EventLoop {
                     conn.message = Some(Arc::new(message));
                     self.check_message(slot);
                 }
-                Err(e) => {
+                Err(ContentError::Session(e)) => {
                     let _ = conn
                         .session
                         .decide(Decision::Reject(impossible(&e.to_string())));
+                }
+                Err(ContentError::Spill(e)) => {
+                    tracing::warn!(conn = conn.info.id, error = %e, "message refused: its spill file failed");
+                    let reply = Reply::new(
+                        452,
+                        Some(EnhancedCode::new(4, 3, 1)),
+                        "Insufficient system storage for this message; try again later",
+                    );
+                    conn.log_transaction(&reply.to_string());
+                    let _ = conn.decide(Decision::Reject(reply));
                 }
             },
         }

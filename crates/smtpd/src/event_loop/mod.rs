@@ -544,6 +544,7 @@ impl EventLoop {
             if used > 0 {
                 conn.input.drain(..used);
             }
+            conn.spill_collected(&self.shared.spool);
             if conn.session.event().is_none() {
                 break;
             }

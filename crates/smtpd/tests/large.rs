@@ -1,0 +1,202 @@
+//! Large messages over real loopback sockets: past `SPILL_AT` their bytes
+//! leave the session for an unnamed file in the spool's directory as they
+//! arrive, and what the spool stores must still be the message, byte for
+//! byte, by DATA and by BDAT, with nothing left behind in the directory.
+
+mod common;
+use common::Client;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_filter::NoFilter;
+use sluice_smtp::server::ServerConfig;
+use sluice_smtpd::{RecipientPolicy, Smtpd, SmtpdConfig};
+use sluice_spool::{QueueId, Spool, SpoolConfig};
+
+const LIMIT: u64 = 4 << 20;
+
+fn start(dir: &Path) -> (Smtpd, Spool) {
+    let (spool, _) = Spool::open(dir, SpoolConfig::default()).unwrap();
+    let directory = sluice_directory::Directory::new(sluice_directory::DirectoryConfig {
+        domains: vec!["example.test".into()],
+        users: vec!["alice".into()],
+        ..Default::default()
+    });
+    let policy = RecipientPolicy::new(Arc::new(directory), []);
+    let mut config = SmtpdConfig::new(
+        ServerConfig {
+            hostname: "mx.example.test".into(),
+            max_message_size: LIMIT,
+            ..ServerConfig::default()
+        },
+        vec!["127.0.0.1:0".parse().unwrap()],
+        policy,
+    );
+    config.event_loops = 1;
+    config.shutdown_grace = Duration::from_secs(2);
+    let smtpd = Smtpd::start(config, spool.handle(), Arc::new(NoFilter)).unwrap();
+    (smtpd, spool)
+}
+
+/// A header, then lines of varied length, some starting with a dot, and
+/// nothing that ends the DATA early.
+fn content(len: usize) -> Vec<u8> {
+    let mut out = b"Subject: large\r\n\r\n".to_vec();
+    let mut n = 0u64;
+    while out.len() < len {
+        n += 1;
+        if n.is_multiple_of(7) {
+            out.push(b'.');
+        }
+        let width = 20 + (n * 37 % 900) as usize;
+        out.extend((0..width).map(|i| b'a' + ((n as usize + i) % 26) as u8));
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn dot_stuff(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + content.len() / 64 + 5);
+    for line in content.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+fn names(dir: &Path) -> HashSet<OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
+}
+
+fn queued_id(reply: &str) -> QueueId {
+    let id = reply
+        .trim_end()
+        .rsplit(' ')
+        .next()
+        .expect("a queue id at the end");
+    id.parse()
+        .unwrap_or_else(|_| panic!("not a queue id: {reply:?}"))
+}
+
+fn begin(c: &mut Client) {
+    assert!(c.command("MAIL FROM:<s@c.example>").starts_with("250 "));
+    assert!(
+        c.command("RCPT TO:<alice@example.test>")
+            .starts_with("250 ")
+    );
+}
+
+/// The stored message is our `Received:` header, then the content as sent.
+fn assert_stored(spool: &Spool, id: QueueId, sent: &[u8]) {
+    let stored = spool.get(id).unwrap().expect("the message is queued");
+    let body = stored.body();
+    assert!(
+        body.starts_with(b"Received: from c.example"),
+        "trace header first"
+    );
+    let content = &body[body.len() - sent.len()..];
+    assert!(
+        content == sent,
+        "the stored content differs from what was sent"
+    );
+    let header = &body[..body.len() - sent.len()];
+    assert!(
+        header.len() < 600 && header.ends_with(b"\r\n"),
+        "only the trace header before the content ({} bytes)",
+        header.len()
+    );
+}
+
+#[test]
+fn large_messages_by_data_and_by_bdat_are_stored_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtpd, spool) = start(dir.path());
+    let before = names(dir.path());
+    let mut c = Client::connect(smtpd.local_addrs()[0]);
+    assert!(c.command("EHLO c.example").starts_with("250 "));
+
+    // DATA, sent in pieces that split lines (and dot-stuffing) anywhere.
+    let sent = content(3 << 20);
+    begin(&mut c);
+    assert!(c.command("DATA").starts_with("354 "));
+    for piece in dot_stuff(&sent).chunks(40_001) {
+        c.send(piece);
+    }
+    let reply = c.reply();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    assert_stored(&spool, queued_id(&reply), &sent);
+
+    // BDAT, in chunks of uneven size, the last one small.
+    let sent = content((3 << 20) + 12_345);
+    begin(&mut c);
+    let mut rest = &sent[..];
+    let mut reply = String::new();
+    while !rest.is_empty() {
+        let n = rest.len().min(700_000);
+        let last = if n == rest.len() { " LAST" } else { "" };
+        c.send(format!("BDAT {n}{last}\r\n").as_bytes());
+        c.send(&rest[..n]);
+        rest = &rest[n..];
+        reply = c.reply();
+        assert!(reply.starts_with("250 "), "{reply}");
+    }
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    assert_stored(&spool, queued_id(&reply), &sent);
+
+    // The spill files had no names: only the spool's own files appeared.
+    let appeared: Vec<_> = names(dir.path()).difference(&before).cloned().collect();
+    assert!(
+        appeared
+            .iter()
+            .all(|n| n.to_string_lossy().starts_with("seg-")),
+        "{appeared:?}"
+    );
+    assert!(c.command("QUIT").starts_with("221 "));
+    smtpd.stopper().stop();
+    smtpd.wait();
+}
+
+/// A message over the size limit has been spilling for a while when it is
+/// refused; the transaction's spill goes with it, and the next message on the
+/// same connection, large too, is stored whole and alone.
+#[test]
+fn a_refused_large_message_leaves_the_next_one_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtpd, spool) = start(dir.path());
+    let mut c = Client::connect(smtpd.local_addrs()[0]);
+    assert!(c.command("EHLO c.example").starts_with("250 "));
+
+    begin(&mut c);
+    assert!(c.command("DATA").starts_with("354 "));
+    let too_big = content(LIMIT as usize + (1 << 20));
+    for piece in dot_stuff(&too_big).chunks(65_536) {
+        c.send(piece);
+    }
+    let reply = c.reply();
+    assert!(reply.starts_with("552 5.3.4 "), "{reply}");
+
+    let sent = content(1 << 20);
+    begin(&mut c);
+    assert!(c.command("DATA").starts_with("354 "));
+    c.send(&dot_stuff(&sent));
+    let reply = c.reply();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    assert_stored(&spool, queued_id(&reply), &sent);
+    assert_eq!(
+        spool.stats().messages,
+        1,
+        "the refused message is not queued"
+    );
+    smtpd.stopper().stop();
+    smtpd.wait();
+}
