@@ -345,11 +345,25 @@ fn a_cached_connection_the_server_dropped_is_replaced() {
     ));
     assert_eq!(remote.idle_connections(), 1);
     // The server goes away (closing its end) and comes back on the same port.
+    // A connection used a moment ago is taken without asking the socket: the
+    // send fails before any reply and a fresh connection carries the message.
     drop(server);
     let server = SmtpServer::start(addr, Script::default()).unwrap();
     let outcomes = send(&remote, "one.test", &message(&recipients, BODY));
     assert!(delivered(&outcomes[0]), "{outcomes:?}");
     assert_eq!(server.received().len(), 1);
+    // One idle for longer is asked first (a peek sees the close) and replaced.
+    std::thread::sleep(Duration::from_millis(1100));
+    drop(server);
+    let server = SmtpServer::start(addr, Script::default()).unwrap();
+    let outcomes = send(&remote, "one.test", &message(&recipients, BODY));
+    assert!(delivered(&outcomes[0]), "{outcomes:?}");
+    assert_eq!(server.received().len(), 1);
+    assert_eq!(
+        server.accepts(),
+        1,
+        "one fresh connection, no failed attempt on it"
+    );
 }
 
 #[test]

@@ -22,6 +22,15 @@ pub(super) struct Key {
     pub tls: super::tls::Level,
 }
 
+/// A connection idle for less than this is handed out without first asking
+/// the socket whether the server has closed it (a `recv` with `MSG_PEEK`, a
+/// system call per message under load). Servers drop idle connections after
+/// tens of seconds, not within a second of their last reply; and should one
+/// have, the send fails before any reply decides anything and the caller
+/// retries on a fresh connection (`Remote::attempt`), so skipping the check
+/// costs at most a round trip, never a deferral.
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 struct Idle {
     connection: Connection,
@@ -54,7 +63,7 @@ impl Pool {
                 let stale =
                     list.partition_point(|i| now.duration_since(i.since) >= self.idle_close);
                 expired.extend(list.drain(..stale).map(|i| i.connection));
-                found = list.pop().map(|i| i.connection);
+                found = list.pop();
                 if list.is_empty() {
                     idle.remove(key);
                 }
@@ -63,8 +72,12 @@ impl Pool {
         for connection in expired {
             connection.quit();
         }
-        let mut connection = found?;
-        if connection.is_alive() {
+        let Idle {
+            mut connection,
+            since,
+        } = found?;
+        let fresh = now.duration_since(since) < RECHECK_AFTER;
+        if connection.is_ready() && (fresh || connection.is_alive()) {
             Some(connection)
         } else {
             tracing::debug!(

@@ -2,7 +2,7 @@
 //!
 //! One scheduler thread owns the in-memory queue: per-message recipient
 //! states, a due-time ordered set of `(due, queue id)`, and the number of
-//! jobs in flight per destination. Everything else talks to it through one
+//! connections (runs of jobs) in flight per destination. Everything else talks to it through one
 //! channel of events (new messages from the front end, job results from the
 //! delivery threads, durability notices from the spool, operator commands),
 //! and it sleeps until the next event or due time: an idle queue costs no
@@ -11,10 +11,12 @@
 //! A due message is split into jobs, one per destination (the key
 //! [`Transport::destination`] gives a recipient), and each job goes to an
 //! idle delivery thread only while its destination has fewer than
-//! [`SchedulerConfig::max_connections_per_destination`] jobs in flight;
-//! otherwise the message waits in that destination's line until a job for
-//! it comes back (no retry timer, no busy loop). A job wakes the one thread
-//! it is for, and waiting threads are parked, not spinning (`pool.rs`).
+//! [`SchedulerConfig::max_connections_per_destination`] runs in flight;
+//! otherwise the message waits in that destination's line until a run for
+//! it comes back (no retry timer, no busy loop). When a slot frees, up to
+//! `RUN_MAX` messages from the front of the line go to one thread as a run,
+//! delivered one after the other over one connection. A run wakes the one
+//! thread it is for, and waiting threads are parked, not spinning (`pool.rs`).
 //!
 //! Every outcome is journaled to the spool before the in-memory state
 //! follows it, so after a crash the spool tells the truth and a restart
@@ -247,13 +249,11 @@ pub(crate) enum Event {
     Bounce(QueueId),
     Status(QueueId, Sender<Option<MessageStatus>>),
     Stats(Sender<QueueStats>),
-    /// A job came back from delivery thread number `thread`, which is idle
-    /// now (boxed: it is the largest event by far, and the channel's slots
-    /// are as large as the largest).
+    /// A run came back from delivery thread number `thread`, which is idle
+    /// now: each job with its outcomes, in the run's order.
     Done {
         thread: usize,
-        job: Box<Job>,
-        outcomes: Vec<Outcome>,
+        done: Vec<(Job, Vec<Outcome>)>,
     },
     /// A journal batch is durable (or failed).
     Journaled(u64, Result<(), sluice_spool::SpoolError>),

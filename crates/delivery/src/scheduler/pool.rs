@@ -1,9 +1,12 @@
 //! The delivery threads, and the scheduler's side of handing them jobs.
 //!
 //! Each thread has a job channel of its own (capacity 1), and the scheduler
-//! keeps a stack of the threads that are idle. A job goes into one idle
+//! keeps a stack of the threads that are idle. A [`Run`] (one job, or several
+//! for one destination that were waiting in its line) goes into one idle
 //! thread's channel, so it wakes that thread and no other, and no thread is
-//! handed a job while it still runs one. The thread that became idle last
+//! handed a run while it still has one. The thread delivers the run's jobs
+//! one after the other (on one cached connection, for SMTP) and reports them
+//! in one event: under load, one wake-up each way for several messages. The thread that became idle last
 //! gets the next job: under light load a few threads do all the work (their
 //! caches warm) and the rest stay parked instead of taking turns.
 //!
@@ -23,14 +26,17 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::{Event, Job, Transport};
 use crate::Outcome;
 
+/// Jobs for one destination, delivered in order by one thread. Never empty.
+pub(super) type Run = Vec<Job>;
+
 /// The scheduler's side: the threads' job channels, and which threads are idle.
 pub(super) struct Pool {
     /// Per thread, by number. Emptied at shutdown: the threads end when
     /// their sender drops.
-    jobs: Vec<Sender<Job>>,
-    /// The other ends, to take back at shutdown the jobs no thread has
+    jobs: Vec<Sender<Run>>,
+    /// The other ends, to take back at shutdown the runs no thread has
     /// started.
-    pending: Vec<Receiver<Job>>,
+    pending: Vec<Receiver<Run>>,
     /// Threads with nothing to do, the one that became idle last on top.
     /// A thread found gone is not put back.
     idle: Vec<usize>,
@@ -39,7 +45,7 @@ pub(super) struct Pool {
 impl Pool {
     /// Channels for `threads` threads, all idle; the receivers go to the
     /// threads, in order.
-    pub(super) fn new(threads: usize) -> (Pool, Vec<Receiver<Job>>) {
+    pub(super) fn new(threads: usize) -> (Pool, Vec<Receiver<Run>>) {
         let (jobs, receivers): (Vec<_>, Vec<_>) =
             (0..threads).map(|_| crossbeam_channel::bounded(1)).unzip();
         let pool = Pool {
@@ -56,21 +62,21 @@ impl Pool {
         !self.idle.is_empty()
     }
 
-    /// Gives the job to an idle thread; returns it if none can take it
+    /// Gives the run to an idle thread; returns it if none can take it
     /// (none idle, or shut down).
-    pub(super) fn hand(&mut self, mut job: Job) -> Option<Job> {
+    pub(super) fn hand(&mut self, mut run: Run) -> Option<Run> {
         while let Some(n) = self.idle.pop() {
-            match self.jobs[n].try_send(job) {
+            match self.jobs[n].try_send(run) {
                 Ok(()) => return None,
-                // An idle thread has taken its last job out of its channel,
+                // An idle thread has taken its last run out of its channel,
                 // so there is room: the thread has ended. It stays out.
-                Err(TrySendError::Full(j) | TrySendError::Disconnected(j)) => {
+                Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => {
                     tracing::error!(thread = n, "a delivery thread has ended");
-                    job = j;
+                    run = r;
                 }
             }
         }
-        Some(job)
+        Some(run)
     }
 
     /// Thread `n` has finished its job (its result is in).
@@ -81,9 +87,9 @@ impl Pool {
         }
     }
 
-    /// Stops handing out jobs and lets the threads end (busy ones after
-    /// their job); returns the jobs that no thread had started.
-    pub(super) fn close(&mut self) -> Vec<Job> {
+    /// Stops handing out runs and lets the threads end (busy ones after
+    /// their run); returns the runs that no thread had started.
+    pub(super) fn close(&mut self) -> Vec<Run> {
         self.idle.clear();
         self.jobs.clear();
         std::mem::take(&mut self.pending)
@@ -98,8 +104,8 @@ pub(super) struct Worker {
     /// Its number: its place in [`Pool`], sent back with every result.
     pub(super) n: usize,
     pub(super) transport: Arc<dyn Transport>,
-    /// Its own channel: a job in it is for this thread alone.
-    pub(super) jobs: Receiver<Job>,
+    /// Its own channel: a run in it is for this thread alone.
+    pub(super) jobs: Receiver<Run>,
     pub(super) events: Sender<Event>,
     /// Dropped when the thread ends: shutdown waits for all of them.
     pub(super) _alive: Sender<()>,
@@ -109,12 +115,17 @@ impl Worker {
     pub(super) fn run(self) {
         // Parks at once when there is no job (see the module comment); ends
         // when the scheduler drops the sender (shutdown).
-        for job in sluice_sys::parked(&self.jobs) {
-            let outcomes = deliver(&*self.transport, &job);
+        for run in sluice_sys::parked(&self.jobs) {
+            let done = run
+                .into_iter()
+                .map(|job| {
+                    let outcomes = deliver(&*self.transport, &job);
+                    (job, outcomes)
+                })
+                .collect();
             let done = Event::Done {
                 thread: self.n,
-                job: Box::new(job),
-                outcomes,
+                done,
             };
             if self.events.send(done).is_err() {
                 break;

@@ -15,7 +15,7 @@ mod outcomes;
 
 use super::clock::Clock;
 use super::destinations::Destinations;
-use super::pool::Pool;
+use super::pool::{Pool, Run};
 use super::retry::Policy;
 use super::state::{DestId, Msg};
 use super::timers::Timers;
@@ -47,8 +47,12 @@ pub(super) struct Core {
     /// `(due ms, id)`: the earliest first. Only the entry `Msg::timer`
     /// names counts; others of the same message are stale (see `timers`).
     timers: Timers,
-    /// Jobs in flight per destination.
+    /// Runs (connections) in flight per destination.
     busy: HashMap<Destination, usize>,
+    /// The run being put together from one destination's line, while its
+    /// messages are dispatched (`pump`): their jobs join it instead of each
+    /// taking a thread and a slot.
+    forming: Option<(Destination, Run)>,
     /// Per destination, messages with due recipients waiting for a slot.
     /// Entries go stale (the message was delivered meanwhile, or is gone)
     /// and are skipped when they come up.
@@ -112,6 +116,7 @@ impl Core {
             dests: Destinations::default(),
             timers: Timers::default(),
             busy: HashMap::new(),
+            forming: None,
             lines: HashMap::new(),
             ready: VecDeque::new(),
             freed: Vec::new(),
@@ -219,13 +224,15 @@ impl Core {
             Event::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
-            Event::Done {
-                thread,
-                job,
-                outcomes,
-            } => {
+            Event::Done { thread, done } => {
                 self.pool.idle_again(thread);
-                self.job_done(*job, outcomes);
+                if let Some((first, _)) = done.first() {
+                    let dest = first.destination.clone();
+                    self.release_slot(&dest, done.len());
+                }
+                for (job, outcomes) in done {
+                    self.job_done(job, outcomes);
+                }
             }
             Event::Journaled(batch, result) => self.journaled(batch, result),
             Event::Marked(id, mark, result) => self.marked(id, mark, result),
@@ -323,8 +330,8 @@ impl Core {
         // Jobs no thread has taken yet are abandoned: their recipients are
         // still pending or deferred in the spool. Idle threads end; busy
         // ones end after their job.
-        for job in self.pool.close() {
-            self.take_back(job);
+        for run in self.pool.close() {
+            self.take_back(run);
         }
         tracing::info!(jobs = self.in_flight, "scheduler stopping");
     }

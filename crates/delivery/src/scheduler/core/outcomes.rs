@@ -14,8 +14,8 @@ use crate::scheduler::state::{Phase, Standing};
 use crate::scheduler::{Event, Job, bounce};
 
 impl Core {
+    /// One job's outcomes (its run's slot is already released).
     pub(super) fn job_done(&mut self, job: Job, outcomes: Vec<Outcome>) {
-        self.release_slot(&job.destination);
         let now = self.now;
         let Some(msg) = self.msgs.get(&job.id) else {
             tracing::debug!(queue_id = %job.id, "outcome for a message no longer queued");

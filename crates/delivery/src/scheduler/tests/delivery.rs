@@ -1,6 +1,6 @@
 //! Outcomes: delivery, retries, failures, bounces, expiry, concurrency.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_spool::RecipientState;
@@ -358,5 +358,102 @@ fn a_thousand_messages_through_a_slow_transport_are_all_delivered_once() {
     assert_eq!(attempts.len(), 1000);
     assert!(attempts.values().all(|&n| n == 1));
     assert!(fake.record().max_active.values().all(|&n| n <= 3));
+    sched.shutdown();
+}
+
+/// Delivers every job after `delay`, but holds the one for `gate_at` until
+/// the test opens the gate; records (recipient, thread) as each job ends.
+struct Gated {
+    delay: Duration,
+    gate_at: &'static str,
+    gate: Mutex<crossbeam_channel::Receiver<()>>,
+    done: Mutex<Vec<(String, String)>>,
+}
+
+impl Transport for Gated {
+    fn destination(&self, recipient: &ForwardPath) -> Destination {
+        Fake::delivering(ms(0)).destination(recipient)
+    }
+
+    fn deliver(&self, job: &Job) -> Vec<Outcome> {
+        std::thread::sleep(self.delay);
+        let rcpts: Vec<String> = job.recipients().map(|r| address(&r.forward_path)).collect();
+        if rcpts.iter().any(|r| r == self.gate_at) {
+            let gate = self.gate.lock().unwrap();
+            let _ = gate.recv_timeout(Duration::from_secs(20));
+        }
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        let mut done = self.done.lock().unwrap();
+        done.extend(rcpts.iter().map(|r| (r.clone(), thread.clone())));
+        vec![delivered(); rcpts.len()]
+    }
+}
+
+/// When a destination's slot frees, the messages waiting in its line go to
+/// one thread as a run: delivered in order, one after the other, with their
+/// outcomes reported together when the run ends (one wake-up each way for
+/// the lot). So while the run's third message is held up, the first two,
+/// already delivered, are still in flight, not journaled away.
+#[test]
+fn a_freed_slot_takes_the_waiting_line_as_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let h = spool.handle();
+    let (open_gate, gate) = crossbeam_channel::bounded::<()>(0);
+    let transport = Arc::new(Gated {
+        delay: ms(30),
+        gate_at: "u3@x.test",
+        gate: Mutex::new(gate),
+        done: Mutex::new(Vec::new()),
+    });
+    let config = SchedulerConfig {
+        threads: 4,
+        max_connections_per_destination: 1,
+        ..config(50)
+    };
+    let sched = Scheduler::start(config, h.clone(), transport.clone()).unwrap();
+    let handle = sched.handle();
+    // The first takes the one slot; the rest queue behind it in the line.
+    let ids: Vec<QueueId> = (0..6)
+        .map(|i| {
+            let id = submit(&h, "alice@a.test", &[&format!("u{i}@x.test")]);
+            handle.queued(id);
+            id
+        })
+        .collect();
+    let delivered_u2 = || {
+        transport
+            .done
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(r, _)| r == "u2@x.test")
+    };
+    assert!(wait_until(Duration::from_secs(10), delivered_u2));
+    for &id in &ids[1..3] {
+        let status = handle
+            .status(id)
+            .expect("still queued: its run is not over");
+        assert!(status.in_flight, "{status:?}");
+    }
+    open_gate.send(()).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || spool_is_empty(&h)));
+    let done = transport.done.lock().unwrap().clone();
+    let order: Vec<&str> = done.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "u0@x.test",
+            "u1@x.test",
+            "u2@x.test",
+            "u3@x.test",
+            "u4@x.test",
+            "u5@x.test"
+        ]
+    );
+    assert!(
+        done[1..].iter().all(|(_, t)| *t == done[1].1),
+        "the line went to one thread: {done:?}"
+    );
     sched.shutdown();
 }
