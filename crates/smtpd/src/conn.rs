@@ -162,7 +162,7 @@ impl Conn {
         if self.session.collected_len() < SPILL_AT {
             return;
         }
-        let (spill, failed) = (&mut self.spill, &mut self.spill_failed);
+        let (spill, failed, conn) = (&mut self.spill, &mut self.spill_failed, self.info.id);
         self.session.drain_collected(|bytes| {
             if *failed {
                 return;
@@ -176,7 +176,7 @@ impl Conn {
                 }),
             };
             if let Err(e) = written {
-                tracing::warn!(error = %e, "could not spill a large message to the spool's directory");
+                tracing::warn!(conn, error = %e, "could not spill a large message to the spool's directory");
                 *failed = true;
                 *spill = None;
             }

@@ -200,3 +200,32 @@ fn a_refused_large_message_leaves_the_next_one_whole() {
     smtpd.stopper().stop();
     smtpd.wait();
 }
+
+/// A spill that cannot be written (here: the spool's directory is gone, so no
+/// file can be made in it) refuses that message at its end with 452 4.3.1,
+/// and the connection goes on: a small message, which needs no spill, is
+/// still accepted.
+#[test]
+fn a_spill_that_cannot_be_written_refuses_the_message_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtpd, spool) = start(dir.path());
+    let mut c = Client::connect(smtpd.local_addrs()[0]);
+    assert!(c.command("EHLO c.example").starts_with("250 "));
+    std::fs::remove_dir_all(dir.path()).unwrap();
+
+    begin(&mut c);
+    assert!(c.command("DATA").starts_with("354 "));
+    c.send(&dot_stuff(&content(1 << 20)));
+    let reply = c.reply();
+    assert!(reply.starts_with("452 4.3.1 "), "{reply}");
+
+    let sent = content(2_000);
+    begin(&mut c);
+    assert!(c.command("DATA").starts_with("354 "));
+    c.send(&dot_stuff(&sent));
+    let reply = c.reply();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    assert_stored(&spool, queued_id(&reply), &sent);
+    smtpd.stopper().stop();
+    smtpd.wait();
+}
