@@ -250,10 +250,12 @@ pub(crate) enum Event {
     Status(QueueId, Sender<Option<MessageStatus>>),
     Stats(Sender<QueueStats>),
     /// A run came back from delivery thread number `thread`, which is idle
-    /// now: each job with its outcomes, in the run's order.
+    /// now: each job it attempted with its outcomes, in the run's order, and
+    /// the jobs it left unattempted because shutdown began meanwhile.
     Done {
         thread: usize,
         done: Vec<(Job, Vec<Outcome>)>,
+        unrun: Vec<Job>,
     },
     /// A journal batch is durable (or failed).
     Journaled(u64, Result<(), sluice_spool::SpoolError>),

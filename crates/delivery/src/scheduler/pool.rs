@@ -21,7 +21,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use super::{Event, Job, Transport};
 use crate::Outcome;
@@ -116,18 +116,28 @@ impl Worker {
         // Parks at once when there is no job (see the module comment); ends
         // when the scheduler drops the sender (shutdown).
         for run in sluice_sys::parked(&self.jobs) {
-            let done = run
-                .into_iter()
-                .map(|job| {
-                    let outcomes = deliver(&*self.transport, &job);
-                    (job, outcomes)
-                })
-                .collect();
-            let done = Event::Done {
+            let mut done = Vec::with_capacity(run.len());
+            let mut unrun = Vec::new();
+            for job in run {
+                // Shutdown closes the job channels; the rest of the run is
+                // left for after the restart rather than delivered with no
+                // scheduler to journal it. (A running thread's channel is
+                // empty: the scheduler never hands it a second run.)
+                if !done.is_empty()
+                    && matches!(self.jobs.try_recv(), Err(TryRecvError::Disconnected))
+                {
+                    unrun.push(job);
+                    continue;
+                }
+                let outcomes = deliver(&*self.transport, &job);
+                done.push((job, outcomes));
+            }
+            let event = Event::Done {
                 thread: self.n,
                 done,
+                unrun,
             };
-            if self.events.send(done).is_err() {
+            if self.events.send(event).is_err() {
                 break;
             }
         }

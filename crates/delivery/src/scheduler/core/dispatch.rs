@@ -277,13 +277,18 @@ impl Core {
         let dest = first.destination.clone();
         self.release_slot(&dest, run.len());
         for job in run {
-            if let Some(msg) = self.msgs.get_mut(&job.id) {
-                for &r in &job.recipients {
-                    msg.rcpts[r as usize].phase = Phase::Idle;
-                }
-            }
-            self.reschedule(job.id);
+            self.undispatch(job);
         }
+    }
+
+    /// A job that was not attempted: its recipients wait again.
+    pub(super) fn undispatch(&mut self, job: Job) {
+        if let Some(msg) = self.msgs.get_mut(&job.id) {
+            for &r in &job.recipients {
+                msg.rcpts[r as usize].phase = Phase::Idle;
+            }
+        }
+        self.reschedule(job.id);
     }
 
     /// A run of `jobs` jobs to `dest` is over (done, or never started).

@@ -224,14 +224,22 @@ impl Core {
             Event::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
-            Event::Done { thread, done } => {
+            Event::Done {
+                thread,
+                done,
+                unrun,
+            } => {
                 self.pool.idle_again(thread);
-                if let Some((first, _)) = done.first() {
+                let first = done.first().map(|(job, _)| job).or(unrun.first());
+                if let Some(first) = first {
                     let dest = first.destination.clone();
-                    self.release_slot(&dest, done.len());
+                    self.release_slot(&dest, done.len() + unrun.len());
                 }
                 for (job, outcomes) in done {
                     self.job_done(job, outcomes);
+                }
+                for job in unrun {
+                    self.undispatch(job);
                 }
             }
             Event::Journaled(batch, result) => self.journaled(batch, result),

@@ -1,7 +1,9 @@
 //! Outcomes: delivery, retries, failures, bounces, expiry, concurrency.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use sluice_spool::RecipientState;
 
@@ -361,13 +363,42 @@ fn a_thousand_messages_through_a_slow_transport_are_all_delivered_once() {
     sched.shutdown();
 }
 
-/// Delivers every job after `delay`, but holds the one for `gate_at` until
-/// the test opens the gate; records (recipient, thread) as each job ends.
+/// Delivers every job after `delay`, but holds those for a gated recipient
+/// until the test opens its gate; records (recipient, thread) as each ends.
 struct Gated {
     delay: Duration,
-    gate_at: &'static str,
-    gate: Mutex<crossbeam_channel::Receiver<()>>,
+    gates: Mutex<HashMap<String, crossbeam_channel::Receiver<()>>>,
     done: Mutex<Vec<(String, String)>>,
+}
+
+impl Gated {
+    /// Gates for `recipients`, and the senders that open them, in order.
+    fn new(
+        delay: Duration,
+        recipients: &[&str],
+    ) -> (Arc<Gated>, Vec<crossbeam_channel::Sender<()>>) {
+        let mut gates = HashMap::new();
+        let mut openers = Vec::new();
+        for r in recipients {
+            let (open, gate) = crossbeam_channel::bounded::<()>(0);
+            gates.insert(r.to_string(), gate);
+            openers.push(open);
+        }
+        let gated = Gated {
+            delay,
+            gates: Mutex::new(gates),
+            done: Mutex::new(Vec::new()),
+        };
+        (Arc::new(gated), openers)
+    }
+
+    fn delivered(&self, recipient: &str) -> bool {
+        self.done
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(r, _)| r == recipient)
+    }
 }
 
 impl Transport for Gated {
@@ -378,15 +409,37 @@ impl Transport for Gated {
     fn deliver(&self, job: &Job) -> Vec<Outcome> {
         std::thread::sleep(self.delay);
         let rcpts: Vec<String> = job.recipients().map(|r| address(&r.forward_path)).collect();
-        if rcpts.iter().any(|r| r == self.gate_at) {
-            let gate = self.gate.lock().unwrap();
-            let _ = gate.recv_timeout(Duration::from_secs(20));
+        for r in &rcpts {
+            let gate = self.gates.lock().unwrap().remove(r);
+            if let Some(gate) = gate {
+                let _ = gate.recv_timeout(Duration::from_secs(20));
+            }
         }
         let thread = std::thread::current().name().unwrap_or("").to_owned();
         let mut done = self.done.lock().unwrap();
         done.extend(rcpts.iter().map(|r| (r.clone(), thread.clone())));
         vec![delivered(); rcpts.len()]
     }
+}
+
+/// Queues u0..u5 at x.test, u0 first and held at its gate until the rest are
+/// queued (so they wait in the line together, however slow the disk).
+fn queue_six(
+    h: &SpoolHandle,
+    handle: &crate::scheduler::SchedulerHandle,
+    open_u0: &crossbeam_channel::Sender<()>,
+) -> Vec<QueueId> {
+    let ids: Vec<QueueId> = (0..6)
+        .map(|i| {
+            let id = submit(h, "alice@a.test", &[&format!("u{i}@x.test")]);
+            handle.queued(id);
+            id
+        })
+        .collect();
+    // The scheduler has every arrival once a status asked after them is answered.
+    let _ = handle.status(ids[5]);
+    open_u0.send(()).unwrap();
+    ids
 }
 
 /// When a destination's slot frees, the messages waiting in its line go to
@@ -399,13 +452,7 @@ fn a_freed_slot_takes_the_waiting_line_as_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
     let h = spool.handle();
-    let (open_gate, gate) = crossbeam_channel::bounded::<()>(0);
-    let transport = Arc::new(Gated {
-        delay: ms(30),
-        gate_at: "u3@x.test",
-        gate: Mutex::new(gate),
-        done: Mutex::new(Vec::new()),
-    });
+    let (transport, open) = Gated::new(ms(30), &["u0@x.test", "u3@x.test"]);
     let config = SchedulerConfig {
         threads: 4,
         max_connections_per_destination: 1,
@@ -414,13 +461,7 @@ fn a_freed_slot_takes_the_waiting_line_as_one_run() {
     let sched = Scheduler::start(config, h.clone(), transport.clone()).unwrap();
     let handle = sched.handle();
     // The first takes the one slot; the rest queue behind it in the line.
-    let ids: Vec<QueueId> = (0..6)
-        .map(|i| {
-            let id = submit(&h, "alice@a.test", &[&format!("u{i}@x.test")]);
-            handle.queued(id);
-            id
-        })
-        .collect();
+    let ids = queue_six(&h, &handle, &open[0]);
     let delivered_u2 = || {
         transport
             .done
@@ -436,7 +477,7 @@ fn a_freed_slot_takes_the_waiting_line_as_one_run() {
             .expect("still queued: its run is not over");
         assert!(status.in_flight, "{status:?}");
     }
-    open_gate.send(()).unwrap();
+    open[1].send(()).unwrap();
     assert!(wait_until(Duration::from_secs(10), || spool_is_empty(&h)));
     let done = transport.done.lock().unwrap().clone();
     let order: Vec<&str> = done.iter().map(|(r, _)| r.as_str()).collect();
@@ -455,5 +496,57 @@ fn a_freed_slot_takes_the_waiting_line_as_one_run() {
         done[1..].iter().all(|(_, t)| *t == done[1].1),
         "the line went to one thread: {done:?}"
     );
+    sched.shutdown();
+}
+
+/// Shutdown in the middle of a run: the job being delivered finishes and is
+/// journaled, the rest of the run is left unattempted (not delivered with no
+/// scheduler to journal it), and the next start delivers those, once each.
+#[test]
+fn a_run_stops_at_shutdown_and_the_rest_waits_for_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let h = spool.handle();
+    let (transport, open) = Gated::new(ms(30), &["u0@x.test", "u2@x.test"]);
+    let config = SchedulerConfig {
+        threads: 2,
+        max_connections_per_destination: 1,
+        ..config(50)
+    };
+    let sched = Scheduler::start(config.clone(), h.clone(), transport.clone()).unwrap();
+    let handle = sched.handle();
+    // u0 alone, then the run u1..u5, held at u2.
+    let ids = queue_six(&h, &handle, &open[0]);
+    assert!(wait_until(Duration::from_secs(10), || transport.delivered("u1@x.test")));
+    // Shutdown begins; a status asked after it is answered after it.
+    let grace = Instant::now() + Duration::from_secs(20);
+    handle
+        .events
+        .send(crate::scheduler::Event::Shutdown(grace))
+        .unwrap();
+    let _ = handle.status(ids[0]);
+    open[1].send(()).unwrap();
+    sched.shutdown_within(Duration::from_secs(20));
+    let first: Vec<String> = transport
+        .done
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(r, _)| r.clone())
+        .collect();
+    assert_eq!(first, ["u0@x.test", "u1@x.test", "u2@x.test"]);
+    let left: HashSet<QueueId> = h.messages().unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(
+        left,
+        ids[3..].iter().copied().collect(),
+        "the unattempted stay queued"
+    );
+
+    let again = Arc::new(Fake::delivering(ms(1)));
+    let sched = start(config, &h, &again);
+    assert!(wait_until(Duration::from_secs(10), || spool_is_empty(&h)));
+    let mut second: Vec<String> = again.calls().into_iter().map(|c| c.recipient).collect();
+    second.sort();
+    assert_eq!(second, ["u3@x.test", "u4@x.test", "u5@x.test"]);
     sched.shutdown();
 }
