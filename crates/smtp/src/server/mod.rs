@@ -160,6 +160,12 @@ pub enum Notice {
     Refused { verb: Option<Verb>, reply: Reply },
 }
 
+/// Room made for a message's content when the client did not declare its
+/// size: most mail is a few KiB.
+const EXPECTED_CONTENT: usize = 8 * 1024;
+/// The most room made ahead of the content, whatever size was declared.
+const MAX_RESERVED_CONTENT: usize = 64 * 1024;
+
 /// The front end's answer to an [`Event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -470,7 +476,20 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         if !matches!(self.phase, Phase::Pending(Event::StartData, _)) {
             return Err(ApiMisuse("the trace header is set while DATA is pending"));
         }
+        // One allocation for the message rather than one per doubling as
+        // it arrives: room for the size the client declared (RFC 1870), or
+        // for a typical message, up to a bound (past it the buffer grows as
+        // before, and a front end may drain it: `drain_collected`).
+        let declared = self
+            .transaction
+            .as_ref()
+            .and_then(|tx| tx.params.size)
+            .map_or(EXPECTED_CONTENT, |size| {
+                usize::try_from(size).unwrap_or(usize::MAX)
+            });
         self.message.clear();
+        self.message
+            .reserve(header.len() + declared.min(MAX_RESERVED_CONTENT) + 8);
         self.message.extend_from_slice(header);
         Ok(())
     }
