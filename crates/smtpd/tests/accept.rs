@@ -9,34 +9,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use sluice_filter::NoFilter;
 use sluice_smtp::server::ServerConfig;
-use sluice_smtpd::{RecipientPolicy, Smtpd, SmtpdConfig};
-use sluice_spool::{Spool, SpoolConfig};
+use sluice_smtpd::Smtpd;
+use sluice_spool::Spool;
 
 const BURST: usize = 20;
 const LOOPS: usize = 2;
 
 fn start(dir: &std::path::Path) -> (Smtpd, Spool) {
-    let (spool, _) = Spool::open(dir, SpoolConfig::default()).unwrap();
-    let directory = sluice_directory::Directory::new(sluice_directory::DirectoryConfig {
-        domains: vec!["example.test".into()],
-        users: vec!["alice".into()],
-        ..Default::default()
-    });
-    let policy = RecipientPolicy::new(Arc::new(directory), []);
-    let mut config = SmtpdConfig::new(
-        ServerConfig {
-            hostname: "mx.example.test".into(),
-            ..ServerConfig::default()
-        },
-        vec!["127.0.0.1:0".parse().unwrap()],
-        policy,
-    );
-    config.event_loops = LOOPS;
-    config.shutdown_grace = Duration::from_secs(2);
-    let smtpd = Smtpd::start(config, spool.handle(), Arc::new(NoFilter)).unwrap();
-    (smtpd, spool)
+    common::start_smtpd(dir, LOOPS, ServerConfig::default().max_message_size)
 }
 
 /// Opens `BURST` connections as close to the same moment as threads allow.

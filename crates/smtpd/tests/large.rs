@@ -9,37 +9,14 @@ use common::Client;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use sluice_filter::NoFilter;
-use sluice_smtp::server::ServerConfig;
-use sluice_smtpd::{RecipientPolicy, Smtpd, SmtpdConfig};
-use sluice_spool::{QueueId, Spool, SpoolConfig};
+use sluice_smtpd::Smtpd;
+use sluice_spool::{QueueId, Spool};
 
 const LIMIT: u64 = 4 << 20;
 
 fn start(dir: &Path) -> (Smtpd, Spool) {
-    let (spool, _) = Spool::open(dir, SpoolConfig::default()).unwrap();
-    let directory = sluice_directory::Directory::new(sluice_directory::DirectoryConfig {
-        domains: vec!["example.test".into()],
-        users: vec!["alice".into()],
-        ..Default::default()
-    });
-    let policy = RecipientPolicy::new(Arc::new(directory), []);
-    let mut config = SmtpdConfig::new(
-        ServerConfig {
-            hostname: "mx.example.test".into(),
-            max_message_size: LIMIT,
-            ..ServerConfig::default()
-        },
-        vec!["127.0.0.1:0".parse().unwrap()],
-        policy,
-    );
-    config.event_loops = 1;
-    config.shutdown_grace = Duration::from_secs(2);
-    let smtpd = Smtpd::start(config, spool.handle(), Arc::new(NoFilter)).unwrap();
-    (smtpd, spool)
+    common::start_smtpd(dir, 1, LIMIT)
 }
 
 /// A header, then lines of varied length, some starting with a dot, and
@@ -94,6 +71,14 @@ fn begin(c: &mut Client) {
         c.command("RCPT TO:<alice@example.test>")
             .starts_with("250 ")
     );
+}
+
+/// A whole transaction by DATA, the content sent in one write; the reply.
+fn send_by_data(c: &mut Client, sent: &[u8]) -> String {
+    begin(c);
+    assert!(c.command("DATA").starts_with("354 "));
+    c.send(&dot_stuff(sent));
+    c.reply()
 }
 
 /// The stored message is our `Received:` header, then the content as sent.
@@ -186,10 +171,7 @@ fn a_refused_large_message_leaves_the_next_one_whole() {
     assert!(reply.starts_with("552 5.3.4 "), "{reply}");
 
     let sent = content(1 << 20);
-    begin(&mut c);
-    assert!(c.command("DATA").starts_with("354 "));
-    c.send(&dot_stuff(&sent));
-    let reply = c.reply();
+    let reply = send_by_data(&mut c, &sent);
     assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
     assert_stored(&spool, queued_id(&reply), &sent);
     assert_eq!(
@@ -213,17 +195,11 @@ fn a_spill_that_cannot_be_written_refuses_the_message_and_nothing_else() {
     assert!(c.command("EHLO c.example").starts_with("250 "));
     std::fs::remove_dir_all(dir.path()).unwrap();
 
-    begin(&mut c);
-    assert!(c.command("DATA").starts_with("354 "));
-    c.send(&dot_stuff(&content(1 << 20)));
-    let reply = c.reply();
+    let reply = send_by_data(&mut c, &content(1 << 20));
     assert!(reply.starts_with("452 4.3.1 "), "{reply}");
 
     let sent = content(2_000);
-    begin(&mut c);
-    assert!(c.command("DATA").starts_with("354 "));
-    c.send(&dot_stuff(&sent));
-    let reply = c.reply();
+    let reply = send_by_data(&mut c, &sent);
     assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
     assert_stored(&spool, queued_id(&reply), &sent);
     smtpd.stopper().stop();

@@ -3,7 +3,40 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use sluice_filter::NoFilter;
+use sluice_smtp::server::ServerConfig;
+use sluice_smtpd::{RecipientPolicy, Smtpd, SmtpdConfig};
+use sluice_spool::{Spool, SpoolConfig};
+
+/// A front end on 127.0.0.1 with no filters, `loops` event loops and a spool
+/// in `dir`, owning `example.test` with the one mailbox `alice`.
+#[allow(dead_code)] // Not every test file starts its front end this way.
+pub fn start_smtpd(dir: &Path, loops: usize, max_message_size: u64) -> (Smtpd, Spool) {
+    let (spool, _) = Spool::open(dir, SpoolConfig::default()).unwrap();
+    let directory = sluice_directory::Directory::new(sluice_directory::DirectoryConfig {
+        domains: vec!["example.test".into()],
+        users: vec!["alice".into()],
+        ..Default::default()
+    });
+    let policy = RecipientPolicy::new(Arc::new(directory), []);
+    let mut config = SmtpdConfig::new(
+        ServerConfig {
+            hostname: "mx.example.test".into(),
+            max_message_size,
+            ..ServerConfig::default()
+        },
+        vec!["127.0.0.1:0".parse().unwrap()],
+        policy,
+    );
+    config.event_loops = loops;
+    config.shutdown_grace = Duration::from_secs(2);
+    let smtpd = Smtpd::start(config, spool.handle(), Arc::new(NoFilter)).unwrap();
+    (smtpd, spool)
+}
 
 pub struct Client {
     reader: BufReader<TcpStream>,
