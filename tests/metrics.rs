@@ -213,6 +213,23 @@ fn counters_move_by_exactly_the_messages_sent_and_the_parser_agrees() {
     assert_eq!(value(&after, "sluice_queue_messages", &[]), 0.0);
     // Nothing refused in this run.
     assert_eq!(delta("sluice_smtp_rejected_total", &[]), 0.0);
+    // Small messages stay on the heap: no spill file.
+    assert_eq!(delta("sluice_spilled_messages_total", &[]), 0.0);
+
+    // A large one goes through a spill file, and is counted with its bytes.
+    let mut large = b"Subject: large\r\n\r\n".to_vec();
+    while large.len() < 600_000 {
+        large.extend_from_slice(&[b'x'; 998]);
+        large.extend_from_slice(b"\r\n");
+    }
+    let mut c = Client::connect_ehlo(addr);
+    let reply = c.transaction("load@example.org", &["someone@elsewhere.example"], &large);
+    assert_eq!(reply.code, 250, "{reply:?}");
+    c.command_expect("QUIT", "221");
+    let spilled = parse(&get(metrics, "/metrics").1);
+    let grew = |name: &str| value(&spilled, name, &[]) - value(&after, name, &[]);
+    assert_eq!(grew("sluice_spilled_messages_total"), 1.0);
+    assert!(grew("sluice_spilled_bytes_total") >= large.len() as f64);
 
     // A refusal is counted by stage and code.
     let mut c = Client::connect_ehlo(addr);

@@ -153,6 +153,15 @@ pub fn received(listener_index: usize, bytes: u64, accept: Duration) {
     });
 }
 
+/// A large message's bytes went through a spill file in the spool's
+/// directory (counted when the message is complete, whatever then becomes of it).
+pub fn spilled(bytes: u64) {
+    with(|s| {
+        inc(&s.spilled, 1);
+        inc(&s.spilled_bytes, bytes);
+    });
+}
+
 /// One group commit of the spool: how many submissions one fdatasync made
 /// durable, and how long it took.
 pub fn spool_commit(submissions: usize, took: Duration) {
@@ -303,6 +312,16 @@ fn write_counters(e: &mut Exposition, t: &Shard, listeners: &[String], plugins: 
     for (l, listener) in listeners.iter().enumerate() {
         e.sample(name, &[("listener", listener)], get(&t.received[l]));
     }
+    let name = "sluice_spilled_messages_total";
+    e.family(
+        name,
+        "Large messages whose bytes went through a spill file in the spool's directory while they arrived.",
+        Kind::Counter,
+    );
+    e.sample(name, &[], get(&t.spilled));
+    let name = "sluice_spilled_bytes_total";
+    e.family(name, "Bytes of those messages.", Kind::Counter);
+    e.sample(name, &[], get(&t.spilled_bytes));
     let name = "sluice_received_bytes_total";
     e.family(
         name,
@@ -505,6 +524,17 @@ mod tests {
             value(&text, "sluice_accept_duration_seconds_count") >= 40.0,
             "{text}"
         );
+    }
+
+    #[test]
+    fn spilled_messages_and_bytes_are_counted() {
+        let before = render();
+        spilled(300_000);
+        spilled(1_000);
+        let text = render();
+        let grew = |series: &str| value(&text, series) - value(&before, series);
+        assert_eq!(grew("sluice_spilled_messages_total"), 2.0, "{text}");
+        assert_eq!(grew("sluice_spilled_bytes_total"), 301_000.0);
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub(crate) struct Shard {
     pub(crate) dns: [[AtomicU64; DnsResult::COUNT]; DnsKind::COUNT],
     pub(crate) spool_commits: AtomicU64,
     pub(crate) spool_committed: AtomicU64,
+    /// Large messages whose bytes went through a spill file, and those bytes.
+    pub(crate) spilled: AtomicU64,
+    pub(crate) spilled_bytes: AtomicU64,
     pub(crate) accept: Histogram,
     pub(crate) fsync: Histogram,
     pub(crate) attempt: [Histogram; Transport::COUNT],
@@ -121,6 +124,8 @@ impl Shard {
             dns: [const { zeros() }; DnsKind::COUNT],
             spool_commits: AtomicU64::new(0),
             spool_committed: AtomicU64::new(0),
+            spilled: AtomicU64::new(0),
+            spilled_bytes: AtomicU64::new(0),
             accept: Histogram::new(),
             fsync: Histogram::new(),
             attempt: [const { Histogram::new() }; Transport::COUNT],
@@ -159,6 +164,14 @@ impl Shard {
         add_all(
             std::slice::from_ref(&self.spool_commits),
             std::slice::from_ref(&other.spool_commits),
+        );
+        add_all(
+            std::slice::from_ref(&self.spilled),
+            std::slice::from_ref(&other.spilled),
+        );
+        add_all(
+            std::slice::from_ref(&self.spilled_bytes),
+            std::slice::from_ref(&other.spilled_bytes),
         );
         add_all(
             std::slice::from_ref(&self.spool_committed),

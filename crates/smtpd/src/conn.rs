@@ -192,7 +192,11 @@ impl Conn {
             _ if failed => Err(ContentError::Spill(io::Error::other(
                 "the spill file could not be written",
             ))),
-            Some(spill) => spill.finish(&rest).map_err(ContentError::Spill),
+            Some(spill) => {
+                let content = spill.finish(&rest).map_err(ContentError::Spill)?;
+                sluice_metrics::spilled(content.len() as u64);
+                Ok(content)
+            }
             None => Ok(Content::Heap(rest)),
         }
     }
