@@ -115,19 +115,33 @@ impl Worker {
     pub(super) fn run(self) {
         // Parks at once when there is no job (see the module comment); ends
         // when the scheduler drops the sender (shutdown).
-        for run in sluice_sys::parked(&self.jobs) {
+        let mut runs = sluice_sys::parked(&self.jobs);
+        // Runs found in the channel between the jobs of another: the
+        // scheduler never hands a busy thread a run, so this stays empty;
+        // were it not to, they are delivered next, never dropped.
+        let mut late: Vec<Run> = Vec::new();
+        while let Some(run) = late.pop().or_else(|| runs.next()) {
             let mut done = Vec::with_capacity(run.len());
             let mut unrun = Vec::new();
             for job in run {
                 // Shutdown closes the job channels; the rest of the run is
                 // left for after the restart rather than delivered with no
-                // scheduler to journal it. (A running thread's channel is
-                // empty: the scheduler never hands it a second run.)
-                if !done.is_empty()
-                    && matches!(self.jobs.try_recv(), Err(TryRecvError::Disconnected))
-                {
-                    unrun.push(job);
-                    continue;
+                // scheduler to journal it.
+                if !done.is_empty() {
+                    match self.jobs.try_recv() {
+                        Err(TryRecvError::Disconnected) => {
+                            unrun.push(job);
+                            continue;
+                        }
+                        Ok(extra) => {
+                            tracing::error!(
+                                thread = self.n,
+                                "a run handed to a busy delivery thread"
+                            );
+                            late.push(extra);
+                        }
+                        Err(TryRecvError::Empty) => {}
+                    }
                 }
                 let outcomes = deliver(&*self.transport, &job);
                 done.push((job, outcomes));
