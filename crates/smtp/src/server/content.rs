@@ -1,13 +1,82 @@
 //! The content phases: DATA (dot-stuffed, up to CRLF.CRLF) and BDAT chunks
-//! (counted, RFC 3030), and the checks every message must pass before it is
-//! offered to the front end.
+//! (counted, RFC 3030), the checks every message must pass before it is
+//! offered to the front end, and the front end's access to the message's
+//! bytes (the trace header first, drained as they arrive, taken at the end).
 
-use super::{CODE_BAD_SEQUENCE, CODE_OK, Chunk, Event, Notice, Phase, ServerConfig, ServerSession};
+use super::{
+    ApiMisuse, CODE_BAD_SEQUENCE, CODE_OK, Chunk, Event, Notice, Phase, ServerConfig, ServerSession,
+};
 use crate::command::Verb;
 use crate::params::BodyType;
 use crate::reply::{EnhancedCode, Reply};
 
+/// Room made for a message's content when the client did not declare its
+/// size: most mail is a few KiB.
+const EXPECTED_CONTENT: usize = 8 * 1024;
+/// The most room made ahead of the content, whatever size was declared.
+const MAX_RESERVED_CONTENT: usize = 64 * 1024;
+
 impl<C: AsRef<ServerConfig>> ServerSession<C> {
+    /// Sets the trace (`Received:`) header that will precede the content.
+    /// Call it while [`Event::StartData`] is pending, before accepting.
+    pub fn set_trace_header(&mut self, header: &[u8]) -> Result<(), ApiMisuse> {
+        if !matches!(self.phase, Phase::Pending(Event::StartData, _)) {
+            return Err(ApiMisuse("the trace header is set while DATA is pending"));
+        }
+        // One allocation for the message rather than one per doubling as
+        // it arrives: room for the size the client declared (RFC 1870), or
+        // for a typical message, up to a bound (past it the buffer grows as
+        // before, and a front end may drain it: `drain_collected`).
+        let declared = self
+            .transaction
+            .as_ref()
+            .and_then(|tx| tx.params.size)
+            .map_or(EXPECTED_CONTENT, |size| {
+                usize::try_from(size).unwrap_or(usize::MAX)
+            });
+        self.message.clear();
+        self.message
+            .reserve(header.len() + declared.min(MAX_RESERVED_CONTENT) + 8);
+        self.message.extend_from_slice(header);
+        Ok(())
+    }
+
+    /// Bytes of the message the session holds now: the trace header and the
+    /// content collected since the last [`ServerSession::drain_collected`].
+    pub fn collected_len(&self) -> usize {
+        self.message.len()
+    }
+
+    /// Hands the message bytes collected so far to `keep` and forgets them,
+    /// while content is arriving (a front end that keeps large messages on
+    /// disk calls it as they grow, so the session holds at most one read's
+    /// worth). [`ServerSession::take_message`] then gives only the rest.
+    /// Outside DATA/BDAT, nothing is collected and `keep` is not called.
+    pub fn drain_collected<R>(&mut self, keep: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let collecting = match self.phase {
+            Phase::Data(_) | Phase::Chunk { .. } => true,
+            // Between the chunks of one BDAT transaction.
+            Phase::Command => self.bdat_in_progress,
+            _ => false,
+        };
+        if !collecting || self.message.is_empty() {
+            return None;
+        }
+        let r = keep(&self.message);
+        self.message.clear();
+        Some(r)
+    }
+
+    /// Takes the finished message (trace header + content) while
+    /// [`Event::Message`] is pending. The envelope stays until the decision
+    /// ([`ServerSession::transaction`]), so the front end can still read it.
+    pub fn take_message(&mut self) -> Result<Vec<u8>, ApiMisuse> {
+        if !matches!(self.phase, Phase::Pending(Event::Message, _)) {
+            return Err(ApiMisuse("the message is taken while it is pending"));
+        }
+        Ok(std::mem::take(&mut self.message))
+    }
+
     pub(super) fn data(&mut self) {
         match &self.transaction {
             None => self.bad_sequence(Verb::Data, "Need MAIL and RCPT before DATA"),

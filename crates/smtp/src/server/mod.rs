@@ -160,12 +160,6 @@ pub enum Notice {
     Refused { verb: Option<Verb>, reply: Reply },
 }
 
-/// Room made for a message's content when the client did not declare its
-/// size: most mail is a few KiB.
-const EXPECTED_CONTENT: usize = 8 * 1024;
-/// The most room made ahead of the content, whatever size was declared.
-const MAX_RESERVED_CONTENT: usize = 64 * 1024;
-
 /// The front end's answer to an [`Event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -470,30 +464,6 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         self.enter_closed();
     }
 
-    /// Sets the trace (`Received:`) header that will precede the content.
-    /// Call it while [`Event::StartData`] is pending, before accepting.
-    pub fn set_trace_header(&mut self, header: &[u8]) -> Result<(), ApiMisuse> {
-        if !matches!(self.phase, Phase::Pending(Event::StartData, _)) {
-            return Err(ApiMisuse("the trace header is set while DATA is pending"));
-        }
-        // One allocation for the message rather than one per doubling as
-        // it arrives: room for the size the client declared (RFC 1870), or
-        // for a typical message, up to a bound (past it the buffer grows as
-        // before, and a front end may drain it: `drain_collected`).
-        let declared = self
-            .transaction
-            .as_ref()
-            .and_then(|tx| tx.params.size)
-            .map_or(EXPECTED_CONTENT, |size| {
-                usize::try_from(size).unwrap_or(usize::MAX)
-            });
-        self.message.clear();
-        self.message
-            .reserve(header.len() + declared.min(MAX_RESERVED_CONTENT) + 8);
-        self.message.extend_from_slice(header);
-        Ok(())
-    }
-
     /// Replaces the reverse-path of the pending MAIL, before the decision:
     /// a submission server may correct what a client it knows asks for
     /// (RFC 6409 §8), as the local submission socket does for a user who
@@ -506,42 +476,6 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             }
             _ => Err(ApiMisuse("the reverse-path is set while MAIL is pending")),
         }
-    }
-
-    /// Bytes of the message the session holds now: the trace header and the
-    /// content collected since the last [`ServerSession::drain_collected`].
-    pub fn collected_len(&self) -> usize {
-        self.message.len()
-    }
-
-    /// Hands the message bytes collected so far to `keep` and forgets them,
-    /// while content is arriving (a front end that keeps large messages on
-    /// disk calls it as they grow, so the session holds at most one read's
-    /// worth). [`ServerSession::take_message`] then gives only the rest.
-    /// Outside DATA/BDAT, nothing is collected and `keep` is not called.
-    pub fn drain_collected<R>(&mut self, keep: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        let collecting = match self.phase {
-            Phase::Data(_) | Phase::Chunk { .. } => true,
-            // Between the chunks of one BDAT transaction.
-            Phase::Command => self.bdat_in_progress,
-            _ => false,
-        };
-        if !collecting || self.message.is_empty() {
-            return None;
-        }
-        let r = keep(&self.message);
-        self.message.clear();
-        Some(r)
-    }
-
-    /// Takes the finished message (trace header + content) while
-    /// [`Event::Message`] is pending. The envelope stays until the decision
-    /// ([`ServerSession::transaction`]), so the front end can still read it.
-    pub fn take_message(&mut self) -> Result<Vec<u8>, ApiMisuse> {
-        if !matches!(self.phase, Phase::Pending(Event::Message, _)) {
-            return Err(ApiMisuse("the message is taken while it is pending"));
-        }
-        Ok(std::mem::take(&mut self.message))
     }
 
     /// Answers the pending event. Afterwards call [`ServerSession::receive`]
