@@ -98,9 +98,10 @@ pub(crate) struct Conn {
     spill_failed: bool,
 }
 
-/// Past this many bytes held by the session, a message's bytes move to a
-/// spill file, and from then on after every read: a connection streaming a
-/// 20 MiB message holds about this much heap, not the message. Below it
+/// Once the session holds this many bytes of a message, they move to a
+/// spill file, and so on each time as many have gathered again (one write
+/// of about this size, not one per read): a connection streaming a 20 MiB
+/// message holds about this much heap (plus a read), not the message. Below it
 /// (nearly all mail) the message stays on the heap and costs no file.
 pub(crate) const SPILL_AT: usize = 256 * 1024;
 

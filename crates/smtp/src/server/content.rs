@@ -49,8 +49,8 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
 
     /// Hands the message bytes collected so far to `keep` and forgets them,
     /// while content is arriving (a front end that keeps large messages on
-    /// disk calls it as they grow, so the session holds at most one read's
-    /// worth). [`ServerSession::take_message`] then gives only the rest.
+    /// disk calls it as they grow, so the session holds only what gathered
+    /// since). [`ServerSession::take_message`] then gives only the rest.
     /// Outside DATA/BDAT, nothing is collected and `keep` is not called.
     pub fn drain_collected<R>(&mut self, keep: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let collecting = match self.phase {
