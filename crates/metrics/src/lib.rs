@@ -240,6 +240,12 @@ fn bounds() -> Vec<f64> {
     BOUNDS_NS.iter().map(|&ns| ns as f64 / 1e9).collect()
 }
 
+/// A counter family with one series and no labels.
+fn counter(e: &mut Exposition, name: &str, help: &str, c: &std::sync::atomic::AtomicU64) {
+    e.family(name, help, Kind::Counter);
+    e.sample(name, &[], get(c));
+}
+
 fn histogram(e: &mut Exposition, name: &str, labels: &[(&str, &str)], h: &Histogram) {
     let counts: Vec<u64> = h.buckets.iter().map(|b| b.load(Relaxed)).collect();
     let sum = h.sum_ns.load(Relaxed) as f64 / 1e9;
@@ -312,16 +318,6 @@ fn write_counters(e: &mut Exposition, t: &Shard, listeners: &[String], plugins: 
     for (l, listener) in listeners.iter().enumerate() {
         e.sample(name, &[("listener", listener)], get(&t.received[l]));
     }
-    let name = "sluice_spilled_messages_total";
-    e.family(
-        name,
-        "Large messages whose bytes went through a spill file in the spool's directory while they arrived.",
-        Kind::Counter,
-    );
-    e.sample(name, &[], get(&t.spilled));
-    let name = "sluice_spilled_bytes_total";
-    e.family(name, "Bytes of those messages.", Kind::Counter);
-    e.sample(name, &[], get(&t.spilled_bytes));
     let name = "sluice_received_bytes_total";
     e.family(
         name,
@@ -339,20 +335,30 @@ fn write_counters(e: &mut Exposition, t: &Shard, listeners: &[String], plugins: 
     );
     histogram(e, name, &[], &t.accept);
 
-    let name = "sluice_spool_commits_total";
-    e.family(
-        name,
+    counter(
+        e,
+        "sluice_spool_commits_total",
         "Group commits of the spool (one fdatasync each).",
-        Kind::Counter,
+        &t.spool_commits,
     );
-    e.sample(name, &[], get(&t.spool_commits));
-    let name = "sluice_spool_committed_total";
-    e.family(
-        name,
+    counter(
+        e,
+        "sluice_spool_committed_total",
         "Submissions made durable by the spool's group commits.",
-        Kind::Counter,
+        &t.spool_committed,
     );
-    e.sample(name, &[], get(&t.spool_committed));
+    counter(
+        e,
+        "sluice_spilled_messages_total",
+        "Large messages whose bytes went through a spill file in the spool's directory while they arrived.",
+        &t.spilled,
+    );
+    counter(
+        e,
+        "sluice_spilled_bytes_total",
+        "Bytes of those messages.",
+        &t.spilled_bytes,
+    );
     let name = "sluice_spool_fsync_duration_seconds";
     e.family(
         name,

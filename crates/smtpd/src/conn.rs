@@ -90,20 +90,30 @@ pub(crate) struct Conn {
     /// Ranges of the content (after our trace header) left out of the
     /// stored message: `Authentication-Results:` fields forged with our name.
     pub(crate) removed: Vec<std::ops::Range<usize>>,
-    /// A large message's bytes so far, moved out of the session into an
-    /// unnamed file in the spool's directory (see [`SPILL_AT`]).
-    spill: Option<Spill>,
-    /// Writing the spill failed (a full disk): the message is refused when
-    /// it ends, and nothing more is written meanwhile.
-    spill_failed: bool,
+    /// Where the bytes of a large message arriving now went (see [`SPILL_AT`]).
+    spill: Spilling,
 }
 
 /// Once the session holds this many bytes of a message, they move to a
 /// spill file, and so on each time as many have gathered again (one write
 /// of about this size, not one per read): a connection streaming a 20 MiB
-/// message holds about this much heap (plus a read), not the message. Below it
-/// (nearly all mail) the message stays on the heap and costs no file.
+/// message holds about this much heap (plus a read), not the message.
+/// Below it (nearly all mail) the message stays on the heap and costs no
+/// file.
 pub(crate) const SPILL_AT: usize = 256 * 1024;
+
+/// The spill of the message arriving now.
+#[derive(Debug)]
+enum Spilling {
+    /// Nothing spilled: the session holds the whole message.
+    No,
+    /// The bytes so far, but those the session still holds, are in this
+    /// unnamed file in the spool's directory.
+    To(Spill),
+    /// Writing the spill failed (a full disk): the message is refused when
+    /// it ends, and nothing more is written meanwhile.
+    Failed,
+}
 
 /// Why the content of the message that just ended is not there to decide on.
 #[derive(Debug)]
@@ -150,8 +160,7 @@ impl Conn {
             sender_checks: None,
             auth_results: sluice_filter::AuthResults::default(),
             removed: Vec::new(),
-            spill: None,
-            spill_failed: false,
+            spill: Spilling::No,
         }
     }
 
@@ -163,23 +172,20 @@ impl Conn {
         if self.session.collected_len() < SPILL_AT {
             return;
         }
-        let (spill, failed, conn) = (&mut self.spill, &mut self.spill_failed, self.info.id);
+        let (spill, conn) = (&mut self.spill, self.info.id);
         self.session.drain_collected(|bytes| {
-            if *failed {
-                return;
-            }
             let written = match spill {
-                Some(file) => file.append(bytes),
-                None => spool.spill().and_then(|mut file| {
+                Spilling::Failed => return,
+                Spilling::To(file) => file.append(bytes),
+                Spilling::No => spool.spill().and_then(|mut file| {
                     file.append(bytes)?;
-                    *spill = Some(file);
+                    *spill = Spilling::To(file);
                     Ok(())
                 }),
             };
             if let Err(e) = written {
                 tracing::warn!(conn, error = %e, "could not spill a large message to the spool's directory");
-                *failed = true;
-                *spill = None;
+                *spill = Spilling::Failed;
             }
         });
     }
@@ -188,25 +194,17 @@ impl Conn {
     /// Call it while `Event::Message` is pending.
     pub(crate) fn take_content(&mut self) -> Result<Content, ContentError> {
         let rest = self.session.take_message().map_err(ContentError::Session)?;
-        let failed = std::mem::take(&mut self.spill_failed);
-        match self.spill.take() {
-            _ if failed => Err(ContentError::Spill(io::Error::other(
+        match std::mem::replace(&mut self.spill, Spilling::No) {
+            Spilling::Failed => Err(ContentError::Spill(io::Error::other(
                 "the spill file could not be written",
             ))),
-            Some(spill) => {
+            Spilling::To(spill) => {
                 let content = spill.finish(&rest).map_err(ContentError::Spill)?;
                 sluice_metrics::spilled(content.len() as u64);
                 Ok(content)
             }
-            None => Ok(Content::Heap(rest)),
+            Spilling::No => Ok(Content::Heap(rest)),
         }
-    }
-
-    /// Forgets a message that will not be taken (the transaction was reset
-    /// before its end): the spill file goes with it.
-    fn drop_spill(&mut self) {
-        self.spill = None;
-        self.spill_failed = false;
     }
 
     /// Whether the client sends with our blessing (a trusted network, a
@@ -312,7 +310,8 @@ impl Conn {
         hostname: &str,
     ) -> Result<(), sluice_smtp::server::ApiMisuse> {
         self.queue_id = Some(id);
-        self.drop_spill();
+        // Whatever a transaction left unfinished goes (its file with it).
+        self.spill = Spilling::No;
         self.added_fields.clear();
         self.removed.clear();
         let (greeting, helo) = self
@@ -472,8 +471,8 @@ impl Conn {
         for notice in self.session.take_notices() {
             match notice {
                 Notice::TransactionReset => {
-                    self.spill = None;
-                    self.spill_failed = false;
+                    // The message will not be taken: its spill file goes.
+                    self.spill = Spilling::No;
                     filter.reset(&self.info);
                 }
                 Notice::Closing => {}

@@ -2,8 +2,8 @@
 //!
 //! One scheduler thread owns the in-memory queue: per-message recipient
 //! states, a due-time ordered set of `(due, queue id)`, and the number of
-//! connections (runs of jobs) in flight per destination. Everything else talks to it through one
-//! channel of events (new messages from the front end, job results from the
+//! connections (runs of jobs) in flight per destination. Everything else
+//! talks to it through one channel of events (new messages from the front end, job results from the
 //! delivery threads, durability notices from the spool, operator commands),
 //! and it sleeps until the next event or due time: an idle queue costs no
 //! CPU and there is no polling interval.

@@ -6,9 +6,10 @@
 //! thread's channel, so it wakes that thread and no other, and no thread is
 //! handed a run while it still has one. The thread delivers the run's jobs
 //! one after the other (on one cached connection, for SMTP) and reports them
-//! in one event: under load, one wake-up each way for several messages. The thread that became idle last
-//! gets the next job: under light load a few threads do all the work (their
-//! caches warm) and the rest stay parked instead of taking turns.
+//! in one event: under load, one wake-up each way for several messages. The
+//! thread that became idle last gets the next run: under light load a few
+//! threads do all the work (their caches warm) and the rest stay parked
+//! instead of taking turns.
 //!
 //! A thread waits with [`sluice_sys::parked`], not `Receiver::recv`: crossbeam's
 //! `recv` spins and calls `sched_yield` four times before it parks, which

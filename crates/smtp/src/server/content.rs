@@ -36,7 +36,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             });
         self.message.clear();
         self.message
-            .reserve(header.len() + declared.min(MAX_RESERVED_CONTENT) + 8);
+            .reserve(header.len() + declared.min(MAX_RESERVED_CONTENT));
         self.message.extend_from_slice(header);
         Ok(())
     }

@@ -102,14 +102,20 @@ fn address(forward_path: &ForwardPath) -> String {
     }
 }
 
+/// The tests' routing: postmaster is local, everyone else goes to their
+/// domain.
+fn domain_destination(recipient: &ForwardPath) -> Destination {
+    match recipient {
+        ForwardPath::Postmaster => Destination::Local,
+        ForwardPath::Path(p) => {
+            Destination::Remote(p.mailbox.domain.to_string().to_ascii_lowercase())
+        }
+    }
+}
+
 impl Transport for Fake {
     fn destination(&self, recipient: &ForwardPath) -> Destination {
-        match recipient {
-            ForwardPath::Postmaster => Destination::Local,
-            ForwardPath::Path(p) => {
-                Destination::Remote(p.mailbox.domain.to_string().to_ascii_lowercase())
-            }
-        }
+        domain_destination(recipient)
     }
 
     fn deliver(&self, job: &Job) -> Vec<Outcome> {
