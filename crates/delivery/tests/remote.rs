@@ -32,6 +32,7 @@ fn config() -> RemoteConfig {
         },
         idle_close: Duration::from_secs(5),
         max_messages_per_connection: 100,
+        chunking: true,
     }
 }
 

@@ -228,9 +228,8 @@ impl Connection {
         let mut results = None;
         let mut closed = None;
         loop {
-            if self.flush().is_err() {
-                self.session.connection_lost();
-            }
+            // Events first: a body that goes with its envelope is then
+            // written together with the commands before it, in one call.
             while let Some(event) = self.session.poll_event() {
                 match event {
                     ClientEvent::Ready => {}
@@ -255,9 +254,12 @@ impl Connection {
             if closed.is_some() || (results.is_some() && self.session.is_ready()) {
                 break;
             }
-            // An event may have left something to say (EHLO after the
-            // handshake): say it before waiting for an answer.
+            // The commands, or what an event left to say (EHLO after the
+            // handshake): said before waiting for an answer.
             if !self.session.output().is_empty() {
+                if self.flush().is_err() {
+                    self.session.connection_lost();
+                }
                 continue;
             }
             self.read();

@@ -33,7 +33,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sluice_smtp::client::{
-    ClientConfig, CloseReason, Message, Outcome as ClientOutcome, RecipientResult, ReplyOrigin,
+    BdatPolicy, ClientConfig, CloseReason, Message, Outcome as ClientOutcome, RecipientResult,
+    ReplyOrigin,
 };
 use sluice_smtp::{Domain, Envelope};
 
@@ -64,6 +65,10 @@ pub struct RemoteConfig {
     /// Messages per connection before it is closed and a new one opened
     /// (e.g. 100), so one connection cannot grow old forever.
     pub max_messages_per_connection: usize,
+    /// Bodies go with BDAT (RFC 3030) to next hops that offer CHUNKING: a
+    /// small one together with its envelope, one round trip per message
+    /// (see [`sluice_smtp::client::PIPELINED_BODY_MAX`]). Off: always DATA.
+    pub chunking: bool,
 }
 
 /// The client transport; share one between all delivery threads (`Send + Sync`).
@@ -419,6 +424,11 @@ impl Remote {
         let config = ClientConfig {
             lmtp,
             credentials,
+            bdat: if self.config.chunking {
+                BdatPolicy::WhenOffered
+            } else {
+                BdatPolicy::WhenRequired
+            },
             tls: if setup.is_some() {
                 level.tls_use()
             } else {

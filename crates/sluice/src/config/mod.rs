@@ -237,6 +237,9 @@ pub struct Delivery {
     pub data_block_timeout_secs: u64,
     /// The reply to the final dot (§4.5.3.2.6: 10 min).
     pub data_end_timeout_secs: u64,
+    /// BDAT to next hops that offer CHUNKING (a small body in the same
+    /// round trip as its envelope); off: DATA always.
+    pub chunking: bool,
     /// TLS to next hops.
     pub tls: tls::DeliveryTls,
     /// Next hop (`host:port` as a route or the smarthost names it, or
@@ -391,6 +394,7 @@ impl Default for Delivery {
             data_init_timeout_secs: rfc.data_init.as_secs(),
             data_block_timeout_secs: rfc.data_block.as_secs(),
             data_end_timeout_secs: rfc.data_end.as_secs(),
+            chunking: true,
             tls: tls::DeliveryTls::default(),
             credentials: BTreeMap::new(),
         }

@@ -328,6 +328,7 @@ impl Config {
                 // Postfix sets no count limit at all (only 300 s); a high one
                 // still retires a connection now and then.
                 max_messages_per_connection: 1000,
+                chunking: d.chunking,
             },
             router,
         );

@@ -17,6 +17,15 @@ use crate::stage::Stage;
 /// nothing is expected from it) before the session gives up on it.
 const MAX_INPUT_DURING_BODY: usize = 64 * 1024;
 
+/// The largest body sent with its envelope, before the server has accepted
+/// a recipient (`BDAT <size> LAST` pipelined behind MAIL and RCPT, as Exim
+/// does): one round trip per message instead of two. Should every
+/// recipient be refused, at most this much went out for nothing, which a
+/// round trip of most paths costs more than; and the whole of it fits in a
+/// socket's send buffer, so writing it never waits on a server that waits
+/// for us to read its replies.
+pub const PIPELINED_BODY_MAX: u64 = 64 * 1024;
+
 /// Where the session is. A message in progress lives only inside
 /// [`State::Transaction`], so a result cannot be given twice or lost.
 #[derive(Debug)]
@@ -84,7 +93,10 @@ pub(super) enum Phase {
         mail_refused: bool,
     },
     /// [`ClientEvent::SendBody`] is out; the caller is writing the body.
-    Body,
+    /// `awaiting`: the replies still due for the envelope and the body's
+    /// `BDAT … LAST` when they all went out together (empty when the body
+    /// follows the envelope's replies); they are read once the body is out.
+    Body { awaiting: VecDeque<Step> },
     /// The body is out; the final reply decides.
     EndOfData,
 }
@@ -94,6 +106,9 @@ pub(super) enum Step {
     Mail,
     Rcpt(usize),
     Data,
+    /// `BDAT <size> LAST` sent with the envelope: its reply is the end of
+    /// data's.
+    Bdat,
 }
 
 /// The class of a reply code: its first digit.
@@ -113,7 +128,7 @@ impl ClientSession {
                 // The server has nothing to say while the body goes out; if
                 // it says something anyway, it is read once the body is out,
                 // in step with what was sent.
-                State::Transaction(t) if matches!(t.phase, Phase::Body) => break,
+                State::Transaction(t) if matches!(t.phase, Phase::Body { .. }) => break,
                 // What follows the 220 to STARTTLS belongs to TLS.
                 State::Handshake => break,
                 _ => {}
@@ -412,7 +427,7 @@ impl ClientSession {
                 self.idle()
             }
             // Input is not read during the body (see process_input).
-            Phase::Body => self.unexpected(State::Transaction(t), &reply),
+            Phase::Body { .. } => self.unexpected(State::Transaction(t), &reply),
         }
     }
 
@@ -487,7 +502,9 @@ impl ClientSession {
             }
             (Step::Data, _) if reply.code() == 354 => {
                 if any_accepted(recipients) {
-                    *phase = Phase::Body;
+                    *phase = Phase::Body {
+                        awaiting: VecDeque::new(),
+                    };
                     self.events
                         .push_back(ClientEvent::SendBody(BodyFraming::DotStuffed));
                     return State::Transaction(t);
@@ -511,6 +528,27 @@ impl ClientSession {
                     }
                 }
                 return self.end_early(*t);
+            }
+            // The end of data of a body sent with its envelope (which LMTP
+            // never does). A server with no recipient to deliver to refuses
+            // it (RFC 3030 §4.2: 554, or 503 after a refused MAIL); RSET
+            // then leaves no doubt about where the transaction stands.
+            (Step::Bdat, 2 | 4 | 5) => {
+                let outcome = match class {
+                    2 => Outcome::Delivered(reply),
+                    _ => Outcome::failure(reply),
+                };
+                let refused = class != 2;
+                for rcpt in recipients.iter_mut() {
+                    if matches!(rcpt, Rcpt::Accepted) {
+                        *rcpt = Rcpt::Done(outcome.clone(), ReplyOrigin::Remote, Stage::EndOfData);
+                    }
+                }
+                if refused {
+                    return self.end_early(*t);
+                }
+                self.finish(*t);
+                return self.idle();
             }
             _ => return self.unexpected(State::Transaction(t), &reply),
         }
@@ -536,7 +574,9 @@ impl ClientSession {
             }
             BodyFraming::Raw { size } => {
                 self.write(&Command::Bdat { size, last: true });
-                *phase = Phase::Body;
+                *phase = Phase::Body {
+                    awaiting: VecDeque::new(),
+                };
                 self.events
                     .push_back(ClientEvent::SendBody(BodyFraming::Raw { size }));
             }
@@ -625,12 +665,20 @@ impl ClientSession {
         let mut steps: VecDeque<Step> = std::iter::once(Step::Mail)
             .chain((0..n).map(Step::Rcpt))
             .collect();
-        // RFC 2920 §3.1: DATA may end a pipelined group; BDAT is held back
-        // until a recipient is known to be accepted, so a body is never sent
-        // for nobody.
+        // RFC 2920 §3.1: DATA may end a pipelined group. BDAT carries the
+        // body with it, so it joins the group only for a small body (see
+        // PIPELINED_BODY_MAX); a larger one waits for a recipient to be
+        // accepted, so that it is never sent for nobody. LMTP's end of data
+        // has a reply per accepted recipient, known only after the RCPTs'.
+        let body_too = match framing {
+            BodyFraming::DotStuffed => false,
+            BodyFraming::Raw { size } => size <= PIPELINED_BODY_MAX && !self.config.lmtp,
+        };
         let (awaiting, unsent) = if caps.pipelining {
-            if framing == BodyFraming::DotStuffed {
-                steps.push_back(Step::Data);
+            match framing {
+                BodyFraming::DotStuffed => steps.push_back(Step::Data),
+                BodyFraming::Raw { .. } if body_too => steps.push_back(Step::Bdat),
+                BodyFraming::Raw { .. } => {}
             }
             (steps, VecDeque::new())
         } else {
@@ -640,15 +688,21 @@ impl ClientSession {
         for &step in &awaiting {
             self.write(&command(&message, step, &self.capabilities));
         }
+        let phase = if awaiting.back() == Some(&Step::Bdat) {
+            self.events.push_back(ClientEvent::SendBody(framing));
+            Phase::Body { awaiting }
+        } else {
+            Phase::Envelope {
+                awaiting,
+                unsent,
+                mail_refused: false,
+            }
+        };
         State::Transaction(Box::new(Transaction {
             message,
             framing,
             recipients: (0..n).map(|_| Rcpt::Pending).collect(),
-            phase: Phase::Envelope {
-                awaiting,
-                unsent,
-                mail_refused: false,
-            },
+            phase,
         }))
     }
 
@@ -752,6 +806,10 @@ fn command(message: &Message, step: Step, caps: &Capabilities) -> Command {
         Step::Mail => message.mail_command(caps),
         Step::Rcpt(i) => message.rcpt_command(i, caps),
         Step::Data => Command::Data,
+        Step::Bdat => Command::Bdat {
+            size: message.body_size,
+            last: true,
+        },
     }
 }
 
@@ -767,8 +825,9 @@ fn stage_of(state: &State) -> Stage {
                 Some(Step::Mail) => Stage::Mail,
                 Some(Step::Rcpt(_)) => Stage::Rcpt,
                 Some(Step::Data) | None => Stage::Data,
+                Some(Step::Bdat) => Stage::EndOfData,
             },
-            Phase::Body => Stage::Data,
+            Phase::Body { .. } => Stage::Data,
             Phase::EndOfData => Stage::EndOfData,
         },
         // Between messages: a queued message waits for the server to be
@@ -801,8 +860,9 @@ pub(super) fn timeout_class_of(state: &State) -> Option<TimeoutClass> {
                 Step::Mail => TimeoutClass::Mail,
                 Step::Rcpt(_) => TimeoutClass::Rcpt,
                 Step::Data => TimeoutClass::DataInit,
+                Step::Bdat => TimeoutClass::DataTermination,
             }),
-            Phase::Body => Some(TimeoutClass::DataBlock),
+            Phase::Body { .. } => Some(TimeoutClass::DataBlock),
             Phase::EndOfData => Some(TimeoutClass::DataTermination),
         },
         State::Cleanup(Cleanup::Rset) => Some(TimeoutClass::Rset),

@@ -54,6 +54,7 @@ use crate::command::Command;
 use crate::data::DotStuffer;
 use crate::reply::Reply;
 
+pub use machine::PIPELINED_BODY_MAX;
 use machine::{Phase, State, local_reply, timeout_class_of};
 
 /// How this client introduces itself and frames bodies.
@@ -276,7 +277,7 @@ impl ClientSession {
         let State::Transaction(t) = &self.state else {
             return Err(BodyError::NotExpected);
         };
-        if !matches!(t.phase, Phase::Body) {
+        if !matches!(t.phase, Phase::Body { .. }) {
             return Err(BodyError::NotExpected);
         }
         match t.framing {
@@ -310,9 +311,18 @@ impl ClientSession {
     /// asked; the session now waits for the final reply.
     pub fn body_sent(&mut self) -> Result<(), BodyError> {
         match &mut self.state {
-            State::Transaction(t) if matches!(t.phase, Phase::Body) => {
-                t.phase = Phase::EndOfData;
-            }
+            State::Transaction(t) => match &mut t.phase {
+                Phase::Body { awaiting } if awaiting.is_empty() => t.phase = Phase::EndOfData,
+                // Sent with its envelope: the envelope's replies come first.
+                Phase::Body { awaiting } => {
+                    t.phase = Phase::Envelope {
+                        awaiting: std::mem::take(awaiting),
+                        unsent: VecDeque::new(),
+                        mail_refused: false,
+                    }
+                }
+                _ => return Err(BodyError::NotExpected),
+            },
             _ => return Err(BodyError::NotExpected),
         }
         // Replies that arrived during the body were held back until now.
