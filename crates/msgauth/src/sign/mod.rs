@@ -6,14 +6,14 @@
 //! suggests both, since not every verifier knows Ed25519 yet).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine as _;
-use mail_auth::common::crypto::{DkimKey, Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner};
-use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::PemObject;
+
+mod key;
+use key::PrivateKey;
 
 /// The signature algorithm of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,7 +100,7 @@ struct LoadedKey {
     selector: String,
     algorithm: Algorithm,
     /// Ready to sign: the key and everything but the message.
-    signer: DkimSigner<DkimKey, mail_auth::dkim::Done>,
+    signer: DkimSigner<PrivateKey, mail_auth::dkim::Done>,
 }
 
 /// The keys, by domain.
@@ -122,7 +122,7 @@ impl Signer {
         let keys = specs
             .iter()
             .map(|spec| {
-                let key = read_key(&spec.key, spec.algorithm)?;
+                let key = key::read(&spec.key, spec.algorithm)?;
                 let signer = DkimSigner::from_key(key)
                     .domain(spec.domain.to_ascii_lowercase())
                     .selector(spec.selector.clone())
@@ -179,33 +179,6 @@ impl Signer {
             fields.push_str(&signature.to_header());
         }
         Ok(fields)
-    }
-}
-
-fn read_key(path: &Path, algorithm: Algorithm) -> Result<DkimKey, KeyError> {
-    let pem = std::fs::read(path).map_err(|e| KeyError::Unreadable {
-        path: path.to_path_buf(),
-        error: e.to_string(),
-    })?;
-    let invalid = |error: String| KeyError::Invalid {
-        path: path.to_path_buf(),
-        error,
-    };
-    let der = PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| invalid(format!("no private key in PEM form ({e})")))?;
-    match (algorithm, der) {
-        (Algorithm::RsaSha256, der) => RsaKey::<Sha256>::from_key_der(der)
-            .map(DkimKey::Rsa)
-            .map_err(|e| invalid(format!("not an RSA key for rsa-sha256 ({e})"))),
-        (Algorithm::Ed25519Sha256, PrivateKeyDer::Pkcs8(der)) => {
-            // OpenSSL writes PKCS#8 v1 (no public key in the file).
-            Ed25519Key::from_pkcs8_maybe_unchecked_der(der.secret_pkcs8_der())
-                .map(DkimKey::Ed25519)
-                .map_err(|e| invalid(format!("not an Ed25519 key for ed25519-sha256 ({e})")))
-        }
-        (Algorithm::Ed25519Sha256, _) => Err(invalid(
-            "an Ed25519 key must be PKCS#8 (BEGIN PRIVATE KEY)".into(),
-        )),
     }
 }
 
@@ -294,6 +267,7 @@ fn der(tag: u8, value: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn spec(dir: &Path, name: &str, algorithm: Algorithm, pem: &str) -> KeySpec {
         let key = dir.join(name);
