@@ -534,17 +534,18 @@ impl ClientSession {
             // it (RFC 3030 §4.2: 554, or 503 after a refused MAIL); RSET
             // then leaves no doubt about where the transaction stands.
             (Step::Bdat, 2 | 4 | 5) => {
-                let outcome = match class {
-                    2 => Outcome::Delivered(reply),
-                    _ => Outcome::failure(reply),
+                let delivered = class == 2;
+                let outcome = if delivered {
+                    Outcome::Delivered(reply)
+                } else {
+                    Outcome::failure(reply)
                 };
-                let refused = class != 2;
                 for rcpt in recipients.iter_mut() {
                     if matches!(rcpt, Rcpt::Accepted) {
                         *rcpt = Rcpt::Done(outcome.clone(), ReplyOrigin::Remote, Stage::EndOfData);
                     }
                 }
-                if refused {
+                if !delivered {
                     return self.end_early(*t);
                 }
                 self.finish(*t);
