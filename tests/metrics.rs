@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_e2e::{Client, Server, Sink, run, wait_for};
+use sluice_e2e::tls::{TestCerts, TlsClient};
+use sluice_e2e::{Client, Dnsmasq, Server, Sink, run, submit, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(20);
 const MESSAGES: usize = 40;
@@ -245,6 +246,120 @@ fn counters_move_by_exactly_the_messages_sent_and_the_parser_agrees() {
         (v >= 1.0).then_some(v)
     });
     assert_eq!(refused, Some(1.0));
+}
+
+/// TLS handshakes (clients' STARTTLS, good and broken), AUTH attempts (a
+/// right and a wrong password) and DNS lookups (a next hop found by MX):
+/// each counted once per thing that happened.
+#[test]
+fn handshakes_logins_and_lookups_are_counted_as_they_happen() {
+    let certs = TestCerts::new();
+    let sink = Sink::start();
+    let dns = Dnsmasq::start(
+        &[
+            "--mx-host=mx.test,mx1.mx.test,10",
+            "--host-record=mx1.mx.test,127.0.0.1",
+        ],
+        "mx1.mx.test",
+    );
+    let mut hash = Command::new("openssl");
+    hash.args(["passwd", "-6", "s3cret"]);
+    let hash = run(hash, b"", LIMIT);
+    assert!(hash.status.success());
+    let users = certs.dir.path().join("users");
+    std::fs::write(
+        &users,
+        format!("alice:{}", String::from_utf8(hash.stdout).unwrap()),
+    )
+    .unwrap();
+    let server = Server::builder()
+        .config(&format!(
+            "{}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [[listen]]\naddr = \"127.0.0.1:0\"\n\
+             [[listen]]\naddr = \"127.0.0.1:0\"\nmode = \"submission\"\n\
+             [auth]\nbackend = \"file\"\nusers_file = \"{}\"\nfailure_delay_ms = 50\n\
+             [dns]\nnameservers = [\"{}\"]\n\
+             [delivery]\nmx_port = {}\n",
+            certs.config(),
+            users.display(),
+            dns.addr(),
+            sink.addr().port()
+        ))
+        .start();
+    let metrics = metrics_addr(&server);
+    let [smtp, submission] = server.listen_addrs(2)[..] else {
+        unreachable!()
+    };
+    let scrape = || parse(&get(metrics, "/metrics").1);
+    let handshakes = |p: &Value, result| {
+        value(
+            p,
+            "sluice_tls_handshakes_total",
+            &[("side", "server"), ("result", result)],
+        )
+    };
+    let logins = |p: &Value, result| {
+        value(
+            p,
+            "sluice_auth_attempts_total",
+            &[("mechanism", "PLAIN"), ("result", result)],
+        )
+    };
+    let before = scrape();
+
+    // One good handshake, two logins inside it.
+    let mut plain = Client::connect(submission);
+    plain.command_expect("EHLO client.example", "250");
+    let mut tls = TlsClient::starttls(plain, certs.client_config());
+    tls.command_expect("EHLO client.example", "250");
+    let mut auth = |password: &str| {
+        use base64::Engine;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{password}"));
+        tls.send(format!("AUTH PLAIN {token}\r\n"));
+        tls.read_reply().raw
+    };
+    assert!(auth("wrong").starts_with("535 "));
+    assert!(auth("s3cret").starts_with("235 "));
+    tls.command_expect("QUIT", "221");
+    // One that breaks: STARTTLS answered, then bytes that are not TLS.
+    let mut broken = Client::connect(submission);
+    broken.command_expect("EHLO client.example", "250");
+    broken.command_expect("STARTTLS", "220");
+    broken.send("this is not a ClientHello\r\n\r\n");
+    let counted = wait_for(LIMIT, || {
+        let p = scrape();
+        (handshakes(&p, "failed") > handshakes(&before, "failed")).then_some(p)
+    })
+    .expect("the broken handshake counted");
+    assert_eq!(handshakes(&counted, "ok") - handshakes(&before, "ok"), 1.0);
+    assert_eq!(
+        handshakes(&counted, "failed") - handshakes(&before, "failed"),
+        1.0
+    );
+    assert_eq!(
+        logins(&counted, "success") - logins(&before, "success"),
+        1.0
+    );
+    assert_eq!(
+        logins(&counted, "failure") - logins(&before, "failure"),
+        1.0
+    );
+
+    // A message to mx.test: its next hop comes from an MX lookup.
+    let mx = |p: &Value, result| {
+        value(
+            p,
+            "sluice_dns_lookups_total",
+            &[("type", "MX"), ("result", result)],
+        )
+    };
+    let id = submit(smtp, "load@example.org", "", &["bob@mx.test"], CONTENT);
+    server.wait_delivery(&id, "bob@mx.test", "delivered", LIMIT);
+    let after = scrape();
+    assert_eq!(mx(&after, "ok") - mx(&before, "ok"), 1.0, "one MX lookup");
+    assert_eq!(mx(&after, "not_found"), mx(&before, "not_found"));
+    assert_eq!(sink.accepted().len(), 1);
 }
 
 #[test]
