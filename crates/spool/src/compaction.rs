@@ -22,7 +22,6 @@
 use crate::SpoolError;
 use crate::index::{Index, map_of};
 use crate::request::copy_item;
-use crate::stats::StatCounters;
 use crate::writer::Writer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,18 +72,12 @@ impl Writer {
         Ok(())
     }
 
+    /// Out of the index at once (readers holding its mapping keep it
+    /// valid after the unlink; new readers no longer find it); the file
+    /// goes on the reaper's thread, which is slow for a full segment.
     fn delete_segment(&mut self, seq: u64) -> Result<(), SpoolError> {
-        // Out of the index first: readers holding its mapping keep it valid
-        // after the unlink; new readers no longer find it.
-        self.shared.lock().segments.remove(&seq);
-        match std::fs::remove_file(self.segment_path(seq)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.dir_sync()?;
-        StatCounters::add(&self.shared.stats.segments_deleted, 1);
-        tracing::debug!(segment = seq, "deleted spool segment");
+        let segment = self.shared.lock().segments.remove(&seq);
+        self.reaper.delete(seq, segment, self.segment_path(seq));
         Ok(())
     }
 

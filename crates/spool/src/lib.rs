@@ -179,6 +179,7 @@ mod index;
 mod legacy;
 mod mmap;
 mod queue_map;
+mod reaper;
 mod recovery;
 mod request;
 mod scan;

@@ -47,7 +47,8 @@ pub(crate) struct Recovered {
 }
 
 /// Lists `seg-*.log` files in sequence order; a writable open also removes
-/// `*.tmp` leftovers of a segment creation interrupted by a crash.
+/// `*.tmp` leftovers of a segment creation interrupted by a crash, and
+/// `*.dead` ones of a deletion.
 fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
     let mut segs = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -58,6 +59,10 @@ fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>, Spoo
             segs.push((seq, entry.path()));
         } else if writable && name.starts_with("seg-") && name.ends_with(".log.tmp") {
             tracing::info!(file = %entry.path().display(), "removing unfinished segment file");
+            fs::remove_file(entry.path())?;
+        } else if writable && name.starts_with("seg-") && name.ends_with(".log.dead") {
+            // Renamed away before the crash (see `reaper`): never read.
+            tracing::info!(file = %entry.path().display(), "removing a dead segment file");
             fs::remove_file(entry.path())?;
         }
     }

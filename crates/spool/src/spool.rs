@@ -227,6 +227,8 @@ impl Spool {
         });
         let mut writer = Writer::start(shared.clone(), storage, config, rec.max_seq)?;
         writer.maintain()?;
+        // What recovery found dead is gone before the report says so.
+        writer.reaper.flush();
         let s = shared.stats.snapshot();
         report.deleted_segments = s.segments_deleted as usize;
         report.compacted_messages = s.messages_compacted as usize;

@@ -28,6 +28,7 @@ use crate::SpoolConfig;
 use crate::SpoolError;
 use crate::format::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::index::{Location, Segment};
+use crate::reaper::Reaper;
 use crate::request::{Effect, Item, Pending, Request, fail_all, plan, weight};
 use crate::spool::Shared;
 use crate::stats::StatCounters;
@@ -55,6 +56,8 @@ pub(crate) struct Writer {
     /// End of the last durable record in the head.
     head_len: u64,
     maintenance_paused: bool,
+    /// Deletes dead segments' files, off this thread.
+    pub(crate) reaper: Reaper,
 }
 
 impl Writer {
@@ -68,6 +71,7 @@ impl Writer {
     ) -> Result<Writer, SpoolError> {
         let dir = shared.dir.clone();
         let dir_file = File::open(&dir)?;
+        let reaper = Reaper::start(shared.clone(), File::open(&dir)?)?;
         let head = shared
             .lock()
             .segments
@@ -85,6 +89,7 @@ impl Writer {
             head: None,
             head_len: 0,
             maintenance_paused: false,
+            reaper,
         };
         match head {
             Some((seq, len)) => {
@@ -173,6 +178,8 @@ impl Writer {
         }
         for done in batch.maintain {
             let result = self.maintain();
+            // Asked for, maintenance is over when the files are gone.
+            self.reaper.flush();
             done.complete(result);
         }
     }
@@ -392,10 +399,6 @@ impl Writer {
         self.head_len = SEGMENT_HEADER_LEN as u64;
         StatCounters::add(&self.shared.stats.segments_created, 1);
         Ok(())
-    }
-
-    pub(crate) fn dir_sync(&self) -> std::io::Result<()> {
-        self.dir_file.sync_all()
     }
 
     pub(crate) fn segment_path(&self, seq: u64) -> PathBuf {

@@ -140,6 +140,61 @@ fn segment_of_finished_messages_is_deleted() {
 }
 
 #[test]
+fn dead_segments_go_unasked_while_submissions_go_on() {
+    // The writer takes a dead segment out of the index when idle; its file
+    // goes on the reaper's thread (a full segment's unlink is slow), with
+    // no maintenance request waiting for it.
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), small_segments(16 << 10)).unwrap();
+    let h = spool.handle();
+    let first: Vec<QueueId> = (0..3).map(|s| submit(&h, s, 1, 4000)).collect();
+    let _later: Vec<QueueId> = (10..20).map(|s| submit(&h, s, 1, 4000)).collect();
+    let oldest = segment_files(dir.path())[0].clone();
+    h.journal_wait(
+        first
+            .iter()
+            .map(|id| entry(*id, 0, RecipientState::Delivered))
+            .collect(),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut more = 30;
+    while (oldest.exists() || spool.stats().segments_deleted == 0)
+        && std::time::Instant::now() < deadline
+    {
+        // Submissions are answered meanwhile.
+        submit(&h, more, 1, 100);
+        more += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(!oldest.exists(), "the dead segment's file is gone");
+    assert!(spool.stats().segments_deleted >= 1);
+    // Renamed away first, then shrunk and removed in the background.
+    let dead = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".dead"))
+    };
+    while dead(dir.path()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(!dead(dir.path()), "no dead file left behind");
+    spool.shutdown();
+
+    // One left by a crash mid-deletion is removed at open, never read,
+    // even when what it holds would look like a valid segment.
+    let leftover = dir.path().join("seg-000000000001.log.dead");
+    std::fs::copy(segment_files(dir.path())[0].clone(), &leftover).unwrap();
+    let (spool, report) = Spool::open(dir.path(), small_segments(16 << 10)).unwrap();
+    assert!(!leftover.exists());
+    let live = report.live_messages;
+    spool.shutdown();
+    let (_, report) = Spool::open(dir.path(), small_segments(16 << 10)).unwrap();
+    assert_eq!(report.live_messages, live);
+}
+
+#[test]
 fn finished_messages_leave_at_reopen_too() {
     // Same as above, but the deletion happens during the next open.
     let dir = tempfile::tempdir().unwrap();

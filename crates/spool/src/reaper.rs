@@ -1,0 +1,190 @@
+//! Deleting dead segment files off the writer thread, and gently.
+//!
+//! Unlinking a full segment makes ext4 free tens of megabytes of blocks at
+//! once: about 15 ms for 64 MiB here, and any `fdatasync` in the meantime
+//! waits for the journal commit that carries those frees. On the writer
+//! thread, or beside it, that was a stall of every group commit behind it
+//! once per segment under steady load: the open-loop bench's tail above
+//! p99.9 (docs/benchmarks.md, "The stall above p99.9"). So a segment goes in
+//! two steps, on a thread of its own:
+//!
+//! 1. At once, it is renamed to `seg-N.log.dead` and the directory synced:
+//!    from then on it is gone for recovery (a writable open removes
+//!    `.dead` leftovers without reading them), as an unlink made durable
+//!    would be. A rename frees no blocks.
+//! 2. Then the file shrinks by [`STEP`] at a time with a pause between
+//!    steps, so each journal commit carries a small free, and is unlinked.
+//!
+//! Crash safety is as before: the writer has already taken the segment out
+//! of the index, and a segment whose rename was not yet durable only holds
+//! messages that are done or copied to a later segment, whose later records
+//! win at replay (see `compaction`). Truncating a still-named segment would
+//! not be safe (a crash could leave a prefix holding a message record but
+//! not the record that finished it), hence the rename first.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::index::Segment;
+use crate::spool::Shared;
+use crate::stats::StatCounters;
+
+/// How much a dead file shrinks per step: a 1 MiB free keeps a concurrent
+/// `fdatasync` under a millisecond here (a whole 64 MiB unlink: 12 ms).
+const STEP: u64 = 1 << 20;
+/// The pause between steps, in which group commits go on.
+const PAUSE: Duration = Duration::from_millis(2);
+
+/// The name a dead segment has while it shrinks.
+fn dead_name(segment: &Path) -> PathBuf {
+    let mut name = segment.as_os_str().to_owned();
+    name.push(".dead");
+    PathBuf::from(name)
+}
+
+enum Work {
+    /// A segment out of the index (its entry, if it had one, goes with it:
+    /// the mapping and handle are dropped here, not under the index lock).
+    Delete {
+        seq: u64,
+        segment: Option<Segment>,
+        path: PathBuf,
+    },
+    /// Answered once every segment asked for before is renamed away.
+    Flush(Sender<()>),
+}
+
+pub(crate) struct Reaper {
+    work: Option<Sender<Work>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reaper {
+    pub(crate) fn start(shared: Arc<Shared>, dir: File) -> std::io::Result<Reaper> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("spool-reaper".into())
+            .spawn(move || reap(&shared, &dir, &rx))?;
+        Ok(Reaper {
+            work: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Deletes the file of segment `seq`, already out of the index.
+    pub(crate) fn delete(&self, seq: u64, segment: Option<Segment>, path: PathBuf) {
+        if let Some(work) = &self.work {
+            // The thread lives as long as the sender; were it gone, the
+            // file would stay until the next open's recovery.
+            let _ = work.send(Work::Delete { seq, segment, path });
+        }
+    }
+
+    /// Waits until every segment asked for so far is gone for recovery
+    /// (renamed; its blocks may still be being freed).
+    pub(crate) fn flush(&self) {
+        let Some(work) = &self.work else {
+            return;
+        };
+        let (done, wait) = crossbeam_channel::bounded(1);
+        if work.send(Work::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}
+
+impl Drop for Reaper {
+    /// Queued deletions are finished (without pauses) before the spool goes.
+    fn drop(&mut self) {
+        drop(self.work.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn reap(shared: &Shared, dir: &File, work: &Receiver<Work>) {
+    // Renamed files still to shrink, oldest first, with their size left.
+    let mut shrinking: VecDeque<(PathBuf, u64)> = VecDeque::new();
+    loop {
+        let next = if shrinking.is_empty() {
+            work.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            work.recv_timeout(PAUSE)
+        };
+        match next {
+            Ok(Work::Delete { seq, segment, path }) => {
+                drop(segment);
+                if let Some(dead) = rename_away(dir, seq, &path) {
+                    StatCounters::add(&shared.stats.segments_deleted, 1);
+                    let len = std::fs::metadata(&dead).map_or(0, |m| m.len());
+                    shrinking.push_back((dead, len));
+                }
+            }
+            Ok(Work::Flush(done)) => {
+                let _ = done.send(());
+            }
+            Err(RecvTimeoutError::Timeout) => shrink_step(&mut shrinking),
+            Err(RecvTimeoutError::Disconnected) => {
+                for (dead, _) in shrinking {
+                    remove(&dead);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Step 1: the segment is renamed away and that is made durable. `None`
+/// when it could not be (it then stays for the next open to look at).
+fn rename_away(dir: &File, seq: u64, path: &Path) -> Option<PathBuf> {
+    let dead = dead_name(path);
+    match std::fs::rename(path, &dead).and_then(|()| dir.sync_all()) {
+        Ok(()) => {
+            tracing::debug!(segment = seq, "deleted spool segment");
+            Some(dead)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(segment = seq, file = %path.display(), error = %e, "cannot delete a dead spool segment");
+            None
+        }
+    }
+}
+
+/// Step 2, one piece of it: the oldest renamed file shrinks by [`STEP`],
+/// or goes once it is small.
+fn shrink_step(shrinking: &mut VecDeque<(PathBuf, u64)>) {
+    let Some((dead, len)) = shrinking.front_mut() else {
+        return;
+    };
+    if *len <= STEP {
+        remove(dead);
+        shrinking.pop_front();
+        return;
+    }
+    *len -= STEP;
+    let shrunk = OpenOptions::new()
+        .write(true)
+        .open(&*dead)
+        .and_then(|f| f.set_len(*len));
+    if shrunk.is_err() {
+        // Unlink it whole rather than leave it.
+        remove(dead);
+        shrinking.pop_front();
+    }
+}
+
+fn remove(dead: &Path) {
+    if let Err(e) = std::fs::remove_file(dead)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(file = %dead.display(), error = %e, "cannot remove a dead spool segment");
+    }
+}
