@@ -212,11 +212,19 @@ impl Core {
                 .iter()
                 .zip(stored.entry.envelope.recipients)
                 .zip(stored.states)
-                .map(|((r, recipient), state)| RecipientStatus {
-                    forward_path: recipient.forward_path,
-                    last: state.reason().cloned(),
-                    state,
-                    in_flight: r.phase != Phase::Idle,
+                .map(|((r, recipient), stored)| {
+                    // A state decided but not yet durable is already in the
+                    // log: show it, so that the two agree.
+                    let state = match &r.phase {
+                        Phase::Decided(state) | Phase::Journaling(state) => (**state).clone(),
+                        Phase::Idle | Phase::Dispatched => stored,
+                    };
+                    RecipientStatus {
+                        forward_path: recipient.forward_path,
+                        last: state.reason().cloned(),
+                        state,
+                        in_flight: r.phase != Phase::Idle,
+                    }
                 })
                 .collect(),
         })
