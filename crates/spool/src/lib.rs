@@ -58,7 +58,9 @@
 //! A new segment is written as `seg-N.log.tmp`, fdatasync'd, renamed to
 //! `seg-N.log`, and the directory fsync'd, so a segment name always has a
 //! valid header. A file whose header is damaged is renamed `*.damaged` at
-//! open and otherwise ignored.
+//! open and otherwise ignored. A dead segment is renamed `seg-N.log.dead`
+//! (the directory fsync'd) before it is shrunk and unlinked in the
+//! background; an open removes `*.log.dead` leftovers without reading them.
 //!
 //! ## Record
 //!

@@ -41,11 +41,22 @@ const STEP: u64 = 1 << 20;
 /// The pause between steps, in which group commits go on.
 const PAUSE: Duration = Duration::from_millis(2);
 
-/// The name a dead segment has while it shrinks.
+/// Added to a dead segment's name while it shrinks; recovery removes such
+/// files unread.
+pub(crate) const DEAD_SUFFIX: &str = ".dead";
+
 fn dead_name(segment: &Path) -> PathBuf {
     let mut name = segment.as_os_str().to_owned();
-    name.push(".dead");
+    name.push(DEAD_SUFFIX);
     PathBuf::from(name)
+}
+
+/// A renamed file on its way out, open for shrinking.
+struct Shrinking {
+    path: PathBuf,
+    file: File,
+    /// What is left of it.
+    len: u64,
 }
 
 enum Work {
@@ -110,8 +121,8 @@ impl Drop for Reaper {
 }
 
 fn reap(shared: &Shared, dir: &File, work: &Receiver<Work>) {
-    // Renamed files still to shrink, oldest first, with their size left.
-    let mut shrinking: VecDeque<(PathBuf, u64)> = VecDeque::new();
+    // Renamed files still to shrink, oldest first.
+    let mut shrinking: VecDeque<Shrinking> = VecDeque::new();
     loop {
         let next = if shrinking.is_empty() {
             work.recv().map_err(|_| RecvTimeoutError::Disconnected)
@@ -123,8 +134,16 @@ fn reap(shared: &Shared, dir: &File, work: &Receiver<Work>) {
                 drop(segment);
                 if let Some(dead) = rename_away(dir, seq, &path) {
                     StatCounters::add(&shared.stats.segments_deleted, 1);
-                    let len = std::fs::metadata(&dead).map_or(0, |m| m.len());
-                    shrinking.push_back((dead, len));
+                    let opened = OpenOptions::new().write(true).open(&dead);
+                    match opened.and_then(|file| Ok((file.metadata()?.len(), file))) {
+                        Ok((len, file)) => shrinking.push_back(Shrinking {
+                            path: dead,
+                            file,
+                            len,
+                        }),
+                        // Cannot shrink it: unlink it whole rather than leave it.
+                        Err(_) => remove(&dead),
+                    }
                 }
             }
             Ok(Work::Flush(done)) => {
@@ -132,8 +151,8 @@ fn reap(shared: &Shared, dir: &File, work: &Receiver<Work>) {
             }
             Err(RecvTimeoutError::Timeout) => shrink_step(&mut shrinking),
             Err(RecvTimeoutError::Disconnected) => {
-                for (dead, _) in shrinking {
-                    remove(&dead);
+                for dead in shrinking {
+                    remove(&dead.path);
                 }
                 return;
             }
@@ -160,23 +179,14 @@ fn rename_away(dir: &File, seq: u64, path: &Path) -> Option<PathBuf> {
 
 /// Step 2, one piece of it: the oldest renamed file shrinks by [`STEP`],
 /// or goes once it is small.
-fn shrink_step(shrinking: &mut VecDeque<(PathBuf, u64)>) {
-    let Some((dead, len)) = shrinking.front_mut() else {
+fn shrink_step(shrinking: &mut VecDeque<Shrinking>) {
+    let Some(dead) = shrinking.front_mut() else {
         return;
     };
-    if *len <= STEP {
-        remove(dead);
-        shrinking.pop_front();
-        return;
-    }
-    *len -= STEP;
-    let shrunk = OpenOptions::new()
-        .write(true)
-        .open(&*dead)
-        .and_then(|f| f.set_len(*len));
-    if shrunk.is_err() {
-        // Unlink it whole rather than leave it.
-        remove(dead);
+    dead.len = dead.len.saturating_sub(STEP);
+    // Small enough, or it cannot shrink: unlink what is left.
+    if dead.len == 0 || dead.file.set_len(dead.len).is_err() {
+        remove(&dead.path);
         shrinking.pop_front();
     }
 }

@@ -60,7 +60,12 @@ fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>, Spoo
         } else if writable && name.starts_with("seg-") && name.ends_with(".log.tmp") {
             tracing::info!(file = %entry.path().display(), "removing unfinished segment file");
             fs::remove_file(entry.path())?;
-        } else if writable && name.starts_with("seg-") && name.ends_with(".log.dead") {
+        } else if writable
+            && name.starts_with("seg-")
+            && name
+                .strip_suffix(crate::reaper::DEAD_SUFFIX)
+                .is_some_and(|n| n.ends_with(".log"))
+        {
             // Renamed away before the crash (see `reaper`): never read.
             tracing::info!(file = %entry.path().display(), "removing a dead segment file");
             fs::remove_file(entry.path())?;
