@@ -680,3 +680,50 @@ fn lmtp_over_tcp() {
         "{outcomes:?}"
     );
 }
+
+#[test]
+fn a_small_body_goes_with_its_envelope_and_chunking_off_means_data() {
+    for chunking in [true, false] {
+        let server = SmtpServer::start(local(0), Script::default()).unwrap();
+        let remote = routed(
+            "one.test",
+            server.addr,
+            RemoteConfig {
+                chunking,
+                ..config()
+            },
+        );
+        let outcomes = send(
+            &remote,
+            "one.test",
+            &message(&[("alice@one.test", "")], BODY),
+        );
+        assert!(delivered(&outcomes[0]), "{outcomes:?}");
+        assert_eq!(server.received()[0].body, BODY);
+        let reads: Vec<String> = server
+            .reads()
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect();
+        let envelope = reads
+            .iter()
+            .find(|r| r.contains("MAIL FROM:"))
+            .expect("a MAIL command");
+        if chunking {
+            // One write, so one read: the body did not wait for a reply.
+            let bdat = format!("RCPT TO:<alice@one.test>\r\nBDAT {} LAST\r\n", BODY.len());
+            assert!(envelope.contains(&bdat), "{reads:?}");
+            assert!(
+                envelope.ends_with(std::str::from_utf8(BODY).unwrap()),
+                "{reads:?}"
+            );
+            assert!(!reads.iter().any(|r| r.contains("DATA\r\n")), "{reads:?}");
+        } else {
+            assert!(
+                envelope.contains("RCPT TO:<alice@one.test>\r\nDATA\r\n"),
+                "{reads:?}"
+            );
+            assert!(!reads.iter().any(|r| r.contains("BDAT")), "{reads:?}");
+        }
+    }
+}

@@ -99,6 +99,8 @@ struct Shared {
     quits: AtomicUsize,
     messages: AtomicUsize,
     received: Mutex<Vec<Received>>,
+    /// What each read from a client returned, in order (SMTP server only).
+    reads: Mutex<Vec<Vec<u8>>>,
 }
 
 pub struct SmtpServer {
@@ -135,6 +137,12 @@ impl SmtpServer {
 
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
+    }
+
+    /// The bytes of each read from the clients, in order: what came in
+    /// one go, as far as the socket tells.
+    pub fn reads(&self) -> Vec<Vec<u8>> {
+        self.shared.reads.lock().unwrap().clone()
     }
 
     /// Waits (bounded) until `check` holds: the server side of a close
@@ -216,6 +224,7 @@ fn serve_smtp(mut stream: TcpStream, connection: usize, script: &Script, shared:
         match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
+                shared.reads.lock().unwrap().push(buf[..n].to_vec());
                 input.extend_from_slice(&buf[..n]);
                 let used = session.receive(&input);
                 input.drain(..used);

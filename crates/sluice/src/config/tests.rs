@@ -217,6 +217,17 @@ fn the_delivery_client_defaults_are_port_25_and_the_rfc_minimums() {
 }
 
 #[test]
+fn chunking_is_on_unless_turned_off() {
+    assert!(parse("").unwrap().delivery.chunking);
+    assert!(
+        !parse("[delivery]\nchunking = false\n")
+            .unwrap()
+            .delivery
+            .chunking
+    );
+}
+
+#[test]
 fn delivery_client_settings_are_taken_and_zero_is_refused() {
     let c = parse(
         "[delivery]\nmx_port = 2526\nconnect_timeout_secs = 7\ngreeting_timeout_secs = 1\n\
