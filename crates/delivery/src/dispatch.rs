@@ -11,7 +11,7 @@ use sluice_spool::{Entry, Reason, SpoolHandle, Submission};
 
 use crate::Outcome;
 use crate::local::Local;
-use crate::remote::Remote;
+use crate::remote::{Remote, RunItem};
 use crate::scheduler::{Destination, Job, Transport};
 
 /// Local and remote delivery behind the scheduler's [`Transport`].
@@ -367,6 +367,38 @@ impl Transport for Dispatch {
         Destination::Remote(self.remote.router().destination_key(&domain))
     }
 
+    fn gathers(&self, destination: &Destination) -> bool {
+        matches!(destination, Destination::Remote(key) if self.remote.takes_runs(key))
+    }
+
+    fn deliver_run(&self, jobs: &[Job]) -> Option<Vec<Vec<Outcome>>> {
+        if !jobs
+            .iter()
+            .all(|job| matches!(job.destination, Destination::Remote(_)))
+        {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let items: Vec<RunItem<'_>> = jobs
+            .iter()
+            .map(|job| {
+                let envelope = job.envelope();
+                RunItem {
+                    domain: remote_domain(&envelope),
+                    envelope,
+                    body: job.message.body(),
+                }
+            })
+            .collect();
+        let outcomes = self.remote.deliver_run(&items)?;
+        // Each message's attempt took the run's time: they went together.
+        let took = started.elapsed();
+        for _ in jobs {
+            sluice_metrics::delivery_attempt(sluice_metrics::Transport::Smtp, took);
+        }
+        Some(outcomes)
+    }
+
     fn deliver(&self, job: &Job) -> Vec<Outcome> {
         let started = std::time::Instant::now();
         let (transport, outcomes) = match &job.destination {
@@ -379,12 +411,8 @@ impl Transport for Dispatch {
             }
             Destination::Lmtp => (sluice_metrics::Transport::Lmtp, self.deliver_lmtp(job)),
             Destination::Remote(_) => {
-                // Every recipient of a remote job shares the domain the key came from.
                 let envelope = job.envelope();
-                let domain = match envelope.recipients.first().map(|r| &r.forward_path) {
-                    Some(ForwardPath::Path(p)) => p.mailbox.domain.to_string(),
-                    _ => String::new(),
-                };
+                let domain = remote_domain(&envelope);
                 (
                     sluice_metrics::Transport::Smtp,
                     self.remote.deliver(&domain, &envelope, job.message.body()),
@@ -393,6 +421,15 @@ impl Transport for Dispatch {
         };
         sluice_metrics::delivery_attempt(transport, started.elapsed());
         outcomes
+    }
+}
+
+/// The domain of a remote job: every recipient shares the one its
+/// destination key came from.
+fn remote_domain(envelope: &sluice_smtp::Envelope) -> String {
+    match envelope.recipients.first().map(|r| &r.forward_path) {
+        Some(ForwardPath::Path(p)) => p.mailbox.domain.to_string(),
+        _ => String::new(),
     }
 }
 

@@ -527,3 +527,67 @@ proptest! {
         prop_assert_eq!(&pair.received[0].1, &body);
     }
 }
+
+/// Three messages in flight at once, the second refused whole: our server
+/// reads `RSET`, `MAIL`, `RCPT` and `BDAT … LAST` right behind the body
+/// before them, answers each in turn, and the client gives each message its
+/// own results, in order.
+#[test]
+fn messages_that_follow_each_other_without_waiting() {
+    let mut client = ClientConfig::new(domain("client.example.org"));
+    client.bdat = BdatPolicy::WhenOffered;
+    let mut pair = Pair::new(
+        client,
+        server_config(Extensions::default()),
+        refuse_rcpt("nobody"),
+    );
+    pair.drive();
+    assert!(pair.client.is_ready());
+    let body = b"Subject: run\r\n\r\nthe same body\r\n";
+    pair.body = body.to_vec();
+    for rcpt in ["<a@example.net>", "<nobody@example.net>", "<c@example.net>"] {
+        let message = Message::new(
+            ReversePath::Path(path("<s@example.org>")),
+            vec![forward(rcpt)],
+            body.len() as u64,
+        );
+        pair.client.send_message(message).expect("it follows");
+        assert_eq!(
+            pair.client.poll_event(),
+            Some(ClientEvent::SendBody(
+                sluice_smtp::client::BodyFraming::Raw {
+                    size: body.len() as u64
+                }
+            ))
+        );
+        pair.client.send_body(body).unwrap();
+    }
+    pair.drive();
+    let done: Vec<&Vec<RecipientResult>> = pair
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::MessageDone(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done.len(), 3);
+    assert!(matches!(done[0][0].outcome, Outcome::Delivered(_)));
+    assert!(
+        matches!(&done[1][0].outcome, Outcome::Permanent(r) if r.code() == 550),
+        "{:?}",
+        done[1]
+    );
+    assert_eq!(done[1][0].stage, Stage::Rcpt);
+    assert!(matches!(done[2][0].outcome, Outcome::Delivered(_)));
+    let to: Vec<String> = pair
+        .received
+        .iter()
+        .map(|(envelope, content)| {
+            assert_eq!(content, body);
+            envelope.recipients[0].forward_path.to_string()
+        })
+        .collect();
+    assert_eq!(to, ["<a@example.net>", "<c@example.net>"]);
+    assert!(pair.client.is_ready());
+}

@@ -1,6 +1,7 @@
 //! One client connection: a blocking socket driving a sans-IO
 //! [`ClientSession`].
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 
 use sluice_smtp::client::{
-    BodyFraming, ClientConfig, ClientEvent, ClientSession, CloseReason, DotStuffed, Message,
-    Outcome, RecipientResult, ReplyOrigin, TimeoutClass, dot_stuffed,
+    BodyFraming, ClientConfig, ClientEvent, ClientSession, CloseReason, Message, Outcome,
+    RecipientResult, ReplyOrigin, SendErrorKind, TimeoutClass, dot_stuffed,
 };
 use sluice_smtp::{EnhancedCode, Reply, Stage};
 
@@ -64,6 +65,42 @@ pub(super) struct Sent {
     pub results: Vec<RecipientResult>,
     /// Set when the session ended during the message.
     pub closed: Option<CloseReason>,
+}
+
+/// What a run of messages on a connection came to.
+#[derive(Debug)]
+pub(super) struct RunSent {
+    /// Per message, in the run's order: one result per recipient.
+    pub results: Vec<Vec<RecipientResult>>,
+    /// Set when the session ended during the run.
+    pub closed: Option<CloseReason>,
+}
+
+/// The results of a message a closed session would not take.
+fn unusable(message: &Message) -> Vec<RecipientResult> {
+    let reply = Reply::new(
+        451,
+        Some(EnhancedCode::new(4, 4, 2)),
+        "Connection no longer usable",
+    );
+    (0..message.envelope.recipients.len())
+        .map(|index| RecipientResult {
+            index,
+            outcome: Outcome::Transient(reply.clone()),
+            stage: Stage::Connect,
+            origin: ReplyOrigin::Local,
+        })
+        .collect()
+}
+
+/// The results of message `i` of a run when the session ended before it
+/// was given one: it may still be waiting, never sent.
+fn lost(i: usize, waiting: &VecDeque<(usize, Message)>) -> Vec<RecipientResult> {
+    waiting
+        .iter()
+        .find(|(j, _)| *j == i)
+        .map(|(_, message)| unusable(message))
+        .unwrap_or_default()
 }
 
 /// An established connection and its session.
@@ -194,6 +231,11 @@ impl Connection {
         self.messages
     }
 
+    /// What the server offered in its EHLO reply.
+    pub(super) fn capabilities(&self) -> &sluice_smtp::client::Capabilities {
+        self.session.capabilities()
+    }
+
     /// Whether another message can go on this connection now.
     pub(super) fn is_ready(&self) -> bool {
         self.session.is_ready()
@@ -203,71 +245,103 @@ impl Connection {
     /// written straight from `body` (no copy: vectored writes of the
     /// dot-stuffed slices, or the octets as they are for BDAT).
     pub(super) fn send(&mut self, message: Message, body: &[u8]) -> Sent {
-        if let Err(refused) = self.session.send_message(message) {
-            // Only a closed or busy session refuses, and callers hand over
-            // ready ones: report it as the connection being gone.
-            let reply = Reply::new(
-                451,
-                Some(EnhancedCode::new(4, 4, 2)),
-                "Connection no longer usable",
-            );
-            let results = (0..refused.message.envelope.recipients.len())
-                .map(|index| RecipientResult {
-                    index,
-                    outcome: Outcome::Transient(reply.clone()),
-                    stage: Stage::Connect,
-                    origin: ReplyOrigin::Local,
-                })
-                .collect();
-            return Sent {
-                results,
-                closed: Some(CloseReason::ConnectionLost),
-            };
+        let RunSent {
+            mut results,
+            closed,
+        } = self.send_run(vec![message], &[body]);
+        Sent {
+            results: results.pop().unwrap_or_default(),
+            closed,
         }
-        self.messages += 1;
-        let mut results = None;
+    }
+
+    /// Sends several messages, `bodies[i]` the body of `messages[i]`, and
+    /// waits for all their results, blocking. Where the server allows it
+    /// ([`ClientSession::send_message`]: PIPELINING and CHUNKING, small
+    /// bodies) each message goes out behind the one before without waiting
+    /// for its replies, all of them in one `writev`, and their replies come
+    /// back in one or two reads: one round trip for the run. Otherwise they
+    /// go one after the other, as [`Connection::send`] would send them.
+    pub(super) fn send_run(&mut self, messages: Vec<Message>, bodies: &[&[u8]]) -> RunSent {
+        let n = messages.len();
+        let mut waiting: VecDeque<(usize, Message)> = messages.into_iter().enumerate().collect();
+        // Given to the session and not finished, in order: the session
+        // finishes messages in the order it was given them.
+        let mut given: VecDeque<usize> = VecDeque::new();
+        let mut results: Vec<Option<Vec<RecipientResult>>> = vec![None; n];
         let mut closed = None;
+        // Bodies to write, each behind the commands before it: where in the
+        // session's output its commands end, its framing, its message.
+        let mut plan: Vec<(usize, BodyFraming, usize)> = Vec::new();
         loop {
-            // Events first: a body that goes with its envelope is then
-            // written together with the commands before it, in one call.
             while let Some(event) = self.session.poll_event() {
                 match event {
                     ClientEvent::Ready => {}
                     ClientEvent::SendBody(framing) => {
-                        if self.write_body(framing, body).is_ok() {
-                            // Only NotExpected can come back, and SendBody
-                            // was just asked for.
-                            let _ = self.session.body_sent();
-                        } else {
-                            self.session.connection_lost();
+                        // Always the body of the message given last: a
+                        // message follows another only once that one's
+                        // body is out.
+                        if let Some(&i) = given.back() {
+                            plan.push((self.session.output().len(), framing, i));
+                        }
+                        // Only NotExpected can come back, and SendBody was
+                        // just asked for. The session writes nothing of its
+                        // own until the body is written, so the plan's
+                        // places in its output stay true.
+                        let _ = self.session.body_sent();
+                    }
+                    ClientEvent::MessageDone(done) => {
+                        if let Some(i) = given.pop_front() {
+                            results[i] = Some(done);
                         }
                     }
-                    ClientEvent::MessageDone(done) => results = Some(done),
                     ClientEvent::StartTls => self.start_tls(),
-                    ClientEvent::Closed(reason) => {
-                        // A QUIT, say; the connection may already be gone.
-                        let _ = self.flush();
-                        closed = Some(reason);
-                    }
+                    ClientEvent::Closed(reason) => closed = Some(reason),
                 }
             }
-            if closed.is_some() || (results.is_some() && self.session.is_ready()) {
+            if closed.is_some() {
+                // A QUIT, say, or bodies a protocol error cut short; the
+                // connection may already be gone.
+                let _ = self.write_planned(&mut plan, bodies);
                 break;
             }
-            // The commands, or what an event left to say (EHLO after the
-            // handshake): said before waiting for an answer.
-            if !self.session.output().is_empty() {
-                if self.flush().is_err() {
+            if let Some((i, message)) = waiting.pop_front() {
+                match self.session.send_message(message) {
+                    Ok(()) => {
+                        self.messages += 1;
+                        given.push_back(i);
+                    }
+                    Err(refused) if refused.kind == SendErrorKind::Busy => {
+                        waiting.push_front((i, *refused.message));
+                    }
+                    Err(refused) => results[i] = Some(unusable(&refused.message)),
+                }
+                if given.back() == Some(&i) {
+                    // Its SendBody (or its result) is among the events now.
+                    continue;
+                }
+            }
+            if waiting.is_empty() && given.is_empty() && self.session.is_ready() {
+                break;
+            }
+            // The commands and bodies, or what an event left to say (EHLO
+            // after the handshake): said before waiting for an answer.
+            if !self.session.output().is_empty() || !plan.is_empty() {
+                if self.write_planned(&mut plan, bodies).is_err() {
                     self.session.connection_lost();
                 }
                 continue;
             }
             self.read();
         }
-        Sent {
-            // The session gives every message a MessageDone before it
-            // closes; an empty list would only mean a broken promise there.
-            results: results.unwrap_or_default(),
+        RunSent {
+            // The session gives every message it took a MessageDone before
+            // it closes; those it never took get the connection's end.
+            results: results
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| r.unwrap_or_else(|| lost(i, &waiting)))
+                .collect(),
             closed,
         }
     }
@@ -308,48 +382,67 @@ impl Connection {
         Ok(())
     }
 
-    /// Whatever output is pending (a `BDAT n LAST` line), then the body,
-    /// in as few `writev` calls as the slices allow.
-    fn write_body(&mut self, framing: BodyFraming, body: &[u8]) -> io::Result<()> {
+    /// Everything the session has to say, with the planned bodies in their
+    /// places, in as few `writev` calls as the slices allow; the plan is
+    /// then empty.
+    fn write_planned(
+        &mut self,
+        plan: &mut Vec<(usize, BodyFraming, usize)>,
+        bodies: &[&[u8]],
+    ) -> io::Result<()> {
         let Connection {
             stream, session, ..
         } = self;
-        let pending = session.output();
-        let pending_len = pending.len();
-        let mut pieces = std::iter::once(pending)
-            .filter(|p| !p.is_empty())
-            .chain(match framing {
-                BodyFraming::Raw { .. } => Pieces::Raw(Some(body)),
-                BodyFraming::DotStuffed => Pieces::Stuffed(dot_stuffed(body)),
-            });
-        if stream.is_tls() {
+        let output = session.output();
+        let total = output.len();
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(2 * plan.len() + 1);
+        let mut at = 0;
+        for &(mark, framing, i) in plan.iter() {
+            pieces.push(&output[at..mark]);
+            let body = bodies.get(i).copied().unwrap_or_default();
+            match framing {
+                BodyFraming::Raw { .. } => pieces.push(body),
+                BodyFraming::DotStuffed => pieces.extend(dot_stuffed(body)),
+            }
+            at = mark;
+        }
+        pieces.push(&output[at..]);
+        pieces.retain(|p| !p.is_empty());
+        plan.clear();
+        let written = if stream.is_tls() {
             // Records of up to 16 KiB rather than one per slice: encryption
             // copies the body anyway, so gather it first.
             let mut record = Vec::with_capacity(16 * 1024);
+            let mut result = Ok(());
             for piece in pieces {
                 if record.len() + piece.len() > 16 * 1024 && !record.is_empty() {
-                    stream.write_all(&record)?;
+                    result = stream.write_all(&record);
+                    if result.is_err() {
+                        break;
+                    }
                     record.clear();
                 }
                 record.extend_from_slice(piece);
             }
-            if !record.is_empty() {
-                stream.write_all(&record)?;
+            if result.is_ok() && !record.is_empty() {
+                result = stream.write_all(&record);
             }
-            session.consume_output(pending_len);
-            return Ok(());
-        }
-        let mut batch: Vec<IoSlice<'_>> = Vec::new();
-        loop {
-            batch.clear();
-            batch.extend(pieces.by_ref().take(IOV_MAX).map(IoSlice::new));
-            if batch.is_empty() {
-                break;
+            result
+        } else {
+            let mut batch: Vec<IoSlice<'_>> = Vec::new();
+            let mut result = Ok(());
+            for chunk in pieces.chunks(IOV_MAX) {
+                batch.clear();
+                batch.extend(chunk.iter().map(|p| IoSlice::new(p)));
+                result = write_all_vectored(stream, &mut batch);
+                if result.is_err() {
+                    break;
+                }
             }
-            write_all_vectored(stream, &mut batch)?;
-        }
-        session.consume_output(pending_len);
-        Ok(())
+            result
+        };
+        session.consume_output(total);
+        written
     }
 
     /// Waits for the server, for as long as the timeout of what is awaited
@@ -399,23 +492,6 @@ impl Connection {
                 Err(_) => self.session.connection_lost(),
             }
             return;
-        }
-    }
-}
-
-/// The body's slices in either framing, as one iterator type.
-enum Pieces<'a> {
-    Raw(Option<&'a [u8]>),
-    Stuffed(DotStuffed<'a>),
-}
-
-impl<'a> Iterator for Pieces<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        match self {
-            Pieces::Raw(body) => body.take().filter(|b| !b.is_empty()),
-            Pieces::Stuffed(slices) => slices.next(),
         }
     }
 }

@@ -25,6 +25,7 @@
 
 mod connection;
 mod pool;
+mod run;
 mod stream;
 mod timeouts;
 pub mod tls;
@@ -44,6 +45,7 @@ use crate::outcome::{Reason, RemoteMta};
 use crate::route::{NextHop, Router};
 use connection::{Connection, Endpoint, Sent, TlsSetup};
 use pool::{Key, Pool};
+pub use run::RunItem;
 pub use timeouts::Timeouts;
 use tls::{BrokenPeers, Demand, Level, TlsPolicy, tls_shortfall};
 
@@ -84,6 +86,9 @@ pub struct Remote {
     mta_sts: Option<MtaSts>,
     /// Next hop (`host:port`, or `host`) → the login there.
     credentials: std::collections::HashMap<String, sluice_smtp::client::Credentials>,
+    /// The destinations (as [`Router::destination_key`] names them) whose
+    /// last connection could take a run ([`Remote::takes_runs`]).
+    takes_runs: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// One place to try: a host's name for texts, and one of its addresses.
@@ -124,6 +129,7 @@ impl Remote {
             broken: BrokenPeers::default(),
             mta_sts: None,
             credentials: std::collections::HashMap::new(),
+            takes_runs: Default::default(),
         }
     }
 
@@ -233,74 +239,78 @@ impl Remote {
         body: &[u8],
     ) -> Vec<Outcome> {
         let n = envelope.recipients.len();
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
-        // Per recipient: whether the session that decided it ran in TLS.
-        let mut in_tls = vec![false; n];
-        let transport = if lmtp {
-            sluice_metrics::Transport::Lmtp
-        } else {
-            sluice_metrics::Transport::Smtp
-        };
-        let mut pending: Vec<usize> = (0..n).collect();
-        if pending.is_empty() {
+        if n == 0 {
             return Vec::new();
         }
-        let attempts = match hops {
-            Ok(attempts) => attempts,
-            Err(outcome) => {
-                for &i in &pending {
-                    outcomes[i] = Some(outcome.clone());
-                    crate::count_delivery(transport, &outcome, false);
+        let mut progress = Progress::new(n, lmtp);
+        match hops {
+            Ok(attempts) => {
+                let learned = self.go_on(
+                    &attempts,
+                    0,
+                    (0..n).collect(),
+                    demand,
+                    envelope,
+                    body,
+                    &mut progress,
+                );
+                if let Some(takes) = learned
+                    && !lmtp
+                    && let Some(domain) = recipient_domain(envelope)
+                {
+                    self.learn(&domain, takes);
                 }
-                return outcomes.into_iter().flatten().collect();
             }
-        };
+            Err(outcome) => progress.outcomes.fill(Some(outcome)),
+        }
+        progress.finish()
+    }
+
+    /// Tries the recipients in `pending` at `attempts[from..]` in turn, as
+    /// far as the address limit goes, until none is left to pass on.
+    /// Returns whether the first connection that carried the message could
+    /// have taken a run (see [`Remote::takes_runs`]).
+    #[allow(clippy::too_many_arguments)]
+    fn go_on(
+        &self,
+        attempts: &[Attempt],
+        from: usize,
+        mut pending: Vec<usize>,
+        demand: Demand,
+        envelope: &Envelope,
+        body: &[u8],
+        progress: &mut Progress,
+    ) -> Option<bool> {
         let total = attempts.len().min(MAX_ADDRESSES);
-        for (number, attempt) in attempts.into_iter().take(MAX_ADDRESSES).enumerate() {
-            let last = number + 1 == total;
-            pending = self.attempt(
-                &attempt,
-                lmtp,
-                demand,
-                envelope,
-                body,
-                pending,
-                last,
-                &mut outcomes,
-                &mut in_tls,
-            );
+        let mut learned = None;
+        for (number, attempt) in attempts.iter().enumerate().take(total).skip(from) {
             if pending.is_empty() {
                 break;
             }
+            let last = number + 1 == total;
+            let (next, takes) =
+                self.attempt(attempt, demand, envelope, body, pending, last, progress);
+            learned = learned.or(takes);
+            pending = next;
         }
-        // Left with no next hop to try: whatever the last one said stands.
-        let outcomes: Vec<Outcome> = outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| Outcome::local(451, (4, 4, 4), "No next hop could be tried"))
-            })
-            .collect();
-        for (outcome, tls) in outcomes.iter().zip(in_tls) {
-            crate::count_delivery(transport, outcome, tls);
-        }
-        outcomes
+        learned
     }
 
     /// Sends to the recipients in `pending` at one address, records their
     /// outcomes, and returns those that should go on to the next address.
+    /// With it, whether the connection could have taken a run.
     #[allow(clippy::too_many_arguments)]
     fn attempt(
         &self,
         attempt: &Attempt,
-        lmtp: bool,
         demand: Demand,
         envelope: &Envelope,
         body: &[u8],
         pending: Vec<usize>,
         last: bool,
-        outcomes: &mut [Option<Outcome>],
-        in_tls: &mut [bool],
-    ) -> Vec<usize> {
+        progress: &mut Progress,
+    ) -> (Vec<usize>, Option<bool>) {
+        let lmtp = progress.lmtp;
         let mut level = demand.level;
         if let Endpoint::Tcp(addr) = attempt.endpoint
             && level == Level::May
@@ -322,9 +332,9 @@ impl Remote {
                     Ok(connection) => connection,
                     Err(outcome) => {
                         for &i in &pending {
-                            outcomes[i] = Some(outcome.clone());
+                            progress.outcomes[i] = Some(outcome.clone());
                         }
-                        return pending;
+                        return (pending, None);
                     }
                 },
             };
@@ -343,7 +353,7 @@ impl Remote {
             // A cached connection the server had already given up on: no
             // reply of this transaction decided anything, so try once more
             // on a fresh one before blaming the host.
-            if reused && sent.closed.is_some() && !any_final(&sent) {
+            if reused && sent.closed.is_some() && !any_final(&sent.results) {
                 tracing::debug!(
                     to = connection.label(),
                     "cached connection failed, reconnecting"
@@ -376,14 +386,15 @@ impl Remote {
                 demand,
                 &pending,
                 last,
-                outcomes,
+                &mut progress.outcomes,
             );
             let tls = connection.is_tls();
             for &i in &pending {
-                in_tls[i] = tls;
+                progress.in_tls[i] = tls;
             }
-            self.release(key, connection, &sent);
-            return next;
+            let takes = self.could_take_runs(&connection);
+            self.release(key, connection, sent.closed.is_some());
+            return (next, Some(takes));
         }
     }
 
@@ -456,9 +467,16 @@ impl Remote {
         })
     }
 
+    /// Whether messages can follow one another on `connection` without
+    /// waiting for replies ([`Connection::send_run`]).
+    fn could_take_runs(&self, connection: &Connection) -> bool {
+        let caps = connection.capabilities();
+        self.config.chunking && caps.pipelining && caps.chunking
+    }
+
     /// Back to the cache if another message may follow, else closed.
-    fn release(&self, key: Key, connection: Connection, sent: &Sent) {
-        if sent.closed.is_some() || !connection.is_ready() {
+    fn release(&self, key: Key, connection: Connection, closed: bool) {
+        if closed || !connection.is_ready() {
             return;
         }
         if connection.messages() >= self.config.max_messages_per_connection {
@@ -571,9 +589,57 @@ fn attempts(hops: Vec<NextHop>) -> Vec<Attempt> {
         .collect()
 }
 
+/// Where one message's recipients stand while its next hops are tried.
+struct Progress {
+    lmtp: bool,
+    /// Per recipient: the outcome so far (the last next hop's word).
+    outcomes: Vec<Option<Outcome>>,
+    /// Per recipient: whether the session that decided it ran in TLS.
+    in_tls: Vec<bool>,
+}
+
+impl Progress {
+    fn new(recipients: usize, lmtp: bool) -> Progress {
+        Progress {
+            lmtp,
+            outcomes: vec![None; recipients],
+            in_tls: vec![false; recipients],
+        }
+    }
+
+    /// The outcomes, counted in the metrics. Left with no next hop to try:
+    /// whatever the last one said stands.
+    fn finish(self) -> Vec<Outcome> {
+        let transport = if self.lmtp {
+            sluice_metrics::Transport::Lmtp
+        } else {
+            sluice_metrics::Transport::Smtp
+        };
+        self.outcomes
+            .into_iter()
+            .zip(self.in_tls)
+            .map(|(o, tls)| {
+                let outcome = o.unwrap_or_else(|| {
+                    Outcome::local(451, (4, 4, 4), "No next hop could be tried")
+                });
+                crate::count_delivery(transport, &outcome, tls);
+                outcome
+            })
+            .collect()
+    }
+}
+
+/// The domain of an envelope's recipients (they share one).
+fn recipient_domain(envelope: &Envelope) -> Option<String> {
+    match &envelope.recipients.first()?.forward_path {
+        sluice_smtp::ForwardPath::Path(p) => Some(p.mailbox.domain.to_string()),
+        sluice_smtp::ForwardPath::Postmaster => None,
+    }
+}
+
 /// Whether any recipient got a final answer (delivered, or refused for good).
-fn any_final(sent: &Sent) -> bool {
-    sent.results
+fn any_final(results: &[RecipientResult]) -> bool {
+    results
         .iter()
         .any(|r| !matches!(r.outcome, ClientOutcome::Transient(_)))
 }

@@ -98,7 +98,7 @@ pub(super) fn server_name(host: &str, addr: SocketAddr) -> ServerName<'static> {
 }
 
 /// What one message asks of TLS on its way to one destination.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Demand {
     pub(super) level: Level,
     /// RFC 8689: verified TLS to a next hop that offers REQUIRETLS, or a

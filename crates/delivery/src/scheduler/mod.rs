@@ -125,6 +125,22 @@ pub trait Transport: Send + Sync + 'static {
     /// [`Job::recipients`], in order. Missing outcomes count as temporary
     /// failures, and so does a panic.
     fn deliver(&self, job: &Job) -> Vec<Outcome>;
+
+    /// Whether jobs for `destination` that become due together should go
+    /// to one delivery thread as a run, to be delivered together
+    /// ([`deliver_run`](Self::deliver_run)), rather than to a thread each.
+    /// Called on the scheduler thread for every job: cheap, never blocking.
+    fn gathers(&self, _destination: &Destination) -> bool {
+        false
+    }
+
+    /// Delivers a run of jobs for one destination together (over one
+    /// connection, say), blocking: per job, in order, what
+    /// [`deliver`](Self::deliver) would return. `None`: deliver them one by
+    /// one instead.
+    fn deliver_run(&self, _jobs: &[Job]) -> Option<Vec<Vec<Outcome>>> {
+        None
+    }
 }
 
 /// The recipients of one message that share a destination, for one attempt.

@@ -80,6 +80,28 @@ impl Pool {
         Some(run)
     }
 
+    /// Takes an idle thread for a run still being gathered; it goes to that
+    /// thread with [`Pool::hand_to`].
+    pub(super) fn reserve(&mut self) -> Option<usize> {
+        self.idle.pop()
+    }
+
+    /// Gives the run to thread `n`, taken with [`Pool::reserve`]; or, should
+    /// that thread have ended, to another idle one. Returns the run if none
+    /// can take it.
+    pub(super) fn hand_to(&mut self, n: usize, run: Run) -> Option<Run> {
+        let Some(jobs) = self.jobs.get(n) else {
+            return Some(run);
+        };
+        match jobs.try_send(run) {
+            Ok(()) => None,
+            Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => {
+                tracing::error!(thread = n, "a delivery thread has ended");
+                self.hand(r)
+            }
+        }
+    }
+
     /// Thread `n` has finished its job (its result is in).
     pub(super) fn idle_again(&mut self, n: usize) {
         if n < self.jobs.len() {
@@ -122,6 +144,27 @@ impl Worker {
         // were it not to, they are delivered next, never dropped.
         let mut late: Vec<Run> = Vec::new();
         while let Some(run) = late.pop().or_else(|| runs.next()) {
+            if run.len() > 1
+                && let Some(outcomes) = deliver_together(&*self.transport, &run)
+            {
+                let done = run
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(job, outcomes)| {
+                        let outcomes = complete(&job, outcomes);
+                        (job, outcomes)
+                    })
+                    .collect();
+                let event = Event::Done {
+                    thread: self.n,
+                    done,
+                    unrun: Vec::new(),
+                };
+                if self.events.send(event).is_err() {
+                    break;
+                }
+                continue;
+            }
             let mut done = Vec::with_capacity(run.len());
             let mut unrun = Vec::new();
             for job in run {
@@ -163,7 +206,7 @@ impl Worker {
 /// transport that panics or forgets a recipient must not lose the job (the
 /// scheduler counts it in flight until it comes back).
 fn deliver(transport: &dyn Transport, job: &Job) -> Vec<Outcome> {
-    let mut outcomes = match catch_unwind(AssertUnwindSafe(|| transport.deliver(job))) {
+    let outcomes = match catch_unwind(AssertUnwindSafe(|| transport.deliver(job))) {
         Ok(outcomes) => outcomes,
         Err(_) => {
             tracing::error!(queue_id = %job.id, destination = %job.destination,
@@ -171,6 +214,28 @@ fn deliver(transport: &dyn Transport, job: &Job) -> Vec<Outcome> {
             Vec::new()
         }
     };
+    complete(job, outcomes)
+}
+
+/// Runs a run's jobs together when the transport can: one list of
+/// outcomes per job (each then [`complete`]d); `None` to run them one by
+/// one. A panic leaves every job without outcomes, so each is retried.
+fn deliver_together(transport: &dyn Transport, run: &[Job]) -> Option<Vec<Vec<Outcome>>> {
+    let mut outcomes = match catch_unwind(AssertUnwindSafe(|| transport.deliver_run(run))) {
+        Ok(outcomes) => outcomes?,
+        Err(_) => {
+            tracing::error!(jobs = run.len(), destination = %run[0].destination,
+                "delivery transport panicked on a run");
+            Vec::new()
+        }
+    };
+    outcomes.resize_with(run.len(), Vec::new);
+    Some(outcomes)
+}
+
+/// Exactly one outcome per recipient of `job`: the missing ones are
+/// temporary failures.
+fn complete(job: &Job, mut outcomes: Vec<Outcome>) -> Vec<Outcome> {
     if outcomes.len() != job.recipients.len() {
         if !outcomes.is_empty() {
             tracing::error!(queue_id = %job.id, destination = %job.destination,

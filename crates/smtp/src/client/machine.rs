@@ -26,8 +26,17 @@ const MAX_INPUT_DURING_BODY: usize = 64 * 1024;
 /// for us to read its replies.
 pub const PIPELINED_BODY_MAX: u64 = 64 * 1024;
 
+/// The body octets in flight at most when transactions follow one another
+/// without waiting for replies (see [`ClientSession::send_message`]). Like
+/// one body with its envelope, everything in flight fits in the socket
+/// buffers on both sides, so a server that answers before it reads on never
+/// leaves both ends waiting for each other.
+pub const PIPELINED_RUN_MAX: u64 = 256 * 1024;
+
 /// Where the session is. A message in progress lives only inside
-/// [`State::Transaction`], so a result cannot be given twice or lost.
+/// [`State::Transaction`] (or, sent behind it, in the session's line of
+/// followers, which becomes the state in turn), so a result cannot be given
+/// twice or lost.
 #[derive(Debug)]
 pub(super) enum State {
     Greeting,
@@ -75,6 +84,13 @@ pub(super) struct Transaction {
     pub(super) phase: Phase,
 }
 
+impl Transaction {
+    /// The caller is writing this transaction's body.
+    pub(super) fn in_body(&self) -> bool {
+        matches!(self.phase, Phase::Body { .. })
+    }
+}
+
 #[derive(Debug)]
 pub(super) enum Rcpt {
     Pending,
@@ -109,6 +125,9 @@ pub(super) enum Step {
     /// `BDAT <size> LAST` sent with the envelope: its reply is the end of
     /// data's.
     Bdat,
+    /// The RSET in front of a transaction that followed another without
+    /// waiting for its replies.
+    Rset,
 }
 
 /// The class of a reply code: its first digit.
@@ -129,6 +148,7 @@ impl ClientSession {
                 // it says something anyway, it is read once the body is out,
                 // in step with what was sent.
                 State::Transaction(t) if matches!(t.phase, Phase::Body { .. }) => break,
+                _ if self.pipelined.back().is_some_and(|t| t.in_body()) => break,
                 // What follows the 220 to STARTTLS belongs to TLS.
                 State::Handshake => break,
                 _ => {}
@@ -476,6 +496,7 @@ impl ClientSession {
             return self.unexpected(State::Transaction(t), &reply);
         };
         match (step, class) {
+            (Step::Rset, 2) => {}
             (Step::Mail, 2) => {}
             (Step::Mail, 4 | 5) => {
                 // No transaction was opened: every recipient shares the
@@ -589,6 +610,10 @@ impl ClientSession {
     /// so the server forgets whatever it kept of it.
     fn end_early(&mut self, t: Transaction) -> State {
         self.finish(t);
+        // A transaction that followed is already out, its own RSET first.
+        if let Some(next) = self.pipelined.pop_front() {
+            return State::Transaction(next);
+        }
         self.write(&Command::Rset);
         State::Cleanup(Cleanup::Rset)
     }
@@ -627,6 +652,9 @@ impl ClientSession {
 
     /// Nothing is outstanding: the next queued message, QUIT, or Ready.
     fn idle(&mut self) -> State {
+        if let Some(next) = self.pipelined.pop_front() {
+            return State::Transaction(next);
+        }
         if let Some(message) = self.queued.take() {
             return self.start(message);
         }
@@ -636,6 +664,70 @@ impl ClientSession {
         }
         self.events.push_back(ClientEvent::Ready);
         State::Ready
+    }
+
+    /// Whether `message` can go now, behind the transactions in flight and
+    /// before their replies: the server pipelines and takes BDAT, every
+    /// command and body in flight is out, and `message` is small enough to
+    /// go with its envelope. One round trip then serves several messages.
+    pub(super) fn can_follow(&self, message: &Message) -> bool {
+        let State::Transaction(current) = &self.state else {
+            return false;
+        };
+        let caps = &self.capabilities;
+        if self.config.lmtp
+            || self.config.bdat != BdatPolicy::WhenOffered
+            || !caps.pipelining
+            || !caps.chunking
+            || self.queued.is_some()
+            || self.quit_requested
+            || message.body_size > PIPELINED_BODY_MAX
+            || message.envelope.recipients.is_empty()
+            // Refused before MAIL: its result would come out of turn.
+            || message.refusal(caps).is_some()
+        {
+            return false;
+        }
+        let last = self.pipelined.back().unwrap_or(current);
+        let all_out = match &last.phase {
+            Phase::Envelope {
+                awaiting, unsent, ..
+            } => unsent.is_empty() && awaiting.back() == Some(&Step::Bdat),
+            Phase::EndOfData => matches!(last.framing, BodyFraming::Raw { .. }),
+            Phase::Body { .. } => false,
+        };
+        let in_flight: u64 = std::iter::once(current)
+            .chain(&self.pipelined)
+            .map(|t| t.message.body_size)
+            .sum();
+        all_out && in_flight + message.body_size <= PIPELINED_RUN_MAX
+    }
+
+    /// Sends `message` behind the transactions in flight (see
+    /// [`ClientSession::can_follow`]). RSET first: whatever became of the
+    /// transaction before it (a refused BDAT leaves one open on some
+    /// servers), this one starts from a clean state, and RSET is always
+    /// allowed in a pipelined group (RFC 2920 §3.1).
+    pub(super) fn follow(&mut self, message: Message) {
+        let n = message.envelope.recipients.len();
+        let awaiting: VecDeque<Step> = [Step::Rset, Step::Mail]
+            .into_iter()
+            .chain((0..n).map(Step::Rcpt))
+            .chain([Step::Bdat])
+            .collect();
+        for &step in &awaiting {
+            self.write(&command(&message, step, &self.capabilities));
+        }
+        let framing = BodyFraming::Raw {
+            size: message.body_size,
+        };
+        self.events.push_back(ClientEvent::SendBody(framing));
+        self.pipelined.push_back(Box::new(Transaction {
+            message,
+            framing,
+            recipients: (0..n).map(|_| Rcpt::Pending).collect(),
+            phase: Phase::Body { awaiting },
+        }));
     }
 
     pub(super) fn start(&mut self, message: Message) -> State {
@@ -784,6 +876,15 @@ impl ClientSession {
             }
             self.finish(*t);
         }
+        // Those that followed, in order: their replies would have come next.
+        while let Some(mut t) = self.pipelined.pop_front() {
+            for rcpt in &mut t.recipients {
+                if matches!(rcpt, Rcpt::Pending | Rcpt::Accepted) {
+                    *rcpt = Rcpt::Done(Outcome::failure(reply.clone()), origin, Stage::Connect);
+                }
+            }
+            self.finish(*t);
+        }
         if let Some(message) = self.queued.take() {
             let results = (0..message.envelope.recipients.len())
                 .map(|index| RecipientResult {
@@ -811,6 +912,7 @@ fn command(message: &Message, step: Step, caps: &Capabilities) -> Command {
             size: message.body_size,
             last: true,
         },
+        Step::Rset => Command::Rset,
     }
 }
 
@@ -827,6 +929,7 @@ fn stage_of(state: &State) -> Stage {
                 Some(Step::Rcpt(_)) => Stage::Rcpt,
                 Some(Step::Data) | None => Stage::Data,
                 Some(Step::Bdat) => Stage::EndOfData,
+                Some(Step::Rset) => Stage::Connect,
             },
             Phase::Body { .. } => Stage::Data,
             Phase::EndOfData => Stage::EndOfData,
@@ -862,6 +965,7 @@ pub(super) fn timeout_class_of(state: &State) -> Option<TimeoutClass> {
                 Step::Rcpt(_) => TimeoutClass::Rcpt,
                 Step::Data => TimeoutClass::DataInit,
                 Step::Bdat => TimeoutClass::DataTermination,
+                Step::Rset => TimeoutClass::Rset,
             }),
             Phase::Body { .. } => Some(TimeoutClass::DataBlock),
             Phase::EndOfData => Some(TimeoutClass::DataTermination),

@@ -29,6 +29,12 @@
 //! whatever the server sends, whenever the connection dies: a caller never
 //! has to guess what happened to a recipient.
 //!
+//! To a server that offers PIPELINING and CHUNKING, messages with small
+//! bodies can follow one another without waiting: while one is in flight
+//! the next goes out behind it (`RSET`, `MAIL`, `RCPT`s, `BDAT <n> LAST`,
+//! the body), and the replies of all of them decide each in turn. A run of
+//! messages then costs one round trip instead of one each.
+//!
 //! With [`ClientConfig::lmtp`] the same machine speaks LMTP (RFC 2033) to a
 //! final delivery agent such as Dovecot: `LHLO` for EHLO, and the end of data
 //! answered once per accepted recipient, so each recipient's mailbox decides
@@ -54,7 +60,7 @@ use crate::command::Command;
 use crate::data::DotStuffer;
 use crate::reply::Reply;
 
-pub use machine::PIPELINED_BODY_MAX;
+pub use machine::{PIPELINED_BODY_MAX, PIPELINED_RUN_MAX};
 use machine::{Phase, State, local_reply, timeout_class_of};
 
 /// How this client introduces itself and frames bodies.
@@ -159,6 +165,9 @@ pub struct ClientSession {
     /// A message given before the session was ready for it (during the
     /// greeting, EHLO, or the clean-up after the previous message).
     queued: Option<Message>,
+    /// Transactions sent behind the current one, before its replies came;
+    /// each becomes current when the one before it is finished.
+    pipelined: VecDeque<Box<machine::Transaction>>,
     /// [`ClientSession::quit`] was called while busy: QUIT once idle.
     quit_requested: bool,
     /// The connection is inside TLS.
@@ -182,6 +191,7 @@ impl ClientSession {
             remote_name: None,
             capabilities: Capabilities::default(),
             queued: None,
+            pipelined: VecDeque::new(),
             quit_requested: false,
             tls: false,
             authenticated: false,
@@ -246,6 +256,17 @@ impl ClientSession {
 
     /// Starts a message now if the session is idle, or as soon as it is
     /// (after the greeting and EHLO, or after the previous message's clean-up).
+    ///
+    /// While a transaction is in flight the message is sent at once behind
+    /// it, without waiting for its replies, when the server offers
+    /// PIPELINING and CHUNKING, [`BdatPolicy::WhenOffered`] is set, every
+    /// command and body in flight is out, the body is at most
+    /// [`PIPELINED_BODY_MAX`] and the bodies in flight stay within
+    /// [`PIPELINED_RUN_MAX`]: `RSET`, `MAIL`, `RCPT`s and `BDAT <n> LAST`,
+    /// then [`ClientEvent::SendBody`]. Several messages then cost one round
+    /// trip. Otherwise a busy session refuses with [`SendErrorKind::Busy`]:
+    /// try again after the next event. [`ClientEvent::MessageDone`]s come
+    /// in the order the messages were given.
     pub fn send_message(&mut self, message: Message) -> Result<(), SendError> {
         let refuse = |kind, message| {
             Err(SendError {
@@ -258,6 +279,10 @@ impl ClientSession {
         }
         if self.quit_requested || matches!(self.state, State::Quitting(_) | State::Closed) {
             return refuse(SendErrorKind::Closed, message);
+        }
+        if self.can_follow(&message) {
+            self.follow(message);
+            return Ok(());
         }
         if self.queued.is_some() || matches!(self.state, State::Transaction(_)) {
             return refuse(SendErrorKind::Busy, message);
@@ -274,12 +299,9 @@ impl ClientSession {
     /// framed into [`ClientSession::output`] (one copy), and the session
     /// goes on to wait for the final reply.
     pub fn send_body(&mut self, body: &[u8]) -> Result<(), BodyError> {
-        let State::Transaction(t) = &self.state else {
+        let Some(t) = self.body_transaction() else {
             return Err(BodyError::NotExpected);
         };
-        if !matches!(t.phase, Phase::Body { .. }) {
-            return Err(BodyError::NotExpected);
-        }
         match t.framing {
             BodyFraming::Raw { size } if size != body.len() as u64 => {
                 let error = BodyError::SizeMismatch {
@@ -310,24 +332,37 @@ impl ClientSession {
     /// The caller has written the whole body as [`ClientEvent::SendBody`]
     /// asked; the session now waits for the final reply.
     pub fn body_sent(&mut self) -> Result<(), BodyError> {
-        match &mut self.state {
-            State::Transaction(t) => match &mut t.phase {
-                Phase::Body { awaiting } if awaiting.is_empty() => t.phase = Phase::EndOfData,
-                // Sent with its envelope: the envelope's replies come first.
-                Phase::Body { awaiting } => {
-                    t.phase = Phase::Envelope {
-                        awaiting: std::mem::take(awaiting),
-                        unsent: VecDeque::new(),
-                        mail_refused: false,
-                    }
+        let Some(t) = self.body_transaction() else {
+            return Err(BodyError::NotExpected);
+        };
+        match &mut t.phase {
+            Phase::Body { awaiting } if awaiting.is_empty() => t.phase = Phase::EndOfData,
+            // Sent with its envelope: the envelope's replies come first.
+            Phase::Body { awaiting } => {
+                t.phase = Phase::Envelope {
+                    awaiting: std::mem::take(awaiting),
+                    unsent: VecDeque::new(),
+                    mail_refused: false,
                 }
-                _ => return Err(BodyError::NotExpected),
-            },
+            }
             _ => return Err(BodyError::NotExpected),
         }
         // Replies that arrived during the body were held back until now.
         self.process_input();
         Ok(())
+    }
+
+    /// The transaction whose body the caller is writing: the last one that
+    /// followed, or else the current one.
+    fn body_transaction(&mut self) -> Option<&mut machine::Transaction> {
+        let t = match self.pipelined.back_mut() {
+            Some(t) => t,
+            None => match &mut self.state {
+                State::Transaction(t) => t,
+                _ => return None,
+            },
+        };
+        t.in_body().then_some(&mut **t)
     }
 
     /// Ends the session politely: QUIT now if idle, otherwise once the

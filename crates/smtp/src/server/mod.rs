@@ -488,6 +488,10 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         };
         match decision {
             Decision::Disconnect(reply) => self.close_with(reply),
+            // RFC 5321 §3.8: a 421 is the server closing. Reading on would
+            // take commands a pipelining client already counts as unanswered,
+            // and sends again elsewhere: a message accepted twice.
+            Decision::Reject(reply) if reply.code() == 421 => self.close_with(reply),
             Decision::Reject(reply) => self.refused(event, chunk, reply),
             Decision::Accept => self.accepted(event, chunk, None),
             Decision::AcceptWith(reply) => self.accepted(event, chunk, Some(reply)),

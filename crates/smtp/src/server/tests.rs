@@ -515,6 +515,24 @@ fn disconnect_decisions_close_after_the_reply() {
 }
 
 #[test]
+fn a_421_refusal_closes_and_reads_no_further() {
+    let mut d = Driver::default();
+    let out = d.send_with(
+        b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRSET\r\nMAIL FROM:<e@f>\r\n",
+        |e| match e {
+            Event::Rcpt { .. } => Decision::Reject(Reply::new(
+                421,
+                Some(EnhancedCode::new(4, 3, 2)),
+                "Shutting down",
+            )),
+            _ => Decision::Accept,
+        },
+    );
+    assert_eq!(codes(&out), ["250", "250", "421"], "{out}");
+    assert!(d.session.is_closed());
+}
+
+#[test]
 fn helo_clients_get_a_one_line_reply_and_can_send_mail() {
     let mut d = Driver::default();
     let out =

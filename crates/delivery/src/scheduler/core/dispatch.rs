@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use sluice_smtp::client::PIPELINED_BODY_MAX;
 use sluice_spool::{QueueId, StoredMessage};
 
 use super::Core;
@@ -15,6 +16,15 @@ use crate::scheduler::{Destination, Job};
 /// milliseconds each on a healthy connection. Eight saves most of the
 /// wake-ups and keeps that delay short.
 const RUN_MAX: usize = 8;
+
+/// A run being gathered this round (see [`Core::send_job`]).
+#[derive(Debug)]
+pub(super) struct Gathered {
+    destination: Destination,
+    /// Reserved for it.
+    thread: usize,
+    run: Run,
+}
 
 /// Who asks for a dispatch: the lines it came out of may be passed.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +42,10 @@ impl Core {
     /// pool, then the lines of destinations with free slots, then due timers.
     pub(super) fn pump(&mut self) {
         if self.stopping.is_some() {
+            for gathered in std::mem::take(&mut self.gathered) {
+                self.pool.idle_again(gathered.thread);
+                self.take_back(gathered.run);
+            }
             self.freed.clear();
             return;
         }
@@ -105,6 +119,19 @@ impl Core {
         }
         let msgs = &self.msgs;
         self.timers.tidy(|t, id| Core::timer_is_live(msgs, t, id));
+        self.hand_gathered();
+    }
+
+    /// The runs gathered this round go to the threads reserved for them.
+    fn hand_gathered(&mut self) {
+        for Gathered { thread, run, .. } in std::mem::take(&mut self.gathered) {
+            if let Some(run) = self.pool.hand_to(thread, run) {
+                tracing::warn!(
+                    "no delivery thread free for a run; its messages wait for the next round"
+                );
+                self.take_back(run);
+            }
+        }
     }
 
     fn dispatch_from_line(&mut self, id: QueueId, dest: &Destination) {
@@ -252,6 +279,30 @@ impl Core {
             return;
         }
         let dest = job.destination.clone();
+        // Messages that become due together for a destination that takes
+        // runs go as one: a thread and a connection's round trip for
+        // several. Only bodies that go with their envelope, so a large one
+        // never holds up the others behind it.
+        if job.message.body().len() as u64 <= PIPELINED_BODY_MAX && self.transport.gathers(&dest) {
+            if let Some(gathered) = self
+                .gathered
+                .iter_mut()
+                .find(|g| g.destination == dest && g.run.len() < RUN_MAX)
+            {
+                gathered.run.push(job);
+                return;
+            }
+            // The caller found a thread idle.
+            if let Some(thread) = self.pool.reserve() {
+                *self.busy.entry(dest.clone()).or_default() += 1;
+                self.gathered.push(Gathered {
+                    destination: dest,
+                    thread,
+                    run: vec![job],
+                });
+                return;
+            }
+        }
         self.hand_run(dest, vec![job]);
     }
 

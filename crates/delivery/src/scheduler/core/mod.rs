@@ -20,6 +20,7 @@ use super::retry::Policy;
 use super::state::{DestId, Msg};
 use super::timers::Timers;
 use super::{Destination, Event, SchedulerConfig, Transport};
+use dispatch::Gathered;
 
 /// Events handled before the scheduler looks at its timers and writes the
 /// journal batch: large enough to batch a burst, small enough that due
@@ -53,6 +54,10 @@ pub(super) struct Core {
     /// messages are dispatched (`pump`): their jobs join it instead of each
     /// taking a thread and a slot.
     forming: Option<(Destination, Run)>,
+    /// Runs gathered this round for destinations that take them
+    /// ([`Transport::gathers`]): each holds a slot and a reserved thread,
+    /// and goes to it at the end of the round (`pump`).
+    gathered: Vec<Gathered>,
     /// Per destination, messages with due recipients waiting for a slot.
     /// Entries go stale (the message was delivered meanwhile, or is gone)
     /// and are skipped when they come up.
@@ -117,6 +122,7 @@ impl Core {
             timers: Timers::default(),
             busy: HashMap::new(),
             forming: None,
+            gathered: Vec::new(),
             lines: HashMap::new(),
             ready: VecDeque::new(),
             freed: Vec::new(),

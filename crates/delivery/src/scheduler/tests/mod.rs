@@ -5,6 +5,7 @@ mod control;
 mod delivery;
 mod idle;
 mod restart;
+mod runs;
 mod virtual_time;
 
 use std::collections::HashMap;

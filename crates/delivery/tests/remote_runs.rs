@@ -1,0 +1,246 @@
+//! Runs: several messages for one next hop on one connection, each behind
+//! the one before without waiting for its replies, against a real server
+//! on loopback (`ServerSession` threads).
+
+mod remote_support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use remote_support::{Script, SmtpServer, reply};
+use sluice_delivery::Outcome;
+use sluice_delivery::remote::{Remote, RemoteConfig, RunItem, Timeouts};
+use sluice_delivery::route::{RouteConfig, Router};
+use sluice_dns::Resolver;
+use sluice_smtp::client::PIPELINED_BODY_MAX;
+use sluice_smtp::server::Extensions;
+use sluice_smtp::{Envelope, ForwardPath, Path, Recipient, ReversePath};
+
+const BODY: &[u8] = b"Subject: run\r\n\r\nHello.\r\n";
+
+fn config() -> RemoteConfig {
+    RemoteConfig {
+        helo_name: "sluice.example.org".into(),
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            ..Timeouts::default()
+        },
+        idle_close: Duration::from_secs(5),
+        max_messages_per_connection: 100,
+        chunking: true,
+    }
+}
+
+/// A Remote whose routes send each domain to its server; DNS is never asked.
+fn routed(routes: &[(&str, SocketAddr)], config: RemoteConfig) -> Remote {
+    let routes: BTreeMap<String, String> = routes
+        .iter()
+        .map(|(domain, addr)| ((*domain).to_owned(), addr.to_string()))
+        .collect();
+    let router = Router::new(
+        RouteConfig {
+            routes,
+            ..RouteConfig::default()
+        },
+        Resolver::new(&["127.0.0.1:9".parse().unwrap()], Duration::from_secs(5)).unwrap(),
+    )
+    .unwrap();
+    Remote::new(config, router)
+}
+
+fn local() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn envelope(to: &str) -> Envelope {
+    let path = |m: &str| Path::parse(format!("<{m}>").as_bytes()).unwrap();
+    Envelope {
+        reverse_path: ReversePath::Path(path("sender@example.org")),
+        params: Default::default(),
+        recipients: vec![Recipient::new(ForwardPath::Path(path(to)))],
+    }
+}
+
+fn item<'a>(to: &str, body: &'a [u8]) -> RunItem<'a> {
+    RunItem {
+        domain: to.rsplit_once('@').unwrap().1.to_owned(),
+        envelope: envelope(to),
+        body,
+    }
+}
+
+fn delivered(outcomes: &[Outcome]) -> bool {
+    outcomes.len() == 1 && matches!(outcomes[0], Outcome::Delivered(_))
+}
+
+fn reads(server: &SmtpServer) -> Vec<String> {
+    server
+        .reads()
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect()
+}
+
+#[test]
+fn a_run_goes_out_in_one_write_and_each_message_keeps_its_own_outcome() {
+    let script = Script {
+        rcpt: Arc::new(|to: &str| {
+            (to == "<nobody@one.test>").then(|| reply(550, (5, 1, 1), "No such user"))
+        }),
+        ..Script::default()
+    };
+    let server = SmtpServer::start(local(), script).unwrap();
+    let remote = routed(&[("one.test", server.addr)], config());
+    let key = remote.router().destination_key("one.test");
+    assert!(
+        !remote.takes_runs(&key),
+        "nothing known before a connection"
+    );
+    // The first message opens the connection and shows what it can take.
+    let first = remote.deliver("one.test", &envelope("a@one.test"), BODY);
+    assert!(delivered(&first), "{first:?}");
+    assert!(
+        remote.takes_runs(&key),
+        "PIPELINING and CHUNKING were offered"
+    );
+    let before = server.reads().len();
+
+    let run = [
+        item("b@one.test", BODY),
+        item("nobody@one.test", BODY),
+        item("c@one.test", BODY),
+    ];
+    let outcomes = remote.deliver_run(&run).expect("the run goes together");
+    assert_eq!(outcomes.len(), 3);
+    assert!(delivered(&outcomes[0]), "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[1][..], [Outcome::Failed(r)] if r.reply.code() == 550),
+        "{outcomes:?}"
+    );
+    assert!(delivered(&outcomes[2]), "{outcomes:?}");
+    assert_eq!(server.accepts(), 1, "the cached connection carried the run");
+    let received: Vec<Vec<String>> = server
+        .received()
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.body, BODY);
+            r.recipients
+        })
+        .collect();
+    assert_eq!(
+        received,
+        [["<a@one.test>"], ["<b@one.test>"], ["<c@one.test>"]]
+    );
+    // All three transactions were written before any reply was read: the
+    // server's first read of the run holds them all, RSET between them.
+    let run_reads = &reads(&server)[before..];
+    let first_read = &run_reads[0];
+    assert_eq!(first_read.matches("MAIL FROM:").count(), 3, "{run_reads:?}");
+    // The first goes on an idle session; each that follows resets first.
+    assert_eq!(first_read.matches("RSET\r\n").count(), 2, "{run_reads:?}");
+    assert_eq!(
+        first_read.matches("BDAT 24 LAST\r\n").count(),
+        3,
+        "{run_reads:?}"
+    );
+    assert!(!first_read.contains("DATA\r\n"), "{run_reads:?}");
+}
+
+#[test]
+fn a_run_that_cannot_go_together_is_left_to_the_one_message_path() {
+    let one = SmtpServer::start(local(), Script::default()).unwrap();
+    let two = SmtpServer::start(local(), Script::default()).unwrap();
+    let remote = routed(&[("one.test", one.addr), ("two.test", two.addr)], config());
+    // Different next hops.
+    let split = [item("a@one.test", BODY), item("b@two.test", BODY)];
+    assert!(remote.deliver_run(&split).is_none());
+    // A body too large to go with its envelope.
+    let large = vec![b'x'; PIPELINED_BODY_MAX as usize + 1];
+    let mixed = [item("a@one.test", BODY), item("b@one.test", &large)];
+    assert!(remote.deliver_run(&mixed).is_none());
+    // A single message is no run.
+    assert!(remote.deliver_run(&[item("a@one.test", BODY)]).is_none());
+    // Chunking off: every message waits for DATA's 354.
+    let off = routed(
+        &[("one.test", one.addr)],
+        RemoteConfig {
+            chunking: false,
+            ..config()
+        },
+    );
+    let run = [item("a@one.test", BODY), item("b@one.test", BODY)];
+    assert!(off.deliver_run(&run).is_none());
+    assert_eq!(one.accepts() + two.accepts(), 0, "nothing was sent");
+}
+
+#[test]
+fn a_next_hop_without_chunking_is_not_asked_to_take_runs() {
+    let script = Script {
+        extensions: Extensions {
+            chunking: false,
+            ..Extensions::default()
+        },
+        ..Script::default()
+    };
+    let server = SmtpServer::start(local(), script).unwrap();
+    let remote = routed(&[("one.test", server.addr)], config());
+    let key = remote.router().destination_key("one.test");
+    assert!(delivered(&remote.deliver(
+        "one.test",
+        &envelope("a@one.test"),
+        BODY
+    )));
+    assert!(!remote.takes_runs(&key));
+    // Handed a run anyway, it sends the messages one after the other.
+    let run = [item("b@one.test", BODY), item("c@one.test", BODY)];
+    let outcomes = remote.deliver_run(&run).expect("same next hop");
+    assert!(outcomes.iter().all(|o| delivered(o)), "{outcomes:?}");
+    assert!(
+        !reads(&server).iter().any(|r| r.contains("RSET")),
+        "no transaction followed another: {:?}",
+        reads(&server)
+    );
+    assert_eq!(server.received().len(), 3);
+}
+
+#[test]
+fn messages_a_closing_server_left_unanswered_go_again_on_a_new_connection() {
+    // The second message of the run is answered with 421, and the server
+    // hangs up: it and the third go again, on a connection of their own.
+    let script = Script {
+        message: Arc::new(|n| (n == 1).then(|| reply(421, (4, 3, 2), "Going down"))),
+        ..Script::default()
+    };
+    let server = SmtpServer::start(local(), script).unwrap();
+    let remote = routed(&[("one.test", server.addr)], config());
+    assert!(delivered(&remote.deliver(
+        "one.test",
+        &envelope("a@one.test"),
+        BODY
+    )));
+    let run = [
+        item("b@one.test", BODY),
+        item("c@one.test", BODY),
+        item("d@one.test", BODY),
+    ];
+    let outcomes = remote.deliver_run(&run).expect("the run goes together");
+    assert!(outcomes.iter().all(|o| delivered(o)), "{outcomes:?}");
+    let mut got: Vec<String> = server
+        .received()
+        .into_iter()
+        .map(|r| r.recipients[0].clone())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "<a@one.test>",
+            "<b@one.test>",
+            "<c@one.test>",
+            "<d@one.test>"
+        ]
+    );
+    assert!(server.accepts() >= 2, "a new connection after the 421");
+}
