@@ -141,6 +141,23 @@ pub(crate) struct Item {
     pub(crate) len: u64,
     pub(crate) effect: Effect,
     pub(crate) reply: Reply,
+    pub(crate) durability: Durability,
+}
+
+/// When a record must be on disk before its requester hears back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// `fdatasync` first: an accepted message (its `250` waits for this),
+    /// a compaction copy, an operator's command.
+    Now,
+    /// Written at once and made durable by the next `fdatasync`, which the
+    /// next batch that needs one brings, or the writer at most
+    /// [`LAZY_SYNC`](crate::writer::LAZY_SYNC) later: a delivery outcome and
+    /// the end of a finished message. Lost to a power failure (a `kill -9`
+    /// leaves the page cache), it means that delivery is repeated: a
+    /// duplicate, which SMTP allows, never a loss. Postfix does not sync
+    /// the removal of a delivered message either.
+    Soon,
 }
 
 pub(crate) fn fail_all(items: impl IntoIterator<Item = Item>, e: &SpoolError) {
@@ -149,13 +166,14 @@ pub(crate) fn fail_all(items: impl IntoIterator<Item = Item>, e: &SpoolError) {
     }
 }
 
-pub(crate) fn journal_item(ops: Vec<JournalOp>, reply: Reply) -> Item {
+pub(crate) fn journal_item(ops: Vec<JournalOp>, reply: Reply, durability: Durability) -> Item {
     let bytes = format::encode_journal(&ops);
     Item {
         len: bytes.len() as u64,
         parts: vec![Part::Owned(bytes)],
         effect: Effect::Journal(ops),
         reply,
+        durability,
     }
 }
 
@@ -207,6 +225,7 @@ pub(crate) fn plan(req: Request, index: &Index, seen: &mut HashSet<QueueId>) -> 
                     submitted: true,
                 },
                 reply: Reply::Id(done, id),
+                durability: Durability::Now,
             })
         }
         Request::Journal { entries, done } => {
@@ -230,7 +249,7 @@ pub(crate) fn plan(req: Request, index: &Index, seen: &mut HashSet<QueueId>) -> 
                 done.complete(Ok(()));
                 return None;
             }
-            Some(journal_item(ops, Reply::Unit(done)))
+            Some(journal_item(ops, Reply::Unit(done), Durability::Soon))
         }
         Request::Mark { id, mark, done } => {
             if !index.messages.contains_key(&id) {
@@ -245,14 +264,24 @@ pub(crate) fn plan(req: Request, index: &Index, seen: &mut HashSet<QueueId>) -> 
                         parts: vec![Part::Owned(bytes)],
                         effect: Effect::Done(vec![id]),
                         reply: Reply::Unit(done),
+                        // A finished message's end may wait; an operator's
+                        // deletion is done when the command says so.
+                        durability: if mark == MessageMark::Done {
+                            Durability::Soon
+                        } else {
+                            Durability::Now
+                        },
                     })
                 }
-                MessageMark::Held => {
-                    Some(journal_item(vec![JournalOp::Held(id)], Reply::Unit(done)))
-                }
+                MessageMark::Held => Some(journal_item(
+                    vec![JournalOp::Held(id)],
+                    Reply::Unit(done),
+                    Durability::Now,
+                )),
                 MessageMark::Released => Some(journal_item(
                     vec![JournalOp::Released(id)],
                     Reply::Unit(done),
+                    Durability::Now,
                 )),
             }
         }
@@ -298,5 +327,6 @@ pub(crate) fn copy_item(
         },
         parts: vec![Part::Owned(head.bytes), Part::Mapped(map, body_range)],
         reply: Reply::None,
+        durability: Durability::Now,
     })
 }

@@ -388,6 +388,12 @@ impl SpoolHandle {
     /// A message whose recipients are then all final leaves the spool.
     /// Entries for messages no longer queued are ignored; an entry naming a
     /// recipient index the message lacks fails the whole call.
+    ///
+    /// `done` runs once the entries are written, not synced: they become
+    /// durable with the next `fdatasync`, which a submission brings or the
+    /// writer makes within 200 ms. A power failure in between repeats the
+    /// deliveries they record (a `kill -9` does not: the page cache keeps
+    /// them), which SMTP allows; nothing accepted is lost.
     pub fn journal(&self, entries: Vec<JournalEntry>, done: JournalCompletion) {
         self.send(Request::Journal {
             entries,
@@ -397,6 +403,9 @@ impl SpoolHandle {
 
     /// Changes a whole message's state (done, deleted, held, released).
     /// Marking a message that is no longer queued succeeds without effect.
+    /// `Done` (a finished message) is made durable as lazily as
+    /// [`journal`](Self::journal)'s entries; an operator's `Deleted`,
+    /// `Held` and `Released` are synced before `done` runs.
     pub fn mark(&self, id: QueueId, mark: MessageMark, done: JournalCompletion) {
         self.send(Request::Mark {
             id,

@@ -29,7 +29,7 @@ use crate::SpoolError;
 use crate::format::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::index::{Location, Segment};
 use crate::reaper::Reaper;
-use crate::request::{Effect, Item, Pending, Request, fail_all, plan, weight};
+use crate::request::{Durability, Effect, Item, Pending, Request, fail_all, plan, weight};
 use crate::spool::Shared;
 use crate::stats::StatCounters;
 use crate::storage::{SegmentFile, Storage, write_all_vectored};
@@ -40,6 +40,10 @@ const MAX_BATCH_REQUESTS: usize = 4096;
 
 /// Under sustained load, one maintenance step per this many batches.
 const MAINTENANCE_EVERY: u32 = 32;
+
+/// Records written with [`Durability::Soon`] are on disk at most this long
+/// after they were written, when no batch that syncs came meanwhile.
+pub(crate) const LAZY_SYNC: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
@@ -53,8 +57,11 @@ pub(crate) struct Writer {
     /// `None` after a failure that left the head's tail in doubt: the next
     /// append starts a fresh segment.
     head: Option<Box<dyn SegmentFile>>,
-    /// End of the last durable record in the head.
+    /// End of the last record written to the head: durable, or (when
+    /// `unsynced`) waiting for the next `fdatasync`.
     head_len: u64,
+    /// [`Durability::Soon`] records in the head not yet synced.
+    unsynced: usize,
     maintenance_paused: bool,
     /// Deletes dead segments' files, off this thread.
     pub(crate) reaper: Reaper,
@@ -88,6 +95,7 @@ impl Writer {
             next_seq: max_seq + 1,
             head: None,
             head_len: 0,
+            unsynced: 0,
             maintenance_paused: false,
             reaper,
         };
@@ -134,6 +142,17 @@ impl Writer {
                     }
                     Err(TryRecvError::Disconnected) => break,
                 }
+            } else if self.unsynced > 0 {
+                // Outcomes wait for the next batch's fdatasync; with none
+                // coming, for this one.
+                match rx.recv_timeout(LAZY_SYNC) {
+                    Ok(r) => r,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        self.sync_head();
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                }
             } else {
                 match waiting.next() {
                     Some(r) => r,
@@ -168,6 +187,30 @@ impl Writer {
                 break;
             }
             self.run_batch(batch);
+        }
+        self.sync_head();
+    }
+
+    /// Makes the head's [`Durability::Soon`] records durable, if it has
+    /// any. A failure seals the head, as a failed batch does: the records
+    /// in doubt were outcomes, which a restart repeats.
+    fn sync_head(&mut self) {
+        let records = std::mem::take(&mut self.unsynced);
+        if records == 0 {
+            return;
+        }
+        let Some(head) = self.head.as_deref_mut() else {
+            return;
+        };
+        StatCounters::add(&self.shared.stats.fdatasyncs, 1);
+        let started = std::time::Instant::now();
+        match head.sync_data() {
+            Ok(()) => sluice_metrics::spool_commit(records, started.elapsed()),
+            Err(e) => {
+                StatCounters::add(&self.shared.stats.write_errors, 1);
+                tracing::warn!(segment = self.head_seq, error = %e, "sealing segment after a failed fdatasync");
+                self.head = None;
+            }
         }
     }
 
@@ -239,8 +282,11 @@ impl Writer {
     }
 
     /// One `writev` (more only if the kernel writes short) and one
-    /// `fdatasync`; on failure, rewinds the head to its last durable byte.
+    /// `fdatasync`, unless every record of the group may wait for a later
+    /// one ([`Durability::Soon`]); on failure, rewinds the head to the end
+    /// of its last record.
     fn append(&mut self, group: &[Item]) -> Result<(), SpoolError> {
+        let sync = group.iter().any(|it| it.durability == Durability::Now);
         let Some(head) = self.head.as_deref_mut() else {
             return Err(SpoolError::Io(Arc::new(std::io::Error::other(
                 "no open segment",
@@ -256,14 +302,24 @@ impl Writer {
         let outcome = match write_all_vectored(head, &mut slices) {
             Ok(calls) => {
                 StatCounters::add(&stats.writes, calls);
-                StatCounters::add(&stats.fdatasyncs, 1);
-                head.sync_data().map_err(|e| (e, true))
+                if sync {
+                    StatCounters::add(&stats.fdatasyncs, 1);
+                    head.sync_data().map_err(|e| (e, true))
+                } else {
+                    Ok(())
+                }
             }
             Err(e) => Err((e, false)),
         };
         match outcome {
             Ok(()) => {
-                sluice_metrics::spool_commit(group.len(), started.elapsed());
+                if sync {
+                    // The records written lazily before it are durable too.
+                    let records = group.len() + std::mem::take(&mut self.unsynced);
+                    sluice_metrics::spool_commit(records, started.elapsed());
+                } else {
+                    self.unsynced += group.len();
+                }
                 self.head_len += len;
                 StatCounters::add(&stats.batches, 1);
                 StatCounters::add(&stats.records, group.len() as u64);
@@ -279,6 +335,7 @@ impl Writer {
                 if sync_failed || rewound.is_err() {
                     tracing::warn!(segment = self.head_seq, error = %e, "sealing segment after a failed write");
                     self.head = None;
+                    self.unsynced = 0;
                 }
                 Err(SpoolError::from_io(e))
             }
@@ -357,6 +414,8 @@ impl Writer {
     /// and is renamed into place after it is durable, so a segment file with
     /// a valid name always has a valid header.
     fn rotate(&mut self) -> Result<(), SpoolError> {
+        // The old head's last outcomes, before it stops being the head.
+        self.sync_head();
         let seq = self.next_seq;
         let name = format::segment_file_name(seq);
         let path = self.dir.join(&name);

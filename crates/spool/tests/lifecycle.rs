@@ -311,3 +311,53 @@ fn compaction_moves_a_long_lived_message_and_frees_the_old_segment() {
         assert!(spool.get(*id).unwrap().is_none());
     }
 }
+
+/// Delivery outcomes do not wait for an fdatasync of their own: they are
+/// written at once and made durable by the next batch that syncs (a
+/// submission's), or by the writer within its lazy bound when nothing else
+/// comes. Either way they survive a reopen.
+#[test]
+fn outcomes_ride_on_the_next_fdatasync_and_are_synced_soon_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    let h = spool.handle();
+    let a = submit(&h, 1, 2, 100);
+    let b = submit(&h, 2, 1, 100);
+    let before = h.stats().fdatasyncs;
+    h.journal_wait(vec![entry(a, 0, RecipientState::Delivered)])
+        .unwrap();
+    h.mark_wait(b, MessageMark::Done).unwrap();
+    assert_eq!(
+        h.stats().fdatasyncs,
+        before,
+        "an outcome and a finished message are written, not synced"
+    );
+    // A submission's fdatasync makes them durable with it.
+    let c = submit(&h, 3, 1, 100);
+    assert_eq!(h.stats().fdatasyncs, before + 1);
+    // Alone, an outcome is synced within the writer's bound.
+    h.journal_wait(vec![entry(c, 0, deferred(1))]).unwrap();
+    let synced = before + 2;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while h.stats().fdatasyncs < synced {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lazy outcome was never synced"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // An operator's command is synced before it is answered.
+    h.mark_wait(c, MessageMark::Held).unwrap();
+    assert_eq!(h.stats().fdatasyncs, synced + 1);
+    drop(h);
+    drop(spool);
+    let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+    let kept = spool.get(a).unwrap().expect("a has a pending recipient");
+    assert_eq!(kept.entry.envelope.recipients.len(), 2);
+    assert!(
+        spool.get(b).unwrap().is_none(),
+        "b's end survived the reopen"
+    );
+    let c_states = spool.messages().unwrap();
+    assert!(c_states.iter().any(|m| m.id == c && m.held));
+}
