@@ -4,16 +4,15 @@
 
 mod remote_support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use remote_support::{Dnsmasq, LmtpServer, Script, SmtpServer, reply};
+use remote_support::{Dnsmasq, LmtpServer, Script, SmtpServer, config, reply, routed_to};
 use sluice_delivery::Outcome;
 use sluice_delivery::outcome::RemoteMta;
-use sluice_delivery::remote::{Remote, RemoteConfig, Timeouts};
+use sluice_delivery::remote::{Remote, RemoteConfig};
 use sluice_delivery::route::{RouteConfig, Router};
 use sluice_dns::Resolver;
 use sluice_smtp::server::Extensions;
@@ -23,32 +22,9 @@ use sluice_smtp::{
 
 const BODY: &[u8] = b"Subject: test\r\n\r\nHello.\r\n";
 
-fn config() -> RemoteConfig {
-    RemoteConfig {
-        helo_name: "sluice.example.org".into(),
-        timeouts: Timeouts {
-            connect: Duration::from_secs(2),
-            ..Timeouts::default()
-        },
-        idle_close: Duration::from_secs(5),
-        max_messages_per_connection: 100,
-        chunking: true,
-    }
-}
-
 /// A Remote whose only route sends `domain` to `server`; DNS is never asked.
 fn routed(domain: &str, server: SocketAddr, config: RemoteConfig) -> Remote {
-    let mut routes = BTreeMap::new();
-    routes.insert(domain.to_owned(), server.to_string());
-    let router = Router::new(
-        RouteConfig {
-            routes,
-            ..RouteConfig::default()
-        },
-        Resolver::new(&["127.0.0.1:9".parse().unwrap()], Duration::from_secs(5)).unwrap(),
-    )
-    .unwrap();
-    Remote::new(config, router)
+    routed_to(&[(domain, server)], config)
 }
 
 /// A Remote that finds MX hosts through `dns`, on the test servers' port.

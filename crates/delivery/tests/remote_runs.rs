@@ -4,50 +4,20 @@
 
 mod remote_support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use remote_support::{Script, SmtpServer, reply};
+use remote_support::{Script, SmtpServer, config, reply, routed_to};
 use sluice_delivery::Outcome;
-use sluice_delivery::remote::{Remote, RemoteConfig, RunItem, Timeouts};
-use sluice_delivery::route::{RouteConfig, Router};
-use sluice_dns::Resolver;
+use sluice_delivery::remote::{Remote, RemoteConfig, RunItem};
 use sluice_smtp::client::PIPELINED_BODY_MAX;
 use sluice_smtp::server::Extensions;
 use sluice_smtp::{Envelope, ForwardPath, Path, Recipient, ReversePath};
 
 const BODY: &[u8] = b"Subject: run\r\n\r\nHello.\r\n";
 
-fn config() -> RemoteConfig {
-    RemoteConfig {
-        helo_name: "sluice.example.org".into(),
-        timeouts: Timeouts {
-            connect: Duration::from_secs(2),
-            ..Timeouts::default()
-        },
-        idle_close: Duration::from_secs(5),
-        max_messages_per_connection: 100,
-        chunking: true,
-    }
-}
-
-/// A Remote whose routes send each domain to its server; DNS is never asked.
 fn routed(routes: &[(&str, SocketAddr)], config: RemoteConfig) -> Remote {
-    let routes: BTreeMap<String, String> = routes
-        .iter()
-        .map(|(domain, addr)| ((*domain).to_owned(), addr.to_string()))
-        .collect();
-    let router = Router::new(
-        RouteConfig {
-            routes,
-            ..RouteConfig::default()
-        },
-        Resolver::new(&["127.0.0.1:9".parse().unwrap()], Duration::from_secs(5)).unwrap(),
-    )
-    .unwrap();
-    Remote::new(config, router)
+    routed_to(routes, config)
 }
 
 fn local() -> SocketAddr {

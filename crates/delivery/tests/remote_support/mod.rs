@@ -21,6 +21,43 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// How often server threads look at their stop flag.
 const POLL: Duration = Duration::from_millis(20);
 
+// ---------------------------------------------------------------- transport
+
+/// The transport's settings for tests: short connect timeout, BDAT on.
+pub fn config() -> sluice_delivery::remote::RemoteConfig {
+    sluice_delivery::remote::RemoteConfig {
+        helo_name: "sluice.example.org".into(),
+        timeouts: sluice_delivery::remote::Timeouts {
+            connect: Duration::from_secs(2),
+            ..sluice_delivery::remote::Timeouts::default()
+        },
+        idle_close: Duration::from_secs(5),
+        max_messages_per_connection: 100,
+        chunking: true,
+    }
+}
+
+/// A Remote whose routes send each domain to its server; DNS is never asked.
+pub fn routed_to(
+    routes: &[(&str, SocketAddr)],
+    config: sluice_delivery::remote::RemoteConfig,
+) -> sluice_delivery::remote::Remote {
+    let routes = routes
+        .iter()
+        .map(|(domain, addr)| ((*domain).to_owned(), addr.to_string()))
+        .collect();
+    let router = sluice_delivery::route::Router::new(
+        sluice_delivery::route::RouteConfig {
+            routes,
+            ..sluice_delivery::route::RouteConfig::default()
+        },
+        sluice_dns::Resolver::new(&["127.0.0.1:9".parse().unwrap()], Duration::from_secs(5))
+            .unwrap(),
+    )
+    .unwrap();
+    sluice_delivery::remote::Remote::new(config, router)
+}
+
 // ---------------------------------------------------------------- dnsmasq
 
 /// A dnsmasq serving only the records given, on 127.0.0.1 and a free port;
