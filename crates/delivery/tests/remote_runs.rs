@@ -214,3 +214,47 @@ fn messages_a_closing_server_left_unanswered_go_again_on_a_new_connection() {
     );
     assert!(server.accepts() >= 2, "a new connection after the 421");
 }
+
+#[test]
+fn an_unreachable_first_address_costs_the_run_one_attempt_then_each_goes_on() {
+    use remote_support::Dnsmasq;
+    use sluice_delivery::route::{RouteConfig, Router};
+    let second = SmtpServer::start(local(), Script::default()).unwrap();
+    let port = second.addr.port();
+    // Nothing listens on mx1's address at that port: connection refused.
+    let dns = Dnsmasq::start(&[
+        "--mx-host=runs.test,mx1.runs.test,10".into(),
+        "--mx-host=runs.test,mx2.runs.test,20".into(),
+        "--host-record=mx1.runs.test,127.0.0.5".into(),
+        "--host-record=mx2.runs.test,127.0.0.1".into(),
+    ]);
+    let router = Router::new(
+        RouteConfig::default(),
+        sluice_dns::Resolver::new(&[dns.addr], std::time::Duration::from_secs(5)).unwrap(),
+    )
+    .unwrap()
+    .with_smtp_port(port);
+    let remote = Remote::new(config(), router);
+    let run = [
+        item("a@runs.test", BODY),
+        item("b@runs.test", BODY),
+        item("c@runs.test", BODY),
+    ];
+    let outcomes = remote.deliver_run(&run).expect("one first address");
+    assert!(outcomes.iter().all(|o| delivered(o)), "{outcomes:?}");
+    assert_eq!(second.received().len(), 3);
+
+    // With no other address, every message keeps the refusal, deferred.
+    let closed = std::net::TcpListener::bind(local()).unwrap();
+    let nowhere = closed.local_addr().unwrap();
+    drop(closed);
+    let remote = routed(&[("gone.test", nowhere)], config());
+    let run = [item("a@gone.test", BODY), item("b@gone.test", BODY)];
+    let outcomes = remote.deliver_run(&run).expect("one first address");
+    for o in &outcomes {
+        assert!(
+            matches!(&o[..], [Outcome::Deferred(r)] if r.reply.to_string().contains("Connection refused")),
+            "{outcomes:?}"
+        );
+    }
+}

@@ -13,14 +13,17 @@
 //! every message to the same first address at the same TLS demand, no
 //! REQUIRETLS, every body small enough to go with its envelope. Anything
 //! else, or a run the connection cuts short, is left to the one-message
-//! path ([`Remote::deliver`]), which the outcomes cannot tell apart.
+//! path ([`Remote::deliver`]), which the outcomes cannot tell apart. A first
+//! address that cannot be reached costs the run one connection attempt (one
+//! connect timeout, not one per message); each message then goes on to its
+//! next addresses alone.
 
 use sluice_smtp::Envelope;
 use sluice_smtp::client::{Message, PIPELINED_BODY_MAX};
 
 use super::connection::Sent;
 use super::pool::Key;
-use super::tls::Level;
+use super::tls::{Demand, Level};
 use super::{Attempt, Progress, Remote, any_final, attempts, is_session_failure, record};
 use crate::Outcome;
 
@@ -113,8 +116,11 @@ impl Remote {
             let reused = cached.is_some();
             let mut connection = match cached.take() {
                 Some(connection) => connection,
-                // Unreachable, say: the one-message path says why, per message.
-                None => self.connect(attempt, false, level).ok()?,
+                None => match self.connect(attempt, false, level) {
+                    Ok(connection) => connection,
+                    // One connect timeout for the run, not one per message.
+                    Err(outcome) => return Some(self.unreachable(items, &plans, &outcome)),
+                },
             };
             let run = connection.send_run(messages.clone(), &bodies);
             // A cached connection the server had already given up on.
@@ -177,5 +183,36 @@ impl Remote {
         }
         self.release(key, connection, run.closed.is_some());
         Some(out)
+    }
+
+    /// The run's first address could not be reached (`outcome` says why):
+    /// each message goes on to its next addresses, as the one-message path
+    /// would after the same failure, and keeps `outcome` if it has none.
+    fn unreachable(
+        &self,
+        items: &[RunItem<'_>],
+        plans: &[(Demand, Vec<Attempt>)],
+        outcome: &Outcome,
+    ) -> Vec<Vec<Outcome>> {
+        items
+            .iter()
+            .zip(plans)
+            .map(|(item, (demand, hops))| {
+                let n = item.envelope.recipients.len();
+                let mut progress = Progress::new(n, false);
+                progress.outcomes.fill(Some(outcome.clone()));
+                let pending = (0..n).collect();
+                self.go_on(
+                    hops,
+                    1,
+                    pending,
+                    *demand,
+                    &item.envelope,
+                    item.body,
+                    &mut progress,
+                );
+                progress.finish()
+            })
+            .collect()
     }
 }
