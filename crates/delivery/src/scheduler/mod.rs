@@ -15,8 +15,13 @@
 //! otherwise the message waits in that destination's line until a run for
 //! it comes back (no retry timer, no busy loop). When a slot frees, up to
 //! `RUN_MAX` messages from the front of the line go to one thread as a run,
-//! delivered one after the other over one connection. A run wakes the one
-//! thread it is for, and waiting threads are parked, not spinning (`pool.rs`).
+//! delivered one after the other over one connection. Messages that become
+//! due in the same round for a destination the transport gathers for
+//! ([`Transport::gathers`]: a next hop that takes pipelined runs) go as runs
+//! too, each with a thread reserved for it and handed over at the end of the
+//! round, and the transport may send a run's messages together
+//! ([`Transport::deliver_run`]). A run wakes the one thread it is for, and
+//! waiting threads are parked, not spinning (`pool.rs`).
 //!
 //! Every outcome is journaled to the spool before the in-memory state
 //! follows it, so after a crash the spool tells the truth and a restart
