@@ -407,7 +407,7 @@ run() {
     [ -z "$MTA_PID" ] || cpu0=$("$BIN/sluice-bench" cpu-ticks "$MTA_PID")
     SAMPLER_PID=""
     if [ "$mta" = sluice ] && [ -n "$MTA_PID" ]; then
-        sample_anon "$MTA_PID" "$dir/peak-anon-kib" &
+        "$BIN/sluice-bench" peak-anon "$MTA_PID" "$dir/peak-anon-kib" &
         SAMPLER_PID=$!
         PIDS+=("$SAMPLER_PID")
     fi
@@ -446,15 +446,6 @@ run() {
     fi
     [ -z "$MTA_PID" ] || $MTA_STOP
     write_run_json "$dir" "$mta" "$gen" "$count" "$t0" "$t1" "$cpu0" "$cpu1"
-}
-
-# The largest RssAnon of PID, sampled every 50 ms, kept in FILE.
-sample_anon() { # PID FILE
-    local max=0 v
-    while v=$(awk '/^RssAnon:/ { print $2 }' "/proc/$1/status" 2>/dev/null) && [ -n "$v" ]; do
-        if [ "$v" -gt "$max" ]; then max=$v; echo "$max" >"$2"; fi
-        sleep 0.05
-    done
 }
 
 half_rate() { # RUN_DIR → half its end-to-end msg/s, at least 1

@@ -76,6 +76,36 @@ pub fn process_tree_ticks(root: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no process {root}")))
 }
 
+/// `RssAnon` of a `/proc/<pid>/status` text, in KiB.
+pub fn rss_anon_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    line["RssAnon:".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Samples `pid`'s anonymous memory every `every` until the process has
+/// exited (gone, or a zombie, whose status has no memory lines), calling
+/// `peak` with each new largest value (KiB). One process reading `/proc`:
+/// a shell loop would start a process per sample, and those would compete
+/// with the server it measures.
+pub fn watch_peak_anon(pid: u32, every: std::time::Duration, mut peak: impl FnMut(u64)) {
+    let path = format!("/proc/{pid}/status");
+    let mut max = 0;
+    while let Ok(status) = fs::read_to_string(&path) {
+        let Some(kib) = rss_anon_kib(&status) else {
+            break;
+        };
+        if kib > max {
+            max = kib;
+            peak(max);
+        }
+        std::thread::sleep(every);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +155,28 @@ mod tests {
             after = process_tree_ticks(me).unwrap();
         }
         assert!(after > before, "no CPU time seen in 10 s of spinning");
+    }
+
+    #[test]
+    fn rss_anon_is_read_from_the_status_text() {
+        let status =
+            "Name:\tsluice\nVmRSS:\t  20480 kB\nRssAnon:\t   12345 kB\nRssFile:\t 8135 kB\n";
+        assert_eq!(rss_anon_kib(status), Some(12345));
+        assert_eq!(rss_anon_kib("Name:\tkthreadd\n"), None);
+    }
+
+    #[test]
+    fn the_peak_of_a_live_process_is_seen_and_the_watch_ends_with_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        let mut peaks = Vec::new();
+        watch_peak_anon(child.id(), std::time::Duration::from_millis(20), |kib| {
+            peaks.push(kib)
+        });
+        child.wait().unwrap();
+        assert!(!peaks.is_empty(), "a running process has anonymous memory");
+        assert!(peaks.windows(2).all(|w| w[0] < w[1]), "{peaks:?}");
     }
 }

@@ -5,6 +5,8 @@
 //! - `e2e-rate DIR`: the end-to-end messages per second of one run.
 //! - `report DIR`: the comparison table for the runs under DIR, and the
 //!   chart as SVG.
+//! - `peak-anon PID FILE`: the largest anonymous memory of a process while it
+//!   runs, kept in FILE.
 
 use std::fs;
 use std::io;
@@ -27,6 +29,14 @@ enum Command {
     CpuTicks { pid: u32 },
     /// Print the end-to-end msg/s of the run in DIR (run.json, sink.json…).
     E2eRate { dir: PathBuf },
+    /// Keep the largest RssAnon (KiB) of PID in FILE, sampled until PID exits.
+    PeakAnon {
+        pid: u32,
+        file: PathBuf,
+        /// Milliseconds between samples.
+        #[arg(long, default_value_t = 50)]
+        every_ms: u64,
+    },
     /// Print the Sluice/Postfix table for the runs under DIR.
     Report {
         dir: PathBuf,
@@ -60,6 +70,17 @@ fn run(args: Args) -> io::Result<()> {
                 io::Error::other(format!("{}: no message reached the sink", dir.display()))
             })?;
             println!("{rate:.1}");
+        }
+        Command::PeakAnon {
+            pid,
+            file,
+            every_ms,
+        } => {
+            let mut written = Ok(());
+            procstat::watch_peak_anon(pid, std::time::Duration::from_millis(every_ms), |kib| {
+                written = fs::write(&file, format!("{kib}\n"));
+            });
+            written?;
         }
         Command::Report { dir, svg, subtitle } => {
             let results = report::Results::load(&dir)?;
