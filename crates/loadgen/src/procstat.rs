@@ -171,11 +171,22 @@ mod tests {
             .arg("0.3")
             .spawn()
             .unwrap();
-        let mut peaks = Vec::new();
-        watch_peak_anon(child.id(), std::time::Duration::from_millis(20), |kib| {
-            peaks.push(kib)
+        let pid = child.id();
+        // The watch runs beside, so that a watch that never ends fails the
+        // test instead of hanging it; the child is reaped meanwhile (a
+        // zombie has no memory lines, which ends the watch too).
+        let (done, watched) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut peaks = Vec::new();
+            watch_peak_anon(pid, std::time::Duration::from_millis(20), |kib| {
+                peaks.push(kib)
+            });
+            let _ = done.send(peaks);
         });
         child.wait().unwrap();
+        let peaks = watched
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the watch ends when the process does");
         assert!(!peaks.is_empty(), "a running process has anonymous memory");
         assert!(peaks.windows(2).all(|w| w[0] < w[1]), "{peaks:?}");
     }

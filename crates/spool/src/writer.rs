@@ -145,7 +145,7 @@ impl Writer {
             } else if self.unsynced > 0 {
                 // Outcomes wait for the next batch's fdatasync; with none
                 // coming, for this one.
-                match rx.recv_timeout(LAZY_SYNC) {
+                match sluice_sys::parked_timeout(&rx, LAZY_SYNC) {
                     Ok(r) => r,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                         self.sync_head();

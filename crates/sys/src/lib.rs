@@ -6,7 +6,7 @@
 //!   database.
 //! - [`socket`]: a non-blocking read of a blocking socket in one call.
 //! - [`terminal`]: a secret read from standard input without echo.
-//! - [`parked`]: waiting on a channel by parking at once, without the
+//! - [`parked`], [`parked_timeout`]: waiting on a channel by parking at once, without the
 //!   `sched_yield` calls a sandbox makes expensive.
 //!
 //! - [`release_free_memory`]: the heap's free pages back to the system.
@@ -27,4 +27,4 @@ pub mod user;
 
 pub use content::{Content, Spill};
 pub use memory::release_free_memory;
-pub use parked::parked;
+pub use parked::{parked, parked_timeout};

@@ -93,16 +93,6 @@ fn unusable(message: &Message) -> Vec<RecipientResult> {
         .collect()
 }
 
-/// The results of message `i` of a run when the session ended before it
-/// was given one: it may still be waiting, never sent.
-fn lost(i: usize, waiting: &VecDeque<(usize, Message)>) -> Vec<RecipientResult> {
-    waiting
-        .iter()
-        .find(|(j, _)| *j == i)
-        .map(|(_, message)| unusable(message))
-        .unwrap_or_default()
-}
-
 /// An established connection and its session.
 #[derive(Debug)]
 pub(super) struct Connection {
@@ -314,10 +304,19 @@ impl Connection {
                     Err(refused) if refused.kind == SendErrorKind::Busy => {
                         waiting.push_front((i, *refused.message));
                     }
-                    Err(refused) => results[i] = Some(unusable(&refused.message)),
+                    // Callers hand over ready sessions, and a session that
+                    // closed since said so in an event: this is a connection
+                    // gone without a word, and nothing more goes on it.
+                    Err(refused) => {
+                        results[i] = Some(unusable(&refused.message));
+                        if refused.kind == SendErrorKind::Closed {
+                            closed = Some(CloseReason::ConnectionLost);
+                        }
+                    }
                 }
-                if given.back() == Some(&i) {
-                    // Its SendBody (or its result) is among the events now.
+                if given.back() == Some(&i) || closed.is_some() {
+                    // Its SendBody (or its result) is among the events now,
+                    // or the run is over.
                     continue;
                 }
             }
@@ -334,14 +333,13 @@ impl Connection {
             }
             self.read();
         }
+        // Those the session never took get the connection's end; it gives
+        // every message it took a MessageDone before it closes.
+        for (i, message) in waiting {
+            results[i] = Some(unusable(&message));
+        }
         RunSent {
-            // The session gives every message it took a MessageDone before
-            // it closes; those it never took get the connection's end.
-            results: results
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| r.unwrap_or_else(|| lost(i, &waiting)))
-                .collect(),
+            results: results.into_iter().map(Option::unwrap_or_default).collect(),
             closed,
         }
     }

@@ -188,7 +188,11 @@ impl Remote {
             Err(e) => Err(e.outcome()),
         }
         .map(attempts);
-        self.deliver_to(hops, false, demand, envelope, body)
+        let (outcomes, takes_runs) = self.deliver_to(hops, false, demand, envelope, body);
+        if let Some(takes) = takes_runs {
+            self.learn(domain, takes);
+        }
+        outcomes
     }
 
     /// The same over LMTP (RFC 2033) to a final delivery agent: `target` is
@@ -210,7 +214,7 @@ impl Remote {
             level: Level::None,
             requiretls: false,
         };
-        self.deliver_to(hops, true, demand, envelope, body)
+        self.deliver_to(hops, true, demand, envelope, body).0
     }
 
     /// Closes cached connections that have been idle for longer than
@@ -230,6 +234,9 @@ impl Remote {
         self.pool.idle_count()
     }
 
+    /// One message to its next hops in turn; with its outcomes, whether
+    /// the first connection that carried it could have taken a run (`None`
+    /// when none did).
     fn deliver_to(
         &self,
         hops: Result<Vec<Attempt>, Outcome>,
@@ -237,33 +244,28 @@ impl Remote {
         demand: Demand,
         envelope: &Envelope,
         body: &[u8],
-    ) -> Vec<Outcome> {
+    ) -> (Vec<Outcome>, Option<bool>) {
         let n = envelope.recipients.len();
         if n == 0 {
-            return Vec::new();
+            return (Vec::new(), None);
         }
         let mut progress = Progress::new(n, lmtp);
-        match hops {
-            Ok(attempts) => {
-                let learned = self.go_on(
-                    &attempts,
-                    0,
-                    (0..n).collect(),
-                    demand,
-                    envelope,
-                    body,
-                    &mut progress,
-                );
-                if let Some(takes) = learned
-                    && !lmtp
-                    && let Some(domain) = recipient_domain(envelope)
-                {
-                    self.learn(&domain, takes);
-                }
+        let takes_runs = match hops {
+            Ok(attempts) => self.go_on(
+                &attempts,
+                0,
+                (0..n).collect(),
+                demand,
+                envelope,
+                body,
+                &mut progress,
+            ),
+            Err(outcome) => {
+                progress.outcomes.fill(Some(outcome));
+                None
             }
-            Err(outcome) => progress.outcomes.fill(Some(outcome)),
-        }
-        progress.finish()
+        };
+        (progress.finish(), takes_runs)
     }
 
     /// Tries the recipients in `pending` at `attempts[from..]` in turn, as
@@ -311,18 +313,8 @@ impl Remote {
         progress: &mut Progress,
     ) -> (Vec<usize>, Option<bool>) {
         let lmtp = progress.lmtp;
-        let mut level = demand.level;
-        if let Endpoint::Tcp(addr) = attempt.endpoint
-            && level == Level::May
-            && self.broken.is_broken(addr)
-        {
-            level = Level::None;
-        }
-        let mut key = Key {
-            lmtp,
-            endpoint: attempt.endpoint.clone(),
-            tls: level,
-        };
+        let mut key = self.connection_key(attempt, lmtp, demand.level);
+        let mut level = key.tls;
         let mut cached = self.pool.checkout(&key);
         loop {
             let reused = cached.is_some();
@@ -465,6 +457,22 @@ impl Remote {
             };
             Outcome::local(451, (4, 4, 1), format!("{what} {label}"))
         })
+    }
+
+    /// Which cached connection suits `attempt` at TLS `level`: opportunistic
+    /// TLS to an address whose handshake failed lately goes in clear.
+    fn connection_key(&self, attempt: &Attempt, lmtp: bool, level: Level) -> Key {
+        let level = match attempt.endpoint {
+            Endpoint::Tcp(addr) if level == Level::May && self.broken.is_broken(addr) => {
+                Level::None
+            }
+            _ => level,
+        };
+        Key {
+            lmtp,
+            endpoint: attempt.endpoint.clone(),
+            tls: level,
+        }
     }
 
     /// Whether messages can follow one another on `connection` without
@@ -626,14 +634,6 @@ impl Progress {
                 outcome
             })
             .collect()
-    }
-}
-
-/// The domain of an envelope's recipients (they share one).
-fn recipient_domain(envelope: &Envelope) -> Option<String> {
-    match &envelope.recipients.first()?.forward_path {
-        sluice_smtp::ForwardPath::Path(p) => Some(p.mailbox.domain.to_string()),
-        sluice_smtp::ForwardPath::Postmaster => None,
     }
 }
 

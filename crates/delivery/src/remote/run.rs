@@ -22,8 +22,7 @@ use sluice_smtp::Envelope;
 use sluice_smtp::client::{Message, PIPELINED_BODY_MAX};
 
 use super::connection::Sent;
-use super::pool::Key;
-use super::tls::{Demand, Level};
+use super::tls::Demand;
 use super::{Attempt, Progress, Remote, any_final, attempts, is_session_failure, record};
 use crate::Outcome;
 
@@ -91,18 +90,8 @@ impl Remote {
         if !together || demand.requiretls {
             return None;
         }
-        let mut level = demand.level;
-        if let super::Endpoint::Tcp(addr) = attempt.endpoint
-            && level == Level::May
-            && self.broken.is_broken(addr)
-        {
-            level = Level::None;
-        }
-        let key = Key {
-            lmtp: false,
-            endpoint: attempt.endpoint.clone(),
-            tls: level,
-        };
+        let key = self.connection_key(attempt, false, demand.level);
+        let level = key.tls;
         let messages: Vec<Message> = items
             .iter()
             .map(|item| Message {
