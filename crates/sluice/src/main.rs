@@ -8,6 +8,7 @@ mod alloc_count;
 mod config;
 mod control;
 mod dkim;
+mod logline;
 mod metrics_http;
 mod plugin_test;
 mod queue;
@@ -377,7 +378,11 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .with_writer(writer)
         .with_target(false);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Colours for a person at a terminal; for files, pipes and journald
+        // the same line without them, formatted by `logline` at a fraction
+        // of the cost.
+        LogFormat::Text if std::io::stderr().is_terminal() => builder.with_ansi(true).init(),
+        LogFormat::Text => builder.event_format(logline::LineFormat).init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

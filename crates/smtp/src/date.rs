@@ -1,6 +1,7 @@
-//! Dates in mail headers (RFC 5322 §3.3).
+//! Dates in mail headers (RFC 5322 §3.3), and the RFC 3339 form log lines
+//! carry.
 //!
-//! A pure function of the time it is given: this crate never reads a clock.
+//! Pure functions of the time they are given: this crate never reads a clock.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,6 +18,20 @@ pub fn rfc5322_date(time: SystemTime) -> String {
     ][(month - 1) as usize];
     format!(
         "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} +0000",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// `2026-11-22T20:46:37`: RFC 3339 in UTC to the second, for a caller that
+/// appends the fraction and the `Z` (log lines, which format each second once).
+pub fn rfc3339_seconds(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem / 60 % 60,
         rem % 60
@@ -57,5 +72,14 @@ mod tests {
             rfc5322_date(at(951_782_400)),
             "Tue, 29 Feb 2000 00:00:00 +0000"
         );
+    }
+
+    #[test]
+    fn rfc3339_seconds_match_known_instants() {
+        assert_eq!(rfc3339_seconds(0), "1970-01-01T00:00:00");
+        assert_eq!(rfc3339_seconds(1_795_380_397), "2026-11-22T20:46:37");
+        assert_eq!(rfc3339_seconds(951_782_400), "2000-02-29T00:00:00");
+        // The last second of a year.
+        assert_eq!(rfc3339_seconds(1_798_761_599), "2026-12-31T23:59:59");
     }
 }

@@ -125,10 +125,14 @@ impl Harness {
         // as it is on disk now: replay it, as a restart would.
         spool
             .handle()
-            .on_arrival(Arc::new(move |id: sluice_spool::QueueId| {
+            .on_arrival(Arc::new(move |group: Vec<sluice_spool::Arrival>| {
                 let (on_disk, _) = Spool::open_read_only(&spool_dir).unwrap();
-                let held = on_disk.get(id).unwrap().expect("durable").held;
-                record.lock().unwrap().push((id.to_string(), held));
+                for arrival in group {
+                    let held = on_disk.get(arrival.id).unwrap().expect("durable").held;
+                    // What the writer hands over says what the disk says.
+                    assert_eq!(arrival.message.map(|m| m.held), Some(held));
+                    record.lock().unwrap().push((arrival.id.to_string(), held));
+                }
             }));
         let spool_handle = spool.handle();
         let smtpd = Smtpd::start(config, spool.handle(), filter.clone()).unwrap();

@@ -203,7 +203,7 @@ pub use queue_map::{QueueMap, QueueSlot};
 pub use recovery::RecoveryReport;
 pub use scan::{MessageSummary, RecipientStatus, SCAN_BATCH, ScanOrder};
 pub use spool::{
-    Arrivals, BodyPart, Completion, JournalCompletion, Spool, SpoolConfig, SpoolHandle,
+    Arrival, Arrivals, BodyPart, Completion, JournalCompletion, Spool, SpoolConfig, SpoolHandle,
     StoredMessage, Submission,
 };
 pub use state::{JournalEntry, MessageMark, Reason, RecipientState, RemoteMta};

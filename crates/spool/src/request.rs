@@ -13,7 +13,7 @@ use memmap2::Mmap;
 use crate::format::{self, JournalOp, MessageHead};
 use crate::index::{Index, Location};
 use crate::spool::{BodyPart, Submission};
-use crate::{JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
+use crate::{Entry, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
 
 pub(crate) type Callback<T> = Box<dyn FnOnce(Result<T, SpoolError>) + Send>;
 
@@ -111,8 +111,9 @@ pub(crate) enum Effect {
         body_offset: u32,
         states: Vec<RecipientState>,
         held: bool,
-        /// A new message (as opposed to a compaction copy).
-        submitted: bool,
+        /// A new message's envelope, to announce it with (a compaction
+        /// copy has none: it is not news).
+        new: Option<Box<Entry>>,
     },
     Journal(Vec<JournalOp>),
     Done(Vec<QueueId>),
@@ -222,7 +223,7 @@ pub(crate) fn plan(req: Request, index: &Index, seen: &mut HashSet<QueueId>) -> 
                     body_offset,
                     states: Vec::new(),
                     held,
-                    submitted: true,
+                    new: Some(Box::new(entry)),
                 },
                 reply: Reply::Id(done, id),
                 durability: Durability::Now,
@@ -323,7 +324,7 @@ pub(crate) fn copy_item(
             body_offset,
             states: states.to_vec(),
             held,
-            submitted: false,
+            new: None,
         },
         parts: vec![Part::Owned(head.bytes), Part::Mapped(map, body_range)],
         reply: Reply::None,

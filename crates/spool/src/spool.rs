@@ -29,11 +29,25 @@ pub type Completion = Box<dyn FnOnce(Result<QueueId, SpoolError>) + Send>;
 /// durable or have failed.
 pub type JournalCompletion = Box<dyn FnOnce(Result<(), SpoolError>) + Send>;
 
-/// Told, on the writer thread, of every new message the moment it is
-/// durable: from the front end, a bounce, a forward, whoever submitted it
-/// (not compaction's copies). The delivery scheduler listens here, so it
-/// needs no word from the submitter. Keep it cheap: a channel send.
-pub type Arrivals = Arc<dyn Fn(QueueId) + Send + Sync>;
+/// Told, on the writer thread, of the new messages of each group commit the
+/// moment they are durable: from the front end, a bounce, a forward,
+/// whoever submitted them (not compaction's copies), in the order they were
+/// written. The delivery scheduler listens here, so it needs no word from
+/// the submitter. Keep it cheap: one channel send for the group.
+pub type Arrivals = Arc<dyn Fn(Vec<Arrival>) + Send + Sync>;
+
+/// A message that has just become durable.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// The new message's queue id.
+    pub id: QueueId,
+    /// The message as [`SpoolHandle::get`] would read it back, handed over
+    /// by the writer that still has its envelope in hand: the listener
+    /// (the scheduler, for every message) need not lock the index and
+    /// decode what was just encoded. `None` only if its segment could not
+    /// be mapped; then `get` is the way.
+    pub message: Option<StoredMessage>,
+}
 
 /// A piece of a message's body: the submitter's own bytes, or a range of
 /// bytes it shares (the front end shares the received message with its
@@ -179,6 +193,22 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
+    /// A message just written: every recipient pending.
+    pub(crate) fn arrived(
+        entry: Entry,
+        held: bool,
+        map: Arc<Mmap>,
+        body: std::ops::Range<usize>,
+    ) -> StoredMessage {
+        StoredMessage {
+            states: vec![RecipientState::Pending; entry.envelope.recipients.len()],
+            entry,
+            held,
+            map,
+            body,
+        }
+    }
+
     /// The message content exactly as submitted (trace headers included).
     pub fn body(&self) -> &[u8] {
         &self.map[self.body.clone()]
@@ -364,8 +394,8 @@ impl SpoolHandle {
         Spill::create_in(&self.shared.dir)
     }
 
-    /// Calls `f` with the queue id of every new message as soon as it is
-    /// durable, on the writer thread, from now on.
+    /// Calls `f` with the new messages of every group commit as soon as
+    /// they are durable, on the writer thread, from now on.
     pub fn on_arrival(&self, f: Arrivals) {
         self.shared
             .arrivals

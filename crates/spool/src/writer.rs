@@ -30,7 +30,7 @@ use crate::format::{self, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::index::{Location, Segment};
 use crate::reaper::Reaper;
 use crate::request::{Durability, Effect, Item, Pending, Request, fail_all, plan, weight};
-use crate::spool::Shared;
+use crate::spool::{Arrival, Shared, StoredMessage};
 use crate::stats::StatCounters;
 use crate::storage::{SegmentFile, Storage, write_all_vectored};
 
@@ -348,6 +348,7 @@ impl Writer {
         let seq = self.head_seq;
         let mut replies = Vec::with_capacity(group.len());
         let mut arrived = Vec::new();
+        let mut map = None;
         {
             let mut index = self.shared.lock();
             let mut offset = start;
@@ -361,13 +362,15 @@ impl Writer {
                         body_offset,
                         states,
                         held,
-                        submitted,
+                        new,
                     } => {
                         let loc = Location::new(seq, offset, item.len, envelope_len, body_offset);
                         index.insert(id, loc, arrival_unix_ms, recipients, &states, held);
                         self.shared.ids.observe(id.0);
-                        if submitted {
-                            arrived.push(id);
+                        let submitted = new.is_some();
+                        if let Some(entry) = new {
+                            let body = loc.body_start() as usize..loc.end() as usize;
+                            arrived.push((*entry, held, body));
                         }
                         let counter = if submitted {
                             &self.shared.stats.messages
@@ -390,6 +393,10 @@ impl Writer {
             }
             if let Some(seg) = index.segments.get_mut(&seq) {
                 seg.len = offset;
+                // Already mapped at the head's capacity: no remap here.
+                if !arrived.is_empty() {
+                    map = seg.map_covering(offset).ok();
+                }
             }
         }
         if !arrived.is_empty() {
@@ -399,10 +406,20 @@ impl Writer {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
-            for id in arrived {
-                for listener in &listeners {
-                    listener(id);
+            let arrivals: Vec<Arrival> = arrived
+                .into_iter()
+                .map(|(entry, held, body)| Arrival {
+                    id: entry.id,
+                    message: map
+                        .clone()
+                        .map(|map| StoredMessage::arrived(entry, held, map, body)),
+                })
+                .collect();
+            if let Some((last, others)) = listeners.split_last() {
+                for listener in others {
+                    listener(arrivals.clone());
                 }
+                last(arrivals);
             }
         }
         for r in replies {

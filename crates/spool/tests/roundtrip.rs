@@ -301,8 +301,10 @@ fn every_durable_new_message_is_announced_once() {
     let handle = spool.handle();
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
-    handle.on_arrival(std::sync::Arc::new(move |id| {
-        tx.lock().unwrap().send(id).unwrap();
+    handle.on_arrival(std::sync::Arc::new(move |group| {
+        for arrival in group {
+            tx.lock().unwrap().send(arrival).unwrap();
+        }
     }));
     let mut submitted = Vec::new();
     for seed in 0..40 {
@@ -317,11 +319,23 @@ fn every_durable_new_message_is_announced_once() {
     }
     // Compaction copies are not arrivals.
     spool.maintain().unwrap();
-    let mut announced: Vec<QueueId> = rx.try_iter().collect();
+    let arrivals: Vec<sluice_spool::Arrival> = rx.try_iter().collect();
+    let mut announced: Vec<QueueId> = arrivals.iter().map(|a| a.id).collect();
     assert_eq!(
         announced, submitted,
         "each once, in the order they were made durable"
     );
+    // Each comes with the message as reading it back gives it (after the
+    // compaction moved it, too: the handed-over mapping stays valid).
+    for (seed, arrival) in arrivals.into_iter().enumerate() {
+        let handed = arrival.message.expect("the writer hands the message over");
+        let read = handle.get(arrival.id).unwrap().expect("queued");
+        assert_eq!(handed.entry, read.entry);
+        assert_eq!(handed.states, read.states);
+        assert_eq!(handed.held, read.held);
+        assert_eq!(handed.body(), read.body());
+        assert_eq!(handed.body(), &body(seed as u64, 4000)[..]);
+    }
     announced.dedup();
     assert_eq!(announced.len(), 40);
 }

@@ -262,6 +262,9 @@ pub struct QueueStats(pub [StateCount; 4]);
 
 /// What reaches the scheduler thread.
 pub(crate) enum Event {
+    /// The spool's word on a group commit's new messages.
+    Arrived(Vec<sluice_spool::Arrival>),
+    /// Someone else's: read the message from the spool.
     Queued(QueueId),
     Flush(Option<QueueId>),
     Hold(QueueId),
@@ -389,9 +392,9 @@ impl Scheduler {
         }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let arrivals = events_tx.clone();
-        spool.on_arrival(Arc::new(move |id| {
-            // After shutdown nobody listens; the spool still has the message.
-            let _ = arrivals.send(Event::Queued(id));
+        spool.on_arrival(Arc::new(move |group| {
+            // After shutdown nobody listens; the spool still has the messages.
+            let _ = arrivals.send(Event::Arrived(group));
         }));
         // One job per thread, handed only to an idle thread: a job queued
         // behind a running one could wait out a slow delivery while other

@@ -1,6 +1,6 @@
 //! The front end's announcements and the operator's commands.
 
-use sluice_spool::{MessageMark, QueueId, RecipientState, SpoolError};
+use sluice_spool::{MessageMark, QueueId, RecipientState, SpoolError, StoredMessage};
 
 use super::Core;
 use super::dispatch::Via;
@@ -9,23 +9,30 @@ use crate::scheduler::state::{Msg, Phase};
 use crate::scheduler::{Event, MessageStatus, QueueStats, RecipientStatus};
 
 impl Core {
-    pub(super) fn queued(&mut self, id: QueueId) {
+    /// A new message: `stored` as the spool writer handed it over, or read
+    /// back from the spool when there is none.
+    pub(super) fn queued(&mut self, id: QueueId, stored: Option<StoredMessage>) {
         if self.stopping.is_some() || self.msgs.contains_key(&id) {
             return;
         }
-        match self.spool.get(id) {
-            Ok(Some(stored)) => {
-                // A quarantined message arrives held: the hold is in the
-                // record that made it durable.
-                let now = self.now;
-                let msg = self.load(|dest| Msg::from_stored(&stored, now, dest));
-                self.msgs.insert(id, msg);
-                self.dispatch(id, Some(stored), Via::New);
+        let stored = match stored.map_or_else(|| self.spool.get(id), |s| Ok(Some(s))) {
+            Ok(Some(stored)) => stored,
+            Ok(None) => {
+                tracing::debug!(queue_id = %id, "queued message is not in the spool");
+                return;
             }
-            Ok(None) => tracing::debug!(queue_id = %id, "queued message is not in the spool"),
-            Err(e) => tracing::error!(queue_id = %id, error = %e,
-                "cannot read a queued message; it waits for the next start"),
-        }
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e,
+                    "cannot read a queued message; it waits for the next start");
+                return;
+            }
+        };
+        // A quarantined message arrives held: the hold is in the record
+        // that made it durable.
+        let now = self.now;
+        let msg = self.load(|dest| Msg::from_stored(&stored, now, dest));
+        self.msgs.insert(id, msg);
+        self.dispatch(id, Some(stored), Via::New);
     }
 
     pub(super) fn flush(&mut self, id: Option<QueueId>) {

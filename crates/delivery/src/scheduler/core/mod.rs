@@ -218,7 +218,12 @@ impl Core {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Queued(id) => self.queued(id),
+            Event::Arrived(group) => {
+                for arrival in group {
+                    self.queued(arrival.id, arrival.message);
+                }
+            }
+            Event::Queued(id) => self.queued(id, None),
             Event::Flush(id) => self.flush(id),
             Event::Hold(id) => self.hold(id),
             Event::Release(id) => self.mark(id, MessageMark::Released),

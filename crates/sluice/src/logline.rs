@@ -1,0 +1,357 @@
+//! The text log line, formatted for its one shape instead of through
+//! tracing-subscriber's general formatter.
+//!
+//! Two lines per message (the transaction, each delivery) are the operator's
+//! record, written on the event loops and the scheduler. The general way
+//! costs a calendar conversion for every timestamp, a colour wrapper around
+//! every field name even when colours are off, and `Debug` escaping one
+//! character at a time: 0.79 µs for the transaction line in a warm loop,
+//! against 0.42 µs here (one run, 200,000 lines each, to a writer that
+//! discards them). This writes the same line, `Full` format without target
+//! or colours, that is
+//!
+//! ```text
+//! 2026-12-06T22:44:10.700636Z  INFO message queue_id=038JDGXPMM001 size=4260 result="250 …"
+//! ```
+//!
+//! with the date and time formatted once a second per thread, strings that
+//! need no escaping copied as they are, and every control character a value
+//! could carry (a client's text in a reply, a plugin's reason) escaped, so
+//! that no value can start a forged line of its own.
+//!
+//! Sluice opens no spans; an event inside another crate's span is written
+//! without the span's name.
+
+use std::cell::RefCell;
+use std::fmt::{self, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The text format of `[log] format = "text"` when stderr is not a terminal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LineFormat;
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write_line(&mut writer, SystemTime::now(), event)
+    }
+}
+
+fn write_line(out: &mut dyn Write, now: SystemTime, event: &Event<'_>) -> fmt::Result {
+    write_timestamp(out, now)?;
+    out.write_str(match *event.metadata().level() {
+        Level::ERROR => " ERROR ",
+        Level::WARN => "  WARN ",
+        Level::INFO => "  INFO ",
+        Level::DEBUG => " DEBUG ",
+        Level::TRACE => " TRACE ",
+    })?;
+    let mut fields = Fields {
+        out: Escaping(out),
+        first: true,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    fields.out.0.write_char('\n')
+}
+
+thread_local! {
+    /// The second last formatted on this thread, and its text.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// `2026-12-06T22:44:10.700636Z`, as tracing-subscriber writes it.
+fn write_timestamp(out: &mut dyn Write, now: SystemTime) -> fmt::Result {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|second| {
+        let mut second = second.borrow_mut();
+        if second.0 != secs {
+            *second = (secs, sluice_smtp::date::rfc3339_seconds(secs));
+        }
+        out.write_str(&second.1)
+    })?;
+    let mut fraction = *b".000000Z";
+    let mut micros = since.subsec_micros();
+    for digit in fraction[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    // Only ASCII digits went in.
+    out.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
+}
+
+struct Fields<'a> {
+    out: Escaping<'a>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Fields<'_> {
+    /// Starts a field: the space before it, and `name=` unless it is the
+    /// message. `None` for fields not to write.
+    fn begin(&mut self, field: &Field) -> Option<bool> {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("log.") {
+            return None;
+        }
+        if !std::mem::take(&mut self.first) {
+            self.result = self.out.0.write_char(' ');
+        }
+        if name == "message" {
+            return Some(true);
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.result = self
+            .result
+            .and_then(|()| self.out.0.write_str(name))
+            .and_then(|()| self.out.0.write_char('='));
+        Some(false)
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let Some(message) = self.begin(field) else {
+            return;
+        };
+        self.result = self.result.and_then(|()| {
+            if message {
+                self.out.write_str(value)
+            } else if value
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+            {
+                // What `Debug` would write, without its per-character walk.
+                let out = &mut self.out.0;
+                out.write_char('"')?;
+                out.write_str(value)?;
+                out.write_char('"')
+            } else {
+                write!(self.out, "{value:?}")
+            }
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.begin(field).is_some() {
+            self.result = self.result.and_then(|()| write!(self.out.0, "{value}"));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.begin(field).is_some() {
+            self.result = self.result.and_then(|()| write!(self.out.0, "{value}"));
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.begin(field).is_some() {
+            self.result = self
+                .result
+                .and_then(|()| self.out.0.write_str(if value { "true" } else { "false" }));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.begin(field).is_none() {
+            return;
+        }
+        self.result = self.result.and_then(|()| {
+            write!(self.out, "{value}")?;
+            let mut source = value.source();
+            if source.is_some() {
+                write!(self.out.0, " {}.sources=[", field.name())?;
+                let mut first = true;
+                while let Some(s) = source {
+                    if !std::mem::take(&mut first) {
+                        self.out.0.write_str(", ")?;
+                    }
+                    write!(self.out, "{s}")?;
+                    source = s.source();
+                }
+                self.out.0.write_char(']')?;
+            }
+            Ok(())
+        });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.begin(field).is_some() {
+            self.result = self.result.and_then(|()| write!(self.out, "{value:?}"));
+        }
+    }
+}
+
+/// Passes text through with every control character (a line break, an
+/// escape sequence) written as `\u{..}`, the way `Debug` writes it.
+struct Escaping<'a>(&'a mut dyn Write);
+
+impl Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(at) = rest.find(|c: char| c.is_control()) {
+            self.0.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            write!(self.0, "{}", c.escape_debug())?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tracing_subscriber::fmt::MakeWriter;
+
+    /// Collects what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Sink {
+        type Writer = Sink;
+        fn make_writer(&'a self) -> Sink {
+            self.clone()
+        }
+    }
+
+    impl Sink {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// The same events through tracing-subscriber's own `Full` format (no
+    /// target, no colours) and through `LineFormat`.
+    fn both(events: impl Fn()) -> (String, String) {
+        let theirs = Sink::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(theirs.clone())
+            .with_target(false)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, &events);
+        let ours = Sink::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(ours.clone())
+            .event_format(LineFormat)
+            .finish();
+        tracing::subscriber::with_default(subscriber, &events);
+        (theirs.text(), ours.text())
+    }
+
+    /// A line without its timestamp (the two runs are microseconds apart).
+    fn untimed(text: &str) -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                let (stamp, rest) = l.split_at(27);
+                assert!(stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T', "{l}");
+                rest.to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_match_tracing_subscribers_full_format() {
+        let (theirs, ours) = both(|| {
+            let reply = "250 2.0.0 Ok: queued as 038JDGXPMM001";
+            let client: std::net::IpAddr = [127, 0, 0, 1].into();
+            tracing::info!(queue_id = "038JDGXPMM001", client = %client, size = 4260u64,
+                result = reply, "message");
+            tracing::warn!(delay = ?Duration::from_millis(1500), ok = true, n = -3i64,
+                stage = Some("rcpt"), "delivery {} of {}", 1, 2);
+            tracing::error!(reason = "a \"quoted\" \\ back-slash", "x");
+            let r#type = "raw";
+            tracing::info!(r#type, "named raw");
+        });
+        assert_eq!(untimed(&ours), untimed(&theirs));
+        assert_eq!(untimed(&ours).len(), 4);
+    }
+
+    #[test]
+    fn errors_are_written_with_their_sources() {
+        let inner = std::io::Error::other("disk on fire");
+        let outer = std::io::Error::other(Wrapped(inner));
+        let (theirs, ours) = both(|| {
+            let e: &(dyn std::error::Error + 'static) = &outer;
+            tracing::warn!(error = e, "write failed");
+        });
+        assert_eq!(untimed(&ours), untimed(&theirs));
+        assert!(ours.contains("error.sources=[disk on fire]"), "{ours}");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn no_value_starts_a_line_of_its_own() {
+        let ours = Sink::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(ours.clone())
+            .event_format(LineFormat)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let forged = "ok\n2026-01-01T00:00:00.000000Z  INFO delivered\x1b[2J";
+            tracing::info!(helo = %forged, reason = forged, "{forged}");
+        });
+        let text = ours.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(text.contains(r"ok\n2026"), "{text}");
+        assert!(text.contains(r"\u{1b}[2J"), "{text}");
+    }
+
+    #[test]
+    fn timestamps_carry_the_second_and_microseconds() {
+        let mut out = String::new();
+        let at = UNIX_EPOCH + Duration::from_micros(1_795_380_397_000_042);
+        write_timestamp(&mut out, at).unwrap();
+        // The same second again comes from the thread's cache.
+        write_timestamp(&mut out, at + Duration::from_micros(999_000)).unwrap();
+        write_timestamp(&mut out, at + Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            out,
+            "2026-11-22T20:46:37.000042Z2026-11-22T20:46:37.999042Z2026-11-22T20:46:38.000042Z"
+        );
+    }
+}
