@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -16,6 +16,8 @@ struct Faults {
     budget: Mutex<Option<u64>>,
     fail_sync: AtomicBool,
     fail_create: AtomicBool,
+    /// Every fdatasync that succeeded: the file, and its length then.
+    synced: Mutex<Vec<(PathBuf, u64)>>,
 }
 
 impl Faults {
@@ -28,6 +30,7 @@ struct FaultyStorage(Arc<Faults>);
 
 struct FaultyFile {
     inner: File,
+    path: PathBuf,
     faults: Arc<Faults>,
 }
 
@@ -57,7 +60,14 @@ impl SegmentFile for FaultyFile {
         if self.faults.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        self.inner.sync_data()
+        self.inner.sync_data()?;
+        let len = self.inner.metadata()?.len();
+        self.faults
+            .synced
+            .lock()
+            .unwrap()
+            .push((self.path.clone(), len));
+        Ok(())
     }
 
     fn rewind_to(&mut self, len: u64) -> io::Result<()> {
@@ -78,6 +88,7 @@ impl Storage for FaultyStorage {
             .open(path)?;
         Ok(Box::new(FaultyFile {
             inner,
+            path: path.to_owned(),
             faults: self.0.clone(),
         }))
     }
@@ -87,6 +98,7 @@ impl Storage for FaultyStorage {
         inner.seek(SeekFrom::Start(len))?;
         Ok(Box::new(FaultyFile {
             inner,
+            path: path.to_owned(),
             faults: self.0.clone(),
         }))
     }
@@ -292,4 +304,71 @@ fn disk_full_while_starting_a_segment() {
     for (id, i) in acked {
         assert_eq!(spool.get(id).unwrap().unwrap().body(), body(i).as_slice());
     }
+}
+
+/// An outcome is written without an fdatasync of its own (it rides on the
+/// next one). When the head segment is left before that comes, the old
+/// head is synced first: its last records must not wait for a sync that
+/// will only ever go to the new head.
+#[test]
+fn lazy_outcomes_are_synced_before_the_head_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SpoolConfig {
+        segment_size: 8 << 10,
+        ..SpoolConfig::default()
+    };
+    let (spool, faults) = open(dir.path(), cfg.clone());
+    let h = spool.handle();
+    let first = h
+        .submit_wait(Submission::new(entry(h.new_id()), body(0)))
+        .unwrap();
+    let old_head = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let (syncs, len) = (
+        faults.synced.lock().unwrap().len(),
+        std::fs::metadata(&old_head).unwrap().len(),
+    );
+    h.journal_wait(vec![crate::JournalEntry {
+        id: first,
+        recipient: 0,
+        state: crate::RecipientState::Delivered,
+    }])
+    .unwrap();
+    let with_outcome = std::fs::metadata(&old_head).unwrap().len();
+    assert!(with_outcome > len, "the outcome is written at once");
+    assert_eq!(
+        faults.synced.lock().unwrap().len(),
+        syncs,
+        "and not synced by itself"
+    );
+    // The next message does not fit: a new head.
+    let second = h
+        .submit_wait(Submission::new(entry(h.new_id()), vec![b'z'; 7000]))
+        .unwrap();
+    // Segments are created under a temporary name and renamed.
+    let synced: Vec<(PathBuf, u64)> = faults
+        .synced
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, l)| (p.with_extension(""), *l))
+        .collect();
+    assert!(
+        synced
+            .iter()
+            .any(|(p, l)| *p == old_head && *l == with_outcome),
+        "the old head was synced with its outcome in it: {synced:?}"
+    );
+    let new_heads = synced.iter().filter(|(p, _)| *p != old_head).count();
+    assert!(
+        new_heads >= 2,
+        "header and message in the new head: {synced:?}"
+    );
+    spool.shutdown();
+    let (spool, _) = Spool::open(dir.path(), cfg).unwrap();
+    assert!(spool.get(first).unwrap().is_none(), "delivered: gone");
+    assert!(spool.get(second).unwrap().is_some());
 }
