@@ -120,7 +120,7 @@ fn run_stage_in(
     // stage logs nothing, and its rerun on a filter thread logs once.
     let mut held: Vec<Held> = Vec::new();
     if hook == Hook::Helo {
-        conn.state().helo = Some(call.arg.clone());
+        conn.state().helo = Some(call.arg.as_str().into());
     }
     let mut outcome = Outcome::Continue;
     let mut changes = MessageChanges::default();

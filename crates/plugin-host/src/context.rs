@@ -41,7 +41,9 @@ struct Order {
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ConnState {
-    pub helo: Option<String>,
+    /// Shared, like the notes: a snapshot before each stage on an event
+    /// loop copies a pointer, not the name.
+    pub helo: Option<Arc<str>>,
     /// The TLS session and the login, as of the last hook called: both can
     /// start in the middle of a connection (STARTTLS, AUTH).
     pub tls: Option<sluice_filter::TlsInfo>,
@@ -89,9 +91,15 @@ impl ConnState {
 
 /// Notes of one scope, bounded so that a plugin cannot grow the host's
 /// memory without end through them.
+///
+/// Copied on write: the connection's state is snapshotted before every
+/// stage run on an event loop (to be put back if the stage is abandoned),
+/// and most stages write no note, so a snapshot shares the map and the
+/// first write after one copies it. `None` while empty, so that a new
+/// transaction's notes allocate nothing.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Notes {
-    map: HashMap<Vec<u8>, Vec<u8>>,
+    map: Option<Arc<HashMap<Vec<u8>, Vec<u8>>>>,
     bytes: usize,
 }
 
@@ -100,7 +108,7 @@ pub(crate) const MAX_NOTES_BYTES: usize = 256 << 10;
 
 impl Notes {
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(Vec::as_slice)
+        self.map.as_deref()?.get(key).map(Vec::as_slice)
     }
 
     /// Stores the note; false if it would pass the bounds.
@@ -108,13 +116,13 @@ impl Notes {
         if key.len() > MAX_NOTE_KEY {
             return false;
         }
-        let old = self.map.get(key).map_or(0, |v| key.len() + v.len());
+        let old = self.get(key).map_or(0, |v| key.len() + v.len());
         let bytes = self.bytes - old + key.len() + value.len();
         if bytes > MAX_NOTES_BYTES {
             return false;
         }
         self.bytes = bytes;
-        self.map.insert(key.to_vec(), value.to_vec());
+        Arc::make_mut(self.map.get_or_insert_default()).insert(key.to_vec(), value.to_vec());
         true
     }
 }
@@ -350,7 +358,7 @@ impl CallCtx {
             "conn.tls_version" => return self.conn.state().tls.as_ref().map(|t| t.version.clone()),
             "conn.tls_cipher" => return self.conn.state().tls.as_ref().map(|t| t.cipher.clone()),
             "conn.tls_sni" => return self.conn.state().tls.as_ref()?.sni.clone(),
-            "conn.helo" => return self.conn.state().helo.clone(),
+            "conn.helo" => return self.conn.state().helo.as_deref().map(str::to_owned),
             "server.hostname" => services.hostname.clone(),
             "tx.id" => return self.message.as_ref()?.queue_id.clone(),
             "tx.mail_from" => self.tx.as_ref()?.mail_from.clone(),
@@ -510,6 +518,23 @@ mod tests {
             assert!(notes.set(b"k", &[1; 1000]));
         }
         assert_eq!(notes.get(b"k"), Some(&[1u8; 1000][..]));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_notes_when_the_stage_writes_after_it() {
+        let record = ConnRecord::new(ConnInfo {
+            id: 1,
+            ip: "192.0.2.1".parse().unwrap(),
+            trusted: false,
+        });
+        record.state().conn_notes.set(b"seen", b"helo");
+        let saved = record.snapshot();
+        record.state().conn_notes.set(b"seen", b"mail");
+        record.state().tx_notes.set(b"new", b"1");
+        assert_eq!(record.state().conn_notes.get(b"seen"), Some(&b"mail"[..]));
+        record.restore(saved);
+        assert_eq!(record.state().conn_notes.get(b"seen"), Some(&b"helo"[..]));
+        assert_eq!(record.state().tx_notes.get(b"new"), None);
     }
 
     #[test]

@@ -278,25 +278,33 @@ pub(crate) fn reverse_path_arg(path: &ReversePath) -> String {
 /// As the client wrote it between the brackets, source route and quoting
 /// included: relay checks must see through `<@relay:user@elsewhere>`.
 pub(crate) fn forward_path_arg(path: &ForwardPath) -> String {
-    let text = path.to_string();
-    match text.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
-        Some(inner) => inner.to_owned(),
-        None => text,
+    let mut text = path.to_string();
+    // In place: the brackets go without a second string.
+    if text.starts_with('<') && text.ends_with('>') {
+        text.pop();
+        text.remove(0);
     }
+    text
 }
 
 fn tx_view(tx: &Envelope, auth: &sluice_filter::AuthResults) -> TxView {
-    let rcpts: Vec<String> = tx
-        .recipients
-        .iter()
-        .map(|r| match &r.forward_path {
-            ForwardPath::Postmaster => "postmaster".to_owned(),
-            ForwardPath::Path(p) => p.mailbox.to_string(),
-        })
-        .collect();
+    use std::fmt::Write as _;
+    // One string for all the recipients, written in place.
+    let mut rcpts = String::new();
+    for (i, r) in tx.recipients.iter().enumerate() {
+        if i > 0 {
+            rcpts.push('\n');
+        }
+        match &r.forward_path {
+            ForwardPath::Postmaster => rcpts.push_str("postmaster"),
+            ForwardPath::Path(p) => {
+                let _ = write!(rcpts, "{}", p.mailbox);
+            }
+        }
+    }
     TxView {
         mail_from: reverse_path_arg(&tx.reverse_path),
-        rcpts: rcpts.join("\n"),
+        rcpts,
         auth: auth.clone(),
     }
 }

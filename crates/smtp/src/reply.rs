@@ -255,7 +255,8 @@ impl Reply {
     /// end, and a line never needs more than [`MAX_REPLY_LINE`] octets of
     /// buffer.
     pub fn parse(input: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
-        let mut lines: Vec<RawLine<'_>> = Vec::new();
+        // Most replies are one line: no allocation for the lines' places.
+        let mut lines: smallvec::SmallVec<[RawLine<'_>; 2]> = smallvec::SmallVec::new();
         let mut code = 0u16;
         let mut pos = 0;
         loop {
@@ -311,11 +312,11 @@ impl Reply {
             }
         }
 
-        let enhanced = lines
-            .iter()
-            .map(|l| l.enhanced.map(|(e, _)| e))
-            .collect::<Option<Vec<_>>>()
-            .map(|codes| codes[0]);
+        // The first line's enhanced code, if every line has one.
+        let enhanced = match lines.iter().all(|l| l.enhanced.is_some()) {
+            true => lines[0].enhanced.map(|(e, _)| e),
+            false => None,
+        };
         let text = |l: &RawLine<'_>| {
             let bytes = match (enhanced, l.enhanced) {
                 (Some(first), Some((e, after))) if e == first => after,

@@ -424,18 +424,12 @@ impl Conn {
         let Some(tx) = self.session.transaction() else {
             return;
         };
-        let id = self.queue_id.map(|id| id.to_string()).unwrap_or_default();
-        let recipients: Vec<String> = tx
-            .recipients
-            .iter()
-            .map(|r| r.forward_path.to_string())
-            .collect();
         let size = self.message.as_ref().map_or(self.message_size, |m| m.len());
         tracing::info!(
-            queue_id = %id,
+            queue_id = %QueueIdOrNone(self.queue_id),
             client = %self.ip,
             from = %tx.reverse_path,
-            to = %recipients.join(","),
+            to = %ForwardPaths(&tx.recipients),
             size,
             result,
             "message"
@@ -508,5 +502,33 @@ fn forward_path_address(path: &ForwardPath) -> String {
     match path {
         ForwardPath::Postmaster => "postmaster".into(),
         ForwardPath::Path(p) => p.mailbox.to_string(),
+    }
+}
+
+/// A transaction's forward-paths, comma-separated, written straight into
+/// the log line (no string per recipient).
+struct ForwardPaths<'a>(&'a [sluice_smtp::Recipient]);
+
+impl std::fmt::Display for ForwardPaths<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            std::fmt::Display::fmt(&r.forward_path, f)?;
+        }
+        Ok(())
+    }
+}
+
+/// The queue id, or nothing before there is one.
+struct QueueIdOrNone(Option<QueueId>);
+
+impl std::fmt::Display for QueueIdOrNone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => std::fmt::Display::fmt(&id, f),
+            None => Ok(()),
+        }
     }
 }
