@@ -118,6 +118,17 @@ fn open(dir: &Path, cfg: SpoolConfig) -> (Spool, Arc<Faults>) {
     (spool, faults)
 }
 
+/// Segments of 8 KiB: a few messages each, so a test reaches a new head
+/// soon.
+fn open_small(dir: &Path) -> (SpoolConfig, Spool, Arc<Faults>) {
+    let cfg = SpoolConfig {
+        segment_size: 8 << 10,
+        ..SpoolConfig::default()
+    };
+    let (spool, faults) = open(dir, cfg.clone());
+    (cfg, spool, faults)
+}
+
 fn head_len(dir: &Path) -> u64 {
     let mut segs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -259,11 +270,7 @@ fn failed_fdatasync_is_an_io_error_and_seals_the_segment() {
 #[test]
 fn disk_full_while_starting_a_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SpoolConfig {
-        segment_size: 8 << 10,
-        ..SpoolConfig::default()
-    };
-    let (spool, faults) = open(dir.path(), cfg.clone());
+    let (cfg, spool, faults) = open_small(dir.path());
     let h = spool.handle();
     let mut acked = Vec::new();
     for i in 0..3 {
@@ -313,11 +320,7 @@ fn disk_full_while_starting_a_segment() {
 #[test]
 fn lazy_outcomes_are_synced_before_the_head_is_left() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SpoolConfig {
-        segment_size: 8 << 10,
-        ..SpoolConfig::default()
-    };
-    let (spool, faults) = open(dir.path(), cfg.clone());
+    let (cfg, spool, faults) = open_small(dir.path());
     let h = spool.handle();
     let first = h
         .submit_wait(Submission::new(entry(h.new_id()), body(0)))
