@@ -258,3 +258,39 @@ fn an_unreachable_first_address_costs_the_run_one_attempt_then_each_goes_on() {
         );
     }
 }
+
+#[test]
+fn a_next_hop_listed_without_chunking_gets_data_and_no_runs() {
+    let server = SmtpServer::start(local(), Script::default()).unwrap();
+    // The same next hop, CHUNKING offered: BDAT by default...
+    let plain = routed(&[("one.test", server.addr)], config());
+    assert!(delivered(&plain.deliver(
+        "one.test",
+        &envelope("a@one.test"),
+        BODY
+    )));
+    assert!(reads(&server).iter().any(|r| r.contains("BDAT")));
+    // ...and DATA when the operator names it (its address and port here).
+    let listed =
+        routed(&[("one.test", server.addr)], config()).with_no_chunking([server.addr.to_string()]);
+    let before = server.reads().len();
+    assert!(delivered(&listed.deliver(
+        "one.test",
+        &envelope("b@one.test"),
+        BODY
+    )));
+    let after: Vec<String> = reads(&server).split_off(before);
+    assert!(
+        after.iter().any(|r| r.contains("DATA\r\n")),
+        "DATA to the listed hop: {after:?}"
+    );
+    assert!(
+        !after.iter().any(|r| r.contains("BDAT")),
+        "no BDAT to the listed hop: {after:?}"
+    );
+    let key = listed.router().destination_key("one.test");
+    assert!(!listed.takes_runs(&key), "no runs to the listed hop");
+    let run = [item("c@one.test", BODY), item("d@one.test", BODY)];
+    assert!(listed.deliver_run(&run).is_none(), "one by one");
+    assert_eq!(server.received().len(), 2);
+}

@@ -226,6 +226,11 @@ impl Connection {
         self.session.capabilities()
     }
 
+    /// Whether this connection sends BDAT where the server offers CHUNKING.
+    pub(super) fn chunks_when_offered(&self) -> bool {
+        self.session.bdat_policy() == sluice_smtp::client::BdatPolicy::WhenOffered
+    }
+
     /// Whether another message can go on this connection now.
     pub(super) fn is_ready(&self) -> bool {
         self.session.is_ready()

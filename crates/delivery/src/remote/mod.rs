@@ -86,6 +86,9 @@ pub struct Remote {
     mta_sts: Option<MtaSts>,
     /// Next hop (`host:port`, or `host`) → the login there.
     credentials: std::collections::HashMap<String, sluice_smtp::client::Credentials>,
+    /// Next hops (keyed as `credentials`) that get DATA although they
+    /// offer CHUNKING.
+    no_chunking: std::collections::HashSet<String>,
     /// The destinations (as [`Router::destination_key`] names them) whose
     /// last connection could take a run ([`Remote::takes_runs`]).
     takes_runs: std::sync::RwLock<std::collections::HashSet<String>>,
@@ -114,6 +117,27 @@ impl Attempt {
     }
 }
 
+/// The names a configuration may give `attempt`'s next hop, most exact
+/// first: `host:port` as a route or the smarthost names it, the address
+/// alone with its port (`[192.0.2.1]:587` or `192.0.2.1:587`), then both
+/// without the port. `None` for an LMTP socket.
+fn hop_names(attempt: &Attempt) -> Option<[String; 4]> {
+    let Endpoint::Tcp(addr) = attempt.endpoint else {
+        return None;
+    };
+    let host = attempt.host.to_ascii_lowercase();
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Some([
+        format!("{host}:{}", addr.port()),
+        format!("{bare}:{}", addr.port()),
+        host,
+        bare,
+    ])
+}
+
 impl Remote {
     /// The HELO name is taken as given when it is neither a domain nor an
     /// address literal (the binary checks its configuration).
@@ -129,8 +153,18 @@ impl Remote {
             broken: BrokenPeers::default(),
             mta_sts: None,
             credentials: std::collections::HashMap::new(),
+            no_chunking: Default::default(),
             takes_runs: Default::default(),
         }
+    }
+
+    /// Sends DATA, never BDAT, to these next hops (named as for
+    /// [`with_credentials`](Self::with_credentials)), for one whose CHUNKING
+    /// is broken, as Postfix's `smtp_discard_ehlo_keyword_address_maps`
+    /// does. No runs go to them either.
+    pub fn with_no_chunking(mut self, hops: impl IntoIterator<Item = String>) -> Remote {
+        self.no_chunking = hops.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+        self
     }
 
     /// Logs in to these next hops (`host:port` as routes and the smarthost
@@ -148,21 +182,18 @@ impl Remote {
     }
 
     fn credentials_for(&self, attempt: &Attempt) -> Option<sluice_smtp::client::Credentials> {
-        let Endpoint::Tcp(addr) = attempt.endpoint else {
-            return None;
-        };
-        let host = attempt.host.to_ascii_lowercase();
-        // An address as the route wrote it: `[192.0.2.1]:587` or `192.0.2.1:587`.
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        [
-            format!("{host}:{}", addr.port()),
-            format!("{bare}:{}", addr.port()),
-            host.clone(),
-            bare.to_owned(),
-        ]
-        .iter()
-        .find_map(|key| self.credentials.get(key))
-        .cloned()
+        hop_names(attempt)?
+            .iter()
+            .find_map(|key| self.credentials.get(key))
+            .cloned()
+    }
+
+    /// Whether bodies go with BDAT where `attempt`'s next hop offers it.
+    fn chunking_to(&self, attempt: &Attempt) -> bool {
+        self.config.chunking
+            && (self.no_chunking.is_empty()
+                || hop_names(attempt)
+                    .is_none_or(|names| !names.iter().any(|n| self.no_chunking.contains(n))))
     }
 
     /// Honours the MTA-STS policies of the domains mail goes to through
@@ -427,7 +458,7 @@ impl Remote {
         let config = ClientConfig {
             lmtp,
             credentials,
-            bdat: if self.config.chunking {
+            bdat: if self.chunking_to(attempt) {
                 BdatPolicy::WhenOffered
             } else {
                 BdatPolicy::WhenRequired
@@ -472,6 +503,7 @@ impl Remote {
             lmtp,
             endpoint: attempt.endpoint.clone(),
             tls: level,
+            chunking: self.chunking_to(attempt),
         }
     }
 
@@ -479,7 +511,7 @@ impl Remote {
     /// waiting for replies ([`Connection::send_run`]).
     fn could_take_runs(&self, connection: &Connection) -> bool {
         let caps = connection.capabilities();
-        self.config.chunking && caps.pipelining && caps.chunking
+        connection.chunks_when_offered() && caps.pipelining && caps.chunking
     }
 
     /// Back to the cache if another message may follow, else closed.

@@ -20,6 +20,8 @@ pub(super) struct Key {
     pub lmtp: bool,
     pub endpoint: Endpoint,
     pub tls: super::tls::Level,
+    /// BDAT where offered (two names of one address can differ here).
+    pub chunking: bool,
 }
 
 /// A connection idle for less than this is handed out without first asking

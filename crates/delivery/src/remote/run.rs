@@ -87,7 +87,7 @@ impl Remote {
         let together = plans.iter().all(|(d, hops)| {
             d == demand && hops.first().map(|a| &a.endpoint) == Some(&attempt.endpoint)
         });
-        if !together || demand.requiretls {
+        if !together || demand.requiretls || !self.chunking_to(attempt) {
             return None;
         }
         let key = self.connection_key(attempt, false, demand.level);

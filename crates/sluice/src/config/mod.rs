@@ -240,6 +240,9 @@ pub struct Delivery {
     /// BDAT to next hops that offer CHUNKING (a small body in the same
     /// round trip as its envelope); off: DATA always.
     pub chunking: bool,
+    /// Next hops (named as in `credentials`) that get DATA although they
+    /// offer CHUNKING: one whose BDAT is broken.
+    pub no_chunking: Vec<String>,
     /// TLS to next hops.
     pub tls: tls::DeliveryTls,
     /// Next hop (`host:port` as a route or the smarthost names it, or
@@ -395,6 +398,7 @@ impl Default for Delivery {
             data_block_timeout_secs: rfc.data_block.as_secs(),
             data_end_timeout_secs: rfc.data_end.as_secs(),
             chunking: true,
+            no_chunking: Vec::new(),
             tls: tls::DeliveryTls::default(),
             credentials: BTreeMap::new(),
         }

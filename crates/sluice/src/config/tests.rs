@@ -218,6 +218,14 @@ fn the_delivery_client_defaults_are_port_25_and_the_rfc_minimums() {
 
 #[test]
 fn chunking_is_on_unless_turned_off() {
+    assert!(parse("").unwrap().delivery.no_chunking.is_empty());
+    assert_eq!(
+        parse("[delivery]\nno_chunking = [\"mx.broken.example\", \"192.0.2.1:25\"]\n")
+            .unwrap()
+            .delivery
+            .no_chunking,
+        ["mx.broken.example", "192.0.2.1:25"]
+    );
     assert!(parse("").unwrap().delivery.chunking);
     assert!(
         !parse("[delivery]\nchunking = false\n")

@@ -336,7 +336,9 @@ impl Config {
         for (hop, login) in &d.credentials {
             logins.insert(hop.clone(), read_login(hop, login)?);
         }
-        remote = remote.with_credentials(logins);
+        remote = remote
+            .with_credentials(logins)
+            .with_no_chunking(d.no_chunking.iter().cloned());
         if let Some(client) = self.client_tls()? {
             if d.tls.mta_sts {
                 remote = remote.with_mta_sts(MtaSts::new(

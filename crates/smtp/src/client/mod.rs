@@ -411,6 +411,11 @@ impl ClientSession {
         &self.capabilities
     }
 
+    /// How this session sends bodies, as it was configured.
+    pub fn bdat_policy(&self) -> BdatPolicy {
+        self.config.bdat
+    }
+
     /// The server's 220 greeting, once received.
     pub fn greeting(&self) -> Option<&Reply> {
         self.greeting.as_ref()
