@@ -148,26 +148,6 @@ impl Visit for Fields<'_> {
         });
     }
 
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.begin(field).is_some() {
-            self.result = self.result.and_then(|()| write!(self.out.0, "{value}"));
-        }
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.begin(field).is_some() {
-            self.result = self.result.and_then(|()| write!(self.out.0, "{value}"));
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.begin(field).is_some() {
-            self.result = self
-                .result
-                .and_then(|()| self.out.0.write_str(if value { "true" } else { "false" }));
-        }
-    }
-
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         if self.begin(field).is_none() {
             return;

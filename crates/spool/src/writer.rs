@@ -393,7 +393,7 @@ impl Writer {
             }
             if let Some(seg) = index.segments.get_mut(&seq) {
                 seg.len = offset;
-                // Already mapped at the head's capacity: no remap here.
+                // Mapped once per segment, at the head's capacity.
                 if !arrived.is_empty() {
                     map = seg.map_covering(offset).ok();
                 }

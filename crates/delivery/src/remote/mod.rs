@@ -345,13 +345,12 @@ impl Remote {
     ) -> (Vec<usize>, Option<bool>) {
         let lmtp = progress.lmtp;
         let mut key = self.connection_key(attempt, lmtp, demand.level);
-        let mut level = key.tls;
         let mut cached = self.pool.checkout(&key);
         loop {
             let reused = cached.is_some();
             let mut connection = match cached.take() {
                 Some(connection) => connection,
-                None => match self.connect(attempt, lmtp, level) {
+                None => match self.connect(attempt, &key) {
                     Ok(connection) => connection,
                     Err(outcome) => {
                         for &i in &pending {
@@ -385,7 +384,7 @@ impl Remote {
             }
             // Opportunistic TLS that failed in the handshake: the same host
             // in clear, now and for a while (Postfix and KumoMTA do the same).
-            if level == Level::May
+            if key.tls == Level::May
                 && connection.tls_error().is_some()
                 && let Endpoint::Tcp(addr) = attempt.endpoint
             {
@@ -398,8 +397,7 @@ impl Remote {
                     to = connection.label(),
                     "STARTTLS failed; delivering in clear, and without TLS to this address for {hold:?}"
                 );
-                level = Level::None;
-                key.tls = level;
+                key.tls = Level::None;
                 continue;
             }
             let next = record(
@@ -421,7 +419,10 @@ impl Remote {
         }
     }
 
-    fn connect(&self, attempt: &Attempt, lmtp: bool, level: Level) -> Result<Connection, Outcome> {
+    /// Opens a connection for `key` (made by [`connection_key`](Self::connection_key)
+    /// for `attempt`): its TLS level and whether it sends BDAT.
+    fn connect(&self, attempt: &Attempt, key: &Key) -> Result<Connection, Outcome> {
+        let (lmtp, level) = (key.lmtp, key.tls);
         let credentials = if lmtp {
             None
         } else {
@@ -458,7 +459,7 @@ impl Remote {
         let config = ClientConfig {
             lmtp,
             credentials,
-            bdat: if self.chunking_to(attempt) {
+            bdat: if key.chunking {
                 BdatPolicy::WhenOffered
             } else {
                 BdatPolicy::WhenRequired

@@ -87,11 +87,10 @@ impl Remote {
         let together = plans.iter().all(|(d, hops)| {
             d == demand && hops.first().map(|a| &a.endpoint) == Some(&attempt.endpoint)
         });
-        if !together || demand.requiretls || !self.chunking_to(attempt) {
+        let key = self.connection_key(attempt, false, demand.level);
+        if !together || demand.requiretls || !key.chunking {
             return None;
         }
-        let key = self.connection_key(attempt, false, demand.level);
-        let level = key.tls;
         let messages: Vec<Message> = items
             .iter()
             .map(|item| Message {
@@ -105,7 +104,7 @@ impl Remote {
             let reused = cached.is_some();
             let mut connection = match cached.take() {
                 Some(connection) => connection,
-                None => match self.connect(attempt, false, level) {
+                None => match self.connect(attempt, &key) {
                     Ok(connection) => connection,
                     // One connect timeout for the run, not one per message.
                     Err(outcome) => return Some(self.unreachable(items, &plans, &outcome)),
