@@ -14,7 +14,7 @@ use sluice_delivery::scheduler::Scheduler;
 use sluice_dns::Resolver;
 use sluice_plugin_host::PluginHost;
 use sluice_smtpd::Smtpd;
-use sluice_spool::{Spool, SpoolConfig};
+use sluice_spool::Spool;
 use sluice_tls::{CertInfo, ServerTls};
 
 use crate::config::Config;
@@ -33,7 +33,7 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
     let dir = &config.spool_dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create spool directory {}: {e}", dir.display()))?;
-    let (spool, report) = Spool::open(dir, SpoolConfig::default())
+    let (spool, report) = Spool::open(dir, config.spool.spool_config())
         .map_err(|e| format!("cannot open the spool in {}: {e}", dir.display()))?;
     tracing::info!(
         spool = %dir.display(),

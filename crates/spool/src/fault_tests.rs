@@ -121,8 +121,12 @@ fn open(dir: &Path, cfg: SpoolConfig) -> (Spool, Arc<Faults>) {
 /// Segments of 8 KiB: a few messages each, so a test reaches a new head
 /// soon.
 fn open_small(dir: &Path) -> (SpoolConfig, Spool, Arc<Faults>) {
+    // Segments grow record by record here: the faults go into creating and
+    // growing them, and `head_len` reads a file's length (prepared segments
+    // have tests of their own).
     let cfg = SpoolConfig {
         segment_size: 8 << 10,
+        prepare_segments: crate::Preparation::Never,
         ..SpoolConfig::default()
     };
     let (spool, faults) = open(dir, cfg.clone());

@@ -29,6 +29,10 @@
 //! - **Recovery** ([`Spool::open`]) replays all segments in order, cuts a
 //!   torn tail off the last one, skips damaged records elsewhere with a
 //!   warning, and rebuilds the index.
+//! - **Prepared segments**: when the head is three quarters full, the next
+//!   segment's file is written full of zeros in the background, so that the
+//!   `fdatasync`s into it write data only (no block allocation, no inode
+//!   write). See `prepared.rs`.
 //! - **Space**: segments are deleted oldest first, once nothing in the
 //!   oldest is live; compaction copies the few live messages of a mostly
 //!   dead oldest segment (with their current states) to the head first. See
@@ -43,7 +47,9 @@
 //!
 //! ## Segment file
 //!
-//! A 40-byte header, then records back to back (no padding, no alignment):
+//! A 40-byte header, then records back to back (no padding, no alignment),
+//! then, in a segment that began as a prepared file, zeros to its end
+//! (unused room; a record never starts with a zero byte):
 //!
 //! | offset | size | field |
 //! |-------:|-----:|-------|
@@ -180,6 +186,7 @@ mod id;
 mod index;
 mod legacy;
 mod mmap;
+mod prepared;
 mod queue_map;
 mod reaper;
 mod recovery;
@@ -203,8 +210,8 @@ pub use queue_map::{QueueMap, QueueSlot};
 pub use recovery::RecoveryReport;
 pub use scan::{MessageSummary, RecipientStatus, SCAN_BATCH, ScanOrder};
 pub use spool::{
-    Arrival, Arrivals, BodyPart, Completion, JournalCompletion, Spool, SpoolConfig, SpoolHandle,
-    StoredMessage, Submission,
+    Arrival, Arrivals, BodyPart, Completion, JournalCompletion, Preparation, Spool, SpoolConfig,
+    SpoolHandle, StoredMessage, Submission,
 };
 pub use state::{JournalEntry, MessageMark, Reason, RecipientState, RemoteMta};
 pub use stats::SpoolStats;

@@ -4,7 +4,8 @@
 //! vanish (SIGBUS) if the file is modified or truncated behind the mapping.
 //! Why that cannot happen to the bytes this crate reads:
 //!
-//! - Segment files are append-only. The only truncation is the writer's
+//! - Records are only ever appended (over the zeros of a prepared file,
+//!   below every byte a reader is pointed at). The only truncation is the writer's
 //!   rewind after a failed batch, and it never goes below the end of the last
 //!   durable record; readers only ever slice bytes of durable records (the
 //!   index holds nothing else), which lie below every rewind point.

@@ -1,4 +1,5 @@
-//! Deleting dead segment files off the writer thread, and gently.
+//! Deleting dead segment files off the writer thread, and gently; and
+//! preparing the next one (`prepared`), also off the writer thread.
 //!
 //! Unlinking a full segment makes ext4 free tens of megabytes of blocks at
 //! once: about 15 ms for 64 MiB here, and any `fdatasync` in the meantime
@@ -26,6 +27,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -69,22 +71,37 @@ enum Work {
     },
     /// Answered once every segment asked for before is renamed away.
     Flush(Sender<()>),
+    /// The next segment's file, zero-filled ahead (see `prepared`).
+    Prepare { size: u64 },
 }
 
 pub(crate) struct Reaper {
     work: Option<Sender<Work>>,
     thread: Option<JoinHandle<()>>,
+    /// Set when the spool closes: a preparation under way stops (a file
+    /// nobody will take is not worth a shutdown's wait).
+    closing: Arc<AtomicBool>,
+    /// Set while a prepared segment waits to be taken.
+    ready: Arc<AtomicBool>,
 }
 
 impl Reaper {
     pub(crate) fn start(shared: Arc<Shared>, dir: File) -> std::io::Result<Reaper> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let closing = Arc::new(AtomicBool::new(false));
+        // One left from before (recovery keeps finished ones).
+        let ready = Arc::new(AtomicBool::new(
+            shared.dir.join(crate::prepared::PREPARED).exists(),
+        ));
+        let (stop, prepared) = (closing.clone(), ready.clone());
         let thread = std::thread::Builder::new()
             .name("spool-reaper".into())
-            .spawn(move || reap(&shared, &dir, &rx))?;
+            .spawn(move || reap(&shared, &dir, &rx, &stop, &prepared))?;
         Ok(Reaper {
             work: Some(tx),
             thread: Some(thread),
+            closing,
+            ready,
         })
     }
 
@@ -95,6 +112,24 @@ impl Reaper {
             // file would stay until the next open's recovery.
             let _ = work.send(Work::Delete { seq, segment, path });
         }
+    }
+
+    /// Prepares the next segment's file, of `size` bytes, unless one is
+    /// ready.
+    pub(crate) fn prepare(&self, size: u64) {
+        if let Some(work) = &self.work {
+            let _ = work.send(Work::Prepare { size });
+        }
+    }
+
+    /// Whether a prepared segment waits to be taken (no system call).
+    pub(crate) fn prepared_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The writer took the prepared segment (or found none).
+    pub(crate) fn prepared_taken(&self) {
+        self.ready.store(false, Ordering::Release);
     }
 
     /// Waits until every segment asked for so far is gone for recovery
@@ -113,6 +148,7 @@ impl Reaper {
 impl Drop for Reaper {
     /// Queued deletions are finished (without pauses) before the spool goes.
     fn drop(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
         drop(self.work.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -120,7 +156,13 @@ impl Drop for Reaper {
     }
 }
 
-fn reap(shared: &Shared, dir: &File, work: &Receiver<Work>) {
+fn reap(
+    shared: &Shared,
+    dir: &File,
+    work: &Receiver<Work>,
+    closing: &AtomicBool,
+    ready: &AtomicBool,
+) {
     // Renamed files still to shrink, oldest first.
     let mut shrinking: VecDeque<Shrinking> = VecDeque::new();
     loop {
@@ -148,6 +190,18 @@ fn reap(shared: &Shared, dir: &File, work: &Receiver<Work>) {
             }
             Ok(Work::Flush(done)) => {
                 let _ = done.send(());
+            }
+            Ok(Work::Prepare { size }) => {
+                match crate::prepared::prepare(&shared.dir, size, closing) {
+                    Ok(true) => {
+                        StatCounters::add(&shared.stats.segments_prepared, 1);
+                        ready.store(true, Ordering::Release);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot prepare the next spool segment; it will be created when needed")
+                    }
+                }
             }
             Err(RecvTimeoutError::Timeout) => shrink_step(&mut shrinking),
             Err(RecvTimeoutError::Disconnected) => {

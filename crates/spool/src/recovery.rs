@@ -47,8 +47,9 @@ pub(crate) struct Recovered {
 }
 
 /// Lists `seg-*.log` files in sequence order; a writable open also removes
-/// `*.tmp` leftovers of a segment creation interrupted by a crash, and
-/// `*.dead` ones of a deletion.
+/// `*.tmp` leftovers of a segment creation or preparation interrupted by a
+/// crash, and `*.dead` ones of a deletion. A finished prepared segment
+/// stays, for the next rotation.
 fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
     let mut segs = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -57,7 +58,10 @@ fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>, Spoo
         let Some(name) = name.to_str() else { continue };
         if let Some(seq) = format::parse_segment_file_name(name) {
             segs.push((seq, entry.path()));
-        } else if writable && name.starts_with("seg-") && name.ends_with(".log.tmp") {
+        } else if writable
+            && name.starts_with("seg-")
+            && (name.ends_with(".log.tmp") || name == crate::prepared::PREPARING)
+        {
             tracing::info!(file = %entry.path().display(), "removing unfinished segment file");
             fs::remove_file(entry.path())?;
         } else if writable
@@ -171,7 +175,7 @@ pub(crate) fn recover(
                 Scanned::Corrupt { offset, .. } => damaged.push(offset),
             }
         }
-        if valid_end < map.len() {
+        if valid_end < map.len() && !format::unused_from(&map, valid_end) {
             let cut = (map.len() - valid_end) as u64;
             if Some(seq) == last_seq {
                 // An append that never completed: nothing in it was acknowledged.

@@ -116,6 +116,24 @@ pub struct SpoolConfig {
     pub compact_live_percent: u8,
     /// Bytes compaction copies per step between batches. Default 4 MiB.
     pub compaction_step_bytes: u64,
+    /// Whether the next segment's file is zero-filled ahead (see
+    /// `prepared.rs`). Default [`Preparation::Auto`].
+    pub prepare_segments: Preparation,
+}
+
+/// When segments are prepared ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preparation {
+    /// Where the file system writes in place (ext2/3/4, XFS): there, an
+    /// `fdatasync` into blocks written ahead skips their allocation.
+    /// Copy-on-write file systems and tmpfs would only write the zeros
+    /// for nothing.
+    #[default]
+    Auto,
+    /// Whatever the file system (tests of the mechanism use it).
+    Always,
+    /// Segments grow record by record.
+    Never,
 }
 
 impl Default for SpoolConfig {
@@ -125,6 +143,7 @@ impl Default for SpoolConfig {
             max_batch_bytes: 16 << 20,
             compact_live_percent: 50,
             compaction_step_bytes: 4 << 20,
+            prepare_segments: Preparation::Auto,
         }
     }
 }

@@ -24,6 +24,10 @@ pub struct SpoolStats {
     pub write_errors: u64,
     /// Segment files created.
     pub segments_created: u64,
+    /// Of those, the ones that began as a prepared (zero-filled) file.
+    pub segments_from_prepared: u64,
+    /// Files zero-filled ahead to become segments.
+    pub segments_prepared: u64,
     /// Segment files deleted because nothing in them was live.
     pub segments_deleted: u64,
     /// Live messages copied forward by compaction.
@@ -41,6 +45,8 @@ pub(crate) struct StatCounters {
     pub(crate) max_batch: AtomicU64,
     pub(crate) write_errors: AtomicU64,
     pub(crate) segments_created: AtomicU64,
+    pub(crate) segments_from_prepared: AtomicU64,
+    pub(crate) segments_prepared: AtomicU64,
     pub(crate) segments_deleted: AtomicU64,
     pub(crate) messages_compacted: AtomicU64,
 }
@@ -61,6 +67,8 @@ impl StatCounters {
             max_batch: self.max_batch.load(Relaxed),
             write_errors: self.write_errors.load(Relaxed),
             segments_created: self.segments_created.load(Relaxed),
+            segments_from_prepared: self.segments_from_prepared.load(Relaxed),
+            segments_prepared: self.segments_prepared.load(Relaxed),
             segments_deleted: self.segments_deleted.load(Relaxed),
             messages_compacted: self.messages_compacted.load(Relaxed),
         }

@@ -10,14 +10,17 @@
 //!   `sched_yield` calls a sandbox makes expensive.
 //!
 //! - [`release_free_memory`]: the heap's free pages back to the system.
+//! - [`disk`]: the room left on a file system, and its kind.
 //! - [`content`]: a received message's bytes, large ones spilled to an
 //!   unnamed file and mapped.
 //!
-//! The system calls go through `nix`; the two `unsafe` calls (glibc's
+//! The system calls go through `nix`; the three `unsafe` calls (glibc's
 //! `malloc_trim`, which nix does not wrap, in `memory`; mapping a spilled
-//! message, in `content`) each come with why they are sound.
+//! message, in `content`; `sync_file_range`, which nix does not wrap
+//! either, in `disk`) each come with why they are sound.
 
 pub mod content;
+pub mod disk;
 mod memory;
 mod parked;
 pub mod socket;

@@ -42,6 +42,7 @@ pub struct Config {
     pub local: Local,
     pub relay: Relay,
     pub server: Server,
+    pub spool: Spool,
     /// The server's certificates.
     pub tls: tls::Tls,
     /// SMTP AUTH on submission and smtps listeners.
@@ -294,6 +295,39 @@ pub enum KvBackend {
     Redis,
 }
 
+/// `[spool]`: how the queue uses its disk.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Spool {
+    /// Whether the next segment file is written full of zeros ahead, so
+    /// that the fdatasyncs into it skip block allocation.
+    pub prepare_segments: PrepareSegments,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrepareSegments {
+    /// Where the file system writes in place (ext2/3/4, XFS).
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl Spool {
+    pub fn spool_config(&self) -> sluice_spool::SpoolConfig {
+        use sluice_spool::Preparation;
+        sluice_spool::SpoolConfig {
+            prepare_segments: match self.prepare_segments {
+                PrepareSegments::Auto => Preparation::Auto,
+                PrepareSegments::Always => Preparation::Always,
+                PrepareSegments::Never => Preparation::Never,
+            },
+            ..sluice_spool::SpoolConfig::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
@@ -320,6 +354,7 @@ impl Default for Config {
             local: Local::default(),
             relay: Relay::default(),
             server: Server::default(),
+            spool: Spool::default(),
             tls: tls::Tls::default(),
             auth: auth::Auth::default(),
             sendmail: sendmail::Sendmail::default(),

@@ -435,3 +435,20 @@ fn authentication_and_dkim_tables_are_read_and_checked() {
         assert!(e.contains(needle), "{text}: {e}");
     }
 }
+
+#[test]
+fn the_spool_prepares_segments_by_the_file_system_unless_told() {
+    use sluice_spool::Preparation;
+    let c = parse("").unwrap();
+    assert_eq!(c.spool.spool_config().prepare_segments, Preparation::Auto);
+    for (value, expected) in [
+        ("always", Preparation::Always),
+        ("never", Preparation::Never),
+        ("auto", Preparation::Auto),
+    ] {
+        let c = parse(&format!("[spool]\nprepare_segments = \"{value}\"\n")).unwrap();
+        assert_eq!(c.spool.spool_config().prepare_segments, expected, "{value}");
+    }
+    let e = parse("[spool]\nprepare_segments = \"sometimes\"\n").unwrap_err();
+    assert!(e.contains("sometimes") && e.contains("auto"), "{e}");
+}
