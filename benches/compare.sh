@@ -38,6 +38,7 @@ FILTERS=auto
 TLS=0
 PER_CONNECTION=""
 DKIM=""
+QUEUE_DIR=""
 
 usage() {
     cat <<EOF
@@ -62,6 +63,9 @@ usage: benches/compare.sh [options]
       --dkim ALGORITHM   Sluice signs every message (the generator's From: is
                          bench.test) with a key made by `sluice dkim keygen`:
                          rsa or ed25519. Postfix does not sign (it has no DKIM)
+      --queue-dir DIR    where both MTAs keep their queues (default /tmp): put it on
+                         the file system to measure, e.g. a journaled ext4, where an
+                         fdatasync costs more than on this machine's nojournal disk
       --tls              STARTTLS on every hop: the generator asks for it, both MTAs
                          offer it (same certificate) and use it to the sink at their
                          opportunistic level (Sluice: [delivery.tls] may; Postfix:
@@ -86,6 +90,7 @@ while [ $# -gt 0 ]; do
         --tls) TLS=1; SMTP_SOURCE=0; shift ;;
         --dkim) DKIM=$2; shift 2 ;;
         --per-connection) PER_CONNECTION=$2; shift 2 ;;
+        --queue-dir) QUEUE_DIR=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -101,7 +106,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 # Spools and Postfix instances live here; Postfix's unprivileged processes
 # must be able to walk into it.
-WORK=$(mktemp -d /tmp/sluice-compare.XXXXXX)
+WORK=$(mktemp -d "${QUEUE_DIR:-/tmp}/sluice-compare.XXXXXX")
 chmod 755 "$WORK"
 
 # ---------------------------------------------------------------------------
@@ -458,6 +463,7 @@ START=$(date +%s)
 # Other work on the machine skews everything: say how busy it was.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 say "results in $OUT"
+say "queues in $WORK: $(findmnt -no FSTYPE,OPTIONS -T "$WORK" 2>/dev/null || echo 'file system unknown')"
 say "both MTAs make every message durable before answering 250 (Sluice: fdatasync, group commit; Postfix: fsync of the queue file, its default)"
 
 run ceiling none sluice-loadgen

@@ -19,7 +19,10 @@ move with the machine's load: compare two builds in alternating runs.
 
 Everything listens on loopback; every process started is stopped by its PID.
 
-usage: benches/wakeups.py [-n N] [--bin DIR] [--dkim ed25519|rsa] [--extra TOML]
+With `--perf FILE`, `perf record` samples the server (call graphs) during
+the measured messages and writes FILE for `perf report`.
+
+usage: benches/wakeups.py [-n N] [--bin DIR] [--dkim ed25519|rsa] [--extra TOML] [--perf FILE]
 """
 
 import argparse
@@ -74,6 +77,7 @@ def main():
     p.add_argument("--dkim", choices=("ed25519", "rsa"),
                    help="sign every message (the generator's From: is bench.test)")
     p.add_argument("--extra", default="", help="TOML appended to the configuration")
+    p.add_argument("--perf", metavar="FILE", help="perf record the measured run into FILE")
     args = p.parse_args()
     for b in ("sluice", "sluice-sink", "sluice-loadgen"):
         if not os.access(os.path.join(args.bin, b), os.X_OK):
@@ -131,9 +135,21 @@ def main():
             time.sleep(1.5)  # the last deliveries and their journal
 
         load(3000)
+        perf = None
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "-g", "-o", args.perf,
+                                     "-p", str(server.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(perf)
+            time.sleep(0.5)
         before = threads(server.pid)
+        started = time.monotonic()
         load(args.messages)
+        elapsed = time.monotonic() - started - 1.5  # load() waits 1.5 s after the generator
         after = threads(server.pid)
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(60)
         n = args.messages
         groups = collections.defaultdict(lambda: [0, 0, 0])
         for tid, (group, vol, invol, cpu) in after.items():
@@ -144,7 +160,8 @@ def main():
             g[2] += cpu - cpu0
         hz = os.sysconf("SC_CLK_TCK")
         print(f"per message, {n} messages of 4 KiB, 20 connections"
-              + (f", DKIM {args.dkim}" if args.dkim else ""))
+              + (f", DKIM {args.dkim}" if args.dkim else "")
+              + f"; accepted at {n / elapsed:,.0f} msg/s")
         print(f"| threads | voluntary switches | involuntary switches | CPU µs |")
         print("|---|---:|---:|---:|")
         total = [0, 0, 0]
