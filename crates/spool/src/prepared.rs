@@ -1,19 +1,20 @@
 //! The next segment, written full of zeros before it is needed.
 //!
 //! Appending to a file that grows makes every `fdatasync` do more than
-//! write the records: ext4 allocates their blocks, and the inode (new size,
-//! new extents) is written and waited for before the cache flush. Into a
-//! file whose blocks already exist, written, and whose size does not change,
-//! an `fdatasync` writes the data and flushes, nothing else. Here that is
-//! the difference between 0.22 and 0.13 ms a sync on an idle disk, and
-//! about 0.4 against 0.25 ms under load (docs/benchmarks.md, "Prepared
-//! segments"). PostgreSQL zero-fills its WAL segments for the same reason.
+//! write the records: ext4 allocates their blocks and writes the inode (new
+//! size, new extents) before the cache flush, and with its journal on (the
+//! default) commits the journal too. Into a file whose blocks already
+//! exist, written, and whose size does not change, an `fdatasync` writes the
+//! data and flushes, nothing else: 0.7–0.8 against 0.25 ms a sync on a
+//! journaled ext4 here, 0.22 against 0.13 on this machine's journal-less
+//! disk (docs/benchmarks.md, "Prepared segments"). PostgreSQL zero-fills
+//! its WAL segments for the same reason.
 //!
 //! So the reaper's thread writes the next segment's file ahead:
-//! [`PREPARING`] filled with zeros a mebibyte at a time, each step written
-//! back before the next (left to the kernel, 64 MiB would reach the disk in
-//! one burst at the fsync, holding every group commit behind it for tens
-//! of milliseconds), one `fsync` at the end, then renamed to
+//! [`PREPARING`] filled with zeros [`STEP`] bytes at a time, each step
+//! written back before the next (left to the kernel, 64 MiB would reach the
+//! disk in one burst at the fsync, holding every group commit behind it for
+//! tens of milliseconds), one `fsync` at the end, then renamed to
 //! [`PREPARED`]. The writer asks for it when a prepared head is three
 //! quarters full, or after the first mebibyte of a head that grows record
 //! by record (a new spool's first segment), which it then leaves for the
@@ -38,7 +39,7 @@ pub(crate) const PREPARED: &str = "seg-prepared";
 /// A preparation in progress; removed at open if a crash interrupted it.
 pub(crate) const PREPARING: &str = "seg-prepared.tmp";
 
-/// Zeros written (and synced) per step.
+/// Zeros written, and written back, per step.
 const STEP: usize = 64 << 10;
 /// The pause between steps, in which group commits go on.
 const PAUSE: Duration = Duration::from_micros(500);
@@ -95,8 +96,8 @@ fn zero_fill(file: &mut File, size: u64, closing: &AtomicBool) -> io::Result<boo
         file.write_all(&zeros[..n as usize])?;
         // Written back now, at the disk's pace, between group commits; an
         // fsync per step would add a cache flush (and on a journaled ext4 a
-        // journal commit) per mebibyte, and no wait at all would queue the
-        // whole file in front of them.
+        // journal commit) per step, and no wait at all would queue the
+        // whole file in front of them (docs/benchmarks.md measures both).
         sluice_sys::disk::write_back(file, done, n)?;
         done += n;
         std::thread::sleep(PAUSE);
