@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -69,12 +70,71 @@ fn sender(addr: SocketAddr, conn: usize, acks: Arc<AtomicUsize>) -> Vec<(String,
     acked
 }
 
-fn crash_after(kill_at: usize) {
+/// The spool's segment size, and the length of a prepared segment file.
+const SEGMENT: u64 = 64 << 20;
+
+/// The newest segment file's length.
+fn head_len(spool_dir: &Path) -> Option<u64> {
+    let mut segs: Vec<_> = std::fs::read_dir(spool_dir)
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            (name.starts_with("seg-") && name.ends_with(".log")).then_some(name)
+        })
+        .collect();
+    segs.sort();
+    std::fs::metadata(spool_dir.join(segs.pop()?))
+        .ok()
+        .map(|m| m.len())
+}
+
+/// Messages of about 4 KiB, one at a time, until the head segment is a
+/// prepared one (a whole segment long from its start; see
+/// `crates/spool/src/prepared.rs`): a new spool asks for it after its first
+/// mebibyte and moves there when it is ready. Returns each message's queue
+/// id and content.
+fn fill_into_a_prepared_segment(server: &Server) -> Vec<(String, String)> {
+    let mut sent = Vec::new();
+    let found = wait_for(Duration::from_secs(60), || {
+        let content = format!(
+            "From: warm@example.org\r\nSubject: warm {n}\r\n\r\n{}\r\n",
+            "w".repeat(4000),
+            n = sent.len()
+        );
+        let id = send_message(
+            server.addr(),
+            "warm@example.org",
+            &["bob@remote.test"],
+            content.as_bytes(),
+        );
+        sent.push((id, content));
+        (head_len(server.spool_dir()) == Some(SEGMENT)).then_some(())
+    });
+    found.unwrap_or_else(|| panic!("no prepared segment after {} messages", sent.len()));
+    assert!(
+        sent.len() > 200,
+        "moved before the first mebibyte: {}",
+        sent.len()
+    );
+    sent
+}
+
+fn crash_after(kill_at: usize, in_prepared_segment: bool) {
     // The messages go to a next hop that refuses connections, so they stay
     // in the queue (deferred), where the test can compare every one of them
     // with what was sent, envelope included. (Delivery after a crash is
     // tested in tests/delivery_queue.rs.)
-    let mut server = Server::start(CONFIG);
+    let config = if in_prepared_segment {
+        format!("{CONFIG}[spool]\nprepare_segments = \"always\"\n")
+    } else {
+        CONFIG.to_owned()
+    };
+    let mut server = Server::start(&config);
+    let warm = if in_prepared_segment {
+        fill_into_a_prepared_segment(&server)
+    } else {
+        Vec::new()
+    };
     let addr = server.addr();
     let acks = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..CONNECTIONS)
@@ -127,6 +187,19 @@ fn crash_after(kill_at: usize) {
         acked.len(),
         lost.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
     );
+    for (id, content) in &warm {
+        let m = queue
+            .get(id)
+            .unwrap_or_else(|| panic!("{id}, sent before the load, lost"));
+        assert_eq!(String::from_utf8_lossy(m.content()), *content, "{id}");
+    }
+    if in_prepared_segment {
+        assert_eq!(
+            head_len(server.spool_dir()),
+            Some(SEGMENT),
+            "recovery read the prepared segment's zeros as a torn tail"
+        );
+    }
 
     // The recovered server takes mail again, and keeps what it had.
     let id = send_message(
@@ -144,15 +217,20 @@ fn crash_after(kill_at: usize) {
 
 #[test]
 fn kill_9_after_200_acknowledgements_loses_nothing_acknowledged() {
-    crash_after(200);
+    crash_after(200, false);
 }
 
 #[test]
 fn kill_9_after_700_acknowledgements_loses_nothing_acknowledged() {
-    crash_after(700);
+    crash_after(700, false);
 }
 
 #[test]
 fn kill_9_after_1300_acknowledgements_loses_nothing_acknowledged() {
-    crash_after(1300);
+    crash_after(1300, false);
+}
+
+#[test]
+fn kill_9_in_a_prepared_segment_loses_nothing_acknowledged() {
+    crash_after(700, true);
 }
