@@ -6,7 +6,9 @@ use crate::codec::{Reader, put_u8, put_u32, put_u64};
 use crate::{Entry, JournalEntry, MessageMark, QueueId, RecipientState, SpoolError};
 
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"SLUICESG";
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Version 2: the segment header carries a seed, and its records' header
+/// checksums start from it. Version 1 (seed zero: plain CRC32C) is still read.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 pub(crate) const SEGMENT_HEADER_LEN: usize = 40;
 
 pub(crate) const RECORD_MAGIC: &[u8; 4] = b"SLRC";
@@ -46,6 +48,22 @@ pub(crate) struct SegmentHeader {
     /// The id generator's high-water mark when the segment was created: keeps
     /// ids unique across restarts after every older segment is gone.
     pub(crate) id_floor: u64,
+    /// Random, per segment: every record header's checksum in it starts from
+    /// this value instead of zero. Bytes that look like a record but were not
+    /// written as one of this segment's records (a record someone put inside a
+    /// message body, hoping a torn write makes the scanner look inside it)
+    /// fail the check, since nobody outside knows the seed. Zero in version 1.
+    pub(crate) seed: u32,
+}
+
+/// A random seed for a new segment, never zero (zero is version 1's
+/// unseeded checksum).
+pub(crate) fn new_seed() -> u32 {
+    use std::hash::BuildHasher;
+    // std's hasher keys come from the operating system's random source; a
+    // fresh `RandomState` per call gives a fresh key.
+    let seed = std::collections::hash_map::RandomState::new().hash_one(0u8) as u32;
+    seed.max(1)
 }
 
 impl SegmentHeader {
@@ -53,6 +71,7 @@ impl SegmentHeader {
         let mut h = [0u8; SEGMENT_HEADER_LEN];
         h[0..8].copy_from_slice(SEGMENT_MAGIC);
         h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&self.seed.to_le_bytes());
         h[16..24].copy_from_slice(&self.seq.to_le_bytes());
         h[24..32].copy_from_slice(&self.id_floor.to_le_bytes());
         let crc = crc32c::crc32c(&h[0..32]);
@@ -70,12 +89,15 @@ impl SegmentHeader {
         if le32(&h[32..36]) != crc32c::crc32c(&h[0..32]) {
             return Err(SpoolError::Corrupt("segment header checksum mismatch"));
         }
-        if le32(&h[8..12]) != FORMAT_VERSION {
-            return Err(SpoolError::Corrupt("unsupported segment format version"));
-        }
+        let seed = match le32(&h[8..12]) {
+            1 => 0,
+            FORMAT_VERSION => le32(&h[12..16]),
+            _ => return Err(SpoolError::Corrupt("unsupported segment format version")),
+        };
         Ok(SegmentHeader {
             seq: le64(&h[16..24]),
             id_floor: le64(&h[24..32]),
+            seed,
         })
     }
 }
@@ -90,7 +112,22 @@ fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Fills in a record header for a payload whose CRC32C is `payload_crc`.
+/// The checksum of a record header's first 16 bytes in a segment with
+/// this seed.
+fn header_crc(seed: u32, h: &[u8]) -> u32 {
+    crc32c::crc32c_append(seed, &h[0..16])
+}
+
+/// Makes a record header, filled in by [`record_header`] before the record's
+/// segment was known, right for the segment with this seed.
+pub(crate) fn seal_record_header(h: &mut [u8], seed: u32) {
+    let crc = header_crc(seed, h);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Fills in a record header for a payload whose CRC32C is `payload_crc`,
+/// checksummed as in a version 1 segment ([`seal_record_header`] makes it
+/// right for a seeded one).
 pub(crate) fn record_header(
     kind: u8,
     payload_len: u32,
@@ -326,11 +363,17 @@ pub(crate) enum Scanned<'a> {
 pub(crate) struct Scanner<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The segment's [`SegmentHeader::seed`].
+    seed: u32,
 }
 
 impl<'a> Scanner<'a> {
-    pub(crate) fn new(buf: &'a [u8], start: usize) -> Self {
-        Scanner { buf, pos: start }
+    pub(crate) fn new(buf: &'a [u8], start: usize, seed: u32) -> Self {
+        Scanner {
+            buf,
+            pos: start,
+            seed,
+        }
     }
 }
 
@@ -346,11 +389,11 @@ enum Probe<'a> {
     Invalid,
 }
 
-fn probe(buf: &[u8], at: usize) -> Probe<'_> {
+fn probe(buf: &[u8], at: usize, seed: u32) -> Probe<'_> {
     let Some(h) = buf.get(at..at + RECORD_HEADER_LEN) else {
         return Probe::Invalid;
     };
-    if &h[0..4] != RECORD_MAGIC || le32(&h[16..20]) != crc32c::crc32c(&h[0..16]) {
+    if &h[0..4] != RECORD_MAGIC || le32(&h[16..20]) != header_crc(seed, h) {
         return Probe::Invalid;
     }
     let len = le32(&h[8..12]) as usize;
@@ -368,11 +411,11 @@ fn probe(buf: &[u8], at: usize) -> Probe<'_> {
     }
 }
 
-fn resync(buf: &[u8], from: usize) -> Option<usize> {
+fn resync(buf: &[u8], from: usize, seed: u32) -> Option<usize> {
     let rest = buf.get(from..)?;
     memchr::memmem::find_iter(rest, RECORD_MAGIC)
         .map(|q| from + q)
-        .find(|&q| matches!(probe(buf, q), Probe::Valid { .. }))
+        .find(|&q| matches!(probe(buf, q, seed), Probe::Valid { .. }))
 }
 
 /// Whether everything from `at` on is zeros: room a prepared segment has
@@ -396,7 +439,7 @@ impl<'a> Iterator for Scanner<'a> {
             return None;
         }
         let offset = self.pos;
-        match probe(self.buf, offset) {
+        match probe(self.buf, offset, self.seed) {
             Probe::Valid { kind, payload, end } => {
                 self.pos = end;
                 Some(Scanned::Record {
@@ -418,7 +461,7 @@ impl<'a> Iterator for Scanner<'a> {
                 None
             }
             Probe::Invalid => {
-                let resume = resync(self.buf, offset + 1);
+                let resume = resync(self.buf, offset + 1, self.seed);
                 self.pos = resume.unwrap_or(self.buf.len());
                 Some(Scanned::Corrupt { offset, resume })
             }
@@ -431,7 +474,7 @@ mod tests {
     use super::*;
 
     fn records(buf: &[u8]) -> Vec<Scanned<'_>> {
-        Scanner::new(buf, 0).collect()
+        Scanner::new(buf, 0, 0).collect()
     }
 
     #[test]
@@ -444,24 +487,64 @@ mod tests {
 
     #[test]
     fn segment_header_detects_damage() {
-        let h = SegmentHeader {
+        let header = SegmentHeader {
             seq: 7,
             id_floor: 99,
-        }
-        .encode();
-        assert_eq!(
-            SegmentHeader::decode(&h).unwrap(),
-            SegmentHeader {
-                seq: 7,
-                id_floor: 99
-            }
-        );
+            seed: 0xdead_beef,
+        };
+        let h = header.encode();
+        assert_eq!(SegmentHeader::decode(&h).unwrap(), header);
         for i in 0..36 {
             let mut bad = h;
             bad[i] ^= 0x10;
             assert!(
                 SegmentHeader::decode(&bad).is_err(),
                 "flip at byte {i} undetected"
+            );
+        }
+    }
+
+    #[test]
+    fn version_1_headers_read_as_seed_zero_and_unknown_versions_are_refused() {
+        let mut h = SegmentHeader {
+            seq: 3,
+            id_floor: 5,
+            seed: 0,
+        }
+        .encode();
+        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&h[0..32]);
+        h[32..36].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&h).unwrap().seed, 0);
+        h[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c::crc32c(&h[0..32]);
+        h[32..36].copy_from_slice(&crc.to_le_bytes());
+        assert!(SegmentHeader::decode(&h).is_err());
+        // Seeds are drawn fresh: two segments never share one by design.
+        let seeds: std::collections::HashSet<u32> = (0..64).map(|_| new_seed()).collect();
+        assert!(seeds.len() > 60 && !seeds.contains(&0), "{seeds:?}");
+    }
+
+    #[test]
+    fn a_record_checks_out_only_in_a_segment_with_its_seed() {
+        let mut rec = frame(KIND_DONE, b"cc");
+        assert_eq!(Scanner::new(&rec, 0, 0).count(), 1, "version 1: unseeded");
+        seal_record_header(&mut rec[..RECORD_HEADER_LEN], 0x1234_5678);
+        let seeded: Vec<_> = Scanner::new(&rec, 0, 0x1234_5678).collect();
+        assert!(matches!(
+            seeded[..],
+            [Scanned::Record {
+                kind: KIND_DONE,
+                ..
+            }]
+        ));
+        for other in [0, 0x1234_5679, 0x8765_4321] {
+            assert!(
+                matches!(
+                    Scanner::new(&rec, 0, other).collect::<Vec<_>>()[..],
+                    [Scanned::Corrupt { resume: None, .. }]
+                ),
+                "valid with seed {other:#x}"
             );
         }
     }
@@ -580,7 +663,7 @@ mod tests {
             JournalOp::Released(QueueId(6)),
         ];
         let rec = encode_journal(&ops);
-        let Some(Scanned::Record { kind, payload, .. }) = Scanner::new(&rec, 0).next() else {
+        let Some(Scanned::Record { kind, payload, .. }) = Scanner::new(&rec, 0, 0).next() else {
             panic!("journal record not found");
         };
         assert_eq!(kind, KIND_JOURNAL);
@@ -590,7 +673,7 @@ mod tests {
             (QueueId(1), MessageMark::Done),
             (QueueId(2), MessageMark::Deleted),
         ]);
-        let Some(Scanned::Record { payload, .. }) = Scanner::new(&rec, 0).next() else {
+        let Some(Scanned::Record { payload, .. }) = Scanner::new(&rec, 0, 0).next() else {
             panic!("done record not found");
         };
         assert_eq!(decode_done(payload).unwrap(), vec![QueueId(1), QueueId(2)]);
@@ -603,7 +686,7 @@ mod tests {
             let _ = decode_journal(&bytes);
             let _ = decode_done(&bytes);
             let _ = SegmentHeader::decode(&bytes);
-            let _ = Scanner::new(&bytes, 0).count();
+            let _ = Scanner::new(&bytes, 0, 0).count();
         }
     }
 }

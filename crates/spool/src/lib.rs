@@ -40,7 +40,7 @@
 //! - `spool.lock` in the directory is held (`flock`) by the one process that
 //!   has the spool open for writing; [`Spool::open_read_only`] takes no lock.
 //!
-//! # On-disk format (version 1)
+//! # On-disk format (version 2)
 //!
 //! All integers are little-endian. CRC32C is the Castagnoli CRC (as in
 //! iSCSI/ext4), computed with the `crc32c` crate.
@@ -54,8 +54,8 @@
 //! | offset | size | field |
 //! |-------:|-----:|-------|
 //! | 0  | 8 | magic `SLUICESG` (ASCII) |
-//! | 8  | 4 | format version, `1` |
-//! | 12 | 4 | reserved, zero |
+//! | 8  | 4 | format version, `2` (`1` is still read) |
+//! | 12 | 4 | seed: random, never zero (version 1: zero) |
 //! | 16 | 8 | segment sequence number (equals the number in the file name) |
 //! | 24 | 8 | id floor: the largest queue id issued when the segment was created |
 //! | 32 | 4 | CRC32C of bytes 0..32 |
@@ -80,7 +80,17 @@
 //! | 6  | 2 | reserved, zero |
 //! | 8  | 4 | payload length |
 //! | 12 | 4 | CRC32C of the payload |
-//! | 16 | 4 | CRC32C of header bytes 0..16 |
+//! | 16 | 4 | CRC32C of header bytes 0..16, started from the segment's seed |
+//!
+//! The seed is why bytes that look like a record but were not written as
+//! one of this segment's records do not pass: a client can put a
+//! well-formed record inside a message body, and if a crash tears that
+//! message's write, the scanner searches the torn bytes for the next valid
+//! record; it would find the client's, and recovery would queue a message
+//! nobody accepted, were the checksum one anyone can compute. (CRC32C
+//! "started from" a value `s`: the CRC register begins at `s` instead of
+//! zero, `crc32c_append(s, bytes)`; with `s` zero it is the plain CRC32C of
+//! version 1.)
 //!
 //! The header's own CRC makes the length trustworthy on its own: a record
 //! whose header checks out but whose payload does not is skipped by its

@@ -148,7 +148,7 @@ pub(crate) fn recover(
         // Damage counts as a skipped region only once a valid record follows
         // it; damage running to the end of the file is the segment's tail.
         let mut damaged: Vec<usize> = Vec::new();
-        for item in Scanner::new(&map, SEGMENT_HEADER_LEN) {
+        for item in Scanner::new(&map, SEGMENT_HEADER_LEN, header.seed) {
             match item {
                 Scanned::Record {
                     offset,

@@ -145,6 +145,21 @@ pub(crate) struct Item {
     pub(crate) durability: Durability,
 }
 
+impl Item {
+    /// Makes the record's header checksum right for the segment it goes
+    /// into. Every item `plan` makes starts with the writer's own bytes,
+    /// record header first; an item that did not would be unreadable after
+    /// a restart, so it stops the writer here instead.
+    pub(crate) fn seal(&mut self, seed: u32) {
+        match self.parts.first_mut() {
+            Some(Part::Owned(bytes)) if bytes.len() >= format::RECORD_HEADER_LEN => {
+                format::seal_record_header(&mut bytes[..format::RECORD_HEADER_LEN], seed);
+            }
+            _ => panic!("a spool record that does not start with its header"),
+        }
+    }
+}
+
 /// When a record must be on disk before its requester hears back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Durability {

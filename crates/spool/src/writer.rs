@@ -62,6 +62,9 @@ pub(crate) struct Writer {
     /// `None` after a failure that left the head's tail in doubt: the next
     /// append starts a fresh segment.
     head: Option<Box<dyn SegmentFile>>,
+    /// The head's [`SegmentHeader::seed`], which its record headers'
+    /// checksums start from.
+    head_seed: u32,
     /// End of the last record written to the head: durable, or (when
     /// `unsynced`) waiting for the next `fdatasync`.
     head_len: u64,
@@ -110,6 +113,7 @@ impl Writer {
             head_seq: 0,
             next_seq: max_seq + 1,
             head: None,
+            head_seed: 0,
             head_len: 0,
             unsynced: 0,
             maintenance_paused: false,
@@ -124,6 +128,11 @@ impl Writer {
                 w.head = Some(w.storage.open_append(&path, len)?);
                 w.head_seq = seq;
                 w.head_len = len;
+                // Recovery read this header already; a version 1 head keeps
+                // its unseeded checksums to the end.
+                let mut bytes = [0u8; SEGMENT_HEADER_LEN];
+                std::os::unix::fs::FileExt::read_exact_at(&File::open(&path)?, &mut bytes, 0)?;
+                w.head_seed = SegmentHeader::decode(&bytes)?.seed;
                 // Room of zeros after the records: it began as a prepared file.
                 w.head_prepared = fs::metadata(&path)?.len() > len;
             }
@@ -295,8 +304,11 @@ impl Writer {
                 end += it.len;
                 n += 1;
             }
-            let group: Vec<Item> = items.drain(..n).collect();
+            let mut group: Vec<Item> = items.drain(..n).collect();
             let start = self.head_len;
+            for item in &mut group {
+                item.seal(self.head_seed);
+            }
             if let Err(e) = self.append(&group) {
                 fail_all(group, &e);
                 fail_all(items, &e);
@@ -486,9 +498,11 @@ impl Writer {
         let name = format::segment_file_name(seq);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
+        let seed = format::new_seed();
         let header = SegmentHeader {
             seq,
             id_floor: self.shared.ids.high_water(),
+            seed,
         }
         .encode();
         StatCounters::add(&self.shared.stats.fdatasyncs, 1);
@@ -527,6 +541,7 @@ impl Writer {
                 .insert(seq, Segment::new(read, SEGMENT_HEADER_LEN as u64, capacity));
         }
         self.head = Some(f);
+        self.head_seed = seed;
         self.head_seq = seq;
         self.next_seq = seq + 1;
         self.head_len = SEGMENT_HEADER_LEN as u64;

@@ -218,3 +218,62 @@ fn damaged_segment_header_is_set_aside() {
     assert!(ids.iter().all(|(_, old)| *old < id));
     assert_ne!(segment_files(dir.path()).pop().unwrap(), seg);
 }
+
+/// A client can put any bytes in a body, including a well-formed record,
+/// and nothing outside knows a segment's seed. When a crash tears the write
+/// of that message, the scanner searches the torn bytes for the next valid
+/// record: a record made elsewhere (another segment's, or one checksummed
+/// the version 1 way, as anyone could) must not be found there and come
+/// back as a queued message.
+#[test]
+fn a_record_hidden_in_a_torn_body_does_not_come_back() {
+    // The record to hide: a real message record, from another spool.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(elsewhere.path(), SpoolConfig::default()).unwrap();
+    let h = spool.handle();
+    let hidden_id = h
+        .submit_wait(Submission::new(entry(h.new_id(), 7), body(7, 300)))
+        .unwrap();
+    spool.shutdown();
+    let other = std::fs::read(segment_files(elsewhere.path()).pop().unwrap()).unwrap();
+    let ends = record_ends(&other);
+    let as_written = other[40..ends[0]].to_vec();
+    // The same record checksummed the version 1 way: plain CRC32C.
+    let mut unseeded = as_written.clone();
+    let crc = crc32c::crc32c(&unseeded[0..16]);
+    unseeded[16..20].copy_from_slice(&crc.to_le_bytes());
+
+    for (hidden, what) in [(as_written, "another segment's"), (unseeded, "unseeded")] {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+        let h = spool.handle();
+        let before = h
+            .submit_wait(Submission::new(entry(h.new_id(), 1), body(1, 500)))
+            .unwrap();
+        let mut content = b"Subject: innocent\r\n\r\n".to_vec();
+        content.extend_from_slice(&hidden);
+        content.extend_from_slice(b"\r\nthe end of the body\r\n");
+        h.submit_wait(Submission::new(entry(h.new_id(), 2), content))
+            .unwrap();
+        spool.shutdown();
+
+        // The crash: the second record written up to just before its end,
+        // the hidden record whole inside it.
+        let seg = segment_files(dir.path()).pop().unwrap();
+        let bytes = std::fs::read(&seg).unwrap();
+        let ends = record_ends(&bytes);
+        assert_eq!(ends.len(), 2);
+        let cut = ends[1] - 5;
+        std::fs::write(&seg, &bytes[..cut]).unwrap();
+
+        let (spool, report) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
+        assert!(
+            spool.get(hidden_id).unwrap().is_none(),
+            "{what} record came back out of a message body"
+        );
+        assert_eq!(report.live_messages, 1, "{what}");
+        assert!(spool.get(before).unwrap().is_some());
+        assert_eq!(report.torn_tail_bytes, (cut - ends[0]) as u64, "{what}");
+        spool.shutdown();
+    }
+}
