@@ -138,8 +138,7 @@ pub(crate) fn record_header(
     h[4] = kind;
     h[8..12].copy_from_slice(&payload_len.to_le_bytes());
     h[12..16].copy_from_slice(&payload_crc.to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..16]);
-    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    seal_record_header(&mut h, 0);
     h
 }
 

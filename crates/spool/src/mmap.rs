@@ -9,7 +9,9 @@
 //!   rewind after a failed batch, and it never goes below the end of the last
 //!   durable record; readers only ever slice bytes of durable records (the
 //!   index holds nothing else), which lie below every rewind point.
-//! - Recovery truncates a torn tail before any mapping of that segment exists.
+//! - Recovery cuts a torn tail off the head after scanning it through a
+//!   mapping, and keeps that mapping for reads: its bytes past the cut are
+//!   never touched, since the index points only below it.
 //! - A deleted segment stays mapped (unlinking does not touch the pages), so
 //!   a [`StoredMessage`](crate::StoredMessage) outliving compaction stays valid.
 //! - Other processes: `spool.lock` keeps a second writer out. A read-only

@@ -98,12 +98,15 @@ impl Writer {
             Preparation::Auto => sluice_sys::disk::overwrites_in_place(&dir).unwrap_or(false),
         };
         let reaper = Reaper::start(shared.clone(), File::open(&dir)?)?;
+        // Recovery mapped every segment it kept and read its header there;
+        // the head's seed (zero for a version 1 head, which keeps its
+        // unseeded checksums to the end) comes from that mapping.
         let head = shared
             .lock()
             .segments
             .iter()
             .next_back()
-            .map(|(s, seg)| (*s, seg.len));
+            .map(|(s, seg)| (*s, seg.len, seg.map.clone()));
         let mut w = Writer {
             shared,
             storage,
@@ -123,17 +126,16 @@ impl Writer {
             prepare_asked: false,
         };
         match head {
-            Some((seq, len)) => {
+            Some((seq, len, map)) => {
                 let path = w.dir.join(format::segment_file_name(seq));
+                let map = map.ok_or(SpoolError::Corrupt("the head segment is not mapped"))?;
+                w.head_seed = SegmentHeader::decode(&map)?.seed;
                 w.head = Some(w.storage.open_append(&path, len)?);
                 w.head_seq = seq;
                 w.head_len = len;
-                // Recovery read this header already; a version 1 head keeps
-                // its unseeded checksums to the end.
-                let mut bytes = [0u8; SEGMENT_HEADER_LEN];
-                std::os::unix::fs::FileExt::read_exact_at(&File::open(&path)?, &mut bytes, 0)?;
-                w.head_seed = SegmentHeader::decode(&bytes)?.seed;
                 // Room of zeros after the records: it began as a prepared file.
+                // (The file's length now, not the mapping's: recovery may have
+                // cut a torn tail after mapping it.)
                 w.head_prepared = fs::metadata(&path)?.len() > len;
             }
             None => w.rotate()?,

@@ -301,12 +301,14 @@ pub enum KvBackend {
 pub struct Spool {
     /// Whether the next segment file is written full of zeros ahead, so
     /// that the fdatasyncs into it skip block allocation.
-    pub prepare_segments: PrepareSegments,
+    pub prepare_segments: Preparation,
 }
 
+/// `prepare_segments`: the spool's [`sluice_spool::Preparation`], as the
+/// configuration spells it (the spool crate has no serde).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PrepareSegments {
+pub enum Preparation {
     /// Where the file system writes in place (ext2/3/4, XFS).
     #[default]
     Auto,
@@ -314,15 +316,20 @@ pub enum PrepareSegments {
     Never,
 }
 
+impl From<Preparation> for sluice_spool::Preparation {
+    fn from(p: Preparation) -> Self {
+        match p {
+            Preparation::Auto => sluice_spool::Preparation::Auto,
+            Preparation::Always => sluice_spool::Preparation::Always,
+            Preparation::Never => sluice_spool::Preparation::Never,
+        }
+    }
+}
+
 impl Spool {
     pub fn spool_config(&self) -> sluice_spool::SpoolConfig {
-        use sluice_spool::Preparation;
         sluice_spool::SpoolConfig {
-            prepare_segments: match self.prepare_segments {
-                PrepareSegments::Auto => Preparation::Auto,
-                PrepareSegments::Always => Preparation::Always,
-                PrepareSegments::Never => Preparation::Never,
-            },
+            prepare_segments: self.prepare_segments.into(),
             ..sluice_spool::SpoolConfig::default()
         }
     }
