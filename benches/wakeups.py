@@ -48,6 +48,18 @@ def free_port():
     return port
 
 
+def spool_counters(port):
+    """The spool's counters from /metrics (segments by origin under their label)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'(sluice_spool_\w+?)(?:\{origin="(\w+)"\})? ([0-9.e+]+)$', line)
+        if m:
+            out[m.group(2) or m.group(1)] = float(m.group(3))
+    return out
+
+
 def threads(pid):
     """Per thread: (group name, voluntary, involuntary, CPU ticks)."""
     out = {}
@@ -83,7 +95,7 @@ def main():
         if not os.access(os.path.join(args.bin, b), os.X_OK):
             sys.exit(f"{args.bin}/{b} is missing: cargo build --release first")
     work = tempfile.mkdtemp(prefix="sluice-wakeups-")
-    sink_port, mta_port = free_port(), free_port()
+    sink_port, mta_port, metrics_port = free_port(), free_port(), free_port()
     procs = []
     try:
         sink = subprocess.Popen(
@@ -99,6 +111,9 @@ def main():
             "",
             "[delivery]",
             f'smarthost = "127.0.0.1:{sink_port}"',
+            "",
+            "[metrics]",
+            f'listen = "127.0.0.1:{metrics_port}"',
         ]
         for plugin in SHIPPED:
             config += ["", "[[plugin]]", f'name = "{plugin}"',
@@ -143,10 +158,12 @@ def main():
             procs.append(perf)
             time.sleep(0.5)
         before = threads(server.pid)
+        spool_before = spool_counters(metrics_port)
         started = time.monotonic()
         load(args.messages)
         elapsed = time.monotonic() - started - 1.5  # load() waits 1.5 s after the generator
         after = threads(server.pid)
+        spool_after = spool_counters(metrics_port)
         if perf:
             perf.send_signal(signal.SIGINT)
             perf.wait(60)
@@ -172,6 +189,13 @@ def main():
             total = [a + b for a, b in zip(total, (vol, invol, cpu))]
         print(f"| **all** | **{total[0] / n:.2f}** | **{total[1] / n:.2f}** | "
               f"**{total[2] / hz / n * 1e6:.1f}** |")
+        d = {k: spool_after.get(k, 0) - spool_before.get(k, 0) for k in spool_after}
+        commits = d.get("sluice_spool_commits_total", 0)
+        print(f"spool: {commits / n:.2f} group commits per message "
+              f"({d.get('sluice_spool_committed_total', 0) / max(commits, 1):.1f} submissions each); "
+              f"segments begun: {d.get('prepared', 0):.0f} prepared, {d.get('new', 0):.0f} new; "
+              f"{d.get('sluice_spool_segments_prepared_total', 0):.0f} prepared, "
+              f"{d.get('sluice_spool_segments_deleted_total', 0):.0f} deleted")
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:

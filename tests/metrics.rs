@@ -426,3 +426,89 @@ fn every_metric_the_grafana_dashboard_graphs_is_exported() {
         );
     }
 }
+
+#[test]
+fn the_spool_says_whether_its_segments_were_prepared_ahead() {
+    let sink = Sink::start();
+    let server = Server::builder()
+        .config(&format!(
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n\n\
+             [spool]\nprepare_segments = \"always\"\n\n\
+             [delivery]\nsmarthost = \"{}\"\n",
+            sink.addr()
+        ))
+        .start();
+    let metrics = metrics_addr(&server);
+    let from_prepared = "sluice_spool_segments_created_total{origin=\"prepared\"} ";
+    let before = parse(&get(metrics, "/metrics").1);
+    assert_eq!(
+        before["families"]["sluice_spool_segments_created"],
+        "counter"
+    );
+    let origins = |parsed: &Value| {
+        let created = |origin| {
+            value(
+                parsed,
+                "sluice_spool_segments_created_total",
+                &[("origin", origin)],
+            )
+        };
+        (created("new"), created("prepared"))
+    };
+    assert_eq!(
+        origins(&before),
+        (1.0, 0.0),
+        "the first segment, made at open"
+    );
+
+    // After the first MiB of that segment the next one is prepared, and
+    // the next message moves to it.
+    let mut content = b"From: <load@example.org>\r\nSubject: filler\r\n\r\n".to_vec();
+    while content.len() < 4000 {
+        content.extend_from_slice(b"The same line, to make a message of 4 KB.\r\n");
+    }
+    let mut c = Client::connect_ehlo(server.addr());
+    let mut sent = 0;
+    loop {
+        c.transaction("load@example.org", &["someone@elsewhere.example"], &content);
+        sent += 1;
+        let text = get(metrics, "/metrics").1;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(from_prepared))
+            .expect("the series is exported");
+        if line != format!("{from_prepared}0") {
+            break;
+        }
+        assert!(
+            sent < 1000,
+            "no segment from a prepared file after {sent} messages"
+        );
+    }
+    c.command_expect("QUIT", "221");
+    assert!(sent > 200, "not before the first MiB: {sent} messages");
+    let after = parse(&get(metrics, "/metrics").1);
+    assert_eq!(origins(&after), (1.0, 1.0));
+    assert_eq!(
+        value(&after, "sluice_spool_segments_prepared_total", &[]),
+        1.0
+    );
+
+    // Once everything is delivered, the first segment holds nothing live
+    // and is deleted (the head never is); nothing needed copying forward.
+    wait_for(LIMIT, || (sink.accepted().len() == sent).then_some(())).expect("all delivered");
+    let done = wait_for(LIMIT, || {
+        let parsed = parse(&get(metrics, "/metrics").1);
+        (value(&parsed, "sluice_spool_segments_deleted_total", &[]) > 0.0).then_some(parsed)
+    })
+    .expect("the first segment deleted");
+    assert_eq!(
+        value(&done, "sluice_spool_segments_deleted_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        value(&done, "sluice_spool_messages_compacted_total", &[]),
+        0.0
+    );
+    assert_eq!(origins(&done), (1.0, 1.0));
+}

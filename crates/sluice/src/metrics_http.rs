@@ -217,3 +217,47 @@ pub fn queue_collector(
         );
     }
 }
+
+/// The spool's segment files, read at scrape time from the counters its
+/// threads keep: whether the next segment is ready when the head fills
+/// (`origin="prepared"`) or is made then (`"new"`), and what compaction
+/// and deletion did.
+pub fn spool_collector(
+    spool: sluice_spool::SpoolHandle,
+) -> impl Fn(&mut sluice_metrics::Exposition) + Send + Sync + 'static {
+    use sluice_metrics::Kind;
+    move |e| {
+        let stats = spool.stats();
+        let name = "sluice_spool_segments_created_total";
+        e.family(
+            name,
+            "Segment files begun, by origin: a file prepared ahead (zeros written and synced) or one made when it was needed.",
+            Kind::Counter,
+        );
+        let prepared = stats.segments_from_prepared;
+        e.sample(name, &[("origin", "prepared")], prepared as f64);
+        let new = stats.segments_created.saturating_sub(prepared);
+        e.sample(name, &[("origin", "new")], new as f64);
+        let counters: [(&str, &str, u64); 3] = [
+            (
+                "sluice_spool_segments_prepared_total",
+                "Files written full of zeros ahead of need, to become segments.",
+                stats.segments_prepared,
+            ),
+            (
+                "sluice_spool_segments_deleted_total",
+                "Segment files deleted because nothing in them was live.",
+                stats.segments_deleted,
+            ),
+            (
+                "sluice_spool_messages_compacted_total",
+                "Live messages copied forward out of a mostly dead segment.",
+                stats.messages_compacted,
+            ),
+        ];
+        for (name, help, value) in counters {
+            e.family(name, help, Kind::Counter);
+            e.sample(name, &[], value as f64);
+        }
+    }
+}

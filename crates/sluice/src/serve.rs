@@ -61,6 +61,7 @@ pub fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String>
         .map(crate::metrics_http::bind)
         .transpose()?;
     sluice_metrics::add_collector(crate::metrics_http::queue_collector(scheduler.handle()));
+    sluice_metrics::add_collector(crate::metrics_http::spool_collector(spool.handle()));
     // One key-value store for the plugins and the count of failed logins.
     let kv = config.kv_store()?;
     let plugins = Arc::new(load_plugins(&config, &dns, directory.clone(), kv.clone())?);

@@ -29,7 +29,7 @@
 //! - **Recovery** ([`Spool::open`]) replays all segments in order, cuts a
 //!   torn tail off the last one, skips damaged records elsewhere with a
 //!   warning, and rebuilds the index.
-//! - **Prepared segments**: when the head is three quarters full, the next
+//! - **Prepared segments**: after the head's first mebibyte, the next
 //!   segment's file is written full of zeros in the background, so that the
 //!   `fdatasync`s into it write data only (no block allocation, no inode
 //!   write). See `prepared.rs`.

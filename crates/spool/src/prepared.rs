@@ -15,10 +15,10 @@
 //! written back before the next (left to the kernel, 64 MiB would reach the
 //! disk in one burst at the fsync, holding every group commit behind it for
 //! tens of milliseconds), one `fsync` at the end, then renamed to
-//! [`PREPARED`]. The writer asks for it when a prepared head is three
-//! quarters full, or after the first mebibyte of a head that grows record
-//! by record (a new spool's first segment), which it then leaves for the
-//! prepared file at once. At rotation the writer renames [`PREPARED`] to
+//! [`PREPARED`]. The writer asks for it after the first mebibyte of each
+//! head; a head that grows record by record (a new spool's first segment,
+//! or one made when none was ready) is left for the prepared file at
+//! once. At rotation the writer renames [`PREPARED`] to
 //! the new segment's temporary name and writes the header over its first
 //! bytes; if none is ready, it creates a file as before. Nothing waits for
 //! a preparation.
@@ -39,10 +39,14 @@ pub(crate) const PREPARED: &str = "seg-prepared";
 /// A preparation in progress; removed at open if a crash interrupted it.
 pub(crate) const PREPARING: &str = "seg-prepared.tmp";
 
-/// Zeros written, and written back, per step.
-const STEP: usize = 64 << 10;
-/// The pause between steps, in which group commits go on.
-const PAUSE: Duration = Duration::from_micros(500);
+/// Zeros written, and written back, per step. Each step costs a write,
+/// a writeback and its I/O, and a sleep, about 100 µs of CPU in all on a
+/// virtual machine's disk; 256 KiB steps cost 40 ms a segment where 64 KiB
+/// ones cost 110 (docs/benchmarks.md, "Prepared segments").
+const STEP: usize = 256 << 10;
+/// The pause between steps, in which group commits go on: the disk is
+/// busy with zeros about a fifth of the time.
+const PAUSE: Duration = Duration::from_millis(1);
 /// No preparation unless this many segments' worth of room would be left
 /// after it.
 const ROOM_LEFT: u64 = 4;

@@ -38,9 +38,9 @@ use crate::{Preparation, SpoolConfig};
 /// the next fdatasync for long under extreme load.
 const MAX_BATCH_REQUESTS: usize = 4096;
 
-/// A head that grows record by record asks for a prepared segment after
-/// this many bytes: traffic enough to be worth 64 MiB of zeros (a test's
-/// handful of messages is not).
+/// A head asks for the next segment's prepared file after this many
+/// bytes: traffic enough to be worth 64 MiB of zeros (a test's handful of
+/// messages is not).
 const PREPARE_EARLY: u64 = 1 << 20;
 
 /// Under sustained load, one maintenance step per this many batches.
@@ -322,23 +322,18 @@ impl Writer {
         Ok(())
     }
 
-    /// Asks for the next segment's file once a prepared head is three
-    /// quarters full: early enough that it is ready at rotation under heavy
-    /// load (64 MiB are written in a few hundred milliseconds, a quarter
-    /// segment lasts about a second at 13,000 messages a second), late
-    /// enough that a server receiving little mail writes no zeros it will
-    /// not need for hours. A head that grows record by record (a new
-    /// spool's first, or one made while none was ready) asks after its
-    /// first [`PREPARE_EARLY`] bytes, and moves to the file when it is
-    /// ready.
+    /// Asks for the next segment's file once the head holds its first
+    /// [`PREPARE_EARLY`] bytes (a quarter of a small test segment): a
+    /// quiet server that writes a few messages a day asks for nothing, and
+    /// under load the reaper has the rest of the segment's life to write
+    /// it (at three quarters, as first done, it was ready for only two
+    /// segments in three at 6,000 messages a second: docs/benchmarks.md,
+    /// "Prepared segments"). A head that grows record by record (a new
+    /// spool's first, or one made while none was ready) moves to the file
+    /// as soon as it is ready.
     fn prepare_ahead(&mut self) {
         let size = self.cfg.segment_size;
-        let due = if self.head_prepared {
-            size - size / 4
-        } else {
-            PREPARE_EARLY.min(size / 4)
-        };
-        if self.prepare && !self.prepare_asked && self.head_len >= due {
+        if self.prepare && !self.prepare_asked && self.head_len >= PREPARE_EARLY.min(size / 4) {
             self.prepare_asked = true;
             self.reaper.prepare(size);
         }

@@ -94,23 +94,29 @@ fn the_next_segment_is_prepared_ahead_taken_at_rotation_and_its_zeros_are_room()
     assert_eq!(ends.len(), 1);
     assert!(head[ends[0]..].iter().all(|&b| b == 0));
 
-    // A prepared head asks for the next at three quarters, and is left
-    // when full: an older segment with its unused zeros at the end (the
-    // record that did not fit).
-    while head_used(dir.path()) < SEGMENT * 7 / 10 {
+    // A prepared head asks for the next after its first quarter too (its
+    // first MiB with real sizes), so that the zeros are ready long before
+    // it fills, and is left when full: an older segment with its unused
+    // zeros at the end (the record that did not fit).
+    while head_used(dir.path()) < SEGMENT / 5 {
         send(&mut sent);
     }
     assert_eq!(
         spool.stats().segments_prepared,
         1,
-        "not before three quarters"
+        "not before its first quarter"
     );
-    while head_used(dir.path()) < SEGMENT * 4 / 5 {
+    while head_used(dir.path()) < SEGMENT * 3 / 10 {
         send(&mut sent);
     }
     wait_for("the second prepared segment", || {
         spool.stats().segments_prepared == 2
     });
+    assert_eq!(
+        spool.stats().segments_created,
+        2,
+        "the prepared head is kept until it is full"
+    );
     while spool.stats().segments_created < 3 {
         send(&mut sent);
     }
