@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use memmap2::Mmap;
 use smallvec::SmallVec;
@@ -193,6 +193,9 @@ pub(crate) struct Segment {
     /// a message lies in its record's segment or a later one).
     pub(crate) members: Vec<QueueId>,
     pub(crate) map: Option<Arc<Mmap>>,
+    /// Mappings replaced by a larger one, which readers may still hold:
+    /// the file is not cut behind them when the segment dies (`reaper`).
+    replaced_maps: Vec<Weak<Mmap>>,
 }
 
 impl Segment {
@@ -205,7 +208,17 @@ impl Segment {
             live_bytes: 0,
             members: Vec::new(),
             map: None,
+            replaced_maps: Vec::new(),
         }
+    }
+
+    /// Every mapping of the segment that readers may still hold, once the
+    /// segment itself is gone (it holds the current one until then).
+    pub(crate) fn into_mappings(self) -> Vec<Weak<Mmap>> {
+        let mut all = self.replaced_maps;
+        all.retain(|m| m.strong_count() > 0);
+        all.extend(self.map.as_ref().map(Arc::downgrade));
+        all
     }
 
     /// A mapping that covers at least `end` bytes, remapping if the segment
@@ -219,7 +232,10 @@ impl Segment {
         let len = end.max(self.map_hint).max(self.len);
         let len = usize::try_from(len).map_err(std::io::Error::other)?;
         let m = Arc::new(crate::mmap::map(&self.file, len)?);
-        self.map = Some(m.clone());
+        if let Some(old) = self.map.replace(m.clone()) {
+            self.replaced_maps.retain(|m| m.strong_count() > 0);
+            self.replaced_maps.push(Arc::downgrade(&old));
+        }
         Ok(m)
     }
 

@@ -13,7 +13,11 @@
 //!   mapping, and keeps that mapping for reads: its bytes past the cut are
 //!   never touched, since the index points only below it.
 //! - A deleted segment stays mapped (unlinking does not touch the pages), so
-//!   a [`StoredMessage`](crate::StoredMessage) outliving compaction stays valid.
+//!   a [`StoredMessage`](crate::StoredMessage) outliving compaction stays
+//!   valid. The reaper shrinks a dead file before unlinking it (to free its
+//!   blocks gently), and waits until no reader holds any mapping the
+//!   segment ever had: the index keeps a weak reference to each mapping a
+//!   larger one replaced (see `reaper`).
 //! - Other processes: `spool.lock` keeps a second writer out. A read-only
 //!   opener copies the newest segment (the only one a live writer may still
 //!   rewind) into private memory instead of mapping it ([`snapshot`]); older

@@ -15,6 +15,13 @@
 //!    would be. A rename frees no blocks.
 //! 2. Then the file shrinks by [`STEP`] at a time with a pause between
 //!    steps, so each journal commit carries a small free, and is unlinked.
+//!    Not while a reader still holds the segment's mapping (a
+//!    [`StoredMessage`](crate::StoredMessage) taken before its message was
+//!    finished or copied forward, a delivery under way): cutting the file
+//!    behind the mapping would make its next read of those pages a SIGBUS.
+//!    The reaper keeps the mapping and shrinks once it holds the last
+//!    reference; no new one can be taken, the segment being out of the
+//!    index.
 //!
 //! Crash safety is as before: the writer has already taken the segment out
 //! of the index, and a segment whose rename was not yet durable only holds
@@ -26,12 +33,13 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use memmap2::Mmap;
 
 use crate::index::Segment;
 use crate::spool::Shared;
@@ -42,6 +50,8 @@ use crate::stats::StatCounters;
 const STEP: u64 = 1 << 20;
 /// The pause between steps, in which group commits go on.
 const PAUSE: Duration = Duration::from_millis(2);
+/// How often a dead file that a reader still maps is looked at again.
+const PINNED_RECHECK: Duration = Duration::from_millis(100);
 
 /// Added to a dead segment's name while it shrinks; recovery removes such
 /// files unread.
@@ -59,11 +69,22 @@ struct Shrinking {
     file: File,
     /// What is left of it.
     len: u64,
+    /// The segment's mappings that readers may hold: shrinking waits until
+    /// none is left.
+    mappings: Vec<Weak<Mmap>>,
+}
+
+impl Shrinking {
+    /// Whether a reader still holds a mapping of the file.
+    fn pinned(&self) -> bool {
+        self.mappings.iter().any(|m| m.strong_count() > 0)
+    }
 }
 
 enum Work {
     /// A segment out of the index (its entry, if it had one, goes with it:
-    /// the mapping and handle are dropped here, not under the index lock).
+    /// the mapping and handle are dropped here, not under the index lock,
+    /// and what readers still map of it is known here).
     Delete {
         seq: u64,
         segment: Option<Segment>,
@@ -168,12 +189,14 @@ fn reap(
     loop {
         let next = if shrinking.is_empty() {
             work.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else if shrinking.iter().all(Shrinking::pinned) {
+            work.recv_timeout(PINNED_RECHECK)
         } else {
             work.recv_timeout(PAUSE)
         };
         match next {
             Ok(Work::Delete { seq, segment, path }) => {
-                drop(segment);
+                let mappings = segment.map(Segment::into_mappings).unwrap_or_default();
                 if let Some(dead) = rename_away(dir, seq, &path) {
                     StatCounters::add(&shared.stats.segments_deleted, 1);
                     let opened = OpenOptions::new().write(true).open(&dead);
@@ -182,6 +205,7 @@ fn reap(
                             path: dead,
                             file,
                             len,
+                            mappings,
                         }),
                         // Cannot shrink it: unlink it whole rather than leave it.
                         Err(_) => remove(&dead),
@@ -205,6 +229,7 @@ fn reap(
             }
             Err(RecvTimeoutError::Timeout) => shrink_step(&mut shrinking),
             Err(RecvTimeoutError::Disconnected) => {
+                // Unlinked whole: a mapping outlives its file's name.
                 for dead in shrinking {
                     remove(&dead.path);
                 }
@@ -231,17 +256,18 @@ fn rename_away(dir: &File, seq: u64, path: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Step 2, one piece of it: the oldest renamed file shrinks by [`STEP`],
-/// or goes once it is small.
+/// Step 2, one piece of it: the oldest renamed file no reader maps
+/// shrinks by [`STEP`], or goes once it is small.
 fn shrink_step(shrinking: &mut VecDeque<Shrinking>) {
-    let Some(dead) = shrinking.front_mut() else {
+    let Some(at) = shrinking.iter().position(|dead| !dead.pinned()) else {
         return;
     };
+    let dead = &mut shrinking[at];
     dead.len = dead.len.saturating_sub(STEP);
     // Small enough, or it cannot shrink: unlink what is left.
     if dead.len == 0 || dead.file.set_len(dead.len).is_err() {
         remove(&dead.path);
-        shrinking.pop_front();
+        shrinking.remove(at);
     }
 }
 

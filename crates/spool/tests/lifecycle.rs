@@ -364,3 +364,103 @@ fn outcomes_ride_on_the_next_fdatasync_and_are_synced_soon_without_one() {
     let c_states = spool.messages().unwrap();
     assert!(c_states.iter().any(|m| m.id == c && m.held));
 }
+
+const SEGMENT: u64 = 4 << 20;
+
+/// Segments of [`SEGMENT`] that grow record by record, so that where each
+/// message lies does not depend on a prepared file's timing.
+fn growing_segments() -> SpoolConfig {
+    SpoolConfig {
+        prepare_segments: sluice_spool::Preparation::Never,
+        ..small_segments(SEGMENT)
+    }
+}
+
+#[test]
+fn a_message_held_by_a_reader_stays_readable_after_its_segment_is_deleted() {
+    // Segments of 4 MiB: a dead one shrinks a MiB at a time before it is
+    // unlinked, and a message near its end lies in the part cut first.
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), growing_segments()).unwrap();
+    let h = spool.handle();
+    let mut first = Vec::new();
+    while segment_files(dir.path()).len() < 2 {
+        first.push(submit(&h, first.len() as u64, 1, 60_000));
+    }
+    // The last message of the first segment (the one that did not fit
+    // began the second), read as a delivery would read it.
+    let (last_seed, last) = (first.len() as u64 - 2, first[first.len() - 2]);
+    let reading = spool.get(last).unwrap().expect("queued");
+    assert!(
+        reading.body() == body(last_seed, 60_000).as_slice(),
+        "the body as written"
+    );
+    for id in &first {
+        h.journal_wait(vec![entry(*id, 0, RecipientState::Delivered)])
+            .unwrap();
+    }
+    spool.maintain().unwrap();
+    assert!(spool.stats().segments_deleted >= 1);
+    // Time for the dead file to shrink and go, were nothing holding it.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // With the file cut below the body behind its mapping, this read was
+    // a SIGBUS: the process killed.
+    assert!(
+        reading.body() == body(last_seed, 60_000).as_slice(),
+        "the body still readable, unchanged"
+    );
+    drop(reading);
+    // Once the reader lets go, the file goes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(dir.path())
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".dead"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead segment was never removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    spool.shutdown();
+}
+
+#[test]
+fn a_reader_of_a_mapping_replaced_by_a_larger_one_is_waited_for_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    {
+        let (spool, _) = Spool::open(dir.path(), growing_segments()).unwrap();
+        let h = spool.handle();
+        while spool.stats().bytes < SEGMENT * 13 / 16 {
+            ids.push(submit(&h, ids.len() as u64, 1, 60_000));
+        }
+        spool.shutdown();
+    }
+    // Reopened, the head is mapped as far as recovery read it (it grows
+    // record by record: not prepared); a reader takes the last message
+    // from that mapping.
+    let (spool, _) = Spool::open(dir.path(), growing_segments()).unwrap();
+    let h = spool.handle();
+    let (held_seed, held) = (ids.len() as u64 - 1, *ids.last().unwrap());
+    let reading = spool.get(held).unwrap().expect("queued");
+    // Messages written after it are read through a larger mapping, which
+    // replaces the first one in the index.
+    while segment_files(dir.path()).len() < 2 {
+        ids.push(submit(&h, ids.len() as u64, 1, 60_000));
+    }
+    let later = ids[ids.len() - 2];
+    assert!(spool.get(later).unwrap().is_some());
+    for id in &ids {
+        h.journal_wait(vec![entry(*id, 0, RecipientState::Delivered)])
+            .unwrap();
+    }
+    spool.maintain().unwrap();
+    assert!(spool.stats().segments_deleted >= 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        reading.body() == body(held_seed, 60_000).as_slice(),
+        "the body still readable through the replaced mapping"
+    );
+    spool.shutdown();
+}
