@@ -21,7 +21,9 @@
 //!    behind the mapping would make its next read of those pages a SIGBUS.
 //!    The reaper keeps the mapping and shrinks once it holds the last
 //!    reference; no new one can be taken, the segment being out of the
-//!    index.
+//!    index. Readers in other processes (`sluice queue list`) hold a
+//!    shared `flock` on each segment they map, taken while the file still
+//!    has its name; the reaper shrinks only under an exclusive one.
 //!
 //! Crash safety is as before: the writer has already taken the segment out
 //! of the index, and a segment whose rename was not yet durable only holds
@@ -31,7 +33,7 @@
 //! not the record that finished it), hence the rename first.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -72,12 +74,24 @@ struct Shrinking {
     /// The segment's mappings that readers may hold: shrinking waits until
     /// none is left.
     mappings: Vec<Weak<Mmap>>,
+    /// Whether this thread holds the file's exclusive lock: no other
+    /// process maps it.
+    locked: bool,
 }
 
 impl Shrinking {
-    /// Whether a reader still holds a mapping of the file.
+    /// Whether a reader, here or in another process, still maps the file.
     fn pinned(&self) -> bool {
-        self.mappings.iter().any(|m| m.strong_count() > 0)
+        !self.locked || self.mappings.iter().any(|m| m.strong_count() > 0)
+    }
+
+    /// Takes the exclusive lock if no other process holds a shared one
+    /// now. A file system without `flock` has no readers' locks to wait
+    /// for either.
+    fn try_lock(&mut self) {
+        if !self.locked {
+            self.locked = !matches!(self.file.try_lock(), Err(TryLockError::WouldBlock));
+        }
     }
 }
 
@@ -206,6 +220,7 @@ fn reap(
                             file,
                             len,
                             mappings,
+                            locked: false,
                         }),
                         // Cannot shrink it: unlink it whole rather than leave it.
                         Err(_) => remove(&dead),
@@ -259,6 +274,7 @@ fn rename_away(dir: &File, seq: u64, path: &Path) -> Option<PathBuf> {
 /// Step 2, one piece of it: the oldest renamed file no reader maps
 /// shrinks by [`STEP`], or goes once it is small.
 fn shrink_step(shrinking: &mut VecDeque<Shrinking>) {
+    shrinking.iter_mut().for_each(Shrinking::try_lock);
     let Some(at) = shrinking.iter().position(|dead| !dead.pinned()) else {
         return;
     };

@@ -464,3 +464,59 @@ fn a_reader_of_a_mapping_replaced_by_a_larger_one_is_waited_for_too() {
     );
     spool.shutdown();
 }
+
+#[test]
+fn a_dead_segment_another_process_maps_is_not_cut_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), growing_segments()).unwrap();
+    let h = spool.handle();
+    let mut ids = Vec::new();
+    while segment_files(dir.path()).len() < 2 {
+        ids.push(submit(&h, ids.len() as u64, 1, 60_000));
+    }
+    // `sluice queue list` opens the spool read-only beside the server: a
+    // reader with a mapping of its own (and a descriptor of its own, which
+    // is what `flock` tells apart, as between two processes).
+    let (reader, _) = Spool::open_read_only(dir.path()).unwrap();
+    let (held_seed, held) = (ids.len() as u64 - 2, ids[ids.len() - 2]);
+    let reading = reader.get(held).unwrap().expect("queued");
+    for id in &ids {
+        h.journal_wait(vec![entry(*id, 0, RecipientState::Delivered)])
+            .unwrap();
+    }
+    spool.maintain().unwrap();
+    assert!(spool.stats().segments_deleted >= 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        reading.body() == body(held_seed, 60_000).as_slice(),
+        "the reader's mapping intact"
+    );
+    let dead_files = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".dead")
+            })
+            .count()
+    };
+    assert_eq!(dead_files(), 1, "renamed away, waiting for the reader");
+    drop(reading);
+    drop(reader);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while dead_files() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead segment stayed after the reader left"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // A reader that opens now does not see the dead file at all.
+    let (reader, report) = Spool::open_read_only(dir.path()).unwrap();
+    assert_eq!(report.live_messages, 0);
+    assert!(reader.get(held).unwrap().is_none());
+    spool.shutdown();
+}
