@@ -215,13 +215,17 @@ fn reap(
                     StatCounters::add(&shared.stats.segments_deleted, 1);
                     let opened = OpenOptions::new().write(true).open(&dead);
                     match opened.and_then(|file| Ok((file.metadata()?.len(), file))) {
-                        Ok((len, file)) => shrinking.push_back(Shrinking {
-                            path: dead,
-                            file,
-                            len,
-                            mappings,
-                            locked: false,
-                        }),
+                        Ok((len, file)) => {
+                            let mut dead = Shrinking {
+                                path: dead,
+                                file,
+                                len,
+                                mappings,
+                                locked: false,
+                            };
+                            dead.try_lock();
+                            shrinking.push_back(dead);
+                        }
                         // Cannot shrink it: unlink it whole rather than leave it.
                         Err(_) => remove(&dead),
                     }

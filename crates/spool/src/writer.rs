@@ -323,10 +323,10 @@ impl Writer {
     }
 
     /// Asks for the next segment's file once the head holds its first
-    /// [`PREPARE_EARLY`] bytes (a quarter of a small test segment): a
-    /// quiet server that writes a few messages a day asks for nothing, and
-    /// under load the reaper has the rest of the segment's life to write
-    /// it (at three quarters, as first done, it was ready for only two
+    /// [`PREPARE_EARLY`] bytes (a quarter of a small test segment): a test's
+    /// handful of messages asks for nothing, a quiet server's file may wait
+    /// days to be taken (64 MiB of disk, nothing else), and under load the
+    /// reaper has the rest of the segment's life to write it (at three quarters, as first done, it was ready for only two
     /// segments in three at 6,000 messages a second: docs/benchmarks.md,
     /// "Prepared segments"). A head that grows record by record (a new
     /// spool's first, or one made while none was ready) moves to the file
