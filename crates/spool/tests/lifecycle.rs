@@ -2,6 +2,9 @@
 
 mod common;
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
 use common::{body, reason, segment_files, small_segments};
 use sluice_spool::{
     JournalEntry, MessageMark, QueueId, RecipientState, Spool, SpoolConfig, SpoolError,
@@ -366,6 +369,7 @@ fn outcomes_ride_on_the_next_fdatasync_and_are_synced_soon_without_one() {
 }
 
 const SEGMENT: u64 = 4 << 20;
+const BIG: usize = 60_000;
 
 /// Segments of [`SEGMENT`] that grow record by record, so that where each
 /// message lies does not depend on a prepared file's timing.
@@ -376,52 +380,75 @@ fn growing_segments() -> SpoolConfig {
     }
 }
 
+/// Messages of [`BIG`] bytes until a second segment begins; `ids` holds
+/// their ids, each submitted with its index as the seed.
+fn fill_first_segment(h: &SpoolHandle, dir: &Path, ids: &mut Vec<QueueId>) {
+    while segment_files(dir).len() < 2 {
+        ids.push(submit(h, ids.len() as u64, 1, BIG));
+    }
+}
+
+/// Every message delivered, and maintenance run: the first segment dies.
+/// Then time for its file to shrink and go, were nothing holding it.
+fn finish_all(spool: &Spool, ids: &[QueueId]) {
+    let h = spool.handle();
+    for id in ids {
+        h.journal_wait(vec![entry(*id, 0, RecipientState::Delivered)])
+            .unwrap();
+    }
+    spool.maintain().unwrap();
+    assert!(spool.stats().segments_deleted >= 1);
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// Renamed-away segment files still there.
+fn dead_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(".dead")
+        })
+        .count()
+}
+
+fn wait_for_no_dead_files(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dead_files(dir) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead segment stayed after its reader let go"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn a_message_held_by_a_reader_stays_readable_after_its_segment_is_deleted() {
     // Segments of 4 MiB: a dead one shrinks a MiB at a time before it is
     // unlinked, and a message near its end lies in the part cut first.
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path(), growing_segments()).unwrap();
-    let h = spool.handle();
-    let mut first = Vec::new();
-    while segment_files(dir.path()).len() < 2 {
-        first.push(submit(&h, first.len() as u64, 1, 60_000));
-    }
+    let mut ids = Vec::new();
+    fill_first_segment(&spool.handle(), dir.path(), &mut ids);
     // The last message of the first segment (the one that did not fit
     // began the second), read as a delivery would read it.
-    let (last_seed, last) = (first.len() as u64 - 2, first[first.len() - 2]);
-    let reading = spool.get(last).unwrap().expect("queued");
+    let held = ids.len() - 2;
+    let reading = spool.get(ids[held]).unwrap().expect("queued");
     assert!(
-        reading.body() == body(last_seed, 60_000).as_slice(),
+        reading.body() == body(held as u64, BIG).as_slice(),
         "the body as written"
     );
-    for id in &first {
-        h.journal_wait(vec![entry(*id, 0, RecipientState::Delivered)])
-            .unwrap();
-    }
-    spool.maintain().unwrap();
-    assert!(spool.stats().segments_deleted >= 1);
-    // Time for the dead file to shrink and go, were nothing holding it.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    finish_all(&spool, &ids);
     // With the file cut below the body behind its mapping, this read was
     // a SIGBUS: the process killed.
     assert!(
-        reading.body() == body(last_seed, 60_000).as_slice(),
+        reading.body() == body(held as u64, BIG).as_slice(),
         "the body still readable, unchanged"
     );
+    assert_eq!(dead_files(dir.path()), 1, "renamed away, waiting");
     drop(reading);
-    // Once the reader lets go, the file goes.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::fs::read_dir(dir.path())
-        .unwrap()
-        .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".dead"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the dead segment was never removed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_no_dead_files(dir.path());
     spool.shutdown();
 }
 
@@ -433,7 +460,7 @@ fn a_reader_of_a_mapping_replaced_by_a_larger_one_is_waited_for_too() {
         let (spool, _) = Spool::open(dir.path(), growing_segments()).unwrap();
         let h = spool.handle();
         while spool.stats().bytes < SEGMENT * 13 / 16 {
-            ids.push(submit(&h, ids.len() as u64, 1, 60_000));
+            ids.push(submit(&h, ids.len() as u64, 1, BIG));
         }
         spool.shutdown();
     }
@@ -441,27 +468,19 @@ fn a_reader_of_a_mapping_replaced_by_a_larger_one_is_waited_for_too() {
     // record by record: not prepared); a reader takes the last message
     // from that mapping.
     let (spool, _) = Spool::open(dir.path(), growing_segments()).unwrap();
-    let h = spool.handle();
-    let (held_seed, held) = (ids.len() as u64 - 1, *ids.last().unwrap());
-    let reading = spool.get(held).unwrap().expect("queued");
+    let held = ids.len() - 1;
+    let reading = spool.get(ids[held]).unwrap().expect("queued");
     // Messages written after it are read through a larger mapping, which
     // replaces the first one in the index.
-    while segment_files(dir.path()).len() < 2 {
-        ids.push(submit(&h, ids.len() as u64, 1, 60_000));
-    }
-    let later = ids[ids.len() - 2];
-    assert!(spool.get(later).unwrap().is_some());
-    for id in &ids {
-        h.journal_wait(vec![entry(*id, 0, RecipientState::Delivered)])
-            .unwrap();
-    }
-    spool.maintain().unwrap();
-    assert!(spool.stats().segments_deleted >= 1);
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    fill_first_segment(&spool.handle(), dir.path(), &mut ids);
+    assert!(spool.get(ids[ids.len() - 2]).unwrap().is_some());
+    finish_all(&spool, &ids);
     assert!(
-        reading.body() == body(held_seed, 60_000).as_slice(),
+        reading.body() == body(held as u64, BIG).as_slice(),
         "the body still readable through the replaced mapping"
     );
+    drop(reading);
+    wait_for_no_dead_files(dir.path());
     spool.shutdown();
 }
 
@@ -469,54 +488,30 @@ fn a_reader_of_a_mapping_replaced_by_a_larger_one_is_waited_for_too() {
 fn a_dead_segment_another_process_maps_is_not_cut_behind_it() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path(), growing_segments()).unwrap();
-    let h = spool.handle();
     let mut ids = Vec::new();
-    while segment_files(dir.path()).len() < 2 {
-        ids.push(submit(&h, ids.len() as u64, 1, 60_000));
-    }
+    fill_first_segment(&spool.handle(), dir.path(), &mut ids);
     // `sluice queue list` opens the spool read-only beside the server: a
     // reader with a mapping of its own (and a descriptor of its own, which
     // is what `flock` tells apart, as between two processes).
     let (reader, _) = Spool::open_read_only(dir.path()).unwrap();
-    let (held_seed, held) = (ids.len() as u64 - 2, ids[ids.len() - 2]);
-    let reading = reader.get(held).unwrap().expect("queued");
-    for id in &ids {
-        h.journal_wait(vec![entry(*id, 0, RecipientState::Delivered)])
-            .unwrap();
-    }
-    spool.maintain().unwrap();
-    assert!(spool.stats().segments_deleted >= 1);
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    let held = ids.len() - 2;
+    let reading = reader.get(ids[held]).unwrap().expect("queued");
+    finish_all(&spool, &ids);
     assert!(
-        reading.body() == body(held_seed, 60_000).as_slice(),
+        reading.body() == body(held as u64, BIG).as_slice(),
         "the reader's mapping intact"
     );
-    let dead_files = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".dead")
-            })
-            .count()
-    };
-    assert_eq!(dead_files(), 1, "renamed away, waiting for the reader");
+    assert_eq!(
+        dead_files(dir.path()),
+        1,
+        "renamed away, waiting for the reader"
+    );
     drop(reading);
     drop(reader);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while dead_files() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the dead segment stayed after the reader left"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_no_dead_files(dir.path());
     // A reader that opens now does not see the dead file at all.
     let (reader, report) = Spool::open_read_only(dir.path()).unwrap();
     assert_eq!(report.live_messages, 0);
-    assert!(reader.get(held).unwrap().is_none());
+    assert!(reader.get(ids[held]).unwrap().is_none());
     spool.shutdown();
 }
