@@ -81,22 +81,23 @@ fn list_segments(dir: &Path, writable: bool) -> Result<Vec<(u64, PathBuf)>, Spoo
 
 /// A read-only opener's hold on a segment file: a shared lock, which the
 /// live spool's reaper waits for before it cuts a dead file (see
-/// `reaper`), taken while the file still has its name. `false`: the
-/// segment died meanwhile (renamed away, or being cut): its live messages
-/// were copied forward first, so there is nothing in it to read.
-fn hold_for_reading(file: &File, path: &Path) -> std::io::Result<bool> {
+/// `reaper`), taken while the file still has its name; then the file's
+/// metadata. `None`: the segment died meanwhile (renamed away, or being
+/// cut): its live messages were copied forward first, so there is nothing
+/// in it to read.
+fn hold_for_reading(file: &File, path: &Path) -> std::io::Result<Option<fs::Metadata>> {
     use std::os::unix::fs::MetadataExt;
     // A file system without `flock`: no reaper's lock to meet either.
     if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock_shared() {
-        return Ok(false);
+        return Ok(None);
     }
     let named = match fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let held = file.metadata()?;
-    Ok(held.dev() == named.dev() && held.ino() == named.ino())
+    Ok((held.dev() == named.dev() && held.ino() == named.ino()).then_some(held))
 }
 
 pub(crate) fn recover(
@@ -120,10 +121,15 @@ pub(crate) fn recover(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !writable => continue,
             Err(e) => return Err(e.into()),
         };
-        if !writable && !hold_for_reading(&file, &path)? {
-            continue;
-        }
-        let file_len = file.metadata()?.len();
+        let metadata = if writable {
+            file.metadata()?
+        } else {
+            match hold_for_reading(&file, &path)? {
+                Some(metadata) => metadata,
+                None => continue,
+            }
+        };
+        let file_len = metadata.len();
         let map = if file_len >= SEGMENT_HEADER_LEN as u64 {
             let len = usize::try_from(file_len).map_err(std::io::Error::other)?;
             if !writable && Some(seq) == last_seq {

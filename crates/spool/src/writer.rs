@@ -323,14 +323,15 @@ impl Writer {
     }
 
     /// Asks for the next segment's file once the head holds its first
-    /// [`PREPARE_EARLY`] bytes (a quarter of a small test segment): a test's
-    /// handful of messages asks for nothing, a quiet server's file may wait
-    /// days to be taken (64 MiB of disk, nothing else), and under load the
-    /// reaper has the rest of the segment's life to write it (at three quarters, as first done, it was ready for only two
-    /// segments in three at 6,000 messages a second: docs/benchmarks.md,
-    /// "Prepared segments"). A head that grows record by record (a new
-    /// spool's first, or one made while none was ready) moves to the file
-    /// as soon as it is ready.
+    /// [`PREPARE_EARLY`] bytes (a quarter of a small test segment): a
+    /// test's handful of messages asks for nothing, a quiet server's file
+    /// may wait days to be taken (64 MiB of disk, nothing else), and under
+    /// load the reaper has the rest of the segment's life to write it (at
+    /// three quarters, as first done, it was ready for only two segments in
+    /// three at 6,000 messages a second: docs/benchmarks.md, "Prepared
+    /// segments"). A head that grows record by record (a new spool's first,
+    /// or one made while none was ready) moves to the file as soon as it is
+    /// ready.
     fn prepare_ahead(&mut self) {
         let size = self.cfg.segment_size;
         if self.prepare && !self.prepare_asked && self.head_len >= PREPARE_EARLY.min(size / 4) {
