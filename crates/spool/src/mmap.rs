@@ -19,8 +19,9 @@
 //!   segment ever had: the index keeps a weak reference to each mapping a
 //!   larger one replaced (see `reaper`).
 //! - Other processes: `spool.lock` keeps a second writer out. A read-only
-//!   opener copies the newest segment (the only one a live writer may still
-//!   rewind) into private memory instead of mapping it ([`snapshot`]); older
+//!   opener copies the newest segment's records (it is the only segment a
+//!   live writer may still rewind) into private memory instead of mapping
+//!   it ([`snapshot`]); older
 //!   segments are sealed, and a dead one is cut only under an exclusive
 //!   `flock`, which waits for the shared one a read-only opener holds on
 //!   each file it maps (taken while the file still has its name). Editing
@@ -47,15 +48,32 @@ pub(crate) fn map(file: &File, len: usize) -> io::Result<Mmap> {
 /// a live writer may still truncate (rewinding a failed batch, typically
 /// while the disk is full, which is when operators look at the queue): a
 /// shared mapping of pages cut off behind it would raise SIGBUS.
-pub(crate) fn snapshot(file: &File, len: usize) -> io::Result<Mmap> {
+///
+/// The copy goes a chunk at a time, and stops early once `holds_all(copied,
+/// last_chunk_start)` says the bytes copied hold everything worth reading
+/// (a prepared head is mostly zeros past its records); the rest of the
+/// mapping stays untouched zero pages, which cost no memory.
+pub(crate) fn snapshot(
+    file: &File,
+    len: usize,
+    mut holds_all: impl FnMut(&[u8], usize) -> bool,
+) -> io::Result<Mmap> {
     use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 1 << 20;
     let mut copy = MmapOptions::new().len(len.max(1)).map_anon()?;
     let mut done = 0;
     while done < len {
-        match file.read_at(&mut copy[done..len], done as u64)? {
-            // Truncated meanwhile: the rest stays zero and scans as a torn tail.
-            0 => break,
-            n => done += n,
+        let chunk = done;
+        let end = len.min(done + CHUNK);
+        while done < end {
+            match file.read_at(&mut copy[done..end], done as u64)? {
+                // Truncated meanwhile: the rest stays zero and scans as a torn tail.
+                0 => return copy.make_read_only(),
+                n => done += n,
+            }
+        }
+        if holds_all(&copy[..done], chunk) {
+            break;
         }
     }
     copy.make_read_only()

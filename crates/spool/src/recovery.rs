@@ -100,6 +100,30 @@ fn hold_for_reading(file: &File, path: &Path) -> std::io::Result<Option<fs::Meta
     Ok((held.dev() == named.dev() && held.ino() == named.ino()).then_some(held))
 }
 
+/// Whether the first bytes of a live head, `copied`, hold all its
+/// records: the chunk copied last (from `chunk_start`) is zeros, and so is
+/// everything after the last whole record. A record begins with its magic,
+/// never a zero, so zeros there are the unused room of a prepared file (64
+/// MiB of which a read-only opener need not copy), not a record cut short.
+fn holds_every_record(copied: &[u8], chunk_start: usize) -> bool {
+    if !copied[chunk_start..].iter().all(|&b| b == 0) {
+        return false;
+    }
+    let Ok(header) = SegmentHeader::decode(copied) else {
+        return false;
+    };
+    let end = Scanner::new(copied, SEGMENT_HEADER_LEN, header.seed)
+        .filter_map(|item| match item {
+            Scanned::Record { end, .. } => Some(end),
+            Scanned::Corrupt { .. } => None,
+        })
+        .last()
+        .unwrap_or(SEGMENT_HEADER_LEN);
+    copied
+        .get(end..)
+        .is_some_and(|rest| rest.iter().all(|&b| b == 0))
+}
+
 pub(crate) fn recover(
     dir: &Path,
     writable: bool,
@@ -133,7 +157,7 @@ pub(crate) fn recover(
         let map = if file_len >= SEGMENT_HEADER_LEN as u64 {
             let len = usize::try_from(file_len).map_err(std::io::Error::other)?;
             if !writable && Some(seq) == last_seq {
-                Some(mmap::snapshot(&file, len)?)
+                Some(mmap::snapshot(&file, len, holds_every_record)?)
             } else {
                 Some(mmap::map(&file, len)?)
             }
