@@ -54,7 +54,7 @@ def spool_counters(port):
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     out = {}
     for line in text.splitlines():
-        m = re.match(r'(sluice_spool_\w+?)(?:\{origin="(\w+)"\})? ([0-9.e+]+)$', line)
+        m = re.match(r'(sluice_(?:spool|accept)_\w+?)(?:\{origin="(\w+)"\})? ([0-9.e+]+)$', line)
         if m:
             out[m.group(2) or m.group(1)] = float(m.group(3))
     return out
@@ -196,6 +196,15 @@ def main():
               f"segments begun: {d.get('prepared', 0):.0f} prepared, {d.get('new', 0):.0f} new; "
               f"{d.get('sluice_spool_segments_prepared_total', 0):.0f} prepared, "
               f"{d.get('sluice_spool_segments_deleted_total', 0):.0f} deleted")
+
+        def mean_ms(family):
+            count = d.get(f"{family}_count", 0)
+            return d.get(f"{family}_sum", 0) / count * 1e3 if count else float("nan")
+
+        # What bounds a closed-loop run: each connection waits for its 250,
+        # which waits for the group commit under way and then its own.
+        print(f"mean fdatasync {mean_ms('sluice_spool_fsync_duration_seconds'):.3f} ms, "
+              f"mean end of data to 250 {mean_ms('sluice_accept_duration_seconds'):.3f} ms")
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
