@@ -21,11 +21,11 @@
 //! - Other processes: `spool.lock` keeps a second writer out. A read-only
 //!   opener copies the newest segment's records (it is the only segment a
 //!   live writer may still rewind) into private memory instead of mapping
-//!   it ([`snapshot`]); older
-//!   segments are sealed, and a dead one is cut only under an exclusive
-//!   `flock`, which waits for the shared one a read-only opener holds on
-//!   each file it maps (taken while the file still has its name). Editing
-//!   segment files by hand while the spool runs is outside the contract.
+//!   it ([`snapshot`]); older segments are sealed, and a dead one is cut
+//!   only under an exclusive `flock`, which waits for the shared one a
+//!   read-only opener holds on each file it maps (taken while the file
+//!   still has its name). Editing segment files by hand while the spool
+//!   runs is outside the contract.
 //!
 //! Mapping beyond the current end of file is allowed by POSIX (those pages
 //! fault only if touched); the head segment is mapped at its full capacity so

@@ -105,22 +105,25 @@ fn hold_for_reading(file: &File, path: &Path) -> std::io::Result<Option<fs::Meta
 /// everything after the last whole record. A record begins with its magic,
 /// never a zero, so zeros there are the unused room of a prepared file (64
 /// MiB of which a read-only opener need not copy), not a record cut short.
-fn holds_every_record(copied: &[u8], chunk_start: usize) -> bool {
+/// `from` is where the records not yet walked begin: each call walks only
+/// what the last one had not (a body of zeros can make many calls).
+fn holds_every_record(copied: &[u8], chunk_start: usize, from: &mut usize) -> bool {
     if !copied[chunk_start..].iter().all(|&b| b == 0) {
         return false;
     }
     let Ok(header) = SegmentHeader::decode(copied) else {
         return false;
     };
-    let end = Scanner::new(copied, SEGMENT_HEADER_LEN, header.seed)
+    let start = (*from).max(SEGMENT_HEADER_LEN);
+    *from = Scanner::new(copied, start, header.seed)
         .filter_map(|item| match item {
             Scanned::Record { end, .. } => Some(end),
             Scanned::Corrupt { .. } => None,
         })
         .last()
-        .unwrap_or(SEGMENT_HEADER_LEN);
+        .unwrap_or(start);
     copied
-        .get(end..)
+        .get(*from..)
         .is_some_and(|rest| rest.iter().all(|&b| b == 0))
 }
 
@@ -157,7 +160,10 @@ pub(crate) fn recover(
         let map = if file_len >= SEGMENT_HEADER_LEN as u64 {
             let len = usize::try_from(file_len).map_err(std::io::Error::other)?;
             if !writable && Some(seq) == last_seq {
-                Some(mmap::snapshot(&file, len, holds_every_record)?)
+                let mut from = SEGMENT_HEADER_LEN;
+                Some(mmap::snapshot(&file, len, |copied, chunk| {
+                    holds_every_record(copied, chunk, &mut from)
+                })?)
             } else {
                 Some(mmap::map(&file, len)?)
             }

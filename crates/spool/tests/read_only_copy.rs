@@ -2,6 +2,7 @@
 //! the live head segment instead of mapping it; of a prepared head, which
 //! is 64 MiB long from the start, it copies the records, not the zeros.
 //! In a test binary of its own: it reads the process's anonymous memory.
+//! Zeros inside a record (a body of them) must not end the copy.
 
 mod common;
 
@@ -72,6 +73,29 @@ fn a_read_only_opener_copies_a_prepared_heads_records_not_its_zeros() {
     assert!(
         grew < segment / 4,
         "the read-only open took {grew} bytes of memory for a {segment}-byte head"
+    );
+    drop(reader);
+
+    // A body of zeros longer than the chunks the copy goes by: zeros inside
+    // a record do not end the copy.
+    let zeros = vec![0u8; 3 << 20];
+    let big = h
+        .submit_wait(Submission::new(entry(h.new_id(), seed), zeros.clone()))
+        .unwrap();
+    let after = h
+        .submit_wait(Submission::new(
+            entry(h.new_id(), seed + 1),
+            body(seed + 1, 4000),
+        ))
+        .unwrap();
+    let (reader, report) = Spool::open_read_only(dir.path()).unwrap();
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(report.live_messages, ids.len() + 2);
+    assert_eq!(reader.get(big).unwrap().unwrap().body(), zeros.as_slice());
+    assert_eq!(
+        reader.get(after).unwrap().unwrap().body(),
+        body(seed + 1, 4000).as_slice(),
+        "the record after the zeros"
     );
     drop(reader);
     spool.shutdown();
