@@ -108,7 +108,7 @@ fn hold_for_reading(file: &File, path: &Path) -> std::io::Result<Option<fs::Meta
 /// `from` is where the records not yet walked begin: each call walks only
 /// what the last one had not (a body of zeros can make many calls).
 fn holds_every_record(copied: &[u8], chunk_start: usize, from: &mut usize) -> bool {
-    if !copied[chunk_start..].iter().all(|&b| b == 0) {
+    if !format::unused_from(copied, chunk_start) {
         return false;
     }
     let Ok(header) = SegmentHeader::decode(copied) else {
@@ -122,9 +122,7 @@ fn holds_every_record(copied: &[u8], chunk_start: usize, from: &mut usize) -> bo
         })
         .last()
         .unwrap_or(start);
-    copied
-        .get(*from..)
-        .is_some_and(|rest| rest.iter().all(|&b| b == 0))
+    format::unused_from(copied, *from)
 }
 
 pub(crate) fn recover(
