@@ -197,6 +197,15 @@ fn read_only_open_never_modifies_and_rejects_writes() {
     drop(live);
 }
 
+/// Waits until ids issued from now on are above every id issued so far,
+/// by any spool of this process. Ids are milliseconds and a counter, and a
+/// spool that knows nothing of another's ids (a new one, or one whose
+/// segment was set aside unread) starts from the clock; a real restart
+/// comes at least a millisecond after the last id, a test must wait for it.
+fn past_this_millisecond() {
+    std::thread::sleep(std::time::Duration::from_millis(2));
+}
+
 #[test]
 fn damaged_segment_header_is_set_aside() {
     let dir = tempfile::tempdir().unwrap();
@@ -205,11 +214,9 @@ fn damaged_segment_header_is_set_aside() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[3] ^= 1;
     std::fs::write(&seg, &bytes).unwrap();
-    // The set-aside segment's ids are unread, so only the clock keeps the
-    // new ones above them: a restart comes at least a millisecond after
-    // the last id it issued (ids are milliseconds and a counter), which a
-    // test in one process must wait for.
-    std::thread::sleep(std::time::Duration::from_millis(2));
+    // The set-aside segment's ids are unread: only the clock keeps the new
+    // ones above them.
+    past_this_millisecond();
     let (spool, report) = Spool::open(dir.path(), SpoolConfig::default()).unwrap();
     assert_eq!(report.damaged_segments.len(), 1);
     assert!(report.damaged_segments[0].exists());
@@ -243,6 +250,8 @@ fn a_record_hidden_in_a_torn_body_does_not_come_back() {
     let other = std::fs::read(segment_files(elsewhere.path()).pop().unwrap()).unwrap();
     let ends = record_ends(&other);
     let as_written = other[40..ends[0]].to_vec();
+    // Ids are per spool: the spools below must not issue the hidden one's.
+    past_this_millisecond();
     // The same record checksummed the version 1 way: plain CRC32C.
     let mut unseeded = as_written.clone();
     let crc = crc32c::crc32c(&unseeded[0..16]);
