@@ -159,3 +159,63 @@ fn a_client_that_never_reads_does_not_stall_the_others() {
     writer.join().expect("the stuck client's writer");
     drop(stuck);
 }
+
+/// Each thread of `pid` by name, with its time slice (`se.slice`, in
+/// nanoseconds; `None` on a kernel that does not report one).
+fn thread_slices(pid: u32) -> Vec<(String, Option<u64>)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads") {
+        let dir = task.expect("a thread").path();
+        let (Ok(name), Ok(sched)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("sched")),
+        ) else {
+            continue; // a thread that ended meanwhile
+        };
+        let slice = sched
+            .lines()
+            .find(|l| l.starts_with("se.slice"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse().ok());
+        threads.push((name.trim().to_string(), slice));
+    }
+    threads
+}
+
+#[test]
+fn the_threads_a_client_waits_on_ask_for_a_short_time_slice() {
+    // Inbound checks on, so their workers run too; every thread has started
+    // once the server listens.
+    let server = Server::start_receiving("[authentication]\ntimeout_secs = 1\n");
+    let threads = thread_slices(server.pid());
+    let slice_of = |prefix: &str| -> Vec<Option<u64>> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, slice)| *slice)
+            .collect()
+    };
+    let Some(default) = slice_of("delivery-").first().copied().flatten() else {
+        eprintln!("this kernel reports no time slices ({threads:?}): nothing to check");
+        return;
+    };
+    assert_ne!(
+        default, 100_000,
+        "the default slice is the short one here: nothing to tell apart"
+    );
+    for prefix in ["smtpd-0", "smtpd-msgauth-", "spool-writer"] {
+        let slices = slice_of(prefix);
+        assert!(!slices.is_empty(), "no thread named {prefix}*: {threads:?}");
+        assert!(
+            slices.iter().all(|s| *s == Some(100_000)),
+            "{prefix}* should run with the 0.1 ms slice: {threads:?}"
+        );
+    }
+    // Background work keeps the default and yields to them.
+    for prefix in ["delivery-", "scheduler", "log-writer"] {
+        assert!(
+            slice_of(prefix).iter().all(|s| *s == Some(default)),
+            "{prefix}* should keep the default slice: {threads:?}"
+        );
+    }
+}

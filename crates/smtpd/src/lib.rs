@@ -385,7 +385,10 @@ impl Smtpd {
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("smtpd-{i}"))
-                    .spawn(move || event_loop.run())?,
+                    .spawn(move || {
+                        short_slice();
+                        event_loop.run()
+                    })?,
             );
         }
         Ok(Smtpd {
@@ -436,4 +439,13 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Asks for a short time slice for the calling thread: the event loops and
+/// the workers they wait on run briefly, and a client waits while they sit
+/// in the queue for a core (sluice_sys::sched).
+fn short_slice() {
+    if let Err(e) = sluice_sys::sched::prefer_latency() {
+        tracing::debug!(error = %e, "keeping the default time slice");
+    }
 }

@@ -88,6 +88,7 @@ pub(crate) fn start_workers(setup: &MsgAuthSetup) -> std::io::Result<Sender<Job>
         std::thread::Builder::new()
             .name(format!("smtpd-msgauth-{i}"))
             .spawn(move || {
+                crate::short_slice();
                 for job in sluice_sys::parked(&queue) {
                     let found = run(&setup, job.work);
                     job.inbox.push(Completion {

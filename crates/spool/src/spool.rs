@@ -286,7 +286,14 @@ impl Spool {
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                // Every `250` waits for this thread's group commit: run it
+                // soon after its fdatasync returns (sluice_sys::sched).
+                if let Err(e) = sluice_sys::sched::prefer_latency() {
+                    tracing::debug!(error = %e, "spool writer keeps the default time slice");
+                }
+                writer.run(rx)
+            })?;
         let spool = Spool {
             handle: SpoolHandle {
                 shared: shared.clone(),

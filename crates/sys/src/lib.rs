@@ -11,18 +11,21 @@
 //!
 //! - [`release_free_memory`]: the heap's free pages back to the system.
 //! - [`disk`]: the room left on a file system, and its kind.
+//! - [`sched`]: a short time slice for the threads a client waits on.
 //! - [`content`]: a received message's bytes, large ones spilled to an
 //!   unnamed file and mapped.
 //!
-//! The system calls go through `nix`; the three `unsafe` calls (glibc's
+//! The system calls go through `nix`; the `unsafe` calls (glibc's
 //! `malloc_trim`, which nix does not wrap, in `memory`; mapping a spilled
 //! message, in `content`; `sync_file_range`, which nix does not wrap
-//! either, in `disk`) each come with why they are sound.
+//! either, in `disk`; `sched_setattr` and its neighbours, in `sched`) each
+//! come with why they are sound.
 
 pub mod content;
 pub mod disk;
 mod memory;
 mod parked;
+pub mod sched;
 pub mod socket;
 pub mod terminal;
 pub mod unix_socket;
