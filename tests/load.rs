@@ -184,10 +184,25 @@ fn thread_slices(pid: u32) -> Vec<(String, Option<u64>)> {
 
 #[test]
 fn the_threads_a_client_waits_on_ask_for_a_short_time_slice() {
-    // Inbound checks on, so their workers run too; every thread has started
-    // once the server listens.
+    // Inbound checks on, so their workers run too.
     let server = Server::start_receiving("[authentication]\ntimeout_secs = 1\n");
-    let threads = thread_slices(server.pid());
+    // A thread names itself, then asks for its slice, as it starts; the
+    // listener can answer before the last of them has. Look until each has
+    // both (or, for a bug, until the limit, and then fail below).
+    let short = ["smtpd-0", "smtpd-msgauth-", "spool-writer"];
+    let has = |threads: &[(String, Option<u64>)], prefix: &str, slice: Option<u64>| {
+        threads
+            .iter()
+            .any(|(name, s)| name.starts_with(prefix) && *s == slice)
+    };
+    let threads = sluice_e2e::wait_for(Duration::from_secs(5), || {
+        let threads = thread_slices(server.pid());
+        short
+            .iter()
+            .all(|p| has(&threads, p, Some(100_000)))
+            .then_some(threads)
+    })
+    .unwrap_or_else(|| thread_slices(server.pid()));
     let slice_of = |prefix: &str| -> Vec<Option<u64>> {
         threads
             .iter()
@@ -203,7 +218,7 @@ fn the_threads_a_client_waits_on_ask_for_a_short_time_slice() {
         default, 100_000,
         "the default slice is the short one here: nothing to tell apart"
     );
-    for prefix in ["smtpd-0", "smtpd-msgauth-", "spool-writer"] {
+    for prefix in short {
         let slices = slice_of(prefix);
         assert!(!slices.is_empty(), "no thread named {prefix}*: {threads:?}");
         assert!(
