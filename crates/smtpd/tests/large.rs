@@ -1,7 +1,10 @@
-//! Large messages over real loopback sockets: past `SPILL_AT` their bytes
-//! leave the session for an unnamed file in the spool's directory as they
-//! arrive, and what the spool stores must still be the message, byte for
-//! byte, by DATA and by BDAT, with nothing left behind in the directory.
+//! Messages whose bytes arrive in pieces, over real loopback sockets. Large
+//! ones: past `SPILL_AT` their bytes leave the session for an unnamed file in
+//! the spool's directory as they arrive, and what the spool stores must still
+//! be the message, byte for byte, by DATA and by BDAT, with nothing left
+//! behind in the directory. Small ones, a few bytes at a time: the session
+//! parses each read where it landed and keeps only what it could not take
+//! yet, so a split anywhere must change nothing either.
 
 mod common;
 use common::Client;
@@ -202,6 +205,60 @@ fn a_spill_that_cannot_be_written_refuses_the_message_and_nothing_else() {
     let reply = send_by_data(&mut c, &sent);
     assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
     assert_stored(&spool, queued_id(&reply), &sent);
+    smtpd.stopper().stop();
+    smtpd.wait();
+}
+
+/// Writes `bytes` a few at a time, each piece its own segment as far as a
+/// pause of a millisecond makes it one.
+fn dribble(c: &mut Client, bytes: &[u8], piece: usize) {
+    for p in bytes.chunks(piece) {
+        c.send(p);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn messages_arriving_a_few_bytes_at_a_time_are_stored_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtpd, spool) = start(dir.path());
+    let mut c = Client::connect(smtpd.local_addrs()[0]);
+    assert!(c.command("EHLO c.example").starts_with("250 "));
+    let commands = b"MAIL FROM:<s@c.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n";
+    let first = content(3_000);
+    let second = content(2_000);
+
+    // A pipelined group split inside its commands.
+    dribble(&mut c, commands, 5);
+    for expected in ["250 ", "250 ", "354 "] {
+        let reply = c.reply();
+        assert!(reply.starts_with(expected), "{reply}");
+    }
+    // The body split anywhere (inside the final CRLF.CRLF too), and the
+    // next group right behind it: those commands wait, read but unparsed,
+    // until the first message is on disk.
+    let mut wire = dot_stuff(&first);
+    wire.extend_from_slice(commands);
+    dribble(&mut c, &wire, 13);
+    let reply = c.reply();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    let first_id = queued_id(&reply);
+    for expected in ["250 ", "250 ", "354 "] {
+        let reply = c.reply();
+        assert!(reply.starts_with(expected), "{reply}");
+    }
+    // The second body and QUIT in one write.
+    let mut wire = dot_stuff(&second);
+    wire.extend_from_slice(b"QUIT\r\n");
+    c.send(&wire);
+    let reply = c.reply();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    let second_id = queued_id(&reply);
+    assert!(c.reply().starts_with("221 "));
+
+    assert_ne!(first_id, second_id);
+    assert_stored(&spool, first_id, &first);
+    assert_stored(&spool, second_id, &second);
     smtpd.stopper().stop();
     smtpd.wait();
 }

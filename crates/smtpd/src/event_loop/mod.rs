@@ -454,7 +454,7 @@ impl EventLoop {
     fn service(&mut self, slot: usize) {
         loop {
             // Leftover input first: it arrived before anything new.
-            self.run_session(slot);
+            self.run_session(slot, &[]);
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
@@ -493,7 +493,6 @@ impl EventLoop {
                     conn.peer_closed = true;
                 }
                 Ok(n) => {
-                    conn.input.extend_from_slice(&self.read_buf[..n]);
                     conn.touch();
                     // A short read emptied the socket: with edge-triggered
                     // readiness, anything that arrives later brings a new
@@ -503,6 +502,20 @@ impl EventLoop {
                     if n < self.read_buf.len() && !conn.transport.is_tls() {
                         conn.maybe_readable = false;
                     }
+                    if conn.input.is_empty() && !finished {
+                        // Nothing older waits: the session parses the bytes
+                        // where they were read, and only what it cannot
+                        // take yet is copied to the connection (a message
+                        // body is copied once, by the DATA decoder).
+                        let buf = std::mem::take(&mut self.read_buf);
+                        let taken = self.run_session(slot, &buf[..n]);
+                        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+                            conn.input.extend_from_slice(&buf[taken..n]);
+                        }
+                        self.read_buf = buf;
+                        continue;
+                    }
+                    conn.input.extend_from_slice(&self.read_buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.maybe_readable = false;
@@ -531,18 +544,27 @@ impl EventLoop {
         }
     }
 
-    /// Feeds buffered input to the session and answers its events.
-    fn run_session(&mut self, slot: usize) {
+    /// Feeds input to the session and answers its events: what the
+    /// connection has buffered, or else `fresh`, bytes just read that nothing
+    /// buffered precedes. Returns how many of `fresh` the session took; the
+    /// caller keeps the rest (a partial line, a batch behind a decision).
+    fn run_session(&mut self, slot: usize, fresh: &[u8]) -> usize {
+        let mut taken = 0;
         loop {
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-                return;
+                // Closed: whatever else it sent goes with it.
+                return fresh.len();
             };
             if conn.waiting.is_some() || conn.output_len() > MAX_BUFFERED_OUTPUT {
                 break;
             }
-            let used = conn.session.receive(&conn.input);
-            if used > 0 {
-                conn.input.drain(..used);
+            if conn.input.is_empty() {
+                taken += conn.session.receive(&fresh[taken..]);
+            } else {
+                let used = conn.session.receive(&conn.input);
+                if used > 0 {
+                    conn.input.drain(..used);
+                }
             }
             conn.spill_collected(&self.shared.spool);
             if conn.session.event().is_none() {
@@ -553,6 +575,7 @@ impl EventLoop {
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
             conn.handle_notices(&*self.shared.filter);
         }
+        taken
     }
 
     fn close(&mut self, slot: usize) {
