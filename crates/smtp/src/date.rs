@@ -7,21 +7,33 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `Sun, 22 Nov 2026 20:46:37 +0000`: RFC 5322 §3.3 in UTC.
 pub fn rfc5322_date(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    let month_name = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(month - 1) as usize];
-    format!(
-        "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    Rfc5322Date(time).to_string()
+}
+
+/// [`rfc5322_date`] written where it is formatted, without a string of its
+/// own (the `Received:` field of every message).
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc5322Date(pub SystemTime);
+
+impl std::fmt::Display for Rfc5322Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        let (year, month, day) = civil_from_days(days);
+        // 1970-01-01 was a Thursday.
+        let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+        let month_name = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ][(month - 1) as usize];
+        write!(
+            f,
+            "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} +0000",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
 }
 
 /// `2026-11-22T20:46:37`: RFC 3339 in UTC to the second, for a caller that

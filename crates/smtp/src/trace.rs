@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use crate::date::rfc5322_date;
+use crate::date::Rfc5322Date;
 use crate::server::Greeting;
 
 /// Where the message came from.
@@ -55,11 +55,10 @@ pub fn received_header(f: &TraceFields<'_>, out: &mut Vec<u8>) {
     // Writing to a Vec cannot fail.
     match f.client {
         TraceClient::Network { helo, ip } => {
-            let ip = match ip {
-                IpAddr::V4(v4) => v4.to_string(),
-                IpAddr::V6(v6) => format!("IPv6:{v6}"),
+            let _ = match ip {
+                IpAddr::V4(v4) => write!(out, "Received: from {} ([{v4}])", sanitize(helo)),
+                IpAddr::V6(v6) => write!(out, "Received: from {} ([IPv6:{v6}])", sanitize(helo)),
             };
-            let _ = write!(out, "Received: from {} ([{}])", sanitize(helo), ip);
             if let Some(tls) = f.tls {
                 let _ = write!(out, "\r\n\t(using {})", sanitize(tls));
             }
@@ -80,7 +79,7 @@ pub fn received_header(f: &TraceFields<'_>, out: &mut Vec<u8>) {
     if let Some(rcpt) = f.single_recipient {
         let _ = write!(out, "\r\n\tfor <{}>", sanitize(rcpt));
     }
-    let _ = write!(out, ";\r\n\t{}\r\n", rfc5322_date(f.time));
+    let _ = write!(out, ";\r\n\t{}\r\n", Rfc5322Date(f.time));
 }
 
 /// The HELO name and addresses come from the client. The grammar already
