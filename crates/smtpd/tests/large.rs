@@ -218,6 +218,14 @@ fn dribble(c: &mut Client, bytes: &[u8], piece: usize) {
     }
 }
 
+/// The replies to a pipelined MAIL, RCPT, DATA: all accepted.
+fn expect_group_accepted(c: &mut Client) {
+    for expected in ["250 ", "250 ", "354 "] {
+        let reply = c.reply();
+        assert!(reply.starts_with(expected), "{reply}");
+    }
+}
+
 #[test]
 fn messages_arriving_a_few_bytes_at_a_time_are_stored_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,10 +238,7 @@ fn messages_arriving_a_few_bytes_at_a_time_are_stored_byte_for_byte() {
 
     // A pipelined group split inside its commands.
     dribble(&mut c, commands, 5);
-    for expected in ["250 ", "250 ", "354 "] {
-        let reply = c.reply();
-        assert!(reply.starts_with(expected), "{reply}");
-    }
+    expect_group_accepted(&mut c);
     // The body split anywhere (inside the final CRLF.CRLF too), and the
     // next group right behind it: those commands wait, read but unparsed,
     // until the first message is on disk.
@@ -243,10 +248,7 @@ fn messages_arriving_a_few_bytes_at_a_time_are_stored_byte_for_byte() {
     let reply = c.reply();
     assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
     let first_id = queued_id(&reply);
-    for expected in ["250 ", "250 ", "354 "] {
-        let reply = c.reply();
-        assert!(reply.starts_with(expected), "{reply}");
-    }
+    expect_group_accepted(&mut c);
     // The second body and QUIT in one write.
     let mut wire = dot_stuff(&second);
     wire.extend_from_slice(b"QUIT\r\n");
