@@ -19,9 +19,11 @@ use mio::{Events, Interest, Poll, Token};
 use crate::{ListenerMode, Shared};
 
 mod arrival;
+mod auth;
 mod decide;
 mod ending;
 mod inbox;
+mod msgauth;
 mod proxied;
 
 use crate::conn::{Conn, Waiting as Wait};
