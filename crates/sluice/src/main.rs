@@ -9,6 +9,7 @@ mod config;
 mod control;
 mod dkim;
 mod logline;
+mod logwriter;
 mod metrics_http;
 mod plugin_test;
 mod queue;
@@ -192,7 +193,9 @@ fn main() -> ExitCode {
             alloc_count::register();
             let loaded = load(config.as_deref());
             let format = loaded.as_ref().map_or(LogFormat::Text, |c| c.log.format);
-            let _log = init_logging(format);
+            let Ok(_log) = init_logging(format).inspect_err(log_writer_failed) else {
+                return ExitCode::FAILURE;
+            };
             match loaded.and_then(|c| serve::serve(c, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -270,7 +273,9 @@ fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Test(args),
         } => {
-            let _log = init_logging(LogFormat::Text);
+            let Ok(_log) = init_logging(LogFormat::Text).inspect_err(log_writer_failed) else {
+                return ExitCode::FAILURE;
+            };
             plugin_test::run(args)
         }
         Command::Passwd { name, file } => match passwd(&name, &file) {
@@ -353,26 +358,22 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, String> {
     }
 }
 
-/// Logs to stderr through one writer thread: the event loops and delivery
-/// threads only queue their lines, and the writer sends whatever has queued
-/// up in one `write(2)` (a `BufWriter` it flushes whenever the queue runs
-/// dry), where each line used to be a `write(2)` of its own on the thread
-/// that logged it. The returned guard flushes what is left when `main`
-/// returns, so it must live until then.
+fn log_writer_failed(e: &std::io::Error) {
+    eprintln!("sluice: cannot start the log writer thread: {e}");
+}
+
+/// Logs to stderr through one writer thread (`logwriter`): the event loops
+/// and delivery threads only copy their finished lines into its buffer, and
+/// it writes a few milliseconds' worth at a time in one `write(2)`. The
+/// returned guard writes what is left when `main` returns, so it must live
+/// until then.
 /// With `[log] format = "json"`, one JSON object per line (timestamp,
 /// level, message and the event's fields at the top level), for collectors.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(format: LogFormat) -> std::io::Result<logwriter::Guard> {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Not lossy: the per-message lines are the operator's record of what was
-    // accepted and delivered, so when the queue is full (128k lines behind a
-    // stderr that does not keep up) the logging thread waits instead of
-    // dropping one.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) = logwriter::start(std::io::stderr())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -389,5 +390,5 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             .with_current_span(false)
             .init(),
     }
-    guard
+    Ok(guard)
 }
