@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_directory::{Directory, ResolveError, Target};
-use sluice_smtp::{Envelope, ForwardPath, Mailbox, OriginalRecipient, Path, RcptParams, Recipient};
+use sluice_smtp::{
+    Domain, Envelope, ForwardPath, Mailbox, OriginalRecipient, Path, RcptParams, Recipient,
+};
 use sluice_spool::{Entry, Reason, SpoolHandle, Submission};
 
 use crate::Outcome;
@@ -360,11 +362,14 @@ impl Transport for Dispatch {
                 Destination::Local
             };
         }
-        let domain = match recipient {
-            ForwardPath::Postmaster => String::new(),
-            ForwardPath::Path(p) => p.mailbox.domain.to_string(),
-        };
-        Destination::Remote(self.remote.router().destination_key(&domain))
+        let router = self.remote.router();
+        Destination::Remote(match recipient {
+            ForwardPath::Postmaster => router.destination_key(""),
+            ForwardPath::Path(p) => match &p.mailbox.domain {
+                Domain::Name(name) => router.destination_key(name),
+                literal => router.destination_key(&literal.to_string()),
+            },
+        })
     }
 
     fn gathers(&self, destination: &Destination) -> bool {

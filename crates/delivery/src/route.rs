@@ -212,10 +212,17 @@ impl Router {
     /// target when one applies (every domain routed there shares it), else
     /// the domain.
     pub fn destination_key(&self, domain: &str) -> String {
-        let domain = normalize(domain);
-        match self.routes.get(&domain).or(self.smarthost.as_ref()) {
+        // Asked once per recipient: a name already in normal form (nearly
+        // all) is looked up as it is.
+        let trimmed = domain.trim_end_matches('.');
+        let domain = if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(trimmed)
+        };
+        match self.routes.get(domain.as_ref()).or(self.smarthost.as_ref()) {
             Some(target) => target.text.clone(),
-            None => domain,
+            None => domain.into_owned(),
         }
     }
 

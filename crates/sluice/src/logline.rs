@@ -184,6 +184,13 @@ struct Escaping<'a>(&'a mut dyn Write);
 
 impl Write for Escaping<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Nearly every value is printable ASCII: one pass over the bytes
+        // (which the compiler vectorises) instead of decoding characters.
+        // Every other control character (C1, U+0080–U+009F) is two bytes
+        // in UTF-8, neither of them ASCII, so this misses none.
+        if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return self.0.write_str(s);
+        }
         let mut rest = s;
         while let Some(at) = rest.find(|c: char| c.is_control()) {
             self.0.write_str(&rest[..at])?;
@@ -311,7 +318,7 @@ mod tests {
             .event_format(LineFormat)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let forged = "ok\n2026-01-01T00:00:00.000000Z  INFO delivered\x1b[2J";
+            let forged = "ok\n2026-01-01T00:00:00.000000Z  INFO delivered\x1b[2J\u{85}\x7f";
             tracing::info!(helo = %forged, reason = forged, "{forged}");
         });
         let text = ours.text();
@@ -319,6 +326,9 @@ mod tests {
         assert!(!text.contains('\x1b'), "{text}");
         assert!(text.contains(r"ok\n2026"), "{text}");
         assert!(text.contains(r"\u{1b}[2J"), "{text}");
+        // DEL and the C1 controls (NEL here: a line break to some readers).
+        assert!(text.contains(r"\u{85}\u{7f}"), "{text}");
+        assert!(!text.contains('\u{85}') && !text.contains('\x7f'), "{text}");
     }
 
     #[test]

@@ -91,8 +91,13 @@ impl Reason {
 impl fmt::Display for RemoteMta {
     /// `mx.remote.test[192.0.2.1]:25`, as Postfix names a next hop.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A next hop named by its address (`[192.0.2.1]`) is not named twice.
+        let literal = || {
+            let inner = self.name.strip_prefix('[')?.strip_suffix(']')?;
+            inner.parse::<std::net::IpAddr>().ok()
+        };
         match self.addr {
-            Some(addr) if self.name == format!("[{}]", addr.ip()) => {
+            Some(addr) if literal() == Some(addr.ip()) => {
                 write!(f, "{}:{}", self.name, addr.port())
             }
             Some(addr) => write!(f, "{}[{}]:{}", self.name, addr.ip(), addr.port()),
