@@ -117,7 +117,9 @@ impl fmt::Display for Reason {
         if let Some(e) = self.reply.enhanced() {
             write!(f, " {e}")?;
         }
-        write!(f, " {}", self.reply.text())?;
+        for line in self.reply.lines() {
+            write!(f, " {line}")?;
+        }
         match (&self.remote_mta, self.stage) {
             (Some(_), Some(stage)) => write!(f, " (in reply to {})", stage_words(stage)),
             _ => Ok(()),
