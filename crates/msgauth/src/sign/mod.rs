@@ -9,10 +9,12 @@ use std::fmt;
 use std::path::PathBuf;
 
 use base64::Engine as _;
+use mail_auth::common::crypto::SigningKey as _;
 use mail_auth::common::headers::HeaderWriter;
-use mail_auth::dkim::{Canonicalization, DkimSigner};
+use mail_auth::dkim::{Canonicalization, Signature};
 
 mod key;
+mod message;
 use key::PrivateKey;
 
 /// The signature algorithm of a key.
@@ -99,8 +101,10 @@ struct LoadedKey {
     domain: String,
     selector: String,
     algorithm: Algorithm,
-    /// Ready to sign: the key and everything but the message.
-    signer: DkimSigner<PrivateKey, mail_auth::dkim::Done>,
+    key: PrivateKey,
+    /// The signature but for what depends on the message: algorithm,
+    /// domain, selector, the fields to sign, canonicalisation.
+    template: Signature,
 }
 
 /// The keys, by domain.
@@ -123,17 +127,22 @@ impl Signer {
             .iter()
             .map(|spec| {
                 let key = key::read(&spec.key, spec.algorithm)?;
-                let signer = DkimSigner::from_key(key)
-                    .domain(spec.domain.to_ascii_lowercase())
-                    .selector(spec.selector.clone())
-                    .headers(SIGNED_FIELDS.iter().copied())
-                    .header_canonicalization(Canonicalization::Relaxed)
-                    .body_canonicalization(Canonicalization::Relaxed);
+                let template = Signature {
+                    v: 1,
+                    a: key.algorithm(),
+                    d: spec.domain.to_ascii_lowercase(),
+                    s: spec.selector.clone(),
+                    h: SIGNED_FIELDS.iter().map(|h| h.to_string()).collect(),
+                    ch: Canonicalization::Relaxed,
+                    cb: Canonicalization::Relaxed,
+                    ..Default::default()
+                };
                 Ok(LoadedKey {
                     domain: spec.domain.to_ascii_lowercase(),
                     selector: spec.selector.clone(),
                     algorithm: spec.algorithm,
-                    signer,
+                    key,
+                    template,
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -166,15 +175,16 @@ impl Signer {
     /// header section and body as they will be delivered). Empty when no
     /// key signs for the domain.
     pub fn sign(&self, domain: &str, parts: &[&[u8]]) -> Result<String, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let mut fields = String::new();
         for key in self
             .keys
             .iter()
             .filter(|k| k.domain.eq_ignore_ascii_case(domain))
         {
-            let signature = key
-                .signer
-                .sign_chained(parts.iter().copied())
+            let signature = message::sign(&key.template, &key.key, parts, now)
                 .map_err(|e| format!("{}/{}: {e}", key.domain, key.selector))?;
             fields.push_str(&signature.to_header());
         }
