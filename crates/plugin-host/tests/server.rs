@@ -304,17 +304,30 @@ fn hooks_run_on_the_event_loop_until_a_lookup_must_wait_and_count_once() {
         first.command("MAIL FROM:<a@client.test>"),
         "550 5.0.0 helos=1"
     );
-    let (inline, abandoned) = s.host.inline_counts();
-    assert_eq!(abandoned, 1, "the uncached lookup hands the stage off");
+    let (_, abandoned) = s.host.inline_counts();
+    assert!(abandoned >= 1, "the uncached lookup hands the stage off");
     // (MAIL may or may not have run on the event loop: a reset queued behind
     // the handed-off HELO can still be waiting for its filter thread.)
-    // Cached now: HELO and MAIL both run on the event loop.
-    let mut second = session(s.addr, "2.0.0.127.zen.test");
-    assert_eq!(
-        second.command("MAIL FROM:<a@client.test>"),
-        "550 5.0.0 helos=1"
+    // Cached now: HELO and MAIL both run on the event loop. A hook call on
+    // an event loop that an epoch tick happens to cross is abandoned too,
+    // whatever it does (one tick's deadline comes 0–5 ms after the call
+    // began), which a slow machine makes likely: a few sessions are allowed
+    // for one that runs whole on the loop. With the lookup waiting every
+    // time, none would.
+    let whole_on_the_loop = (0..5).any(|_| {
+        let before = s.host.inline_counts();
+        let mut next = session(s.addr, "2.0.0.127.zen.test");
+        assert_eq!(
+            next.command("MAIL FROM:<a@client.test>"),
+            "550 5.0.0 helos=1"
+        );
+        s.host.inline_counts() == (before.0 + 2, before.1)
+    });
+    assert!(
+        whole_on_the_loop,
+        "HELO and MAIL ran on the event loop with the answer cached: {:?}",
+        s.host.inline_counts()
     );
-    assert_eq!(s.host.inline_counts(), (inline + 2, 1));
 }
 
 #[test]
