@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use sluice_e2e::{
-    Client, Dnsmasq, MaildirMessage, Server, Sink, dot_stuff, judge, maildir_messages, run,
-    sluice_bin, wait_for,
+    Client, Dnsmasq, MaildirMessage, Server, Sink, Transaction, dot_stuff, judge, maildir_messages,
+    run, sluice_bin, wait_for,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -514,6 +514,28 @@ fn dmarc_reject_refuses_a_forged_from_and_forged_results_are_removed() {
     assert_eq!(ours(&fields, "spf").len(), 2, "helo and mailfrom: {fields}");
 }
 
+/// A trusted client's message to reader@remote.test, taken (and so signed
+/// when a key signs for `from`'s domain).
+fn relay_for_trusted(server: &Server, from: &str, message: &str) {
+    let reply = send_from(
+        server,
+        TRUSTED,
+        from,
+        "reader@remote.test",
+        message.as_bytes(),
+    );
+    assert!(reply.has_status("250 2.0.0"), "{message}: {reply:?}");
+}
+
+/// The transactions the next hop took, once there are `n`.
+fn relayed(sink: &Sink, n: usize) -> Vec<Transaction> {
+    wait_for(LIMIT, || {
+        let t = sink.accepted();
+        (t.len() == n).then_some(t)
+    })
+    .expect("every message reaches the next hop")
+}
+
 #[test]
 fn sluice_signs_for_its_domain_and_dkimpy_verifies_both_keys() {
     let world = World::new();
@@ -525,31 +547,13 @@ fn sluice_signs_for_its_domain_and_dkimpy_verifies_both_keys() {
          MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
          Hello  \r\n.leading dot\r\n\r\n",
     );
-    let reply = send_from(
-        &server,
-        TRUSTED,
-        "news@sender.test",
-        "reader@remote.test",
-        message.as_bytes(),
-    );
-    assert!(reply.has_status("250 2.0.0"), "{reply:?}");
+    relay_for_trusted(&server, "news@sender.test", &message);
     // Mail from another domain is not signed.
     let other = message
         .replace("news@sender.test", "news@other.test")
         .replace("Monthly", "Other");
-    let reply = send_from(
-        &server,
-        TRUSTED,
-        "news@other.test",
-        "reader@remote.test",
-        other.as_bytes(),
-    );
-    assert!(reply.has_status("250 2.0.0"), "{reply:?}");
-    let got = wait_for(LIMIT, || {
-        let t = sink.accepted();
-        (t.len() == 2).then_some(t)
-    })
-    .expect("both messages reach the next hop");
+    relay_for_trusted(&server, "news@other.test", &other);
+    let got = relayed(&sink, 2);
     let signed = got
         .iter()
         .find(|t| t.reverse_path == "news@sender.test")
@@ -629,20 +633,9 @@ fn sluice_signs_bodies_of_every_shape_so_that_dkimpy_verifies_them() {
              Date: Sun, 06 Dec 2026 08:00:00 +0000\r\nMessage-ID: <{}@sender.test>\r\n\r\n{body}",
             name.replace(' ', "-")
         );
-        let reply = send_from(
-            &server,
-            TRUSTED,
-            "news@sender.test",
-            "reader@remote.test",
-            message.as_bytes(),
-        );
-        assert!(reply.has_status("250 2.0.0"), "{name}: {reply:?}");
+        relay_for_trusted(&server, "news@sender.test", &message);
     }
-    let got = wait_for(LIMIT, || {
-        let t = sink.accepted();
-        (t.len() == bodies.len()).then_some(t)
-    })
-    .expect("every message reaches the next hop");
+    let got = relayed(&sink, bodies.len());
     for (name, _) in bodies {
         let signed = got
             .iter()

@@ -168,7 +168,7 @@ impl Router {
         let routes = config
             .routes
             .iter()
-            .map(|(domain, target)| Ok((normalize(domain), parse(target)?)))
+            .map(|(domain, target)| Ok((normalize(domain).into_owned(), parse(target)?)))
             .collect::<Result<_, RouteError>>()?;
         let smarthost = config.smarthost.as_deref().map(parse).transpose()?;
         Ok(Router {
@@ -199,7 +199,7 @@ impl Router {
     /// DNS failure or timeout defers with `451 4.4.3`.
     pub fn next_hops(&self, domain: &str) -> Result<Vec<NextHop>, RouteError> {
         let domain = normalize(domain);
-        if let Some(target) = self.routes.get(&domain).or(self.smarthost.as_ref()) {
+        if let Some(target) = self.routes.get(domain.as_ref()).or(self.smarthost.as_ref()) {
             return self.resolve(target);
         }
         if domain.starts_with('[') {
@@ -212,14 +212,7 @@ impl Router {
     /// target when one applies (every domain routed there shares it), else
     /// the domain.
     pub fn destination_key(&self, domain: &str) -> String {
-        // Asked once per recipient: a name already in normal form (nearly
-        // all) is looked up as it is.
-        let trimmed = domain.trim_end_matches('.');
-        let domain = if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
-            std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
-        } else {
-            std::borrow::Cow::Borrowed(trimmed)
-        };
+        let domain = normalize(domain);
         match self.routes.get(domain.as_ref()).or(self.smarthost.as_ref()) {
             Some(target) => target.text.clone(),
             None => domain.into_owned(),
@@ -437,7 +430,7 @@ impl Target {
             let host = match host.parse::<IpAddr>() {
                 Ok(ip) => TargetHost::Ip(ip),
                 Err(_) => match Domain::parse(host) {
-                    Some(Domain::Name(_)) => TargetHost::Name(normalize(host)),
+                    Some(Domain::Name(_)) => TargetHost::Name(normalize(host).into_owned()),
                     _ => return Err(format!("{text:?}: {host:?} is not a host name")),
                 },
             };
@@ -460,8 +453,15 @@ impl Target {
 
 /// Domains compare case-insensitively (RFC 5321 §2.4), and `example.org.`
 /// is `example.org`.
-fn normalize(domain: &str) -> String {
-    domain.trim_end_matches('.').to_ascii_lowercase()
+fn normalize(domain: &str) -> std::borrow::Cow<'_, str> {
+    // Asked once per recipient: a name already in normal form (nearly all)
+    // is used as it is.
+    let trimmed = domain.trim_end_matches('.');
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(trimmed)
+    }
 }
 
 /// RFC 5321 §5.1: hosts of equal preference are tried in random order, which
