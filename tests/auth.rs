@@ -182,11 +182,7 @@ fn failures_are_refused_slowly_then_the_connection_goes() {
     assert!(tls.try_read_reply().is_err(), "closed");
 
     // fail2ban's own tool reads the failure lines with the shipped filter.
-    let failures: Vec<String> = server
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("auth failed"))
-        .collect();
+    let failures = server.wait_for_log_lines(&["auth failed"], 4, LIMIT);
     assert_eq!(failures.len(), 4, "{failures:#?}");
     let log = certs.dir.path().join("sluice.log");
     std::fs::write(&log, server.logs().join("\n") + "\n").unwrap();

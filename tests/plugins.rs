@@ -48,19 +48,10 @@ fn temp_dir() -> tempfile::TempDir {
         .expect("a temp dir")
 }
 
-/// Waits (at most [`LIMIT`]) until at least `n` log lines contain every one
-/// of `needles`, and returns how many do then: the log reader may lag
-/// behind the replies.
+/// How many log lines contain every one of `needles`, once at least `n` do
+/// (or [`LIMIT`] has passed).
 fn count_logs(server: &Server, needles: &[&str], n: usize) -> usize {
-    let count = || {
-        server
-            .logs()
-            .iter()
-            .filter(|l| needles.iter().all(|needle| l.contains(needle)))
-            .count()
-    };
-    wait_for(LIMIT, || (count() >= n).then_some(()));
-    count()
+    server.wait_for_log_lines(needles, n, LIMIT).len()
 }
 
 const CONTENT: &[u8] = b"From: Sender <sender@example.org>\r\n\

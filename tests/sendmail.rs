@@ -187,12 +187,7 @@ fn a_user_sends_as_itself_and_root_as_anyone() {
         );
         assert_eq!(header(&m.text(), "From"), Some(&*format!("<{own}>")));
     }
-    let rewritten = s
-        .server
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("sender rewritten"))
-        .collect::<Vec<_>>();
+    let rewritten = s.server.wait_for_log_lines(&["sender rewritten"], 2, LIMIT);
     assert_eq!(rewritten.len(), 2, "{rewritten:?}");
     assert!(
         rewritten[0].contains("given=<ceo@example.test>"),

@@ -65,11 +65,7 @@ fn may_encrypts_when_the_next_hop_offers_starttls() {
         CONTENT,
     );
     server.wait_delivery(&second, "bob@remote.test", "delivered", LIMIT);
-    let handshakes = hop
-        .logs()
-        .iter()
-        .filter(|l| l.contains("TLS established"))
-        .count();
+    let handshakes = hop.wait_for_log_lines(&["TLS established"], 1, LIMIT).len();
     assert_eq!(handshakes, 1, "one connection for both messages");
 }
 

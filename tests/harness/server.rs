@@ -304,6 +304,25 @@ impl Server {
             .wait_for(limit, |line| needles.iter().all(|n| line.contains(n)))
     }
 
+    /// The lines of every run so far that contain every one of `needles`,
+    /// once at least `n` do (or `limit` has passed). Assertions on how many
+    /// lines something logged wait here: the server writes its log a few
+    /// milliseconds after the event, so a line can trail the reply that
+    /// follows it.
+    pub fn wait_for_log_lines(&self, needles: &[&str], n: usize, limit: Duration) -> Vec<String> {
+        let matching = || {
+            self.logs()
+                .into_iter()
+                .filter(|l| needles.iter().all(|needle| l.contains(needle)))
+                .collect::<Vec<_>>()
+        };
+        crate::wait_for(limit, || {
+            let lines = matching();
+            (lines.len() >= n).then_some(lines)
+        })
+        .unwrap_or_else(matching)
+    }
+
     /// SIGKILL by PID, then reap: the crash the spool must survive.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
