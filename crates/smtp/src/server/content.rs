@@ -26,17 +26,23 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
         // One allocation for the message rather than one per doubling as
         // it arrives: room for the size the client declared (RFC 1870), or
         // for a typical message, up to a bound (past it the buffer grows as
-        // before, and a front end may drain it: `drain_collected`).
-        let declared = self
+        // before, and a front end may drain it: `drain_collected`). A
+        // declared size is an estimate, often a little short (Postfix counts
+        // its queue file, with bare LF line ends): a sixteenth more covers
+        // a CR for every line of 16 octets or more, so that a message that
+        // fits its declaration is not copied into a buffer twice the size
+        // at its last line.
+        let room = self
             .transaction
             .as_ref()
             .and_then(|tx| tx.params.size)
             .map_or(EXPECTED_CONTENT, |size| {
-                usize::try_from(size).unwrap_or(usize::MAX)
+                let declared = usize::try_from(size).unwrap_or(usize::MAX);
+                declared.saturating_add(declared / 16).max(EXPECTED_CONTENT)
             });
         self.message.clear();
         self.message
-            .reserve(header.len() + declared.min(MAX_RESERVED_CONTENT));
+            .reserve(header.len() + room.min(MAX_RESERVED_CONTENT));
         self.message.extend_from_slice(header);
         Ok(())
     }

@@ -269,6 +269,50 @@ fn oversize_messages_are_refused_early_and_late() {
     assert!(d.session.transaction().is_none());
 }
 
+/// The room made at DATA holds a message a little longer than its declared
+/// SIZE (a CR per line more, as Postfix declares it), and one of no
+/// declared size: the content is written where it lands, never copied into
+/// a larger buffer on the way.
+#[test]
+fn a_message_is_collected_in_the_buffer_made_for_it_at_data() {
+    let mut body = b"Subject: room\r\n\r\n".to_vec();
+    while body.len() < 20 * 1024 {
+        body.extend_from_slice(
+            b"Sixty-odd octets of prose, the length of a line in most mail.\r\n",
+        );
+    }
+    let lines = body.iter().filter(|&&b| b == b'\n').count();
+    for declared in [Some(body.len() - lines), Some(4096 - 80), None] {
+        let mut d = Driver::default();
+        let size = declared.map_or(String::new(), |n| format!(" SIZE={n}"));
+        // A twentieth past the declaration, to the end of that line.
+        let cut = declared.map_or(4096, |n| body.len().min(n + n / 20));
+        let cut = cut
+            + body[cut..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(0, |at| at + 1);
+        let content = &body[..cut];
+        d.send(format!("EHLO c\r\nMAIL FROM:<a@b>{size}\r\nRCPT TO:<c@d>\r\nDATA\r\n").as_bytes());
+        let room = d.session.message.capacity();
+        assert!(room > 0, "room is made at DATA");
+        let mut wire = content.to_vec();
+        wire.extend_from_slice(b".\r\n");
+        // In pieces, as reads bring it.
+        for piece in wire.chunks(1000) {
+            d.send(piece);
+        }
+        let (_, message) = d.messages.last().expect("the message");
+        assert!(message.ends_with(&content[content.len() - 20..]));
+        assert_eq!(
+            message.capacity(),
+            room,
+            "declared {declared:?}, {} octets",
+            message.len()
+        );
+    }
+}
+
 #[test]
 fn smuggled_end_of_data_is_neither_an_end_nor_accepted() {
     // SEC Consult's variants: none may end the data; the message is refused
