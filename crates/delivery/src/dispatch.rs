@@ -168,7 +168,7 @@ impl Dispatch {
                 let copies = self.copies(&rcpt.forward_path)?;
                 let domain = match &rcpt.forward_path {
                     ForwardPath::Postmaster => self.directory.primary_domain().to_owned(),
-                    ForwardPath::Path(p) => p.mailbox.domain.to_string(),
+                    ForwardPath::Path(p) => p.mailbox.domain.text(),
                 };
                 let mut at = Vec::with_capacity(copies.mailboxes.len());
                 for user in &copies.mailboxes {
@@ -183,7 +183,7 @@ impl Dispatch {
                     // ORCPT and NOTIFY were given for this forward-path; they
                     // still describe it when no alias rewrote it.
                     let unchanged = matches!(&rcpt.forward_path,
-                        ForwardPath::Path(p) if p.mailbox.to_string().eq_ignore_ascii_case(&mailbox.to_string()));
+                        ForwardPath::Path(p) if p.mailbox.text().eq_ignore_ascii_case(&mailbox.text()));
                     let params = if unchanged {
                         rcpt.params.clone()
                     } else {
@@ -192,7 +192,7 @@ impl Dispatch {
                     // Two forward-paths that reach one mailbox get one copy.
                     let existing = envelope.recipients.iter().position(|r| {
                         matches!(&r.forward_path, ForwardPath::Path(p)
-                            if p.mailbox.to_string().eq_ignore_ascii_case(&mailbox.to_string()))
+                            if p.mailbox.text().eq_ignore_ascii_case(&mailbox.text()))
                     });
                     at.push(existing.unwrap_or_else(|| {
                         envelope.recipients.push(Recipient {
@@ -265,7 +265,7 @@ impl Dispatch {
         let entry = &job.message.entry;
         let original = match &rcpt.forward_path {
             ForwardPath::Postmaster => format!("postmaster@{}", self.directory.primary_domain()),
-            ForwardPath::Path(p) => p.mailbox.to_string(),
+            ForwardPath::Path(p) => p.mailbox.text(),
         };
         // Postfix's loop defence: a message that already went through this
         // recipient once is not forwarded again.
@@ -433,7 +433,7 @@ impl Transport for Dispatch {
 /// destination key came from.
 fn remote_domain(envelope: &sluice_smtp::Envelope) -> String {
     match envelope.recipients.first().map(|r| &r.forward_path) {
-        Some(ForwardPath::Path(p)) => p.mailbox.domain.to_string(),
+        Some(ForwardPath::Path(p)) => p.mailbox.domain.text(),
         _ => String::new(),
     }
 }

@@ -212,7 +212,7 @@ fn reported<'a>(failed: &'a FailedRecipient, entry: &Entry) -> Option<Reported<'
     let params = rcpt.params.clone();
     let address = match &rcpt.forward_path {
         ForwardPath::Postmaster => "postmaster".to_owned(),
-        ForwardPath::Path(p) => p.mailbox.to_string(),
+        ForwardPath::Path(p) => p.mailbox.text(),
     };
     let wanted = match params.notify {
         Some(Notify::Never) => false,

@@ -238,7 +238,7 @@ impl RcptView {
             },
             sluice_smtp::ForwardPath::Path(p) => RcptView {
                 local_part: p.mailbox.local_part.unquoted().into_owned(),
-                domain: Some(p.mailbox.domain.to_string()),
+                domain: Some(p.mailbox.domain.text()),
             },
         }
     }

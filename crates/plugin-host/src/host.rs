@@ -271,24 +271,28 @@ pub(crate) fn verdict(hook: Hook, result: StageResult) -> Verdict {
 pub(crate) fn reverse_path_arg(path: &ReversePath) -> String {
     match path {
         ReversePath::Null => String::new(),
-        ReversePath::Path(p) => p.mailbox.to_string(),
+        ReversePath::Path(p) => p.mailbox.text(),
     }
 }
 
 /// As the client wrote it between the brackets, source route and quoting
 /// included: relay checks must see through `<@relay:user@elsewhere>`.
 pub(crate) fn forward_path_arg(path: &ForwardPath) -> String {
-    let mut text = path.to_string();
-    // In place: the brackets go without a second string.
-    if text.starts_with('<') && text.ends_with('>') {
-        text.pop();
-        text.remove(0);
+    match path {
+        ForwardPath::Path(p) if p.source_route.is_empty() => p.mailbox.text(),
+        _ => {
+            let mut text = path.to_string();
+            // In place: the brackets go without a second string.
+            if text.starts_with('<') && text.ends_with('>') {
+                text.pop();
+                text.remove(0);
+            }
+            text
+        }
     }
-    text
 }
 
 fn tx_view(tx: &Envelope, auth: &sluice_filter::AuthResults) -> TxView {
-    use std::fmt::Write as _;
     // One string for all the recipients, written in place.
     let mut rcpts = String::new();
     for (i, r) in tx.recipients.iter().enumerate() {
@@ -297,9 +301,7 @@ fn tx_view(tx: &Envelope, auth: &sluice_filter::AuthResults) -> TxView {
         }
         match &r.forward_path {
             ForwardPath::Postmaster => rcpts.push_str("postmaster"),
-            ForwardPath::Path(p) => {
-                let _ = write!(rcpts, "{}", p.mailbox);
-            }
+            ForwardPath::Path(p) => p.mailbox.push_text(&mut rcpts),
         }
     }
     TxView {
@@ -352,17 +354,20 @@ impl Filter for PluginHost {
             Stage::Hello { name, .. } => StageCall::bare(hook, name.to_string()),
             Stage::Mail {
                 reverse_path, auth, ..
-            } => StageCall {
-                hook,
-                arg: reverse_path_arg(reverse_path),
-                tx: Some(Arc::new(TxView {
-                    mail_from: reverse_path_arg(reverse_path),
-                    rcpts: String::new(),
-                    auth: auth.clone(),
-                })),
-                rcpt: None,
-                message: None,
-            },
+            } => {
+                let mail_from = reverse_path_arg(reverse_path);
+                StageCall {
+                    hook,
+                    arg: mail_from.clone(),
+                    tx: Some(Arc::new(TxView {
+                        mail_from,
+                        rcpts: String::new(),
+                        auth: auth.clone(),
+                    })),
+                    rcpt: None,
+                    message: None,
+                }
+            }
             Stage::Rcpt {
                 envelope,
                 forward_path,

@@ -284,7 +284,7 @@ impl Run<'_> {
                 Outcome::Continue | Outcome::Accept => {
                     accepted.push(match path {
                         ForwardPath::Postmaster => "postmaster".to_owned(),
-                        ForwardPath::Path(p) => p.mailbox.to_string(),
+                        ForwardPath::Path(p) => p.mailbox.text(),
                     });
                     tx.rcpts = accepted.join("\n");
                 }

@@ -52,7 +52,7 @@ impl Filter {
             let domain = self.domain.as_deref().unwrap_or_default();
             let domain = domain.strip_suffix('.').unwrap_or(domain);
             matches!(forward_path, ForwardPath::Path(p)
-                if p.mailbox.domain.to_string().eq_ignore_ascii_case(domain))
+                if p.mailbox.domain.text().eq_ignore_ascii_case(domain))
         };
         let domain_ok =
             self.domain.is_none() || m.recipients.iter().any(|r| in_domain(&r.forward_path));
@@ -285,7 +285,7 @@ pub fn write_summary(
                     .filter(|r| !r.state.is_final())
                     .map(|r| match &r.forward_path {
                         ForwardPath::Postmaster => "(postmaster)".to_owned(),
-                        ForwardPath::Path(p) => p.mailbox.domain.to_string().to_ascii_lowercase(),
+                        ForwardPath::Path(p) => p.mailbox.domain.text().to_ascii_lowercase(),
                     }),
             );
             domains.sort();

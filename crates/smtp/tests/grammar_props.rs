@@ -204,6 +204,21 @@ fn assert_canonical(line: &[u8]) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
+    /// The text made in one allocation is the `Display` form, for every
+    /// kind of local part and domain, and parses back to the mailbox.
+    #[test]
+    fn a_mailbox_as_text_is_its_display_form(path in path(), before in "[a-z@\n]{0,8}") {
+        let mailbox = &path.mailbox;
+        let text = mailbox.text();
+        prop_assert_eq!(&text, &mailbox.to_string());
+        let parsed = Mailbox::parse(text.as_bytes());
+        prop_assert_eq!(parsed.as_ref(), Ok(mailbox));
+        let mut out = before.clone();
+        mailbox.push_text(&mut out);
+        prop_assert_eq!(out, format!("{before}{text}"));
+        prop_assert_eq!(mailbox.domain.text(), mailbox.domain.to_string());
+    }
+
     #[test]
     fn format_then_parse_is_identity(cmd in command()) {
         let line = cmd.to_string();

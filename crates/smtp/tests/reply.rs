@@ -243,4 +243,19 @@ proptest! {
         prop_assert_eq!(consumed, len);
         prop_assert_eq!(parsed, reply);
     }
+
+    /// The text form (log lines): the code, the enhanced code and the
+    /// lines, separated by single spaces, the numbers in plain decimal.
+    #[test]
+    fn display_is_the_codes_and_lines_on_one_line(reply in arb_reply()) {
+        let mut expected = reply.code().to_string();
+        if let Some(e) = reply.enhanced() {
+            expected += &format!(" {}.{}.{}", e.class, e.subject, e.detail);
+        }
+        for line in reply.lines() {
+            expected += " ";
+            expected += line;
+        }
+        prop_assert_eq!(reply.to_string(), expected);
+    }
 }

@@ -65,7 +65,7 @@ impl SenderPolicy {
         let ReversePath::Path(path) = reverse_path else {
             return None;
         };
-        let address = path.mailbox.to_string();
+        let address = path.mailbox.text();
         (!self.allows(login, &address)).then(|| not_yours(login, &address))
     }
 }

@@ -501,7 +501,7 @@ fn verb_stage(verb: Verb) -> Option<Stage> {
 fn forward_path_address(path: &ForwardPath) -> String {
     match path {
         ForwardPath::Postmaster => "postmaster".into(),
-        ForwardPath::Path(p) => p.mailbox.to_string(),
+        ForwardPath::Path(p) => p.mailbox.text(),
     }
 }
 

@@ -68,7 +68,7 @@ impl LocalSubmit {
             // Only the mail system itself sends bounces.
             ReversePath::Null => false,
             ReversePath::Path(path) => {
-                let address = path.mailbox.to_string();
+                let address = path.mailbox.text();
                 address.eq_ignore_ascii_case(&self.address_of(user))
                     || senders.is_some_and(|s| s.allows(&user.login, &address))
             }

@@ -56,11 +56,11 @@ impl Local {
     ) -> Outcome {
         let reverse_path = match reverse_path {
             ReversePath::Null => String::new(),
-            ReversePath::Path(p) => p.mailbox.to_string(),
+            ReversePath::Path(p) => p.mailbox.text(),
         };
         let original = match original_recipient {
             ForwardPath::Postmaster => "postmaster".to_owned(),
-            ForwardPath::Path(p) => p.mailbox.to_string(),
+            ForwardPath::Path(p) => p.mailbox.text(),
         };
         maildir::deliver(
             &self.root,

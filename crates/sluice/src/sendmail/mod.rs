@@ -167,7 +167,7 @@ fn submit(config: &Config, args: &Args) -> Result<(), Failure> {
         None => ReversePath::Path(path_of(&login, &origin)?),
     };
     let sender = match &reverse_path {
-        ReversePath::Path(p) => Some(p.mailbox.to_string()),
+        ReversePath::Path(p) => Some(p.mailbox.text()),
         ReversePath::Null => None,
     };
     let input = message::read(std::io::stdin().lock(), args.ignore_dots)

@@ -355,6 +355,13 @@ impl EventLoop {
 fn decision_reply(decision: &Decision) -> String {
     match decision {
         Decision::Accept => "accepted".into(),
-        Decision::AcceptWith(r) | Decision::Reject(r) | Decision::Disconnect(r) => r.to_string(),
+        Decision::AcceptWith(r) | Decision::Reject(r) | Decision::Disconnect(r) => {
+            use std::fmt::Write as _;
+            // Room for a typical reply, so that the text is not copied as
+            // the string doubles.
+            let mut text = String::with_capacity(64);
+            let _ = write!(text, "{r}");
+            text
+        }
     }
 }

@@ -27,7 +27,7 @@ impl EventLoop {
             return self.call_filter(slot, Stage::Mail);
         };
         let mail_from = match reverse_path {
-            sluice_smtp::ReversePath::Path(p) => p.mailbox.to_string(),
+            sluice_smtp::ReversePath::Path(p) => p.mailbox.text(),
             sluice_smtp::ReversePath::Null => String::new(),
         };
         let helo = conn

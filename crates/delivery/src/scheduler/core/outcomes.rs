@@ -286,7 +286,7 @@ fn log_outcome(
     };
     let recipient = match recipient {
         ForwardPath::Postmaster => "postmaster".to_owned(),
-        ForwardPath::Path(p) => p.mailbox.to_string(),
+        ForwardPath::Path(p) => p.mailbox.text(),
     };
     let retry = match next {
         Some(RecipientState::Deferred {

@@ -99,7 +99,7 @@ impl Fake {
 fn address(forward_path: &ForwardPath) -> String {
     match forward_path {
         ForwardPath::Postmaster => "postmaster".into(),
-        ForwardPath::Path(p) => p.mailbox.to_string(),
+        ForwardPath::Path(p) => p.mailbox.text(),
     }
 }
 
@@ -149,7 +149,7 @@ impl Transport for Fake {
                 at: Instant::now(),
                 reverse_path: match &job.message.entry.envelope.reverse_path {
                     ReversePath::Null => String::new(),
-                    ReversePath::Path(p) => p.mailbox.to_string(),
+                    ReversePath::Path(p) => p.mailbox.text(),
                 },
                 body: job.message.body().to_vec(),
                 thread: std::thread::current().name().unwrap_or("").to_owned(),
