@@ -158,7 +158,7 @@ impl Dispatch {
     /// per-recipient replies are folded back onto the forward-paths.
     fn deliver_lmtp(&self, job: &Job) -> Vec<Outcome> {
         let target = self.lmtp.as_deref().unwrap_or_default();
-        let mut envelope = job.envelope();
+        let mut envelope = job.envelope().into_owned();
         envelope.recipients.clear();
         // Per recipient of the job: the indices of its copies in the LMTP
         // transaction, or why it has none.

@@ -110,18 +110,19 @@ impl fmt::Display for Reason {
     /// For logs and `sluice queue` only (nothing reads it back):
     /// `mx.remote.test[192.0.2.1]:25 said: 550 5.1.1 … (in reply to RCPT)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Piece by piece (a line per delivery writes it): `write!` costs
+        // more than the text.
         if let Some(remote) = &self.remote_mta {
-            write!(f, "{remote} said: ")?;
+            remote.fmt(f)?;
+            f.write_str(" said: ")?;
         }
-        write!(f, "{}", self.reply.code())?;
-        if let Some(e) = self.reply.enhanced() {
-            write!(f, " {e}")?;
-        }
-        for line in self.reply.lines() {
-            write!(f, " {line}")?;
-        }
+        self.reply.fmt(f)?;
         match (&self.remote_mta, self.stage) {
-            (Some(_), Some(stage)) => write!(f, " (in reply to {})", stage_words(stage)),
+            (Some(_), Some(stage)) => {
+                f.write_str(" (in reply to ")?;
+                f.write_str(stage_words(stage))?;
+                f.write_str(")")
+            }
             _ => Ok(()),
         }
     }

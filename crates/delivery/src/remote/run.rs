@@ -18,6 +18,8 @@
 //! connect timeout, not one per message); each message then goes on to its
 //! next addresses alone.
 
+use std::borrow::Cow;
+
 use sluice_smtp::Envelope;
 use sluice_smtp::client::{Message, PIPELINED_BODY_MAX};
 
@@ -31,7 +33,9 @@ use crate::Outcome;
 #[derive(Debug)]
 pub struct RunItem<'a> {
     pub domain: String,
-    pub envelope: Envelope,
+    /// Borrowed from the queued message when the job has all of its
+    /// recipients.
+    pub envelope: Cow<'a, Envelope>,
     /// The content (CRLF line ends, not dot-stuffed).
     pub body: &'a [u8],
 }
@@ -91,13 +95,17 @@ impl Remote {
         if !together || demand.requiretls || !key.chunking {
             return None;
         }
-        let messages: Vec<Message> = items
-            .iter()
-            .map(|item| Message {
-                envelope: item.envelope.clone(),
-                body_size: item.body.len() as u64,
-            })
-            .collect();
+        // The session takes its messages; each attempt gets its own copy of
+        // the envelopes, made as it starts (a second attempt is rare).
+        let messages = || -> Vec<Message> {
+            items
+                .iter()
+                .map(|item| Message {
+                    envelope: item.envelope.clone().into_owned(),
+                    body_size: item.body.len() as u64,
+                })
+                .collect()
+        };
         let bodies: Vec<&[u8]> = items.iter().map(|item| item.body).collect();
         let mut cached = self.pool.checkout(&key);
         let (connection, run) = loop {
@@ -110,7 +118,7 @@ impl Remote {
                     Err(outcome) => return Some(self.unreachable(items, &plans, &outcome)),
                 },
             };
-            let run = connection.send_run(messages.clone(), &bodies);
+            let run = connection.send_run(messages(), &bodies);
             // A cached connection the server had already given up on.
             if reused && run.closed.is_some() && !run.results.iter().any(|r| any_final(r)) {
                 tracing::debug!(

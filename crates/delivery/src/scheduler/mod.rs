@@ -169,14 +169,25 @@ impl Job {
     }
 
     /// The envelope of this job alone: the message's reverse-path and
-    /// parameters, with only this job's recipients.
-    pub fn envelope(&self) -> sluice_smtp::Envelope {
+    /// parameters, with only this job's recipients. Borrowed when the job
+    /// has every recipient of the message, in order (nearly always: one
+    /// recipient, or one destination): nothing is copied then.
+    pub fn envelope(&self) -> std::borrow::Cow<'_, sluice_smtp::Envelope> {
         let envelope = &self.message.entry.envelope;
-        sluice_smtp::Envelope {
+        let whole = self.recipients.len() == envelope.recipients.len()
+            && self
+                .recipients
+                .iter()
+                .enumerate()
+                .all(|(i, &r)| r as usize == i);
+        if whole {
+            return std::borrow::Cow::Borrowed(envelope);
+        }
+        std::borrow::Cow::Owned(sluice_smtp::Envelope {
             reverse_path: envelope.reverse_path.clone(),
             params: envelope.params.clone(),
             recipients: self.recipients().cloned().collect(),
-        }
+        })
     }
 }
 

@@ -9,6 +9,57 @@ use sluice_spool::RecipientState;
 
 use super::*;
 
+/// A job with every recipient of its message, in order, lends the
+/// message's own envelope; any other job gets a copy with its recipients
+/// alone, in the job's order.
+#[test]
+fn a_job_lends_the_whole_envelope_and_copies_a_part_of_it() {
+    use std::borrow::Cow;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let h = spool.handle();
+    let id = submit(
+        &h,
+        "a@src.test",
+        &["x@one.test", "y@two.test", "z@one.test"],
+    );
+    let message = h.get(id).unwrap().expect("queued");
+    let job = |recipients: Vec<u32>| Job {
+        id,
+        destination: Destination::Remote("one.test".into()),
+        message: message.clone(),
+        recipients,
+    };
+    let addresses = |envelope: &Envelope| -> Vec<String> {
+        envelope
+            .recipients
+            .iter()
+            .map(|r| address(&r.forward_path))
+            .collect()
+    };
+
+    let whole = job(vec![0, 1, 2]);
+    let lent = whole.envelope();
+    assert!(matches!(lent, Cow::Borrowed(_)), "{lent:?}");
+    assert_eq!(*lent, message.entry.envelope);
+
+    for (recipients, expected) in [
+        (vec![0, 2], vec!["x@one.test", "z@one.test"]),
+        (vec![1], vec!["y@two.test"]),
+        (
+            vec![2, 1, 0],
+            vec!["z@one.test", "y@two.test", "x@one.test"],
+        ),
+    ] {
+        let part = job(recipients);
+        let copy = part.envelope();
+        assert!(matches!(copy, Cow::Owned(_)), "{copy:?}");
+        assert_eq!(addresses(&copy), expected);
+        assert_eq!(copy.reverse_path, message.entry.envelope.reverse_path);
+        assert_eq!(copy.params, message.entry.envelope.params);
+    }
+}
+
 #[test]
 fn queued_messages_are_delivered_at_once_grouped_by_destination() {
     let dir = tempfile::tempdir().unwrap();
