@@ -86,6 +86,7 @@ fn tempfail_then_accept(at_rcpt: bool) {
         first.contains(&format!(" remote_mta=[{ip}]:{port} stage=\"{stage}\" ")),
         "{first}"
     );
+    assert!(first.contains(" retry=\"attempt 1, retry in "), "{first}");
 
     let list = server.queue_ok(&["list"]);
     assert!(list.contains(&id), "{list}");
@@ -100,6 +101,8 @@ fn tempfail_then_accept(at_rcpt: bool) {
 
     let second = server.wait_delivery(&id, "bob@remote.test", "delivered", DELIVERY_LIMIT);
     assert!(second.contains("250 2.0.0 Ok: accepted"), "{second}");
+    // Nothing to retry, no retry field.
+    assert!(!second.contains(" retry="), "{second}");
     server.wait_queue_empty(DELIVERY_LIMIT);
     // The retry came after the interval (1 s), not at once, nor late.
     let attempts = attempts.lock().unwrap().clone();

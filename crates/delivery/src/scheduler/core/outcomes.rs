@@ -293,11 +293,12 @@ fn log_outcome(
             until_unix_ms,
             attempts,
             ..
-        }) => format!(
+        }) => Some(format!(
             "attempt {attempts}, retry in {:.0?}",
             Duration::from_millis(until_unix_ms.saturating_sub(now_ms))
-        ),
-        _ => String::new(),
+        )),
+        // Nothing to retry: no field.
+        _ => None,
     };
     tracing::info!(
         queue_id = %job.id,
@@ -310,7 +311,7 @@ fn log_outcome(
         remote_mta = reason.remote_mta.as_ref().map(tracing::field::display),
         stage = reason.stage.map(|s| s.name()),
         delay = ?delay,
-        retry,
+        retry = retry.as_deref(),
         "delivery"
     );
 }
