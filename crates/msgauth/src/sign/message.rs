@@ -20,23 +20,44 @@ use mail_auth::common::headers::{HeaderStream, Writable, Writer};
 use mail_auth::dkim::Signature;
 use memchr::{memchr, memchr2_iter, memmem};
 
+/// A key's signature before any message: its tags (algorithm, domain,
+/// selector, canonicalisation) and the fields it looks for.
+pub(super) struct Template {
+    /// With `h=` the fields to look for, which `canonicalize` reads.
+    looks_for: Signature,
+    /// The same without `h=`: each signature starts as a copy of it (the
+    /// field names a message has are its own `h=`), so the list of names
+    /// to look for is not copied and dropped a message.
+    stamp: Signature,
+}
+
+impl Template {
+    pub(super) fn new(looks_for: Signature) -> Template {
+        let stamp = Signature {
+            h: Vec::new(),
+            ..looks_for.clone()
+        };
+        Template { looks_for, stamp }
+    }
+}
+
 /// Signs the message made of `pieces` (the fields we add in front, then the
 /// message as received) with `key`, from the `template` of its domain and
 /// selector, at `now` (seconds since the Unix epoch, for `t=`).
 pub(super) fn sign(
-    template: &Signature,
+    template: &Template,
     key: &impl SigningKey,
     pieces: &[&[u8]],
     now: u64,
 ) -> mail_auth::Result<Signature> {
     let mut fields = Fields::new(pieces);
-    let (_, headers, signed, canonical_body) = template.canonicalize(&mut fields);
+    let (_, headers, signed, canonical_body) = template.looks_for.canonicalize(&mut fields);
     if signed.is_empty() {
         return Err(mail_auth::Error::NoHeadersFound);
     }
     let bh = relaxed_body_hash(fields.body)
         .unwrap_or_else(|| key.hash(canonical_body).as_ref().to_vec());
-    let mut signature = template.clone();
+    let mut signature = template.stamp.clone();
     signature.bh = bh;
     signature.t = now;
     signature.h = signed;
@@ -172,10 +193,11 @@ fn relaxed_body_hash(body: &[u8]) -> Option<Vec<u8>> {
         if body.get(at + 1) != Some(&b'\n') {
             return None;
         }
-        if at < end {
+        if at < end && at > from && body[at - 1] == b' ' {
             // Up to the line's end, without the spaces before it; its CRLF
-            // starts the next piece.
-            let mut cut = at;
+            // starts the next piece. Lines that end without spaces are
+            // hashed together, in one piece (whole blocks, no copying).
+            let mut cut = at - 1;
             while cut > from && body[cut - 1] == b' ' {
                 cut -= 1;
             }
@@ -230,7 +252,7 @@ mod tests {
             .body_canonicalization(Canonicalization::Relaxed)
             .sign_chained(pieces.iter().copied())
             .unwrap();
-        let ours = sign(&template(), key, pieces, theirs.t).unwrap();
+        let ours = sign(&Template::new(template()), key, pieces, theirs.t).unwrap();
         (theirs.to_header(), ours.to_header())
     }
 

@@ -104,7 +104,7 @@ struct LoadedKey {
     key: PrivateKey,
     /// The signature but for what depends on the message: algorithm,
     /// domain, selector, the fields to sign, canonicalisation.
-    template: Signature,
+    template: message::Template,
 }
 
 /// The keys, by domain.
@@ -142,7 +142,7 @@ impl Signer {
                     selector: spec.selector.clone(),
                     algorithm: spec.algorithm,
                     key,
-                    template,
+                    template: message::Template::new(template),
                 })
             })
             .collect::<Result<_, _>>()?;
