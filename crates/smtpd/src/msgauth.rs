@@ -156,22 +156,21 @@ pub(crate) fn from_domain(added: &[u8], content: &[u8]) -> Option<String> {
 /// The first `From:` field of the header section, its folded lines and
 /// CRLF included.
 fn from_field(message: &[u8]) -> Option<&[u8]> {
+    // After each CRLF: a line's end is found a vector at a time, not by
+    // comparing every pair of octets.
+    let line_end = |at: usize| {
+        memchr::memmem::find(&message[at..], b"\r\n").map_or(message.len(), |p| at + p + 2)
+    };
     let mut at = 0;
     while at < message.len() {
-        let end = message[at..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(message.len(), |p| at + p + 2);
+        let end = line_end(at);
         if end == at + 2 {
             return None; // the empty line: the header is over
         }
-        if message[at..end].len() > 5 && message[at..at + 5].eq_ignore_ascii_case(b"from:") {
+        if end - at > 5 && message[at..at + 5].eq_ignore_ascii_case(b"from:") {
             let mut stop = end;
             while stop < message.len() && matches!(message[stop], b' ' | b'\t') {
-                stop = message[stop..]
-                    .windows(2)
-                    .position(|w| w == b"\r\n")
-                    .map_or(message.len(), |p| stop + p + 2);
+                stop = line_end(stop);
             }
             return Some(&message[at..stop]);
         }
