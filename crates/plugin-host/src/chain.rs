@@ -149,7 +149,7 @@ fn run_stage_in(
         ctx.rcpt = call.rcpt.clone();
         ctx.inline = inline;
         let started = std::time::Instant::now();
-        let (result, mut ctx) = plugin.call(hook, &call.arg, ctx);
+        let (result, mut ctx) = plugin.call(hook, &call.arg, ctx, started);
         let took = started.elapsed();
         held.extend(
             ctx.held_logs

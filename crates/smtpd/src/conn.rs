@@ -226,8 +226,9 @@ impl Conn {
         }
     }
 
-    pub(crate) fn touch(&mut self) {
-        self.last_activity = Instant::now();
+    /// Activity at `now` (the loop's clock): the idle timers start over.
+    pub(crate) fn touch(&mut self, now: Instant) {
+        self.last_activity = now;
     }
 
     pub(crate) fn output_len(&mut self) -> usize {
@@ -252,8 +253,9 @@ impl Conn {
         let discarded = self.input.len();
         self.input.clear();
         self.transport = Transport::tls(conn);
-        self.handshake_started = Some(Instant::now());
-        self.touch();
+        let now = Instant::now();
+        self.handshake_started = Some(now);
+        self.touch(now);
         discarded
     }
 
@@ -273,8 +275,9 @@ impl Conn {
         (self.waiting.is_some() && self.input.len() >= max_input) || self.output_len() > max_output
     }
 
-    /// Writes as much pending output as the socket takes.
-    pub(crate) fn flush(&mut self) -> io::Result<()> {
+    /// Writes as much pending output as the socket takes; a write is
+    /// activity at `now`.
+    pub(crate) fn flush(&mut self, now: Instant) -> io::Result<()> {
         loop {
             let out = self.session.output();
             if self.written == out.len() {
@@ -288,7 +291,7 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.written += n;
-                    self.last_activity = Instant::now();
+                    self.last_activity = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -68,6 +68,11 @@ pub(crate) struct EventLoop {
     timers: Vec<(Instant, usize, u64)>,
     /// Connections on PROXY listeners before their header, by slot.
     pending: Vec<Option<proxied::Pending>>,
+    /// The time, read once a turn of the loop (after the wait for
+    /// events): what connections' idle timers count from. Their limits are
+    /// seconds, a turn is at most milliseconds, and a clock read per read
+    /// and per write was a measurable share of a loop's time.
+    now: Instant,
 }
 
 impl EventLoop {
@@ -104,6 +109,7 @@ impl EventLoop {
             shutdown_deadline: None,
             timers: Vec::new(),
             pending: Vec::new(),
+            now: Instant::now(),
         };
         Ok(event_loop)
     }
@@ -127,6 +133,7 @@ impl EventLoop {
                 tracing::error!(error = %e, "event loop poll failed");
                 return;
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.drain_inbox(),
@@ -155,8 +162,8 @@ impl EventLoop {
             {
                 return;
             }
-            if last_sweep.elapsed() >= SWEEP_INTERVAL {
-                last_sweep = Instant::now();
+            if self.now.saturating_duration_since(last_sweep) >= SWEEP_INTERVAL {
+                last_sweep = self.now;
                 self.sweep_timeouts(last_sweep);
             }
         }
@@ -272,7 +279,7 @@ impl EventLoop {
             // already here, the replies so far wait for the rest. The
             // client reads them all before it sends more anyway.
             let batch_pending = conn.waiting.is_some() && !conn.input.is_empty();
-            if !batch_pending && let Err(e) = conn.flush() {
+            if !batch_pending && let Err(e) = conn.flush(self.now) {
                 tracing::debug!(conn = conn.info.id, error = %e, "write failed");
                 return self.close(slot);
             }
@@ -302,7 +309,7 @@ impl EventLoop {
                     conn.peer_closed = true;
                 }
                 Ok(n) => {
-                    conn.touch();
+                    conn.touch(self.now);
                     // A short read emptied the socket: with edge-triggered
                     // readiness, anything that arrives later brings a new
                     // event, so the read that would only say "would block"
