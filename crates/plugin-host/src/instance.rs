@@ -34,6 +34,7 @@ pub(crate) struct Plugin {
     services: Arc<Services>,
     /// Boxed: an instance moves out for each call and back after it, a
     /// pointer rather than the store and its functions (about 1 KiB).
+    #[expect(clippy::vec_box, reason = "moved out and back per call")]
     idle: Mutex<Vec<Box<Ready>>>,
     /// Its hooks' time on event loops, in µs, averaged (1/16 new).
     inline_us: AtomicU64,
@@ -130,6 +131,7 @@ impl Plugin {
         }
     }
 
+    #[expect(clippy::vec_box, reason = "see `idle`")]
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Box<Ready>>> {
         // Pushes and pops only: nothing to tear.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
