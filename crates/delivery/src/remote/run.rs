@@ -101,7 +101,7 @@ impl Remote {
             items
                 .iter()
                 .map(|item| Message {
-                    envelope: item.envelope.clone().into_owned(),
+                    envelope: Envelope::clone(&item.envelope),
                     body_size: item.body.len() as u64,
                 })
                 .collect()
