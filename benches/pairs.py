@@ -69,13 +69,18 @@ def run_wakeups(messages, bin_dir):
             "msg/s": float(rate.group(1).replace(",", ""))}
 
 
+def figure(v):
+    """Three decimals for the small figures (CPU-s per 1,000), one for the rest."""
+    return f"{v:,.3f}" if v < 1 else f"{v:,.1f}"
+
+
 def report(names, runs):
     """Every pair, then each side's mean and median and the change of the mean."""
     keys = list(runs[0][0])
     print(f"| pair | {' | '.join(f'{n}: {k}' for n in names for k in keys)} |")
     print("|---|" + "---:|" * (2 * len(keys)))
     for i, (a, b) in enumerate(runs, 1):
-        cells = [f"{side[k]:,.3f}".rstrip("0").rstrip(".") for side in (a, b) for k in keys]
+        cells = [figure(side[k]) for side in (a, b) for k in keys]
         print(f"| {i} | {' | '.join(cells)} |")
     print()
     for k in keys:
@@ -83,8 +88,9 @@ def report(names, runs):
         b = [r[1][k] for r in runs]
         change = (statistics.mean(b) / statistics.mean(a) - 1) * 100
         lower = sum(1 for x, y in zip(a, b) if y < x)
-        print(f"{k}: {names[0]} mean {statistics.mean(a):,.3f} median {statistics.median(a):,.3f}; "
-              f"{names[1]} mean {statistics.mean(b):,.3f} median {statistics.median(b):,.3f}; "
+        print(f"{k}: {names[0]} mean {figure(statistics.mean(a))} "
+              f"median {figure(statistics.median(a))}; "
+              f"{names[1]} mean {figure(statistics.mean(b))} median {figure(statistics.median(b))}; "
               f"{names[1]} {change:+.1f} % on the means, lower in {lower} of {len(runs)} pairs")
 
 
