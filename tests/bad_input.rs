@@ -188,6 +188,35 @@ fn an_idle_client_gets_421_and_is_closed() {
     assert_still_serves(&server);
 }
 
+/// Activity starts the timers over: a client that keeps talking, however
+/// slowly, is served for longer than either timeout, commands and content
+/// alike (the loop reads its clock once a turn; each read and write counts).
+#[test]
+fn a_slow_but_steady_client_outlives_both_timeouts() {
+    let server =
+        Server::start_receiving("[limits]\nidle_timeout_secs = 2\ndata_timeout_secs = 2\n");
+    let mut c = Client::connect_ehlo(server.addr());
+    let pause = Duration::from_millis(600);
+    // 3.6 s of commands, a pause shorter than the timeout before each.
+    for _ in 0..6 {
+        std::thread::sleep(pause);
+        c.command_expect("NOOP", "250 2.0.0");
+    }
+    c.command_expect("MAIL FROM:<slow@example.org>", "250 2.1.0");
+    c.command_expect("RCPT TO:<alice@example.test>", "250 2.1.5");
+    c.command_expect("DATA", "354");
+    c.send("Subject: slow\r\n\r\n");
+    // 3.6 s of content, a line at a time.
+    for i in 0..6 {
+        std::thread::sleep(pause);
+        c.send(format!("line {i}\r\n"));
+    }
+    c.send(".\r\n");
+    let r = c.read_reply();
+    assert!(r.raw.starts_with("250 2.0.0 "), "{r:?}");
+    c.command_expect("QUIT", "221 2.0.0");
+}
+
 #[test]
 fn a_client_stalled_in_data_gets_421_and_nothing_is_queued() {
     let server = Server::start_receiving("[limits]\ndata_timeout_secs = 2\n");
