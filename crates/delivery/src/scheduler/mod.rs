@@ -174,12 +174,11 @@ impl Job {
     /// recipient, or one destination): nothing is copied then.
     pub fn envelope(&self) -> std::borrow::Cow<'_, sluice_smtp::Envelope> {
         let envelope = &self.message.entry.envelope;
-        let whole = self.recipients.len() == envelope.recipients.len()
-            && self
-                .recipients
-                .iter()
-                .enumerate()
-                .all(|(i, &r)| r as usize == i);
+        let whole = self
+            .recipients
+            .iter()
+            .map(|&r| r as usize)
+            .eq(0..envelope.recipients.len());
         if whole {
             return std::borrow::Cow::Borrowed(envelope);
         }
