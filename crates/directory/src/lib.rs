@@ -224,7 +224,14 @@ impl Directory {
     /// [`is_local_domain`](Self::is_local_domain) for a name given as text
     /// (a plugin's question).
     pub fn is_local_domain_name(&self, name: &str) -> bool {
-        self.domains.contains(&normalize_domain(name))
+        // Asked for every recipient and by the filters: a name already in
+        // lower case (nearly all) is looked up as it stands.
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.domains.contains(&name.to_ascii_lowercase())
+        } else {
+            self.domains.contains(name)
+        }
     }
 
     /// Whether a forward-path goes to one of our domains (routing ignores a
@@ -244,8 +251,18 @@ impl Directory {
     /// Whether `name` (unquoted) is a user, an alias or `postmaster` as it
     /// stands, without the extension rule.
     fn knows(&self, name: &str) -> bool {
-        let name = fold(name);
-        name == POSTMASTER || self.users.contains_key(&name) || self.aliases.contains_key(&name)
+        // Folding allocates; ASCII already in lower case is its own fold.
+        let folded;
+        let name = if name
+            .bytes()
+            .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+        {
+            name
+        } else {
+            folded = fold(name);
+            folded.as_str()
+        };
+        name == POSTMASTER || self.users.contains_key(name) || self.aliases.contains_key(name)
     }
 
     /// The name a local part is looked up as: itself when it is known, else

@@ -53,6 +53,21 @@ fn users_resolve_case_insensitively_to_their_configured_name() {
 }
 
 #[test]
+fn names_beyond_ascii_fold_with_unicode_case() {
+    let d = Directory::new(DirectoryConfig {
+        domains: vec!["example.test".into()],
+        users: vec!["Zoë".into(), "ǅemal".into()],
+        aliases: Default::default(),
+        recipient_delimiter: String::new(),
+    });
+    // Upper, lower and title case (U+01C5 is neither upper nor lower).
+    for asked in ["zoë", "ZOË", "Zoë", "ǆemal", "Ǆemal", "ǅemal"] {
+        assert!(d.mailbox_exists(asked), "{asked}");
+    }
+    assert!(!d.mailbox_exists("zoe"));
+}
+
+#[test]
 fn unknown_user_fails_with_5_1_1() {
     let d = directory(&[]);
     let err = d.resolve("mallory").unwrap_err();
