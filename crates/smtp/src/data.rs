@@ -108,11 +108,19 @@ impl DataDecoder {
                     None => i = n,
                     Some(off) => {
                         let p = i + off;
-                        i = p + 1;
-                        if input[p] == b'\r' {
-                            self.state = Cr;
-                        } else {
-                            self.bare_line_ending = true;
+                        match (input[p], input.get(p + 1), input.get(p + 2)) {
+                            // The common line end: CRLF and a next line that
+                            // starts with anything but "." stay in one state
+                            // (one search a line, not three state changes).
+                            (b'\r', Some(b'\n'), Some(&next)) if next != b'.' => i = p + 2,
+                            (b'\r', _, _) => {
+                                i = p + 1;
+                                self.state = Cr;
+                            }
+                            _ => {
+                                i = p + 1;
+                                self.bare_line_ending = true;
+                            }
                         }
                     }
                 },
