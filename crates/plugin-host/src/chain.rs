@@ -120,7 +120,7 @@ fn run_stage_in(
     // stage logs nothing, and its rerun on a filter thread logs once.
     let mut held: Vec<Held> = Vec::new();
     if hook == Hook::Helo {
-        conn.state().helo = Some(call.arg.as_str().into());
+        conn.state().hooks.helo = Some(call.arg.as_str().into());
     }
     let mut outcome = Outcome::Continue;
     let mut changes = MessageChanges::default();
@@ -226,8 +226,8 @@ fn run_stage_in(
                 // Before the message exists, the mark waits for it: from
                 // connect or HELO for every transaction, else for this one.
                 let marks = match hook {
-                    Hook::Connect | Hook::Helo => &mut state.conn_marks,
-                    _ => &mut state.tx_marks,
+                    Hook::Connect | Hook::Helo => &mut state.hooks.conn_marks,
+                    _ => &mut state.hooks.tx_marks,
                 };
                 if verdict == RawVerdict::Discard {
                     marks.discard = true;
@@ -240,7 +240,7 @@ fn run_stage_in(
         }
     }
     if hook == Hook::Data && !matches!(outcome, Outcome::Reject(_) | Outcome::Disconnect(_)) {
-        let state = conn.state();
+        let state = &conn.state().hooks;
         changes.discard = state.conn_marks.discard || state.tx_marks.discard;
         changes.quarantine = state.conn_marks.quarantine || state.tx_marks.quarantine;
     } else {
@@ -282,10 +282,10 @@ fn commit(conn: &ConnRecord, hook: Hook, ctx: &CallCtx, changes: &mut MessageCha
     if !ctx.scores.is_empty() {
         let mut state = conn.state();
         let scores = match hook {
-            Hook::Connect | Hook::Helo => &mut state.conn_scores,
-            _ => &mut state.tx_scores,
+            Hook::Connect | Hook::Helo => &mut state.hooks.conn_scores,
+            _ => &mut state.hooks.tx_scores,
         };
-        scores.extend(ctx.scores.iter().cloned());
+        scores.extend_from_slice(&ctx.scores);
         if tracing::enabled!(tracing::Level::DEBUG) {
             let symbols: Vec<String> = ctx
                 .scores

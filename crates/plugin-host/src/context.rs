@@ -1,6 +1,7 @@
 //! The state hooks see: per connection and per transaction on the host side
 //! (plugins keep none of their own), and per call in the instance's store.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -39,20 +40,27 @@ struct Order {
     done: u64,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(crate) struct ConnState {
-    /// Shared, like the notes: a snapshot before each stage on an event
-    /// loop copies a pointer, not the name.
-    pub helo: Option<Arc<str>>,
     /// The TLS session and the login, as of the last hook called: both can
     /// start in the middle of a connection (STARTTLS, AUTH).
     pub tls: Option<sluice_filter::TlsInfo>,
     pub login: Option<String>,
+    pub hooks: HookState,
+}
+
+/// What hooks change. Kept before every stage run on an event loop, to be
+/// put back if the stage is abandoned, so every part is shared until
+/// written: a snapshot copies pointers, and the first write after one
+/// copies what it writes.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HookState {
+    pub helo: Option<Arc<str>>,
     pub conn_notes: Notes,
     pub tx_notes: Notes,
     /// Scores from connect and HELO count for every transaction.
-    pub conn_scores: Vec<(String, f64)>,
-    pub tx_scores: Vec<(String, f64)>,
+    pub conn_scores: Scores,
+    pub tx_scores: Scores,
     pub conn_marks: Marks,
     pub tx_marks: Marks,
 }
@@ -65,7 +73,7 @@ pub(crate) struct Marks {
     pub quarantine: bool,
 }
 
-impl ConnState {
+impl HookState {
     pub fn notes(&mut self, scope: i32) -> Option<&mut Notes> {
         match scope {
             0 => Some(&mut self.conn_notes),
@@ -74,18 +82,37 @@ impl ConnState {
         }
     }
 
+    /// Every symbol and score so far: the connection's, then the
+    /// transaction's.
+    pub fn scores(&self) -> impl Iterator<Item = &(String, f64)> {
+        self.conn_scores.iter().chain(self.tx_scores.iter())
+    }
+
     pub fn score_total(&self) -> f64 {
-        self.conn_scores
-            .iter()
-            .chain(&self.tx_scores)
-            .map(|(_, s)| s)
-            .sum()
+        self.scores().map(|(_, s)| s).sum()
     }
 
     pub fn reset_transaction(&mut self) {
         self.tx_notes = Notes::default();
-        self.tx_scores.clear();
+        self.tx_scores = Scores::default();
         self.tx_marks = Marks::default();
+    }
+}
+
+/// Scores of one scope, copied on write like the [`Notes`]; `None` while
+/// empty.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Scores(Option<Arc<Vec<(String, f64)>>>);
+
+impl Scores {
+    pub fn iter(&self) -> std::slice::Iter<'_, (String, f64)> {
+        self.0.as_deref().map_or(&[][..], Vec::as_slice).iter()
+    }
+
+    pub fn extend_from_slice(&mut self, more: &[(String, f64)]) {
+        if !more.is_empty() {
+            Arc::make_mut(self.0.get_or_insert_default()).extend_from_slice(more);
+        }
     }
 }
 
@@ -172,12 +199,12 @@ impl ConnRecord {
 
     /// What the hooks may change, to put back if a hook run on an event
     /// loop is abandoned (and run again on a filter thread).
-    pub fn snapshot(&self) -> ConnState {
-        self.state().clone()
+    pub fn snapshot(&self) -> HookState {
+        self.state().hooks.clone()
     }
 
-    pub fn restore(&self, saved: ConnState) {
-        *self.state() = saved;
+    pub fn restore(&self, saved: HookState) {
+        self.state().hooks = saved;
     }
 
     /// A ticket for a queued job.
@@ -347,43 +374,52 @@ impl CallCtx {
         *self.now_ms.get_or_insert_with(wall_clock_ms)
     }
 
-    /// The value of a `get_property` name, if it has one.
-    pub fn property(&self, name: &str, services: &Services) -> Option<String> {
+    /// The value of a `get_property` name, if it has one: borrowed where
+    /// the call's views hold it (the hot ones, asked at every RCPT), made
+    /// where it has to be.
+    pub fn property<'a>(&'a self, name: &str, services: &'a Services) -> Option<Cow<'a, str>> {
         let info = &self.conn.info;
+        let owned = |value: Option<String>| value.map(Cow::Owned);
         Some(match name {
-            "conn.ip" => info.ip.to_string(),
+            "conn.ip" => Cow::Owned(info.ip.to_string()),
             "conn.trusted" => flag(info.trusted),
-            "conn.auth" => return self.conn.state().login.clone(),
+            "conn.auth" => return owned(self.conn.state().login.clone()),
             "conn.tls" => flag(self.conn.state().tls.is_some()),
-            "conn.tls_version" => return self.conn.state().tls.as_ref().map(|t| t.version.clone()),
-            "conn.tls_cipher" => return self.conn.state().tls.as_ref().map(|t| t.cipher.clone()),
-            "conn.tls_sni" => return self.conn.state().tls.as_ref()?.sni.clone(),
-            "conn.helo" => return self.conn.state().helo.as_deref().map(str::to_owned),
-            "server.hostname" => services.hostname.clone(),
-            "tx.id" => return self.message.as_ref()?.queue_id.clone(),
-            "tx.mail_from" => self.tx.as_ref()?.mail_from.clone(),
-            "tx.rcpts" => self.tx.as_ref()?.rcpts.clone(),
-            "rcpt.local_part" => self.rcpt.as_ref()?.local_part.clone(),
-            "rcpt.domain" => return self.rcpt.as_ref()?.domain.clone(),
+            "conn.tls_version" => {
+                return owned(self.conn.state().tls.as_ref().map(|t| t.version.clone()));
+            }
+            "conn.tls_cipher" => {
+                return owned(self.conn.state().tls.as_ref().map(|t| t.cipher.clone()));
+            }
+            "conn.tls_sni" => return owned(self.conn.state().tls.as_ref()?.sni.clone()),
+            "conn.helo" => {
+                return owned(self.conn.state().hooks.helo.as_deref().map(str::to_owned));
+            }
+            "server.hostname" => Cow::Borrowed(services.hostname.as_str()),
+            "tx.id" => Cow::Borrowed(self.message.as_ref()?.queue_id.as_deref()?),
+            "tx.mail_from" => Cow::Borrowed(self.tx.as_ref()?.mail_from.as_str()),
+            "tx.rcpts" => Cow::Borrowed(self.tx.as_ref()?.rcpts.as_str()),
+            "rcpt.local_part" => Cow::Borrowed(self.rcpt.as_ref()?.local_part.as_str()),
+            "rcpt.domain" => Cow::Borrowed(self.rcpt.as_ref()?.domain.as_deref()?),
             "tx.score" => {
                 let state = self.conn.state();
-                let total = state.score_total() + self.scores.iter().map(|(_, s)| s).sum::<f64>();
-                format_score(total)
+                let total =
+                    state.hooks.score_total() + self.scores.iter().map(|(_, s)| s).sum::<f64>();
+                Cow::Owned(format_score(total))
             }
             "tx.symbols" => {
                 let state = self.conn.state();
                 let lines: Vec<String> = state
-                    .conn_scores
-                    .iter()
-                    .chain(&state.tx_scores)
+                    .hooks
+                    .scores()
                     .chain(&self.scores)
                     .map(|(sym, s)| format!("{sym} {}", format_score(*s)))
                     .collect();
-                lines.join("\n")
+                Cow::Owned(lines.join("\n"))
             }
-            "msg.size" => self.message.as_ref()?.bytes.len().to_string(),
+            "msg.size" => Cow::Owned(self.message.as_ref()?.bytes.len().to_string()),
             name if name.starts_with("auth.") => {
-                return auth_property(&self.tx.as_ref()?.auth, name);
+                return owned(auth_property(&self.tx.as_ref()?.auth, name));
             }
             _ => return None,
         })
@@ -425,8 +461,8 @@ fn auth_property(auth: &AuthResults, name: &str) -> Option<String> {
     })
 }
 
-fn flag(b: bool) -> String {
-    if b { "1" } else { "0" }.into()
+fn flag(b: bool) -> Cow<'static, str> {
+    Cow::Borrowed(if b { "1" } else { "0" })
 }
 
 /// Scores as `X-Spam-Status` and logs show them: at most 3 decimals, no
@@ -527,14 +563,51 @@ mod tests {
             ip: "192.0.2.1".parse().unwrap(),
             trusted: false,
         });
-        record.state().conn_notes.set(b"seen", b"helo");
+        record.state().hooks.conn_notes.set(b"seen", b"helo");
         let saved = record.snapshot();
-        record.state().conn_notes.set(b"seen", b"mail");
-        record.state().tx_notes.set(b"new", b"1");
-        assert_eq!(record.state().conn_notes.get(b"seen"), Some(&b"mail"[..]));
+        record.state().hooks.conn_notes.set(b"seen", b"mail");
+        record.state().hooks.tx_notes.set(b"new", b"1");
+        assert_eq!(
+            record.state().hooks.conn_notes.get(b"seen"),
+            Some(&b"mail"[..])
+        );
         record.restore(saved);
-        assert_eq!(record.state().conn_notes.get(b"seen"), Some(&b"helo"[..]));
-        assert_eq!(record.state().tx_notes.get(b"new"), None);
+        assert_eq!(
+            record.state().hooks.conn_notes.get(b"seen"),
+            Some(&b"helo"[..])
+        );
+        assert_eq!(record.state().hooks.tx_notes.get(b"new"), None);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_scores_when_the_stage_adds_after_it() {
+        let record = ConnRecord::new(ConnInfo {
+            id: 1,
+            ip: "192.0.2.1".parse().unwrap(),
+            trusted: false,
+        });
+        let score = |name: &str, value: f64| (name.to_owned(), value);
+        record
+            .state()
+            .hooks
+            .conn_scores
+            .extend_from_slice(&[score("HELO_BARE", 1.5)]);
+        let saved = record.snapshot();
+        record
+            .state()
+            .hooks
+            .tx_scores
+            .extend_from_slice(&[score("BAD_RCPT", 3.0)]);
+        record
+            .state()
+            .hooks
+            .conn_scores
+            .extend_from_slice(&[score("LATE", 0.25)]);
+        assert_eq!(record.state().hooks.score_total(), 4.75);
+        record.restore(saved);
+        let state = record.state();
+        let kept: Vec<_> = state.hooks.scores().cloned().collect();
+        assert_eq!(kept, vec![score("HELO_BARE", 1.5)]);
     }
 
     #[test]

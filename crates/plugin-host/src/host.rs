@@ -252,7 +252,7 @@ fn finish_transaction_in(
             run_stage(chain, conn, &call, hostname, false);
         }
     }
-    conn.state().reset_transaction();
+    conn.state().hooks.reset_transaction();
     true
 }
 

@@ -137,7 +137,7 @@ fn get_property(
             .ok()
             .and_then(|name| match &state.call {
                 Some(call) => call.property(name, services),
-                None => (name == "server.hostname").then(|| services.hostname.clone()),
+                None => (name == "server.hostname").then_some(services.hostname.as_str().into()),
             })
     };
     match value {
@@ -290,6 +290,7 @@ fn note_get(
         };
         let mut conn_state = conn.state();
         conn_state
+            .hooks
             .notes(scope)
             .and_then(|notes| notes.get(key))
             .map(<[u8]>::to_vec)
@@ -315,7 +316,7 @@ fn note_set(
         outside_hook(state, "note_set");
         return Ok(());
     };
-    let stored = match conn.state().notes(scope) {
+    let stored = match conn.state().hooks.notes(scope) {
         Some(notes) => notes.set(key, value),
         None => false,
     };
