@@ -350,17 +350,11 @@ impl fmt::Display for Command {
             Command::Mail {
                 reverse_path,
                 params,
-            } => {
-                write!(f, "MAIL FROM:{reverse_path}")?;
-                params.write_wire(f)
-            }
+            } => EnvelopeCommand::Mail(reverse_path, params).fmt(f),
             Command::Rcpt {
                 forward_path,
                 params,
-            } => {
-                write!(f, "RCPT TO:{forward_path}")?;
-                params.write_wire(f)
-            }
+            } => EnvelopeCommand::Rcpt(forward_path, params).fmt(f),
             Command::Bdat { size, last } => {
                 write!(f, "BDAT {size}{}", if *last { " LAST" } else { "" })
             }
@@ -384,6 +378,38 @@ impl fmt::Display for Command {
             | Command::StartTls
             | Command::Noop(None)
             | Command::Help(None) => f.write_str(self.verb().as_str()),
+        }
+    }
+}
+
+/// MAIL or RCPT from borrowed parts, in [`Command`]'s wire form: the
+/// delivery client writes a message's envelope without copying it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EnvelopeCommand<'a> {
+    Mail(&'a ReversePath, &'a MailParams),
+    Rcpt(&'a ForwardPath, &'a RcptParams),
+}
+
+impl EnvelopeCommand<'_> {
+    /// Appends the wire form plus CRLF.
+    pub(crate) fn write_to(self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{self}\r\n");
+    }
+}
+
+impl fmt::Display for EnvelopeCommand<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            EnvelopeCommand::Mail(reverse_path, params) => {
+                write!(f, "MAIL FROM:{reverse_path}")?;
+                params.write_wire(f)
+            }
+            EnvelopeCommand::Rcpt(forward_path, params) => {
+                write!(f, "RCPT TO:{forward_path}")?;
+                params.write_wire(f)
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! back, and the checks and parameters that depend on what the server offers.
 
 use crate::address::{ForwardPath, ReversePath};
-use crate::command::Command;
+use crate::command::EnvelopeCommand;
 use crate::envelope::{Envelope, Recipient};
 use crate::params::{BodyType, MailParams, RcptParams};
 use crate::reply::{EnhancedCode, Reply};
@@ -102,12 +102,12 @@ impl Message {
         None
     }
 
-    /// MAIL FROM with the parameters this server understands. Parameters of
+    /// MAIL FROM's parameters that this server understands. Parameters of
     /// an extension the server did not advertise are left out: sending them
     /// would earn a `555` for the whole message.
-    pub(crate) fn mail_command(&self, caps: &Capabilities) -> Command {
+    pub(crate) fn mail_params(&self, caps: &Capabilities) -> MailParams {
         let given = &self.envelope.params;
-        let params = MailParams {
+        MailParams {
             size: caps.size.map(|_| self.body_size),
             body: match self.body_type() {
                 BodyType::SevenBit => None,
@@ -119,27 +119,19 @@ impl Message {
             auth: given.auth.clone().filter(|_| !caps.auth.is_empty()),
             // `refusal` already stopped such a message at a server without it.
             requiretls: given.requiretls && caps.requiretls,
-        };
-        Command::Mail {
-            reverse_path: self.envelope.reverse_path.clone(),
-            params,
         }
     }
 
-    /// RCPT TO for recipient `index`; the DSN parameters only when offered.
-    pub(crate) fn rcpt_command(&self, index: usize, caps: &Capabilities) -> Command {
+    /// Appends RCPT TO for recipient `index`; the DSN parameters only when
+    /// offered.
+    pub(crate) fn write_rcpt(&self, index: usize, caps: &Capabilities, out: &mut Vec<u8>) {
         let Recipient {
             forward_path,
             params,
         } = &self.envelope.recipients[index];
-        Command::Rcpt {
-            forward_path: forward_path.clone(),
-            params: if caps.dsn {
-                params.clone()
-            } else {
-                RcptParams::default()
-            },
-        }
+        let none = RcptParams::default();
+        let params = if caps.dsn { params } else { &none };
+        EnvelopeCommand::Rcpt(forward_path, params).write_to(out);
     }
 }
 

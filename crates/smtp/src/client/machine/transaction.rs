@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use crate::command::Command;
+use crate::command::{Command, EnvelopeCommand};
 use crate::params::BodyType;
 use crate::reply::Reply;
 use crate::stage::Stage;
@@ -171,8 +171,7 @@ impl ClientSession {
         }
         if let Some(step) = unsent.pop_front() {
             awaiting.push_back(step);
-            let command = command(message, step, &self.capabilities);
-            self.write(&command);
+            write_command(&mut self.output, message, step, &self.capabilities);
             return State::Transaction(t);
         }
         // Every envelope reply is in, and no DATA is outstanding (DATA's
@@ -290,7 +289,7 @@ impl ClientSession {
             .chain([Step::Bdat])
             .collect();
         for &step in &awaiting {
-            self.write(&command(&message, step, &self.capabilities));
+            write_command(&mut self.output, &message, step, &self.capabilities);
         }
         let framing = BodyFraming::Raw {
             size: message.body_size,
@@ -353,7 +352,7 @@ impl ClientSession {
             (first, steps)
         };
         for &step in &awaiting {
-            self.write(&command(&message, step, &self.capabilities));
+            write_command(&mut self.output, &message, step, &self.capabilities);
         }
         let phase = if awaiting.back() == Some(&Step::Bdat) {
             self.events.push_back(ClientEvent::SendBody(framing));
@@ -378,15 +377,21 @@ fn any_accepted(recipients: &[Rcpt]) -> bool {
     recipients.iter().any(|r| matches!(r, Rcpt::Accepted))
 }
 
-fn command(message: &Message, step: Step, caps: &Capabilities) -> Command {
-    match step {
-        Step::Mail => message.mail_command(caps),
-        Step::Rcpt(i) => message.rcpt_command(i, caps),
+/// Appends the command for `step`; the envelope's paths are written from
+/// the message, not copied into a [`Command`].
+fn write_command(out: &mut Vec<u8>, message: &Message, step: Step, caps: &Capabilities) {
+    let command = match step {
+        Step::Mail => {
+            let params = message.mail_params(caps);
+            return EnvelopeCommand::Mail(&message.envelope.reverse_path, &params).write_to(out);
+        }
+        Step::Rcpt(i) => return message.write_rcpt(i, caps, out),
         Step::Data => Command::Data,
         Step::Bdat => Command::Bdat {
             size: message.body_size,
             last: true,
         },
         Step::Rset => Command::Rset,
-    }
+    };
+    command.write_to(out);
 }
