@@ -156,7 +156,7 @@ impl Reply {
 }
 
 fn push_decimal(out: &mut Vec<u8>, n: u16) {
-    out.extend_from_slice(Decimal::new(n).as_str().as_bytes());
+    out.extend_from_slice(Decimal::new(n).as_bytes());
 }
 
 /// A `u16` in decimal, on the stack.
@@ -180,9 +180,13 @@ impl Decimal {
         Decimal { digits, at }
     }
 
+    fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.at..]
+    }
+
     fn as_str(&self) -> &str {
         // ASCII digits only.
-        std::str::from_utf8(&self.digits[self.at..]).unwrap_or("0")
+        std::str::from_utf8(self.as_bytes()).unwrap_or("0")
     }
 }
 
