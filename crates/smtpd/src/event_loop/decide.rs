@@ -137,7 +137,11 @@ impl EventLoop {
             serial: conn.serial,
         };
         let mut later = Some(Later::new(self.inbox.clone(), ticket));
-        let queue_id = conn.queue_id().map(|id| id.to_string());
+        // Only the end of data shows the queue id to the filters.
+        let queue_id = match stage {
+            Stage::EndOfData => conn.queue_id().map(|id| id.to_string()),
+            _ => None,
+        };
         let verdict = {
             let event = conn.session.event();
             let filter_stage = match (stage, event) {
