@@ -11,6 +11,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use sluice_dns::{LookupError, Resolver};
 use sluice_smtp::{AddressLiteral, Domain};
@@ -211,11 +212,12 @@ impl Router {
     /// The key for per-destination concurrency: the route or smarthost
     /// target when one applies (every domain routed there shares it), else
     /// the domain.
-    pub fn destination_key(&self, domain: &str) -> String {
+    pub fn destination_key(&self, domain: &str) -> Arc<str> {
         let domain = normalize(domain);
         match self.routes.get(domain.as_ref()).or(self.smarthost.as_ref()) {
+            // Shared: every message routed there names it.
             Some(target) => target.text.clone(),
-            None => domain.into_owned(),
+            None => domain.as_ref().into(),
         }
     }
 
@@ -377,7 +379,7 @@ impl Router {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
     /// As configured: the destination key.
-    text: String,
+    text: Arc<str>,
     host: TargetHost,
     port: u16,
 }
@@ -444,7 +446,7 @@ impl Target {
             None => default_port.ok_or_else(|| format!("{text:?}: no port"))?,
         };
         Ok(Target {
-            text: text.to_owned(),
+            text: text.into(),
             host,
             port,
         })
@@ -495,7 +497,7 @@ fn describe(error: &LookupError) -> String {
 
 fn target_error(target: &Target, problem: &str) -> RouteError {
     RouteError::UnresolvedTarget {
-        target: target.text.clone(),
+        target: target.text.to_string(),
         problem: problem.to_owned(),
     }
 }

@@ -105,7 +105,7 @@ pub enum Destination {
     Lmtp,
     /// A next hop elsewhere: the recipient domain, or the route or
     /// smarthost every domain routed there shares.
-    Remote(String),
+    Remote(Arc<str>),
 }
 
 impl fmt::Display for Destination {

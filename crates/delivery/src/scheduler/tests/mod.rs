@@ -109,7 +109,7 @@ fn domain_destination(recipient: &ForwardPath) -> Destination {
     match recipient {
         ForwardPath::Postmaster => Destination::Local,
         ForwardPath::Path(p) => {
-            Destination::Remote(p.mailbox.domain.to_string().to_ascii_lowercase())
+            Destination::Remote(p.mailbox.domain.to_string().to_ascii_lowercase().into())
         }
     }
 }
