@@ -69,6 +69,11 @@ pub(crate) struct Conn {
     /// The finished message (our trace header, then the content), between
     /// the session and the spool; shared with the filters that read it.
     pub(crate) message: Option<Arc<Content>>,
+    /// The message handed to the spool, kept until its answer: by then the
+    /// spool has written it and let it go, and its buffer collects the
+    /// connection's next message (one allocation a connection, not one a
+    /// message, and no buffer freed on the spool's thread).
+    spooled: Option<Arc<Content>>,
     /// Size of the message last handed on, for the log line.
     message_size: usize,
     /// When the client finished sending the message being decided.
@@ -152,6 +157,7 @@ impl Conn {
             queue_id: None,
             trace_len: 0,
             message: None,
+            spooled: None,
             message_size: 0,
             data_ended: None,
             auth_failures: 0,
@@ -403,6 +409,7 @@ impl Conn {
         }
         body.push(BodyPart::Shared(message.clone(), from..message.len()));
         self.message_size = body.iter().map(|p| p.bytes().len()).sum();
+        self.spooled = Some(message);
         Some(Submission {
             entry: Entry {
                 id,
@@ -420,6 +427,14 @@ impl Conn {
             body,
             held: changes.quarantine,
         })
+    }
+
+    /// The spool has answered for the message handed to it: its buffer, if
+    /// nothing else holds it any more, is given back to the session.
+    pub(crate) fn spool_answered(&mut self) {
+        if let Some(Ok(Content::Heap(buffer))) = self.spooled.take().map(Arc::try_unwrap) {
+            self.session.reuse_buffer(buffer);
+        }
     }
 
     /// One line per transaction: what an operator greps for.

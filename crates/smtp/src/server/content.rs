@@ -15,6 +15,10 @@ use crate::reply::{EnhancedCode, Reply};
 const EXPECTED_CONTENT: usize = 8 * 1024;
 /// The most room made ahead of the content, whatever size was declared.
 const MAX_RESERVED_CONTENT: usize = 64 * 1024;
+/// The largest buffer a session keeps for its next message
+/// ([`ServerSession::reuse_buffer`]): a typical message's, so that an idle
+/// connection holds little.
+const MAX_KEPT_BUFFER: usize = 2 * EXPECTED_CONTENT;
 
 impl<C: AsRef<ServerConfig>> ServerSession<C> {
     /// Sets the trace (`Received:`) header that will precede the content.
@@ -81,6 +85,19 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
             return Err(ApiMisuse("the message is taken while it is pending"));
         }
         Ok(std::mem::take(&mut self.message))
+    }
+
+    /// Gives back the buffer of a message taken with
+    /// [`ServerSession::take_message`], once nothing else reads it, for the
+    /// next message to be collected in: a connection that sends one message
+    /// after another then allocates its buffer once. Its bytes are
+    /// forgotten; a buffer larger than a typical message is freed instead,
+    /// and so is one given while a message is being collected.
+    pub fn reuse_buffer(&mut self, mut buffer: Vec<u8>) {
+        if self.message.capacity() == 0 && buffer.capacity() <= MAX_KEPT_BUFFER {
+            buffer.clear();
+            self.message = buffer;
+        }
     }
 
     pub(super) fn data(&mut self) {

@@ -313,6 +313,46 @@ fn a_message_is_collected_in_the_buffer_made_for_it_at_data() {
     }
 }
 
+/// A buffer given back after a message collects the next one; a large one
+/// is not kept, nor one given back while a message is being collected.
+#[test]
+fn a_message_buffer_given_back_collects_the_next_message() {
+    let mut d = Driver::default();
+    let transaction = b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n";
+    d.send(b"EHLO c\r\n");
+    d.send(transaction);
+    let (_, first) = d.messages.pop().expect("the first message");
+    let (at, room) = (first.as_ptr(), first.capacity());
+    d.session.reuse_buffer(first);
+    d.send(transaction);
+    let (_, second) = d.messages.pop().expect("the second message");
+    assert_eq!((second.as_ptr(), second.capacity()), (at, room));
+    assert!(
+        second.ends_with(b"\r\nhi\r\n"),
+        "the bytes are the new message's"
+    );
+    assert!(second.starts_with(b"Received: test\r\n"));
+
+    // Too large to keep: the next message gets a buffer of its own.
+    let large = Vec::with_capacity(1 << 20);
+    let large_at = large.as_ptr();
+    d.session.reuse_buffer(large);
+    d.send(transaction);
+    let (_, third) = d.messages.pop().expect("the third message");
+    assert_ne!(third.as_ptr(), large_at);
+    assert!(third.capacity() < 1 << 20);
+
+    // Given back in the middle of a message: the message keeps its own.
+    d.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: y\r\n");
+    let collecting = d.session.message.as_ptr();
+    d.session.reuse_buffer(third);
+    assert_eq!(d.session.message.as_ptr(), collecting);
+    d.send(b"\r\nhi\r\n.\r\n");
+    let (_, fourth) = d.messages.pop().expect("the fourth message");
+    assert_eq!(fourth.as_ptr(), collecting);
+    assert!(fourth.ends_with(b"Subject: y\r\n\r\nhi\r\n"));
+}
+
 #[test]
 fn smuggled_end_of_data_is_neither_an_end_nor_accepted() {
     // SEC Consult's variants: none may end the data; the message is refused
