@@ -86,8 +86,18 @@ impl Level {
 /// looping: the host freezes values during a hook, so that would be a host
 /// bug.
 fn fetch(mut call: impl FnMut(&mut [u8]) -> i32) -> Result<Vec<u8>, i32> {
-    let mut buf = vec![0; FIRST_BUF];
-    for _ in 0..3 {
+    // Most values fit on the stack: the heap is asked for their length
+    // only, not for a zeroed first guess.
+    let mut first = [0u8; FIRST_BUF];
+    let n = call(&mut first);
+    let Ok(n) = usize::try_from(n) else {
+        return Err(n);
+    };
+    if n <= FIRST_BUF {
+        return Ok(first[..n].to_vec());
+    }
+    let mut buf = vec![0; n];
+    for _ in 0..2 {
         let n = call(&mut buf);
         let Ok(n) = usize::try_from(n) else {
             return Err(n);
