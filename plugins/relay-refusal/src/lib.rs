@@ -48,13 +48,17 @@ impl Filter for RelayRefusal {
     }
 
     fn on_rcpt(&mut self, ctx: &Ctx<'_>, forward_path: &str) -> Verdict {
-        let shown = printable(forward_path);
-        let Some(recipient) = ctx.recipient() else {
-            ctx.warn("the host gave no rcpt.local_part: cannot judge the recipient");
-            return ctx.tempfail(
+        // The path is echoed only in a refusal: made printable only then.
+        let cannot_check = || {
+            let shown = printable(forward_path);
+            ctx.tempfail(
                 451,
                 &format!("4.7.1 <{shown}>: Cannot check relay permission, try again later"),
-            );
+            )
+        };
+        let Some(recipient) = ctx.recipient() else {
+            ctx.warn("the host gave no rcpt.local_part: cannot judge the recipient");
+            return cannot_check();
         };
         if is_ours(ctx, &path::destinations(&recipient)) {
             return Verdict::Continue;
@@ -62,13 +66,11 @@ impl Filter for RelayRefusal {
         match relay_permitted(ctx) {
             Some(true) => Verdict::Continue,
             Some(false) => {
+                let shown = printable(forward_path);
                 ctx.debug(&format!("relay refused for <{shown}>"));
                 ctx.reject(554, &format!("5.7.1 <{shown}>: Relay access denied"))
             }
-            None => ctx.tempfail(
-                451,
-                &format!("4.7.1 <{shown}>: Cannot check relay permission, try again later"),
-            ),
+            None => cannot_check(),
         }
     }
 }
