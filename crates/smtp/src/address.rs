@@ -93,6 +93,14 @@ impl Domain {
         }
     }
 
+    /// [`Domain::text`], borrowed for a name (nearly every domain).
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Domain::Name(name) => std::borrow::Cow::Borrowed(name),
+            Domain::Literal(lit) => std::borrow::Cow::Owned(lit.to_string()),
+        }
+    }
+
     /// Octets of [`Domain::text`] for a name; a literal's bound.
     fn text_len_bound(&self) -> usize {
         match self {

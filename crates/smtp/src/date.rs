@@ -15,8 +15,14 @@ pub fn rfc5322_date(time: SystemTime) -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct Rfc5322Date(pub SystemTime);
 
-impl std::fmt::Display for Rfc5322Date {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Rfc5322Date {
+    /// Appends the date to `out` (the `Received:` field of every message:
+    /// digits by hand, no formatting machinery).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.text().as_bytes());
+    }
+
+    fn text(&self) -> DateText {
         let secs = self.0.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let days = (secs / 86_400) as i64;
         let rem = secs % 86_400;
@@ -26,13 +32,70 @@ impl std::fmt::Display for Rfc5322Date {
         let month_name = [
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
         ][(month - 1) as usize];
-        write!(
-            f,
-            "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} +0000",
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60
-        )
+        let mut text = DateText {
+            bytes: [0; DATE_TEXT_MAX],
+            len: 0,
+        };
+        text.push(weekday.as_bytes());
+        text.push(b", ");
+        text.number(u64::from(day), 2);
+        text.push(b" ");
+        text.push(month_name.as_bytes());
+        text.push(b" ");
+        // Never before 1970: the seconds are counted from then.
+        text.number(year.unsigned_abs(), 1);
+        text.push(b" ");
+        text.number(rem / 3600, 2);
+        text.push(b":");
+        text.number(rem / 60 % 60, 2);
+        text.push(b":");
+        text.number(rem % 60, 2);
+        text.push(b" +0000");
+        text
+    }
+}
+
+impl std::fmt::Display for Rfc5322Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text().as_str())
+    }
+}
+
+/// The longest date: `Thu, 01 Jan ` and a year of up to 20 digits, then
+/// ` 00:00:00 +0000`.
+const DATE_TEXT_MAX: usize = 48;
+
+/// A date's text, on the stack.
+struct DateText {
+    bytes: [u8; DATE_TEXT_MAX],
+    len: usize,
+}
+
+impl DateText {
+    fn push(&mut self, piece: &[u8]) {
+        self.bytes[self.len..self.len + piece.len()].copy_from_slice(piece);
+        self.len += piece.len();
+    }
+
+    /// `n` in decimal, zero-padded to `width` digits.
+    fn number(&mut self, mut n: u64, width: usize) {
+        let mut digits = [b'0'; 20];
+        let mut at = digits.len();
+        while n > 0 || digits.len() - at < width {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        self.push(&digits[at..]);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        // ASCII only: names, digits, punctuation.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
@@ -83,6 +146,28 @@ mod tests {
         assert_eq!(
             rfc5322_date(at(951_782_400)),
             "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
+    }
+
+    #[test]
+    fn a_date_written_to_bytes_is_its_text() {
+        for secs in [
+            0,
+            59,
+            951_782_400,
+            1_795_380_397,
+            1_798_761_599,
+            253_402_300_800,
+        ] {
+            let date = Rfc5322Date(UNIX_EPOCH + Duration::from_secs(secs));
+            let mut out = b"Date: ".to_vec();
+            date.write_to(&mut out);
+            assert_eq!(out, format!("Date: {date}").into_bytes(), "{secs}");
+        }
+        // The year 10000 has five digits.
+        assert_eq!(
+            rfc5322_date(UNIX_EPOCH + Duration::from_secs(253_402_300_800)),
+            "Sat, 01 Jan 10000 00:00:00 +0000"
         );
     }
 

@@ -217,6 +217,7 @@ proptest! {
         mailbox.push_text(&mut out);
         prop_assert_eq!(out, format!("{before}{text}"));
         prop_assert_eq!(mailbox.domain.text(), mailbox.domain.to_string());
+        prop_assert_eq!(mailbox.domain.as_text(), mailbox.domain.to_string());
     }
 
     #[test]

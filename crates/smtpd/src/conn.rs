@@ -66,6 +66,8 @@ pub(crate) struct Conn {
     /// Length of our `Received:` header at the start of the message, where
     /// filters' headers go after.
     trace_len: usize,
+    /// Where the trace header is written, kept from message to message.
+    trace_header: Vec<u8>,
     /// The finished message (our trace header, then the content), between
     /// the session and the spool; shared with the filters that read it.
     pub(crate) message: Option<Arc<Content>>,
@@ -156,6 +158,7 @@ impl Conn {
             last_activity: Instant::now(),
             queue_id: None,
             trace_len: 0,
+            trace_header: Vec::new(),
             message: None,
             spooled: None,
             message_size: 0,
@@ -326,8 +329,7 @@ impl Conn {
         let (greeting, helo) = self
             .session
             .greeting_name()
-            .map(|(g, name)| (g, name.to_string()))
-            .unwrap_or((Greeting::Helo, String::new()));
+            .map_or((Greeting::Helo, "".into()), |(g, name)| (g, name.as_text()));
         let single = self
             .session
             .transaction()
@@ -340,7 +342,9 @@ impl Conn {
             .tls
             .as_ref()
             .map(|t| format!("{} with cipher {}", t.version, t.cipher));
-        let mut header = Vec::with_capacity(256);
+        let id_text = id.encoded();
+        let header = &mut self.trace_header;
+        header.clear();
         received_header(
             &TraceFields {
                 client: match &self.local {
@@ -355,14 +359,14 @@ impl Conn {
                 tls: tls.as_deref(),
                 // A local user is known, but did not log in.
                 authenticated: self.info.login.is_some() && self.local.is_none(),
-                queue_id: &id.to_string(),
+                queue_id: std::str::from_utf8(&id_text).unwrap_or_default(),
                 single_recipient: single.as_deref(),
                 time: SystemTime::now(),
             },
-            &mut header,
+            header,
         );
         self.trace_len = header.len();
-        self.session.set_trace_header(&header)
+        self.session.set_trace_header(&self.trace_header)
     }
 
     /// The spool's submission for the finished message: our trace header,

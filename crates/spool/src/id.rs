@@ -31,18 +31,24 @@ impl QueueId {
     pub fn as_u64(self) -> u64 {
         self.0
     }
-}
 
-impl fmt::Display for QueueId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The text form's bytes, on the stack (ASCII): for a caller that
+    /// writes the id where it goes, without a string of its own.
+    pub fn encoded(self) -> [u8; QUEUE_ID_LEN] {
         let mut out = [0u8; QUEUE_ID_LEN];
         let mut v = self.0;
         for slot in out.iter_mut().rev() {
             *slot = ALPHABET[(v & 31) as usize];
             v >>= 5;
         }
+        out
+    }
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Every byte comes from ALPHABET, which is ASCII.
-        f.write_str(std::str::from_utf8(&out).unwrap_or_default())
+        f.write_str(std::str::from_utf8(&self.encoded()).unwrap_or_default())
     }
 }
 
