@@ -380,18 +380,18 @@ fn any_accepted(recipients: &[Rcpt]) -> bool {
 /// Appends the command for `step`; the envelope's paths are written from
 /// the message, not copied into a [`Command`].
 fn write_command(out: &mut Vec<u8>, message: &Message, step: Step, caps: &Capabilities) {
-    let command = match step {
+    match step {
         Step::Mail => {
             let params = message.mail_params(caps);
-            return EnvelopeCommand::Mail(&message.envelope.reverse_path, &params).write_to(out);
+            EnvelopeCommand::Mail(&message.envelope.reverse_path, &params).write_to(out);
         }
-        Step::Rcpt(i) => return message.write_rcpt(i, caps, out),
-        Step::Data => Command::Data,
+        Step::Rcpt(i) => message.write_rcpt(i, caps, out),
+        Step::Data => Command::Data.write_to(out),
         Step::Bdat => Command::Bdat {
             size: message.body_size,
             last: true,
-        },
-        Step::Rset => Command::Rset,
-    };
-    command.write_to(out);
+        }
+        .write_to(out),
+        Step::Rset => Command::Rset.write_to(out),
+    }
 }
