@@ -435,7 +435,7 @@ impl Conn {
 
     /// The spool has answered for the message handed to it: its buffer, if
     /// nothing else holds it any more, is given back to the session.
-    pub(crate) fn spool_answered(&mut self) {
+    pub(crate) fn reclaim_message_buffer(&mut self) {
         if let Some(Ok(Content::Heap(buffer))) = self.spooled.take().map(Arc::try_unwrap) {
             self.session.reuse_buffer(buffer);
         }

@@ -331,7 +331,7 @@ impl EventLoop {
     pub(super) fn spool_answered(&mut self, slot: usize, result: Result<QueueId, SpoolError>) {
         let conn = conn_mut(&mut self.conns, slot);
         // Before the decision, which may go on to the next message.
-        conn.spool_answered();
+        conn.reclaim_message_buffer();
         let decision = match result {
             Ok(id) => Decision::AcceptWith(Reply::new(
                 250,
