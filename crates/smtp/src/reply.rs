@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use smallvec::{SmallVec, smallvec};
+
 /// RFC 3463 `class.subject.detail`, e.g. `5.1.1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EnhancedCode {
@@ -47,7 +49,9 @@ impl fmt::Display for EnhancedCode {
 pub struct Reply {
     code: u16,
     enhanced: Option<EnhancedCode>,
-    lines: Vec<Cow<'static, str>>,
+    /// Nearly every reply has one line: it is kept in place (a server makes
+    /// four replies a message and its client reads as many).
+    lines: SmallVec<[Cow<'static, str>; 1]>,
 }
 
 /// What the first digit of a reply code says (RFC 5321 §4.2.1).
@@ -73,7 +77,7 @@ impl Reply {
         Reply {
             code,
             enhanced,
-            lines: vec![sanitize(text.into())],
+            lines: smallvec![sanitize(text.into())],
         }
     }
 
@@ -83,7 +87,7 @@ impl Reply {
         I: IntoIterator<Item = S>,
         S: Into<Cow<'static, str>>,
     {
-        let mut lines: Vec<_> = lines.into_iter().map(|l| sanitize(l.into())).collect();
+        let mut lines: SmallVec<[_; 1]> = lines.into_iter().map(|l| sanitize(l.into())).collect();
         if lines.is_empty() {
             lines.push(Cow::Borrowed(""));
         }
