@@ -77,6 +77,9 @@ impl TlsPolicy {
 
     /// The configured level for mail to `domain`.
     pub fn level_for(&self, domain: &str) -> Level {
+        if self.per_domain.is_empty() {
+            return self.level;
+        }
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         self.per_domain.get(&domain).copied().unwrap_or(self.level)
     }
