@@ -31,7 +31,7 @@
 
 mod expansion;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use sluice_smtp::address::without_extension;
@@ -154,14 +154,14 @@ impl std::error::Error for ResolveError {}
 #[derive(Debug, Clone)]
 pub struct Directory {
     /// Normalised: lower case, no trailing dot.
-    domains: HashSet<String>,
+    domains: foldhash::HashSet<String>,
     /// The first configured domain, normalised: what `<Postmaster>` is
     /// qualified with where a domain is needed (LMTP).
     primary_domain: String,
     /// Folded name → the name as configured.
-    users: HashMap<String, String>,
+    users: foldhash::HashMap<String, String>,
     /// Folded alias name → its targets.
-    aliases: HashMap<String, Vec<AliasTarget>>,
+    aliases: foldhash::HashMap<String, Vec<AliasTarget>>,
     recipient_delimiter: String,
 }
 

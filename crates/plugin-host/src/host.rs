@@ -1,7 +1,6 @@
 //! [`PluginHost`]: the chain as the front end's [`Filter`], run on a pool of
 //! filter threads so that no plugin ever runs on an event loop.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +40,7 @@ struct Inner {
     /// would have waited) and run again on a filter thread.
     ran_inline: AtomicU64,
     abandoned: AtomicU64,
-    conns: Mutex<HashMap<u64, Arc<ConnRecord>>>,
+    conns: Mutex<foldhash::HashMap<u64, Arc<ConnRecord>>>,
     // Last: the engines' epochs must advance while any call may still run.
     ticker: Ticker,
 }
@@ -156,7 +155,7 @@ impl Inner {
         self.chain.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnRecord>>> {
+    fn conns(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<u64, Arc<ConnRecord>>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 

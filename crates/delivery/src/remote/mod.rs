@@ -91,7 +91,7 @@ pub struct Remote {
     no_chunking: std::collections::HashSet<String>,
     /// The destinations (as [`Router::destination_key`] names them) whose
     /// last connection could take a run ([`Remote::takes_runs`]).
-    takes_runs: std::sync::RwLock<std::collections::HashSet<std::sync::Arc<str>>>,
+    takes_runs: std::sync::RwLock<foldhash::HashSet<std::sync::Arc<str>>>,
 }
 
 /// One place to try: a host's name for texts, and one of its addresses.

@@ -7,14 +7,12 @@
 //! parsed address, for each of a million queued recipients. An entry lives
 //! while some queued recipient uses it.
 
-use std::collections::HashMap;
-
 use super::Destination;
 use super::state::DestId;
 
 #[derive(Debug, Default)]
 pub(super) struct Destinations {
-    ids: HashMap<Destination, DestId>,
+    ids: foldhash::HashMap<Destination, DestId>,
     /// By number: the destination and how many queued recipients use it;
     /// `None` once unused (its number is in `free`).
     slots: Vec<Option<(Destination, u32)>>,

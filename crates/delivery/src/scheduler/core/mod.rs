@@ -49,7 +49,7 @@ pub(super) struct Core {
     /// names counts; others of the same message are stale (see `timers`).
     timers: Timers,
     /// Runs (connections) in flight per destination.
-    busy: HashMap<Destination, usize>,
+    busy: foldhash::HashMap<Destination, usize>,
     /// The run being put together from one destination's line, while its
     /// messages are dispatched (`pump`): their jobs join it instead of each
     /// taking a thread and a slot.
@@ -61,7 +61,7 @@ pub(super) struct Core {
     /// Per destination, messages with due recipients waiting for a slot.
     /// Entries go stale (the message was delivered meanwhile, or is gone)
     /// and are skipped when they come up.
-    lines: HashMap<Destination, VecDeque<QueueId>>,
+    lines: foldhash::HashMap<Destination, VecDeque<QueueId>>,
     /// Messages with due recipients waiting for the pool to have room.
     ready: VecDeque<QueueId>,
     /// Destinations whose line may be able to move.
@@ -120,10 +120,10 @@ impl Core {
             msgs: QueueMap::new(),
             dests: Destinations::default(),
             timers: Timers::default(),
-            busy: HashMap::new(),
+            busy: Default::default(),
             forming: None,
             gathered: Vec::new(),
-            lines: HashMap::new(),
+            lines: Default::default(),
             ready: VecDeque::new(),
             freed: Vec::new(),
             journal: Vec::new(),
