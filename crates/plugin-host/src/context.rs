@@ -556,13 +556,18 @@ mod tests {
         assert_eq!(notes.get(b"k"), Some(&[1u8; 1000][..]));
     }
 
-    #[test]
-    fn a_snapshot_keeps_its_notes_when_the_stage_writes_after_it() {
-        let record = ConnRecord::new(ConnInfo {
+    /// A connection's record: an untrusted client.
+    fn stranger() -> ConnRecord {
+        ConnRecord::new(ConnInfo {
             id: 1,
             ip: "192.0.2.1".parse().unwrap(),
             trusted: false,
-        });
+        })
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_notes_when_the_stage_writes_after_it() {
+        let record = stranger();
         record.state().hooks.conn_notes.set(b"seen", b"helo");
         let saved = record.snapshot();
         record.state().hooks.conn_notes.set(b"seen", b"mail");
@@ -581,11 +586,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_keeps_its_scores_when_the_stage_adds_after_it() {
-        let record = ConnRecord::new(ConnInfo {
-            id: 1,
-            ip: "192.0.2.1".parse().unwrap(),
-            trusted: false,
-        });
+        let record = stranger();
         let score = |name: &str, value: f64| (name.to_owned(), value);
         record
             .state()
@@ -612,11 +613,7 @@ mod tests {
 
     #[test]
     fn tickets_run_in_order() {
-        let record = Arc::new(ConnRecord::new(ConnInfo {
-            id: 1,
-            ip: "192.0.2.1".parse().unwrap(),
-            trusted: false,
-        }));
+        let record = Arc::new(stranger());
         assert_eq!(record.inline_or_ticket(|| 7), Ok(7));
         let first = record.ticket();
         let second = record.ticket();
