@@ -209,6 +209,23 @@ fn line_count_limit() {
     assert_eq!(Reply::parse(&over), Err(ReplyError::TooManyLines));
 }
 
+/// A line break in the text given to a reply cannot start a reply of its
+/// own: every CR and LF becomes a space.
+#[test]
+fn text_with_line_breaks_stays_one_line() {
+    for text in ["a\r\n250 forged", "a\n250 forged", "a\r250 forged", "\r\n"] {
+        let reply = Reply::new(550, Some(EnhancedCode::new(5, 7, 1)), text.to_owned());
+        let wire = String::from_utf8(reply.to_bytes()).unwrap();
+        // The only line break is the reply's own, at its end.
+        assert_eq!(wire.find(['\r', '\n']), Some(wire.len() - 2), "{wire:?}");
+        assert_eq!(lines(&reply), vec![text.replace(['\r', '\n'], " ")]);
+        let multi = Reply::multiline(250, None, ["ok", text]);
+        assert_eq!(multi.to_bytes().iter().filter(|&&b| b == b'\n').count(), 2);
+    }
+    let clean = Reply::new(250, None, "Ok");
+    assert_eq!(clean.to_bytes(), b"250 Ok\r\n");
+}
+
 fn arb_reply() -> impl Strategy<Value = Reply> {
     (200u16..600, any::<bool>(), 0u16..1000, 0u16..1000)
         .prop_flat_map(|(code, with_enhanced, subject, detail)| {
