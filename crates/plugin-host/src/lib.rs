@@ -23,6 +23,7 @@ mod context;
 mod dns;
 mod engine;
 mod error;
+mod hook_state;
 mod host;
 mod hostfns;
 mod instance;
