@@ -455,7 +455,7 @@ impl Target {
 
 /// Domains compare case-insensitively (RFC 5321 §2.4), and `example.org.`
 /// is `example.org`.
-fn normalize(domain: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn normalize(domain: &str) -> std::borrow::Cow<'_, str> {
     // Asked once per recipient: a name already in normal form (nearly all)
     // is used as it is.
     let trimmed = domain.trim_end_matches('.');

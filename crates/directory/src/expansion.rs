@@ -55,7 +55,7 @@ impl<'a> Expansion<'a> {
                 self.root_or(name)
             )));
         }
-        let key = fold(name);
+        let key = fold(name).into_owned();
         let directory = self.directory;
         if let Some(targets) = directory.aliases.get(&key) {
             if self.chain.contains(&key) {

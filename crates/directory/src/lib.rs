@@ -31,6 +31,7 @@
 
 mod expansion;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -165,19 +166,37 @@ pub struct Directory {
     recipient_delimiter: String,
 }
 
-/// `Example.TEST.` → `example.test`.
-fn normalize_domain(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+/// `Example.TEST.` → `example.test`; borrowed when the name is already in
+/// lower case (nearly every name a lookup is asked for).
+fn normalize_domain(name: &str) -> Cow<'_, str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
-/// Local parts compare case-insensitively, with full Unicode folding.
-fn fold(name: &str) -> String {
-    name.to_lowercase()
+/// Local parts compare case-insensitively, with full Unicode folding;
+/// ASCII already in lower case is its own fold, borrowed.
+fn fold(name: &str) -> Cow<'_, str> {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(name.to_lowercase())
+    }
 }
 
 impl Directory {
     pub fn new(config: DirectoryConfig) -> Directory {
-        let domains: Vec<String> = config.domains.iter().map(|d| normalize_domain(d)).collect();
+        let domains: Vec<String> = config
+            .domains
+            .iter()
+            .map(|d| normalize_domain(d).into_owned())
+            .collect();
         let aliases = config
             .aliases
             .iter()
@@ -196,17 +215,21 @@ impl Directory {
                                 Err(_) => AliasTarget::Invalid(t.to_owned()),
                             }
                         } else {
-                            AliasTarget::Name(fold(t))
+                            AliasTarget::Name(fold(t).into_owned())
                         }
                     })
                     .collect();
-                (fold(name), targets)
+                (fold(name).into_owned(), targets)
             })
             .collect();
         Directory {
             primary_domain: domains.first().cloned().unwrap_or_default(),
             domains: domains.into_iter().collect(),
-            users: config.users.into_iter().map(|u| (fold(&u), u)).collect(),
+            users: config
+                .users
+                .into_iter()
+                .map(|u| (fold(&u).into_owned(), u))
+                .collect(),
             aliases,
             recipient_delimiter: config.recipient_delimiter,
         }
@@ -224,14 +247,7 @@ impl Directory {
     /// [`is_local_domain`](Self::is_local_domain) for a name given as text
     /// (a plugin's question).
     pub fn is_local_domain_name(&self, name: &str) -> bool {
-        // Asked for every recipient and by the filters: a name already in
-        // lower case (nearly all) is looked up as it stands.
-        let name = name.strip_suffix('.').unwrap_or(name);
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.domains.contains(&name.to_ascii_lowercase())
-        } else {
-            self.domains.contains(name)
-        }
+        self.domains.contains(normalize_domain(name).as_ref())
     }
 
     /// Whether a forward-path goes to one of our domains (routing ignores a
@@ -251,17 +267,8 @@ impl Directory {
     /// Whether `name` (unquoted) is a user, an alias or `postmaster` as it
     /// stands, without the extension rule.
     fn knows(&self, name: &str) -> bool {
-        // Folding allocates; ASCII already in lower case is its own fold.
-        let folded;
-        let name = if name
-            .bytes()
-            .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
-        {
-            name
-        } else {
-            folded = fold(name);
-            folded.as_str()
-        };
+        let name = fold(name);
+        let name = name.as_ref();
         name == POSTMASTER || self.users.contains_key(name) || self.aliases.contains_key(name)
     }
 

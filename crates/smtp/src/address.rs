@@ -87,10 +87,7 @@ impl Domain {
     /// The domain as text (its `Display` form): a name as it is, a literal
     /// in brackets.
     pub fn text(&self) -> String {
-        match self {
-            Domain::Name(name) => name.clone(),
-            Domain::Literal(lit) => lit.to_string(),
-        }
+        self.as_text().into_owned()
     }
 
     /// [`Domain::text`], borrowed for a name (nearly every domain).

@@ -77,11 +77,10 @@ impl TlsPolicy {
 
     /// The configured level for mail to `domain`.
     pub fn level_for(&self, domain: &str) -> Level {
-        if self.per_domain.is_empty() {
-            return self.level;
-        }
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        self.per_domain.get(&domain).copied().unwrap_or(self.level)
+        self.per_domain
+            .get(crate::route::normalize(domain).as_ref())
+            .copied()
+            .unwrap_or(self.level)
     }
 }
 
@@ -291,6 +290,26 @@ mod tests {
             server_name("[192.0.2.9]", addr),
             ServerName::IpAddress("192.0.2.9".parse::<std::net::IpAddr>().unwrap().into())
         );
+    }
+
+    #[test]
+    fn a_domains_level_is_found_whatever_its_case_and_final_dot() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = sluice_testkit::tls::TestCa::new();
+        ca.write_cert(&dir.path().join("ca.pem"));
+        let client = ClientTls::new(Some(&dir.path().join("ca.pem"))).unwrap();
+        let mut policy = TlsPolicy::new(client, Level::May);
+        assert_eq!(policy.level_for("bank.example"), Level::May);
+        policy.per_domain = [("bank.example".to_owned(), Level::Verify)].into();
+        for asked in [
+            "bank.example",
+            "Bank.EXAMPLE",
+            "bank.example.",
+            "BANK.example.",
+        ] {
+            assert_eq!(policy.level_for(asked), Level::Verify, "{asked}");
+        }
+        assert_eq!(policy.level_for("other.example"), Level::May);
     }
 
     #[test]
