@@ -86,27 +86,23 @@ impl Level {
 /// looping: the host freezes values during a hook, so that would be a host
 /// bug.
 fn fetch(mut call: impl FnMut(&mut [u8]) -> i32) -> Result<Vec<u8>, i32> {
+    // The call's answer: a length, or a negative "no value" passed on.
+    let length = |n: i32| usize::try_from(n).map_err(|_| n);
     // Most values fit on the stack: the heap is asked for their length
     // only, not for a zeroed first guess.
     let mut first = [0u8; FIRST_BUF];
-    let n = call(&mut first);
-    let Ok(n) = usize::try_from(n) else {
-        return Err(n);
-    };
+    let mut n = length(call(&mut first))?;
     if n <= FIRST_BUF {
         return Ok(first[..n].to_vec());
     }
-    let mut buf = vec![0; n];
     for _ in 0..2 {
-        let n = call(&mut buf);
-        let Ok(n) = usize::try_from(n) else {
-            return Err(n);
-        };
-        if n <= buf.len() {
-            buf.truncate(n);
+        let mut buf = vec![0; n];
+        let got = length(call(&mut buf))?;
+        if got <= n {
+            buf.truncate(got);
             return Ok(buf);
         }
-        buf.resize(n, 0);
+        n = got;
     }
     Err(-1)
 }
@@ -448,6 +444,38 @@ mod tests {
 
     use super::*;
     use crate::testing::MockHost;
+
+    #[test]
+    fn fetch_follows_the_length_protocol() {
+        // "No value" is passed on after one call.
+        let mut calls = 0;
+        assert_eq!(
+            fetch(|_| {
+                calls += 1;
+                -1
+            }),
+            Err(-1)
+        );
+        assert_eq!(calls, 1);
+        // A value that grows at every call is given up after three.
+        let mut calls = 0;
+        let growing = fetch(|buf| {
+            calls += 1;
+            i32::try_from(buf.len()).unwrap() + 1
+        });
+        assert_eq!((growing, calls), (Err(-1), 3));
+        // A longer value takes a second call with a buffer of its length.
+        let value: Vec<u8> = (0..FIRST_BUF + 10).map(|i| i as u8).collect();
+        let mut lens = Vec::new();
+        let got = fetch(|buf| {
+            lens.push(buf.len());
+            let n = value.len().min(buf.len());
+            buf[..n].copy_from_slice(&value[..n]);
+            i32::try_from(value.len()).unwrap()
+        });
+        assert_eq!(got.as_deref(), Ok(&value[..]));
+        assert_eq!(lens, vec![FIRST_BUF, value.len()]);
+    }
 
     #[test]
     fn a_value_longer_than_the_first_buffer_is_fetched_whole() {
