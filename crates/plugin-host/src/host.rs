@@ -251,7 +251,9 @@ fn finish_transaction_in(
             run_stage(chain, conn, &call, hostname, false);
         }
     }
-    conn.state().hooks.reset_transaction();
+    let mut state = conn.state();
+    state.hooks.reset_transaction();
+    state.tx = None;
     true
 }
 
@@ -291,23 +293,44 @@ pub(crate) fn forward_path_arg(path: &ForwardPath) -> String {
     }
 }
 
-fn tx_view(tx: &Envelope, auth: &sluice_filter::AuthResults) -> TxView {
-    // One string for all the recipients, written in place.
-    let mut rcpts = String::new();
-    for (i, r) in tx.recipients.iter().enumerate() {
-        if i > 0 {
-            rcpts.push('\n');
+/// The transaction's view for a RCPT or end-of-data stage.
+///
+/// Grown from the one the transaction's last stage got, kept on the record:
+/// within a transaction recipients are only added, so the first `listed` of
+/// the envelope's are the view's (MAIL and the end of a transaction forget
+/// it). A view a queued job holds is copied before it changes, so the job
+/// sees the transaction as it was at its stage.
+fn tx_view(record: &ConnRecord, tx: &Envelope, auth: &sluice_filter::AuthResults) -> Arc<TxView> {
+    let mut state = record.state();
+    let (listed, mut view) = match state.tx.take() {
+        Some((listed, view)) if listed <= tx.recipients.len() => (listed, view),
+        _ => (
+            0,
+            Arc::new(TxView {
+                mail_from: reverse_path_arg(&tx.reverse_path),
+                rcpts: String::new(),
+                auth: auth.clone(),
+            }),
+        ),
+    };
+    let added = &tx.recipients[listed..];
+    if !added.is_empty() || view.auth != *auth {
+        let v = Arc::make_mut(&mut view);
+        for r in added {
+            if !v.rcpts.is_empty() {
+                v.rcpts.push('\n');
+            }
+            match &r.forward_path {
+                ForwardPath::Postmaster => v.rcpts.push_str("postmaster"),
+                ForwardPath::Path(p) => p.mailbox.push_text(&mut v.rcpts),
+            }
         }
-        match &r.forward_path {
-            ForwardPath::Postmaster => rcpts.push_str("postmaster"),
-            ForwardPath::Path(p) => p.mailbox.push_text(&mut rcpts),
+        if v.auth != *auth {
+            v.auth.clone_from(auth);
         }
     }
-    TxView {
-        mail_from: reverse_path_arg(&tx.reverse_path),
-        rcpts,
-        auth: auth.clone(),
-    }
+    state.tx = Some((tx.recipients.len(), view.clone()));
+    view
 }
 
 impl Filter for PluginHost {
@@ -321,6 +344,11 @@ impl Filter for PluginHost {
             Stage::Rcpt { .. } => Hook::Rcpt,
             Stage::Message { .. } => Hook::Data,
         };
+        if hook == Hook::Mail {
+            // A new transaction: the last one's view goes here, on the
+            // event loop, since the reset that ended it may still be queued.
+            record.state().tx = None;
+        }
         if !chain.has(hook) {
             // No plugin to run: only the host's own bookkeeping (the HELO
             // name, marks for the message), done here if no call of this
@@ -375,7 +403,7 @@ impl Filter for PluginHost {
             } => StageCall {
                 hook,
                 arg: forward_path_arg(forward_path),
-                tx: Some(Arc::new(tx_view(envelope, auth))),
+                tx: Some(tx_view(&record, envelope, auth)),
                 rcpt: Some(Arc::new(RcptView::of(forward_path))),
                 message: None,
             },
@@ -387,7 +415,7 @@ impl Filter for PluginHost {
             } => StageCall {
                 hook,
                 arg: String::new(),
-                tx: Some(Arc::new(tx_view(envelope, auth))),
+                tx: Some(tx_view(&record, envelope, auth)),
                 rcpt: None,
                 // Shared with the front end, not copied.
                 message: Some(Arc::new(MessageView::new(
@@ -527,6 +555,54 @@ mod tests {
             verdict(Hook::Rcpt, result(Outcome::Accept, marked)),
             Verdict::Continue
         );
+    }
+
+    #[test]
+    fn a_view_handed_out_keeps_its_recipients_while_the_next_grows() {
+        let record = ConnRecord::new(ConnInfo {
+            id: 1,
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            trusted: false,
+        });
+        let path =
+            |text: &str| ForwardPath::Path(sluice_smtp::Path::parse(text.as_bytes()).unwrap());
+        let from = sluice_smtp::Path::parse(b"<a@client.test>").unwrap();
+        let mut tx = Envelope::new(ReversePath::Path(from), Default::default());
+        let auth = sluice_filter::AuthResults::default();
+        tx.recipients
+            .push(sluice_smtp::Recipient::new(path("<b@x.test>")));
+        let first = tx_view(&record, &tx, &auth);
+        assert_eq!(first.rcpts, "b@x.test");
+        assert_eq!(first.mail_from, "a@client.test");
+
+        // `first` is still held (a queued job's): the next view is a copy.
+        tx.recipients
+            .push(sluice_smtp::Recipient::new(ForwardPath::Postmaster));
+        let second = tx_view(&record, &tx, &auth);
+        assert_eq!(second.rcpts, "b@x.test\npostmaster");
+        assert_eq!(first.rcpts, "b@x.test");
+
+        // Nothing new: the same view. New results (DKIM at the end of
+        // data): a view with them.
+        let again = tx_view(&record, &tx, &auth);
+        assert!(Arc::ptr_eq(&again, &second));
+        let dkim = sluice_filter::AuthResults {
+            iprev: Some(sluice_filter::authres::IprevCheck {
+                result: sluice_filter::authres::AuthResult::Pass,
+                name: Some("client.test".into()),
+            }),
+            ..Default::default()
+        };
+        let checked = tx_view(&record, &tx, &dkim);
+        assert_eq!(checked.auth, dkim);
+        assert_eq!(checked.rcpts, "b@x.test\npostmaster");
+        assert_eq!(second.auth, auth);
+
+        // An envelope shorter than the view is another transaction's.
+        tx.recipients.clear();
+        tx.recipients
+            .push(sluice_smtp::Recipient::new(path("<c@x.test>")));
+        assert_eq!(tx_view(&record, &tx, &auth).rcpts, "c@x.test");
     }
 
     #[test]

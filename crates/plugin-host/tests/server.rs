@@ -67,6 +67,56 @@ fn properties_describe_the_connection_and_transaction() {
 }
 
 #[test]
+fn each_transaction_lists_only_its_own_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(vec![spec(dir.path(), "echo", &echo_plugin())], env());
+    let mut c = session(s.addr, "client.test");
+    let rcpts = |c: &mut Client| c.command("RCPT TO:<tx.rcpts@x.test>");
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    assert!(c.command("RCPT TO:<first@x.test>").starts_with("250 "));
+    assert_eq!(rcpts(&mut c), "550 5.0.0 first@x.test");
+    // The refused RCPT above is not one of the transaction's.
+    assert!(c.command("RCPT TO:<second@x.test>").starts_with("250 "));
+    assert_eq!(rcpts(&mut c), "550 5.0.0 first@x.test second@x.test");
+    // The same reverse-path again, after RSET, then after a message.
+    assert!(c.command("RSET").starts_with("250 "));
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    assert!(c.command("RCPT TO:<third@x.test>").starts_with("250 "));
+    assert_eq!(rcpts(&mut c), "550 5.0.0 third@x.test");
+    assert!(c.data("one").starts_with("250 "));
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    assert_eq!(rcpts(&mut c), "550 5.0.0");
+    assert!(c.command("RCPT TO:<fourth@x.test>").starts_with("250 "));
+    assert!(c.command("RCPT TO:<fifth@x.test>").starts_with("250 "));
+    assert!(c.command("RCPT TO:<sixth@x.test>").starts_with("250 "));
+    assert_eq!(
+        rcpts(&mut c),
+        "550 5.0.0 fourth@x.test fifth@x.test sixth@x.test"
+    );
+    // A new HELO ends the transaction too.
+    assert!(c.command("EHLO again.test").starts_with("250"));
+    assert!(c.command("MAIL FROM:<b@client.test>").starts_with("250 "));
+    assert!(c.command("RCPT TO:<seventh@x.test>").starts_with("250 "));
+    assert_eq!(rcpts(&mut c), "550 5.0.0 seventh@x.test");
+    assert_eq!(
+        c.command("RCPT TO:<tx.mail_from@x.test>"),
+        "550 5.0.0 b@client.test"
+    );
+    // A transaction that took no recipient, then another.
+    for from in ["c@client.test", "d@client.test"] {
+        assert!(c.command("RSET").starts_with("250 "));
+        assert!(
+            c.command(&format!("MAIL FROM:<{from}>"))
+                .starts_with("250 ")
+        );
+        assert_eq!(
+            c.command("RCPT TO:<tx.mail_from@x.test>"),
+            format!("550 5.0.0 {from}")
+        );
+    }
+}
+
+#[test]
 fn headers_from_plugins_land_in_the_queued_message() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(vec![spec(dir.path(), "antispam", &scoring_plugin())], env());
