@@ -248,7 +248,7 @@ impl Router {
             },
         };
         Ok(vec![NextHop {
-            host: target.host.to_string(),
+            host: target.host_text.clone(),
             addrs: ips
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, target.port))
@@ -381,6 +381,9 @@ struct Target {
     /// As configured: the destination key.
     text: Arc<str>,
     host: TargetHost,
+    /// `host` as a next hop names it (`[192.0.2.1]`, or the name), written
+    /// once: a smarthost resolves for every message.
+    host_text: String,
     port: u16,
 }
 
@@ -447,6 +450,7 @@ impl Target {
         };
         Ok(Target {
             text: text.into(),
+            host_text: host.to_string(),
             host,
             port,
         })
