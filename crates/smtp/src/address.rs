@@ -199,6 +199,28 @@ impl fmt::Display for Path {
     }
 }
 
+impl Path {
+    /// Appends the `Display` form: by hand for the usual path (no source
+    /// route, a domain name), which the delivery client writes twice a
+    /// message.
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        match &self.mailbox.domain {
+            Domain::Name(name) if self.source_route.is_empty() => {
+                out.push(b'<');
+                out.extend_from_slice(self.mailbox.local_part.0.as_bytes());
+                out.push(b'@');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'>');
+            }
+            _ => {
+                use std::io::Write as _;
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "{self}");
+            }
+        }
+    }
+}
+
 impl fmt::Display for ReversePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

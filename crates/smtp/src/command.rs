@@ -335,9 +335,21 @@ impl Command {
 
     /// Appends the canonical wire form plus CRLF (the delivery client sends this).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        use std::io::Write as _;
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "{self}\r\n");
+        match self {
+            Command::Mail {
+                reverse_path,
+                params,
+            } => EnvelopeCommand::Mail(reverse_path, params).write_to(out),
+            Command::Rcpt {
+                forward_path,
+                params,
+            } => EnvelopeCommand::Rcpt(forward_path, params).write_to(out),
+            _ => {
+                use std::io::Write as _;
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "{self}\r\n");
+            }
+        }
     }
 }
 
@@ -391,11 +403,37 @@ pub(crate) enum EnvelopeCommand<'a> {
 }
 
 impl EnvelopeCommand<'_> {
-    /// Appends the wire form plus CRLF.
+    /// Appends the wire form plus CRLF: the same octets as `Display`,
+    /// written piece by piece (two a message; the formatting machinery
+    /// costs more than the text).
     pub(crate) fn write_to(self, out: &mut Vec<u8>) {
-        use std::io::Write as _;
+        let (verb, path): (&[u8], _) = match self {
+            EnvelopeCommand::Mail(ReversePath::Null, _) => (b"MAIL FROM:<>", None),
+            EnvelopeCommand::Mail(ReversePath::Path(p), _) => (b"MAIL FROM:", Some(p)),
+            EnvelopeCommand::Rcpt(ForwardPath::Postmaster, _) => (b"RCPT TO:<postmaster>", None),
+            EnvelopeCommand::Rcpt(ForwardPath::Path(p), _) => (b"RCPT TO:", Some(p)),
+        };
+        out.extend_from_slice(verb);
+        if let Some(path) = path {
+            path.write_to(out);
+        }
+        let mut wire = ByteWriter(out);
         // Writing to a Vec cannot fail.
-        let _ = write!(out, "{self}\r\n");
+        let _ = match self {
+            EnvelopeCommand::Mail(_, params) => params.write_wire(&mut wire),
+            EnvelopeCommand::Rcpt(_, params) => params.write_wire(&mut wire),
+        };
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// `fmt::Write` into a byte buffer, for the parts written with `write!`.
+pub(crate) struct ByteWriter<'a>(pub &'a mut Vec<u8>);
+
+impl fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 

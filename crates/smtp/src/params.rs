@@ -314,7 +314,7 @@ impl MailParams {
     }
 
     /// Writes each parameter as ` KEYWORD=value`, in a fixed order.
-    pub(crate) fn write_wire(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    pub(crate) fn write_wire(&self, f: &mut impl fmt::Write) -> fmt::Result {
         if let Some(size) = self.size {
             write!(f, " SIZE={size}")?;
         }
@@ -411,7 +411,7 @@ impl RcptParams {
 
     /// Writes each parameter as ` KEYWORD=value`. `Notify::On` with no flag
     /// set has no wire form and is left out rather than sent malformed.
-    pub(crate) fn write_wire(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    pub(crate) fn write_wire(&self, f: &mut impl fmt::Write) -> fmt::Result {
         match self.notify {
             Some(Notify::Never) => f.write_str(" NOTIFY=NEVER")?,
             Some(Notify::On {
@@ -439,21 +439,13 @@ impl RcptParams {
     }
 }
 
-/// Adapts a `write_wire` method to `Display`.
-struct Wire<'a, T>(&'a T, fn(&T, &mut fmt::Formatter<'_>) -> fmt::Result);
-
-impl<T> fmt::Display for Wire<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (self.1)(self.0, f)
-    }
-}
-
 /// The parameters as they stand on the MAIL line, without the leading space:
 /// `SIZE=1000 BODY=8BITMIME`. This is what the spool keeps, and
 /// [`MailParams::parse`] reads it back.
 impl fmt::Display for MailParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = Wire(self, MailParams::write_wire).to_string();
+        let mut text = String::new();
+        self.write_wire(&mut text)?;
         f.write_str(text.trim_start())
     }
 }
@@ -461,7 +453,8 @@ impl fmt::Display for MailParams {
 /// The parameters as they stand on the RCPT line, without the leading space.
 impl fmt::Display for RcptParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = Wire(self, RcptParams::write_wire).to_string();
+        let mut text = String::new();
+        self.write_wire(&mut text)?;
         f.write_str(text.trim_start())
     }
 }

@@ -53,7 +53,7 @@ pub(crate) fn decode(s: &str) -> Option<String> {
 
 /// Writes `s` as xtext. Non-ASCII is hex-encoded too, so the result is
 /// plain RFC 3461 xtext that any server takes.
-pub(crate) fn write(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+pub(crate) fn write(f: &mut impl fmt::Write, s: &str) -> fmt::Result {
     let b = s.as_bytes();
     let mut plain_from = 0;
     for (i, &c) in b.iter().enumerate() {
