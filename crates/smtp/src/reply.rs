@@ -374,7 +374,12 @@ impl Reply {
                 (Some(first), Some((e, after))) if e == first => after,
                 _ => l.rest,
             };
-            String::from_utf8_lossy(bytes).into_owned()
+            match bytes {
+                // What Postfix, Sluice and most MTAs answer MAIL and RCPT
+                // with: kept without a copy of its own.
+                b"Ok" => Cow::Borrowed("Ok"),
+                _ => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
+            }
         };
         let reply = Reply::multiline(code, enhanced, lines.iter().map(text));
         Ok(Some((reply, pos)))
