@@ -26,6 +26,8 @@ pub(crate) struct ConnInfo {
 #[derive(Debug)]
 pub(crate) struct ConnRecord {
     pub info: ConnInfo,
+    /// `conn.ip`, written once: plugins ask for it with every message.
+    ip_text: Box<str>,
     state: Mutex<ConnState>,
     order: Mutex<Order>,
     turn: Condvar,
@@ -56,6 +58,7 @@ pub(crate) struct ConnState {
 impl ConnRecord {
     pub fn new(info: ConnInfo) -> Self {
         ConnRecord {
+            ip_text: info.ip.to_string().into(),
             info,
             state: Mutex::default(),
             order: Mutex::default(),
@@ -280,7 +283,7 @@ impl CallCtx {
         let info = &self.conn.info;
         let owned = |value: Option<String>| value.map(Cow::Owned);
         Some(match name {
-            "conn.ip" => Cow::Owned(info.ip.to_string()),
+            "conn.ip" => Cow::Borrowed(&*self.conn.ip_text),
             "conn.trusted" => flag(info.trusted),
             "conn.auth" => return owned(self.conn.state().login.clone()),
             "conn.tls" => flag(self.conn.state().tls.is_some()),
@@ -308,13 +311,17 @@ impl CallCtx {
             }
             "tx.symbols" => {
                 let state = self.conn.state();
-                let lines: Vec<String> = state
-                    .hooks
-                    .scores()
-                    .chain(&self.scores)
-                    .map(|(sym, s)| format!("{sym} {}", format_score(*s)))
-                    .collect();
-                Cow::Owned(lines.join("\n"))
+                // One line per score, written where they go.
+                let mut lines = String::new();
+                for (i, (sym, s)) in state.hooks.scores().chain(&self.scores).enumerate() {
+                    if i > 0 {
+                        lines.push('\n');
+                    }
+                    lines.push_str(sym);
+                    lines.push(' ');
+                    push_score(&mut lines, *s);
+                }
+                Cow::Owned(lines)
             }
             "msg.size" => Cow::Owned(self.message.as_ref()?.bytes.len().to_string()),
             name if name.starts_with("auth.") => {
@@ -367,9 +374,26 @@ fn flag(b: bool) -> Cow<'static, str> {
 /// Scores as `X-Spam-Status` and logs show them: at most 3 decimals, no
 /// trailing zeros.
 pub fn format_score(score: f64) -> String {
-    let s = format!("{score:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.into() }
+    let mut text = String::new();
+    push_score(&mut text, score);
+    text
+}
+
+/// Appends [`format_score`]'s text to `out`.
+pub(crate) fn push_score(out: &mut String, score: f64) {
+    use std::fmt::Write as _;
+    let start = out.len();
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{score:.3}");
+    let kept = out[start..]
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .len();
+    out.truncate(start + kept);
+    if &out[start..] == "-0" {
+        out.truncate(start);
+        out.push('0');
+    }
 }
 
 /// The data of every instance's store.
@@ -440,6 +464,11 @@ mod tests {
         assert_eq!(format_score(2.5), "2.5");
         assert_eq!(format_score(-0.0001), "0");
         assert_eq!(format_score(1.23456), "1.235");
+        assert_eq!(format_score(-1.5), "-1.5");
+        assert_eq!(format_score(10.0), "10");
+        let mut out = "RATE ".to_owned();
+        push_score(&mut out, -0.0004);
+        assert_eq!(out, "RATE 0");
     }
 
     /// A connection's record: an untrusted client.

@@ -117,6 +117,35 @@ fn each_transaction_lists_only_its_own_recipients() {
 }
 
 #[test]
+fn symbols_and_score_are_the_transactions_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    // The scoring plugin adds TEST_RCPT 1 at every RCPT, before echo runs.
+    let s = server(
+        vec![
+            spec(dir.path(), "scoring", &scoring_plugin()),
+            spec(dir.path(), "echo", &echo_plugin()),
+        ],
+        env(),
+    );
+    let mut c = session(s.addr, "client.test");
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    assert_eq!(
+        c.command("RCPT TO:<tx.symbols@x.test>"),
+        "550 5.0.0 TEST_RCPT 1"
+    );
+    assert!(c.command("RCPT TO:<b@x.test>").starts_with("250 "));
+    assert_eq!(
+        c.command("RCPT TO:<tx.symbols@x.test>"),
+        "550 5.0.0 TEST_RCPT 1 TEST_RCPT 1 TEST_RCPT 1"
+    );
+    assert_eq!(c.command("RCPT TO:<tx.score@x.test>"), "550 5.0.0 4");
+    // The next transaction starts from nothing.
+    assert!(c.command("RSET").starts_with("250 "));
+    assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+    assert_eq!(c.command("RCPT TO:<tx.score@x.test>"), "550 5.0.0 1");
+}
+
+#[test]
 fn headers_from_plugins_land_in_the_queued_message() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(vec![spec(dir.path(), "antispam", &scoring_plugin())], env());
