@@ -383,14 +383,18 @@ impl Filter for PluginHost {
                 reverse_path, auth, ..
             } => {
                 let mail_from = reverse_path_arg(reverse_path);
+                let view = Arc::new(TxView {
+                    mail_from: mail_from.clone(),
+                    rcpts: String::new(),
+                    auth: auth.clone(),
+                });
+                // The first RCPT grows this one (a refused MAIL's goes at
+                // the next MAIL).
+                record.state().tx = Some((0, view.clone()));
                 StageCall {
                     hook,
-                    arg: mail_from.clone(),
-                    tx: Some(Arc::new(TxView {
-                        mail_from,
-                        rcpts: String::new(),
-                        auth: auth.clone(),
-                    })),
+                    arg: mail_from,
+                    tx: Some(view),
                     rcpt: None,
                     message: None,
                 }

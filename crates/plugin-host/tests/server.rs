@@ -69,7 +69,18 @@ fn properties_describe_the_connection_and_transaction() {
 #[test]
 fn each_transaction_lists_only_its_own_recipients() {
     let dir = tempfile::tempdir().unwrap();
-    let s = server(vec![spec(dir.path(), "echo", &echo_plugin())], env());
+    let echo = || spec(dir.path(), "echo", &echo_plugin());
+    // With no MAIL hook, the first RCPT writes the view; with one, MAIL does.
+    let mail_hook = module(
+        &[],
+        r#"(func (export "sluice_on_mail") (param $p i32) (param $n i32) (result i32) (i32.const 0))"#,
+    );
+    transactions_list_their_own_recipients(vec![echo()]);
+    transactions_list_their_own_recipients(vec![spec(dir.path(), "mail", &mail_hook), echo()]);
+}
+
+fn transactions_list_their_own_recipients(chain: Vec<sluice_plugin_host::PluginSpec>) {
+    let s = server(chain, env());
     let mut c = session(s.addr, "client.test");
     let rcpts = |c: &mut Client| c.command("RCPT TO:<tx.rcpts@x.test>");
     assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
