@@ -2,6 +2,7 @@
 //! (or to an LMTP server), everything else to the next hop over SMTP, and an
 //! alias that points elsewhere is queued again as a message of its own.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -386,13 +387,10 @@ impl Transport for Dispatch {
         let started = std::time::Instant::now();
         let items: Vec<RunItem<'_>> = jobs
             .iter()
-            .map(|job| {
-                let envelope = job.envelope();
-                RunItem {
-                    domain: remote_domain(&envelope),
-                    envelope,
-                    body: job.message.body(),
-                }
+            .map(|job| RunItem {
+                domain: remote_domain(job),
+                envelope: job.envelope(),
+                body: job.message.body(),
             })
             .collect();
         let outcomes = self.remote.deliver_run(&items)?;
@@ -416,11 +414,11 @@ impl Transport for Dispatch {
             }
             Destination::Lmtp => (sluice_metrics::Transport::Lmtp, self.deliver_lmtp(job)),
             Destination::Remote(_) => {
-                let envelope = job.envelope();
-                let domain = remote_domain(&envelope);
+                let domain = remote_domain(job);
                 (
                     sluice_metrics::Transport::Smtp,
-                    self.remote.deliver(&domain, &envelope, job.message.body()),
+                    self.remote
+                        .deliver(&domain, &job.envelope(), job.message.body()),
                 )
             }
         };
@@ -431,10 +429,10 @@ impl Transport for Dispatch {
 
 /// The domain of a remote job: every recipient shares the one its
 /// destination key came from.
-fn remote_domain(envelope: &sluice_smtp::Envelope) -> String {
-    match envelope.recipients.first().map(|r| &r.forward_path) {
-        Some(ForwardPath::Path(p)) => p.mailbox.domain.text(),
-        _ => String::new(),
+fn remote_domain(job: &Job) -> Cow<'_, str> {
+    match job.recipients().next().map(|r| &r.forward_path) {
+        Some(ForwardPath::Path(p)) => p.mailbox.domain.as_text(),
+        _ => Cow::Borrowed(""),
     }
 }
 

@@ -35,7 +35,7 @@ fn envelope(to: &str) -> Envelope {
 
 fn item<'a>(to: &str, body: &'a [u8]) -> RunItem<'a> {
     RunItem {
-        domain: to.rsplit_once('@').unwrap().1.to_owned(),
+        domain: to.rsplit_once('@').unwrap().1.to_owned().into(),
         envelope: std::borrow::Cow::Owned(envelope(to)),
         body,
     }

@@ -32,7 +32,7 @@ use crate::Outcome;
 /// [`Remote::deliver`] takes them.
 #[derive(Debug)]
 pub struct RunItem<'a> {
-    pub domain: String,
+    pub domain: Cow<'a, str>,
     /// Borrowed from the queued message when the job has all of its
     /// recipients.
     pub envelope: Cow<'a, Envelope>,
