@@ -159,7 +159,7 @@ impl Reply {
     }
 }
 
-pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u16) {
+fn push_decimal(out: &mut Vec<u8>, n: u16) {
     out.extend_from_slice(Decimal::new(n).as_bytes());
 }
 

@@ -449,7 +449,7 @@ impl Conn {
         let size = self.message.as_ref().map_or(self.message_size, |m| m.len());
         tracing::info!(
             queue_id = %QueueIdOrNone(self.queue_id),
-            client = %self.ip,
+            client = %sluice_smtp::IpText(self.ip),
             from = %tx.reverse_path,
             to = %ForwardPaths(&tx.recipients),
             size,

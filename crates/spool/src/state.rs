@@ -91,18 +91,25 @@ impl Reason {
 impl fmt::Display for RemoteMta {
     /// `mx.remote.test[192.0.2.1]:25`, as Postfix names a next hop.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A next hop named by its address (`[192.0.2.1]`) is not named twice.
-        let literal = || {
-            let inner = self.name.strip_prefix('[')?.strip_suffix(']')?;
-            inner.parse::<std::net::IpAddr>().ok()
+        // Piece by piece: a delivery's log line writes this twice.
+        let Some(addr) = self.addr else {
+            return f.write_str(&self.name);
         };
-        match self.addr {
-            Some(addr) if literal() == Some(addr.ip()) => {
-                write!(f, "{}:{}", self.name, addr.port())
-            }
-            Some(addr) => write!(f, "{}[{}]:{}", self.name, addr.ip(), addr.port()),
-            None => f.write_str(&self.name),
+        let ip = sluice_smtp::IpText(addr.ip());
+        f.write_str(&self.name)?;
+        // A next hop named by its address (`[192.0.2.1]`) is not named twice.
+        let literal = self
+            .name
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+            .is_some_and(|inner| ip.is_written_as(inner));
+        if !literal {
+            f.write_str("[")?;
+            ip.fmt(f)?;
+            f.write_str("]")?;
         }
+        f.write_str(":")?;
+        addr.port().fmt(f)
     }
 }
 
