@@ -17,7 +17,10 @@
 //! with the date and time formatted once a second per thread, strings that
 //! need no escaping copied as they are, and every control character a value
 //! could carry (a client's text in a reply, a plugin's reason) escaped, so
-//! that no value can start a forged line of its own.
+//! that no value can start a forged line of its own. The line is put
+//! together in a buffer the thread keeps and handed to the writer whole
+//! (a value's pieces are many, and each call through the writer costs more
+//! than the piece).
 //!
 //! Sluice opens no spans; an event inside another crate's span is written
 //! without the span's name.
@@ -51,32 +54,52 @@ where
     }
 }
 
+thread_local! {
+    /// The line being written on this thread: pieces go into it without a
+    /// call through the subscriber's writer each, and it goes out whole.
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+    /// The second last formatted on this thread, and its text.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
 fn write_line(out: &mut dyn Write, now: SystemTime, event: &Event<'_>) -> fmt::Result {
-    write_timestamp(out, now)?;
-    out.write_str(match *event.metadata().level() {
+    LINE.with(|line| match line.try_borrow_mut() {
+        Ok(mut line) => {
+            line.clear();
+            format_line(&mut line, now, event)?;
+            out.write_str(&line)
+        }
+        // A value whose formatting logs: that line gets a buffer of its own.
+        Err(_) => {
+            let mut line = String::new();
+            format_line(&mut line, now, event)?;
+            out.write_str(&line)
+        }
+    })
+}
+
+fn format_line(line: &mut String, now: SystemTime, event: &Event<'_>) -> fmt::Result {
+    write_timestamp(line, now);
+    line.push_str(match *event.metadata().level() {
         Level::ERROR => " ERROR ",
         Level::WARN => "  WARN ",
         Level::INFO => "  INFO ",
         Level::DEBUG => " DEBUG ",
         Level::TRACE => " TRACE ",
-    })?;
+    });
     let mut fields = Fields {
-        out: Escaping(out),
+        line,
         first: true,
         result: Ok(()),
     };
     event.record(&mut fields);
     fields.result?;
-    fields.out.0.write_char('\n')
-}
-
-thread_local! {
-    /// The second last formatted on this thread, and its text.
-    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    line.push('\n');
+    Ok(())
 }
 
 /// `2026-12-06T22:44:10.700636Z`, as tracing-subscriber writes it.
-fn write_timestamp(out: &mut dyn Write, now: SystemTime) -> fmt::Result {
+fn write_timestamp(out: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     SECOND.with(|second| {
@@ -84,20 +107,18 @@ fn write_timestamp(out: &mut dyn Write, now: SystemTime) -> fmt::Result {
         if second.0 != secs {
             *second = (secs, sluice_smtp::date::rfc3339_seconds(secs));
         }
-        out.write_str(&second.1)
-    })?;
-    let mut fraction = *b".000000Z";
-    let mut micros = since.subsec_micros();
-    for digit in fraction[1..7].iter_mut().rev() {
-        *digit = b'0' + (micros % 10) as u8;
-        micros /= 10;
+        out.push_str(&second.1);
+    });
+    out.push('.');
+    let micros = since.subsec_micros();
+    for place in [100_000, 10_000, 1_000, 100, 10, 1] {
+        out.push(char::from(b'0' + (micros / place % 10) as u8));
     }
-    // Only ASCII digits went in.
-    out.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
+    out.push('Z');
 }
 
 struct Fields<'a> {
-    out: Escaping<'a>,
+    line: &'a mut String,
     first: bool,
     result: fmt::Result,
 }
@@ -111,17 +132,21 @@ impl Fields<'_> {
             return None;
         }
         if !std::mem::take(&mut self.first) {
-            self.result = self.out.0.write_char(' ');
+            self.line.push(' ');
         }
         if name == "message" {
             return Some(true);
         }
-        let name = name.strip_prefix("r#").unwrap_or(name);
-        self.result = self
-            .result
-            .and_then(|()| self.out.0.write_str(name))
-            .and_then(|()| self.out.0.write_char('='));
+        self.line.push_str(name.strip_prefix("r#").unwrap_or(name));
+        self.line.push('=');
         Some(false)
+    }
+
+    /// Writes with `write`, then escapes what it wrote (see [`escape_from`]).
+    fn escaped(&mut self, write: impl FnOnce(&mut String) -> fmt::Result) {
+        let start = self.line.len();
+        self.result = write(self.line);
+        escape_from(self.line, start);
     }
 }
 
@@ -130,75 +155,74 @@ impl Visit for Fields<'_> {
         let Some(message) = self.begin(field) else {
             return;
         };
-        self.result = self.result.and_then(|()| {
-            if message {
-                self.out.write_str(value)
-            } else if value
-                .bytes()
-                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-            {
-                // What `Debug` would write, without its per-character walk.
-                let out = &mut self.out.0;
-                out.write_char('"')?;
-                out.write_str(value)?;
-                out.write_char('"')
-            } else {
-                write!(self.out, "{value:?}")
-            }
-        });
+        if message {
+            self.escaped(|line| {
+                line.push_str(value);
+                Ok(())
+            });
+        } else if value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            // What `Debug` would write, without its per-character walk.
+            self.line.push('"');
+            self.line.push_str(value);
+            self.line.push('"');
+        } else {
+            self.escaped(|line| write!(line, "{value:?}"));
+        }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         if self.begin(field).is_none() {
             return;
         }
-        self.result = self.result.and_then(|()| {
-            write!(self.out, "{value}")?;
-            let mut source = value.source();
-            if source.is_some() {
-                write!(self.out.0, " {}.sources=[", field.name())?;
-                let mut first = true;
-                while let Some(s) = source {
-                    if !std::mem::take(&mut first) {
-                        self.out.0.write_str(", ")?;
-                    }
-                    write!(self.out, "{s}")?;
-                    source = s.source();
-                }
-                self.out.0.write_char(']')?;
+        self.escaped(|line| write!(line, "{value}"));
+        let mut source = value.source();
+        if source.is_none() || self.result.is_err() {
+            return;
+        }
+        self.line.push(' ');
+        self.line.push_str(field.name());
+        self.line.push_str(".sources=[");
+        let mut first = true;
+        while let Some(s) = source {
+            if !std::mem::take(&mut first) {
+                self.line.push_str(", ");
             }
-            Ok(())
-        });
+            self.escaped(|line| write!(line, "{s}"));
+            source = s.source();
+        }
+        self.line.push(']');
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if self.begin(field).is_some() {
-            self.result = self.result.and_then(|()| write!(self.out, "{value:?}"));
+            self.escaped(|line| write!(line, "{value:?}"));
         }
     }
 }
 
-/// Passes text through with every control character (a line break, an
-/// escape sequence) written as `\u{..}`, the way `Debug` writes it.
-struct Escaping<'a>(&'a mut dyn Write);
-
-impl Write for Escaping<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Nearly every value is printable ASCII: one pass over the bytes
-        // (which the compiler vectorises) instead of decoding characters.
-        // Every other control character (C1, U+0080–U+009F) is two bytes
-        // in UTF-8, neither of them ASCII, so this misses none.
-        if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            return self.0.write_str(s);
+/// Writes every control character (a line break, an escape sequence) in
+/// `line[start..]` as `\u{..}`, the way `Debug` writes it.
+fn escape_from(line: &mut String, start: usize) {
+    // Nearly every value is printable ASCII: one pass over the bytes (which
+    // the compiler vectorises) instead of decoding characters. Every other
+    // control character (C1, U+0080–U+009F) is two bytes in UTF-8, neither
+    // of them ASCII, so this misses none.
+    if line.as_bytes()[start..]
+        .iter()
+        .all(|b| (0x20..0x7f).contains(b))
+    {
+        return;
+    }
+    let written = line.split_off(start);
+    for c in written.chars() {
+        if c.is_control() {
+            line.extend(c.escape_debug());
+        } else {
+            line.push(c);
         }
-        let mut rest = s;
-        while let Some(at) = rest.find(|c: char| c.is_control()) {
-            self.0.write_str(&rest[..at])?;
-            let c = rest[at..].chars().next().unwrap_or_default();
-            write!(self.0, "{}", c.escape_debug())?;
-            rest = &rest[at + c.len_utf8()..];
-        }
-        self.0.write_str(rest)
     }
 }
 
@@ -331,14 +355,45 @@ mod tests {
         assert!(!text.contains('\u{85}') && !text.contains('\x7f'), "{text}");
     }
 
+    /// A value that logs while it is written.
+    struct Chatty;
+
+    impl fmt::Display for Chatty {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            tracing::info!(depth = 2, "inner");
+            f.write_str("outer")
+        }
+    }
+
+    /// tracing drops an event raised while this thread writes another;
+    /// the line being written stays whole (and the buffer is not borrowed
+    /// twice).
+    #[test]
+    fn a_value_that_logs_leaves_the_line_whole() {
+        let ours = Sink::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(ours.clone())
+            .event_format(LineFormat)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(value = %Chatty, depth = 1, "first");
+            tracing::info!(depth = 1, "second");
+        });
+        let lines = untimed(&ours.text());
+        assert_eq!(
+            lines,
+            ["  INFO first value=outer depth=1", "  INFO second depth=1"]
+        );
+    }
+
     #[test]
     fn timestamps_carry_the_second_and_microseconds() {
         let mut out = String::new();
         let at = UNIX_EPOCH + Duration::from_micros(1_795_380_397_000_042);
-        write_timestamp(&mut out, at).unwrap();
+        write_timestamp(&mut out, at);
         // The same second again comes from the thread's cache.
-        write_timestamp(&mut out, at + Duration::from_micros(999_000)).unwrap();
-        write_timestamp(&mut out, at + Duration::from_secs(1)).unwrap();
+        write_timestamp(&mut out, at + Duration::from_micros(999_000));
+        write_timestamp(&mut out, at + Duration::from_secs(1));
         assert_eq!(
             out,
             "2026-11-22T20:46:37.000042Z2026-11-22T20:46:37.999042Z2026-11-22T20:46:38.000042Z"
