@@ -160,10 +160,7 @@ impl Visit for Fields<'_> {
                 line.push_str(value);
                 Ok(())
             });
-        } else if value
-            .bytes()
-            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        {
+        } else if plain(value.as_bytes()) {
             // What `Debug` would write, without its per-character walk.
             self.line.push('"');
             self.line.push_str(value);
@@ -203,17 +200,30 @@ impl Visit for Fields<'_> {
     }
 }
 
+/// Whether every byte is printable ASCII. Without an early exit, so that
+/// the compiler vectorises it: nearly every value is, and they are short.
+fn printable(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .fold(true, |all, &b| all & (0x20..0x7f).contains(&b))
+}
+
+/// Whether `Debug` would write these bytes as they are, between quotes:
+/// printable ASCII, no quote and no backslash.
+fn plain(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |all, &b| {
+        all & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
+    })
+}
+
 /// Writes every control character (a line break, an escape sequence) in
 /// `line[start..]` as `\u{..}`, the way `Debug` writes it.
 fn escape_from(line: &mut String, start: usize) {
-    // Nearly every value is printable ASCII: one pass over the bytes (which
-    // the compiler vectorises) instead of decoding characters. Every other
-    // control character (C1, U+0080–U+009F) is two bytes in UTF-8, neither
-    // of them ASCII, so this misses none.
-    if line.as_bytes()[start..]
-        .iter()
-        .all(|b| (0x20..0x7f).contains(b))
-    {
+    // Nearly every value is printable ASCII: one pass over the bytes
+    // instead of decoding characters. Every other control character (C1,
+    // U+0080–U+009F) is two bytes in UTF-8, neither of them ASCII, so this
+    // misses none.
+    if printable(&line.as_bytes()[start..]) {
         return;
     }
     let written = line.split_off(start);
