@@ -280,13 +280,18 @@ mod tests {
             .with_ansi(false)
             .finish();
         tracing::subscriber::with_default(subscriber, &events);
+        (theirs.text(), ours(events))
+    }
+
+    /// What `LineFormat` writes for the events.
+    fn ours(events: impl Fn()) -> String {
         let ours = Sink::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(ours.clone())
             .event_format(LineFormat)
             .finish();
-        tracing::subscriber::with_default(subscriber, &events);
-        (theirs.text(), ours.text())
+        tracing::subscriber::with_default(subscriber, events);
+        ours.text()
     }
 
     /// A line without its timestamp (the two runs are microseconds apart).
@@ -346,16 +351,10 @@ mod tests {
 
     #[test]
     fn no_value_starts_a_line_of_its_own() {
-        let ours = Sink::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(ours.clone())
-            .event_format(LineFormat)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = ours(|| {
             let forged = "ok\n2026-01-01T00:00:00.000000Z  INFO delivered\x1b[2J\u{85}\x7f";
             tracing::info!(helo = %forged, reason = forged, "{forged}");
         });
-        let text = ours.text();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(!text.contains('\x1b'), "{text}");
         assert!(text.contains(r"ok\n2026"), "{text}");
@@ -380,16 +379,10 @@ mod tests {
     /// twice).
     #[test]
     fn a_value_that_logs_leaves_the_line_whole() {
-        let ours = Sink::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(ours.clone())
-            .event_format(LineFormat)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let lines = untimed(&ours(|| {
             tracing::info!(value = %Chatty, depth = 1, "first");
             tracing::info!(depth = 1, "second");
-        });
-        let lines = untimed(&ours.text());
+        }));
         assert_eq!(
             lines,
             ["  INFO first value=outer depth=1", "  INFO second depth=1"]
