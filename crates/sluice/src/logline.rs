@@ -62,12 +62,19 @@ thread_local! {
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
+/// A thread keeps its line's buffer up to this size: an odd long line (a
+/// long error chain) does not pin its memory for the thread's life.
+const LINE_KEPT: usize = 16 * 1024;
+
 fn write_line(out: &mut dyn Write, now: SystemTime, event: &Event<'_>) -> fmt::Result {
     LINE.with(|line| match line.try_borrow_mut() {
         Ok(mut line) => {
             line.clear();
-            format_line(&mut line, now, event)?;
-            out.write_str(&line)
+            let written = format_line(&mut line, now, event).and_then(|()| out.write_str(&line));
+            if line.capacity() > LINE_KEPT {
+                *line = String::new();
+            }
+            written
         }
         // A value whose formatting logs: that line gets a buffer of its own.
         Err(_) => {
@@ -362,6 +369,17 @@ mod tests {
         // DEL and the C1 controls (NEL here: a line break to some readers).
         assert!(text.contains(r"\u{85}\u{7f}"), "{text}");
         assert!(!text.contains('\u{85}') && !text.contains('\x7f'), "{text}");
+    }
+
+    #[test]
+    fn a_thread_keeps_its_line_buffer_unless_it_grew_long() {
+        let short = ours(|| tracing::info!(size = 4260u64, "message"));
+        assert!(short.ends_with("message size=4260\n"), "{short}");
+        LINE.with(|line| assert!(line.borrow().capacity() >= short.len()));
+        let value = "x".repeat(100_000);
+        let long = ours(|| tracing::info!(value = %value, "long"));
+        assert!(long.ends_with(&format!("long value={value}\n")));
+        LINE.with(|line| assert!(line.borrow().capacity() <= LINE_KEPT));
     }
 
     /// A value that logs while it is written.
