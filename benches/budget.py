@@ -21,9 +21,14 @@ With --callgrind N it also runs the server under valgrind's callgrind, with
 N and with 4N messages, and prints where one message's instructions go (the
 difference again, self cost by function and by crate).
 
+The server logs at `warn` (no line per message) unless --log says otherwise:
+--log info counts the two lines a message (the transaction, each delivery)
+that a server at its default level writes.
+
 Everything listens on loopback; every process started is stopped by its PID.
 
-usage: benches/budget.py [--small N] [--large N] [--callgrind N] [--no-build] [--out FILE]
+usage: benches/budget.py [--small N] [--large N] [--callgrind N] [--no-build] [--log LEVEL]
+                         [--out FILE]
 """
 
 import argparse
@@ -169,6 +174,9 @@ enabled = false
     return path
 
 
+LOG_LEVEL = "warn"
+
+
 def one_run(messages, wrapper, work):
     """Relays `messages` through a fresh server run under `wrapper`."""
     smtp, sink_port, metrics = free_port(), free_port(), free_port()
@@ -181,7 +189,7 @@ def one_run(messages, wrapper, work):
     log = open(os.path.join(run_dir, "sluice.log"), "w")
     pid = None
     server = subprocess.Popen(wrapper + [os.path.join(BIN, "sluice"), "serve", "--config", config],
-                              stdout=log, stderr=log, env=dict(os.environ, SLUICE_LOG="warn"))
+                              stdout=log, stderr=log, env=dict(os.environ, SLUICE_LOG=LOG_LEVEL))
     try:
         wait_port(smtp, server, limit=300)
         wait_port(metrics, server, limit=60)
@@ -317,7 +325,8 @@ def callgrind(args, work):
            for f in set(costs[small]) | set(costs[large])}
     total = sum(v for v in per.values() if v > 0)
     out = [f"\nWhere the CPU goes: instructions per message ({large} − {small} messages "
-           f"under callgrind, self cost; start-up cancels out): **{total:,.0f}** in all.\n",
+           f"under callgrind, self cost; start-up cancels out; the server logging at "
+           f"`{LOG_LEVEL}`): **{total:,.0f}** in all.\n",
            "| share | instructions | function |", "|---:|---:|---|"]
     for f, v in sorted(per.items(), key=lambda kv: -kv[1])[:25]:
         out.append(f"| {100 * v / total:.1f} % | {v:,.0f} | `{f[:100]}` |")
@@ -338,7 +347,11 @@ def main():
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--no-strace", action="store_true", help="only the callgrind part")
     p.add_argument("--out", default=os.path.join(TARGET, "budget.md"))
+    p.add_argument("--log", default="warn", choices=["warn", "info"],
+                   help="the server's log level (info: a line per transaction and delivery)")
     args = p.parse_args()
+    global LOG_LEVEL
+    LOG_LEVEL = args.log
     if not args.no_build:
         say("building the release binaries with count-allocations into target/budget")
         subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "sluice",
