@@ -49,9 +49,10 @@ pub(crate) struct ConnState {
     pub tls: Option<sluice_filter::TlsInfo>,
     pub login: Option<String>,
     pub hooks: HookState,
-    /// The transaction's view as its last RCPT or end-of-data stage got it,
-    /// with how many of the envelope's recipients it lists: the next stage
-    /// adds the recipients since instead of writing them all again.
+    /// The transaction's view as its last stage (MAIL, RCPT, end of data)
+    /// got it, with how many of the envelope's recipients it lists: the
+    /// next stage adds the recipients since instead of writing them all
+    /// again.
     pub tx: Option<(usize, Arc<TxView>)>,
 }
 
