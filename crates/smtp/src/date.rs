@@ -32,10 +32,7 @@ impl Rfc5322Date {
         let month_name = [
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
         ][(month - 1) as usize];
-        let mut text = DateText {
-            bytes: [0; DATE_TEXT_MAX],
-            len: 0,
-        };
+        let mut text = DateText::new();
         text.push(weekday.as_bytes());
         text.push(b", ");
         text.number(u64::from(day), 2);
@@ -61,43 +58,9 @@ impl std::fmt::Display for Rfc5322Date {
     }
 }
 
-/// The longest date: `Thu, 01 Jan ` and a year of up to 20 digits, then
-/// ` 00:00:00 +0000`.
-const DATE_TEXT_MAX: usize = 48;
-
-/// A date's text, on the stack.
-struct DateText {
-    bytes: [u8; DATE_TEXT_MAX],
-    len: usize,
-}
-
-impl DateText {
-    fn push(&mut self, piece: &[u8]) {
-        self.bytes[self.len..self.len + piece.len()].copy_from_slice(piece);
-        self.len += piece.len();
-    }
-
-    /// `n` in decimal, zero-padded to `width` digits.
-    fn number(&mut self, mut n: u64, width: usize) {
-        let mut digits = [b'0'; 20];
-        let mut at = digits.len();
-        while n > 0 || digits.len() - at < width {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        self.push(&digits[at..]);
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-
-    fn as_str(&self) -> &str {
-        // ASCII only: names, digits, punctuation.
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
-    }
-}
+/// A date's text, on the stack: `Thu, 01 Jan `, a year of up to 20
+/// digits, ` 00:00:00 +0000`.
+type DateText = crate::stack_text::StackText<48>;
 
 /// `2026-11-22T20:46:37`: RFC 3339 in UTC to the second, for a caller that
 /// appends the fraction and the `Z` (log lines, which format each second once).

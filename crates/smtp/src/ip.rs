@@ -5,6 +5,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::stack_text::StackText;
+
 /// An address written as its `Display` writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpText(pub IpAddr);
@@ -12,7 +14,7 @@ pub struct IpText(pub IpAddr);
 impl fmt::Display for IpText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            IpAddr::V4(v4) => f.write_str(DottedQuad::new(v4).as_str()),
+            IpAddr::V4(v4) => f.write_str(dotted_quad(v4).as_str()),
             IpAddr::V6(v6) => v6.fmt(f),
         }
     }
@@ -23,52 +25,25 @@ impl IpText {
     /// address compared without parsing `text`).
     pub fn is_written_as(&self, text: &str) -> bool {
         match self.0 {
-            IpAddr::V4(v4) => DottedQuad::new(v4).as_str() == text,
+            IpAddr::V4(v4) => dotted_quad(v4).as_str() == text,
             IpAddr::V6(v6) => text.parse() == Ok(v6),
         }
     }
 }
 
 /// An IPv4 address in dotted decimal, on the stack.
-pub(crate) struct DottedQuad {
-    text: [u8; 15],
-    len: usize,
-}
+pub(crate) type DottedQuad = StackText<15>;
 
-impl DottedQuad {
-    pub(crate) fn new(ip: Ipv4Addr) -> DottedQuad {
-        let mut quad = DottedQuad {
-            text: [0; 15],
-            len: 0,
-        };
-        for (i, octet) in ip.octets().into_iter().enumerate() {
-            if i > 0 {
-                quad.push(b'.');
-            }
-            if octet >= 100 {
-                quad.push(b'0' + octet / 100);
-            }
-            if octet >= 10 {
-                quad.push(b'0' + octet / 10 % 10);
-            }
-            quad.push(b'0' + octet % 10);
+/// `ip` as `Display` writes it.
+pub(crate) fn dotted_quad(ip: Ipv4Addr) -> DottedQuad {
+    let mut quad = DottedQuad::new();
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            quad.push(b".");
         }
-        quad
+        quad.number(octet.into(), 1);
     }
-
-    fn push(&mut self, digit: u8) {
-        self.text[self.len] = digit;
-        self.len += 1;
-    }
-
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.text[..self.len]
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        // Digits and dots only.
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
-    }
+    quad
 }
 
 #[cfg(test)]
@@ -81,7 +56,7 @@ mod tests {
         fn written_as_display_writes_it(octets in any::<[u8; 4]>(), v6 in any::<[u16; 8]>()) {
             let v4 = Ipv4Addr::from(octets);
             prop_assert_eq!(IpText(v4.into()).to_string(), v4.to_string());
-            let quad = DottedQuad::new(v4);
+            let quad = dotted_quad(v4);
             prop_assert_eq!(quad.as_str(), v4.to_string());
             let v6 = std::net::Ipv6Addr::from(v6);
             prop_assert_eq!(IpText(v6.into()).to_string(), v6.to_string());

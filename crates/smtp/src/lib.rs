@@ -43,6 +43,7 @@ pub use params::{BodyType, MailParams, Notify, OriginalRecipient, RcptParams, Re
 pub use reply::ReplyError;
 pub use reply::{EnhancedCode, Reply, Severity};
 pub use stage::Stage;
+mod stack_text;
 mod syntax;
 mod xtext;
 pub use params::ParamError;

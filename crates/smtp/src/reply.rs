@@ -32,11 +32,11 @@ impl fmt::Display for EnhancedCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Digit by digit: a log line per message writes one, and the
         // integer formatting machinery costs more than the text.
-        f.write_str(Decimal::new(self.class.into()).as_str())?;
+        f.write_str(Decimal::decimal(self.class.into()).as_str())?;
         f.write_str(".")?;
-        f.write_str(Decimal::new(self.subject).as_str())?;
+        f.write_str(Decimal::decimal(self.subject.into()).as_str())?;
         f.write_str(".")?;
-        f.write_str(Decimal::new(self.detail).as_str())
+        f.write_str(Decimal::decimal(self.detail.into()).as_str())
     }
 }
 
@@ -160,44 +160,16 @@ impl Reply {
 }
 
 fn push_decimal(out: &mut Vec<u8>, n: u16) {
-    out.extend_from_slice(Decimal::new(n).as_bytes());
+    out.extend_from_slice(Decimal::decimal(n.into()).as_bytes());
 }
 
 /// A `u16` in decimal, on the stack.
-struct Decimal {
-    digits: [u8; 5],
-    at: usize,
-}
-
-impl Decimal {
-    fn new(mut n: u16) -> Decimal {
-        let mut digits = [0u8; 5];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        Decimal { digits, at }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.digits[self.at..]
-    }
-
-    fn as_str(&self) -> &str {
-        // ASCII digits only.
-        std::str::from_utf8(self.as_bytes()).unwrap_or("0")
-    }
-}
+type Decimal = crate::stack_text::StackText<5>;
 
 /// Shows the reply as one log-friendly line: `550 5.1.1 No such user`.
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(Decimal::new(self.code).as_str())?;
+        f.write_str(Decimal::decimal(self.code.into()).as_str())?;
         if let Some(e) = self.enhanced {
             f.write_str(" ")?;
             fmt::Display::fmt(&e, f)?;

@@ -62,7 +62,7 @@ pub fn received_header(f: &TraceFields<'_>, out: &mut Vec<u8>) {
             match ip {
                 IpAddr::V4(v4) => {
                     out.extend_from_slice(b" ([");
-                    out.extend_from_slice(crate::ip::DottedQuad::new(v4).as_bytes());
+                    out.extend_from_slice(crate::ip::dotted_quad(v4).as_bytes());
                     out.extend_from_slice(b"])");
                 }
                 IpAddr::V6(v6) => {
