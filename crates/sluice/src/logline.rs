@@ -67,21 +67,23 @@ thread_local! {
 const LINE_KEPT: usize = 16 * 1024;
 
 fn write_line(out: &mut dyn Write, now: SystemTime, event: &Event<'_>) -> fmt::Result {
+    with_line_buffer(|line| format_line(line, now, event).and_then(|()| out.write_str(line)))
+}
+
+/// Runs `write` with this thread's line buffer, empty; with a buffer of its
+/// own if the thread's is in use (a line written while another is, through
+/// another subscriber).
+fn with_line_buffer<R>(write: impl FnOnce(&mut String) -> R) -> R {
     LINE.with(|line| match line.try_borrow_mut() {
         Ok(mut line) => {
             line.clear();
-            let written = format_line(&mut line, now, event).and_then(|()| out.write_str(&line));
+            let written = write(&mut line);
             if line.capacity() > LINE_KEPT {
                 *line = String::new();
             }
             written
         }
-        // A value whose formatting logs: that line gets a buffer of its own.
-        Err(_) => {
-            let mut line = String::new();
-            format_line(&mut line, now, event)?;
-            out.write_str(&line)
-        }
+        Err(_) => write(&mut String::new()),
     })
 }
 
@@ -405,6 +407,20 @@ mod tests {
             lines,
             ["  INFO first value=outer depth=1", "  INFO second depth=1"]
         );
+    }
+
+    #[test]
+    fn a_line_written_while_another_is_gets_a_buffer_of_its_own() {
+        with_line_buffer(|outer| {
+            outer.push_str("outer");
+            with_line_buffer(|inner| {
+                assert!(inner.is_empty());
+                inner.push_str("inner");
+            });
+            assert_eq!(outer, "outer");
+        });
+        // The thread's buffer comes back empty.
+        with_line_buffer(|line| assert!(line.is_empty()));
     }
 
     #[test]
