@@ -342,7 +342,7 @@ impl Conn {
             .tls
             .as_ref()
             .map(|t| format!("{} with cipher {}", t.version, t.cipher));
-        let id_text = id.encoded();
+        let id_text = id.text();
         let header = &mut self.trace_header;
         header.clear();
         received_header(
@@ -359,7 +359,7 @@ impl Conn {
                 tls: tls.as_deref(),
                 // A local user is known, but did not log in.
                 authenticated: self.info.login.is_some() && self.local.is_none(),
-                queue_id: std::str::from_utf8(&id_text).unwrap_or_default(),
+                queue_id: id_text.as_str(),
                 single_recipient: single.as_deref(),
                 time: SystemTime::now(),
             },

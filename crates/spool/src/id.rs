@@ -32,23 +32,34 @@ impl QueueId {
         self.0
     }
 
-    /// The text form's bytes, on the stack (ASCII): for a caller that
-    /// writes the id where it goes, without a string of its own.
-    pub fn encoded(self) -> [u8; QUEUE_ID_LEN] {
+    /// The text form, on the stack: for a caller that writes the id where
+    /// it goes, without a string of its own.
+    pub fn text(self) -> QueueIdText {
         let mut out = [0u8; QUEUE_ID_LEN];
         let mut v = self.0;
         for slot in out.iter_mut().rev() {
             *slot = ALPHABET[(v & 31) as usize];
             v >>= 5;
         }
-        out
+        QueueIdText(out)
+    }
+}
+
+/// A queue id's text ([`QueueId::text`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueIdText([u8; QUEUE_ID_LEN]);
+
+impl QueueIdText {
+    /// The 13 characters, as `Display` writes them.
+    pub fn as_str(&self) -> &str {
+        // Every byte comes from ALPHABET, which is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
 impl fmt::Display for QueueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Every byte comes from ALPHABET, which is ASCII.
-        f.write_str(std::str::from_utf8(&self.encoded()).unwrap_or_default())
+        f.write_str(self.text().as_str())
     }
 }
 

@@ -215,7 +215,7 @@ mod test_support;
 
 pub use entry::Entry;
 pub use error::SpoolError;
-pub use id::{ParseQueueIdError, QUEUE_ID_LEN, QueueId};
+pub use id::{ParseQueueIdError, QUEUE_ID_LEN, QueueId, QueueIdText};
 pub use queue_map::{QueueMap, QueueSlot};
 pub use recovery::RecoveryReport;
 pub use scan::{MessageSummary, RecipientStatus, SCAN_BATCH, ScanOrder};

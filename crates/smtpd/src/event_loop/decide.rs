@@ -362,11 +362,10 @@ impl EventLoop {
 /// a message; `format!` costs more than the text).
 fn queued_as(id: QueueId) -> String {
     const TEXT: &str = "Ok: queued as ";
-    let digits = id.encoded();
-    let mut text = String::with_capacity(TEXT.len() + digits.len());
+    let id = id.text();
+    let mut text = String::with_capacity(TEXT.len() + id.as_str().len());
     text.push_str(TEXT);
-    // Queue ids are ASCII.
-    text.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+    text.push_str(id.as_str());
     text
 }
 
