@@ -30,16 +30,21 @@ impl<const N: usize> StackText<N> {
         self.len += piece.len();
     }
 
-    /// `n` in decimal, zero-padded to `width` digits.
+    /// `n` in decimal, zero-padded to `width` digits: written in place,
+    /// last digit first.
     pub(crate) fn number(&mut self, mut n: u64, width: usize) {
-        let mut digits = [b'0'; 20];
-        let mut at = digits.len();
-        while n > 0 || digits.len() - at < width {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
+        let mut digits = 1;
+        let mut rest = n / 10;
+        while rest > 0 {
+            digits += 1;
+            rest /= 10;
+        }
+        let end = self.len + digits.max(width);
+        for slot in self.bytes[self.len..end].iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
             n /= 10;
         }
-        self.push(&digits[at..]);
+        self.len = end;
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
