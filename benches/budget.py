@@ -28,7 +28,7 @@ that a server at its default level writes.
 Everything listens on loopback; every process started is stopped by its PID.
 
 usage: benches/budget.py [--small N] [--large N] [--callgrind N] [--no-build] [--log LEVEL]
-                         [--out FILE]
+                         [--keep-profiles DIR] [--out FILE]
 """
 
 import argparse
@@ -38,6 +38,7 @@ import re
 import signal
 import socket
 import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -321,6 +322,9 @@ def callgrind(args, work):
         out_file = os.path.join(work, f"callgrind-{n}.out")
         one_run(n, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"], work)
         costs[n] = profile(out_file)
+        if args.keep_profiles:
+            os.makedirs(args.keep_profiles, exist_ok=True)
+            shutil.copy(out_file, args.keep_profiles)
     per = {f: (costs[large].get(f, 0) - costs[small].get(f, 0)) / (large - small)
            for f in set(costs[small]) | set(costs[large])}
     total = sum(v for v in per.values() if v > 0)
@@ -346,6 +350,8 @@ def main():
     p.add_argument("--callgrind", type=int, default=0, metavar="N")
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--no-strace", action="store_true", help="only the callgrind part")
+    p.add_argument("--keep-profiles", metavar="DIR",
+                   help="copy callgrind's profiles here (for callgrind_annotate)")
     p.add_argument("--out", default=os.path.join(TARGET, "budget.md"))
     p.add_argument("--log", default="warn", choices=["warn", "info"],
                    help="the server's log level (info: a line per transaction and delivery)")
