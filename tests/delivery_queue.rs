@@ -280,9 +280,12 @@ fn kill_9_in_the_middle_of_a_long_queue_delivers_everything_after_restart() {
         twice.len(),
         started.elapsed()
     );
-    // Those in flight at the kill: one per connection, plus outcomes
-    // still waiting for the journal's group commit.
-    let bound = 4 * RESTART_CONNECTIONS;
+    // Those in flight at the kill: on each connection a run of up to eight
+    // messages (the scheduler's `RUN_MAX`), whose outcomes come back
+    // together after the last, or waiting for the journal's group commit.
+    // (Four a connection, the bound before runs, was passed under load: 18
+    // on a machine busy with a release build.)
+    let bound = 8 * RESTART_CONNECTIONS;
     assert!(
         twice.len() <= bound,
         "{} messages delivered twice (bound {bound}): {twice:?}",
