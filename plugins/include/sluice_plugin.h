@@ -43,6 +43,18 @@ extern "C" {
 #define SLUICE_DISCARD 5    /* end of data: 250, then drop */
 #define SLUICE_QUARANTINE 6 /* end of data: 250, then hold in the queue */
 
+/* Bits of the optional export `int32_t sluice_hooks(void)`: the hooks the
+ * plugin's configuration needs, asked once after sluice_init; the host never
+ * calls an exported hook whose bit is clear. Without the export, every
+ * exported hook is called. */
+#define SLUICE_HOOK_CONNECT (1 << 0)
+#define SLUICE_HOOK_HELO (1 << 1)
+#define SLUICE_HOOK_MAIL (1 << 2)
+#define SLUICE_HOOK_RCPT (1 << 3)
+#define SLUICE_HOOK_DATA (1 << 4)
+#define SLUICE_HOOK_RESET (1 << 5)
+#define SLUICE_HOOK_CLOSE (1 << 6)
+
 /* Note scopes. */
 #define SLUICE_SCOPE_CONNECTION 0
 #define SLUICE_SCOPE_TRANSACTION 1

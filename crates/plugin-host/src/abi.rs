@@ -11,6 +11,8 @@ pub(crate) const MEMORY: &str = "memory";
 pub(crate) const MARKER: &str = "sluice_abi_v1";
 pub(crate) const INIT: &str = "sluice_init";
 pub(crate) const ALLOC: &str = "sluice_alloc";
+/// Optional: the hooks the plugin's configuration needs, as a bit mask.
+pub(crate) const HOOKS: &str = "sluice_hooks";
 
 /// The hook exports, one per stage of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,6 +76,11 @@ impl Hook {
         self as usize
     }
 
+    /// Its bit in `sluice_hooks`' mask (bit 0 connect … bit 6 close).
+    pub(crate) fn bit(self) -> i32 {
+        1 << self.index()
+    }
+
     /// (number of i32 parameters, number of i32 results)
     fn signature(self) -> (usize, usize) {
         match (self.takes_string(), self.has_verdict()) {
@@ -129,11 +136,24 @@ pub(crate) struct Exports {
     pub hooks: [bool; 7],
     pub init: bool,
     pub alloc: bool,
+    /// `sluice_hooks`: the module says which of its hooks its configuration
+    /// needs.
+    pub hook_mask: bool,
 }
 
 impl Exports {
     pub fn has(&self, hook: Hook) -> bool {
         self.hooks[hook.index()]
+    }
+
+    /// Leaves out the hooks `mask` does not name; the hooks it names that
+    /// are not exported stay out.
+    pub fn narrow(&mut self, mask: i32) {
+        for hook in Hook::ALL {
+            if mask & hook.bit() == 0 {
+                self.hooks[hook.index()] = false;
+            }
+        }
     }
 }
 
@@ -164,6 +184,10 @@ pub(crate) fn validate(module: &Module) -> Result<Exports, AbiError> {
             ALLOC => {
                 check_func(name, &ty, (1, 1))?;
                 exports.alloc = true;
+            }
+            HOOKS => {
+                check_func(name, &ty, (0, 1))?;
+                exports.hook_mask = true;
             }
             _ => {
                 if let Some(hook) = Hook::ALL.into_iter().find(|h| h.export() == name) {

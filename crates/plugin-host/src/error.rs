@@ -176,6 +176,8 @@ pub enum Phase {
     Instantiate,
     Alloc,
     Init,
+    /// `sluice_hooks`, asked once when the plugin loads.
+    Hooks,
     Hook,
 }
 
@@ -199,6 +201,7 @@ impl fmt::Display for HookError {
                     Phase::Instantiate => "cannot instantiate",
                     Phase::Alloc => "sluice_alloc failed",
                     Phase::Init => "sluice_init failed",
+                    Phase::Hooks => "sluice_hooks failed",
                     Phase::Hook => "trap",
                 };
                 write!(f, "{during}: {detail}")

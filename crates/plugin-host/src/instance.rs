@@ -57,6 +57,7 @@ const INLINE_TICKS: u64 = 1;
 
 struct Ready {
     store: Store<HostState>,
+    instance: wasmtime::Instance,
     funcs: Funcs,
     uses: u32,
     born: Instant,
@@ -81,7 +82,7 @@ impl Plugin {
         // The deadline trips between (n-1) and n ticks after it is set: one
         // more tick makes the budget a floor, never a ceiling.
         let budget_ticks = spec.cpu_budget.as_nanos().div_ceil(TICK.as_nanos()) as u64 + 1;
-        let plugin = Plugin {
+        let mut plugin = Plugin {
             name: spec.name.into(),
             on_error: spec.on_error,
             cpu_budget: spec.cpu_budget,
@@ -95,7 +96,28 @@ impl Plugin {
             inline_us: AtomicU64::new(0),
             slow_inline: AtomicBool::new(false),
         };
-        let first = plugin.instantiate()?;
+        let mut first = plugin.instantiate()?;
+        if plugin.exports.hook_mask {
+            // Once, on the first instance: the answer depends on the
+            // configuration, which every instance shares (ABI.md).
+            let ask: TypedFunc<(), i32> = first
+                .instance
+                .get_typed_func(&mut first.store, abi::HOOKS)
+                .expect("export checked at load");
+            let mask = ask
+                .call(&mut first.store, ())
+                .map_err(|e| plugin.describe(&e, first.store.data(), Phase::Hooks))?;
+            plugin.exports.narrow(mask);
+            let left_out: Vec<&str> = Hook::ALL
+                .into_iter()
+                .filter(|&h| exports.has(h) && !plugin.exports.has(h))
+                .map(Hook::name)
+                .collect();
+            if !left_out.is_empty() {
+                tracing::debug!(plugin = %plugin.name, hooks = ?left_out,
+                    "hooks its configuration does not need: never called");
+            }
+        }
         plugin.idle().push(first);
         Ok(plugin)
     }
@@ -209,6 +231,7 @@ impl Plugin {
         }
         Ok(Box::new(Ready {
             store,
+            instance,
             funcs,
             uses: 0,
             born: Instant::now(),

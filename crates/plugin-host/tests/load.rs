@@ -114,6 +114,29 @@ fn errors_name_the_plugin_and_the_reason() {
         (
             raw(
                 d,
+                "badmask",
+                r#"(module (memory (export "memory") 1) (func (export "sluice_abi_v1"))
+                   (func (export "sluice_hooks") (result i32) (unreachable)))"#,
+            ),
+            |k| {
+                matches!(k, LoadErrorKind::Start(HookError::Trap { during: Phase::Hooks, detail })
+                    if detail.contains("unreachable"))
+            },
+            "sluice_hooks failed",
+        ),
+        (
+            raw(
+                d,
+                "masksig",
+                r#"(module (memory (export "memory") 1) (func (export "sluice_abi_v1"))
+                   (func (export "sluice_hooks") (param i32) (result i32) (i32.const 0)))"#,
+            ),
+            |k| matches!(k, LoadErrorKind::Abi(AbiError::WrongSignature { export, .. }) if export == "sluice_hooks"),
+            "export `sluice_hooks` has type (i32) -> (i32), ABI v1 wants () -> (i32)",
+        ),
+        (
+            raw(
+                d,
                 "badalloc",
                 r#"(module (memory (export "memory") 1) (func (export "sluice_abi_v1"))
                    (func (export "sluice_alloc") (param i32) (result i32) (i32.const 65535))

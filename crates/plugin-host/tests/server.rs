@@ -35,6 +35,60 @@ fn a_plugin_reply_reaches_the_client() {
     assert!(c.command("RCPT TO:<blocked@x.test>").starts_with("250 "));
 }
 
+/// Refuses MAIL from `refused@client.test` and every RCPT; `sluice_hooks`
+/// leaves RCPT out when its configuration is longer than `{}`.
+fn refuses_unless_left_out() -> Vec<u8> {
+    module(
+        &[
+            ("refused", "refused@client.test"),
+            ("mail", "5.7.1 mail hook ran"),
+            ("rcpt", "5.7.1 rcpt hook ran"),
+        ],
+        r#"
+  (global $skip_rcpt (mut i32) (i32.const 0))
+  (func (export "sluice_init") (param $p i32) (param $n i32) (result i32)
+    (global.set $skip_rcpt (i32.gt_u (local.get $n) (i32.const 2)))
+    (i32.const 0))
+  (func (export "sluice_hooks") (result i32)
+    (if (result i32) (global.get $skip_rcpt)
+      (then (i32.const 0x77))
+      (else (i32.const 0x7f))))
+  (func (export "sluice_on_mail") (param $p i32) (param $n i32) (result i32)
+    (if (call $eq (local.get $p) (local.get $n) $$refused)
+      (then
+        (call $set_reply (i32.const 550) $$mail)
+        (return (i32.const 2))))
+    (i32.const 0))
+  (func (export "sluice_on_rcpt") (param i32 i32) (result i32)
+    (call $set_reply (i32.const 550) $$rcpt)
+    (i32.const 2))
+"#,
+    )
+}
+
+#[test]
+fn a_hook_the_configuration_leaves_out_is_never_called() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = refuses_unless_left_out();
+    for (config, rcpt) in [
+        ("{}", "550 5.7.1 rcpt hook ran"),
+        (r#"{"skip_rcpt":true}"#, "250 2.1.5 Ok"),
+    ] {
+        let mut plugin = spec(dir.path(), "picky", &wasm);
+        plugin.config_json = config.into();
+        let s = server(vec![plugin], env());
+        let mut c = session(s.addr, "client.test");
+        // The mask leaves out only what it names: MAIL is still asked.
+        assert_eq!(
+            c.command("MAIL FROM:<refused@client.test>"),
+            "550 5.7.1 mail hook ran",
+            "{config}"
+        );
+        assert!(c.command("MAIL FROM:<a@client.test>").starts_with("250 "));
+        assert_eq!(c.command("RCPT TO:<b@x.test>"), rcpt, "{config}");
+    }
+}
+
 #[test]
 fn properties_describe_the_connection_and_transaction() {
     let dir = tempfile::tempdir().unwrap();

@@ -43,6 +43,7 @@ fn abi_md_tables_are_read_completely() {
             "memory",
             "sluice_abi_v1",
             "sluice_alloc",
+            "sluice_hooks",
             "sluice_init",
             "sluice_on_close",
             "sluice_on_connect",
@@ -68,6 +69,10 @@ fn abi_md_tables_are_read_completely() {
     assert_eq!(
         abi.exports["sluice_on_close"].signature,
         Some(sig(&[], &[]))
+    );
+    assert_eq!(
+        abi.exports["sluice_hooks"].signature,
+        Some(sig(&[], &[I32]))
     );
     assert_eq!(abi.imports["add_score"], sig(&[I32, I32, F64], &[]));
     assert_eq!(abi.imports["kv_incr"], sig(&[I32, I32, I64, I32], &[I64]));

@@ -40,7 +40,7 @@ use alloc::format;
 use alloc::string::String;
 
 use sluice_plugin_sdk::syntax::domain_of;
-use sluice_plugin_sdk::{Ctx, Filter, InitError, Scope, Verdict, export_filter};
+use sluice_plugin_sdk::{Ctx, Filter, Hooks, InitError, Scope, Verdict, export_filter};
 
 use config::Config;
 use symbols::Hits;
@@ -69,6 +69,16 @@ impl Filter for Antispam {
         Ok(Self {
             config: Config::parse(config)?,
         })
+    }
+
+    /// RCPT only checks the DNSBL zones: without any, the host need not
+    /// call it.
+    fn hooks(&self) -> Hooks {
+        if self.config.dnsbl_zones.is_empty() {
+            Hooks::ALL - Hooks::RCPT
+        } else {
+            Hooks::ALL
+        }
     }
 
     fn on_helo(&mut self, ctx: &Ctx<'_>, helo: &str) -> Verdict {

@@ -200,6 +200,18 @@ fn a_listed_client_is_refused_at_rcpt_with_one_lookup_per_connection() {
 }
 
 #[test]
+fn rcpt_is_asked_for_only_when_a_dnsbl_zone_is_configured() {
+    use sluice_plugin_sdk::Hooks;
+    let without = filter("{}").hooks();
+    assert!(!without.contains(Hooks::RCPT), "{without:?}");
+    assert!(without.contains(Hooks::HELO | Hooks::MAIL | Hooks::DATA));
+    assert_eq!(
+        filter(r#"{"dnsbl_zones": ["bl.test"]}"#).hooks(),
+        Hooks::ALL
+    );
+}
+
+#[test]
 fn dnsbl_skips_privileged_clients_and_handles_ipv6() {
     let mut f = filter(r#"{"dnsbl_zones": ["bl.test"]}"#);
     let trusted = stranger().with_property("conn.trusted", "1");

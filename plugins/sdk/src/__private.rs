@@ -180,6 +180,12 @@ pub fn call<F: Filter>(slot: &Slot<F>, ctx: &Ctx<'_>, hook: Hook, arg: Option<&[
     })
 }
 
+/// `sluice_hooks`: the filter's [`Filter::hooks`] as the ABI's mask; every
+/// hook when there is no filter (its hooks then fail, as they should).
+pub fn hooks<F: Filter>(slot: &Slot<F>) -> i32 {
+    slot.with(|s| s.as_ref().map_or(crate::Hooks::ALL, |f| f.hooks()).bits())
+}
+
 /// A hook without a verdict; nothing to do if there is no filter.
 pub fn notify<F: Filter>(slot: &Slot<F>, ctx: &Ctx<'_>, which: Notify) {
     slot.with(|s| {
@@ -231,10 +237,15 @@ mod wasm {
     pub fn wasm_notify<F: Filter>(slot: &Slot<F>, which: Notify) {
         notify(slot, &ctx(), which);
     }
+
+    /// `sluice_hooks`.
+    pub fn wasm_hooks<F: Filter>(slot: &Slot<F>) -> i32 {
+        hooks(slot)
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use wasm::{wasm_alloc, wasm_hook, wasm_init, wasm_notify};
+pub use wasm::{wasm_alloc, wasm_hook, wasm_hooks, wasm_init, wasm_notify};
 
 #[cfg(test)]
 mod tests {
@@ -271,6 +282,27 @@ mod tests {
         fn on_close(&mut self, _: &Ctx<'_>) {
             self.seen.push("close".to_string());
         }
+        fn hooks(&self) -> crate::Hooks {
+            if self.seen[0] == "init no-rcpt" {
+                crate::Hooks::ALL - crate::Hooks::RCPT
+            } else {
+                crate::Hooks::ALL
+            }
+        }
+    }
+
+    #[test]
+    fn sluice_hooks_answers_with_the_configured_filters_hooks() {
+        let host = MockHost::new();
+        let ctx = host.ctx();
+        let slot = Slot::<Probe>::new();
+        // Before a successful init every hook: they fail on their own.
+        assert_eq!(hooks(&slot), 0x7f);
+        assert_eq!(init::<Probe>(&slot, &ctx, Some(b"no-rcpt")), 0);
+        assert_eq!(hooks(&slot), 0x7f & !(1 << 3));
+        let slot = Slot::<Probe>::new();
+        assert_eq!(init::<Probe>(&slot, &ctx, Some(b"{}")), 0);
+        assert_eq!(hooks(&slot), 0x7f);
     }
 
     fn seen(slot: &Slot<Probe>) -> Vec<String> {

@@ -1,7 +1,7 @@
 use alloc::string::String;
 use core::fmt;
 
-use crate::{Ctx, Verdict};
+use crate::{Ctx, Hooks, Verdict};
 
 /// A filter: one method per hook of ABI v1.
 ///
@@ -18,6 +18,17 @@ pub trait Filter: Sized {
     /// `json` feature, also reads an empty string as `{}`). An error fails the
     /// plugin's load, and its message goes to the server's log.
     fn init(config: &str) -> Result<Self, InitError>;
+
+    /// The hooks this configuration needs, asked once after
+    /// [`init`](Filter::init) when the plugin loads: the host never calls
+    /// the others. Every hook unless a filter says otherwise; a filter whose
+    /// settings turn a check off (a DNSBL check at RCPT with no zones
+    /// configured) leaves its hook out, and saves the call for every
+    /// message. The answer must depend on the configuration alone: the
+    /// host asks one instance and applies it to all.
+    fn hooks(&self) -> Hooks {
+        Hooks::ALL
+    }
 
     /// A client connected; called before the greeting.
     fn on_connect(&mut self, ctx: &Ctx<'_>) -> Verdict {

@@ -4,7 +4,7 @@
 //! `wasm32-unknown-unknown` that speaks the ABI in `plugins/ABI.md` (version 1).
 //! This crate hides that ABI: implement [`Filter`], call [`export_filter!`], and
 //! the crate emits the exports (`sluice_abi_v1`, `sluice_alloc`, `sluice_init`,
-//! `sluice_on_*`), a global allocator and a panic handler that traps.
+//! `sluice_hooks`, `sluice_on_*`), a global allocator and a panic handler that traps.
 //! Host services (properties, headers, body, replies, scores, notes, logging,
 //! the clock, DNS, the shared key-value store) are methods of [`Ctx`].
 //!
@@ -85,6 +85,7 @@ pub mod config;
 mod ctx;
 mod dns;
 mod filter;
+mod hooks;
 mod raw;
 #[cfg(all(target_arch = "wasm32", feature = "runtime"))]
 mod runtime;
@@ -100,12 +101,14 @@ pub use auth::{AuthResult, DkimSignature, Dmarc, DmarcPolicy, Spf};
 pub use ctx::{Ctx, Level, Recipient, RecipientDomain, Scope};
 pub use dns::{DnsResult, MxRecord, Qtype};
 pub use filter::{Filter, InitError};
+pub use hooks::Hooks;
 pub use verdict::Verdict;
 
 /// Exports a [`Filter`] implementation as a Sluice plugin.
 ///
 /// `export_filter!(MyFilter)` emits, on wasm32, the ABI's exports:
-/// `sluice_abi_v1`, `sluice_alloc`, `sluice_init` and all seven hooks
+/// `sluice_abi_v1`, `sluice_alloc`, `sluice_init`, `sluice_hooks` (which
+/// answers with [`Filter::hooks`]) and all seven hooks
 /// (`sluice_on_connect`, `_helo`, `_mail`, `_rcpt`, `_data`, `_reset`,
 /// `_close`). To export only some hooks (the host then skips the others
 /// entirely), list them:
@@ -144,6 +147,11 @@ macro_rules! export_filter {
             #[unsafe(no_mangle)]
             extern "C" fn sluice_init(ptr: i32, len: i32) -> i32 {
                 $crate::__private::wasm_init(&FILTER, ptr, len)
+            }
+
+            #[unsafe(no_mangle)]
+            extern "C" fn sluice_hooks() -> i32 {
+                $crate::__private::wasm_hooks(&FILTER)
             }
 
             $( $crate::__sluice_export_hook!($hook, FILTER); )*
