@@ -37,7 +37,8 @@ fn submission(handle: &SpoolHandle, body: &[u8]) -> Submission {
                 forward_path: ForwardPath::Path(path("<rcpt@example.net>")),
                 params: Default::default(),
             }],
-        },
+        }
+        .into(),
     };
     Submission::new(entry, body.to_vec())
 }

@@ -36,7 +36,8 @@ fn submission(handle: &SpoolHandle) -> Submission {
             recipients: vec![Recipient::new(ForwardPath::Path(path(
                 "<rcpt@example.net>",
             )))],
-        },
+        }
+        .into(),
     };
     Submission::new(entry, b"Subject: compaction\r\n\r\nbody\r\n".to_vec())
 }

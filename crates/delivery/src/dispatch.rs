@@ -159,7 +159,7 @@ impl Dispatch {
     /// per-recipient replies are folded back onto the forward-paths.
     fn deliver_lmtp(&self, job: &Job) -> Vec<Outcome> {
         let target = self.lmtp.as_deref().unwrap_or_default();
-        let mut envelope = job.envelope().into_owned();
+        let mut envelope = Arc::unwrap_or_clone(job.envelope());
         envelope.recipients.clear();
         // Per recipient of the job: the indices of its copies in the LMTP
         // transaction, or why it has none.
@@ -311,7 +311,8 @@ impl Dispatch {
                             },
                         })
                         .collect(),
-                },
+                }
+                .into(),
             },
             header,
         );

@@ -36,7 +36,7 @@ fn envelope(to: &str) -> Envelope {
 fn item<'a>(to: &str, body: &'a [u8]) -> RunItem<'a> {
     RunItem {
         domain: to.rsplit_once('@').unwrap().1.to_owned().into(),
-        envelope: std::borrow::Cow::Owned(envelope(to)),
+        envelope: std::sync::Arc::new(envelope(to)),
         body,
     }
 }

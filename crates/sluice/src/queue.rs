@@ -408,7 +408,8 @@ mod tests {
                     Recipient::new(ForwardPath::Path(path("<bob@example.test>"))),
                     Recipient::new(ForwardPath::Path(path("<carol@example.test>"))),
                 ],
-            },
+            }
+            .into(),
         };
         handle
             .submit_wait(Submission::new(
@@ -457,7 +458,8 @@ mod tests {
                         .iter()
                         .map(|r| Recipient::new(ForwardPath::Path(path(r))))
                         .collect(),
-                },
+                }
+                .into(),
             };
             handle
                 .submit_wait(Submission::new(entry, b"Subject: x\r\n\r\nhi\r\n".to_vec()))

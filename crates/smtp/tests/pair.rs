@@ -206,7 +206,7 @@ fn the_server_reads_the_envelope_the_client_wrote() {
     let body = b"Subject: caf\xc3\xa9\r\n\r\n.leading dot\r\n..two\r\nend\r\n";
     let results = pair.send(
         Message {
-            envelope: envelope.clone(),
+            envelope: std::sync::Arc::new(envelope.clone()),
             body_size: body.len() as u64,
         },
         body,
@@ -356,7 +356,9 @@ fn starttls_then_a_requiretls_message() {
         vec![forward("<r@example.net>")],
         3,
     );
-    message.envelope.params.requiretls = true;
+    std::sync::Arc::make_mut(&mut message.envelope)
+        .params
+        .requiretls = true;
     let results = pair.send(message, b"x\r\n");
     assert!(
         matches!(results[0].outcome, Outcome::Delivered(_)),
@@ -521,7 +523,7 @@ proptest! {
             vec![forward("<r@example.net>")],
             body.len() as u64,
         );
-        message.envelope.params.body = Some(BodyType::EightBitMime);
+        std::sync::Arc::make_mut(&mut message.envelope).params.body = Some(BodyType::EightBitMime);
         let results = pair.send(message, &body);
         prop_assert!(matches!(results[0].outcome, Outcome::Delivered(_)), "{:?}", results);
         prop_assert_eq!(&pair.received[0].1, &body);

@@ -376,7 +376,7 @@ impl Conn {
     /// no message or no transaction, which the caller must refuse.
     pub(crate) fn submission(&mut self, changes: &MessageChanges) -> Option<Submission> {
         let id = self.queue_id?;
-        let envelope = self.session.transaction()?.clone();
+        let envelope = Arc::clone(self.session.shared_transaction()?);
         let message = self.message.take()?;
         let mut fields = std::mem::take(&mut self.added_fields);
         for (name, value) in &changes.headers {

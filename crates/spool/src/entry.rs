@@ -9,6 +9,7 @@
 //! malformed address handed to delivery.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use sluice_smtp::address::AddressLiteral;
 use sluice_smtp::{
@@ -36,8 +37,10 @@ pub struct Entry {
     /// The client's HELO/EHLO argument, as it gave it.
     pub helo: String,
     /// The reverse-path, MAIL parameters and forward-paths. Per-recipient
-    /// states refer to `envelope.recipients` by index.
-    pub envelope: Envelope,
+    /// states refer to `envelope.recipients` by index. Shared: the front
+    /// end's session that collected it and the delivery attempts that send
+    /// it hold the same one.
+    pub envelope: Arc<Envelope>,
 }
 
 impl Entry {
@@ -107,11 +110,11 @@ impl Entry {
                     arrival_unix_ms,
                     client_ip,
                     helo,
-                    envelope: Envelope {
+                    envelope: Arc::new(Envelope {
                         reverse_path,
                         params,
                         recipients,
-                    },
+                    }),
                 })
             }
             _ => Err(SpoolError::Corrupt("unknown entry version")),
@@ -466,7 +469,7 @@ pub(crate) mod tests {
                 arrival_unix_ms,
                 client_ip,
                 helo,
-                envelope,
+                envelope: envelope.into(),
             },
         )
     }
@@ -506,7 +509,7 @@ pub(crate) mod tests {
             arrival_unix_ms: 0,
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             helo: "h".into(),
-            envelope: Envelope::new(ReversePath::Null, MailParams::default()),
+            envelope: Envelope::new(ReversePath::Null, MailParams::default()).into(),
         };
         let mut buf = Vec::new();
         entry.encode(&mut buf);

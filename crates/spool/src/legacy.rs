@@ -5,6 +5,7 @@
 //! that release made, in `tests/fixtures/v1`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use sluice_smtp::{
     BodyType, Envelope, ForwardPath, MailParams, Path, RcptParams, Recipient, Reply, ReversePath,
@@ -72,11 +73,11 @@ pub(crate) fn decode_entry_v1(r: &mut Reader<'_>) -> Result<Entry, SpoolError> {
         arrival_unix_ms,
         client_ip,
         helo,
-        envelope: Envelope {
+        envelope: Arc::new(Envelope {
             reverse_path,
             params,
             recipients,
-        },
+        }),
     })
 }
 

@@ -174,7 +174,7 @@
 //!     arrival_unix_ms: 0,
 //!     client_ip: "192.0.2.1".parse().unwrap(),
 //!     helo: "mail.example.org".into(),
-//!     envelope,
+//!     envelope: envelope.into(),
 //! };
 //! let body = b"Subject: hi\r\n\r\nhello\r\n".to_vec();
 //! handle.submit(Submission::new(entry, body), Box::new(|result| {

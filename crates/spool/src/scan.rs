@@ -100,14 +100,15 @@ impl SpoolHandle {
             }
             for (id, loc, arrival_unix_ms, held, states, map) in batch.drain(..) {
                 let entry = decode_at(&map, loc.envelope_start(), loc.envelope_len.into())?;
+                // Just decoded, so held nowhere else: taken, not copied.
+                let envelope = std::sync::Arc::unwrap_or_clone(entry.envelope);
                 let summary = MessageSummary {
                     id,
                     arrival_unix_ms,
                     size: loc.body_len(),
-                    reverse_path: entry.envelope.reverse_path,
+                    reverse_path: envelope.reverse_path,
                     held,
-                    recipients: entry
-                        .envelope
+                    recipients: envelope
                         .recipients
                         .into_iter()
                         .zip(states)

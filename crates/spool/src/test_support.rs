@@ -22,6 +22,6 @@ pub(crate) fn entry(id: QueueId, arrival_unix_ms: u64) -> Entry {
         arrival_unix_ms,
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         helo: "h".into(),
-        envelope,
+        envelope: envelope.into(),
     }
 }

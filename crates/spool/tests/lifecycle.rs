@@ -30,7 +30,7 @@ fn deferred(attempts: u32) -> RecipientState {
 /// Submits a message with exactly `rcpts` recipients.
 fn submit(h: &SpoolHandle, seed: u64, rcpts: usize, len: usize) -> QueueId {
     let mut queued = common::entry(h.new_id(), seed);
-    let recipients = &mut queued.envelope.recipients;
+    let recipients = &mut std::sync::Arc::make_mut(&mut queued.envelope).recipients;
     recipients.resize(rcpts, recipients[0].clone());
     h.submit_wait(Submission::new(queued, body(seed, len)))
         .unwrap()

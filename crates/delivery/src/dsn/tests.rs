@@ -41,7 +41,8 @@ fn envelope(reverse_path: &str, mail_params: &str, rcpts: &[(&str, &str)]) -> En
                     params: RcptParams::parse(params).unwrap(),
                 })
                 .collect(),
-        },
+        }
+        .into(),
     }
 }
 

@@ -368,7 +368,8 @@ impl Remote {
                         .iter()
                         .map(|&i| envelope.recipients[i].clone())
                         .collect(),
-                },
+                }
+                .into(),
                 body_size: body.len() as u64,
             };
             let sent = connection.send(message, body);

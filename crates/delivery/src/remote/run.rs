@@ -19,6 +19,7 @@
 //! next addresses alone.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use sluice_smtp::Envelope;
 use sluice_smtp::client::{Message, PIPELINED_BODY_MAX};
@@ -33,9 +34,9 @@ use crate::Outcome;
 #[derive(Debug)]
 pub struct RunItem<'a> {
     pub domain: Cow<'a, str>,
-    /// Borrowed from the queued message when the job has all of its
-    /// recipients.
-    pub envelope: Cow<'a, Envelope>,
+    /// The queued message's own when the job has all of its recipients
+    /// ([`Job::envelope`](crate::scheduler::Job::envelope)).
+    pub envelope: Arc<Envelope>,
     /// The content (CRLF line ends, not dot-stuffed).
     pub body: &'a [u8],
 }
@@ -95,13 +96,12 @@ impl Remote {
         if !together || demand.requiretls || !key.chunking {
             return None;
         }
-        // The session takes its messages; each attempt gets its own copy of
-        // the envelopes, made as it starts (a second attempt is rare).
+        // The session takes its messages; they share the queued envelopes.
         let messages = || -> Vec<Message> {
             items
                 .iter()
                 .map(|item| Message {
-                    envelope: Envelope::clone(&item.envelope),
+                    envelope: Arc::clone(&item.envelope),
                     body_size: item.body.len() as u64,
                 })
                 .collect()

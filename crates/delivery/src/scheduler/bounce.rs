@@ -51,7 +51,8 @@ pub(super) fn build(
                 ..MailParams::default()
             },
             recipients: vec![Recipient::new(ForwardPath::Path(bounce.recipient))],
-        },
+        }
+        .into(),
     };
     Some(Submission::new(entry, bounce.message))
 }

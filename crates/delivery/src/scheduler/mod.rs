@@ -169,10 +169,11 @@ impl Job {
     }
 
     /// The envelope of this job alone: the message's reverse-path and
-    /// parameters, with only this job's recipients. Borrowed when the job
-    /// has every recipient of the message, in order (nearly always: one
-    /// recipient, or one destination): nothing is copied then.
-    pub fn envelope(&self) -> std::borrow::Cow<'_, sluice_smtp::Envelope> {
+    /// parameters, with only this job's recipients. The message's own,
+    /// shared, when the job has every recipient of the message, in order
+    /// (nearly always: one recipient, or one destination): nothing is
+    /// copied then.
+    pub fn envelope(&self) -> Arc<sluice_smtp::Envelope> {
         let envelope = &self.message.entry.envelope;
         let whole = self
             .recipients
@@ -180,9 +181,9 @@ impl Job {
             .map(|&r| r as usize)
             .eq(0..envelope.recipients.len());
         if whole {
-            return std::borrow::Cow::Borrowed(envelope);
+            return Arc::clone(envelope);
         }
-        std::borrow::Cow::Owned(sluice_smtp::Envelope {
+        Arc::new(sluice_smtp::Envelope {
             reverse_path: envelope.reverse_path.clone(),
             params: envelope.params.clone(),
             recipients: self.recipients().cloned().collect(),

@@ -199,12 +199,14 @@ fn submit(config: &Config, args: &Args) -> Result<(), Failure> {
     }
     let body = prepared.message;
     let mut message = Message::new(reverse_path, recipients, body.len() as u64);
+    // Just made, so not shared: changed in place.
+    let envelope = std::sync::Arc::make_mut(&mut message.envelope);
     if body.iter().any(|&b| b >= 0x80) {
-        message.envelope.params.body = Some(BodyType::EightBitMime);
+        envelope.params.body = Some(BodyType::EightBitMime);
     }
-    message.envelope.params.ret = args.ret;
-    message.envelope.params.envid = args.envid.clone();
-    for r in &mut message.envelope.recipients {
+    envelope.params.ret = args.ret;
+    envelope.params.envid = args.envid.clone();
+    for r in &mut envelope.recipients {
         r.params.notify = args.notify;
     }
     let hostname = Domain::parse(&config.hostname())

@@ -1,6 +1,8 @@
 //! The message handed to the client, the per-recipient results it gives
 //! back, and the checks and parameters that depend on what the server offers.
 
+use std::sync::Arc;
+
 use crate::address::{ForwardPath, ReversePath};
 use crate::command::EnvelopeCommand;
 use crate::envelope::{Envelope, Recipient};
@@ -21,8 +23,9 @@ use super::Capabilities;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The recipients to send to, in order; [`RecipientResult::index`]
-    /// refers to `envelope.recipients`.
-    pub envelope: Envelope,
+    /// refers to `envelope.recipients`. Shared with the queued message it
+    /// came from: an attempt does not copy it.
+    pub envelope: Arc<Envelope>,
     /// The body in octets, as it will be sent (CRLF line ends, before
     /// dot-stuffing). With BDAT this is the exact chunk size, so it must match.
     pub body_size: u64,
@@ -32,11 +35,11 @@ impl Message {
     /// A message with a 7bit body and no optional parameters.
     pub fn new(reverse_path: ReversePath, recipients: Vec<ForwardPath>, body_size: u64) -> Message {
         Message {
-            envelope: Envelope {
+            envelope: Arc::new(Envelope {
                 reverse_path,
                 params: MailParams::default(),
                 recipients: recipients.into_iter().map(Recipient::new).collect(),
-            },
+            }),
             body_size,
         }
     }

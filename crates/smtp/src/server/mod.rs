@@ -28,6 +28,7 @@ pub use auth::{Mechanism, Password};
 pub use ehlo::Extensions;
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::address::{Domain, ForwardPath, ReversePath};
 use crate::command::Verb;
@@ -233,7 +234,10 @@ pub struct ServerSession<C = ServerConfig> {
     phase: Phase,
     lines: LineReader,
     greeting: Option<(Greeting, Domain)>,
-    transaction: Option<Envelope>,
+    /// Shared: the spool's entry and the delivery client take the envelope
+    /// the session collected without a copy (RCPT grows it while no one
+    /// else holds it).
+    transaction: Option<Arc<Envelope>>,
     /// Set once content of this transaction is being read through BDAT, so
     /// that DATA cannot be mixed in (RFC 3030 §3).
     bdat_in_progress: bool,
@@ -451,6 +455,12 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
     /// The envelope of the transaction in progress (its accepted recipients
     /// so far).
     pub fn transaction(&self) -> Option<&Envelope> {
+        self.transaction.as_deref()
+    }
+
+    /// The same envelope, shared: what the message is queued with once its
+    /// content has ended.
+    pub fn shared_transaction(&self) -> Option<&Arc<Envelope>> {
         self.transaction.as_ref()
     }
 
@@ -518,7 +528,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                 reverse_path,
                 params,
             } => {
-                self.transaction = Some(Envelope::new(reverse_path, params));
+                self.transaction = Some(Arc::new(Envelope::new(reverse_path, params)));
                 self.reply(reply.unwrap_or_else(|| ok(250, EnhancedCode::new(2, 1, 0), "Ok")));
             }
             Event::Rcpt {
@@ -526,7 +536,7 @@ impl<C: AsRef<ServerConfig>> ServerSession<C> {
                 params,
             } => {
                 if let Some(tx) = &mut self.transaction {
-                    tx.recipients.push(Recipient {
+                    Arc::make_mut(tx).recipients.push(Recipient {
                         forward_path,
                         params,
                     });

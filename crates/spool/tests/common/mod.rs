@@ -93,7 +93,8 @@ pub fn entry(id: QueueId, seed: u64) -> Entry {
                     },
                 })
                 .collect(),
-        },
+        }
+        .into(),
     }
 }
 

@@ -217,7 +217,7 @@ impl Core {
             recipients: msg
                 .rcpts
                 .iter()
-                .zip(stored.entry.envelope.recipients)
+                .zip(std::sync::Arc::unwrap_or_clone(stored.entry.envelope).recipients)
                 .zip(stored.states)
                 .map(|((r, recipient), stored)| {
                     // A state decided but not yet durable is already in the

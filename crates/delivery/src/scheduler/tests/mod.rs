@@ -221,7 +221,8 @@ fn entry(h: &SpoolHandle, from: &str, to: &[&str]) -> Entry {
                     })
                 })
                 .collect(),
-        },
+        }
+        .into(),
     }
 }
 
