@@ -280,37 +280,37 @@ impl CallCtx {
     /// The value of a `get_property` name, if it has one: borrowed where
     /// the call's views hold it (the hot ones, asked at every RCPT), made
     /// where it has to be.
-    pub fn property<'a>(&'a self, name: &str, services: &'a Services) -> Option<Cow<'a, str>> {
+    pub fn property<'a>(&'a self, name: &[u8], services: &'a Services) -> Option<Cow<'a, str>> {
         let info = &self.conn.info;
         let owned = |value: Option<String>| value.map(Cow::Owned);
         Some(match name {
-            "conn.ip" => Cow::Borrowed(&*self.conn.ip_text),
-            "conn.trusted" => flag(info.trusted),
-            "conn.auth" => return owned(self.conn.state().login.clone()),
-            "conn.tls" => flag(self.conn.state().tls.is_some()),
-            "conn.tls_version" => {
+            b"conn.ip" => Cow::Borrowed(&*self.conn.ip_text),
+            b"conn.trusted" => flag(info.trusted),
+            b"conn.auth" => return owned(self.conn.state().login.clone()),
+            b"conn.tls" => flag(self.conn.state().tls.is_some()),
+            b"conn.tls_version" => {
                 return owned(self.conn.state().tls.as_ref().map(|t| t.version.clone()));
             }
-            "conn.tls_cipher" => {
+            b"conn.tls_cipher" => {
                 return owned(self.conn.state().tls.as_ref().map(|t| t.cipher.clone()));
             }
-            "conn.tls_sni" => return owned(self.conn.state().tls.as_ref()?.sni.clone()),
-            "conn.helo" => {
+            b"conn.tls_sni" => return owned(self.conn.state().tls.as_ref()?.sni.clone()),
+            b"conn.helo" => {
                 return owned(self.conn.state().hooks.helo.as_deref().map(str::to_owned));
             }
-            "server.hostname" => Cow::Borrowed(services.hostname.as_str()),
-            "tx.id" => Cow::Borrowed(self.message.as_ref()?.queue_id.as_deref()?),
-            "tx.mail_from" => Cow::Borrowed(self.tx.as_ref()?.mail_from.as_str()),
-            "tx.rcpts" => Cow::Borrowed(self.tx.as_ref()?.rcpts.as_str()),
-            "rcpt.local_part" => Cow::Borrowed(self.rcpt.as_ref()?.local_part.as_str()),
-            "rcpt.domain" => Cow::Borrowed(self.rcpt.as_ref()?.domain.as_deref()?),
-            "tx.score" => {
+            b"server.hostname" => Cow::Borrowed(services.hostname.as_str()),
+            b"tx.id" => Cow::Borrowed(self.message.as_ref()?.queue_id.as_deref()?),
+            b"tx.mail_from" => Cow::Borrowed(self.tx.as_ref()?.mail_from.as_str()),
+            b"tx.rcpts" => Cow::Borrowed(self.tx.as_ref()?.rcpts.as_str()),
+            b"rcpt.local_part" => Cow::Borrowed(self.rcpt.as_ref()?.local_part.as_str()),
+            b"rcpt.domain" => Cow::Borrowed(self.rcpt.as_ref()?.domain.as_deref()?),
+            b"tx.score" => {
                 let state = self.conn.state();
                 let total =
                     state.hooks.score_total() + self.scores.iter().map(|(_, s)| s).sum::<f64>();
                 Cow::Owned(format_score(total))
             }
-            "tx.symbols" => {
+            b"tx.symbols" => {
                 let state = self.conn.state();
                 // One line per score, written where they go.
                 let mut lines = String::new();
@@ -324,8 +324,8 @@ impl CallCtx {
                 }
                 Cow::Owned(lines)
             }
-            "msg.size" => Cow::Owned(self.message.as_ref()?.bytes.len().to_string()),
-            name if name.starts_with("auth.") => {
+            b"msg.size" => Cow::Owned(self.message.as_ref()?.bytes.len().to_string()),
+            name if name.starts_with(b"auth.") => {
                 return owned(auth_property(&self.tx.as_ref()?.auth, name));
             }
             _ => return None,
@@ -336,12 +336,12 @@ impl CallCtx {
 /// The `auth.*` properties (ABI.md): keywords and names separated by
 /// spaces, one line per DKIM signature; no value for a check that did not
 /// run.
-fn auth_property(auth: &AuthResults, name: &str) -> Option<String> {
+fn auth_property(auth: &AuthResults, name: &[u8]) -> Option<String> {
     let spf = |c: &sluice_filter::authres::SpfCheck| format!("{} {}", c.result, c.domain);
     Some(match name {
-        "auth.spf" => spf(auth.spf()?),
-        "auth.spf_helo" => spf(auth.spf_helo.as_ref()?),
-        "auth.dkim" => {
+        b"auth.spf" => spf(auth.spf()?),
+        b"auth.spf_helo" => spf(auth.spf_helo.as_ref()?),
+        b"auth.dkim" => {
             if auth.dkim.is_empty() {
                 return None;
             }
@@ -352,12 +352,12 @@ fn auth_property(auth: &AuthResults, name: &str) -> Option<String> {
                 .collect();
             lines.join("\n")
         }
-        "auth.dmarc" => {
+        b"auth.dmarc" => {
             let d = auth.dmarc.as_ref()?;
             format!("{} {} {}", d.result, d.policy, d.header_from)
         }
-        "auth.arc" => auth.arc?.to_string(),
-        "auth.iprev" => {
+        b"auth.arc" => auth.arc?.to_string(),
+        b"auth.iprev" => {
             let i = auth.iprev.as_ref()?;
             match &i.name {
                 Some(name) => format!("{} {name}", i.result),

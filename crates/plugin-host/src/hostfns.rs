@@ -131,14 +131,14 @@ fn get_property(
 ) -> Result<i32> {
     let (data, state) = split(&mut caller);
     let value = {
+        // Matched as bytes: every name is ASCII, and one that is not
+        // UTF-8 is unknown like any other.
         let name = bytes_at(data, name_ptr, name_len)?;
         let services = &state.services;
-        std::str::from_utf8(name)
-            .ok()
-            .and_then(|name| match &state.call {
-                Some(call) => call.property(name, services),
-                None => (name == "server.hostname").then_some(services.hostname.as_str().into()),
-            })
+        match &state.call {
+            Some(call) => call.property(name, services),
+            None => (name == b"server.hostname").then_some(services.hostname.as_str().into()),
+        }
     };
     match value {
         Some(value) => write_into(data, buf_ptr, buf_cap, value.as_bytes()),
