@@ -38,7 +38,7 @@ fn size_over_the_advertised_limit_is_refused_before_sending() {
 fn eight_bit_body_needs_8bitmime() {
     let mut s = ready(EHLO_LOCKSTEP);
     let mut env = envelope(&["<a@example.net>"]);
-    std::sync::Arc::make_mut(&mut env.envelope).params.body = Some(BodyType::EightBitMime);
+    env.envelope_mut().params.body = Some(BodyType::EightBitMime);
     s.send_message(env.clone()).unwrap();
     assert_eq!(sent(&mut s), "");
     let results = done(events(&mut s));
@@ -58,7 +58,7 @@ fn eight_bit_body_needs_8bitmime() {
 fn smtputf8_message_needs_smtputf8() {
     let mut s = ready(EHLO_PIPELINING);
     let mut env = envelope(&["<a@example.net>"]);
-    std::sync::Arc::make_mut(&mut env.envelope).params.smtputf8 = true;
+    env.envelope_mut().params.smtputf8 = true;
     s.send_message(env.clone()).unwrap();
     assert_eq!(sent(&mut s), "");
     let results = done(events(&mut s));
@@ -75,7 +75,7 @@ fn smtputf8_message_needs_smtputf8() {
 #[test]
 fn binary_body_goes_by_bdat_or_not_at_all() {
     let mut env = envelope(&["<a@example.net>"]);
-    std::sync::Arc::make_mut(&mut env.envelope).params.body = Some(BodyType::BinaryMime);
+    env.envelope_mut().params.body = Some(BodyType::BinaryMime);
     let mut s = ready(b"250-mx.example.net\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
     s.send_message(env.clone()).unwrap();
     assert!(matches!(

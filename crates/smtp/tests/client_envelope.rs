@@ -189,13 +189,13 @@ fn no_recipient_accepted_means_no_data() {
 #[test]
 fn dsn_and_auth_parameters_only_to_a_server_that_offers_them() {
     let mut env = envelope(&["<a@example.net>"]);
-    std::sync::Arc::make_mut(&mut env.envelope).recipients[0].params = RcptParams {
+    env.envelope_mut().recipients[0].params = RcptParams {
         notify: Some(Notify::Never),
         orcpt: None,
     };
-    std::sync::Arc::make_mut(&mut env.envelope).params.ret = Some(Ret::Hdrs);
-    std::sync::Arc::make_mut(&mut env.envelope).params.envid = Some("q1".into());
-    std::sync::Arc::make_mut(&mut env.envelope).params.auth = Some("<>".into());
+    env.envelope_mut().params.ret = Some(Ret::Hdrs);
+    env.envelope_mut().params.envid = Some("q1".into());
+    env.envelope_mut().params.auth = Some("<>".into());
     let mut s = ready(EHLO_PIPELINING);
     s.send_message(env.clone()).unwrap();
     assert_eq!(

@@ -54,7 +54,7 @@ proptest! {
         let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
         let mut first = envelope(&rcpts);
         if binary {
-            std::sync::Arc::make_mut(&mut first.envelope).params.body = Some(BodyType::BinaryMime);
+            first.envelope_mut().params.body = Some(BodyType::BinaryMime);
         }
         let mut s = ClientSession::new(ClientConfig { tls, ..config() });
         s.send_message(first).unwrap();
@@ -316,7 +316,7 @@ proptest! {
         let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
         let mut env = envelope(&rcpts);
         if binary {
-            std::sync::Arc::make_mut(&mut env.envelope).params.body = Some(BodyType::BinaryMime);
+            env.envelope_mut().params.body = Some(BodyType::BinaryMime);
         }
         let mut s = ClientSession::new(cfg);
         let mut server = ModelServer {

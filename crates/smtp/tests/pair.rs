@@ -356,9 +356,7 @@ fn starttls_then_a_requiretls_message() {
         vec![forward("<r@example.net>")],
         3,
     );
-    std::sync::Arc::make_mut(&mut message.envelope)
-        .params
-        .requiretls = true;
+    message.envelope_mut().params.requiretls = true;
     let results = pair.send(message, b"x\r\n");
     assert!(
         matches!(results[0].outcome, Outcome::Delivered(_)),
@@ -523,7 +521,7 @@ proptest! {
             vec![forward("<r@example.net>")],
             body.len() as u64,
         );
-        std::sync::Arc::make_mut(&mut message.envelope).params.body = Some(BodyType::EightBitMime);
+        message.envelope_mut().params.body = Some(BodyType::EightBitMime);
         let results = pair.send(message, &body);
         prop_assert!(matches!(results[0].outcome, Outcome::Delivered(_)), "{:?}", results);
         prop_assert_eq!(&pair.received[0].1, &body);

@@ -200,7 +200,7 @@ fn submit(config: &Config, args: &Args) -> Result<(), Failure> {
     let body = prepared.message;
     let mut message = Message::new(reverse_path, recipients, body.len() as u64);
     // Just made, so not shared: changed in place.
-    let envelope = std::sync::Arc::make_mut(&mut message.envelope);
+    let envelope = message.envelope_mut();
     if body.iter().any(|&b| b >= 0x80) {
         envelope.params.body = Some(BodyType::EightBitMime);
     }

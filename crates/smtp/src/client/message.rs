@@ -44,6 +44,12 @@ impl Message {
         }
     }
 
+    /// The envelope, to change before the message is sent: copied first
+    /// if another message shares it, so that one stays as it was.
+    pub fn envelope_mut(&mut self) -> &mut Envelope {
+        Arc::make_mut(&mut self.envelope)
+    }
+
     fn body_type(&self) -> BodyType {
         self.envelope.body_type()
     }
