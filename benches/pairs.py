@@ -13,8 +13,10 @@ and how far apart the means are.
         signing costs of the end-to-end rate (issue 13, item 6: <= 15 %).
     benches/pairs.py builds OLD NEW [-p 5] [-n 40000]
         wakeups.py --bin OLD and --bin NEW (directories holding sluice,
-        sluice-sink and sluice-loadgen): CPU per relayed message, the event
-        loops' share of it, and the accepted rate.
+        sluice-sink and sluice-loadgen, and the plugins' .wasm files in
+        plugins/ if that build should load its own rather than this tree's
+        plugins/dist): CPU per relayed message, the event loops' share of
+        it, and the accepted rate.
 
 Both tools bind loopback only and stop every process they start by its PID;
 this waits for each (bounded in time) and removes what it wrote.
@@ -57,8 +59,10 @@ def run_compare(messages, dkim):
 
 def run_wakeups(messages, bin_dir):
     """One wakeups.py run: CPU µs per message (all threads, event loops), msg/s."""
+    own_plugins = os.path.join(bin_dir, "plugins")
+    plugins = ["--plugins", own_plugins] if os.path.isdir(own_plugins) else []
     out = subprocess.run([sys.executable, f"{ROOT}/benches/wakeups.py", "-n", str(messages),
-                          "--bin", bin_dir],
+                          "--bin", bin_dir, *plugins],
                          check=True, capture_output=True, text=True, timeout=RUN_TIMEOUT_S).stdout
     rate = re.search(r"accepted at ([0-9,]+) msg/s", out)
     total = re.search(r"^\| \*\*all\*\* \|.*\| \*\*([0-9.]+)\*\* \|$", out, re.M)

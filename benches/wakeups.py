@@ -87,6 +87,8 @@ def main():
     p.add_argument("--bin", default=os.path.join(ROOT, "target", "release"),
                    help="where sluice, sluice-sink and sluice-loadgen are (built with "
                    "cargo build --release)")
+    p.add_argument("--plugins", default=os.path.join(ROOT, "plugins", "dist"),
+                   help="where the shipped plugins' .wasm files are (plugins/build.sh)")
     p.add_argument("--dkim", choices=("ed25519", "rsa"),
                    help="sign every message (the generator's From: is bench.test)")
     p.add_argument("--extra", default="", help="TOML appended to the configuration")
@@ -118,7 +120,7 @@ def main():
         ]
         for plugin in SHIPPED:
             config += ["", "[[plugin]]", f'name = "{plugin}"',
-                       f'path = "{ROOT}/plugins/dist/{plugin}.wasm"']
+                       f'path = "{args.plugins}/{plugin}.wasm"']
         if args.dkim:
             key = f"{work}/dkim.key"
             subprocess.run([f"{args.bin}/sluice", "dkim", "keygen", "--domain", "bench.test",
