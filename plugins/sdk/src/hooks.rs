@@ -5,8 +5,8 @@ use core::ops::{BitOr, Sub};
 
 /// A set of hooks, for [`Filter::hooks`](crate::Filter::hooks): the host
 /// never calls a hook left out, as if it were not exported, which saves the
-/// call (a few microseconds a message) when a configuration turns a check
-/// off.
+/// call and its argument's copy for every message when a configuration
+/// turns a check off.
 ///
 /// ```
 /// use sluice_plugin_sdk::Hooks;
