@@ -412,6 +412,44 @@ fn plugin_test_reports_refusal_acceptance_and_errors_by_exit_status() {
     assert!(stderr.contains("no-such-plugin.wasm"), "{stderr}");
 }
 
+#[test]
+fn antispam_is_asked_at_rcpt_only_when_a_dnsbl_zone_is_configured() {
+    // The shipped plugin's `sluice_hooks` (the SDK's `Filter::hooks`) as the
+    // host applies it: without zones its RCPT hook is never called.
+    let dir = temp_dir();
+    let eml = dir.path().join("message.eml");
+    std::fs::write(&eml, CONTENT).expect("write the message");
+    let antispam = shipped("antispam");
+    for (settings, asked) in [("{}", false), (r#"{"dnsbl_zones": ["bl.test"]}"#, true)] {
+        let mut cmd = Command::new(sluice_bin());
+        cmd.args(["plugin", "test", "--plugin", &antispam])
+            .args(["--plugin-config", settings, "--trusted"])
+            .args([
+                "--mail-from",
+                "sender@example.org",
+                "--rcpt",
+                "x@remote.test",
+            ])
+            .arg(&eml)
+            .current_dir(dir.path());
+        let out = run(cmd, b"", Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{settings}: {stdout}");
+        // The other stages run either way.
+        for stage in [
+            "mail <sender@example.org>\n  antispam:",
+            "data\n  antispam:",
+        ] {
+            assert!(stdout.contains(stage), "{settings}: {stdout}");
+        }
+        assert_eq!(
+            stdout.contains("rcpt x@remote.test\n  antispam:"),
+            asked,
+            "{settings}: {stdout}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- defaults
 
 #[test]
